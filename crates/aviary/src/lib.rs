@@ -1,0 +1,1 @@
+//! The Aviary server: the tokio I/O shell around `aviary-core`, configuration and CLI.
