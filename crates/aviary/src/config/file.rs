@@ -141,7 +141,7 @@ pub(crate) fn field_names<'de, T: Deserialize<'de>>() -> &'static [&'static str]
     impl std::error::Error for Stop {}
     impl de::Error for Stop {
         fn custom<M: std::fmt::Display>(_: M) -> Self {
-            Stop
+            Self
         }
     }
 

@@ -1,0 +1,304 @@
+//! One client connection: reads bytes, decodes whole packets and hands them to the broker
+//! task in batches; encodes what the broker routes to it into one buffer per batch and
+//! writes it with one `write_all`. Owns the socket; knows nothing of MQTT semantics beyond
+//! which protocol version to decode and encode with.
+//!
+//! Reading and writing run concurrently in the same task (so a client that writes without
+//! reading cannot deadlock us against it), and an idle connection holds no buffers: the
+//! read buffer is allocated once the socket is readable and dropped when it is empty again.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use aviary_codec::{Packet, ProtocolVersion};
+use aviary_core::ConnId;
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::broker_task::Event;
+use crate::outbox::{outbox, Outbox};
+
+/// Bytes reserved for a read when the buffer is empty; the buffer grows by doubling while
+/// a large packet arrives (the codec refuses packets over the maximum size from their fixed
+/// header, which caps the growth).
+const READ_CHUNK: usize = 4 * 1024;
+
+/// Most packets sent to the broker task in one event, so one huge read cannot build an
+/// unbounded batch.
+const MAX_PACKETS_PER_EVENT: usize = 256;
+
+/// Encoded bytes collected before they are written, so a batch of large packets is written
+/// in pieces instead of being encoded into one huge buffer.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// A write that makes no progress for this long means the peer is gone or stuck; the
+/// connection is then dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// After we close our side, how long we keep reading (and discarding) so that unread bytes
+/// from the client do not turn our close into a reset that could destroy the last packets
+/// we sent (the DISCONNECT with the reason) before the client reads them.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// What every connection task needs from the server.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectionContext {
+    /// The broker task's inbox.
+    pub(crate) events: mpsc::Sender<Event>,
+    /// Largest packet accepted from clients (`mqtt.max_packet_size`), enforced while
+    /// decoding, before a body is buffered.
+    pub(crate) max_packet_size: u32,
+    /// Cancelled when graceful shutdown has waited long enough: connections still open
+    /// are then dropped.
+    pub(crate) force_close: CancellationToken,
+}
+
+/// Why the read side stopped.
+enum ReadEnd {
+    /// End of stream or an I/O error: the broker must be told the transport is gone.
+    Closed,
+    /// Undecodable bytes: the broker has been told and will close the connection.
+    DecodeError,
+    /// The broker task is gone (shutdown).
+    BrokerGone,
+}
+
+/// Why the write side stopped.
+enum WriteEnd {
+    /// The broker closed the connection; everything queued was written.
+    Done,
+    /// Writing failed or stalled: the broker must be told the transport is gone.
+    Failed,
+}
+
+/// Drives connection `conn` until it is closed by either side or by shutdown.
+pub(crate) async fn run(stream: TcpStream, conn: ConnId, peer: SocketAddr, ctx: ConnectionContext) {
+    let (sender, outbox) = outbox();
+    let open = Event::Open {
+        conn,
+        peer,
+        outbox: sender,
+    };
+    if ctx.events.send(open).await.is_err() {
+        return; // shutting down
+    }
+    debug!(conn = conn.0, %peer, "connection open");
+    let (mut rd, wr) = stream.into_split();
+    // Packets before (and the answer to a refused) CONNECT are read and written as 3.1.1;
+    // after a CONNECT, its protocol version.
+    let version = AtomicU8::new(ProtocolVersion::V3_1_1.level());
+
+    let tell_closed = {
+        let reader = read_loop(&mut rd, conn, &version, &ctx);
+        let writer = write_loop(wr, &outbox, &version);
+        tokio::pin!(reader, writer);
+        tokio::select! {
+            end = &mut reader => {
+                let tell = matches!(end, ReadEnd::Closed);
+                if tell {
+                    let _ = ctx.events.send(Event::Closed { conn }).await;
+                }
+                // The broker closes the outbox (after `Closed`, or after a decode error
+                // once it has queued its DISCONNECT); the writer then ends.
+                tokio::select! {
+                    _ = &mut writer => {}
+                    () = ctx.force_close.cancelled() => {}
+                }
+                false
+            }
+            end = &mut writer => matches!(end, WriteEnd::Failed),
+            () = ctx.force_close.cancelled() => false,
+        }
+    };
+    if tell_closed {
+        let _ = ctx.events.send(Event::Closed { conn }).await;
+    } else {
+        linger(&mut rd, &ctx.force_close).await;
+    }
+    debug!(conn = conn.0, %peer, "connection closed");
+}
+
+/// Reads and decodes until the stream ends or breaks, sending packets to the broker task.
+async fn read_loop(
+    rd: &mut OwnedReadHalf,
+    conn: ConnId,
+    version: &AtomicU8,
+    ctx: &ConnectionContext,
+) -> ReadEnd {
+    let mut buf = BytesMut::new();
+    loop {
+        if buf.is_empty() {
+            // Idle: wait for data without holding a buffer.
+            buf = BytesMut::new();
+            if rd.readable().await.is_err() {
+                return ReadEnd::Closed;
+            }
+        }
+        buf.reserve(READ_CHUNK.max(buf.len()));
+        match rd.try_read_buf(&mut buf) {
+            Ok(0) => return ReadEnd::Closed,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if buf.is_empty() {
+                    continue; // spurious readiness: back to waiting
+                }
+                // A partial packet is buffered; wait for the rest.
+                if rd.readable().await.is_err() {
+                    return ReadEnd::Closed;
+                }
+                continue;
+            }
+            Err(e) => {
+                debug!(conn = conn.0, error = %e, "read failed");
+                return ReadEnd::Closed;
+            }
+        }
+        if let Some(end) = decode_all(&mut buf, conn, version, ctx).await {
+            return end;
+        }
+    }
+}
+
+/// Decodes every whole packet in `buf` and sends them to the broker; `Some` when reading
+/// must stop.
+async fn decode_all(
+    buf: &mut BytesMut,
+    conn: ConnId,
+    version: &AtomicU8,
+    ctx: &ConnectionContext,
+) -> Option<ReadEnd> {
+    let mut packets = Vec::new();
+    loop {
+        let current = version_from_level(version.load(Ordering::Acquire));
+        match aviary_codec::decode(buf, current, ctx.max_packet_size) {
+            Ok(Some(packet)) => {
+                if let Packet::Connect(connect) = &packet {
+                    // Stored before the broker sees the CONNECT, so its CONNACK is encoded
+                    // in the client's version.
+                    version.store(connect.protocol.level(), Ordering::Release);
+                }
+                packets.push(packet);
+                if packets.len() == MAX_PACKETS_PER_EVENT {
+                    let batch = std::mem::take(&mut packets);
+                    if send_packets(conn, batch, ctx).await.is_err() {
+                        return Some(ReadEnd::BrokerGone);
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(error) => {
+                debug!(conn = conn.0, %error, "undecodable input");
+                if send_packets(conn, packets, ctx).await.is_err()
+                    || ctx
+                        .events
+                        .send(Event::DecodeError { conn, error })
+                        .await
+                        .is_err()
+                {
+                    return Some(ReadEnd::BrokerGone);
+                }
+                return Some(ReadEnd::DecodeError);
+            }
+        }
+    }
+    if send_packets(conn, packets, ctx).await.is_err() {
+        return Some(ReadEnd::BrokerGone);
+    }
+    None
+}
+
+/// Sends a batch of packets to the broker task (nothing when empty); `Err` when the broker
+/// task is gone.
+async fn send_packets(
+    conn: ConnId,
+    packets: Vec<Packet>,
+    ctx: &ConnectionContext,
+) -> Result<(), ()> {
+    if packets.is_empty() {
+        return Ok(());
+    }
+    ctx.events
+        .send(Event::Packets { conn, packets })
+        .await
+        .map_err(|_| ())
+}
+
+/// Writes everything the broker routes to this connection; when the broker closes the
+/// outbox, shuts the write side down (TCP FIN after the last packet).
+async fn write_loop(mut wr: OwnedWriteHalf, outbox: &Outbox, version: &AtomicU8) -> WriteEnd {
+    while let Some(batch) = outbox.next_batch().await {
+        let current = version_from_level(version.load(Ordering::Acquire));
+        let mut out = BytesMut::new();
+        for packet in batch {
+            if let Err(error) = aviary_codec::encode(&packet, current, &mut out) {
+                // The broker produced a packet this version cannot carry: a bug there,
+                // but not a reason to drop the connection.
+                warn!(%error, ?packet, "cannot encode packet; skipped");
+                continue;
+            }
+            if out.len() >= WRITE_CHUNK {
+                if !write(&mut wr, &out).await {
+                    return WriteEnd::Failed;
+                }
+                out.clear();
+            }
+        }
+        if !out.is_empty() && !write(&mut wr, &out).await {
+            return WriteEnd::Failed;
+        }
+    }
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.shutdown()).await;
+    WriteEnd::Done
+}
+
+/// Writes all of `bytes`; `false` on error or when the peer stops reading for too long.
+async fn write(wr: &mut OwnedWriteHalf, bytes: &[u8]) -> bool {
+    match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(bytes)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            debug!(error = %e, "write failed");
+            false
+        }
+        Err(_) => {
+            debug!("write timed out");
+            false
+        }
+    }
+}
+
+/// Reads and discards until the peer closes, for at most [`LINGER`].
+async fn linger(rd: &mut OwnedReadHalf, force_close: &CancellationToken) {
+    let drain = async {
+        let mut scratch = [0u8; 512];
+        loop {
+            if rd.readable().await.is_err() {
+                return;
+            }
+            match rd.try_read(&mut scratch) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(LINGER, drain) => {}
+        () = force_close.cancelled() => {}
+    }
+}
+
+/// The version for a level stored by [`decode_all`] (only ever 3, 4 or 5).
+fn version_from_level(level: u8) -> ProtocolVersion {
+    match level {
+        3 => ProtocolVersion::V3_1,
+        5 => ProtocolVersion::V5,
+        _ => ProtocolVersion::V3_1_1,
+    }
+}
