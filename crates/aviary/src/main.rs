@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use aviary::config::{LogConfig, LogFormat};
+use aviary::config::{unknown_variables, LogConfig, LogFormat};
 use aviary::Config;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -16,7 +16,11 @@ const EXIT_BAD_CONFIG: u8 = 2;
 
 /// The Aviary MQTT broker (MQTT 3.1, 3.1.1 and 5.0).
 #[derive(Debug, Parser)]
-#[command(name = "aviary", version, about)]
+#[command(
+    name = "aviary",
+    version,
+    about = "The Aviary MQTT broker (MQTT 3.1, 3.1.1 and 5.0)."
+)]
 struct Cli {
     /// TOML configuration file (see aviary.example.toml); without it, the embedded defaults
     /// and AVIARY_* environment variables are used.
@@ -27,9 +31,11 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Variables that are not valid Unicode cannot be configuration values; skip them.
-    let env = std::env::vars_os()
-        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));
-    let config = match Config::load(cli.config.as_deref(), env) {
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+        .collect();
+    let pairs = env.iter().map(|(name, value)| (name, value));
+    let config = match Config::load(cli.config.as_deref(), pairs) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("aviary: configuration error: {e}");
@@ -39,6 +45,9 @@ fn main() -> ExitCode {
     if let Err(e) = init_logging(&config.log) {
         eprintln!("aviary: configuration error: {e:#}");
         return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    for name in unknown_variables(env.iter().map(|(name, _)| name.as_str())) {
+        tracing::warn!("ignoring environment variable {name}: not a configuration key");
     }
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,

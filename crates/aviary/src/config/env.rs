@@ -11,12 +11,9 @@ use super::ConfigError;
 /// Prefix of every variable this pass reads.
 const PREFIX: &str = "AVIARY_";
 
-/// Variables with the prefix that are not configuration keys and are left alone: the CLI
-/// reads `AVIARY_CONFIG` for the path of the file itself.
-const NOT_KEYS: &[&str] = &["AVIARY_CONFIG"];
-
-/// Applies every `AVIARY_*` variable of `env` to `file`. An `AVIARY_*` variable that names
-/// no key is an error (it is almost always a typo that would otherwise be ignored).
+/// Applies every `AVIARY_*` variable of `env` that names a key to `file`. Other
+/// `AVIARY_*` variables are left alone here (test scripts and tools use the prefix too);
+/// [`unknown_variables`] lists them so the binary can warn about likely typos.
 pub(crate) fn apply_env<I, K, V>(file: &mut FileConfig, env: I) -> Result<(), ConfigError>
 where
     I: IntoIterator<Item = (K, V)>,
@@ -24,18 +21,28 @@ where
     V: AsRef<str>,
 {
     for (name, value) in env {
-        let (name, value) = (name.as_ref(), value.as_ref());
-        if !name.starts_with(PREFIX) || NOT_KEYS.contains(&name) {
+        let name = name.as_ref();
+        if !name.starts_with(PREFIX) {
             continue;
         }
-        let Some(key) = apply_var(file, name, value)? else {
-            return Err(ConfigError::UnknownEnv {
-                var: name.to_owned(),
-            });
-        };
-        file.env_origins.insert(key.to_owned(), name.to_owned());
+        if let Some(key) = apply_var(file, name, value.as_ref())? {
+            file.env_origins.insert(key.to_owned(), name.to_owned());
+        }
     }
     Ok(())
+}
+
+/// The `AVIARY_*` names among `names` that are not configuration keys (nor `AVIARY_CONFIG`,
+/// which names the file itself).
+pub fn unknown_variables<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    names
+        .into_iter()
+        .filter(|name| name.starts_with(PREFIX) && *name != "AVIARY_CONFIG")
+        .filter(|name| {
+            // "1" is a valid value for every key, so only an unknown name yields `None`.
+            matches!(apply_var(&mut FileConfig::default(), name, "1"), Ok(None))
+        })
+        .collect()
 }
 
 /// Sets the key that variable `var` stands for; returns that key as `section.key`, or
@@ -191,11 +198,19 @@ mod tests {
     }
 
     #[test]
-    fn unknown_aviary_variable_is_an_error() {
-        let err = apply(&[("AVIARY_MQTT_MAX_INFLIGTH", "3")]).unwrap_err();
+    fn unknown_aviary_variables_are_left_alone_and_listed() {
+        let file = apply(&[("AVIARY_MQTT_MAX_INFLIGTH", "3"), ("AVIARY_BIN", "x")]).unwrap();
+        assert_eq!(file, FileConfig::default());
+        let names = [
+            "AVIARY_MQTT_MAX_INFLIGTH",
+            "AVIARY_MQTT_MAX_INFLIGHT",
+            "AVIARY_CONFIG",
+            "PATH",
+            "AVIARY_BIN",
+        ];
         assert_eq!(
-            err.to_string(),
-            "unknown environment variable AVIARY_MQTT_MAX_INFLIGTH (not a configuration key)"
+            unknown_variables(names),
+            ["AVIARY_MQTT_MAX_INFLIGTH", "AVIARY_BIN"]
         );
     }
 

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use aviary_core::BrokerConfig;
 
+pub use self::env::unknown_variables;
 use self::file::FileConfig;
 
 /// The validated configuration of one broker process.
@@ -73,7 +74,7 @@ impl Default for Config {
 
 impl Config {
     /// Loads the configuration: the file at `path` if given (else only defaults), then the
-    /// `AVIARY_*` variables of `env` (pass `std::env::vars()` in the binary).
+    /// `AVIARY_*` variables of `env` (the binary passes the process environment).
     pub fn load<I, K, V>(path: Option<&Path>, env: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -115,9 +116,6 @@ pub enum ConfigError {
     /// The file has a key no version of the configuration defines.
     #[error("unknown key `{key}` in {}", path.display())]
     UnknownKey { key: String, path: PathBuf },
-    /// An `AVIARY_*` variable that names no key.
-    #[error("unknown environment variable {var} (not a configuration key)")]
-    UnknownEnv { var: String },
     /// An environment variable whose text cannot be a value of its key.
     #[error("{var}: {message}")]
     Env { var: String, message: String },
