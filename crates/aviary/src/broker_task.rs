@@ -164,18 +164,18 @@ impl BrokerTask {
         }
     }
 
-    /// Queues `packet` for `conn`. A full outbox loses a QoS 0 PUBLISH (counted); for any
-    /// other packet the connection is a slow consumer and is closed, since QoS 1/2 flows
-    /// and acknowledgements must never be dropped silently.
+    /// Queues `packet` for `conn`. A full outbox loses a QoS 0 PUBLISH (counted, see
+    /// [`droppable`]); for any other packet the connection is a slow consumer and is
+    /// closed, since QoS 1/2 flows and acknowledgements must never be dropped silently.
     fn deliver(&mut self, conn: ConnId, packet: Packet) {
         let Some(outbox) = self.outboxes.get(&conn) else {
             return; // closed in the meantime
         };
-        let qos0 = matches!(&packet, Packet::Publish(p) if p.qos == QoS::AtMostOnce);
+        let droppable = droppable(&packet);
         if outbox.push(packet).is_ok() {
             return;
         }
-        if qos0 {
+        if droppable {
             self.dropped_qos0 += 1;
             debug!(
                 conn = conn.0,
@@ -206,6 +206,19 @@ impl BrokerTask {
     }
 }
 
+/// Whether `packet` may be lost when its connection's outbox is full: a QoS 0 PUBLISH,
+/// unless it sets up a topic alias (a topic together with an alias): losing that would
+/// leave the client unable to resolve the alias in later PUBLISHes [MQTT-3.3.2-12].
+fn droppable(packet: &Packet) -> bool {
+    match packet {
+        Packet::Publish(p) => {
+            let sets_alias = p.properties.topic_alias.is_some() && !p.topic.is_empty();
+            p.qos == QoS::AtMostOnce && !sets_alias
+        }
+        _ => false,
+    }
+}
+
 /// Whether the task keeps running after an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flow {
@@ -213,4 +226,42 @@ enum Flow {
     Continue,
     /// [`Event::Shutdown`] arrived.
     Stop,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU16;
+
+    use aviary_codec::{PacketId, Publish, TopicName};
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn publish(qos: QoS, topic: &str, alias: Option<u16>) -> Packet {
+        let mut publish = Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: if topic.is_empty() {
+                TopicName::empty()
+            } else {
+                TopicName::new(topic).unwrap()
+            },
+            packet_id: (qos != QoS::AtMostOnce).then_some(PacketId(NonZeroU16::MIN)),
+            properties: Default::default(),
+            payload: Bytes::from_static(b"x"),
+        };
+        publish.properties.topic_alias = alias.and_then(NonZeroU16::new);
+        Packet::Publish(publish)
+    }
+
+    #[test]
+    fn only_plain_qos_0_publishes_may_be_dropped() {
+        assert!(droppable(&publish(QoS::AtMostOnce, "a/b", None)));
+        assert!(droppable(&publish(QoS::AtMostOnce, "", Some(3))));
+        assert!(!droppable(&publish(QoS::AtMostOnce, "a/b", Some(3))));
+        assert!(!droppable(&publish(QoS::AtLeastOnce, "a/b", None)));
+        assert!(!droppable(&publish(QoS::ExactlyOnce, "a/b", None)));
+        assert!(!droppable(&Packet::PingResp));
+    }
 }
