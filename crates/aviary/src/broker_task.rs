@@ -232,8 +232,8 @@ enum Flow {
 mod tests {
     use std::num::NonZeroU16;
 
-    use aviary_codec::{PacketId, Publish, TopicName};
-    use bytes::Bytes;
+    use aviary_codec::{PacketId, ProtocolVersion, Publish, TopicName};
+    use bytes::{Bytes, BytesMut};
 
     use super::*;
 
@@ -253,6 +253,68 @@ mod tests {
         };
         publish.properties.topic_alias = alias.and_then(NonZeroU16::new);
         Packet::Publish(publish)
+    }
+
+    /// A broker task whose connection 1 has an outbox nobody drains, after a 3.1.1
+    /// CONNECT; returns the task and the writer end (kept so the outbox stays open).
+    fn task_with_stuck_connection() -> (BrokerTask, crate::outbox::Outbox) {
+        let (_tx, rx) = mpsc::channel(1);
+        let mut task = BrokerTask::new(Broker::new(Default::default()), rx);
+        let (sender, outbox) = crate::outbox::outbox();
+        let conn = ConnId(1);
+        let peer = "127.0.0.1:50000".parse().unwrap();
+        task.handle(Event::Open {
+            conn,
+            peer,
+            outbox: sender,
+        });
+        // CONNECT, 3.1.1, clean session, keep alive 0, client id "c".
+        let mut wire = BytesMut::from(
+            &[
+                0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x00, 0x00, 0x01,
+                b'c',
+            ][..],
+        );
+        let connect = aviary_codec::decode(&mut wire, ProtocolVersion::V3_1_1, 1024)
+            .unwrap()
+            .unwrap();
+        task.handle(Event::Packets {
+            conn,
+            packets: vec![connect],
+        });
+        assert!(task.outboxes.contains_key(&conn), "CONNECT accepted");
+        (task, outbox)
+    }
+
+    #[test]
+    fn full_outbox_drops_and_counts_qos_0() {
+        let (mut task, _outbox) = task_with_stuck_connection();
+        // The CONNACK is queued already; fill the rest.
+        for _ in 1..crate::outbox::CAPACITY {
+            task.deliver(ConnId(1), Packet::PingResp);
+        }
+        task.deliver(ConnId(1), publish(QoS::AtMostOnce, "a", None));
+        task.deliver(ConnId(1), publish(QoS::AtMostOnce, "a", None));
+        assert_eq!(task.dropped_qos0, 2);
+        assert!(task.outboxes.contains_key(&ConnId(1)), "still connected");
+    }
+
+    #[test]
+    fn full_outbox_closes_a_slow_consumer_rather_than_lose_qos_1() {
+        let (mut task, outbox) = task_with_stuck_connection();
+        for _ in 1..crate::outbox::CAPACITY {
+            task.deliver(ConnId(1), Packet::PingResp);
+        }
+        task.deliver(ConnId(1), publish(QoS::AtLeastOnce, "a", None));
+        assert!(!task.outboxes.contains_key(&ConnId(1)), "closed");
+        assert_eq!(task.dropped_qos0, 0);
+        // The writer still gets everything queued before the close, then the end.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let batch = rt.block_on(outbox.next_batch()).unwrap();
+        assert_eq!(batch.len(), crate::outbox::CAPACITY);
+        assert!(rt.block_on(outbox.next_batch()).is_none());
     }
 
     #[test]
