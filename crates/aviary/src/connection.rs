@@ -97,9 +97,8 @@ pub(crate) async fn run(stream: TcpStream, conn: ConnId, peer: SocketAddr, ctx: 
         events: &ctx.events,
     };
     let (mut rd, wr) = stream.into_split();
-    // Packets before (and the answer to a refused) CONNECT are read and written as 3.1.1;
-    // after a CONNECT, its protocol version.
-    let version = AtomicU8::new(ProtocolVersion::V3_1_1.level());
+    // The protocol level of the connection's first CONNECT, or `NO_CONNECT_YET`.
+    let version = AtomicU8::new(NO_CONNECT_YET);
 
     let tell_closed = {
         let reader = read_loop(&mut rd, conn, &version, &ctx);
@@ -208,8 +207,14 @@ async fn decode_all(
             Ok(Some(packet)) => {
                 if let Packet::Connect(connect) = &packet {
                     // Stored before the broker sees the CONNECT, so its CONNACK is encoded
-                    // in the client's version.
-                    version.store(connect.protocol.level(), Ordering::Release);
+                    // in the client's version. Only the first CONNECT fixes the version; a
+                    // second one is a protocol error the broker answers [MQTT-3.1.0-2].
+                    let _ = version.compare_exchange(
+                        NO_CONNECT_YET,
+                        connect.protocol.level(),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
                 }
                 packets.push(packet);
                 if packets.len() == MAX_PACKETS_PER_EVENT {
@@ -335,7 +340,12 @@ async fn linger(rd: &mut OwnedReadHalf, force_close: &CancellationToken) {
     }
 }
 
-/// The version for a level stored by [`decode_all`] (only ever 3, 4 or 5).
+/// Protocol level stored while no CONNECT has been decoded.
+const NO_CONNECT_YET: u8 = 0;
+
+/// The version to decode and encode with for a level stored by [`decode_all`]. Before
+/// CONNECT (and for the CONNACK refusing an unsupported version) that is 3.1.1, whose
+/// CONNACK every client version can read.
 fn version_from_level(level: u8) -> ProtocolVersion {
     match level {
         3 => ProtocolVersion::V3_1,
