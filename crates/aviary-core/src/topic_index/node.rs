@@ -1,0 +1,143 @@
+//! The trie's building blocks: one [`Node`] per filter level, the subscriptions that end at
+//! it ([`Leaf`]) and the small-or-large set of plain subscribers ([`Subscribers`]).
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use super::shared::SharedGroup;
+
+/// One level of a filter. `#` has no children (it is always the last level
+/// [MQTT-4.7.1-2]), so it holds only a [`Leaf`].
+#[derive(Debug)]
+pub(super) struct Node<K, V> {
+    /// Children for exact level strings (including the empty level of `a//b`).
+    pub(super) children: HashMap<Box<str>, Node<K, V>>,
+    /// The `+` child: matches any one level [MQTT-4.7.1-3].
+    pub(super) plus: Option<Box<Node<K, V>>>,
+    /// Subscriptions to `{this node's path}/#`: they match this level and everything below.
+    pub(super) hash: Option<Box<Leaf<K, V>>>,
+    /// Subscriptions whose filter ends exactly at this node.
+    pub(super) leaf: Leaf<K, V>,
+}
+
+impl<K, V> Node<K, V> {
+    pub(super) fn new() -> Self {
+        Self {
+            children: HashMap::new(),
+            plus: None,
+            hash: None,
+            leaf: Leaf::new(),
+        }
+    }
+
+    /// How many child slots are in use (exact, `+` and `#`).
+    pub(super) fn child_count(&self) -> usize {
+        self.children.len() + usize::from(self.plus.is_some()) + usize::from(self.hash.is_some())
+    }
+
+    /// Whether the node holds nothing and can be pruned.
+    pub(super) fn is_empty(&self) -> bool {
+        self.leaf.is_empty() && self.child_count() == 0
+    }
+}
+
+/// The subscriptions whose filter ends at one node (or at its `#` slot).
+#[derive(Debug)]
+pub(super) struct Leaf<K, V> {
+    /// Plain subscriptions, at most one per key [MQTT-3.8.4-3].
+    pub(super) plain: Subscribers<K, V>,
+    /// Shared groups on this filter, each with its members; few per filter, so a Vec.
+    pub(super) shared: Vec<SharedGroup<K, V>>,
+}
+
+impl<K, V> Leaf<K, V> {
+    pub(super) fn new() -> Self {
+        Self {
+            plain: Subscribers::Few(Vec::new()),
+            shared: Vec::new(),
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.plain.is_empty() && self.shared.is_empty()
+    }
+}
+
+/// Above this many subscribers a filter's plain subscriptions move into a hash map.
+const MANY: usize = 16;
+/// Below this many a hash map moves back into a Vec (lower than [`MANY`] so that churn at the
+/// boundary does not convert back and forth).
+const FEW: usize = 8;
+
+/// Plain subscribers of one filter. Most filters have one or a few subscribers, for which a
+/// Vec is smaller and faster than a hash map; a popular filter (`#`, `sensors/+`) can have
+/// many, where a linear search on unsubscribe would be quadratic under churn.
+#[derive(Debug)]
+pub(super) enum Subscribers<K, V> {
+    Few(Vec<(K, V)>),
+    Many(HashMap<K, V>),
+}
+
+impl<K: Eq + Hash, V> Subscribers<K, V> {
+    pub(super) fn insert(&mut self, key: K, value: V) -> Option<V> {
+        match self {
+            Self::Few(list) => {
+                if let Some(slot) = list.iter_mut().find(|(k, _)| *k == key) {
+                    return Some(std::mem::replace(&mut slot.1, value));
+                }
+                if list.len() < MANY {
+                    // One filter per subscriber is the common case: don't reserve 4 slots.
+                    list.reserve_exact(1);
+                    list.push((key, value));
+                } else {
+                    let mut map: HashMap<K, V> = std::mem::take(list).into_iter().collect();
+                    map.insert(key, value);
+                    *self = Self::Many(map);
+                }
+                None
+            }
+            Self::Many(map) => map.insert(key, value),
+        }
+    }
+
+    pub(super) fn remove(&mut self, key: &K) -> Option<V> {
+        match self {
+            Self::Few(list) => {
+                let pos = list.iter().position(|(k, _)| k == key)?;
+                let (_, value) = list.swap_remove(pos);
+                if list.is_empty() {
+                    // Release the allocation of a filter nobody subscribes to any more.
+                    *list = Vec::new();
+                }
+                Some(value)
+            }
+            Self::Many(map) => {
+                let value = map.remove(key)?;
+                if map.len() < FEW {
+                    *self = Self::Few(std::mem::take(map).into_iter().collect());
+                }
+                Some(value)
+            }
+        }
+    }
+}
+
+impl<K, V> Subscribers<K, V> {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Self::Few(list) => list.len(),
+            Self::Many(map) => map.len(),
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(super) fn for_each<'a>(&'a self, mut f: impl FnMut(&'a K, &'a V)) {
+        match self {
+            Self::Few(list) => list.iter().for_each(|(k, v)| f(k, v)),
+            Self::Many(map) => map.iter().for_each(|(k, v)| f(k, v)),
+        }
+    }
+}
