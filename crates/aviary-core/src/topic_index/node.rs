@@ -11,9 +11,9 @@ use super::shared::SharedGroup;
 #[derive(Debug)]
 pub(super) struct Node<K, V> {
     /// Children for exact level strings (including the empty level of `a//b`).
-    pub(super) children: HashMap<Box<str>, Node<K, V>>,
+    pub(super) children: HashMap<Box<str>, Self>,
     /// The `+` child: matches any one level [MQTT-4.7.1-3].
-    pub(super) plus: Option<Box<Node<K, V>>>,
+    pub(super) plus: Option<Box<Self>>,
     /// Subscriptions to `{this node's path}/#`: they match this level and everything below.
     pub(super) hash: Option<Box<Leaf<K, V>>>,
     /// Subscriptions whose filter ends exactly at this node.
@@ -38,6 +38,19 @@ impl<K, V> Node<K, V> {
     /// Whether the node holds nothing and can be pruned.
     pub(super) fn is_empty(&self) -> bool {
         self.leaf.is_empty() && self.child_count() == 0
+    }
+}
+
+impl<K, V> Drop for Node<K, V> {
+    /// Dismantles the subtree with a stack: the derived drop would recurse once per level and
+    /// overflow on a filter with tens of thousands of levels.
+    fn drop(&mut self) {
+        let mut stack: Vec<Self> = self.children.drain().map(|(_, child)| child).collect();
+        stack.extend(self.plus.take().map(|plus| *plus));
+        while let Some(mut node) = stack.pop() {
+            stack.extend(node.children.drain().map(|(_, child)| child));
+            stack.extend(node.plus.take().map(|plus| *plus));
+        }
     }
 }
 

@@ -336,6 +336,22 @@ fn round_robin_stays_fair_when_members_leave() {
     assert!(index.root.is_empty());
 }
 
+#[test]
+fn deep_filters_do_not_exhaust_the_stack() {
+    // 30,000 levels: well inside the 65,535-byte limit, far too deep for recursion.
+    let deep = vec!["x"; 30_000].join("/");
+    let deep_plus = vec!["+"; 30_000].join("/");
+    let mut index = SubscriptionIndex::new();
+    for (key, f) in [&deep, &deep_plus].into_iter().enumerate() {
+        index.insert(&filter(f), key, f.clone());
+    }
+    assert_eq!(matches_of(&index, &topic(&deep)).len(), 2);
+    assert_eq!(index.remove(&filter(&deep), &0).as_ref(), Some(&deep));
+    assert_eq!(matches_of(&index, &topic(&deep)), vec![deep_plus]);
+    // Dropping the remaining deep trie must not recurse either.
+    drop(index);
+}
+
 /// Filters with 1..=4 levels drawn from a small alphabet, so that random sets collide.
 fn filter_strategy() -> impl Strategy<Value = String> {
     let level = prop::sample::select(vec!["a", "b", "", "$x", "+", "#"]);

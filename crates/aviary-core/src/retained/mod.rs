@@ -1,0 +1,258 @@
+//! Retained messages: at most one per topic name, found by topic filter (with the `$` rule)
+//! when a subscription is made [MQTT-3.3.1-5, MQTT-3.3.1-6].
+//!
+//! A trie with one node per topic level; a message lives at the node of its topic, together
+//! with the [`TopicName`] so lookups can hand it back. A filter walks the trie level by level:
+//! an exact level follows one child, `+` every child, `#` the whole subtree including the node
+//! it hangs from (`a/#` finds `a`). Walks use an explicit stack, never recursion, because a
+//! topic may have tens of thousands of levels; nodes left empty by a removal are pruned.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::str::Split;
+
+use aviary_codec::TopicName;
+
+/// Retained messages of type `V` keyed by topic name, searchable by filter.
+#[derive(Debug)]
+pub struct RetainedStore<V> {
+    /// The level before a topic's first level; it never holds a message itself.
+    root: Node<V>,
+    /// Number of stored messages, so `len` is O(1).
+    len: usize,
+}
+
+/// One topic level.
+#[derive(Debug)]
+struct Node<V> {
+    /// The next levels, by level string (the empty string is a level too).
+    children: HashMap<Box<str>, Self>,
+    /// The message retained on the topic that ends here, with that topic's name.
+    message: Option<(TopicName, V)>,
+}
+
+impl<V> Node<V> {
+    fn new() -> Self {
+        Self {
+            children: HashMap::new(),
+            message: None,
+        }
+    }
+}
+
+impl<V> Drop for Node<V> {
+    /// Dismantles the subtree with a stack: the derived drop would recurse once per level and
+    /// overflow on a topic with tens of thousands of levels.
+    fn drop(&mut self) {
+        let mut stack: Vec<Self> = self.children.drain().map(|(_, child)| child).collect();
+        while let Some(mut node) = stack.pop() {
+            stack.extend(node.children.drain().map(|(_, child)| child));
+        }
+    }
+}
+
+/// Pending work of a filter walk.
+enum Work<'a, 'f, V> {
+    /// Match the rest of the filter (`levels`) below `node`.
+    Walk(&'a Node<V>, Split<'f, char>),
+    /// Report every message at and below `node` (a `#` reached it).
+    Subtree(&'a Node<V>),
+}
+
+impl<V> RetainedStore<V> {
+    pub fn new() -> Self {
+        Self {
+            root: Node::new(),
+            len: 0,
+        }
+    }
+
+    /// Sets (or replaces) the retained message of `topic`; returns the previous one.
+    ///
+    /// The empty name of an unresolved topic alias names no topic: nothing is stored and
+    /// `message` is dropped (the caller resolves aliases first).
+    pub fn insert(&mut self, topic: TopicName, message: V) -> Option<V> {
+        if topic.is_empty() {
+            return None;
+        }
+        let mut node = &mut self.root;
+        for level in topic.levels() {
+            // Two lookups instead of `entry`, which would allocate the key every time.
+            if !node.children.contains_key(level) {
+                node.children.insert(level.into(), Node::new());
+            }
+            node = node
+                .children
+                .get_mut(level)
+                .expect("the child was inserted just above");
+        }
+        let old = node.message.replace((topic, message)).map(|(_, old)| old);
+        if old.is_none() {
+            self.len += 1;
+        }
+        old
+    }
+
+    /// Removes the retained message of `topic`.
+    pub fn remove(&mut self, topic: &TopicName) -> Option<V> {
+        if topic.is_empty() {
+            return None;
+        }
+        let mut node = &mut self.root;
+        for level in topic.levels() {
+            node = node.children.get_mut(level)?;
+        }
+        let (_, message) = node.message.take()?;
+        let now_empty = node.children.is_empty();
+        self.len -= 1;
+        if now_empty {
+            self.prune(topic);
+        }
+        Some(message)
+    }
+
+    /// The retained message of `topic`, if any.
+    pub fn get(&self, topic: &TopicName) -> Option<&V> {
+        if topic.is_empty() {
+            return None;
+        }
+        let mut node = &self.root;
+        for level in topic.levels() {
+            node = node.children.get(level)?;
+        }
+        node.message.as_ref().map(|(_, message)| message)
+    }
+
+    /// Calls `f` for each retained message whose topic matches `filter` (a plain filter, the
+    /// matching part of a shared one), honouring [MQTT-4.7.2-1].
+    pub fn for_each_match(&self, filter: &str, mut f: impl FnMut(&TopicName, &V)) {
+        if filter.is_empty() {
+            return;
+        }
+        // A filter starting with a wildcard does not match topics starting with `$`
+        // [MQTT-4.7.2-1]; only the root's children can start a topic, so only they are skipped.
+        let visible = |level: &str| !level.starts_with('$');
+        let mut stack = Vec::new();
+        let mut levels = filter.split('/');
+        match levels.next() {
+            Some("#") => {
+                let roots = self.root.children.iter().filter(|(l, _)| visible(l));
+                stack.extend(roots.map(|(_, child)| Work::Subtree(child)));
+            }
+            Some("+") => {
+                let roots = self.root.children.iter().filter(|(l, _)| visible(l));
+                stack.extend(roots.map(|(_, child)| Work::Walk(child, levels.clone())));
+            }
+            Some(exact) => {
+                if let Some(child) = self.root.children.get(exact) {
+                    stack.push(Work::Walk(child, levels));
+                }
+            }
+            None => {}
+        }
+        while let Some(work) = stack.pop() {
+            match work {
+                Work::Subtree(node) => {
+                    if let Some((topic, message)) = &node.message {
+                        f(topic, message);
+                    }
+                    stack.extend(node.children.values().map(Work::Subtree));
+                }
+                Work::Walk(node, mut levels) => match levels.next() {
+                    None => {
+                        if let Some((topic, message)) = &node.message {
+                            f(topic, message);
+                        }
+                    }
+                    // `a/#` matches `a` itself [MQTT-4.7.1-2].
+                    Some("#") => stack.push(Work::Subtree(node)),
+                    Some("+") => stack.extend(
+                        node.children
+                            .values()
+                            .map(|child| Work::Walk(child, levels.clone())),
+                    ),
+                    Some(exact) => {
+                        if let Some(child) = node.children.get(exact) {
+                            stack.push(Work::Walk(child, levels));
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Removes every message for which `keep` is false (e.g. expired ones).
+    pub fn retain(&mut self, mut keep: impl FnMut(&TopicName, &V) -> bool) {
+        // Find first, then remove (with pruning) by name: a traversal that mutates and
+        // prunes as it goes would need recursion or parent pointers.
+        let mut doomed = Vec::new();
+        let mut stack = vec![&self.root];
+        while let Some(node) = stack.pop() {
+            if let Some((topic, message)) = &node.message {
+                if !keep(topic, message) {
+                    doomed.push(topic.clone());
+                }
+            }
+            stack.extend(node.children.values());
+        }
+        for topic in doomed {
+            self.remove(&topic);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes the nodes on `topic`'s path that hold nothing but the path, after its message
+    /// was removed from a childless node. Two passes (find the cut, then cut), no recursion.
+    fn prune(&mut self, topic: &TopicName) {
+        // `cut = Some(i)`: level `i` leads to the shallowest node from which everything down
+        // the path is empty apart from the path itself.
+        let mut cut = None;
+        let mut node = &self.root;
+        let mut path = topic.levels().enumerate().peekable();
+        while let Some((i, level)) = path.next() {
+            let Some(child) = node.children.get(level) else {
+                return;
+            };
+            let last = path.peek().is_none();
+            let removable =
+                child.message.is_none() && child.children.len() == if last { 0 } else { 1 };
+            match (removable, cut) {
+                (false, _) => cut = None,
+                (true, None) => cut = Some(i),
+                (true, Some(_)) => {}
+            }
+            node = child;
+        }
+        let Some(cut) = cut else { return };
+        let mut node = &mut self.root;
+        let mut path = topic.levels();
+        for level in path.by_ref().take(cut) {
+            match node.children.get_mut(level) {
+                Some(child) => node = child,
+                None => return,
+            }
+        }
+        if let Some(level) = path.next() {
+            node.children.remove(level);
+            // Give memory back after mass removal (amortised: only when a quarter full).
+            if node.children.capacity() > 4 * node.children.len().max(8) {
+                node.children.shrink_to_fit();
+            }
+        }
+    }
+}
+
+impl<V> Default for RetainedStore<V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
