@@ -191,15 +191,7 @@ impl<K: Clone + Eq + Hash, V> SubscriptionIndex<K, V> {
         let mut node = &mut self.root;
         for step in steps(filter) {
             node = match step {
-                Step::Exact(level) => {
-                    // Two lookups instead of `entry`, which would allocate the key every time.
-                    if !node.children.contains_key(level) {
-                        node.children.insert(level.into(), Node::new());
-                    }
-                    node.children
-                        .get_mut(level)
-                        .expect("the child was inserted just above")
-                }
+                Step::Exact(level) => node.children.get_or_insert(level),
                 Step::Plus => node.plus.get_or_insert_with(|| Box::new(Node::new())),
                 Step::Hash => return node.hash.get_or_insert_with(|| Box::new(Leaf::new())),
             };
@@ -270,14 +262,7 @@ impl<K: Clone + Eq + Hash, V> SubscriptionIndex<K, V> {
             };
         }
         match path.next() {
-            Some(Step::Exact(level)) => {
-                node.children.remove(level);
-                // Give memory back after a burst of unsubscribes (amortised: only when the
-                // map is a quarter full).
-                if node.children.capacity() > 4 * node.children.len().max(8) {
-                    node.children.shrink_to_fit();
-                }
-            }
+            Some(Step::Exact(level)) => node.children.remove(level),
             Some(Step::Plus) => node.plus = None,
             Some(Step::Hash) => node.hash = None,
             None => {}

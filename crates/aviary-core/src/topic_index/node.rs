@@ -11,7 +11,7 @@ use super::shared::SharedGroup;
 #[derive(Debug)]
 pub(super) struct Node<K, V> {
     /// Children for exact level strings (including the empty level of `a//b`).
-    pub(super) children: HashMap<Box<str>, Self>,
+    pub(super) children: Children<K, V>,
     /// The `+` child: matches any one level [MQTT-4.7.1-3].
     pub(super) plus: Option<Box<Self>>,
     /// Subscriptions to `{this node's path}/#`: they match this level and everything below.
@@ -23,7 +23,7 @@ pub(super) struct Node<K, V> {
 impl<K, V> Node<K, V> {
     pub(super) fn new() -> Self {
         Self {
-            children: HashMap::new(),
+            children: Children::Few(Vec::new()),
             plus: None,
             hash: None,
             leaf: Leaf::new(),
@@ -37,7 +37,10 @@ impl<K, V> Node<K, V> {
 
     /// Whether the node holds nothing and can be pruned.
     pub(super) fn is_empty(&self) -> bool {
-        self.leaf.is_empty() && self.child_count() == 0
+        self.leaf.is_empty()
+            && self.children.is_empty()
+            && self.plus.is_none()
+            && self.hash.is_none()
     }
 }
 
@@ -45,11 +48,115 @@ impl<K, V> Drop for Node<K, V> {
     /// Dismantles the subtree with a stack: the derived drop would recurse once per level and
     /// overflow on a filter with tens of thousands of levels.
     fn drop(&mut self) {
-        let mut stack: Vec<Self> = self.children.drain().map(|(_, child)| child).collect();
+        let mut stack = Vec::new();
+        self.children.drain_into(&mut stack);
         stack.extend(self.plus.take().map(|plus| *plus));
         while let Some(mut node) = stack.pop() {
-            stack.extend(node.children.drain().map(|(_, child)| child));
+            node.children.drain_into(&mut stack);
             stack.extend(node.plus.take().map(|plus| *plus));
+        }
+    }
+}
+
+/// Above this many children a node's exact children move into a hash map.
+const MANY_CHILDREN: usize = 8;
+/// Below this many the hash map moves back into a Vec (hysteresis against churn).
+const FEW_CHILDREN: usize = 4;
+
+/// The exact-level children of a node. Most nodes have one child or none (`dev/{id}` has only
+/// `telemetry`), where an empty hash map would cost 48 bytes and a one-entry one several
+/// hundred; a few nodes (`dev`) have a million, where a linear search would be hopeless. The
+/// hash map is boxed so the common case stays small (the enum is one Vec wide).
+#[derive(Debug)]
+pub(super) enum Children<K, V> {
+    Few(Vec<(Box<str>, Node<K, V>)>),
+    Many(Box<HashMap<Box<str>, Node<K, V>>>),
+}
+
+impl<K, V> Children<K, V> {
+    pub(super) fn get(&self, level: &str) -> Option<&Node<K, V>> {
+        match self {
+            Self::Few(list) => list.iter().find(|(l, _)| **l == *level).map(|(_, n)| n),
+            Self::Many(map) => map.get(level),
+        }
+    }
+
+    pub(super) fn get_mut(&mut self, level: &str) -> Option<&mut Node<K, V>> {
+        match self {
+            Self::Few(list) => list.iter_mut().find(|(l, _)| **l == *level).map(|(_, n)| n),
+            Self::Many(map) => map.get_mut(level),
+        }
+    }
+
+    /// The child for `level`, created empty if missing.
+    pub(super) fn get_or_insert(&mut self, level: &str) -> &mut Node<K, V> {
+        if let Self::Few(list) = self {
+            if list.len() >= MANY_CHILDREN && !list.iter().any(|(l, _)| **l == *level) {
+                let map = std::mem::take(list).into_iter().collect();
+                *self = Self::Many(Box::new(map));
+            }
+        }
+        match self {
+            Self::Few(list) => {
+                let pos = match list.iter().position(|(l, _)| **l == *level) {
+                    Some(pos) => pos,
+                    None => {
+                        list.reserve_exact(1);
+                        list.push((level.into(), Node::new()));
+                        list.len() - 1
+                    }
+                };
+                &mut list[pos].1
+            }
+            Self::Many(map) => {
+                // Two lookups instead of `entry`, which would allocate the key every time.
+                if !map.contains_key(level) {
+                    map.insert(level.into(), Node::new());
+                }
+                map.get_mut(level)
+                    .expect("the child was inserted just above")
+            }
+        }
+    }
+
+    /// Removes the child for `level` (and its subtree), giving memory back as the set shrinks.
+    pub(super) fn remove(&mut self, level: &str) {
+        match self {
+            Self::Few(list) => {
+                if let Some(pos) = list.iter().position(|(l, _)| **l == *level) {
+                    list.swap_remove(pos);
+                    list.shrink_to_fit();
+                }
+            }
+            Self::Many(map) => {
+                map.remove(level);
+                if map.len() < FEW_CHILDREN {
+                    let list: Vec<_> = std::mem::take(&mut **map).into_iter().collect();
+                    *self = Self::Few(list);
+                } else if map.capacity() > 4 * map.len() {
+                    // Amortised: only when a quarter full.
+                    map.shrink_to_fit();
+                }
+            }
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Self::Few(list) => list.len(),
+            Self::Many(map) => map.len(),
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Moves every child onto `stack` (for the iterative drop).
+    fn drain_into(&mut self, stack: &mut Vec<Node<K, V>>) {
+        match self {
+            Self::Few(list) => stack.extend(list.drain(..).map(|(_, n)| n)),
+            Self::Many(map) => stack.extend(map.drain().map(|(_, n)| n)),
         }
     }
 }
@@ -88,7 +195,7 @@ const FEW: usize = 8;
 #[derive(Debug)]
 pub(super) enum Subscribers<K, V> {
     Few(Vec<(K, V)>),
-    Many(HashMap<K, V>),
+    Many(Box<HashMap<K, V>>),
 }
 
 impl<K: Eq + Hash, V> Subscribers<K, V> {
@@ -105,7 +212,7 @@ impl<K: Eq + Hash, V> Subscribers<K, V> {
                 } else {
                     let mut map: HashMap<K, V> = std::mem::take(list).into_iter().collect();
                     map.insert(key, value);
-                    *self = Self::Many(map);
+                    *self = Self::Many(Box::new(map));
                 }
                 None
             }
@@ -127,7 +234,7 @@ impl<K: Eq + Hash, V> Subscribers<K, V> {
             Self::Many(map) => {
                 let value = map.remove(key)?;
                 if map.len() < FEW {
-                    *self = Self::Few(std::mem::take(map).into_iter().collect());
+                    *self = Self::Few(std::mem::take(&mut **map).into_iter().collect());
                 }
                 Some(value)
             }

@@ -184,8 +184,17 @@ fn remove_returns_value_and_prunes() {
     assert_eq!(index.len(), 3);
     assert_eq!(index.remove(&filter("$share/g/a/b/c"), &4), Some(40));
     assert_eq!(index.remove(&filter("a/+/#"), &3), Some(30));
-    assert!(index.root.children["a"].plus.is_none());
-    assert!(index.root.children["a"].children["b"].children.is_empty());
+    assert!(index.root.children.get("a").unwrap().plus.is_none());
+    assert!(index
+        .root
+        .children
+        .get("a")
+        .unwrap()
+        .children
+        .get("b")
+        .unwrap()
+        .children
+        .is_empty());
     assert_eq!(index.remove(&filter("a/b"), &2), Some(20));
     assert!(index.is_empty());
     assert!(index.root.is_empty());
@@ -467,4 +476,65 @@ fn a_million_subscriptions_match_correctly() {
         assert_eq!(index.remove(parsed, &key).as_ref(), Some(f));
     }
     assert!(index.root.is_empty());
+}
+
+/// Prints figures for a million subscriptions; run in release with
+/// `cargo test -p aviary-core --release -- --ignored --nocapture measure_a_million`.
+#[test]
+#[ignore = "a measurement, not a check; meaningful only in release builds"]
+fn measure_a_million_subscriptions() {
+    use std::time::Instant;
+    fn rss_mib() -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        let pages: u64 = statm
+            .split(' ')
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        pages * 4096 / (1024 * 1024)
+    }
+    const DEVICES: u64 = 1_000_000;
+    let filters: Vec<TopicFilter> = (0..DEVICES)
+        .map(|i| filter(&format!("dev/{i}/telemetry")))
+        .collect();
+    let topics: Vec<TopicName> = (0..DEVICES)
+        .map(|i| topic(&format!("dev/{i}/telemetry")))
+        .collect();
+    let before = rss_mib();
+    let started = Instant::now();
+    let mut index = SubscriptionIndex::new();
+    for (key, f) in filters.iter().enumerate() {
+        index.insert(f, key as u64, ());
+    }
+    for (key, f) in [
+        "dev/+/telemetry",
+        "dev/#",
+        "+/+/telemetry",
+        "$share/g/dev/+/telemetry",
+    ]
+    .iter()
+    .enumerate()
+    {
+        index.insert(&filter(f), DEVICES + key as u64, ());
+    }
+    let inserted = started.elapsed();
+    let grown = rss_mib().saturating_sub(before);
+    let started = Instant::now();
+    let mut matched = 0u64;
+    for t in &topics {
+        index.for_each_match(t, |_| matched += 1);
+    }
+    let matching = started.elapsed();
+    let started = Instant::now();
+    for (key, f) in filters.iter().enumerate() {
+        index.remove(f, &(key as u64));
+    }
+    let removed = started.elapsed();
+    println!(
+        "1M exact + 4 wildcard subscriptions: insert {inserted:?} ({:.0} ns each), ~{grown} MiB RSS; \
+         match {:.0} ns per topic ({matched} matches); remove {removed:?}",
+        inserted.as_nanos() as f64 / DEVICES as f64,
+        matching.as_nanos() as f64 / DEVICES as f64,
+    );
+    assert_eq!(matched, DEVICES * 5);
 }
