@@ -10,10 +10,11 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::str::Split;
 
 use aviary_codec::TopicName;
+
+use crate::topic_index::children::Children;
 
 /// Retained messages of type `V` keyed by topic name, searchable by filter.
 #[derive(Debug)]
@@ -28,7 +29,7 @@ pub struct RetainedStore<V> {
 #[derive(Debug)]
 struct Node<V> {
     /// The next levels, by level string (the empty string is a level too).
-    children: HashMap<Box<str>, Self>,
+    children: Children<Self>,
     /// The message retained on the topic that ends here, with that topic's name.
     message: Option<(TopicName, V)>,
 }
@@ -36,9 +37,15 @@ struct Node<V> {
 impl<V> Node<V> {
     fn new() -> Self {
         Self {
-            children: HashMap::new(),
+            children: Children::Few(Vec::new()),
             message: None,
         }
+    }
+}
+
+impl<V> Default for Node<V> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -46,9 +53,10 @@ impl<V> Drop for Node<V> {
     /// Dismantles the subtree with a stack: the derived drop would recurse once per level and
     /// overflow on a topic with tens of thousands of levels.
     fn drop(&mut self) {
-        let mut stack: Vec<Self> = self.children.drain().map(|(_, child)| child).collect();
+        let mut stack = Vec::new();
+        self.children.drain_into(&mut stack);
         while let Some(mut node) = stack.pop() {
-            stack.extend(node.children.drain().map(|(_, child)| child));
+            node.children.drain_into(&mut stack);
         }
     }
 }
@@ -79,14 +87,7 @@ impl<V> RetainedStore<V> {
         }
         let mut node = &mut self.root;
         for level in topic.levels() {
-            // Two lookups instead of `entry`, which would allocate the key every time.
-            if !node.children.contains_key(level) {
-                node.children.insert(level.into(), Node::new());
-            }
-            node = node
-                .children
-                .get_mut(level)
-                .expect("the child was inserted just above");
+            node = node.children.get_or_insert(level);
         }
         let old = node.message.replace((topic, message)).map(|(_, old)| old);
         if old.is_none() {
@@ -158,7 +159,7 @@ impl<V> RetainedStore<V> {
                     if let Some((topic, message)) = &node.message {
                         f(topic, message);
                     }
-                    stack.extend(node.children.values().map(Work::Subtree));
+                    stack.extend(node.children.iter().map(|(_, child)| Work::Subtree(child)));
                 }
                 Work::Walk(node, mut levels) => match levels.next() {
                     None => {
@@ -170,8 +171,8 @@ impl<V> RetainedStore<V> {
                     Some("#") => stack.push(Work::Subtree(node)),
                     Some("+") => stack.extend(
                         node.children
-                            .values()
-                            .map(|child| Work::Walk(child, levels.clone())),
+                            .iter()
+                            .map(|(_, child)| Work::Walk(child, levels.clone())),
                     ),
                     Some(exact) => {
                         if let Some(child) = node.children.get(exact) {
@@ -195,7 +196,7 @@ impl<V> RetainedStore<V> {
                     doomed.push(topic.clone());
                 }
             }
-            stack.extend(node.children.values());
+            stack.extend(node.children.iter().map(|(_, child)| child));
         }
         for topic in doomed {
             self.remove(&topic);
@@ -243,10 +244,6 @@ impl<V> RetainedStore<V> {
         }
         if let Some(level) = path.next() {
             node.children.remove(level);
-            // Give memory back after mass removal (amortised: only when a quarter full).
-            if node.children.capacity() > 4 * node.children.len().max(8) {
-                node.children.shrink_to_fit();
-            }
         }
     }
 }

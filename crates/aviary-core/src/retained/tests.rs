@@ -117,9 +117,18 @@ fn insert_replaces_and_remove_prunes() {
     assert_eq!(store.get(&topic("a/b/c")), None);
     assert_eq!(store.remove(&topic("a/b/c")), None);
     assert_eq!(store.remove(&topic("a/b/c/d")), Some(4));
-    assert!(store.root.children["a"].children["b"].children.is_empty());
+    assert!(store
+        .root
+        .children
+        .get("a")
+        .unwrap()
+        .children
+        .get("b")
+        .unwrap()
+        .children
+        .is_empty());
     assert_eq!(store.remove(&topic("a/b")), Some(2));
-    assert!(store.root.children["a"].children.is_empty());
+    assert!(store.root.children.get("a").unwrap().children.is_empty());
     assert_eq!(store.remove(&topic("a")), Some(3));
     assert!(store.is_empty());
     assert!(store.root.children.is_empty());
@@ -236,4 +245,41 @@ proptest! {
         store.retain(|_, _| false);
         prop_assert!(store.root.children.is_empty());
     }
+}
+
+/// Prints figures for a million retained messages; run in release with
+/// `cargo test -p aviary-core --release -- --ignored --nocapture measure_a_million`.
+#[test]
+#[ignore = "a measurement, not a check; meaningful only in release builds"]
+fn measure_a_million_retained() {
+    use std::time::Instant;
+    const DEVICES: u64 = 1_000_000;
+    let topics: Vec<TopicName> = (0..DEVICES)
+        .map(|i| topic(&format!("dev/{i}/status")))
+        .collect();
+    let started = Instant::now();
+    let mut store = RetainedStore::new();
+    for (i, t) in topics.iter().enumerate() {
+        store.insert(t.clone(), i);
+    }
+    let inserted = started.elapsed();
+    let started = Instant::now();
+    let mut found = 0;
+    for t in topics.iter().step_by(1000) {
+        store.for_each_match(t.as_str(), |_, _| found += 1);
+    }
+    let exact = started.elapsed();
+    let started = Instant::now();
+    store.for_each_match("dev/+/status", |_, _| found += 1);
+    let plus = started.elapsed();
+    let started = Instant::now();
+    store.retain(|_, i| i % 2 == 0);
+    let retained = started.elapsed();
+    println!(
+        "1M retained: insert {inserted:?}; exact lookup {:.0} ns; dev/+/status over 1M {plus:?}; \
+         retain removing half {retained:?}",
+        exact.as_nanos() as f64 / 1000.0
+    );
+    assert_eq!(found, 1000 + DEVICES);
+    assert_eq!(store.len() as u64, DEVICES / 2);
 }

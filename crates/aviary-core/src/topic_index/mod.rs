@@ -11,6 +11,7 @@
 //! (each needs a distinct, deeper filter). Insert and remove walk iteratively, and remove
 //! prunes nodes left empty, so memory follows the live subscriptions under churn.
 
+pub(crate) mod children;
 mod node;
 mod shared;
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
+use super::children::Children;
 use super::shared::SharedGroup;
 
 /// One level of a filter. `#` has no children (it is always the last level
@@ -11,7 +12,7 @@ use super::shared::SharedGroup;
 #[derive(Debug)]
 pub(super) struct Node<K, V> {
     /// Children for exact level strings (including the empty level of `a//b`).
-    pub(super) children: Children<K, V>,
+    pub(super) children: Children<Self>,
     /// The `+` child: matches any one level [MQTT-4.7.1-3].
     pub(super) plus: Option<Box<Self>>,
     /// Subscriptions to `{this node's path}/#`: they match this level and everything below.
@@ -44,6 +45,12 @@ impl<K, V> Node<K, V> {
     }
 }
 
+impl<K, V> Default for Node<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<K, V> Drop for Node<K, V> {
     /// Dismantles the subtree with a stack: the derived drop would recurse once per level and
     /// overflow on a filter with tens of thousands of levels.
@@ -54,113 +61,6 @@ impl<K, V> Drop for Node<K, V> {
         while let Some(mut node) = stack.pop() {
             node.children.drain_into(&mut stack);
             stack.extend(node.plus.take().map(|plus| *plus));
-        }
-    }
-}
-
-/// Above this many children a node's exact children move into a hash map.
-const MANY_CHILDREN: usize = 8;
-/// Below this many the hash map moves back into a Vec (hysteresis against churn).
-const FEW_CHILDREN: usize = 4;
-
-/// The exact-level children of a node. Most nodes have one child or none (`dev/{id}` has only
-/// `telemetry`), where an empty hash map would cost 48 bytes and a one-entry one several
-/// hundred; a few nodes (`dev`) have a million, where a linear search would be hopeless. The
-/// hash map is boxed so the common case stays small (the enum is one Vec wide).
-#[derive(Debug)]
-pub(super) enum Children<K, V> {
-    Few(Vec<(Box<str>, Node<K, V>)>),
-    #[allow(
-        clippy::box_collection,
-        reason = "boxing keeps every node 24 bytes smaller; only a few nodes have this variant"
-    )]
-    Many(Box<HashMap<Box<str>, Node<K, V>>>),
-}
-
-impl<K, V> Children<K, V> {
-    pub(super) fn get(&self, level: &str) -> Option<&Node<K, V>> {
-        match self {
-            Self::Few(list) => list.iter().find(|(l, _)| **l == *level).map(|(_, n)| n),
-            Self::Many(map) => map.get(level),
-        }
-    }
-
-    pub(super) fn get_mut(&mut self, level: &str) -> Option<&mut Node<K, V>> {
-        match self {
-            Self::Few(list) => list.iter_mut().find(|(l, _)| **l == *level).map(|(_, n)| n),
-            Self::Many(map) => map.get_mut(level),
-        }
-    }
-
-    /// The child for `level`, created empty if missing.
-    pub(super) fn get_or_insert(&mut self, level: &str) -> &mut Node<K, V> {
-        if let Self::Few(list) = self {
-            if list.len() >= MANY_CHILDREN && !list.iter().any(|(l, _)| **l == *level) {
-                let map = std::mem::take(list).into_iter().collect();
-                *self = Self::Many(Box::new(map));
-            }
-        }
-        match self {
-            Self::Few(list) => {
-                let pos = match list.iter().position(|(l, _)| **l == *level) {
-                    Some(pos) => pos,
-                    None => {
-                        list.reserve_exact(1);
-                        list.push((level.into(), Node::new()));
-                        list.len() - 1
-                    }
-                };
-                &mut list[pos].1
-            }
-            Self::Many(map) => {
-                // Two lookups instead of `entry`, which would allocate the key every time.
-                if !map.contains_key(level) {
-                    map.insert(level.into(), Node::new());
-                }
-                map.get_mut(level)
-                    .expect("the child was inserted just above")
-            }
-        }
-    }
-
-    /// Removes the child for `level` (and its subtree), giving memory back as the set shrinks.
-    pub(super) fn remove(&mut self, level: &str) {
-        match self {
-            Self::Few(list) => {
-                if let Some(pos) = list.iter().position(|(l, _)| **l == *level) {
-                    list.swap_remove(pos);
-                    list.shrink_to_fit();
-                }
-            }
-            Self::Many(map) => {
-                map.remove(level);
-                if map.len() < FEW_CHILDREN {
-                    let list: Vec<_> = std::mem::take(&mut **map).into_iter().collect();
-                    *self = Self::Few(list);
-                } else if map.capacity() > 4 * map.len() {
-                    // Amortised: only when a quarter full.
-                    map.shrink_to_fit();
-                }
-            }
-        }
-    }
-
-    pub(super) fn len(&self) -> usize {
-        match self {
-            Self::Few(list) => list.len(),
-            Self::Many(map) => map.len(),
-        }
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Moves every child onto `stack` (for the iterative drop).
-    fn drain_into(&mut self, stack: &mut Vec<Node<K, V>>) {
-        match self {
-            Self::Few(list) => stack.extend(list.drain(..).map(|(_, n)| n)),
-            Self::Many(map) => stack.extend(map.drain().map(|(_, n)| n)),
         }
     }
 }
