@@ -6,10 +6,11 @@
 //! `#` in their own slots. Matching a topic walks its levels once, following the exact child,
 //! the `+` child and reporting the `#` slot at each node, so the cost grows with the topic's
 //! depth and the number of wildcard branches that actually match, not with the number of
-//! subscriptions. Matching allocates nothing; it recurses only where both an exact and a `+`
-//! branch continue, so its depth is bounded by the number of such branch points on one path
-//! (each needs a distinct, deeper filter). Insert and remove walk iteratively, and remove
-//! prunes nodes left empty, so memory follows the live subscriptions under churn.
+//! subscriptions. Matching allocates nothing in practice: branches still to visit wait on a
+//! small stack inside the call frame (see [`Pending`]), which spills to the heap only when more
+//! than [`PENDING_INLINE`] `+` branches are pending at once. Nothing recurses (a filter may
+//! have 30,000 levels), and remove prunes nodes left empty, so memory follows the live
+//! subscriptions under churn.
 
 pub(crate) mod children;
 mod node;
@@ -18,7 +19,6 @@ mod shared;
 mod tests;
 
 use std::hash::Hash;
-use std::str::Split;
 
 use aviary_codec::{TopicFilter, TopicName};
 
@@ -126,10 +126,11 @@ impl<K: Clone + Eq + Hash, V> SubscriptionIndex<K, V> {
     ///
     /// The empty name of an unresolved topic alias matches nothing.
     pub fn for_each_match(&self, topic: &TopicName, mut f: impl FnMut(Match<'_, K, V>)) {
-        let mut levels = topic.levels();
-        let Some(first) = levels.next().filter(|_| !topic.is_empty()) else {
+        let mut rest = Some(topic.as_str()).filter(|t| !t.is_empty());
+        let Some(first) = next_level(&mut rest) else {
             return;
         };
+        let mut pending = Pending::new();
         // Filters starting with a wildcard don't match `$` topics [MQTT-4.7.2-1]; at the
         // root those are exactly the `#` slot and the `+` child.
         if !topic.is_dollar() {
@@ -137,11 +138,14 @@ impl<K: Clone + Eq + Hash, V> SubscriptionIndex<K, V> {
                 report(hash, &mut f);
             }
             if let Some(plus) = &self.root.plus {
-                walk(plus, levels.clone(), &mut f);
+                pending.push(plus, rest);
             }
         }
         if let Some(child) = self.root.children.get(first) {
-            walk(child, levels, &mut f);
+            pending.push(child, rest);
+        }
+        while let Some((node, rest)) = pending.pop() {
+            walk(node, rest, &mut pending, &mut f);
         }
     }
 
@@ -271,11 +275,12 @@ impl<K: Clone + Eq + Hash, V> SubscriptionIndex<K, V> {
     }
 }
 
-/// Matches the rest of a topic (`levels`) from `node`, which matched the previous level.
-/// Loops down the exact branch and recurses only into `+` branches that have an exact sibling.
-fn walk<'a, K, V, F: FnMut(Match<'a, K, V>)>(
+/// Matches the rest of a topic from `node`, which matched the previous level. Follows the
+/// exact branch and leaves `+` branches that have an exact sibling on `pending`.
+fn walk<'a, 't, K, V, F: FnMut(Match<'a, K, V>)>(
     mut node: &'a Node<K, V>,
-    mut levels: Split<'_, char>,
+    mut rest: Option<&'t str>,
+    pending: &mut Pending<'a, 't, K, V>,
     f: &mut F,
 ) {
     loop {
@@ -283,18 +288,75 @@ fn walk<'a, K, V, F: FnMut(Match<'a, K, V>)>(
         if let Some(hash) = &node.hash {
             report(hash, f);
         }
-        let Some(level) = levels.next() else {
+        let Some(level) = next_level(&mut rest) else {
             report(&node.leaf, f);
             return;
         };
         node = match (node.children.get(level), node.plus.as_deref()) {
             (Some(exact), Some(plus)) => {
-                walk(plus, levels.clone(), f);
+                pending.push(plus, rest);
                 exact
             }
             (Some(next), None) | (None, Some(next)) => next,
             (None, None) => return,
         };
+    }
+}
+
+/// Takes the next level off the rest of a topic. `None` means no levels are left;
+/// `Some("")` is an empty level still to match (`a/` has two levels).
+fn next_level<'t>(rest: &mut Option<&'t str>) -> Option<&'t str> {
+    let topic = rest.take()?;
+    match topic.split_once('/') {
+        Some((level, tail)) => {
+            *rest = Some(tail);
+            Some(level)
+        }
+        None => Some(topic),
+    }
+}
+
+/// A branch still to walk: a node and the topic levels left below it.
+type Branch<'a, 't, K, V> = (&'a Node<K, V>, Option<&'t str>);
+
+/// How many pending branches a match keeps in its own frame before spilling to the heap.
+const PENDING_INLINE: usize = 16;
+
+/// Branches of a match still to walk. A few live
+/// in the caller's frame; more (a pathological set of filters) spill to a Vec.
+struct Pending<'a, 't, K, V> {
+    /// The first branches, without allocating.
+    inline: [Option<Branch<'a, 't, K, V>>; PENDING_INLINE],
+    /// How many of `inline` are in use.
+    len: usize,
+    /// Branches beyond [`PENDING_INLINE`]; empty (unallocated) in practice.
+    spill: Vec<Branch<'a, 't, K, V>>,
+}
+
+impl<'a, 't, K, V> Pending<'a, 't, K, V> {
+    fn new() -> Self {
+        Self {
+            inline: [None; PENDING_INLINE],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, node: &'a Node<K, V>, rest: Option<&'t str>) {
+        if self.len < PENDING_INLINE {
+            self.inline[self.len] = Some((node, rest));
+            self.len += 1;
+        } else {
+            self.spill.push((node, rest));
+        }
+    }
+
+    fn pop(&mut self) -> Option<Branch<'a, 't, K, V>> {
+        if let Some(branch) = self.spill.pop() {
+            return Some(branch);
+        }
+        self.len = self.len.checked_sub(1)?;
+        self.inline[self.len].take()
     }
 }
 

@@ -361,6 +361,19 @@ fn deep_filters_do_not_exhaust_the_stack() {
     drop(index);
 }
 
+#[test]
+fn many_pending_plus_branches_spill_and_still_match() {
+    // A `+` branch beside the exact one at each of 40 levels: more than fit inline.
+    let exact = vec!["x"; 40].join("/");
+    let mut filters: Vec<String> = (0..40)
+        .map(|d| [vec!["x"; d], vec!["+", "#"]].concat().join("/"))
+        .collect();
+    filters.push(exact.clone());
+    let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
+    check(&filters, &exact, &filters);
+    check(&filters, "x/y", &["+/#", "x/+/#"]);
+}
+
 /// Filters with 1..=4 levels drawn from a small alphabet, so that random sets collide.
 fn filter_strategy() -> impl Strategy<Value = String> {
     let level = prop::sample::select(vec!["a", "b", "", "$x", "+", "#"]);
