@@ -2,13 +2,13 @@
 //! [MQTT-4.7.2-1] and shared subscription groups (`$share/{group}/{filter}`), fast with a
 //! million subscriptions.
 //!
-//! It is a trie with one [`node::Node`] per filter level: exact levels in a hash map, `+` and
-//! `#` in their own slots. Matching a topic walks its levels once, following the exact child,
+//! It is a trie with one node per filter level: exact levels in a short list or, for nodes
+//! with many children, a hash map (`children.rs`); `+` and `#` in their own slots. Matching a topic walks its levels once, following the exact child,
 //! the `+` child and reporting the `#` slot at each node, so the cost grows with the topic's
 //! depth and the number of wildcard branches that actually match, not with the number of
 //! subscriptions. Matching allocates nothing in practice: branches still to visit wait on a
-//! small stack inside the call frame (see [`Pending`]), which spills to the heap only when more
-//! than [`PENDING_INLINE`] `+` branches are pending at once. Nothing recurses (a filter may
+//! small stack inside the call frame (`Pending`), which spills to the heap only when more
+//! than 16 `+` branches are pending at once. Nothing recurses (a filter may
 //! have 30,000 levels), and remove prunes nodes left empty, so memory follows the live
 //! subscriptions under churn.
 
