@@ -84,3 +84,28 @@ fn round_robin_stays_fair_when_members_leave() {
     assert_eq!(next(&mut index), None);
     assert!(index.root.is_empty());
 }
+
+#[test]
+fn shared_matches_name_the_group_for_next_shared_member() {
+    let mut index = SubscriptionIndex::new();
+    for f in ["$share/g/#", "$share/g/a/+/#", "$share/h/a/b"] {
+        index.insert(&filter(f), 1u32, f);
+        index.insert(&filter(f), 2u32, f);
+    }
+    let mut groups = Vec::new();
+    index.for_each_match(&topic("a/b"), |m| {
+        if let Match::Shared { group, filter } = m {
+            groups.push((group.to_string(), filter.to_string()));
+        }
+    });
+    groups.sort();
+    assert_eq!(groups.len(), 3);
+    for (group, inner) in &groups {
+        let full = format!("$share/{group}/{inner}");
+        let (first, value) = index.next_shared_member(group, inner, |_| true).unwrap();
+        assert_eq!((first, *value), (1, full.as_str()));
+        let (second, _) = index.next_shared_member(group, inner, |_| true).unwrap();
+        assert_eq!(second, 2);
+    }
+    assert_eq!(index.len(), 6);
+}
