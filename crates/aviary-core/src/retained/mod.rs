@@ -10,11 +10,9 @@
 #[cfg(test)]
 mod tests;
 
-use std::str::Split;
-
 use aviary_codec::TopicName;
 
-use crate::topic_index::children::Children;
+use crate::topic_index::children::{ChildIter, Children};
 
 /// Retained messages of type `V` keyed by topic name, searchable by filter.
 #[derive(Debug)]
@@ -61,12 +59,23 @@ impl<V> Drop for Node<V> {
     }
 }
 
-/// Pending work of a filter walk.
+/// Pending work of a filter walk. The stack holds at most a few entries per trie level, so
+/// `dev/+/status` over a million devices needs no million-entry buffer.
 enum Work<'a, 'f, V> {
-    /// Match the rest of the filter (`levels`) below `node`.
-    Walk(&'a Node<V>, Split<'f, char>),
-    /// Report every message at and below `node` (a `#` reached it).
-    Subtree(&'a Node<V>),
+    /// Match the rest of the filter (`None`: no levels left) at `node`.
+    Walk(&'a Node<V>, Option<&'f str>),
+    /// A `+` level: match the rest of the filter below each remaining child.
+    Plus(ChildIter<'a, Node<V>>, Option<&'f str>, Dollar),
+    /// A `#` level: report every message at and below each remaining child.
+    Subtree(ChildIter<'a, Node<V>>, Dollar),
+}
+
+/// Whether a wildcard level may visit children whose level starts with `$`: not for the first
+/// level of a filter [MQTT-4.7.2-1].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dollar {
+    Visit,
+    Skip,
 }
 
 impl<V> RetainedStore<V> {
@@ -132,55 +141,62 @@ impl<V> RetainedStore<V> {
         if filter.is_empty() {
             return;
         }
-        // A filter starting with a wildcard does not match topics starting with `$`
-        // [MQTT-4.7.2-1]; only the root's children can start a topic, so only they are skipped.
-        let visible = |level: &str| !level.starts_with('$');
-        let mut stack = Vec::new();
-        let mut levels = filter.split('/');
-        match levels.next() {
-            Some("#") => {
-                let roots = self.root.children.iter().filter(|(l, _)| visible(l));
-                stack.extend(roots.map(|(_, child)| Work::Subtree(child)));
+        let mut report = |node: &Node<V>| {
+            if let Some((topic, message)) = &node.message {
+                f(topic, message);
             }
-            Some("+") => {
-                let roots = self.root.children.iter().filter(|(l, _)| visible(l));
-                stack.extend(roots.map(|(_, child)| Work::Walk(child, levels.clone())));
-            }
-            Some(exact) => {
-                if let Some(child) = self.root.children.get(exact) {
-                    stack.push(Work::Walk(child, levels));
-                }
-            }
-            None => {}
-        }
-        while let Some(work) = stack.pop() {
-            match work {
-                Work::Subtree(node) => {
-                    if let Some((topic, message)) = &node.message {
-                        f(topic, message);
+        };
+        let mut stack = vec![Work::Walk(&self.root, Some(filter))];
+        while let Some(work) = stack.last_mut() {
+            let next = match work {
+                Work::Walk(node, rest) => {
+                    let (node, mut rest) = (*node, *rest);
+                    stack.pop();
+                    // Only the root's children start a topic, so only they can be `$` topics.
+                    let dollar = if std::ptr::eq(node, &self.root) {
+                        Dollar::Skip
+                    } else {
+                        Dollar::Visit
+                    };
+                    match next_level(&mut rest) {
+                        None => {
+                            report(node);
+                            None
+                        }
+                        Some("#") => {
+                            // `a/#` matches `a` itself [MQTT-4.7.1-2].
+                            report(node);
+                            Some(Work::Subtree(node.children.iter(), dollar))
+                        }
+                        Some("+") => Some(Work::Plus(node.children.iter(), rest, dollar)),
+                        Some(exact) => node
+                            .children
+                            .get(exact)
+                            .map(|child| Work::Walk(child, rest)),
                     }
-                    stack.extend(node.children.iter().map(|(_, child)| Work::Subtree(child)));
                 }
-                Work::Walk(node, mut levels) => match levels.next() {
+                Work::Plus(children, rest, dollar) => {
+                    let rest = *rest;
+                    match next_visible(children, *dollar) {
+                        Some(child) => Some(Work::Walk(child, rest)),
+                        None => {
+                            stack.pop();
+                            None
+                        }
+                    }
+                }
+                Work::Subtree(children, dollar) => match next_visible(children, *dollar) {
+                    Some(child) => {
+                        report(child);
+                        Some(Work::Subtree(child.children.iter(), Dollar::Visit))
+                    }
                     None => {
-                        if let Some((topic, message)) = &node.message {
-                            f(topic, message);
-                        }
-                    }
-                    // `a/#` matches `a` itself [MQTT-4.7.1-2].
-                    Some("#") => stack.push(Work::Subtree(node)),
-                    Some("+") => stack.extend(
-                        node.children
-                            .iter()
-                            .map(|(_, child)| Work::Walk(child, levels.clone())),
-                    ),
-                    Some(exact) => {
-                        if let Some(child) = node.children.get(exact) {
-                            stack.push(Work::Walk(child, levels));
-                        }
+                        stack.pop();
+                        None
                     }
                 },
-            }
+            };
+            stack.extend(next);
         }
     }
 
@@ -189,14 +205,18 @@ impl<V> RetainedStore<V> {
         // Find first, then remove (with pruning) by name: a traversal that mutates and
         // prunes as it goes would need recursion or parent pointers.
         let mut doomed = Vec::new();
-        let mut stack = vec![&self.root];
-        while let Some(node) = stack.pop() {
+        let mut stack = vec![self.root.children.iter()];
+        while let Some(children) = stack.last_mut() {
+            let Some((_, node)) = children.next() else {
+                stack.pop();
+                continue;
+            };
             if let Some((topic, message)) = &node.message {
                 if !keep(topic, message) {
                     doomed.push(topic.clone());
                 }
             }
-            stack.extend(node.children.iter().map(|(_, child)| child));
+            stack.push(node.children.iter());
         }
         for topic in doomed {
             self.remove(&topic);
@@ -246,6 +266,29 @@ impl<V> RetainedStore<V> {
             node.children.remove(level);
         }
     }
+}
+
+/// Takes the next level off the rest of a filter. `None` means no levels are left;
+/// `Some("")` is an empty level still to match.
+fn next_level<'f>(rest: &mut Option<&'f str>) -> Option<&'f str> {
+    let filter = rest.take()?;
+    match filter.split_once('/') {
+        Some((level, tail)) => {
+            *rest = Some(tail);
+            Some(level)
+        }
+        None => Some(filter),
+    }
+}
+
+/// The next child a wildcard may visit.
+fn next_visible<'a, V>(
+    children: &mut ChildIter<'a, Node<V>>,
+    dollar: Dollar,
+) -> Option<&'a Node<V>> {
+    children
+        .find(|(level, _)| dollar == Dollar::Visit || !level.starts_with('$'))
+        .map(|(_, child)| child)
 }
 
 impl<V> Default for RetainedStore<V> {

@@ -115,13 +115,11 @@ impl<N> Children<N> {
     }
 
     /// Every child with its level, in no particular order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &N)> {
-        let (few, many) = match self {
-            Self::Few(list) => (Some(list.iter()), None),
-            Self::Many(map) => (None, Some(map.iter())),
-        };
-        let few = few.into_iter().flatten().map(|(l, n)| (&**l, n));
-        few.chain(many.into_iter().flatten().map(|(l, n)| (&**l, &**n)))
+    pub(crate) fn iter(&self) -> ChildIter<'_, N> {
+        match self {
+            Self::Few(list) => ChildIter::Few(list.iter()),
+            Self::Many(map) => ChildIter::Many(map.iter()),
+        }
     }
 
     /// Moves every child onto `stack` (for an iterative drop).
@@ -129,6 +127,25 @@ impl<N> Children<N> {
         match self {
             Self::Few(list) => stack.extend(list.drain(..).map(|(_, n)| n)),
             Self::Many(map) => stack.extend(map.drain().map(|(_, n)| *n)),
+        }
+    }
+}
+
+/// An iterator over a node's children, as a nameable type so that walks can keep one per
+/// level on an explicit stack (memory bounded by depth, not by fan-out).
+#[derive(Debug)]
+pub(crate) enum ChildIter<'a, N> {
+    Few(std::slice::Iter<'a, (Box<str>, N)>),
+    Many(std::collections::hash_map::Iter<'a, Box<str>, Box<N>>),
+}
+
+impl<'a, N> Iterator for ChildIter<'a, N> {
+    type Item = (&'a str, &'a N);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Self::Few(iter) => iter.next().map(|(level, node)| (&**level, node)),
+            Self::Many(iter) => iter.next().map(|(level, node)| (&**level, &**node)),
         }
     }
 }
