@@ -23,7 +23,6 @@ use std::hash::Hash;
 use aviary_codec::{TopicFilter, TopicName};
 
 use node::{Leaf, Node};
-use shared::SharedGroup;
 
 /// Subscriptions keyed by subscriber `K` (a session key) with per-subscription data `V`
 /// (options, subscription identifier).
@@ -80,17 +79,9 @@ impl<K: Clone + Eq + Hash, V> SubscriptionIndex<K, V> {
         let leaf = self.leaf_entry(filter.match_filter());
         let old = match filter.shared() {
             None => leaf.plain.insert(key, value),
-            Some(share) => {
-                let pos = match leaf.shared.iter().position(|g| *g.name == *share.group) {
-                    Some(pos) => pos,
-                    None => {
-                        leaf.shared
-                            .push(SharedGroup::new(share.group, share.filter));
-                        leaf.shared.len() - 1
-                    }
-                };
-                leaf.shared[pos].insert(key, value)
-            }
+            Some(share) => leaf
+                .group_entry(share.group, share.filter)
+                .insert(key, value),
         };
         if old.is_none() {
             self.len += 1;
@@ -104,15 +95,7 @@ impl<K: Clone + Eq + Hash, V> SubscriptionIndex<K, V> {
         let leaf = self.leaf_mut(inner)?;
         let removed = match filter.shared() {
             None => leaf.plain.remove(key)?,
-            Some(share) => {
-                let pos = leaf.shared.iter().position(|g| *g.name == *share.group)?;
-                let removed = leaf.shared[pos].remove(key)?;
-                if leaf.shared[pos].is_empty() {
-                    // The order of groups on a filter carries no meaning.
-                    leaf.shared.swap_remove(pos);
-                }
-                removed
-            }
+            Some(share) => leaf.remove_member(share.group, key)?,
         };
         let now_empty = leaf.is_empty();
         self.len -= 1;
@@ -160,7 +143,7 @@ impl<K: Clone + Eq + Hash, V> SubscriptionIndex<K, V> {
         eligible: impl FnMut(&K) -> bool,
     ) -> Option<(K, &V)> {
         let leaf = self.leaf_mut(filter)?;
-        let group = leaf.shared.iter_mut().find(|g| *g.name == *group)?;
+        let group = leaf.group_mut(group)?;
         let (key, value) = group.next(eligible)?;
         Some((key.clone(), value))
     }
@@ -364,7 +347,7 @@ impl<'a, 't, K, V> Pending<'a, 't, K, V> {
 fn report<'a, K, V, F: FnMut(Match<'a, K, V>)>(leaf: &'a Leaf<K, V>, f: &mut F) {
     leaf.plain
         .for_each(|key, value| f(Match::Plain { key, value }));
-    for group in &leaf.shared {
+    for group in leaf.groups() {
         f(Match::Shared {
             group: &group.name,
             filter: &group.filter,
@@ -373,7 +356,7 @@ fn report<'a, K, V, F: FnMut(Match<'a, K, V>)>(leaf: &'a Leaf<K, V>, f: &mut F) 
 }
 
 fn group_len<K: Eq, V>(leaf: &Leaf<K, V>, group: &str) -> usize {
-    leaf.shared
+    leaf.groups()
         .iter()
         .find(|g| *g.name == *group)
         .map_or(0, |g| g.len())
