@@ -193,8 +193,8 @@ pub(crate) fn decode_properties<P: PropertyCodec>(r: &mut Reader) -> Result<P, D
     while block.has_remaining() {
         // The identifier is a variable byte integer, but every defined one fits in a byte.
         let id = block.vbi()?;
-        let id = u8::try_from(id)
-            .map_err(|_| DecodeError::Protocol("unknown property identifier"))?;
+        let id =
+            u8::try_from(id).map_err(|_| DecodeError::Protocol("unknown property identifier"))?;
         props.decode_one(id, &mut block)?;
     }
     props.check()?;
@@ -372,8 +372,16 @@ impl PropertyCodec for ConnectProperties {
 
     fn visit<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
         put_four(s, SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
-        put_two(s, RECEIVE_MAXIMUM, self.receive_maximum.map(NonZeroU16::get));
-        put_four(s, MAXIMUM_PACKET_SIZE, self.maximum_packet_size.map(NonZeroU32::get));
+        put_two(
+            s,
+            RECEIVE_MAXIMUM,
+            self.receive_maximum.map(NonZeroU16::get),
+        );
+        put_four(
+            s,
+            MAXIMUM_PACKET_SIZE,
+            self.maximum_packet_size.map(NonZeroU32::get),
+        );
         put_two(s, TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
         put_byte(
             s,
@@ -386,7 +394,11 @@ impl PropertyCodec for ConnectProperties {
             bool_byte(self.request_problem_information),
         );
         put_users(s, &self.user_properties)?;
-        put_string(s, AUTHENTICATION_METHOD, self.authentication_method.as_deref())?;
+        put_string(
+            s,
+            AUTHENTICATION_METHOD,
+            self.authentication_method.as_deref(),
+        )?;
         put_bin(s, AUTHENTICATION_DATA, self.authentication_data.as_ref())
     }
 }
@@ -476,10 +488,18 @@ impl PropertyCodec for ConnAckProperties {
 
     fn visit<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
         put_four(s, SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
-        put_two(s, RECEIVE_MAXIMUM, self.receive_maximum.map(NonZeroU16::get));
+        put_two(
+            s,
+            RECEIVE_MAXIMUM,
+            self.receive_maximum.map(NonZeroU16::get),
+        );
         put_byte(s, MAXIMUM_QOS, self.maximum_qos.map(|q| q as u8));
         put_byte(s, RETAIN_AVAILABLE, bool_byte(self.retain_available));
-        put_four(s, MAXIMUM_PACKET_SIZE, self.maximum_packet_size.map(NonZeroU32::get));
+        put_four(
+            s,
+            MAXIMUM_PACKET_SIZE,
+            self.maximum_packet_size.map(NonZeroU32::get),
+        );
         put_string(
             s,
             ASSIGNED_CLIENT_IDENTIFIER,
@@ -504,9 +524,17 @@ impl PropertyCodec for ConnAckProperties {
             bool_byte(self.shared_subscription_available),
         );
         put_two(s, SERVER_KEEP_ALIVE, self.server_keep_alive);
-        put_string(s, RESPONSE_INFORMATION, self.response_information.as_deref())?;
+        put_string(
+            s,
+            RESPONSE_INFORMATION,
+            self.response_information.as_deref(),
+        )?;
         put_string(s, SERVER_REFERENCE, self.server_reference.as_deref())?;
-        put_string(s, AUTHENTICATION_METHOD, self.authentication_method.as_deref())?;
+        put_string(
+            s,
+            AUTHENTICATION_METHOD,
+            self.authentication_method.as_deref(),
+        )?;
         put_bin(s, AUTHENTICATION_DATA, self.authentication_data.as_ref())
     }
 }
@@ -524,8 +552,7 @@ impl PropertyCodec for PublishProperties {
                 Ok(())
             }
             SUBSCRIPTION_IDENTIFIER => {
-                self.subscription_identifiers
-                    .push(read_subscription_id(r)?);
+                self.subscription_identifiers.push(read_subscription_id(r)?);
                 Ok(())
             }
             CONTENT_TYPE => set(&mut self.content_type, r.string()?),
@@ -650,7 +677,11 @@ impl PropertyCodec for AuthProperties {
     }
 
     fn visit<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError> {
-        put_string(s, AUTHENTICATION_METHOD, self.authentication_method.as_deref())?;
+        put_string(
+            s,
+            AUTHENTICATION_METHOD,
+            self.authentication_method.as_deref(),
+        )?;
         put_bin(s, AUTHENTICATION_DATA, self.authentication_data.as_ref())?;
         put_string(s, REASON_STRING, self.reason_string.as_deref())?;
         put_users(s, &self.user_properties)

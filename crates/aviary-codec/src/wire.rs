@@ -66,7 +66,9 @@ impl Reader {
                 return Ok(value);
             }
         }
-        Err(DecodeError::Malformed("variable byte integer longer than 4 bytes"))
+        Err(DecodeError::Malformed(
+            "variable byte integer longer than 4 bytes",
+        ))
     }
 
     /// The next `n` bytes, as a sub-reader.
@@ -106,7 +108,9 @@ impl Reader {
         let s = std::str::from_utf8(&self.buf[..len])
             .map_err(|_| DecodeError::Malformed("string is not valid UTF-8 [MQTT-1.5.4-1]"))?;
         if s.contains('\0') {
-            return Err(DecodeError::Malformed("string contains U+0000 [MQTT-1.5.4-2]"));
+            return Err(DecodeError::Malformed(
+                "string contains U+0000 [MQTT-1.5.4-2]",
+            ));
         }
         let out = f(s)?;
         self.buf.advance(len);

@@ -22,9 +22,8 @@ pub(super) fn decode(r: &mut Reader) -> Result<Connect, DecodeError> {
         ));
     }
     let will_flag = flags & WILL_FLAG != 0;
-    let will_qos = QoS::from_bits((flags >> 3) & 0x03).ok_or(DecodeError::Malformed(
-        "will QoS 3 [MQTT-3.1.2-14]",
-    ))?;
+    let will_qos = QoS::from_bits((flags >> 3) & 0x03)
+        .ok_or(DecodeError::Malformed("will QoS 3 [MQTT-3.1.2-14]"))?;
     let will_retain = flags & WILL_RETAIN != 0;
     if !will_flag && (will_qos != QoS::AtMostOnce || will_retain) {
         return Err(DecodeError::Malformed(
@@ -66,8 +65,16 @@ pub(super) fn decode(r: &mut Reader) -> Result<Connect, DecodeError> {
     } else {
         None
     };
-    let username = if has_username { Some(r.string()?) } else { None };
-    let password = if has_password { Some(r.binary()?) } else { None };
+    let username = if has_username {
+        Some(r.string()?)
+    } else {
+        None
+    };
+    let password = if has_password {
+        Some(r.binary()?)
+    } else {
+        None
+    };
     Ok(Connect {
         protocol,
         clean_start: flags & CLEAN_START != 0,

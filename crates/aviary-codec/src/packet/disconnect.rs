@@ -14,7 +14,9 @@ pub(super) fn decode(r: &mut Reader, version: ProtocolVersion) -> Result<Disconn
     }
     let code = r.u8()?;
     if !allowed(code) {
-        return Err(DecodeError::Protocol("reason code not allowed in DISCONNECT"));
+        return Err(DecodeError::Protocol(
+            "reason code not allowed in DISCONNECT",
+        ));
     }
     d.reason_code = ReasonCode(code);
     if r.has_remaining() {
@@ -52,4 +54,3 @@ impl Disconnect {
         encode_properties(&self.properties, s)
     }
 }
-

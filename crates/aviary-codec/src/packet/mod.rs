@@ -416,7 +416,5 @@ fn write_body<S: Sink>(
 
 /// A packet identifier; zero is a protocol error [MQTT-2.2.1-3].
 fn read_packet_id(r: &mut Reader) -> Result<PacketId, DecodeError> {
-    PacketId::new(r.u16()?).ok_or(DecodeError::Protocol(
-        "packet identifier 0 [MQTT-2.2.1-3]",
-    ))
+    PacketId::new(r.u16()?).ok_or(DecodeError::Protocol("packet identifier 0 [MQTT-2.2.1-3]"))
 }

@@ -40,9 +40,8 @@ pub(super) fn read_filter(r: &mut Reader) -> Result<TopicFilter, DecodeError> {
 
 /// The subscription options byte (3.8.3.1).
 fn read_options(byte: u8, version: ProtocolVersion) -> Result<SubscriptionOptions, DecodeError> {
-    let qos = QoS::from_bits(byte & 0x03).ok_or(DecodeError::Malformed(
-        "subscription QoS 3 [MQTT-3-8.3-4]",
-    ))?;
+    let qos = QoS::from_bits(byte & 0x03)
+        .ok_or(DecodeError::Malformed("subscription QoS 3 [MQTT-3-8.3-4]"))?;
     if !version.is_v5() {
         if byte & 0xFC != 0 {
             return Err(DecodeError::Malformed(
