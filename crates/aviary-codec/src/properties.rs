@@ -181,7 +181,7 @@ pub(crate) trait PropertyCodec: Default {
     fn is_empty(&self) -> bool {
         let mut c = Counter::default();
         // A Counter only fails for lengths it cannot express, which are not empty.
-        self.visit(&mut c).map_or(false, |()| c.0 == 0)
+        self.visit(&mut c).is_ok() && c.0 == 0
     }
 }
 
