@@ -12,7 +12,7 @@ const MAX: u32 = 1 << 20;
 
 pub(crate) fn bytes(hex: &str) -> BytesMut {
     let hex: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
-    assert!(hex.len() % 2 == 0, "odd hex {hex}");
+    assert!(hex.len().is_multiple_of(2), "odd hex {hex}");
     (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
@@ -34,7 +34,7 @@ pub(crate) fn check_decode(v: ProtocolVersion, hex: &str, expected: Packet) {
         );
         assert_eq!(&partial[..], &wire[..cut]);
     }
-    let mut buf = wire.clone();
+    let mut buf = wire;
     assert_eq!(decode(&mut buf, v, MAX), Ok(Some(expected)), "{hex}");
     assert!(buf.is_empty(), "bytes left after {hex}");
 }
