@@ -247,6 +247,10 @@ pub struct Auth {
     pub properties: AuthProperties,
 }
 
+/// The most [`decode`] reserves ahead for a packet that has not fully arrived: a header
+/// alone must not make us allocate up to the maximum packet size.
+const RESERVE_LIMIT: usize = 64 * 1024;
+
 /// Decodes at most one packet from the front of `buf`, removing its bytes on success.
 ///
 /// * `version` is the connection's protocol version (ignored for CONNECT, which carries its
@@ -255,7 +259,7 @@ pub struct Auth {
 ///   [`DecodeError::PacketTooLarge`] as soon as the fixed header has been read.
 ///
 /// Returns `Ok(None)` when `buf` does not yet hold a whole packet (and then reserves room
-/// for the rest of it once its size is known). After an error the connection must be
+/// for the rest of it, up to 64 KiB, once its size is known). After an error the connection must be
 /// closed: `buf` is left in an unspecified state.
 pub fn decode(
     buf: &mut BytesMut,
@@ -297,7 +301,8 @@ pub fn decode(
         });
     }
     if buf.len() < size {
-        buf.reserve(size - buf.len());
+        // Room for the rest, but not more than a peer can make us allocate with a header.
+        buf.reserve((size - buf.len()).min(RESERVE_LIMIT));
         return Ok(None);
     }
 

@@ -870,6 +870,13 @@ fn huge_remaining_length_is_refused_before_the_body_arrives() {
 }
 
 #[test]
+fn a_header_alone_does_not_make_decode_allocate_the_whole_packet() {
+    let mut buf = bytes("30ffffff7f");
+    assert_eq!(decode(&mut buf, V5, u32::MAX), Ok(None));
+    assert!(buf.capacity() <= 128 * 1024, "reserved {}", buf.capacity());
+}
+
+#[test]
 fn maximum_packet_size_counts_the_whole_packet() {
     let wire = "3007 0003612f62 6869";
     assert!(decode(&mut bytes(wire), V3_1_1, 9).unwrap().is_some());
