@@ -37,6 +37,10 @@ pub(crate) trait PropertyCodec: Default {
 /// Reads a property block: its variable byte integer length, then the properties.
 pub(crate) fn decode_properties<P: PropertyCodec>(r: &mut Reader) -> Result<P, DecodeError> {
     let len = r.vbi()?;
+    if len == 0 {
+        // The common case on the hot path: no properties at all.
+        return Ok(P::default());
+    }
     let mut block = r.take(len as usize)?;
     let mut props = P::default();
     while block.has_remaining() {
