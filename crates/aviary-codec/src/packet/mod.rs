@@ -259,8 +259,8 @@ const RESERVE_LIMIT: usize = 64 * 1024;
 ///   [`DecodeError::PacketTooLarge`] as soon as the fixed header has been read.
 ///
 /// Returns `Ok(None)` when `buf` does not yet hold a whole packet (and then reserves room
-/// for the rest of it, up to 64 KiB, once its size is known). After an error the connection must be
-/// closed: `buf` is left in an unspecified state.
+/// for the rest of it, up to 64 KiB, once its size is known). After an error the connection
+/// must be closed: `buf` is left in an unspecified state.
 pub fn decode(
     buf: &mut BytesMut,
     version: ProtocolVersion,
