@@ -247,6 +247,34 @@ proptest! {
     }
 }
 
+/// Many retained messages under one level, checked against the oracle for a few filters.
+#[test]
+fn two_hundred_thousand_retained_match_correctly() {
+    const DEVICES: usize = 200_000;
+    let mut store = RetainedStore::new();
+    let mut topics: Vec<String> = (0..DEVICES).map(|i| format!("dev/{i}/status")).collect();
+    topics.extend(["dev", "dev/7", "dev/7/status/x", "$SYS/dev/7/status"].map(String::from));
+    for t in &topics {
+        store.insert(topic(t), t.clone());
+    }
+    assert_eq!(store.len(), topics.len());
+    for f in [
+        "dev/7/status",
+        "dev/+/status",
+        "dev/#",
+        "+/7/#",
+        "#",
+        "$SYS/#",
+        "dev/+",
+    ] {
+        let mut expected: Vec<String> = topics.iter().filter(|t| oracle(f, t)).cloned().collect();
+        expected.sort();
+        assert_eq!(found(&store, f), expected, "filter {f}");
+    }
+    store.retain(|name, _| name.as_str().ends_with("/x"));
+    assert_eq!(found(&store, "#"), vec!["dev/7/status/x".to_string()]);
+}
+
 /// Prints figures for a million retained messages; run in release with
 /// `cargo test -p aviary-core --release -- --ignored --nocapture measure_a_million`.
 #[test]

@@ -43,10 +43,20 @@ pub struct SubscriptionIndex<K, V> {
 #[derive(Debug)]
 pub enum Match<'a, K, V> {
     /// A plain subscription of `key`.
-    Plain { key: &'a K, value: &'a V },
+    Plain {
+        /// The subscriber.
+        key: &'a K,
+        /// Its subscription's data (options, identifier).
+        value: &'a V,
+    },
     /// A shared group whose filter matches; the caller picks a member with
     /// [`SubscriptionIndex::next_shared_member`] (round robin) or by its own rule.
-    Shared { group: &'a str, filter: &'a str },
+    Shared {
+        /// The share name.
+        group: &'a str,
+        /// The inner filter (without `$share/{group}/`), as `next_shared_member` wants it.
+        filter: &'a str,
+    },
 }
 
 /// One level of a (non-shared) filter, as the trie sees it.
