@@ -15,7 +15,7 @@ use aviary_core::{Broker, ConnId, Transmit};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::outbox::OutboxSender;
+use crate::outbox::{Delivery, OutboxSender};
 
 /// Events processed in one pass before the broker's output is routed and its timers are
 /// checked again, so a flood of events cannot starve them.
@@ -164,18 +164,19 @@ impl BrokerTask {
         }
     }
 
-    /// Queues `packet` for `conn`. A full outbox loses a QoS 0 PUBLISH (counted, see
-    /// [`droppable`]); for any other packet the connection is a slow consumer and is
-    /// closed, since QoS 1/2 flows and acknowledgements must never be dropped silently.
+    /// Queues `packet` for `conn`. A QoS 0 PUBLISH to a connection that is not keeping
+    /// up is dropped and counted (see [`delivery`]); any other packet is refused only when
+    /// the connection is stuck, and the connection is then closed, since QoS 1/2 flows and
+    /// acknowledgements must never be dropped silently.
     fn deliver(&mut self, conn: ConnId, packet: Packet) {
         let Some(outbox) = self.outboxes.get(&conn) else {
             return; // closed in the meantime
         };
-        let droppable = droppable(&packet);
-        if outbox.push(packet).is_ok() {
+        let delivery = delivery(&packet);
+        if outbox.push(packet, delivery).is_ok() {
             return;
         }
-        if droppable {
+        if delivery == Delivery::BestEffort {
             self.dropped_qos0 += 1;
             debug!(
                 conn = conn.0,
@@ -206,16 +207,21 @@ impl BrokerTask {
     }
 }
 
-/// Whether `packet` may be lost when its connection's outbox is full: a QoS 0 PUBLISH,
-/// unless it sets up a topic alias (a topic together with an alias): losing that would
-/// leave the client unable to resolve the alias in later PUBLISHes [MQTT-3.3.2-12].
-fn droppable(packet: &Packet) -> bool {
+/// How much `packet` may be lost when its connection is not keeping up: a QoS 0 PUBLISH
+/// is best effort, unless it sets up a topic alias (a topic together with an alias): losing
+/// that would leave the client unable to resolve the alias in later PUBLISHes
+/// [MQTT-3.3.2-12].
+fn delivery(packet: &Packet) -> Delivery {
     match packet {
         Packet::Publish(p) => {
             let sets_alias = p.properties.topic_alias.is_some() && !p.topic.is_empty();
-            p.qos == QoS::AtMostOnce && !sets_alias
+            if p.qos == QoS::AtMostOnce && !sets_alias {
+                Delivery::BestEffort
+            } else {
+                Delivery::Reliable
+            }
         }
-        _ => false,
+        _ => Delivery::Reliable,
     }
 }
 
@@ -287,22 +293,25 @@ mod tests {
     }
 
     #[test]
-    fn full_outbox_drops_and_counts_qos_0() {
+    fn long_outbox_drops_and_counts_qos_0_but_keeps_acknowledgements() {
         let (mut task, _outbox) = task_with_stuck_connection();
-        // The CONNACK is queued already; fill the rest.
-        for _ in 1..crate::outbox::CAPACITY {
+        // The CONNACK is queued already; fill up to the soft limit.
+        for _ in 1..crate::outbox::SOFT_LIMIT {
             task.deliver(ConnId(1), Packet::PingResp);
         }
         task.deliver(ConnId(1), publish(QoS::AtMostOnce, "a", None));
         task.deliver(ConnId(1), publish(QoS::AtMostOnce, "a", None));
         assert_eq!(task.dropped_qos0, 2);
+        // A burst of acknowledgements beyond the soft limit is not a reason to close.
+        task.deliver(ConnId(1), publish(QoS::AtLeastOnce, "a", None));
+        task.deliver(ConnId(1), Packet::PingResp);
         assert!(task.outboxes.contains_key(&ConnId(1)), "still connected");
     }
 
     #[test]
-    fn full_outbox_closes_a_slow_consumer_rather_than_lose_qos_1() {
+    fn stuck_connection_is_closed_rather_than_lose_qos_1() {
         let (mut task, outbox) = task_with_stuck_connection();
-        for _ in 1..crate::outbox::CAPACITY {
+        for _ in 1..crate::outbox::HARD_LIMIT {
             task.deliver(ConnId(1), Packet::PingResp);
         }
         task.deliver(ConnId(1), publish(QoS::AtLeastOnce, "a", None));
@@ -313,17 +322,18 @@ mod tests {
             .build()
             .unwrap();
         let batch = rt.block_on(outbox.next_batch()).unwrap();
-        assert_eq!(batch.len(), crate::outbox::CAPACITY);
+        assert_eq!(batch.len(), crate::outbox::HARD_LIMIT);
         assert!(rt.block_on(outbox.next_batch()).is_none());
     }
 
     #[test]
-    fn only_plain_qos_0_publishes_may_be_dropped() {
-        assert!(droppable(&publish(QoS::AtMostOnce, "a/b", None)));
-        assert!(droppable(&publish(QoS::AtMostOnce, "", Some(3))));
-        assert!(!droppable(&publish(QoS::AtMostOnce, "a/b", Some(3))));
-        assert!(!droppable(&publish(QoS::AtLeastOnce, "a/b", None)));
-        assert!(!droppable(&publish(QoS::ExactlyOnce, "a/b", None)));
-        assert!(!droppable(&Packet::PingResp));
+    fn only_plain_qos_0_publishes_are_best_effort() {
+        let check = |packet: Packet, expected: Delivery| assert_eq!(delivery(&packet), expected);
+        check(publish(QoS::AtMostOnce, "a/b", None), Delivery::BestEffort);
+        check(publish(QoS::AtMostOnce, "", Some(3)), Delivery::BestEffort);
+        check(publish(QoS::AtMostOnce, "a/b", Some(3)), Delivery::Reliable);
+        check(publish(QoS::AtLeastOnce, "a/b", None), Delivery::Reliable);
+        check(publish(QoS::ExactlyOnce, "a/b", None), Delivery::Reliable);
+        check(Packet::PingResp, Delivery::Reliable);
     }
 }

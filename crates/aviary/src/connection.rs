@@ -101,7 +101,7 @@ pub(crate) async fn run(stream: TcpStream, conn: ConnId, peer: SocketAddr, ctx: 
     let version = AtomicU8::new(NO_CONNECT_YET);
 
     let tell_closed = {
-        let reader = read_loop(&mut rd, conn, &version, &ctx);
+        let reader = read_loop(&mut rd, conn, &version, &outbox, &ctx);
         let writer = write_loop(wr, &outbox, &version);
         tokio::pin!(reader, writer);
         tokio::select! {
@@ -149,15 +149,20 @@ impl Drop for PanicGuard<'_> {
     }
 }
 
-/// Reads and decodes until the stream ends or breaks, sending packets to the broker task.
+/// Reads and decodes until the stream ends or breaks, sending packets to the broker task;
+/// pauses while the connection's outbox is long.
 async fn read_loop(
     rd: &mut OwnedReadHalf,
     conn: ConnId,
     version: &AtomicU8,
+    outbox: &Outbox,
     ctx: &ConnectionContext,
 ) -> ReadEnd {
     let mut buf = BytesMut::new();
     loop {
+        // Backpressure: while the client does not read what we send, read nothing more
+        // from it (everything it sends would only add answers to the queue).
+        outbox.wait_for_room().await;
         if buf.is_empty() {
             // Idle: wait for data without holding a buffer.
             buf = BytesMut::new();
@@ -364,7 +369,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::outbox::OutboxSender;
+    use crate::outbox::{Delivery, OutboxSender};
 
     /// A connection task under test and the client socket talking to it.
     struct Harness {
@@ -445,7 +450,9 @@ mod tests {
             reason_code: ReasonCode::SUCCESS,
             properties: Default::default(),
         };
-        h.outbox.push(Packet::ConnAck(connack)).unwrap();
+        h.outbox
+            .push(Packet::ConnAck(connack), Delivery::Reliable)
+            .unwrap();
         drop(h.outbox);
         assert_eq!(
             read_to_end(&mut h.client).await,
@@ -475,7 +482,9 @@ mod tests {
             reason_code: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
             properties: Default::default(),
         };
-        h.outbox.push(Packet::ConnAck(connack)).unwrap();
+        h.outbox
+            .push(Packet::ConnAck(connack), Delivery::Reliable)
+            .unwrap();
         drop(h.outbox);
         // 3.1.1 return code 0x01: unacceptable protocol version [MQTT-3.1.2-2].
         assert_eq!(read_to_end(&mut h.client).await, [0x20, 0x02, 0x00, 0x01]);
@@ -526,7 +535,7 @@ mod tests {
     async fn closing_the_outbox_flushes_then_closes_the_socket() {
         let mut h = harness().await;
         for _ in 0..3 {
-            h.outbox.push(Packet::PingResp).unwrap();
+            h.outbox.push(Packet::PingResp, Delivery::Reliable).unwrap();
         }
         drop(h.outbox);
         assert_eq!(

@@ -1,12 +1,24 @@
 //! A connection's outbound queue: packets the broker task has routed to one connection and
 //! its writer has not yet encoded. Bounded; the broker side never waits on it.
 //!
+//! Two bounds, because packets differ in what losing them means:
+//! * at [`SOFT_LIMIT`] queued packets, best-effort packets (QoS 0 PUBLISHes) are refused
+//!   (the broker task drops and counts them) and the connection's reader pauses, so a
+//!   client that does not read its acknowledgements stops being read from (backpressure);
+//! * reliable packets (everything else) are refused only at [`HARD_LIMIT`], a safety net
+//!   that a working connection never reaches: QoS 1/2 PUBLISHes are bounded by the in-flight
+//!   window and acknowledgements by the paused reader. Refusal closes the connection.
+//!
+//! A single soft bound for everything would close healthy fast clients: the broker task
+//! handles a whole batch of events without yielding, so one pass can queue more than a
+//! thousand PUBACKs for a fast publisher before its writer gets to run.
+//!
 //! Why not a `tokio::sync::mpsc` channel per connection: tokio allocates its channel
 //! storage in blocks of 32 slots, and a `Packet` is over 200 bytes, so every idle
 //! connection would hold ~7 KiB before sending anything. This queue is a `VecDeque` that
-//! is empty (unallocated) while idle, plus a `Notify`; the writer takes the whole queue at
-//! once, which also batches everything pending into one write. The `std::sync::Mutex` is
-//! held only to push one packet or to swap the queue out, never across an `.await`.
+//! is empty (unallocated) while idle, plus two `Notify`s; the writer takes the whole queue
+//! at once, which also batches everything pending into one write. The `std::sync::Mutex`
+//! is held only to push one packet or to take the queue, never across an `.await`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -14,17 +26,30 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use aviary_codec::Packet;
 use tokio::sync::Notify;
 
-/// Packets that may wait for one connection's writer before the connection counts as a
-/// slow consumer (see [`Full`]).
-pub(crate) const CAPACITY: usize = 1024;
+/// Queued packets at which best-effort packets are refused and reading pauses.
+pub(crate) const SOFT_LIMIT: usize = 1024;
 
-/// The state shared by the broker side ([`OutboxSender`]) and the writer ([`Outbox`]).
+/// Queued packets at which even reliable packets are refused: the connection is stuck.
+pub(crate) const HARD_LIMIT: usize = 128 * SOFT_LIMIT;
+
+/// How much a packet may be lost when its connection's queue is long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// May be dropped at [`SOFT_LIMIT`] (a QoS 0 PUBLISH).
+    BestEffort,
+    /// Refused only at [`HARD_LIMIT`], which closes the connection.
+    Reliable,
+}
+
+/// The state shared by the broker side ([`OutboxSender`]) and the connection ([`Outbox`]).
 #[derive(Debug, Default)]
 struct Shared {
     /// The queue and whether the broker side is done.
     state: Mutex<State>,
     /// Wakes the writer after a push or a close.
-    notify: Notify,
+    filled: Notify,
+    /// Wakes a paused reader after the writer took the queue (or the outbox closed).
+    drained: Notify,
 }
 
 /// What is behind the mutex.
@@ -36,7 +61,7 @@ struct State {
     closed: bool,
 }
 
-/// The writer's end.
+/// The connection's end: its writer takes batches, its reader waits for room.
 #[derive(Debug)]
 pub(crate) struct Outbox {
     /// Shared with the one [`OutboxSender`].
@@ -51,8 +76,7 @@ pub(crate) struct OutboxSender {
     shared: Arc<Shared>,
 }
 
-/// The queue already holds [`CAPACITY`] packets: the connection is not reading fast enough.
-/// The refused packet is dropped.
+/// The queue is at the limit for the packet's [`Delivery`]; the packet was not queued.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Full;
 
@@ -76,16 +100,20 @@ impl Shared {
 }
 
 impl OutboxSender {
-    /// Queues `packet` for the connection unless [`CAPACITY`] packets are waiting.
-    pub(crate) fn push(&self, packet: Packet) -> Result<(), Full> {
+    /// Queues `packet` unless the queue is at the limit for `delivery`.
+    pub(crate) fn push(&self, packet: Packet, delivery: Delivery) -> Result<(), Full> {
         {
             let mut state = self.shared.lock();
-            if state.queue.len() >= CAPACITY {
+            let limit = match delivery {
+                Delivery::BestEffort => SOFT_LIMIT,
+                Delivery::Reliable => HARD_LIMIT,
+            };
+            if state.queue.len() >= limit {
                 return Err(Full);
             }
             state.queue.push_back(packet);
         }
-        self.shared.notify.notify_one();
+        self.shared.filled.notify_one();
         Ok(())
     }
 }
@@ -93,7 +121,8 @@ impl OutboxSender {
 impl Drop for OutboxSender {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
-        self.shared.notify.notify_one();
+        self.shared.filled.notify_one();
+        self.shared.drained.notify_one();
     }
 }
 
@@ -106,7 +135,10 @@ impl Outbox {
                 let mut state = self.shared.lock();
                 if !state.queue.is_empty() {
                     // Take rather than drain: the idle connection then holds no queue memory.
-                    return Some(std::mem::take(&mut state.queue));
+                    let batch = std::mem::take(&mut state.queue);
+                    drop(state);
+                    self.shared.drained.notify_one();
+                    return Some(batch);
                 }
                 if state.closed {
                     return None;
@@ -114,7 +146,22 @@ impl Outbox {
             }
             // `notify_one` stores a permit when nobody waits, so a push between the check
             // above and this await is not lost.
-            self.shared.notify.notified().await;
+            self.shared.filled.notified().await;
+        }
+    }
+
+    /// Waits while [`SOFT_LIMIT`] or more packets are queued (the client is not reading
+    /// what we send), so that the reader stops producing more answers. Returns at once
+    /// when the sender is gone.
+    pub(crate) async fn wait_for_room(&self) {
+        loop {
+            {
+                let state = self.shared.lock();
+                if state.queue.len() < SOFT_LIMIT || state.closed {
+                    return;
+                }
+            }
+            self.shared.drained.notified().await;
         }
     }
 }
@@ -126,10 +173,10 @@ mod tests {
     #[tokio::test]
     async fn batches_everything_pending_then_reports_close() {
         let (tx, rx) = outbox();
-        tx.push(Packet::PingResp).unwrap();
-        tx.push(Packet::PingResp).unwrap();
+        tx.push(Packet::PingResp, Delivery::Reliable).unwrap();
+        tx.push(Packet::PingResp, Delivery::Reliable).unwrap();
         assert_eq!(rx.next_batch().await.map(|b| b.len()), Some(2));
-        tx.push(Packet::PingResp).unwrap();
+        tx.push(Packet::PingResp, Delivery::Reliable).unwrap();
         drop(tx);
         let batch = rx.next_batch().await;
         assert_eq!(
@@ -141,12 +188,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn refuses_beyond_capacity() {
+    async fn best_effort_is_refused_at_the_soft_limit_reliable_at_the_hard_limit() {
         let (tx, _rx) = outbox();
-        for _ in 0..CAPACITY {
-            tx.push(Packet::PingResp).unwrap();
+        for _ in 0..SOFT_LIMIT {
+            tx.push(Packet::PingResp, Delivery::BestEffort).unwrap();
         }
-        assert_eq!(tx.push(Packet::PingResp), Err(Full));
+        assert_eq!(tx.push(Packet::PingResp, Delivery::BestEffort), Err(Full));
+        for _ in SOFT_LIMIT..HARD_LIMIT {
+            tx.push(Packet::PingResp, Delivery::Reliable).unwrap();
+        }
+        assert_eq!(tx.push(Packet::PingResp, Delivery::Reliable), Err(Full));
     }
 
     #[tokio::test]
@@ -154,7 +205,26 @@ mod tests {
         let (tx, rx) = outbox();
         let writer = tokio::spawn(async move { rx.next_batch().await.map(|b| b.len()) });
         tokio::task::yield_now().await;
-        tx.push(Packet::PingResp).unwrap();
+        tx.push(Packet::PingResp, Delivery::Reliable).unwrap();
         assert_eq!(writer.await.unwrap(), Some(1));
+    }
+
+    #[tokio::test]
+    async fn reader_waits_for_room_until_the_writer_takes_the_queue() {
+        let (tx, rx) = outbox();
+        let rx = Arc::new(rx);
+        for _ in 0..SOFT_LIMIT {
+            tx.push(Packet::PingResp, Delivery::Reliable).unwrap();
+        }
+        let reader = tokio::spawn({
+            let rx = Arc::clone(&rx);
+            async move { rx.wait_for_room().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!reader.is_finished(), "paused while the queue is full");
+        assert_eq!(rx.next_batch().await.map(|b| b.len()), Some(SOFT_LIMIT));
+        reader.await.unwrap();
+        // Room is there at once otherwise.
+        rx.wait_for_room().await;
     }
 }
