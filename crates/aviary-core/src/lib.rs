@@ -16,4 +16,4 @@ mod broker;
 pub mod retained;
 pub mod topic_index;
 
-pub use broker::{Broker, BrokerConfig, ConnId, QueueOverflow, Transmit};
+pub use broker::{Broker, BrokerConfig, BrokerStats, ConnId, DropStats, QueueOverflow, Transmit};
