@@ -110,7 +110,7 @@ impl Broker {
     /// Publishes a will message like a PUBLISH from its client (retained if asked).
     fn publish_will(&mut self, message: Arc<Message>, now: Instant) {
         self.fx.stats.wills_published += 1;
-        self.store_retained(&message);
+        self.store_retained(&message, now);
         self.route(&message, now);
     }
 
@@ -160,6 +160,7 @@ impl Broker {
                     }
                 }
             }
+            Timer::RetainedSweep => self.sweep_retained(at, now),
             Timer::SessionExpiry(sid) => {
                 let expired = self
                     .sessions

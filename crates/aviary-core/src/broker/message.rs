@@ -93,6 +93,12 @@ impl Message {
         Some(u32::try_from(u64::from(interval).saturating_sub(waited)).unwrap_or(0))
     }
 
+    /// When the message expires, if it has a Message Expiry Interval.
+    pub(crate) fn expires_at(&self) -> Option<Instant> {
+        let interval = self.properties.message_expiry_interval?;
+        Some(self.received_at + std::time::Duration::from_secs(u64::from(interval)))
+    }
+
     /// Whether the message expired and must no longer be sent [MQTT-3.3.2-5].
     pub(crate) fn is_expired(&self, now: Instant) -> bool {
         self.properties

@@ -110,6 +110,8 @@ pub struct Broker {
     index: SubscriptionIndex<SessionId, Subscription>,
     /// Retained messages, shared with the deliveries made from them.
     retained: RetainedStore<Arc<Message>>,
+    /// The pending sweep of expired retained messages (lazy timers: others are stale).
+    retained_sweep_at: Option<Instant>,
     fx: Effects,
     /// Connections in the Connected state (the `max_connections` limit counts these).
     connected: usize,
@@ -142,6 +144,7 @@ impl Broker {
             client_ids: HashMap::new(),
             index: SubscriptionIndex::new(),
             retained: RetainedStore::new(),
+            retained_sweep_at: None,
             fx: Effects::default(),
             connected: 0,
             next_session_id: 1,

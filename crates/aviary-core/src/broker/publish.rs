@@ -11,7 +11,7 @@
 //! ```
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aviary_codec::properties::AckProperties;
 use aviary_codec::{Ack, Packet, PacketId, Publish, QoS, ReasonCode};
@@ -19,7 +19,11 @@ use aviary_codec::{Ack, Packet, PacketId, Publish, QoS, ReasonCode};
 use super::alias::AliasError;
 use super::connection::Connection;
 use super::message::Message;
+use super::timers::Timer;
 use super::{Broker, ConnId};
+
+/// The shortest time between two sweeps of the retained store.
+const RETAINED_SWEEP_GAP: Duration = Duration::from_secs(60);
 
 impl Broker {
     pub(super) fn handle_publish(&mut self, conn: ConnId, publish: Publish, now: Instant) {
@@ -115,20 +119,52 @@ impl Broker {
     /// matched.
     fn accept_message(&mut self, message: Message, now: Instant) -> bool {
         let message = Arc::new(message);
-        self.store_retained(&message);
+        self.store_retained(&message, now);
         self.route(&message, now)
     }
 
     /// RETAIN=1: an empty payload deletes the topic's retained message [MQTT-3.3.1-6,
     /// MQTT-3.3.1-7], anything else replaces it [MQTT-3.3.1-5].
-    pub(super) fn store_retained(&mut self, message: &Arc<Message>) {
+    pub(super) fn store_retained(&mut self, message: &Arc<Message>, now: Instant) {
         if !message.retain {
             return;
         }
         if message.payload.is_empty() {
             self.retained.remove(&message.topic);
-        } else {
-            self.retained.insert(message.topic.clone(), message.clone());
+            return;
+        }
+        self.retained.insert(message.topic.clone(), message.clone());
+        if let Some(at) = message.expires_at() {
+            if self.retained_sweep_at.is_none_or(|sweep| at < sweep) {
+                let at = at.max(now);
+                self.retained_sweep_at = Some(at);
+                self.fx.timers.schedule(at, Timer::RetainedSweep);
+            }
+        }
+    }
+
+    /// Drops expired retained messages, then schedules the next sweep at the earliest
+    /// remaining expiry but at most once a minute (each sweep visits every message).
+    pub(super) fn sweep_retained(&mut self, at: Instant, now: Instant) {
+        if self.retained_sweep_at != Some(at) {
+            return; // stale entry
+        }
+        self.retained_sweep_at = None;
+        let mut next: Option<Instant> = None;
+        self.retained.retain(|_, message| {
+            let Some(expires) = message.expires_at() else {
+                return true;
+            };
+            if expires <= now {
+                return false;
+            }
+            next = Some(next.map_or(expires, |n| n.min(expires)));
+            true
+        });
+        if let Some(next) = next {
+            let at = next.max(now + RETAINED_SWEEP_GAP);
+            self.retained_sweep_at = Some(at);
+            self.fx.timers.schedule(at, Timer::RetainedSweep);
         }
     }
 

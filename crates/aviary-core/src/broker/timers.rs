@@ -27,6 +27,8 @@ pub(crate) enum Timer {
     Will(SessionId),
     /// Discard a disconnected session whose expiry interval has passed.
     SessionExpiry(SessionId),
+    /// Remove expired retained messages (memory only: expired ones are never sent).
+    RetainedSweep,
 }
 
 /// A min-heap of deadlines.

@@ -191,3 +191,24 @@ fn several_retained_messages_match_a_wildcard() {
         ]
     );
 }
+
+#[test]
+fn retained_message_expiry_counts_down_and_expired_ones_are_removed() {
+    let mut h = Harness::new();
+    h.client_v5(1, "pub");
+    let p = with_props(retained_publish("a", QoS::AtMostOnce, 0, "r"), |p| {
+        p.message_expiry_interval = Some(10)
+    });
+    h.send(1, p);
+    h.advance_secs(4);
+    h.client_v5(2, "sub");
+    h.send(2, subscribe(1, &[("a", QoS::AtMostOnce)]));
+    let expected = with_props(with_retain(delivered("a", QoS::AtMostOnce, 0, "r")), |p| {
+        p.message_expiry_interval = Some(6)
+    });
+    assert_eq!(h.drain_packets(2), vec![suback(1, &[0]), expected]);
+    h.advance_secs(6);
+    assert_eq!(h.broker.stats().retained, 0);
+    h.send(2, subscribe(2, &[("a", QoS::AtMostOnce)]));
+    assert_eq!(h.drain_packets(2), vec![suback(2, &[0])]);
+}
