@@ -16,4 +16,6 @@ mod broker;
 pub mod retained;
 pub mod topic_index;
 
-pub use broker::{Broker, BrokerConfig, BrokerStats, ConnId, DropStats, QueueOverflow, Transmit};
+pub use broker::{
+    Broker, BrokerConfig, BrokerStats, ClientInfo, ConnId, DropStats, QueueOverflow, Transmit,
+};

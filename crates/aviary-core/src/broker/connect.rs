@@ -128,6 +128,7 @@ impl Broker {
                 session: sid,
                 client_id: client_id.clone(),
                 keep_alive: keep_alive_period,
+                keep_alive_seconds: keep_alive.seconds,
                 will: connect.will,
                 connect_expiry_zero: requested_expiry == 0,
             },

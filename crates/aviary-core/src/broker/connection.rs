@@ -50,6 +50,8 @@ pub(crate) struct Connected {
     pub(crate) client_id: Arc<str>,
     /// 1.5 × the granted keep alive, `None` when keep alive is off [MQTT-3.1.2-24].
     pub(crate) keep_alive: Option<Duration>,
+    /// The granted keep alive in seconds, as shown by the management API.
+    pub(crate) keep_alive_seconds: u16,
     /// When the last packet arrived (any packet resets keep alive).
     pub(crate) last_seen: Instant,
     /// The client's topic aliases towards us (5.0).
@@ -70,6 +72,7 @@ impl Connecting {
             session: accepted.session,
             client_id: accepted.client_id,
             keep_alive: accepted.keep_alive,
+            keep_alive_seconds: accepted.keep_alive_seconds,
             last_seen: now,
             aliases: InboundAliases::default(),
             will: accepted.will,
@@ -85,6 +88,7 @@ pub(crate) struct Accepted {
     pub(crate) session: SessionId,
     pub(crate) client_id: Arc<str>,
     pub(crate) keep_alive: Option<Duration>,
+    pub(crate) keep_alive_seconds: u16,
     pub(crate) will: Option<Will>,
     pub(crate) connect_expiry_zero: bool,
 }

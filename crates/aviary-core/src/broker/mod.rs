@@ -10,6 +10,7 @@
 //! * `route` — fan-out of a message to sessions: overlapping and shared subscriptions;
 //! * `subscribe` — SUBSCRIBE / UNSUBSCRIBE and retained messages on subscribe;
 //! * `lifecycle` — the end of a connection or session, wills, timers firing;
+//! * `admin` — operations of the management side (publish, kick out, list clients);
 //! * `alias`, `timers`, `message`, `stats` — small pieces used by the above.
 //!
 //! The broker is owned by one task of the I/O shell: no locks inside. Its output queue of
@@ -17,6 +18,7 @@
 //! caused by an input, and per-session state is bounded by the in-flight window and the
 //! session queue.
 
+mod admin;
 mod alias;
 mod config;
 mod connect;
@@ -45,6 +47,7 @@ use aviary_codec::{
 use crate::retained::RetainedStore;
 use crate::topic_index::SubscriptionIndex;
 
+pub use admin::ClientInfo;
 pub use config::{BrokerConfig, QueueOverflow};
 pub use stats::{BrokerStats, DropStats};
 

@@ -2,6 +2,7 @@
 //! and helpers that build packets, so each test reads as "client sends X, broker answers
 //! exactly Y". Test names cite the spec rule they pin where there is one.
 
+mod admin;
 mod connect;
 mod flow;
 mod publish;
