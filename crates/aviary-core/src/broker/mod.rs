@@ -6,6 +6,7 @@
 //! * `connection` — per-connection state (Connecting → Connected → removed);
 //! * `connect` — CONNECT: client id rules, limits, takeover, session present, CONNACK;
 //! * `session` — session state and the outgoing QoS 1/2 window, queue and resends;
+//! * `outgoing` — building the PUBLISH packets a session sends (aliases, expiry, size);
 //! * `publish` — PUBLISH in (QoS 0/1/2, aliases, retained) and the acks from the client;
 //! * `route` — fan-out of a message to sessions: overlapping and shared subscriptions;
 //! * `subscribe` — SUBSCRIBE / UNSUBSCRIBE and retained messages on subscribe;
@@ -25,6 +26,7 @@ mod connect;
 mod connection;
 mod lifecycle;
 mod message;
+mod outgoing;
 mod publish;
 mod route;
 mod session;
