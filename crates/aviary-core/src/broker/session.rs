@@ -235,7 +235,9 @@ impl Session {
             return;
         };
         if !send_publish(link, &delivery, Some(packet_id), false, fx, now) {
-            return; // too large: behave as if delivered [MQTT-3.1.2-25]
+            // Too large: behave as if delivered [MQTT-3.1.2-25]; the id was not used.
+            self.next_packet_id = packet_id.get();
+            return;
         }
         let retry = link.retry;
         let state = if delivery.qos == QoS::AtLeastOnce {
