@@ -12,7 +12,9 @@ mod shared;
 mod subscribe;
 mod v5;
 mod will;
+mod wire;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::{NonZeroU16, NonZeroU32};
 use std::time::{Duration, Instant};
@@ -25,16 +27,19 @@ use aviary_codec::{
     Ack, ConnAck, Connect, Disconnect, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode,
     SubAck, Subscribe, SubscriptionOptions, TopicFilter, TopicName, UnsubAck, Unsubscribe, Will,
 };
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::{Broker, BrokerConfig, ConnId, Transmit};
 
 pub(super) use ProtocolVersion::{V3_1, V3_1_1, V5};
 
-/// A broker with a simulated clock.
+/// A broker with a simulated clock, and for wire tests each connection's read buffer and
+/// protocol version (adopted from its CONNECT, like the shell does).
 pub(super) struct Harness {
     pub(super) broker: Broker,
     pub(super) now: Instant,
+    buffers: HashMap<u64, BytesMut>,
+    versions: HashMap<u64, ProtocolVersion>,
 }
 
 impl Harness {
@@ -46,6 +51,8 @@ impl Harness {
         Self {
             broker: Broker::new(config),
             now: Instant::now(),
+            buffers: HashMap::new(),
+            versions: HashMap::new(),
         }
     }
 
@@ -131,9 +138,74 @@ impl Harness {
         self.advance(Duration::from_secs(secs));
     }
 
+    /// Feeds bytes (hex, spaces ignored) from `conn` through the real decoder, like the
+    /// shell: whole packets go to `handle_packet`, a decode error to `handle_decode_error`.
+    pub(super) fn feed(&mut self, conn: u64, hex: &str) {
+        let mut version = self.versions.get(&conn).copied().unwrap_or(V3_1_1);
+        let buf = self.buffers.entry(conn).or_default();
+        buf.extend_from_slice(&unhex(hex));
+        for _ in 0..1000 {
+            match aviary_codec::decode(buf, version, 1024 * 1024) {
+                Ok(None) => return,
+                Ok(Some(packet)) => {
+                    if let Packet::Connect(c) = &packet {
+                        version = c.protocol;
+                        self.versions.insert(conn, version);
+                    }
+                    self.broker.handle_packet(ConnId(conn), packet, self.now);
+                }
+                Err(error) => {
+                    buf.clear();
+                    self.broker
+                        .handle_decode_error(ConnId(conn), &error, self.now);
+                    return;
+                }
+            }
+        }
+        panic!("too many packets");
+    }
+
+    /// Everything the broker sent, encoded in each connection's version as hex, with
+    /// "close" for a close.
+    pub(super) fn wire_out(&mut self) -> Vec<(u64, String)> {
+        self.drain()
+            .into_iter()
+            .map(|t| match t {
+                Transmit::Packet { conn, packet } => {
+                    let version = self.versions.get(&conn.0).copied().unwrap_or(V3_1_1);
+                    let mut buf = BytesMut::new();
+                    aviary_codec::encode(&packet, version, &mut buf).unwrap();
+                    (conn.0, hex(&buf))
+                }
+                Transmit::Close { conn } => (conn.0, "close".to_owned()),
+            })
+            .collect()
+    }
+
     pub(super) fn close(&mut self, conn: u64) {
         self.broker.handle_closed(ConnId(conn), self.now);
     }
+}
+
+pub(super) fn unhex(hex: &str) -> Vec<u8> {
+    let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    digits
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+        .collect()
+}
+
+pub(super) fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Shorthand for expected wire output.
+pub(super) fn out(list: &[(u64, &str)]) -> Vec<(u64, String)> {
+    list.iter().map(|(c, s)| (*c, (*s).to_owned())).collect()
 }
 
 pub(super) fn packet(conn: u64, packet: Packet) -> Transmit {
