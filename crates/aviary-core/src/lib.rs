@@ -17,5 +17,6 @@ pub mod retained;
 pub mod topic_index;
 
 pub use broker::{
-    Broker, BrokerConfig, BrokerStats, ClientInfo, ConnId, DropStats, QueueOverflow, Transmit,
+    Broker, BrokerConfig, BrokerStats, ClientInfo, ConnId, DropStats, EndReason, Event,
+    QueueOverflow, Transmit,
 };

@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::connection::Connection;
 use super::message::Message;
-use super::{Broker, ConnId, WillFate};
+use super::{Broker, ConnId, EndReason};
 
 /// A connected client, as the management API shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,7 +80,7 @@ impl Broker {
             );
         }
         self.fx.close(conn);
-        self.end_connection(conn, WillFate::Publish, now);
+        self.end_connection(conn, EndReason::Administrative, now);
         true
     }
 

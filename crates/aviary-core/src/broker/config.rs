@@ -54,6 +54,9 @@ pub struct BrokerConfig {
     /// A transport connection that has not sent CONNECT after this is closed, so idle
     /// sockets cannot hold connection slots.
     pub connect_timeout: Duration,
+    /// Produce [`crate::Event`]s for [`crate::Broker::poll_event`] (the shell must then
+    /// drain them).
+    pub emit_events: bool,
 }
 
 impl Default for BrokerConfig {
@@ -74,6 +77,7 @@ impl Default for BrokerConfig {
             receive_maximum: 1024,
             max_session_expiry_interval: u32::MAX,
             connect_timeout: Duration::from_secs(10),
+            emit_events: false,
         }
     }
 }

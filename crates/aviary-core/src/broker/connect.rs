@@ -14,7 +14,7 @@ use super::alias::OutboundAliases;
 use super::connection::{Accepted, Connection};
 use super::session::{Link, Session, SessionId};
 use super::timers::Timer;
-use super::{Broker, ConnId, WillFate};
+use super::{Broker, ConnId, EndReason, Event};
 
 /// The keep alive decided for a connection.
 struct KeepAlive {
@@ -71,7 +71,7 @@ impl Broker {
                 );
             }
             self.fx.close(old);
-            self.end_connection(old, WillFate::Publish, now);
+            self.end_connection(old, EndReason::TakenOver, now);
         }
 
         // Session: clean start discards an existing one [MQTT-3.1.2-4]; otherwise an
@@ -171,6 +171,14 @@ impl Broker {
             }),
         );
 
+        let clean_start = connect.clean_start;
+        self.fx.event(|| Event::Connected {
+            conn,
+            client_id,
+            protocol,
+            clean_start,
+            session_present,
+        });
         if session_present {
             if let Some(session) = self.sessions.get_mut(&sid) {
                 session.resume(&mut self.fx, &self.config, now);

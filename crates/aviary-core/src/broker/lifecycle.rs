@@ -12,7 +12,7 @@ use super::connection::Connection;
 use super::message::Message;
 use super::session::{PendingWill, SessionId};
 use super::timers::Timer;
-use super::{Broker, ConnId, WillFate};
+use super::{Broker, ConnId, EndReason, Event};
 
 impl Broker {
     /// DISCONNECT from the client (3.14.4).
@@ -37,23 +37,28 @@ impl Broker {
         }
         // Only a normal disconnection discards the will [MQTT-3.14.4-3]; 0x04 and error
         // codes from a 5.0 client publish it.
-        let fate = if v5 && disconnect.reason_code != ReasonCode::NORMAL_DISCONNECTION {
-            WillFate::Publish
+        let reason = if v5 && disconnect.reason_code != ReasonCode::NORMAL_DISCONNECTION {
+            EndReason::ClientDisconnectWithWill(disconnect.reason_code)
         } else {
-            WillFate::Discard
+            EndReason::ClientDisconnect
         };
         self.fx.close(conn);
-        self.end_connection(conn, fate, now);
+        self.end_connection(conn, reason, now);
     }
 
     /// Forgets a connection: detaches its session, publishes or schedules its will, hands
     /// shared-group messages to connected members, and ends the session if its expiry is
     /// 0 (else schedules the expiry). Emits no `Close`: callers do when needed.
-    pub(super) fn end_connection(&mut self, conn: ConnId, fate: WillFate, now: Instant) {
+    pub(super) fn end_connection(&mut self, conn: ConnId, reason: EndReason, now: Instant) {
         let Some(Connection::Connected(c)) = self.connections.remove(&conn) else {
             return;
         };
         self.connected -= 1;
+        self.fx.event(|| Event::Disconnected {
+            conn,
+            client_id: c.client_id.clone(),
+            reason,
+        });
         let sid = c.session;
         let Some(session) = self.sessions.get_mut(&sid) else {
             return;
@@ -61,7 +66,7 @@ impl Broker {
         session.link = None;
         session.retry_at = None;
         let mut will_now = None;
-        if let (WillFate::Publish, Some(will)) = (fate, c.will) {
+        if let (true, Some(will)) = (reason.publishes_will(), c.will) {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
             let message = Arc::new(Message::from_will(will, c.client_id, now));
             if delay == 0 || session.expiry_interval == 0 {
@@ -142,7 +147,7 @@ impl Broker {
                         );
                     }
                     self.fx.close(conn);
-                    self.end_connection(conn, WillFate::Publish, now);
+                    self.end_connection(conn, EndReason::KeepAliveTimeout, now);
                 }
             }
             Timer::Retry(sid) => {

@@ -24,6 +24,7 @@ mod alias;
 mod config;
 mod connect;
 mod connection;
+mod events;
 mod lifecycle;
 mod message;
 mod outgoing;
@@ -51,6 +52,7 @@ use crate::topic_index::SubscriptionIndex;
 
 pub use admin::ClientInfo;
 pub use config::{BrokerConfig, QueueOverflow};
+pub use events::{EndReason, Event};
 pub use stats::{BrokerStats, DropStats};
 
 use connection::{Connecting, Connection};
@@ -81,6 +83,9 @@ pub(crate) struct Effects {
     pub(crate) transmits: VecDeque<Transmit>,
     pub(crate) timers: Timers,
     pub(crate) stats: BrokerStats,
+    /// Events for the management side, only when `emit_events` is set.
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) emit_events: bool,
 }
 
 impl Effects {
@@ -90,6 +95,13 @@ impl Effects {
 
     pub(crate) fn close(&mut self, conn: ConnId) {
         self.transmits.push_back(Transmit::Close { conn });
+    }
+
+    /// Records an event if events are on; `make` only runs then.
+    pub(crate) fn event(&mut self, make: impl FnOnce() -> Event) {
+        if self.emit_events {
+            self.events.push_back(make());
+        }
     }
 }
 
@@ -131,17 +143,12 @@ pub struct Broker {
     scratch_retained: Vec<Arc<Message>>,
 }
 
-/// Whether a connection's will is published when it ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum WillFate {
-    /// Abnormal loss, DISCONNECT 0x04, protocol error, takeover.
-    Publish,
-    /// Normal DISCONNECT [MQTT-3.14.4-3], server shutdown.
-    Discard,
-}
-
 impl Broker {
     pub fn new(config: BrokerConfig) -> Self {
+        let fx = Effects {
+            emit_events: config.emit_events,
+            ..Effects::default()
+        };
         Self {
             config,
             connections: HashMap::new(),
@@ -150,7 +157,7 @@ impl Broker {
             index: SubscriptionIndex::new(),
             retained: RetainedStore::new(),
             retained_sweep_at: None,
-            fx: Effects::default(),
+            fx,
             connected: 0,
             next_session_id: 1,
             next_assigned_id: 0,
@@ -238,7 +245,7 @@ impl Broker {
 
     /// The transport of `conn` is gone (peer closed, I/O error).
     pub fn handle_closed(&mut self, conn: ConnId, now: Instant) {
-        self.end_connection(conn, WillFate::Publish, now);
+        self.end_connection(conn, EndReason::TransportClosed, now);
     }
 
     /// Runs every timer due at `now`: keep alive, retries, will delay, expiry.
@@ -263,13 +270,19 @@ impl Broker {
                 );
             }
             self.fx.close(conn);
-            self.end_connection(conn, WillFate::Discard, now);
+            self.end_connection(conn, EndReason::Shutdown, now);
         }
     }
 
     /// The next instant at which [`Broker::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.fx.timers.next()
+    }
+
+    /// The next event (only with [`BrokerConfig::emit_events`]); drain after each batch of
+    /// `handle_*` calls, like transmits.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.fx.events.pop_front()
     }
 
     /// The next packet to write or connection to close.
@@ -324,7 +337,7 @@ impl Broker {
                         .send(conn, Packet::Disconnect(Disconnect::with_reason(reason)));
                 }
                 self.fx.close(conn);
-                self.end_connection(conn, WillFate::Publish, now);
+                self.end_connection(conn, EndReason::ProtocolError(reason), now);
             }
         }
     }

@@ -11,7 +11,7 @@ use aviary_codec::{Packet, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubA
 use super::connection::Connection;
 use super::message::Delivery;
 use super::session::{SessionId, Subscription};
-use super::{Broker, ConnId};
+use super::{Broker, ConnId, Event};
 
 impl Broker {
     pub(super) fn handle_subscribe(&mut self, conn: ConnId, subscribe: Subscribe, now: Instant) {
@@ -20,6 +20,7 @@ impl Broker {
         };
         let v5 = c.protocol.is_v5();
         let sid = c.session;
+        let client_id = c.client_id.clone();
         // No Local on a shared subscription is a protocol error [MQTT-3.8.3-4].
         if subscribe
             .filters
@@ -64,6 +65,12 @@ impl Broker {
                 .insert(filter.clone(), subscription.clone());
             self.index.insert(&filter, sid, subscription.clone());
             reason_codes.push(ReasonCode(options.qos as u8));
+            self.fx.event(|| Event::Subscribed {
+                conn,
+                client_id: client_id.clone(),
+                filter: filter.clone(),
+                qos: options.qos,
+            });
             // Shared subscriptions get no retained messages [MQTT-4.8.2-?].
             let wanted = match options.retain_handling {
                 RetainHandling::SendOnSubscribe => true,
@@ -122,6 +129,7 @@ impl Broker {
         };
         let v5 = c.protocol.is_v5();
         let sid = c.session;
+        let client_id = c.client_id.clone();
         let mut reason_codes = Vec::with_capacity(unsubscribe.filters.len());
         let mut left_groups = Vec::new();
         for filter in &unsubscribe.filters {
@@ -131,8 +139,15 @@ impl Broker {
                 .and_then(|s| s.subscriptions.remove(filter))
                 .is_some();
             self.index.remove(filter, &sid);
-            if existed && filter.shared().is_some() {
-                left_groups.push(filter);
+            if existed {
+                self.fx.event(|| Event::Unsubscribed {
+                    conn,
+                    client_id: client_id.clone(),
+                    filter: filter.clone(),
+                });
+                if filter.shared().is_some() {
+                    left_groups.push(filter);
+                }
             }
             reason_codes.push(if existed {
                 ReasonCode::SUCCESS

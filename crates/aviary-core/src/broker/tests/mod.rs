@@ -4,6 +4,7 @@
 
 mod admin;
 mod connect;
+mod events;
 mod flow;
 mod publish;
 mod retained;
@@ -77,13 +78,11 @@ impl Harness {
     /// Connects and asserts a successful CONNACK (any flags), discarding the output.
     pub(super) fn connected(&mut self, conn: u64, connect: Connect) {
         let out = self.connect(conn, connect);
-        match out.first() {
-            Some(Transmit::Packet {
-                packet: Packet::ConnAck(ack),
-                ..
-            }) if ack.reason_code == ReasonCode::SUCCESS => {}
-            other => panic!("expected successful CONNACK, got {other:?}"),
-        }
+        let accepted = out.iter().any(|t| {
+            matches!(t, Transmit::Packet { conn: c, packet: Packet::ConnAck(ack) }
+                if *c == ConnId(conn) && ack.reason_code == ReasonCode::SUCCESS)
+        });
+        assert!(accepted, "expected a successful CONNACK, got {out:?}");
     }
 
     /// A connected client `id` on `conn` (3.1.1, clean session).
