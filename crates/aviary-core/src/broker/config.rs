@@ -26,7 +26,8 @@ pub struct BrokerConfig {
     pub max_queued_messages: usize,
     /// What happens at `max_queued_messages`.
     pub queue_overflow: QueueOverflow,
-    /// Resend unacknowledged QoS 1/2 messages with DUP after this; `None` turns it off.
+    /// Resend unacknowledged QoS 1/2 messages with DUP after this; `None` (or zero) turns
+    /// it off.
     /// Applies to 3.x connections only: 5.0 forbids resending except on session
     /// resumption [MQTT-4.4.0-1].
     pub retry_interval: Option<Duration>,
@@ -52,11 +53,23 @@ pub struct BrokerConfig {
     /// expiry of 3.x sessions with clean session = 0.
     pub max_session_expiry_interval: u32,
     /// A transport connection that has not sent CONNECT after this is closed, so idle
-    /// sockets cannot hold connection slots.
+    /// sockets cannot hold connection slots. Zero turns it off.
     pub connect_timeout: Duration,
     /// Produce [`crate::Event`]s for [`crate::Broker::poll_event`] (the shell must then
     /// drain them).
     pub emit_events: bool,
+}
+
+impl BrokerConfig {
+    /// The retry interval in effect: `None` also for a zero duration (0 turns it off).
+    pub(crate) fn retry_interval(&self) -> Option<Duration> {
+        self.retry_interval.filter(|d| !d.is_zero())
+    }
+
+    /// The connect timeout in effect: `None` for a zero duration (off).
+    pub(crate) fn connect_timeout(&self) -> Option<Duration> {
+        Some(self.connect_timeout).filter(|d| !d.is_zero())
+    }
 }
 
 impl Default for BrokerConfig {

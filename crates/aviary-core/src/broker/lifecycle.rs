@@ -123,7 +123,11 @@ impl Broker {
         match timer {
             Timer::ConnectTimeout(conn) => {
                 if let Some(Connection::Connecting(c)) = self.connections.get(&conn) {
-                    if c.opened_at + self.config.connect_timeout <= now {
+                    let due = self
+                        .config
+                        .connect_timeout()
+                        .is_some_and(|timeout| c.opened_at + timeout <= now);
+                    if due {
                         self.close_silently(conn);
                     }
                 }

@@ -176,10 +176,11 @@ impl Broker {
                 opened_at: now,
             }),
         );
-        self.fx.timers.schedule(
-            now + self.config.connect_timeout,
-            timers::Timer::ConnectTimeout(conn),
-        );
+        if let Some(timeout) = self.config.connect_timeout() {
+            self.fx
+                .timers
+                .schedule(now + timeout, timers::Timer::ConnectTimeout(conn));
+        }
     }
 
     /// A packet arrived on `conn`.

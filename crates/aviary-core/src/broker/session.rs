@@ -272,7 +272,7 @@ impl Session {
     }
 
     fn schedule_retry(&mut self, fx: &mut Effects, config: &BrokerConfig, now: Instant) {
-        if let (Some(interval), None) = (config.retry_interval, self.retry_at) {
+        if let (Some(interval), None) = (config.retry_interval(), self.retry_at) {
             let at = now + interval;
             self.retry_at = Some(at);
             fx.timers.schedule(at, Timer::Retry(self.id));
@@ -372,7 +372,7 @@ impl Session {
             return; // stale entry
         }
         self.retry_at = None;
-        let (Some(link), Some(interval)) = (self.link.as_mut(), config.retry_interval) else {
+        let (Some(link), Some(interval)) = (self.link.as_mut(), config.retry_interval()) else {
             return;
         };
         self.inflight.retain_mut(|entry| {

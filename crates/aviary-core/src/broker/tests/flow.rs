@@ -247,3 +247,18 @@ fn v5_pubrec_for_unknown_id_gets_pubrel_0x92() {
         )]
     );
 }
+
+#[test]
+fn zero_retry_interval_turns_resending_off() {
+    let mut h = Harness::with_config(BrokerConfig {
+        retry_interval: Some(std::time::Duration::ZERO),
+        ..BrokerConfig::default()
+    });
+    h.client(1, "sub");
+    h.subscribe(1, "a", QoS::AtLeastOnce);
+    h.client(2, "pub");
+    h.send(2, publish("a", QoS::AtLeastOnce, 1, "1"));
+    h.drain();
+    h.advance_secs(10_000);
+    assert_eq!(h.drain(), vec![]);
+}

@@ -6,6 +6,7 @@ mod admin;
 mod connect;
 mod events;
 mod flow;
+mod perf;
 mod publish;
 mod retained;
 mod session;
