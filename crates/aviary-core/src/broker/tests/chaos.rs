@@ -45,6 +45,14 @@ const FILTERS: [&str; 8] = [
 ];
 const IDS: [&str; 4] = ["c1", "c2", "c3", ""];
 
+fn random_topic(rng: &mut Rng) -> &'static str {
+    TOPICS[rng.below(TOPICS.len() as u64) as usize]
+}
+
+fn random_filter(rng: &mut Rng) -> &'static str {
+    FILTERS[rng.below(FILTERS.len() as u64) as usize]
+}
+
 fn qos(rng: &mut Rng) -> QoS {
     *rng.pick(&[QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce])
 }
@@ -62,7 +70,7 @@ fn random_connect(rng: &mut Rng) -> Connect {
     let mut c = connect(protocol, id, rng.below(2) == 0);
     c.keep_alive = *rng.pick(&[0, 1, 5, 30]);
     if rng.below(3) == 0 {
-        let mut w = will(*rng.pick(&TOPICS), "will", qos(rng), rng.below(2) == 0);
+        let mut w = will(random_topic(rng), "will", qos(rng), rng.below(2) == 0);
         if protocol.is_v5() {
             w.properties.will_delay_interval = Some(*rng.pick(&[0, 2, 50]));
         }
@@ -83,7 +91,7 @@ fn random_packet(rng: &mut Rng, v5: bool) -> Packet {
         0..=9 => {
             let q = qos(rng);
             let mut p = publish(
-                *rng.pick(&TOPICS),
+                random_topic(rng),
                 q,
                 if q == QoS::AtMostOnce { 0 } else { id },
                 "payload",
@@ -121,9 +129,9 @@ fn random_packet(rng: &mut Rng, v5: bool) -> Packet {
                 ]);
             }
             let identifier = (v5 && rng.below(2) == 0).then(|| 1 + rng.below(3) as u32);
-            subscribe_with(id, identifier, vec![(*rng.pick(&FILTERS), options)])
+            subscribe_with(id, identifier, vec![(random_filter(rng), options)])
         }
-        20 => unsubscribe(id, &[*rng.pick(&FILTERS)]),
+        20 => unsubscribe(id, &[random_filter(rng)]),
         21 => Packet::PingReq,
         22 => disconnect(*rng.pick(&[
             ReasonCode::SUCCESS,
