@@ -12,12 +12,32 @@
 //! * `subscribe` — SUBSCRIBE / UNSUBSCRIBE and retained messages on subscribe;
 //! * `lifecycle` — the end of a connection or session, wills, timers firing;
 //! * `admin` — operations of the management side (publish, kick out, list clients);
+//! * `events` — opt-in [`Event`]s for the management side;
 //! * `alias`, `timers`, `message`, `stats` — small pieces used by the above.
 //!
 //! The broker is owned by one task of the I/O shell: no locks inside. Its output queue of
 //! [`Transmit`]s is unbounded by construction but bounded in practice: every entry is
 //! caused by an input, and per-session state is bounded by the in-flight window and the
 //! session queue.
+//!
+//! Choices where the spec leaves room (each with its reason):
+//! * QoS 0 messages for a disconnected session are dropped and counted, not queued (as
+//!   Mosquitto's default): the queue bound is for messages the sender paid to have kept.
+//! * Resending after `retry_interval` applies to 3.x only; 5.0 forbids resending except on
+//!   session resumption [MQTT-4.4.0-1]. Both resend everything on resumption.
+//! * `max_keep_alive`: a 5.0 client asking for more, or for 0, gets Server Keep Alive; a
+//!   3.x client cannot be told, so it is refused with CONNACK 0x02 (as Mosquitto 2 does).
+//! * A PUBLISH deeper than `max_topic_levels` is a refused topic name: DISCONNECT 0x90
+//!   (5.0) or close (3.x). A filter deeper than that is refused in its SUBACK.
+//! * Takeover ends the old connection abnormally (its will follows the usual rules), then
+//!   the new CONNECT resumes or discards the session; a session with expiry 0 ends with
+//!   its connection, so it is never resumed by the taker.
+//! * Shared groups prefer connected members (round robin), else a member whose session
+//!   waits offline. A leaving member's queued and in-flight (before PUBREC) messages go to
+//!   another connected member; if none, they stay with its session, or are dropped
+//!   (counted) if the session ends.
+//! * No reason strings or user properties are sent, so Request Problem Information = 0
+//!   needs nothing special.
 
 mod admin;
 mod alias;
@@ -212,7 +232,7 @@ impl Broker {
             Packet::PingReq => self.fx.send(conn, Packet::PingResp),
             Packet::Disconnect(disconnect) => self.handle_disconnect(conn, disconnect, now),
             // A second CONNECT [MQTT-3.1.0-2], packets only a server sends, and AUTH
-            // without an authentication method in CONNECT [MQTT-4.12.0-?].
+            // without an authentication method in CONNECT (spec 4.12).
             Packet::Connect(_)
             | Packet::ConnAck(_)
             | Packet::SubAck(_)

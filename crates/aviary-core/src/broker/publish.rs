@@ -82,7 +82,7 @@ impl Broker {
                     return;
                 };
                 if session.incoming_qos2.contains(&packet_id) {
-                    // Already accepted, PUBREL not yet seen: not delivered again [MQTT-4.3.3-?].
+                    // Already accepted, PUBREL not yet seen: not delivered again (spec 4.3.3).
                     self.fx
                         .send(conn, Packet::PubRec(ack(packet_id, ReasonCode::SUCCESS)));
                     return;

@@ -39,7 +39,7 @@ pub(crate) struct Subscription {
     /// tags the messages delivered through it).
     pub(crate) filter: TopicFilter,
     pub(crate) options: SubscriptionOptions,
-    /// 5.0 Subscription Identifier, sent back with every matching message [MQTT-3.8.4-?].
+    /// 5.0 Subscription Identifier, sent back with every matching message [MQTT-3.3.4-3].
     pub(crate) identifier: Option<NonZeroU32>,
 }
 
@@ -53,7 +53,7 @@ pub(crate) enum Awaiting {
     /// QoS 2 PUBLISH sent.
     PubRec,
     /// QoS 2 PUBREC received, PUBREL sent: the message may no longer be resent as PUBLISH
-    /// [MQTT-4.3.3-?] and no longer goes to another shared-group member.
+    /// (spec 4.3.3) and no longer goes to another shared-group member.
     PubComp,
 }
 
@@ -111,7 +111,7 @@ pub(crate) struct Session {
     /// The next packet id to try; ids still in flight are skipped.
     pub(crate) next_packet_id: u16,
     /// Incoming QoS 2 packet ids whose PUBLISH was accepted and whose PUBREL has not come:
-    /// a re-sent PUBLISH with one of them is not delivered again [MQTT-4.3.3-?].
+    /// a re-sent PUBLISH with one of them is not delivered again (spec 4.3.3).
     pub(crate) incoming_qos2: HashSet<PacketId>,
     /// A will waiting for its delay after the connection was lost.
     pub(crate) pending_will: Option<PendingWill>,

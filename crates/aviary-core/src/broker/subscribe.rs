@@ -71,7 +71,7 @@ impl Broker {
                 filter: filter.clone(),
                 qos: options.qos,
             });
-            // Shared subscriptions get no retained messages [MQTT-4.8.2-?].
+            // Shared subscriptions get no retained messages (spec 4.8.2, as Mosquitto).
             let wanted = match options.retain_handling {
                 RetainHandling::SendOnSubscribe => true,
                 RetainHandling::SendOnNewSubscribe => !existed,

@@ -262,3 +262,26 @@ fn zero_retry_interval_turns_resending_off() {
     h.advance_secs(10_000);
     assert_eq!(h.drain(), vec![]);
 }
+
+#[test]
+fn v3_unacknowledged_qos2_publish_is_resent_with_dup_until_pubrec() {
+    let mut h = Harness::new();
+    h.client(1, "sub");
+    h.subscribe(1, "a", QoS::ExactlyOnce);
+    h.client(2, "pub");
+    h.send(2, publish("a", QoS::ExactlyOnce, 1, "x"));
+    h.drain();
+    h.advance_secs(120);
+    assert_eq!(
+        h.drain(),
+        vec![packet(
+            1,
+            with_dup(delivered("a", QoS::ExactlyOnce, 1, "x"))
+        )]
+    );
+    h.send(1, pubrec(1));
+    assert_eq!(h.drain(), vec![packet(1, pubrel(1))]);
+    h.send(1, pubcomp(1));
+    h.advance_secs(1000);
+    assert_eq!(h.drain(), vec![]);
+}

@@ -180,3 +180,62 @@ fn queued_messages_for_an_offline_session_are_bounded() {
         ]
     );
 }
+
+#[test]
+fn takeover_of_a_persistent_session_resends_its_in_flight_messages_on_the_new_connection() {
+    let mut h = Harness::new();
+    h.connected(1, connect(V3_1_1, "sub", false));
+    h.subscribe(1, "a", QoS::AtLeastOnce);
+    h.client(2, "pub");
+    h.send(2, publish("a", QoS::AtLeastOnce, 1, "x"));
+    h.drain();
+    assert_eq!(
+        h.connect(3, connect(V3_1_1, "sub", false)),
+        vec![
+            close(1),
+            packet(3, connack(true, ReasonCode::SUCCESS)),
+            packet(3, with_dup(delivered("a", QoS::AtLeastOnce, 1, "x"))),
+        ]
+    );
+    // The old connection's late packets are ignored.
+    h.send(1, puback(1));
+    h.send(3, puback(1));
+    assert_eq!(h.drain(), vec![]);
+}
+
+#[test]
+fn subscriptions_of_a_persistent_session_survive_reconnection() {
+    let mut h = Harness::new();
+    h.connected(1, connect_v5_expiry("sub", true, 100));
+    h.subscribe(1, "a", QoS::AtMostOnce);
+    h.close(1);
+    h.connected(2, connect_v5_expiry("sub", false, 100));
+    h.client(3, "pub");
+    h.send(3, publish("a", QoS::AtMostOnce, 0, "x"));
+    assert_eq!(
+        h.drain_packets(2),
+        vec![delivered("a", QoS::AtMostOnce, 0, "x")]
+    );
+}
+
+#[test]
+fn v5_session_expiry_u32_max_never_expires() {
+    let mut h = Harness::new();
+    h.connected(1, connect_v5_expiry("sub", true, u32::MAX));
+    h.close(1);
+    h.advance_secs(u64::from(u32::MAX) + 10);
+    assert_eq!(h.broker.stats().sessions, 1);
+}
+
+#[test]
+fn refused_connects_do_not_take_connection_slots() {
+    let mut h = Harness::with_config(BrokerConfig {
+        max_connections: 1,
+        ..BrokerConfig::default()
+    });
+    h.connect(1, connect(V3_1_1, "", false));
+    h.connect(2, connect(V5, "x".repeat(300).as_str(), true));
+    assert_eq!(h.broker.stats().connects_refused, 2);
+    assert_eq!(h.broker.stats().connections, 0);
+    h.client(3, "ok");
+}
