@@ -31,6 +31,10 @@ pub struct BrokerConfig {
     /// Applies to 3.x connections only: 5.0 forbids resending except on session
     /// resumption [MQTT-4.4.0-1].
     pub retry_interval: Option<Duration>,
+    /// Also resend to 5.0 clients after `retry_interval`. Off by default because 5.0 says
+    /// a sender MUST NOT resend except on session resumption [MQTT-4.4.0-1]; for operators
+    /// who want the 3.x behaviour everywhere.
+    pub retry_v5: bool,
     /// Largest keep alive granted (5.0: Server Keep Alive when the client asks for more).
     /// 65,535 means "no limit".
     pub max_keep_alive: u16,
@@ -80,6 +84,7 @@ impl Default for BrokerConfig {
             max_queued_messages: 1000,
             queue_overflow: QueueOverflow::DropNew,
             retry_interval: Some(Duration::from_secs(120)),
+            retry_v5: false,
             max_keep_alive: 65_535,
             max_subscriptions_per_session: 30,
             max_connections: 100_000,

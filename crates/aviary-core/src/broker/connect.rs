@@ -110,7 +110,7 @@ impl Broker {
             window: usize::from(window.max(1)),
             max_packet_size: connect.properties.maximum_packet_size.map(NonZeroU32::get),
             aliases: OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0)),
-            retry: !v5,
+            retry: !v5 || self.config.retry_v5,
         };
         if let Some(session) = self.sessions.get_mut(&sid) {
             session.expiry_interval = expiry;

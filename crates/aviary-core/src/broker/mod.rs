@@ -24,7 +24,8 @@
 //! * QoS 0 messages for a disconnected session are dropped and counted, not queued (as
 //!   Mosquitto's default): the queue bound is for messages the sender paid to have kept.
 //! * Resending after `retry_interval` applies to 3.x only; 5.0 forbids resending except on
-//!   session resumption [MQTT-4.4.0-1]. Both resend everything on resumption.
+//!   session resumption [MQTT-4.4.0-1] (`retry_v5` overrides that for operators who want
+//!   it). Both resend everything on resumption.
 //! * `max_keep_alive`: a 5.0 client asking for more, or for 0, gets Server Keep Alive; a
 //!   3.x client cannot be told, so it is refused with CONNACK 0x02 (as Mosquitto 2 does).
 //! * A PUBLISH deeper than `max_topic_levels` is a refused topic name: DISCONNECT 0x90

@@ -86,7 +86,8 @@ pub(crate) struct Link {
     pub(crate) max_packet_size: Option<u32>,
     /// Topic aliases we assigned on this connection.
     pub(crate) aliases: OutboundAliases,
-    /// Resend after the retry interval (3.x only; 5.0 forbids it [MQTT-4.4.0-1]).
+    /// Resend after the retry interval (3.x; 5.0 forbids it [MQTT-4.4.0-1] unless
+    /// `retry_v5` is set).
     pub(crate) retry: bool,
 }
 

@@ -285,3 +285,24 @@ fn v3_unacknowledged_qos2_publish_is_resent_with_dup_until_pubrec() {
     h.advance_secs(1000);
     assert_eq!(h.drain(), vec![]);
 }
+
+#[test]
+fn retry_v5_turns_resending_on_for_5_0_clients() {
+    let mut h = Harness::with_config(BrokerConfig {
+        retry_v5: true,
+        ..BrokerConfig::default()
+    });
+    h.client_v5(1, "sub");
+    h.subscribe(1, "a", QoS::AtLeastOnce);
+    h.client(2, "pub");
+    h.send(2, publish("a", QoS::AtLeastOnce, 1, "1"));
+    h.drain();
+    h.advance_secs(120);
+    assert_eq!(
+        h.drain(),
+        vec![packet(
+            1,
+            with_dup(delivered("a", QoS::AtLeastOnce, 1, "1"))
+        )]
+    );
+}
