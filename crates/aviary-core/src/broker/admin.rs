@@ -29,6 +29,8 @@ pub struct ClientInfo {
     pub inflight: usize,
     /// Outgoing QoS 1/2 messages waiting for room in the window.
     pub queued: usize,
+    /// Metered units so far: CONNECT and PUBLISHes both ways.
+    pub units: u64,
 }
 
 impl Broker {
@@ -100,6 +102,7 @@ impl Broker {
                 subscriptions: session.subscriptions.len(),
                 inflight: session.inflight.len(),
                 queued: session.queue.len(),
+                units: c.units + session.link.as_ref().map_or(0, |l| l.units),
             })
         })
     }

@@ -111,6 +111,8 @@ impl Broker {
             max_packet_size: connect.properties.maximum_packet_size.map(NonZeroU32::get),
             aliases: OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0)),
             retry: !v5 || self.config.retry_v5,
+            persistent: expiry > 0,
+            units: 0,
         };
         if let Some(session) = self.sessions.get_mut(&sid) {
             session.expiry_interval = expiry;
@@ -137,6 +139,7 @@ impl Broker {
         self.connections
             .insert(conn, Connection::Connected(connected));
         self.connected += 1;
+        self.fx.stats.units += super::metering::CONNECT_UNITS;
         if let Some(period) = keep_alive_period {
             self.fx
                 .timers

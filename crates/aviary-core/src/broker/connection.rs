@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use aviary_codec::{ProtocolVersion, Will};
 
 use super::alias::InboundAliases;
+use super::metering::CONNECT_UNITS;
 use super::session::SessionId;
 
 /// The state of one transport connection.
@@ -58,6 +59,8 @@ pub(crate) struct Connected {
     pub(crate) aliases: InboundAliases,
     /// The will of this connection, published on abnormal loss.
     pub(crate) will: Option<Will>,
+    /// Metered units of this connection's CONNECT and the PUBLISHes it sent us.
+    pub(crate) units: u64,
     /// Whether CONNECT asked for session expiry 0: a DISCONNECT may then not set a non-zero
     /// one [MQTT-3.14.2-2].
     pub(crate) connect_expiry_zero: bool,
@@ -77,6 +80,7 @@ impl Connecting {
             aliases: InboundAliases::default(),
             will: accepted.will,
             connect_expiry_zero: accepted.connect_expiry_zero,
+            units: CONNECT_UNITS,
         }
     }
 }

@@ -54,6 +54,9 @@ pub enum Event {
         conn: ConnId,
         client_id: Arc<str>,
         reason: EndReason,
+        /// Metered units of the whole connection: CONNECT, PUBLISHes both ways and this
+        /// end (wills are counted in [`crate::BrokerStats::units`] only).
+        units: u64,
     },
     /// A subscription was made or replaced (refused filters give no event).
     Subscribed {

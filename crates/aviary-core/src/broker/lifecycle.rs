@@ -10,6 +10,7 @@ use aviary_codec::{Disconnect, Packet, ReasonCode};
 
 use super::connection::Connection;
 use super::message::Message;
+use super::metering::{DISCONNECT_UNITS, WILL_UNITS};
 use super::session::{PendingWill, SessionId};
 use super::timers::Timer;
 use super::{Broker, ConnId, EndReason, Event};
@@ -54,16 +55,19 @@ impl Broker {
             return;
         };
         self.connected -= 1;
-        self.fx.event(|| Event::Disconnected {
-            conn,
-            client_id: c.client_id.clone(),
-            reason,
-        });
+        self.fx.stats.units += DISCONNECT_UNITS;
         let sid = c.session;
         let Some(session) = self.sessions.get_mut(&sid) else {
             return;
         };
-        session.link = None;
+        let sent_units = session.link.take().map_or(0, |l| l.units);
+        let units = c.units + sent_units + DISCONNECT_UNITS;
+        self.fx.event(|| Event::Disconnected {
+            conn,
+            client_id: c.client_id.clone(),
+            reason,
+            units,
+        });
         session.retry_at = None;
         let mut will_now = None;
         if let (true, Some(will)) = (reason.publishes_will(), c.will) {
@@ -115,6 +119,7 @@ impl Broker {
     /// Publishes a will message like a PUBLISH from its client (retained if asked).
     fn publish_will(&mut self, message: Arc<Message>, now: Instant) {
         self.fx.stats.wills_published += 1;
+        self.fx.stats.units += WILL_UNITS;
         self.store_retained(&message, now);
         self.route(&message, now);
     }

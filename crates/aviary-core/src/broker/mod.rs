@@ -13,6 +13,7 @@
 //! * `lifecycle` — the end of a connection or session, wills, timers firing;
 //! * `admin` — operations of the management side (publish, kick out, list clients);
 //! * `events` — opt-in [`Event`]s for the management side;
+//! * `metering` — usage units per message, connect and disconnect;
 //! * `alias`, `timers`, `message`, `stats` — small pieces used by the above.
 //!
 //! The broker is owned by one task of the I/O shell: no locks inside. Its output queue of
@@ -48,6 +49,7 @@ mod connection;
 mod events;
 mod lifecycle;
 mod message;
+mod metering;
 mod outgoing;
 mod publish;
 mod route;

@@ -9,6 +9,7 @@ use aviary_codec::{Ack, Packet, PacketId, Publish, ReasonCode, TopicName};
 
 use super::alias::OutboundTopic;
 use super::message::Delivery;
+use super::metering::message_units;
 use super::session::{Awaiting, Inflight, Link};
 use super::{Effects, Transmit};
 
@@ -85,6 +86,9 @@ pub(crate) fn send_publish(
         link.aliases.bind(message.topic.clone(), alias);
     }
     fx.stats.messages_out += 1;
+    let units = message_units(delivery.qos, delivery.retain, link.persistent);
+    link.units += units;
+    fx.stats.units += units;
     fx.transmits.push_back(Transmit::Packet {
         conn: link.conn,
         packet,

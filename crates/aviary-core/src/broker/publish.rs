@@ -19,6 +19,7 @@ use aviary_codec::{Ack, Packet, PacketId, Publish, QoS, ReasonCode};
 use super::alias::AliasError;
 use super::connection::Connection;
 use super::message::Message;
+use super::metering::message_units;
 use super::timers::Timer;
 use super::{Broker, ConnId};
 
@@ -65,6 +66,13 @@ impl Broker {
         let sid = c.session;
         let client_id = c.client_id.clone();
         let qos = publish.qos;
+        let persistent = self
+            .sessions
+            .get(&sid)
+            .is_some_and(|s| s.expiry_interval > 0);
+        let units = message_units(qos, publish.retain, persistent);
+        c.units += units;
+        self.fx.stats.units += units;
         let packet_id = publish.packet_id;
         if qos != QoS::AtMostOnce && packet_id.is_none() {
             return self.fail(conn, ReasonCode::MALFORMED_PACKET, now);

@@ -86,6 +86,10 @@ pub(crate) struct Link {
     pub(crate) max_packet_size: Option<u32>,
     /// Topic aliases we assigned on this connection.
     pub(crate) aliases: OutboundAliases,
+    /// Whether the session outlives the connection (for metering QoS 1 messages).
+    pub(crate) persistent: bool,
+    /// Metered units of the PUBLISHes sent on this connection.
+    pub(crate) units: u64,
     /// Resend after the retry interval (3.x; 5.0 forbids it [MQTT-4.4.0-1] unless
     /// `retry_v5` is set).
     pub(crate) retry: bool,

@@ -16,6 +16,9 @@ pub struct BrokerStats {
     pub messages_in: u64,
     /// Counter: PUBLISH packets sent to clients (resends included).
     pub messages_out: u64,
+    /// Counter: metered usage units (messages in and out, wills, connects, disconnects;
+    /// multipliers in DESIGN.md).
+    pub units: u64,
     /// Counter: will messages published.
     pub wills_published: u64,
     /// Counter: connections refused at CONNACK.

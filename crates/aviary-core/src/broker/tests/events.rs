@@ -58,6 +58,7 @@ fn connect_subscribe_unsubscribe_disconnect_events() {
                 conn: ConnId(1),
                 client_id: c,
                 reason: EndReason::ClientDisconnect,
+                units: 2, // connect + disconnect
             },
         ]
     );
