@@ -17,9 +17,13 @@ use super::{Broker, ConnId, EndReason};
 /// A connected client, as the management API shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientInfo {
+    /// The shell's id of the connection.
     pub conn: ConnId,
+    /// As given by the client, or assigned.
     pub client_id: String,
+    /// Fixed by CONNECT.
     pub protocol: ProtocolVersion,
+    /// The client's address.
     pub peer: SocketAddr,
     /// Seconds granted (0: off).
     pub keep_alive: u16,

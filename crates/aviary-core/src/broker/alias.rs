@@ -69,6 +69,7 @@ pub(crate) enum OutboundTopic {
 pub(crate) struct OutboundAliases {
     /// The client's Topic Alias Maximum (0: no aliases).
     maximum: u16,
+    /// Topic → alias announced on this connection.
     bound: HashMap<TopicName, NonZeroU16>,
 }
 

@@ -44,10 +44,13 @@ pub(crate) struct Connecting {
 /// A connection with an accepted CONNECT.
 #[derive(Debug)]
 pub(crate) struct Connected {
+    /// The client's address (management API, logs).
     pub(crate) peer: SocketAddr,
     /// Fixed by CONNECT; decides the packets' dialect and which rules apply.
     pub(crate) protocol: ProtocolVersion,
+    /// The session this connection is attached to.
     pub(crate) session: SessionId,
+    /// The client identifier (assigned ones included).
     pub(crate) client_id: Arc<str>,
     /// 1.5 × the granted keep alive, `None` when keep alive is off [MQTT-3.1.2-24].
     pub(crate) keep_alive: Option<Duration>,
@@ -85,11 +88,15 @@ impl Connecting {
     }
 }
 
-/// What CONNECT processing decided, to build the connected state from.
+/// What CONNECT processing decided, to build the connected state from (fields as in
+/// [`Connected`]).
 #[derive(Debug)]
 pub(crate) struct Accepted {
+    /// From CONNECT.
     pub(crate) protocol: ProtocolVersion,
+    /// Created or resumed for this connection.
     pub(crate) session: SessionId,
+    /// As given, or assigned.
     pub(crate) client_id: Arc<str>,
     pub(crate) keep_alive: Option<Duration>,
     pub(crate) keep_alive_seconds: u16,

@@ -112,6 +112,7 @@ impl Message {
 /// One session's copy of a message.
 #[derive(Clone, Debug)]
 pub(crate) struct Delivery {
+    /// The message itself, shared.
     pub(crate) message: Arc<Message>,
     /// min(message QoS, subscription QoS) [MQTT-3.8.4-8]; for overlapping subscriptions
     /// the maximum of those [MQTT-3.3.4-2].

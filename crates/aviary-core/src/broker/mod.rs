@@ -103,11 +103,15 @@ pub enum Transmit {
 /// counters. One struct so that session code can borrow it next to a session.
 #[derive(Debug, Default)]
 pub(crate) struct Effects {
+    /// Packets to write and connections to close, in order (drained by `poll_transmit`).
     pub(crate) transmits: VecDeque<Transmit>,
+    /// Deadlines (drained by `handle_timeout`).
     pub(crate) timers: Timers,
+    /// Counters (read by `Broker::stats`).
     pub(crate) stats: BrokerStats,
     /// Events for the management side, only when `emit_events` is set.
     pub(crate) events: VecDeque<Event>,
+    /// Copy of `BrokerConfig::emit_events`.
     pub(crate) emit_events: bool,
 }
 
@@ -131,8 +135,11 @@ impl Effects {
 /// One plain subscription matching a message, before overlapping ones are merged.
 #[derive(Clone, Copy, Debug)]
 struct PlainMatch {
+    /// The subscribing session.
     session: SessionId,
+    /// Its options (QoS, No Local, retain as published).
     options: SubscriptionOptions,
+    /// Its subscription identifier, if any.
     identifier: Option<std::num::NonZeroU32>,
 }
 
@@ -155,6 +162,7 @@ pub struct Broker {
     fx: Effects,
     /// Connections in the Connected state (the `max_connections` limit counts these).
     connected: usize,
+    /// Counter behind session ids (never reused).
     next_session_id: u64,
     /// Counter behind assigned client identifiers.
     next_assigned_id: u64,

@@ -38,6 +38,7 @@ pub(crate) struct Subscription {
     /// The filter as subscribed (for a shared subscription the whole `$share/g/f`, which
     /// tags the messages delivered through it).
     pub(crate) filter: TopicFilter,
+    /// Maximum QoS, No Local, Retain As Published, Retain Handling.
     pub(crate) options: SubscriptionOptions,
     /// 5.0 Subscription Identifier, sent back with every matching message [MQTT-3.3.4-3].
     pub(crate) identifier: Option<NonZeroU32>,
@@ -60,7 +61,9 @@ pub(crate) enum Awaiting {
 /// A QoS 1/2 message sent and not yet acknowledged.
 #[derive(Clone, Debug)]
 pub(crate) struct Inflight {
+    /// Our packet id, unique among the session's in-flight messages.
     pub(crate) packet_id: PacketId,
+    /// The copy being delivered (kept for resends and shared hand-over).
     pub(crate) delivery: Delivery,
     pub(crate) state: Awaiting,
     /// When it was last (re)sent, for the retry interval.
@@ -70,7 +73,9 @@ pub(crate) struct Inflight {
 /// A delayed will waiting for its time [MQTT-3.1.3-9].
 #[derive(Clone, Debug)]
 pub(crate) struct PendingWill {
+    /// When to publish it.
     pub(crate) at: Instant,
+    /// The will as a message.
     pub(crate) message: Arc<Message>,
 }
 
@@ -78,7 +83,9 @@ pub(crate) struct PendingWill {
 /// about the client to send it PUBLISHes.
 #[derive(Debug)]
 pub(crate) struct Link {
+    /// The connection's id in the shell.
     pub(crate) conn: ConnId,
+    /// The dialect PUBLISHes are built for.
     pub(crate) protocol: ProtocolVersion,
     /// In-flight window: 3.x `max_inflight`; 5.0 the client's Receive Maximum (capped).
     pub(crate) window: usize,
@@ -98,7 +105,9 @@ pub(crate) struct Link {
 /// One session.
 #[derive(Debug)]
 pub(crate) struct Session {
+    /// This instance's id (the index key).
     pub(crate) id: SessionId,
+    /// The client identifier owning the session.
     pub(crate) client_id: Arc<str>,
     /// At most one per filter [MQTT-3.8.4-3]; mirrored in the broker's index.
     pub(crate) subscriptions: HashMap<TopicFilter, Subscription>,
