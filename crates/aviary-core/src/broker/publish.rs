@@ -77,12 +77,23 @@ impl Broker {
         if qos != QoS::AtMostOnce && packet_id.is_none() {
             return self.fail(conn, ReasonCode::MALFORMED_PACKET, now);
         }
+        // Topics the broker itself publishes on ($SYS, $events) are not for clients
+        // (spec 4.7.2 lets the server keep `$` topics for itself): acknowledged (5.0: 0x87
+        // Not authorized), not delivered.
+        let reserved = is_reserved(&topic);
+        if reserved {
+            self.fx.stats.dropped.reserved_topic += 1;
+        }
         let message = Message::from_publish(publish, topic, client_id, now);
 
         match (qos, packet_id) {
             (QoS::AtLeastOnce, Some(packet_id)) => {
-                let matched = self.accept_message(message, now);
-                let code = self.success_code(v5, matched);
+                let code = if reserved {
+                    self.refusal_code(v5)
+                } else {
+                    let matched = self.accept_message(message, now);
+                    self.success_code(v5, matched)
+                };
                 self.fx.send(conn, Packet::PubAck(ack(packet_id, code)));
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
@@ -95,8 +106,14 @@ impl Broker {
                         .send(conn, Packet::PubRec(ack(packet_id, ReasonCode::SUCCESS)));
                     return;
                 }
-                // Our Receive Maximum bounds the QoS 2 messages awaiting PUBREL
-                // [MQTT-3.3.4-9]. 3.x is bounded by the 65,535 packet ids.
+                if reserved && v5 {
+                    // An error PUBREC ends the exchange: nothing to remember.
+                    self.fx
+                        .send(conn, Packet::PubRec(ack(packet_id, self.refusal_code(v5))));
+                    return;
+                }
+                // Our Receive Maximum bounds the QoS 2 messages awaiting PUBREL (3.3.4).
+                // 3.x is bounded by the 65,535 packet ids.
                 if v5
                     && session.incoming_qos2.len()
                         >= usize::from(self.config.receive_maximum.max(1))
@@ -104,13 +121,24 @@ impl Broker {
                     return self.fail(conn, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, now);
                 }
                 session.incoming_qos2.insert(packet_id);
-                let matched = self.accept_message(message, now);
+                let matched = !reserved && self.accept_message(message, now);
                 let code = self.success_code(v5, matched);
                 self.fx.send(conn, Packet::PubRec(ack(packet_id, code)));
             }
             _ => {
-                self.accept_message(message, now);
+                if !reserved {
+                    self.accept_message(message, now);
+                }
             }
+        }
+    }
+
+    /// The ack code for a refused PUBLISH: 0x87 in 5.0; 3.x has no negative ack.
+    fn refusal_code(&self, v5: bool) -> ReasonCode {
+        if v5 {
+            ReasonCode::NOT_AUTHORIZED
+        } else {
+            ReasonCode::SUCCESS
         }
     }
 
@@ -238,6 +266,12 @@ impl Broker {
             session.handle_pubcomp(pubcomp.packet_id, &mut self.fx, &self.config, now);
         }
     }
+}
+
+/// Whether a topic is reserved for what the broker publishes itself: `$SYS/...` and
+/// `$events/...`.
+fn is_reserved(topic: &aviary_codec::TopicName) -> bool {
+    topic.is_dollar() && matches!(topic.levels().next(), Some("$SYS" | "$events"))
 }
 
 /// An acknowledgement without properties (we send no reason strings, so Request Problem

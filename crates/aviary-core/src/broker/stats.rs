@@ -40,4 +40,6 @@ pub struct DropStats {
     pub too_large: u64,
     /// A shared-subscription message whose member left with no other member to take it.
     pub shared_no_member: u64,
+    /// A client PUBLISH to a topic reserved for the broker (`$SYS/...`, `$events/...`).
+    pub reserved_topic: u64,
 }

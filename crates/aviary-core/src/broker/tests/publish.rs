@@ -195,8 +195,56 @@ fn publisher_receives_its_own_message_without_no_local() {
 #[test]
 fn mqtt_4_7_2_1_wildcards_do_not_match_dollar_topics() {
     let mut h = pair("#", QoS::AtMostOnce);
-    h.send(2, publish("$SYS/x", QoS::AtMostOnce, 0, "x"));
+    h.send(2, publish("$data/x", QoS::AtMostOnce, 0, "x"));
     assert_eq!(h.drain(), vec![]);
+    h.subscribe(1, "$data/+", QoS::AtMostOnce);
+    h.send(2, publish("$data/x", QoS::AtMostOnce, 0, "x"));
+    assert_eq!(
+        h.drain(),
+        vec![packet(1, delivered("$data/x", QoS::AtMostOnce, 0, "x"))]
+    );
+}
+
+#[test]
+fn clients_cannot_publish_on_the_brokers_reserved_topics() {
+    let mut h = pair("$SYS/#", QoS::AtLeastOnce);
+    h.subscribe(1, "$events/#", QoS::AtLeastOnce);
+    h.send(2, publish("$SYS/x", QoS::AtMostOnce, 0, "x"));
+    h.send(2, publish("$events/x", QoS::AtLeastOnce, 1, "x"));
+    h.send(2, publish("$SYS/y", QoS::ExactlyOnce, 2, "x"));
+    h.send(2, pubrel(2));
+    assert_eq!(
+        h.drain(),
+        vec![
+            packet(2, puback(1)),
+            packet(2, pubrec(2)),
+            packet(2, pubcomp(2))
+        ]
+    );
+    h.client_v5(3, "v5");
+    h.send(3, publish("$SYS/x", QoS::AtLeastOnce, 1, "x"));
+    h.send(3, publish("$SYS/x", QoS::ExactlyOnce, 2, "x"));
+    assert_eq!(
+        h.drain(),
+        vec![
+            packet(3, Packet::PubAck(ack(1, ReasonCode::NOT_AUTHORIZED))),
+            packet(3, Packet::PubRec(ack(2, ReasonCode::NOT_AUTHORIZED))),
+        ]
+    );
+    assert_eq!(h.broker.stats().dropped.reserved_topic, 5);
+    // The broker itself may publish there.
+    h.broker.publish(
+        topic("$SYS/uptime"),
+        bytes::Bytes::from_static(b"1"),
+        QoS::AtMostOnce,
+        false,
+        Default::default(),
+        h.now,
+    );
+    assert_eq!(
+        h.drain(),
+        vec![packet(1, delivered("$SYS/uptime", QoS::AtMostOnce, 0, "1"))]
+    );
 }
 
 #[test]
