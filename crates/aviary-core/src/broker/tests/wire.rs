@@ -313,3 +313,161 @@ fn second_connect_bytes_close_a_3_1_1_connection() {
     assert_eq!(h.wire_out(), out(&[(1, CONNACK_OK), (1, "close")]));
     assert_eq!(h.broker.stats().connections, 0);
 }
+
+#[test]
+fn v5_authentication_method_gets_connack_0x8c_bytes() {
+    let mut h = Harness::new();
+    h.open(1);
+    h.feed(
+        1,
+        "10 13 00 04 4d 51 54 54 05 02 00 3c 04 15 00 01 78 00 02 63 31",
+    );
+    assert_eq!(h.wire_out(), out(&[(1, "20 03 00 8c 00"), (1, "close")]));
+}
+
+#[test]
+fn max_connections_bytes_in_3_1_1_and_5_0() {
+    let mut h = Harness::with_config(BrokerConfig {
+        max_connections: 1,
+        ..BrokerConfig::default()
+    });
+    h.open(1);
+    h.feed(1, CONNECT_311_C1);
+    h.open(2);
+    h.feed(2, CONNECT_311_C2);
+    h.open(3);
+    h.feed(3, "10 0f 00 04 4d 51 54 54 05 02 00 3c 00 00 02 63 33");
+    assert_eq!(
+        h.wire_out(),
+        out(&[
+            (1, CONNACK_OK),
+            (2, "20 02 00 03"),
+            (2, "close"),
+            (3, "20 03 00 97 00"),
+            (3, "close"),
+        ])
+    );
+}
+
+#[test]
+fn v5_keep_alive_timeout_sends_disconnect_0x8d_bytes() {
+    let mut h = Harness::new();
+    h.open(1);
+    h.feed(1, "10 0f 00 04 4d 51 54 54 05 02 00 01 00 00 02 63 31");
+    h.drain();
+    h.advance(Duration::from_millis(1500));
+    assert_eq!(h.wire_out(), out(&[(1, "e0 01 8d"), (1, "close")]));
+}
+
+#[test]
+fn v5_takeover_sends_disconnect_0x8e_bytes() {
+    let mut h = Harness::new();
+    h.open(1);
+    h.feed(1, CONNECT_5_C1);
+    h.drain();
+    h.open(2);
+    h.feed(2, CONNECT_5_C1);
+    let out_bytes = h.wire_out();
+    assert_eq!(out_bytes[..2], out(&[(1, "e0 01 8e"), (1, "close")])[..]);
+    assert_eq!(out_bytes[2].0, 2);
+}
+
+#[test]
+fn v5_shutdown_sends_disconnect_0x8b_bytes() {
+    let mut h = Harness::new();
+    h.open(1);
+    h.feed(1, CONNECT_5_C1);
+    h.open(2);
+    h.feed(2, CONNECT_311_C2);
+    h.drain();
+    h.broker.handle_shutdown(h.now);
+    assert_eq!(
+        h.wire_out(),
+        out(&[(1, "e0 01 8b"), (1, "close"), (2, "close")])
+    );
+}
+
+#[test]
+fn v5_subscription_identifier_bytes_come_back_on_delivery() {
+    let mut h = Harness::new();
+    h.open(1);
+    h.feed(1, CONNECT_5_C1);
+    h.drain();
+    // SUBSCRIBE id 1, Subscription Identifier 5, "a" QoS 0.
+    h.feed(1, "82 09 00 01 02 0b 05 00 01 61 00");
+    assert_eq!(h.wire_out(), out(&[(1, "90 04 00 01 00 00")]));
+    h.open(2);
+    h.feed(2, CONNECT_311_C2);
+    h.feed(2, "30 04 00 01 61 78");
+    assert_eq!(
+        h.wire_out(),
+        out(&[(2, CONNACK_OK), (1, "30 07 00 01 61 02 0b 05 78")])
+    );
+}
+
+#[test]
+fn v5_receive_maximum_exceeded_sends_disconnect_0x93_bytes() {
+    let mut h = Harness::with_config(BrokerConfig {
+        receive_maximum: 1,
+        ..BrokerConfig::default()
+    });
+    h.open(1);
+    h.feed(1, CONNECT_5_C1);
+    h.drain();
+    // Two QoS 2 PUBLISHes without PUBREL; no subscriber, so PUBREC says 0x10.
+    h.feed(1, "34 07 00 01 61 00 01 00 78");
+    assert_eq!(h.wire_out(), out(&[(1, "50 03 00 01 10")]));
+    h.feed(1, "34 07 00 01 61 00 02 00 78");
+    assert_eq!(h.wire_out(), out(&[(1, "e0 01 93"), (1, "close")]));
+}
+
+#[test]
+fn subscription_limit_bytes_in_3_1_1_and_5_0() {
+    let mut h = Harness::with_config(BrokerConfig {
+        max_subscriptions_per_session: 1,
+        ..BrokerConfig::default()
+    });
+    h.open(1);
+    h.feed(1, CONNECT_311_C1);
+    h.feed(1, "82 0a 00 01 00 01 61 00 00 01 62 01");
+    assert_eq!(
+        h.wire_out(),
+        out(&[(1, CONNACK_OK), (1, "90 04 00 01 00 80")])
+    );
+    h.open(2);
+    h.feed(2, "10 0f 00 04 4d 51 54 54 05 02 00 3c 00 00 02 63 32");
+    h.drain();
+    h.feed(2, "82 0b 00 01 00 00 01 61 00 00 01 62 01");
+    assert_eq!(h.wire_out(), out(&[(2, "90 05 00 01 00 00 97")]));
+}
+
+#[test]
+fn mqtt_3_8_3_4_v5_no_local_on_shared_subscription_bytes() {
+    let mut h = Harness::new();
+    h.open(1);
+    h.feed(1, CONNECT_5_C1);
+    h.drain();
+    // "$share/g/a" with No Local (option bit 2).
+    h.feed(1, "82 10 00 01 00 00 0a 24 73 68 61 72 65 2f 67 2f 61 04");
+    assert_eq!(h.wire_out(), out(&[(1, "e0 01 82"), (1, "close")]));
+}
+
+#[test]
+fn shared_subscription_bytes_deliver_to_one_member() {
+    let mut h = Harness::new();
+    for (conn, connect) in [(1, CONNECT_311_C1), (2, CONNECT_311_C2)] {
+        h.open(conn);
+        h.feed(conn, connect);
+        // "$share/g/a" QoS 0.
+        h.feed(conn, "82 0f 00 01 00 0a 24 73 68 61 72 65 2f 67 2f 61 00");
+    }
+    h.wire_out();
+    h.open(3);
+    h.feed(3, "10 0e 00 04 4d 51 54 54 04 02 00 3c 00 02 63 33");
+    h.feed(3, "30 04 00 01 61 78");
+    let sent = h.wire_out();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0], (3, CONNACK_OK.to_owned()));
+    assert!(sent[1].0 == 1 || sent[1].0 == 2);
+    assert_eq!(sent[1].1, "30 04 00 01 61 78");
+}
