@@ -99,13 +99,11 @@ impl Message {
         Some(self.received_at + std::time::Duration::from_secs(u64::from(interval)))
     }
 
-    /// Whether the message expired and must no longer be sent [MQTT-3.3.2-5].
+    /// Whether the message expired and must no longer be sent [MQTT-3.3.2-5]: its interval
+    /// has passed, strictly, so a message with interval 0 still reaches the subscribers
+    /// that are connected when it arrives, and is never queued or kept as retained.
     pub(crate) fn is_expired(&self, now: Instant) -> bool {
-        self.properties
-            .message_expiry_interval
-            .is_some_and(|interval| {
-                now.saturating_duration_since(self.received_at).as_secs() >= u64::from(interval)
-            })
+        self.expires_at().is_some_and(|at| now > at)
     }
 }
 

@@ -25,6 +25,8 @@ use super::{Broker, ConnId};
 
 /// The shortest time between two sweeps of the retained store.
 const RETAINED_SWEEP_GAP: Duration = Duration::from_secs(60);
+/// How long after a retained message's expiry its sweep runs.
+const RETAINED_SWEEP_SLACK: Duration = Duration::from_secs(1);
 
 impl Broker {
     pub(super) fn handle_publish(&mut self, conn: ConnId, publish: Publish, now: Instant) {
@@ -171,8 +173,9 @@ impl Broker {
         }
         self.retained.insert(message.topic.clone(), message.clone());
         if let Some(at) = message.expires_at() {
+            // Just after the expiry: a message is expired once its interval has passed.
+            let at = at.max(now) + RETAINED_SWEEP_SLACK;
             if self.retained_sweep_at.is_none_or(|sweep| at < sweep) {
-                let at = at.max(now);
                 self.retained_sweep_at = Some(at);
                 self.fx.timers.schedule(at, Timer::RetainedSweep);
             }
@@ -191,14 +194,14 @@ impl Broker {
             let Some(expires) = message.expires_at() else {
                 return true;
             };
-            if expires <= now {
+            if now > expires {
                 return false;
             }
             next = Some(next.map_or(expires, |n| n.min(expires)));
             true
         });
         if let Some(next) = next {
-            let at = next.max(now + RETAINED_SWEEP_GAP);
+            let at = (next + RETAINED_SWEEP_SLACK).max(now + RETAINED_SWEEP_GAP);
             self.retained_sweep_at = Some(at);
             self.fx.timers.schedule(at, Timer::RetainedSweep);
         }

@@ -207,7 +207,7 @@ fn retained_message_expiry_counts_down_and_expired_ones_are_removed() {
         p.message_expiry_interval = Some(6)
     });
     assert_eq!(h.drain_packets(2), vec![suback(1, &[0]), expected]);
-    h.advance_secs(6);
+    h.advance_secs(7);
     assert_eq!(h.broker.stats().retained, 0);
     h.send(2, subscribe(2, &[("a", QoS::AtMostOnce)]));
     assert_eq!(h.drain_packets(2), vec![suback(2, &[0])]);

@@ -159,6 +159,7 @@ fn mqtt_3_3_2_5_an_expired_message_is_not_delivered() {
     h.send(2, expiring("x", 10));
     h.drain();
     h.advance_secs(10);
+    h.advance(std::time::Duration::from_millis(1));
     let out = h.connect(3, connect_v5_expiry("sub", false, 1000));
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(h.broker.stats().dropped.expired, 1);
@@ -325,4 +326,23 @@ fn mqtt_3_1_2_25_packets_larger_than_the_clients_maximum_are_not_sent() {
         vec![delivered("a", QoS::AtLeastOnce, 1, "small")]
     );
     assert_eq!(h.broker.stats().dropped.too_large, 1);
+}
+
+#[test]
+fn message_expiry_0_reaches_connected_subscribers_only() {
+    let mut h = Harness::new();
+    h.client_v5(1, "online");
+    h.subscribe(1, "a", QoS::AtLeastOnce);
+    h.connected(2, connect_v5_expiry("offline", true, 1000));
+    h.subscribe(2, "a", QoS::AtLeastOnce);
+    h.close(2);
+    h.client_v5(3, "pub");
+    h.send(3, expiring("x", 0));
+    let expected = with_props(delivered("a", QoS::AtLeastOnce, 1, "x"), |p| {
+        p.message_expiry_interval = Some(0)
+    });
+    assert_eq!(h.drain_packets(1), vec![expected]);
+    h.advance_secs(1);
+    let out = h.connect(4, connect_v5_expiry("offline", false, 1000));
+    assert_eq!(out.len(), 1, "{out:?}");
 }
