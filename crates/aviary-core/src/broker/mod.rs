@@ -14,7 +14,7 @@
 //! * `admin` — operations of the management side (publish, kick out, list clients);
 //! * `events` — opt-in [`Event`]s for the management side;
 //! * `metering` — usage units per message, connect and disconnect;
-//! * `alias`, `timers`, `message`, `stats` — small pieces used by the above.
+//! * `alias`, `timers`, `message`, `stats`, `idmap` — small pieces used by the above.
 //!
 //! The broker is owned by one task of the I/O shell: no locks inside. Its output queue of
 //! [`Transmit`]s is unbounded by construction but bounded in practice: every entry is
@@ -47,6 +47,7 @@ mod config;
 mod connect;
 mod connection;
 mod events;
+mod idmap;
 mod lifecycle;
 mod message;
 mod metering;
@@ -79,6 +80,7 @@ pub use events::{EndReason, Event};
 pub use stats::{BrokerStats, DropStats};
 
 use connection::{Connecting, Connection};
+use idmap::IdMap;
 use message::Message;
 use session::{Session, SessionId, Subscription};
 use timers::Timers;
@@ -148,9 +150,9 @@ struct PlainMatch {
 pub struct Broker {
     config: BrokerConfig,
     /// Open transports, by the shell's id.
-    connections: HashMap<ConnId, Connection>,
+    connections: IdMap<ConnId, Connection>,
     /// Every session, connected or not.
-    sessions: HashMap<SessionId, Session>,
+    sessions: IdMap<SessionId, Session>,
     /// Client identifier → its session (at most one session per client id).
     client_ids: HashMap<Arc<str>, SessionId>,
     /// Topic filter → subscribing sessions (mirrors every session's `subscriptions`).
@@ -182,8 +184,8 @@ impl Broker {
         };
         Self {
             config,
-            connections: HashMap::new(),
-            sessions: HashMap::new(),
+            connections: IdMap::default(),
+            sessions: IdMap::default(),
             client_ids: HashMap::new(),
             index: SubscriptionIndex::new(),
             retained: RetainedStore::new(),
