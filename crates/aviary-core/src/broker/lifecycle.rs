@@ -96,6 +96,35 @@ impl Broker {
         } else {
             self.redispatch_shared(sid, None, true, now);
         }
+        self.compact_timers();
+    }
+
+    /// Sweeps stale timer entries once they clearly outnumber live ones: each connection
+    /// and session has at most a few live entries, so the heap stays proportional to them
+    /// even under connection churn. Amortised O(1) per entry.
+    pub(super) fn compact_timers(&mut self) {
+        let live_bound = 4 * (self.connections.len() + self.sessions.len()) + 1024;
+        if self.fx.timers.len() <= 2 * live_bound {
+            return;
+        }
+        let (connections, sessions) = (&self.connections, &self.sessions);
+        let sweep_at = self.retained_sweep_at;
+        self.fx.timers.retain(|at, timer| match timer {
+            Timer::ConnectTimeout(conn) => {
+                matches!(connections.get(&conn), Some(Connection::Connecting(_)))
+            }
+            Timer::KeepAlive(conn) => {
+                matches!(connections.get(&conn), Some(Connection::Connected(_)))
+            }
+            Timer::Retry(sid) => sessions.get(&sid).is_some_and(|s| s.retry_at == Some(at)),
+            Timer::Will(sid) => sessions
+                .get(&sid)
+                .is_some_and(|s| s.pending_will.as_ref().is_some_and(|w| w.at == at)),
+            Timer::SessionExpiry(sid) => {
+                sessions.get(&sid).is_some_and(|s| s.expires_at == Some(at))
+            }
+            Timer::RetainedSweep => sweep_at == Some(at),
+        });
     }
 
     /// Discards a session that has no connection: its subscriptions leave the index, its

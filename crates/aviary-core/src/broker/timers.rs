@@ -5,7 +5,9 @@
 //! checks against its own state whether the entry is still current (the connection still
 //! exists, the session still has that deadline) and ignores it otherwise. Keep alive uses
 //! this to avoid touching the heap on every packet: the entry fires at the old deadline and
-//! re-schedules itself at `last_seen + 1.5 × keep alive`.
+//! re-schedules itself at `last_seen + 1.5 × keep alive`. Stale entries of connections
+//! that came and went (a long keep alive leaves one for up to 27 hours) are swept out when
+//! they outnumber the live ones ([`Timers::retain`]).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -58,9 +60,15 @@ impl Timers {
     }
 
     /// The number of entries, stale ones included.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.heap.len()
+    }
+
+    /// Drops the entries for which `keep` is false (stale ones), in O(n).
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(Instant, Timer) -> bool) {
+        let mut entries = std::mem::take(&mut self.heap).into_vec();
+        entries.retain(|Reverse((at, timer))| keep(*at, *timer));
+        self.heap = BinaryHeap::from(entries);
     }
 }
 

@@ -486,3 +486,26 @@ fn decode_error_on_v5_connection_sends_its_reason_code() {
         .handle_decode_error(ConnId(2), &DecodeError::Malformed("x"), h.now);
     assert_eq!(h.drain(), vec![close(2)]);
 }
+
+#[test]
+fn connection_churn_does_not_grow_the_timer_heap_without_bound() {
+    let mut h = Harness::new();
+    for n in 0..20_000u64 {
+        let mut c = connect(V3_1_1, "churn", true);
+        c.keep_alive = u16::MAX;
+        h.connected(n, c);
+        h.close(n);
+    }
+    // Each connection left a keep alive and a connect timeout entry; most were swept.
+    assert!(
+        h.broker.fx.timers.len() < 5_000,
+        "{}",
+        h.broker.fx.timers.len()
+    );
+    // And live timers still fire.
+    let mut c = connect(V3_1_1, "live", true);
+    c.keep_alive = 1;
+    h.connected(100_000, c);
+    h.advance(Duration::from_millis(1500));
+    assert_eq!(h.drain(), vec![close(100_000)]);
+}
