@@ -35,9 +35,9 @@
 //!   the new CONNECT resumes or discards the session; a session with expiry 0 ends with
 //!   its connection, so it is never resumed by the taker.
 //! * Shared groups prefer connected members (round robin), else a member whose session
-//!   waits offline. A leaving member's queued and in-flight (before PUBREC) messages go to
-//!   another connected member; if none, they stay with its session, or are dropped
-//!   (counted) if the session ends.
+//!   waits offline. A leaving member's queued and in-flight QoS 1 messages go to another
+//!   connected member; if none, they stay with its session, or are dropped (counted) if
+//!   the session ends. QoS 2 in flight stays with its member [MQTT-4.8.2-4, MQTT-4.8.2-5].
 //! * No reason strings or user properties are sent, so Request Problem Information = 0
 //!   needs nothing special.
 

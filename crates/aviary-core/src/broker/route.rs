@@ -4,7 +4,9 @@
 //! downgraded to the subscription's [MQTT-3.8.4-8]; No Local [MQTT-3.8.3-3]; RETAIN as
 //! published or 0 [MQTT-3.3.1-12, MQTT-3.3.1-13]; each shared group gives the message to one
 //! member, round robin among connected members, else to a member whose session waits
-//! offline. A member that leaves hands its unacknowledged messages of the group on.
+//! offline. A member that leaves hands its queued and unacknowledged QoS 1 messages of
+//! the group on; a QoS 2 message in flight is completed with its member or dropped with
+//! its session [MQTT-4.8.2-4, MQTT-4.8.2-5].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -124,8 +126,8 @@ impl Broker {
     }
 
     /// A shared-group member is leaving (disconnected, session ending, or unsubscribed
-    /// from `only`): its messages of those groups that are queued or in flight without
-    /// PUBREC go to other members. With `require_connected` (the member's session lives
+    /// from `only`): its messages of those groups that are queued, or in flight at QoS 1,
+    /// go to other members (QoS 2 in flight stays [MQTT-4.8.2-4, MQTT-4.8.2-5]). With `require_connected` (the member's session lives
     /// on) they move only if another member is connected; otherwise to any other member,
     /// and are dropped (counted) if there is none.
     pub(super) fn redispatch_shared(

@@ -51,10 +51,11 @@ pub(crate) struct Subscription {
 pub(crate) enum Awaiting {
     /// QoS 1 PUBLISH sent.
     PubAck,
-    /// QoS 2 PUBLISH sent.
+    /// QoS 2 PUBLISH sent (from here on, a shared-group message stays with its member
+    /// [MQTT-4.8.2-4]).
     PubRec,
     /// QoS 2 PUBREC received, PUBREL sent: the message may no longer be resent as PUBLISH
-    /// (spec 4.3.3) and no longer goes to another shared-group member.
+    /// (spec 4.3.3).
     PubComp,
 }
 
@@ -404,13 +405,15 @@ impl Session {
     }
 
     /// The distinct shared subscriptions (optionally only `only`) that tag messages this
-    /// session could hand to another group member: in flight before PUBREC, or queued.
+    /// session could hand to another group member: QoS 1 in flight, or queued (not sent
+    /// yet). A QoS 2 message in flight stays: its delivery must be completed with this
+    /// member, or not at all [MQTT-4.8.2-4, MQTT-4.8.2-5].
     pub(crate) fn shared_filters_pending(&self, only: Option<&TopicFilter>) -> Vec<TopicFilter> {
         let mut filters: Vec<TopicFilter> = Vec::new();
         let inflight = self
             .inflight
             .iter()
-            .filter(|e| e.state != Awaiting::PubComp)
+            .filter(|e| e.state == Awaiting::PubAck)
             .map(|e| &e.delivery);
         for delivery in inflight.chain(self.queue.iter()) {
             if let Some(filter) = &delivery.shared {
@@ -422,13 +425,13 @@ impl Session {
         filters
     }
 
-    /// Removes and returns the messages of those shared subscriptions (in flight before
-    /// PUBREC, then queued), in order.
+    /// Removes and returns the messages of those shared subscriptions (QoS 1 in flight,
+    /// then queued), in order.
     pub(crate) fn take_shared(&mut self, filters: &[TopicFilter]) -> Vec<Delivery> {
         let mut taken = Vec::new();
         let tagged = |d: &Delivery| d.shared.as_ref().is_some_and(|f| filters.contains(f));
         self.inflight.retain(|e| {
-            let take = e.state != Awaiting::PubComp && tagged(&e.delivery);
+            let take = e.state == Awaiting::PubAck && tagged(&e.delivery);
             if take {
                 taken.push(e.delivery.clone());
             }

@@ -154,6 +154,38 @@ fn unacknowledged_messages_go_to_another_member_on_unsubscribe() {
 }
 
 #[test]
+fn mqtt_4_8_2_4_qos2_message_in_flight_stays_with_its_member() {
+    let mut h = Harness::new();
+    h.connected(1, connect(V3_1_1, "m1", false));
+    h.subscribe(1, "$share/g/a", QoS::ExactlyOnce);
+    h.client(10, "pub");
+    h.send(10, publish("a", QoS::ExactlyOnce, 1, "x"));
+    h.drain();
+    h.client(2, "m2");
+    h.subscribe(2, "$share/g/a", QoS::ExactlyOnce);
+    // m1 leaves before PUBREC: the message is not handed to m2 ...
+    h.close(1);
+    assert_eq!(payloads_by_conn(h.drain()), HashMap::new());
+    // ... but completed with m1 when it comes back.
+    let out = h.connect(3, connect(V3_1_1, "m1", false));
+    assert_eq!(
+        out[1],
+        packet(3, with_dup(delivered("a", QoS::ExactlyOnce, 1, "x")))
+    );
+}
+
+#[test]
+fn mqtt_4_8_2_5_qos2_message_in_flight_is_not_sent_to_others_when_the_session_ends() {
+    let mut h = Harness::new();
+    group(&mut h, 2, QoS::ExactlyOnce);
+    h.send(10, publish("a", QoS::ExactlyOnce, 1, "x"));
+    let by = payloads_by_conn(h.drain());
+    let (&holder, _) = by.iter().next().unwrap();
+    h.close(holder); // clean session: it ends now
+    assert_eq!(payloads_by_conn(h.drain()), HashMap::new());
+}
+
+#[test]
 fn qos2_message_past_pubrec_stays_with_its_member() {
     let mut h = Harness::new();
     group(&mut h, 2, QoS::ExactlyOnce);
@@ -164,6 +196,29 @@ fn qos2_message_past_pubrec_stays_with_its_member() {
     h.drain();
     h.close(holder);
     assert_eq!(payloads_by_conn(h.drain()), HashMap::new());
+}
+
+#[test]
+fn queued_qos2_messages_not_yet_sent_go_to_another_member() {
+    let mut h = Harness::with_config(BrokerConfig {
+        max_inflight: 1,
+        ..BrokerConfig::default()
+    });
+    h.client(1, "m1");
+    h.subscribe(1, "$share/g/a", QoS::ExactlyOnce);
+    h.client(10, "pub");
+    h.send(10, publish("a", QoS::ExactlyOnce, 1, "1"));
+    h.send(10, publish("a", QoS::ExactlyOnce, 2, "2"));
+    h.drain();
+    h.client(2, "m2");
+    h.subscribe(2, "$share/g/a", QoS::ExactlyOnce);
+    h.close(1);
+    // "1" was in flight at QoS 2 and is lost with m1's clean session; "2" never left the
+    // queue, so m2 gets it.
+    assert_eq!(
+        h.drain_packets(2),
+        vec![delivered("a", QoS::ExactlyOnce, 1, "2")]
+    );
 }
 
 #[test]
