@@ -221,3 +221,18 @@ def parse_publish(p: Packet, level: int) -> dict:
         pos = end
     return {"topic": topic, "qos": qos, "packet_id": pid, "dup": bool(p.flags & 8),
             "retain": bool(p.flags & 1), "properties": props, "payload": body[pos:]}
+
+
+def ack(kind: int, packet_id: int) -> bytes:
+    """PUBACK / PUBREC / PUBREL / PUBCOMP with only a packet id (PUBREL has flags 0b0010)."""
+    return packet((kind << 4) | (2 if kind == PUBREL else 0), struct.pack("!H", packet_id))
+
+
+def packet_id_of(p: Packet) -> int:
+    return struct.unpack("!H", p.body[:2])[0]
+
+
+def session_connect(client_id: str, level: int, expiry: int = 300, keepalive: int = 30) -> bytes:
+    """CONNECT resuming/creating a persistent session (clean=0; 5.0 with Session Expiry)."""
+    return connect(client_id, level=level, clean=False, keepalive=keepalive,
+                   properties=prop_u32(0x11, expiry) if level == 5 else b"")
