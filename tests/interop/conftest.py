@@ -126,9 +126,11 @@ MOSQUITTO_GLOBAL_OPTIONS = {
     "max_queued_messages": "max_queued_messages",
     "max_keep_alive": "max_keepalive",
     "max_packet_size": "max_packet_size",
+}
+MOSQUITTO_LISTENER_OPTIONS = {
+    "max_connections": "max_connections",
     "topic_alias_maximum": "max_topic_alias",
 }
-MOSQUITTO_LISTENER_OPTIONS = {"max_connections": "max_connections"}
 
 
 def mosquitto_config(port: int, data_dir: Path, mqtt: dict[str, object]) -> str:

@@ -133,6 +133,7 @@ class Client:
         if version != V5:
             kwargs["clean_session"] = clean
         self.paho = mqtt.Client(**kwargs)
+        self._max_inflight = max_inflight
         self.paho.max_inflight_messages_set(max_inflight)
         if manual_ack:
             self.paho.manual_ack_set(True)
@@ -157,6 +158,12 @@ class Client:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         props_ = properties if self.version == V5 else None
+        # A compliant client keeps at most the server's Receive Maximum of QoS 1/2 PUBLISHes
+        # unacknowledged [MQTT-3.3.4-7]; paho 2.1 does not apply it by itself.
+        server_max = prop(props_, "ReceiveMaximum")
+        if server_max is not None and reason_code.value == 0:
+            # The public setter refuses while connected; nothing is in flight yet at CONNACK.
+            self.paho._max_inflight_messages = min(self._max_inflight, int(server_max))
         self._connack.put(ConnAck(bool(flags.session_present), int(reason_code.value), props_))
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
@@ -337,7 +344,10 @@ class Client:
         while len(out) < n:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise MqttError(f"got {len(out)} of {n} messages within {timeout}s: {out}")
+                raise MqttError(
+                    f"got {len(out)} of {n} messages within {timeout}s: "
+                    f"{[m.payload[:20] for m in out]}"
+                )
             try:
                 out.append(self.messages.get(timeout=remaining))
             except queue.Empty:
