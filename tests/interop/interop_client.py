@@ -462,3 +462,24 @@ def sub_options(qos: int = 0, **kwargs: Any) -> SubscribeOptions:
 
 def topics_of(msgs: Iterable[Received]) -> list[str]:
     return [m.topic for m in msgs]
+
+
+def collect(subscribers: Sequence[Client], total: int, timeout: float = 10.0,
+            settle: float = 0.3) -> list[list[Received]]:
+    """Messages from several clients until `total` have arrived in all (bounded by `timeout`),
+    then `settle` seconds more to catch any surplus (e.g. duplicates). Per-client lists."""
+    out: list[list[Received]] = [[] for _ in subscribers]
+    deadline = time.monotonic() + timeout
+    while sum(map(len, out)) < total and time.monotonic() < deadline:
+        progressed = False
+        for i, c in enumerate(subscribers):
+            try:
+                out[i].append(c.messages.get(timeout=0.02))
+                progressed = True
+            except queue.Empty:
+                pass
+        if not progressed:
+            time.sleep(0.01)
+    for i, c in enumerate(subscribers):
+        out[i].extend(c.drain(settle if i == 0 else 0.05))
+    return out
