@@ -1,5 +1,7 @@
 """CONNECT / CONNACK with paho-mqtt for MQTT 3.1, 3.1.1 and 5.0."""
 
+import signal
+
 import pytest
 
 import raw_mqtt as raw
@@ -83,3 +85,96 @@ def test_mqtt_3_1_4_3_takeover_sends_disconnect_0x8e(broker, version):
     assert old.closed_within(3)
     old.close()
     new.close()
+
+
+@pytest.mark.parametrize("level", [6, 2], ids=["level6", "level2"])
+def test_mqtt_3_1_2_2_unsupported_protocol_level(broker, level):
+    c = raw.RawClient(broker.port)
+    body = raw.utf8("MQTT") + bytes([level, 0x02]) + b"\x00\x1e" + raw.utf8(unique_client_id("pl"))
+    c.send(raw.packet(0x10, body))
+    p = c.recv(3)
+    # [MQTT-3.1.2-2]: CONNACK 0x01 (unacceptable protocol version; 0x84 in 5.0 terms) then close.
+    assert p is not None and p.kind == raw.CONNACK
+    assert p.body[-1] in (0x01, 0x84) or p.body[1] in (0x01, 0x84)
+    assert c.closed_within(3)
+    c.close()
+
+
+def test_mqtt_3_1_3_8_v311_empty_client_id_without_clean_session_rejected(broker):
+    c = raw.RawClient(broker.port)
+    c.send(raw.connect("", level=4, clean=False))
+    p = c.recv(3)
+    # [MQTT-3.1.3-8]: CONNACK 0x02 (identifier rejected), then close.
+    assert p is not None and p.kind == raw.CONNACK and p.body == b"\x00\x02"
+    assert c.closed_within(3)
+    c.close()
+
+
+def test_mqtt_3_1_3_6_v311_empty_client_id_with_clean_session_accepted(clients):
+    c = clients.new(V311, client_id="")
+    assert c.connect().reason_code == 0
+    topic = "e/" + unique_client_id()
+    c.subscribe(topic, 1)
+    c.publish(topic, b"anonymous", 1)
+    assert c.get().payload == b"anonymous"
+
+
+def test_mqtt_3_1_v31_empty_client_id_rejected(broker):
+    # MQTT 3.1: the Client Identifier must be 1 to 23 characters; CONNACK 2 (identifier rejected).
+    c = raw.RawClient(broker.port)
+    c.send(raw.connect("", level=3, clean=True))
+    p = c.recv(3)
+    assert p is not None and p.kind == raw.CONNACK and p.body == b"\x00\x02"
+    c.close()
+
+
+def test_mqtt_3_1_0_1_first_packet_must_be_connect(clients, broker):
+    c = raw.RawClient(broker.port)
+    c.send(raw.subscribe(1, [("x/y", 0)]))
+    # [MQTT-3.1.0-1]: anything before CONNECT closes the connection.
+    assert c.closed_within(3)
+    c.close()
+    # Others are still served.
+    ok = clients.connected(V311)
+    topic = "f/" + unique_client_id()
+    ok.subscribe(topic, 0)
+    ok.publish(topic, b"fine", 0)
+    assert ok.get().payload == b"fine"
+
+
+@pytest.mark.parametrize("version", [V311, V5], ids=version_id)
+def test_mqtt_3_1_0_2_second_connect_is_protocol_violation(broker, version):
+    level = 5 if version == V5 else 4
+    c = raw.RawClient(broker.port)
+    c.send(raw.connect(unique_client_id("2c"), level=level))
+    c.expect(raw.CONNACK)
+    c.send(raw.connect(unique_client_id("2c"), level=level))
+    # [MQTT-3.1.0-2]: a second CONNECT is a protocol violation: close (5.0: DISCONNECT 0x82 first).
+    assert c.closed_within(3)
+    c.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", [
+    V31, V311,
+    # DISCONNECT 0x8B before closing is Aviary's promise (issue 2); the spec leaves it optional
+    # and Mosquitto 2.0.11 just closes.
+    pytest.param(V5, marks=pytest.mark.aviary_only),
+], ids=version_id)
+def test_graceful_shutdown_on_sigterm(broker_factory, version):
+    b = broker_factory()
+    level = {V31: 3, V311: 4, V5: 5}[version]
+    c = raw.RawClient(b.port)
+    c.send(raw.connect(unique_client_id("gs"), level=level))
+    c.expect(raw.CONNACK)
+    b.process.send_signal(signal.SIGTERM)
+    # Issue 2: stop accepting, DISCONNECT 0x8B (Server shutting down) to 5.0 clients, close the
+    # rest, exit 0 within a few seconds.
+    p = c.recv(8)
+    if version == V5:
+        assert p is not None and p.kind == raw.DISCONNECT and p.body[:1] == b"\x8b"
+        assert c.closed_within(5)
+    else:
+        assert p is None
+    c.close()
+    assert b.process.wait(timeout=10) == 0
