@@ -130,3 +130,51 @@ def test_many_messages_qos1_in_order(clients, version):
         pub.publish(topic, p, 1, wait=False)
     got = sub.get_n(len(sent), timeout=15)
     assert [m.payload for m in got] == sent
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS, ids=version_id)
+def test_mqtt_3_3_5_1_overlapping_subscriptions_max_qos(clients, version):
+    base = unique_topic()
+    sub = clients.connected(version)
+    sub.subscribe(f"{base}/#", 0)
+    sub.subscribe(f"{base}/x", 2)
+    pub = clients.connected(version)
+    pub.publish(f"{base}/x", b"overlap", 2)
+    copies = [sub.get()] + sub.drain(0.5)
+    # [MQTT-3.3.5-1] (5.0: [MQTT-3.3.4-2]): delivered respecting the maximum QoS of all matching
+    # subscriptions; one copy per subscription is allowed too.
+    assert 1 <= len(copies) <= 2
+    assert all(m.payload == b"overlap" for m in copies)
+    assert max(m.qos for m in copies) == 2
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS, ids=version_id)
+def test_publisher_receives_own_message_without_no_local(clients, version):
+    topic = unique_topic()
+    c = clients.connected(version)
+    c.subscribe(topic, 1)
+    c.publish(topic, b"echo", 1)
+    assert c.get().payload == b"echo"
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS, ids=version_id)
+def test_utf8_topic_and_binary_payload(clients, version):
+    topic = unique_topic() + "/ünïcødé/日本"
+    sub = clients.connected(version)
+    sub.subscribe(topic, 1)
+    pub = clients.connected(version)
+    body = b"\x00\xff\x00binary\x80"
+    pub.publish(topic, body, 1)
+    m = sub.get()
+    assert (m.topic, m.payload) == (topic, body)
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS, ids=version_id)
+def test_empty_payload_non_retained(clients, version):
+    topic = unique_topic()
+    sub = clients.connected(version)
+    sub.subscribe(topic, 2)
+    pub = clients.connected(version)
+    pub.publish(topic, b"", 2)
+    m = sub.get()
+    assert (m.payload, m.retain) == (b"", False)
