@@ -26,6 +26,9 @@ V5 = mqtt.MQTTv5
 ALL_VERSIONS = [V31, V311, V5]
 VERSION_IDS = {V31: "v31", V311: "v311", V5: "v5"}
 
+# paho's 5.0 reason code for each 3.x CONNACK return code, reversed.
+V3_CONNACK_CODES = {0x00: 0, 0x84: 1, 0x85: 2, 0x88: 3, 0x86: 4, 0x87: 5}
+
 # Default bound for any single wait on the broker.
 TIMEOUT = 5.0
 
@@ -164,7 +167,12 @@ class Client:
         if server_max is not None and reason_code.value == 0:
             # The public setter refuses while connected; nothing is in flight yet at CONNACK.
             self.paho._max_inflight_messages = min(self._max_inflight, int(server_max))
-        self._connack.put(ConnAck(bool(flags.session_present), int(reason_code.value), props_))
+        code = int(reason_code.value)
+        if self.version != V5:
+            # paho maps 3.x CONNACK return codes onto 5.0 reason codes; undo that so tests see
+            # the byte on the wire (3.1.1 section 3.2.2.3).
+            code = V3_CONNACK_CODES.get(code, code)
+        self._connack.put(ConnAck(bool(flags.session_present), code, props_))
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
         properties = message.properties if self.version == V5 else None

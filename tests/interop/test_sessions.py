@@ -216,10 +216,10 @@ def test_inflight_window_for_3x_is_max_inflight(clients, version):
 
 @pytest.mark.slow
 @pytest.mark.aviary_only
-@pytest.mark.parametrize("version", [V311, V5], ids=version_id)
+@pytest.mark.parametrize("version", [V31, V311], ids=version_id)
 def test_retry_interval_resends_unacked_with_dup(broker_factory, version):
-    # Issue 2: an unacknowledged QoS 1/2 message is resent with DUP=1 after mqtt.retry_interval.
-    # Mosquitto 2.0 only resends on reconnection.
+    # Issue 2: an unacknowledged QoS 1/2 message is resent with DUP=1 after mqtt.retry_interval
+    # (3.x; MQTT 3.1.1 4.4 allows resending). Mosquitto 2.0 only resends on reconnection.
     b = broker_factory(retry_interval=2)
     topic = unique_topic("retry")
     sub = Client(b.port, version, manual_ack=True)
@@ -234,6 +234,29 @@ def test_retry_interval_resends_unacked_with_dup(broker_factory, version):
         again = sub.get(timeout=8)
         assert (again.payload, again.dup, again.mid) == (b"again", True, first.mid)
         sub.ack(again.mid, 1)
+    finally:
+        sub.close()
+        pub.close()
+
+
+@pytest.mark.slow
+def test_mqtt_4_4_0_1_v5_no_resend_within_a_connection(broker_factory):
+    # MQTT 5.0 [MQTT-4.4.0-1]: resending on session resumption "is the only circumstance where a
+    # Client or Server is REQUIRED to resend messages. Clients and Servers MUST NOT resend
+    # messages at any other time". So the retry timer must not fire for 5.0 clients.
+    b = broker_factory(retry_interval=1)
+    topic = unique_topic("retry")
+    sub = Client(b.port, V5, manual_ack=True)
+    pub = Client(b.port, V5)
+    try:
+        sub.connect()
+        pub.connect()
+        sub.subscribe(topic, 1)
+        pub.publish(topic, b"once", 1)
+        first = sub.get()
+        assert (first.payload, first.dup) == (b"once", False)
+        sub.expect_nothing(3.5)
+        sub.ack(first.mid, 1)
     finally:
         sub.close()
         pub.close()
