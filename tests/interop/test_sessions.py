@@ -288,3 +288,66 @@ def test_queue_bound_drop_new_keeps_oldest(broker_factory):
     finally:
         c.close()
         pub.close()
+
+
+@versions
+def test_takeover_with_persistent_session_keeps_subscriptions(clients, version):
+    topic = unique_topic("sess")
+    cid = unique_client_id("tko")
+    old, _ = persistent(clients, version, cid)
+    old.subscribe(topic, 1)
+    new, ack = persistent(clients, version, cid)
+    old.wait_disconnected()
+    # The session moves to the new connection: Session Present 1 (not in 3.1) and the
+    # subscription is still there.
+    if version != V31:
+        assert ack.session_present
+    clients.connected(version).publish(topic, b"to the new connection", 1)
+    assert new.get().payload == b"to the new connection"
+
+
+@pytest.mark.parametrize("level", [3, 4, 5], ids=["v31", "v311", "v5"])
+def test_mqtt_4_3_3_qos2_duplicate_publish_delivered_once(clients, broker, level):
+    topic = unique_topic("eo")
+    sub = clients.connected(V311)
+    sub.subscribe(topic, 2)
+    c = raw.RawClient(broker.port)
+    c.send(raw.connect(unique_client_id("eo"), level=level))
+    c.expect(raw.CONNACK)
+    c.send(raw.publish(topic, b"once", qos=2, packet_id=7, level=level))
+    assert raw.packet_id_of(c.expect(raw.PUBREC)) == 7
+    # The sender did not see the PUBREC in time and resends the PUBLISH with DUP=1: the receiver
+    # must not deliver it again [MQTT-4.3.3-10] (3.1.1: 4.3.3 method B).
+    dup = bytearray(raw.publish(topic, b"once", qos=2, packet_id=7, level=level))
+    dup[0] |= 0x08
+    c.send(bytes(dup))
+    assert raw.packet_id_of(c.expect(raw.PUBREC)) == 7
+    c.send(raw.ack(raw.PUBREL, 7))
+    assert raw.packet_id_of(c.expect(raw.PUBCOMP)) == 7
+    assert sub.get().payload == b"once"
+    sub.expect_nothing(0.5)
+    c.close()
+
+
+@pytest.mark.parametrize("level", [3, 4, 5], ids=["v31", "v311", "v5"])
+def test_mqtt_4_4_0_1_qos2_pubrel_after_reconnect_delivers_once(clients, broker, level):
+    topic = unique_topic("eo")
+    cid = unique_client_id("eor")
+    sub = clients.connected(V311)
+    sub.subscribe(topic, 2)
+    c = raw.RawClient(broker.port)
+    c.send(raw.session_connect(cid, level))
+    c.expect(raw.CONNACK)
+    c.send(raw.publish(topic, b"across reconnect", qos=2, packet_id=9, level=level))
+    c.expect(raw.PUBREC)
+    c.close(abort=True)
+    # The QoS 2 receive state (packet id awaiting PUBREL) belongs to the session: after resuming,
+    # the publisher sends PUBREL and the message is delivered exactly once.
+    c = raw.RawClient(broker.port)
+    c.send(raw.session_connect(cid, level))
+    c.expect(raw.CONNACK)
+    c.send(raw.ack(raw.PUBREL, 9))
+    assert raw.packet_id_of(c.expect(raw.PUBCOMP)) == 9
+    got = [sub.get()] + sub.drain(0.5)
+    assert [m.payload for m in got] == [b"across reconnect"]
+    c.close()
