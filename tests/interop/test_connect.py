@@ -178,3 +178,30 @@ def test_graceful_shutdown_on_sigterm(broker_factory, version):
         assert p is None
     c.close()
     assert b.process.wait(timeout=10) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ALL_VERSIONS, ids=version_id)
+def test_mqtt_3_1_2_23_keep_alive_pings_keep_connection(clients, version):
+    c = clients.new(version)
+    c.connect(keepalive=1)
+    # paho sends PINGREQ every second; the broker must not drop a client that keeps to its
+    # keep alive.
+    assert not c.disconnected.wait(3.5)
+    topic = "ka/" + unique_client_id()
+    c.subscribe(topic, 1)
+    c.publish(topic, b"alive", 1)
+    assert c.get().payload == b"alive"
+
+
+@pytest.mark.slow
+@pytest.mark.aviary_only  # Mosquitto refuses max_keepalive below 10 (a 15 s wait)
+def test_mqtt_3_2_2_21_server_keep_alive_is_enforced(broker_factory):
+    b = broker_factory(max_keep_alive=2)
+    c = raw.RawClient(b.port)
+    c.send(raw.connect(unique_client_id("ska"), level=5, keepalive=60))
+    ack = c.expect(raw.CONNACK)
+    assert b"\x13\x00\x02" in ack.body  # Server Keep Alive = 2
+    # The server enforces its own keep alive (1.5 x 2 s), not the client's 60 s.
+    assert c.closed_within(10)
+    c.close()
