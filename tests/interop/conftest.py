@@ -309,7 +309,7 @@ def _broker_still_alive(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture
-def clients(broker: Broker) -> Iterator["ClientPool"]:
+def clients(broker: Broker) -> Iterator[object]:
     """Paho clients for one test, on the shared broker by default; all closed at the end."""
     from interop_client import ClientPool
 

@@ -6,7 +6,7 @@ import pytest
 
 import raw_mqtt as raw
 
-from interop_client import ALL_VERSIONS, V5, V311, V31, connect_props, prop, unique_client_id, version_id
+from interop_client import ALL_VERSIONS, V5, V311, V31, connect_props, unique_client_id, version_id
 
 versions = pytest.mark.parametrize("version", ALL_VERSIONS, ids=version_id)
 

@@ -6,10 +6,7 @@ import time
 import pytest
 
 import raw_mqtt as raw
-from interop_client import (
-    ALL_VERSIONS, V31, V311, V5, Client, MqttError, connect_props, unique_client_id, unique_topic,
-    version_id,
-)
+from interop_client import ALL_VERSIONS, V5, Client, unique_client_id, unique_topic, version_id
 
 versions = pytest.mark.parametrize("version", ALL_VERSIONS, ids=version_id)
 

@@ -3,7 +3,6 @@ MQTT 3.1, 3.1.1 and 5.0 (driven through subprocess, every wait bounded)."""
 
 from __future__ import annotations
 
-import os
 import queue
 import shutil
 import signal

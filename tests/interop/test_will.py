@@ -6,7 +6,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 import raw_mqtt as raw
-from interop_client import ALL_VERSIONS, V5, V31, connect_props, props, unique_client_id, unique_topic, version_id
+from interop_client import ALL_VERSIONS, V5, connect_props, props, unique_client_id, unique_topic, version_id
 
 versions = pytest.mark.parametrize("version", ALL_VERSIONS, ids=version_id)
 
