@@ -262,10 +262,10 @@ def test_mqtt_4_4_0_1_v5_no_resend_within_a_connection(broker_factory):
         pub.close()
 
 
-@pytest.mark.aviary_only
 def test_queue_bound_drop_new_keeps_oldest(broker_factory):
     # Issue 2 / config: max_queued_messages with queue_overflow = "drop_new": an offline session
-    # keeps the oldest messages up to the bound; the rest are dropped (and counted).
+    # keeps the oldest messages up to the bound; the rest are dropped (and counted). Mosquitto's
+    # max_queued_messages behaves the same way.
     b = broker_factory(max_queued_messages=5, queue_overflow="drop_new")
     topic = unique_topic("q")
     cid = unique_client_id("q")
