@@ -361,7 +361,7 @@ def test_mosquitto_sub_v5_subscription_identifier(clients, broker, subs):
     assert s.rest(timeout=8) == [[topic, "42", "sid"]]
 
 
-@pytest.mark.parametrize("version", [V311, V5], ids=version_id)
+@versions
 def test_mosquitto_sub_shared_subscription(clients, broker, subs, version):
     topic = unique_topic("cli")
     share = f"$share/g{uuid.uuid4().hex[:6]}/{topic}"
@@ -377,3 +377,49 @@ def test_mosquitto_sub_shared_subscription(clients, broker, subs, version):
     payloads = sorted(m[3] for m in got_a + got_b)
     assert payloads == sorted(f"s{i}" for i in range(10))
     assert got_a and got_b
+
+
+@versions
+@pytest.mark.parametrize("qos", [1, 2])
+def test_mosquitto_pub_file_payload(clients, broker, tmp_path, version, qos):
+    topic = unique_topic("cli")
+    body = bytes(range(256)) * 400  # ~100 KiB, every byte value
+    path = tmp_path / "payload.bin"
+    path.write_bytes(body)
+    sub = clients.connected(version)
+    sub.subscribe(topic, qos)
+    mosquitto_pub(broker.port, version, topic, "-q", str(qos), "-f", str(path))
+    m = sub.get()
+    assert (m.payload, m.qos) == (body, qos)
+
+
+@pytest.mark.skipif(not shutil.which("mosquitto_rr"), reason="mosquitto_rr not installed")
+def test_mosquitto_rr_request_response(clients, broker):
+    req_topic = unique_topic("rr")
+    responder = clients.connected(V5)
+    responder.subscribe(req_topic, 1)
+    resp_topic = unique_topic("rr-resp")
+    proc = subprocess.Popen(
+        ["mosquitto_rr", "-h", "127.0.0.1", "-p", str(broker.port), "-i", cli_id("rr"),
+         "-t", req_topic, "-e", resp_topic, "-m", "ping", "-q", "1", "-W", "8"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        req = responder.get(timeout=8)
+        assert req.payload == b"ping"
+        # mosquitto_rr sets the Response Topic (and may set Correlation Data); both must arrive
+        # unchanged so the reply finds its way back.
+        assert req.properties.ResponseTopic == resp_topic
+        from interop_client import publish_props
+
+        reply_props = {}
+        corr = getattr(req.properties, "CorrelationData", None)
+        if corr is not None:
+            reply_props["CorrelationData"] = corr
+        responder.publish(resp_topic, b"pong", 1, properties=publish_props(**reply_props))
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+    assert proc.returncode == 0, out
+    assert out.strip().splitlines()[-1] == "pong"
