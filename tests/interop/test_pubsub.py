@@ -178,3 +178,25 @@ def test_empty_payload_non_retained(clients, version):
     pub.publish(topic, b"", 2)
     m = sub.get()
     assert (m.payload, m.retain) == (b"", False)
+
+
+def test_mqtt_3_11_3_unsubscribe_several_filters_v5_reasons(clients):
+    t1, t2 = unique_topic(), unique_topic()
+    sub = clients.connected(V5)
+    sub.subscribe(t1, 1)
+    # One UNSUBACK reason code per filter, in order [MQTT-3.11.3-1]: 0x00 Success, 0x11 none.
+    assert sub.unsubscribe([t1, t2]) == [0x00, 0x11]
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS, ids=version_id)
+def test_fan_out_to_many_subscribers(clients, version):
+    topic = unique_topic()
+    subs = [clients.connected(version) for _ in range(20)]
+    for s in subs:
+        s.subscribe(topic, 1)
+    pub = clients.connected(version)
+    pub.publish(topic, b"to everyone", 1)
+    for s in subs:
+        assert s.get().payload == b"to everyone"
+    for s in subs:
+        s.expect_nothing(0.05)

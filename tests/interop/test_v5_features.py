@@ -48,16 +48,23 @@ def test_mqtt_3_2_2_topic_alias_maximum_in_connack(clients):
     assert ack.properties.TopicAliasMaximum == 64
 
 
-def test_mqtt_3_3_2_9_alias_above_maximum_is_protocol_error(clients, broker):
+@pytest.mark.parametrize("alias", [65, 0], ids=["above_max", "zero"])
+def test_mqtt_3_3_2_9_alias_above_maximum_is_protocol_error(clients, broker, alias):
     watcher = clients.connected(V5)
     c = raw.RawClient(broker.port)
     c.send(raw.connect(unique_client_id("al"), level=5))
     c.expect(raw.CONNACK)
-    c.send(raw.publish(unique_topic("alias"), b"x", level=5, properties=raw.prop_u16(0x23, 65)))
-    # [MQTT-3.3.2-9]: a Topic Alias above the server's maximum is a protocol error: DISCONNECT
-    # 0x94 (Topic Alias invalid) and close.
+    c.send(raw.publish(unique_topic("alias"), b"x", level=5, properties=raw.prop_u16(0x23, alias)))
+    # [MQTT-3.3.2-9]: a Topic Alias above the server's maximum, or [MQTT-3.3.2-8] 0, is invalid:
+    # DISCONNECT 0x94 (Topic Alias invalid) and close.
     p = c.recv(3)
-    assert p is not None and p.kind == raw.DISCONNECT and p.body[:1] == b"\x94"
+    assert p is not None and p.kind == raw.DISCONNECT
+    if alias == 0:
+        # The spec names no reason code for alias 0 (0x94 describes "greater than the maximum");
+        # any protocol-error family code will do (Mosquitto: 0x81, Aviary: 0x82).
+        assert p.body[:1] in (b"\x81", b"\x82", b"\x94")
+    else:
+        assert p.body[:1] == b"\x94"
     assert c.closed_within(3)
     c.close()
     # Another client is unaffected.
@@ -434,3 +441,17 @@ def test_mqtt_3_1_2_request_problem_information_reason_string(clients):
     c = clients.new(V5)
     ack = c.connect(properties=connect_props(RequestProblemInformation=1, RequestResponseInformation=0))
     assert ack.reason_code == 0
+
+
+@pytest.mark.mosquitto_deviates  # Mosquitto 2.0.11 grants the subscription
+def test_mqtt_3_8_3_4_no_local_on_shared_subscription_is_protocol_error(clients, broker):
+    c = raw.RawClient(broker.port)
+    c.send(raw.connect(unique_client_id("nls"), level=5))
+    c.expect(raw.CONNACK)
+    share = f"$share/g{unique_client_id()[:6]}/{unique_topic('nl')}"
+    c.send(raw.subscribe(1, [(share, 0x04 | 1)], level=5))  # No Local + QoS 1
+    # [MQTT-3.8.3-4]: No Local on a Shared Subscription is a Protocol Error: DISCONNECT 0x82.
+    p = c.recv(3)
+    assert p is not None and p.kind == raw.DISCONNECT and p.body[:1] == b"\x82", p
+    assert c.closed_within(3)
+    c.close()
