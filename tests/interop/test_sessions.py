@@ -351,3 +351,33 @@ def test_mqtt_4_4_0_1_qos2_pubrel_after_reconnect_delivers_once(clients, broker,
     got = [sub.get()] + sub.drain(0.5)
     assert [m.payload for m in got] == [b"across reconnect"]
     c.close()
+
+
+@pytest.mark.slow
+@pytest.mark.aviary_only
+def test_session_expiry_capped_by_max_session_expiry_interval(broker_factory):
+    # mqtt.max_session_expiry_interval caps what a 5.0 client asks for; the server tells the
+    # client the value it uses in CONNACK (3.2.2.3.2) and expires the session accordingly.
+    b = broker_factory(max_session_expiry_interval=1)
+    topic = unique_topic("cap")
+    cid = unique_client_id("cap")
+    c = Client(b.port, V5, cid, clean=False)
+    pub = Client(b.port, V5)
+    try:
+        ack = c.connect(properties=connect_props(SessionExpiryInterval=300))
+        assert ack.properties.SessionExpiryInterval == 1
+        c.subscribe(topic, 1)
+        c.disconnect()
+        pub.connect()
+        pub.publish(topic, b"too late", 1)
+        time.sleep(2.5)
+        back = Client(b.port, V5, cid, clean=False)
+        try:
+            ack = back.connect(properties=connect_props(SessionExpiryInterval=300))
+            assert not ack.session_present
+            back.expect_nothing(0.5)
+        finally:
+            back.close()
+    finally:
+        c.close()
+        pub.close()
