@@ -69,6 +69,9 @@ macro_rules! v5_connect_refused {
     };
 }
 
+// Packet identifier 0 [MQTT-2.2.1-3] parses but is not allowed: a Protocol Error in the
+// spec's terminology (1.2), so 0x82.
+
 // ---- 2.1.3 fixed header flags, 2.1.2 packet types, 1.5.5/2.1.4 remaining length ----
 
 v5_disconnect!(
@@ -345,9 +348,9 @@ v5_disconnect!(
     0x81
 );
 v5_disconnect!(
-    mqtt_2_2_1_3_v5_publish_qos_1_packet_id_0_is_malformed,
+    mqtt_2_2_1_3_v5_publish_qos_1_packet_id_0_is_protocol_error,
     "32 06 00 01 61 00 00 00",
-    0x81
+    0x82
 );
 v311_closed!(
     mqtt_2_3_1_1_v311_publish_qos_1_packet_id_0_closes,
@@ -435,9 +438,9 @@ v5_disconnect!(
 // ---- 3.8 SUBSCRIBE / 3.10 UNSUBSCRIBE ----
 
 v5_disconnect!(
-    mqtt_2_2_1_3_v5_subscribe_packet_id_0_is_malformed,
+    mqtt_2_2_1_3_v5_subscribe_packet_id_0_is_protocol_error,
     "82 09 00 00 00 00 03 61 2f 62 00",
-    0x81
+    0x82
 );
 v311_closed!(
     mqtt_2_3_1_1_v311_subscribe_packet_id_0_closes,
@@ -520,9 +523,9 @@ v5_disconnect!(
     0x82
 );
 v5_disconnect!(
-    mqtt_2_2_1_3_v5_unsubscribe_packet_id_0_is_malformed,
+    mqtt_2_2_1_3_v5_unsubscribe_packet_id_0_is_protocol_error,
     "a2 08 00 00 00 00 03 61 2f 62",
-    0x81
+    0x82
 );
 v5_disconnect!(
     mqtt_3_10_3_2_v5_unsubscribe_without_filters_is_protocol_error,
@@ -690,5 +693,15 @@ async fn mqtt_1_5_5_truncated_remaining_length_then_eof_is_dropped() {
         }
         Next::Silent => panic!("still connected"),
     }
+    assert_broker_still_serves(broker.addr).await;
+}
+
+/// A topic deeper than `max_topic_levels` is refused like an invalid topic name.
+#[tokio::test]
+async fn mqtt_4_7_v5_topic_deeper_than_max_topic_levels_is_topic_name_invalid() {
+    let broker = start_broker(|c| c.max_topic_levels = 3).await;
+    let mut c = RawClient::connect_v5(broker.addr, "deep").await;
+    c.send_hex("30 0a 00 07 61 2f 62 2f 63 2f 64 00").await;
+    c.expect_disconnect(0x90).await;
     assert_broker_still_serves(broker.addr).await;
 }

@@ -209,7 +209,7 @@ impl Client {
         let deadline = Instant::now() + WAIT;
         loop {
             match timeout_at(deadline, self.events.recv()).await {
-                Err(_) => panic!("DISCONNECT not sent"),
+                Err(_) => panic!("connection not closed after DISCONNECT"),
                 Ok(None) | Ok(Some(Err(_))) => break,
                 Ok(Some(Ok(_))) => {}
             }
