@@ -582,8 +582,8 @@ async fn mqtt_3_3_4_9_v5_receive_maximum_exceeded_disconnects_0x93() {
     );
     c.send_hex("34 06 00 01 61 00 01 00").await;
     c.send_hex("34 06 00 01 61 00 02 00").await;
-    c.expect_hex("50 02 00 01").await;
-    c.expect_hex("50 02 00 02").await;
+    c.expect_ack(0x50, 1).await;
+    c.expect_ack(0x50, 2).await;
     c.send_hex("34 06 00 01 61 00 03 00").await;
     c.expect_disconnect(0x93).await;
     assert_broker_still_serves(broker.addr).await;

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -21,6 +22,9 @@ use tokio::time::{timeout, timeout_at, Instant};
 struct Client {
     client: AsyncClient,
     events: mpsc::UnboundedReceiver<Result<Event, ConnectionError>>,
+    /// Events read while waiting for another one, in order; later waits look here first
+    /// (a PUBLISH may arrive before the PUBACK a test is waiting for).
+    backlog: VecDeque<Event>,
     task: JoinHandle<()>,
 }
 
@@ -45,6 +49,7 @@ fn spawn(opts: MqttOptions) -> Client {
     Client {
         client,
         events,
+        backlog: VecDeque::new(),
         task,
     }
 }
@@ -71,17 +76,20 @@ async fn connect(
 impl Client {
     /// Waits (bounded) for an event `pick` accepts; panics on a connection error.
     async fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+        if let Some(i) = self.backlog.iter().position(|e| pick(e).is_some()) {
+            let event = self.backlog.remove(i).expect("index from position");
+            return pick(&event).expect("matched above");
+        }
         let deadline = Instant::now() + WAIT;
         loop {
             match timeout_at(deadline, self.events.recv()).await {
                 Err(_) => panic!("timed out waiting for {what}"),
                 Ok(None) => panic!("event loop ended waiting for {what}"),
                 Ok(Some(Err(e))) => panic!("connection error waiting for {what}: {e:?}"),
-                Ok(Some(Ok(event))) => {
-                    if let Some(found) = pick(&event) {
-                        return found;
-                    }
-                }
+                Ok(Some(Ok(event))) => match pick(&event) {
+                    Some(found) => return found,
+                    None => self.backlog.push_back(event),
+                },
             }
         }
     }
@@ -97,6 +105,13 @@ impl Client {
 
     /// No PUBLISH arrives for [`QUIET`].
     async fn expect_no_publish(&mut self) {
+        if let Some(p) = self
+            .backlog
+            .iter()
+            .find(|e| matches!(e, Event::Incoming(Packet::Publish(_))))
+        {
+            panic!("unexpected {p:?}");
+        }
         let deadline = Instant::now() + QUIET;
         while let Ok(event) = timeout_at(deadline, self.events.recv()).await {
             match event {

@@ -190,9 +190,12 @@ pub enum Next {
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
-/// A unique client id for this test process.
+/// A unique, short (≤ 8 bytes, so it fits tight `max_client_id_len` configs) client id for
+/// this test process.
 pub fn unique_id(prefix: &str) -> String {
-    format!("{prefix}-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
+    let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let head: String = prefix.chars().take(2).collect();
+    format!("{head}{n}")
 }
 
 /// A byte-level client. Sends literal hex, reads whole frames.
@@ -349,6 +352,23 @@ impl RawClient {
             to_hex(&hex(text)),
             "unexpected packet"
         );
+    }
+
+    /// Expects an acknowledgement (`first` byte, packet id) whose reason code, if any, is
+    /// a success (below 0x80; e.g. 0x10 No matching subscribers).
+    pub async fn expect_ack(&mut self, first: u8, packet_id: u16) -> Frame {
+        let frame = self.read_frame().await;
+        assert_eq!(
+            frame.first,
+            first,
+            "unexpected packet {}",
+            to_hex(&frame.raw())
+        );
+        assert_eq!(frame.packet_id(), packet_id, "{}", to_hex(&frame.raw()));
+        if let Some(&code) = frame.body.get(2) {
+            assert!(code < 0x80, "error reason code in {}", to_hex(&frame.raw()));
+        }
+        frame
     }
 
     /// Expects EOF within [`WAIT`] with nothing sent before it.
