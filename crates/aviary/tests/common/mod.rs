@@ -43,8 +43,10 @@ impl TestBroker {
 /// Starts a broker on 127.0.0.1:0 with the defaults, changed by `tweak`.
 pub async fn start_broker(tweak: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = aviary::Config::default();
-    config.data_dir = dir.path().to_path_buf();
+    let mut config = aviary::Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
     config.listener.bind = "127.0.0.1:0".parse().expect("addr");
     tweak(&mut config.mqtt);
     let server = timeout(WAIT, aviary::start(config))
@@ -62,7 +64,7 @@ pub async fn start_broker(tweak: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
 pub fn hex(text: &str) -> Vec<u8> {
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     assert!(
-        digits.len() % 2 == 0,
+        digits.len().is_multiple_of(2),
         "odd number of hex digits in {text:?}"
     );
     digits
