@@ -586,3 +586,127 @@ async fn graceful_shutdown_closes_3x_connections() {
     broker.shutdown().await;
     c.expect_closed().await;
 }
+
+#[tokio::test]
+async fn mqtt_4_4_unacked_publish_is_resent_with_dup_after_retry_interval() {
+    let broker = start_broker(|c| c.retry_interval = Some(Duration::from_secs(1))).await;
+    let mut s = RawClient::connect_v311(broker.addr, "retry").await;
+    s.subscribe(1, "rt", 1).await;
+    let (mut p, _) = connect(broker.addr, "p", |_| {}).await;
+    p.publish("rt", QoS::AtLeastOnce, false, b"x").await;
+    let (id, _, dup) = raw_publish(&mut s).await;
+    assert!(!dup);
+    // Not acknowledged: the same message comes again with DUP=1 (within WAIT).
+    let (again, payload, dup) = raw_publish(&mut s).await;
+    assert_eq!((again, payload.as_slice(), dup), (id, &b"x"[..], true));
+    s.send_hex(&format!("40 02 {}", to_hex(&id.to_be_bytes())))
+        .await;
+    s.ping().await;
+}
+
+#[tokio::test]
+async fn mqtt_4_8_2_shared_members_unacked_messages_go_to_another_member_when_it_leaves() {
+    let broker = start_broker(|_| {}).await;
+    let mut a = RawClient::connect_v311(broker.addr, "a").await;
+    a.subscribe(1, "$share/g/work", 1).await;
+    let (mut b, _) = connect(broker.addr, "b", |_| {}).await;
+    b.subscribe("$share/g/work", QoS::AtLeastOnce).await;
+    let (mut p, _) = connect(broker.addr, "p", |_| {}).await;
+    for i in 0..4u8 {
+        p.publish("work", QoS::AtLeastOnce, false, &[i]).await;
+    }
+    // Round robin: two each; `a` never acknowledges its two, then leaves.
+    let mut at_a = Vec::new();
+    for _ in 0..2 {
+        at_a.push(raw_publish(&mut a).await.1[0]);
+    }
+    drop(a);
+    let mut at_b = Vec::new();
+    for _ in 0..4 {
+        at_b.push(b.recv_publish().await.payload[0]);
+    }
+    b.expect_no_publish().await;
+    at_b.sort_unstable();
+    assert_eq!(
+        at_b,
+        vec![0, 1, 2, 3],
+        "a's unacknowledged {at_a:?} went to b"
+    );
+}
+
+/// Publishes 10 QoS 1 messages to a subscriber with an in-flight window of 2 and a queue of
+/// 3 that acknowledges nothing at first; returns the payloads it finally gets.
+async fn overflow_run(policy: aviary_core::QueueOverflow) -> Vec<u8> {
+    let broker = start_broker(|c| {
+        c.max_inflight = 2;
+        c.max_queued_messages = 3;
+        c.queue_overflow = policy;
+    })
+    .await;
+    let mut s = RawClient::connect_v311(broker.addr, "full").await;
+    s.subscribe(1, "of", 1).await;
+    let (mut p, _) = connect(broker.addr, "p", |_| {}).await;
+    for i in 0..10u8 {
+        p.publish("of", QoS::AtLeastOnce, false, &[i]).await;
+    }
+    let mut got = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (id, payload, _) = raw_publish(&mut s).await;
+        got.push(payload[0]);
+        ids.push(id);
+    }
+    s.expect_silence().await;
+    for id in ids {
+        s.send_hex(&format!("40 02 {}", to_hex(&id.to_be_bytes())))
+            .await;
+    }
+    for _ in 0..3 {
+        let (id, payload, _) = raw_publish(&mut s).await;
+        got.push(payload[0]);
+        s.send_hex(&format!("40 02 {}", to_hex(&id.to_be_bytes())))
+            .await;
+    }
+    s.expect_silence().await;
+    got
+}
+
+#[tokio::test]
+async fn queue_overflow_drop_new_keeps_the_oldest_messages() {
+    assert_eq!(
+        overflow_run(aviary_core::QueueOverflow::DropNew).await,
+        vec![0, 1, 2, 3, 4]
+    );
+}
+
+#[tokio::test]
+async fn queue_overflow_drop_oldest_keeps_the_newest_messages() {
+    assert_eq!(
+        overflow_run(aviary_core::QueueOverflow::DropOldest).await,
+        vec![0, 1, 7, 8, 9]
+    );
+}
+
+#[tokio::test]
+async fn mqtt_3_1_2_17_retained_will_is_kept() {
+    let broker = start_broker(|_| {}).await;
+    let (mut watcher, _) = connect(broker.addr, "watcher", |_| {}).await;
+    watcher.subscribe("status/+", QoS::AtLeastOnce).await;
+    let (dying, _) = connect(broker.addr, "dying", |o| {
+        o.set_last_will(LastWill::new(
+            "status/dying",
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        ));
+    })
+    .await;
+    dying.kill().await;
+    // Once the will is out, it is also the topic's retained message.
+    assert_eq!(&watcher.recv_publish().await.payload[..], b"offline");
+    let (mut late, _) = connect(broker.addr, "late", |_| {}).await;
+    late.subscribe("status/+", QoS::AtLeastOnce).await;
+    let will = late.recv_publish().await;
+    assert!(will.retain);
+    assert_eq!(&will.payload[..], b"offline");
+}

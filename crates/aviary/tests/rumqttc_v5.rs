@@ -868,3 +868,34 @@ async fn mqtt_3_1_4_3_takeover_raw_old_connection_gets_disconnect_0x8e() {
     old.expect_disconnect(0x8e).await;
     new.ping().await;
 }
+
+#[tokio::test]
+async fn mqtt_3_1_2_11_2_session_expires_after_its_interval() {
+    let broker = start_broker(|_| {}).await;
+    let short = |o: &mut MqttOptions| {
+        o.set_clean_start(false);
+        o.set_session_expiry_interval(Some(1));
+    };
+    let (mut s, _) = connect(broker.addr, "brief", short).await;
+    s.subscribe("x", QoS::AtLeastOnce).await;
+    s.disconnect().await;
+    let (s, ack) = connect(broker.addr, "brief", short).await;
+    assert!(ack.session_present, "resumed within the interval");
+    s.disconnect().await;
+    // No timing is asserted: only that more than the 1 s interval has passed.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (_s, ack) = connect(broker.addr, "brief", short).await;
+    assert!(!ack.session_present, "expired [MQTT-3.1.2-23]");
+}
+
+#[tokio::test]
+async fn mqtt_3_8_4_6_delivery_is_downgraded_to_the_granted_qos() {
+    let broker = start_broker(|_| {}).await;
+    let (mut s, _) = connect(broker.addr, "s", |_| {}).await;
+    let (mut p, _) = connect(broker.addr, "p", |_| {}).await;
+    s.subscribe("down", QoS::AtLeastOnce).await;
+    p.publish("down", QoS::ExactlyOnce, false, b"x").await;
+    assert_eq!(s.recv_publish().await.qos, QoS::AtLeastOnce);
+    p.publish("down", QoS::AtMostOnce, false, b"y").await;
+    assert_eq!(s.recv_publish().await.qos, QoS::AtMostOnce);
+}
