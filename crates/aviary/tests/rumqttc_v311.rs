@@ -710,3 +710,32 @@ async fn mqtt_3_1_2_17_retained_will_is_kept() {
     assert!(will.retain);
     assert_eq!(&will.payload[..], b"offline");
 }
+
+#[tokio::test]
+async fn mqtt_3_1_2_23_pingreq_keeps_a_short_keep_alive_connection_open() {
+    let broker = start_broker(|_| {}).await;
+    let mut c = RawClient::connect_v311_with(broker.addr, "pinger", 0x02, 1).await;
+    // Six pings 0.5 s apart: 3 s in all, twice the 1.5 s grace, and still served.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.ping().await;
+    }
+}
+
+#[tokio::test]
+async fn mqtt_4_3_3_qos_2_duplicate_publish_is_delivered_exactly_once() {
+    let broker = start_broker(|_| {}).await;
+    let (mut s, _) = connect(broker.addr, "s", |_| {}).await;
+    s.subscribe("once", QoS::ExactlyOnce).await;
+    let mut p = RawClient::connect_v311(broker.addr, "p").await;
+    // PUBLISH QoS 2, id 9, topic "once", payload "x"; then again with DUP=1.
+    p.send_hex("34 09 00 04 6f 6e 63 65 00 09 78").await;
+    p.expect_hex("50 02 00 09").await;
+    p.send_hex("3c 09 00 04 6f 6e 63 65 00 09 78").await;
+    p.expect_hex("50 02 00 09").await;
+    p.send_hex("62 02 00 09").await;
+    p.expect_hex("70 02 00 09").await;
+    let got = s.recv_publish().await;
+    assert_eq!((&got.payload[..], got.qos), (&b"x"[..], QoS::ExactlyOnce));
+    s.expect_no_publish().await;
+}

@@ -899,3 +899,43 @@ async fn mqtt_3_8_4_6_delivery_is_downgraded_to_the_granted_qos() {
     p.publish("down", QoS::AtMostOnce, false, b"y").await;
     assert_eq!(s.recv_publish().await.qos, QoS::AtMostOnce);
 }
+
+#[tokio::test]
+async fn mqtt_3_2_2_21_server_keep_alive_is_enforced() {
+    let broker = start_broker(|c| c.max_keep_alive = 1).await;
+    let (mut c, ack) = RawClient::connect_v5_with(broker.addr, "lazy", 0x02, 60, "").await;
+    let WirePacket::ConnAck(ack) = c.decode(&ack) else {
+        unreachable!()
+    };
+    assert_eq!(ack.properties.server_keep_alive, Some(1));
+    // Silent for longer than 1.5 × 1 s: closed (DISCONNECT 0x8D first is allowed).
+    match c.next(WAIT).await {
+        common::Next::Closed(rest) => assert!(rest.is_empty()),
+        common::Next::Frame(frame) => {
+            assert_eq!((frame.first, frame.body.first()), (0xe0, Some(&0x8d)));
+            c.expect_closed().await;
+        }
+        common::Next::Silent => panic!("the Server Keep Alive of 1 s was not enforced"),
+    }
+}
+
+#[tokio::test]
+async fn mqtt_3_11_3_unsuback_0x11_when_no_subscription_existed() {
+    let broker = start_broker(|_| {}).await;
+    let mut c = RawClient::connect_v5(broker.addr, "unsub").await;
+    c.subscribe(1, "here", 1).await;
+    // UNSUBSCRIBE id 2: "here", "nope".
+    c.send_hex("a2 0f 00 02 00 00 04 68 65 72 65 00 04 6e 6f 70 65")
+        .await;
+    let WirePacket::UnsubAck(ack) = c.read_packet().await else {
+        panic!("expected UNSUBACK")
+    };
+    assert_eq!(ack.packet_id.get(), 2);
+    assert_eq!(
+        ack.reason_codes,
+        vec![
+            aviary_codec::ReasonCode(0x00),
+            aviary_codec::ReasonCode(0x11)
+        ]
+    );
+}
