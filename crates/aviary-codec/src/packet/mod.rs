@@ -1,12 +1,30 @@
 //! The fifteen MQTT control packets, one module each, and the [`Packet`] enum that
 //! delegates to them. [`decode`] / [`encode`] are the crate's entry points.
 
-use bytes::{Bytes, BytesMut};
+mod ack;
+mod auth;
+mod connack;
+mod connect;
+mod disconnect;
+mod ping;
+mod publish;
+mod suback;
+mod subscribe;
+mod unsuback;
+mod unsubscribe;
+
+#[cfg(test)]
+mod roundtrip;
+#[cfg(test)]
+mod tests;
+
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
     PublishProperties, SubscribeProperties, UnsubscribeProperties, WillProperties,
 };
+use crate::wire::{vbi_len, Counter, Reader, Sink, VBI_MAX};
 use crate::{
     DecodeError, EncodeError, PacketId, ProtocolVersion, QoS, ReasonCode, TopicFilter, TopicName,
 };
@@ -229,6 +247,10 @@ pub struct Auth {
     pub properties: AuthProperties,
 }
 
+/// The most [`decode`] reserves ahead for a packet that has not fully arrived: a header
+/// alone must not make us allocate up to the maximum packet size.
+const RESERVE_LIMIT: usize = 64 * 1024;
+
 /// Decodes at most one packet from the front of `buf`, removing its bytes on success.
 ///
 /// * `version` is the connection's protocol version (ignored for CONNECT, which carries its
@@ -236,28 +258,168 @@ pub struct Auth {
 /// * `max_packet_size` is the largest whole packet accepted; a larger one is refused with
 ///   [`DecodeError::PacketTooLarge`] as soon as the fixed header has been read.
 ///
-/// Returns `Ok(None)` when `buf` does not yet hold a whole packet.
+/// Returns `Ok(None)` when `buf` does not yet hold a whole packet (and then reserves room
+/// for the rest of it, up to 64 KiB, once its size is known). After an error the connection
+/// must be closed: `buf` is left in an unspecified state.
 pub fn decode(
     buf: &mut BytesMut,
     version: ProtocolVersion,
     max_packet_size: u32,
 ) -> Result<Option<Packet>, DecodeError> {
-    let _ = (buf, version, max_packet_size);
-    todo!("codec helper")
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    let kind = first >> 4;
+    let flags = first & 0x0F;
+    check_fixed_header(kind, flags, version)?;
+
+    // Remaining length: a variable byte integer of at most four bytes (spec 2.1.4).
+    let mut remaining = 0usize;
+    let mut header_len = 1;
+    loop {
+        let Some(&byte) = buf.get(header_len) else {
+            return Ok(None);
+        };
+        remaining |= usize::from(byte & 0x7F) << (7 * (header_len - 1));
+        header_len += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        if header_len == 5 {
+            return Err(DecodeError::Malformed(
+                "remaining length longer than 4 bytes",
+            ));
+        }
+    }
+
+    // Refuse an oversized packet before buffering its body.
+    let size = header_len + remaining;
+    if size as u64 > u64::from(max_packet_size) {
+        return Err(DecodeError::PacketTooLarge {
+            size: size as u64,
+            max: max_packet_size,
+        });
+    }
+    if buf.len() < size {
+        // Room for the rest, but not more than a peer can make us allocate with a header.
+        buf.reserve((size - buf.len()).min(RESERVE_LIMIT));
+        return Ok(None);
+    }
+
+    let frame = buf.split_to(size).freeze();
+    let mut r = Reader::new(frame.slice(header_len..));
+    let packet = match kind {
+        1 => Packet::Connect(Box::new(connect::decode(&mut r)?)),
+        2 => Packet::ConnAck(connack::decode(&mut r, version)?),
+        3 => Packet::Publish(publish::decode(&mut r, flags, version)?),
+        4 => Packet::PubAck(ack::decode(&mut r, version, PacketType::PubAck)?),
+        5 => Packet::PubRec(ack::decode(&mut r, version, PacketType::PubRec)?),
+        6 => Packet::PubRel(ack::decode(&mut r, version, PacketType::PubRel)?),
+        7 => Packet::PubComp(ack::decode(&mut r, version, PacketType::PubComp)?),
+        8 => Packet::Subscribe(subscribe::decode(&mut r, version)?),
+        9 => Packet::SubAck(suback::decode(&mut r, version)?),
+        10 => Packet::Unsubscribe(unsubscribe::decode(&mut r, version)?),
+        11 => Packet::UnsubAck(unsuback::decode(&mut r, version)?),
+        12 => Packet::PingReq,
+        13 => Packet::PingResp,
+        14 => Packet::Disconnect(disconnect::decode(&mut r, version)?),
+        // check_fixed_header let through 15 only for 5.0.
+        _ => Packet::Auth(auth::decode(&mut r)?),
+    };
+    r.finish()?;
+    Ok(Some(packet))
 }
 
-/// Appends `packet` encoded for `version` to `buf`.
+/// The checks that need only the first byte: packet type and flags [MQTT-2.2.2-1,
+/// MQTT-2.2.2-2]. PUBLISH flags are checked by its decoder.
+fn check_fixed_header(kind: u8, flags: u8, version: ProtocolVersion) -> Result<(), DecodeError> {
+    let expected = match kind {
+        0 => return Err(DecodeError::Malformed("packet type 0 is reserved")),
+        3 => return Ok(()),
+        6 | 8 | 10 => 0b0010,
+        15 if !version.is_v5() => {
+            return Err(DecodeError::Malformed("AUTH packet before MQTT 5.0"))
+        }
+        _ => 0,
+    };
+    if flags != expected {
+        return Err(DecodeError::Malformed(
+            "reserved fixed header flags [MQTT-2.2.2-2]",
+        ));
+    }
+    Ok(())
+}
+
+/// Appends `packet` encoded for `version` to `buf`. CONNECT is encoded in the dialect of its
+/// own `protocol` field (as [`decode`] reads it). On error nothing is appended.
 pub fn encode(
     packet: &Packet,
     version: ProtocolVersion,
     buf: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    let _ = (packet, version, buf);
-    todo!("codec helper")
+    // First pass counts (and finds every error), second pass writes into one reservation.
+    let mut counter = Counter::default();
+    write_body(packet, version, &mut counter)?;
+    let remaining = counter.0;
+    if remaining > VBI_MAX as usize {
+        return Err(EncodeError::TooLarge(remaining));
+    }
+    buf.reserve(1 + vbi_len(remaining) + remaining);
+    let start = buf.len();
+    BufMut::put_u8(buf, first_byte(packet));
+    let written = buf
+        .put_vbi(remaining)
+        .and_then(|()| write_body(packet, version, buf));
+    if written.is_err() {
+        buf.truncate(start);
+    }
+    written
 }
 
-/// The number of bytes [`encode`] would append for `packet` in `version`.
+/// The number of bytes [`encode`] would append for `packet` in `version` (meaningless when
+/// `encode` would fail).
 pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> usize {
-    let _ = (packet, version);
-    todo!("codec helper")
+    let mut counter = Counter::default();
+    // On error the count is partial; the contract above says so.
+    let _ = write_body(packet, version, &mut counter);
+    1 + vbi_len(counter.0) + counter.0
+}
+
+/// The first byte of the fixed header: type and flags.
+fn first_byte(packet: &Packet) -> u8 {
+    let flags = match packet {
+        Packet::Publish(p) => p.flags(),
+        Packet::PubRel(_) | Packet::Subscribe(_) | Packet::Unsubscribe(_) => 0b0010,
+        _ => 0,
+    };
+    ((packet.packet_type() as u8) << 4) | flags
+}
+
+/// Writes everything after the fixed header.
+fn write_body<S: Sink>(
+    packet: &Packet,
+    version: ProtocolVersion,
+    s: &mut S,
+) -> Result<(), EncodeError> {
+    match packet {
+        Packet::Connect(c) => c.write(s),
+        Packet::ConnAck(c) => c.write(version, s),
+        Packet::Publish(p) => p.write(version, s),
+        Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
+            a.write(version, s)
+        }
+        Packet::Subscribe(p) => p.write(version, s),
+        Packet::SubAck(p) => p.write(version, s),
+        Packet::Unsubscribe(p) => p.write(version, s),
+        Packet::UnsubAck(p) => p.write(version, s),
+        Packet::PingReq | Packet::PingResp => Ok(()),
+        Packet::Disconnect(d) => d.write(version, s),
+        Packet::Auth(a) if version.is_v5() => a.write(s),
+        Packet::Auth(_) => Err(EncodeError::NotInVersion),
+    }
+}
+
+/// A packet identifier; zero is a protocol error [MQTT-2.2.1-3].
+fn read_packet_id(r: &mut Reader) -> Result<PacketId, DecodeError> {
+    PacketId::new(r.u16()?).ok_or(DecodeError::Protocol("packet identifier 0 [MQTT-2.2.1-3]"))
 }

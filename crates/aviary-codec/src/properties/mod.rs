@@ -9,6 +9,10 @@ use bytes::Bytes;
 
 use crate::{QoS, TopicName};
 
+mod codec;
+
+pub(crate) use codec::{decode_properties, encode_properties, PropertyCodec};
+
 /// A User Property (0x26): a UTF-8 string pair; may repeat and keeps its order.
 pub type UserProperty = (String, String);
 

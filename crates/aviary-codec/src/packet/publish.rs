@@ -1,0 +1,85 @@
+//! PUBLISH (spec 3.3): flags in the fixed header, topic name, packet id (QoS > 0),
+//! properties, and a payload that is a zero-copy slice of the read buffer.
+
+use super::{read_packet_id, Publish};
+use crate::properties::{decode_properties, encode_properties, PublishProperties};
+use crate::wire::{Reader, Sink};
+use crate::{DecodeError, EncodeError, ProtocolVersion, QoS, TopicName};
+
+/// Decodes a PUBLISH body; `flags` is the low nibble of the fixed header.
+pub(super) fn decode(
+    r: &mut Reader,
+    flags: u8,
+    version: ProtocolVersion,
+) -> Result<Publish, DecodeError> {
+    let qos = QoS::from_bits((flags >> 1) & 0x03)
+        .ok_or(DecodeError::Malformed("PUBLISH QoS 3 [MQTT-3.3.1-4]"))?;
+    let dup = flags & 0x08 != 0;
+    if dup && qos == QoS::AtMostOnce {
+        return Err(DecodeError::Malformed(
+            "DUP set on a QoS 0 PUBLISH [MQTT-3.3.1-2]",
+        ));
+    }
+    // None for the empty name, which only a 5.0 topic alias may stand in for.
+    let topic = r.with_str(|s| {
+        if s.is_empty() {
+            return Ok(None);
+        }
+        TopicName::new(s)
+            .map(Some)
+            .map_err(|_| DecodeError::TopicNameInvalid("wildcard in PUBLISH topic [MQTT-3.3.2-2]"))
+    })?;
+    let packet_id = if qos == QoS::AtMostOnce {
+        None
+    } else {
+        Some(read_packet_id(r)?)
+    };
+    let properties: PublishProperties = if version.is_v5() {
+        decode_properties(r)?
+    } else {
+        PublishProperties::default()
+    };
+    let topic = match topic {
+        Some(topic) => topic,
+        None if properties.topic_alias.is_some() => TopicName::empty(),
+        None => {
+            return Err(DecodeError::TopicNameInvalid(
+                "empty PUBLISH topic without topic alias [MQTT-4.7.3-1]",
+            ))
+        }
+    };
+    Ok(Publish {
+        dup,
+        qos,
+        retain: flags & 0x01 != 0,
+        topic,
+        packet_id,
+        properties,
+        payload: r.rest(),
+    })
+}
+
+impl Publish {
+    /// The low nibble of the fixed header: DUP, QoS, RETAIN.
+    pub(super) fn flags(&self) -> u8 {
+        (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
+    }
+
+    pub(super) fn write<S: Sink>(
+        &self,
+        version: ProtocolVersion,
+        s: &mut S,
+    ) -> Result<(), EncodeError> {
+        s.put_str(self.topic.as_str(), "topic name")?;
+        if self.qos != QoS::AtMostOnce {
+            // A QoS > 0 PUBLISH without an id is a caller bug; 0 goes out and the peer
+            // refuses it rather than the codec inventing an id.
+            s.put_u16(self.packet_id.map_or(0, |id| id.get()));
+        }
+        if version.is_v5() {
+            encode_properties(&self.properties, s)?;
+        }
+        s.put_slice(&self.payload);
+        Ok(())
+    }
+}
