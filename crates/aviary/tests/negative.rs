@@ -710,3 +710,67 @@ async fn mqtt_4_7_v5_topic_deeper_than_max_topic_levels_is_topic_name_invalid() 
     c.expect_disconnect(0x90).await;
     assert_broker_still_serves(broker.addr).await;
 }
+
+/// Many connections send pseudo-random garbage after a valid CONNECT (or instead of one);
+/// none may panic the broker or disturb a subscriber connected before them.
+#[tokio::test]
+async fn garbage_from_many_connections_does_not_disturb_others() {
+    let broker = start_broker(|_| {}).await;
+    let mut watcher = RawClient::connect_v311(broker.addr, "watcher").await;
+    watcher.subscribe(1, "calm", 1).await;
+
+    // xorshift64*: deterministic, no dependency.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+    };
+    let mut tasks = Vec::new();
+    for i in 0..40u32 {
+        let garbage: Vec<u8> = (0..256).map(|_| next()).collect();
+        let addr = broker.addr;
+        tasks.push(tokio::spawn(async move {
+            let version = if i % 2 == 0 {
+                ProtocolVersion::V5
+            } else {
+                ProtocolVersion::V3_1_1
+            };
+            let mut c = RawClient::open(addr, version).await;
+            match i % 4 {
+                0 => c.send_hex(&common::connect_v5_hex("", 0x02, 60, "")).await,
+                1 => c.send_hex(&common::connect_v311_hex("", 0x02, 60)).await,
+                // 2, 3: garbage instead of CONNECT.
+                _ => {}
+            }
+            c.send_lossy(&garbage).await;
+            // Whatever the broker answers, it must end the connection within WAIT.
+            for _ in 0..64 {
+                match c.next(WAIT).await {
+                    Next::Frame(_) => continue,
+                    Next::Closed(_) => return,
+                    Next::Silent => break,
+                }
+            }
+            // Garbage that happens to be a valid packet prefix may leave the broker waiting
+            // for more bytes; closing our side must then end it.
+            c.shutdown_write().await;
+        }));
+    }
+    for task in tasks {
+        tokio::time::timeout(WAIT * 3, task)
+            .await
+            .expect("garbage connection task timed out")
+            .expect("garbage connection task panicked");
+    }
+
+    let mut publisher = RawClient::connect_v311(broker.addr, "pub").await;
+    publisher.publish("calm", 1, 7, b"still").await;
+    publisher.expect_hex("40 02 00 07").await;
+    let aviary_codec::Packet::Publish(p) = watcher.read_packet().await else {
+        panic!("expected PUBLISH")
+    };
+    assert_eq!(&p.payload[..], b"still");
+    assert_broker_still_serves(broker.addr).await;
+}
