@@ -550,6 +550,55 @@ v5_disconnect!(
     0x82
 );
 
+// ---- More of the same rules in the other protocol version ----
+
+v311_closed!(
+    mqtt_3_3_1_2_v311_publish_dup_with_qos_0_closes,
+    "38 03 00 01 61"
+);
+v311_closed!(
+    mqtt_4_8_2_v311_shared_filter_without_topic_filter_closes,
+    "82 0d 00 01 00 08 24 73 68 61 72 65 2f 67 00"
+);
+v311_closed!(
+    mqtt_4_7_1_2_v311_filter_plus_inside_level_closes,
+    "82 07 00 01 00 02 61 2b 00"
+);
+v311_closed!(
+    mqtt_1_5_3_1_v311_subscribe_filter_invalid_utf8_closes,
+    "82 06 00 01 00 01 ff 00"
+);
+v5_disconnect!(
+    mqtt_1_5_4_1_v5_subscribe_filter_invalid_utf8_is_malformed,
+    "82 07 00 01 00 00 01 ff 00",
+    0x81
+);
+v5_connect_refused!(
+    mqtt_1_5_4_1_v5_user_name_invalid_utf8_is_malformed,
+    "10 11 00 04 4d 51 54 54 05 82 00 3c 00 00 01 63 00 01 ff",
+    0x81
+);
+v5_connect_refused!(
+    mqtt_3_1_3_11_v5_will_topic_with_wildcard_is_refused,
+    "10 15 00 04 4d 51 54 54 05 06 00 3c 00 00 01 63 00 00 01 23 00 01 6d",
+    0x90
+);
+first_packet_closed!(
+    mqtt_3_1_3_11_v311_will_topic_with_wildcard_closes,
+    "10 13 00 04 4d 51 54 54 04 06 00 3c 00 01 63 00 01 23 00 01 6d"
+);
+
+/// 5.0 allows a password without a user name (3.1.2.9), unlike 3.1.1.
+#[tokio::test]
+async fn mqtt_3_1_2_9_v5_password_without_user_name_is_accepted() {
+    let broker = start_broker(|_| {}).await;
+    let mut c = RawClient::open(broker.addr, ProtocolVersion::V5).await;
+    c.send_hex("10 11 00 04 4d 51 54 54 05 42 00 3c 00 00 01 63 00 01 70")
+        .await;
+    c.expect_connack(0x00).await;
+    c.ping().await;
+}
+
 // ---- Limits and flow control ----
 
 /// A packet over `max_packet_size` is refused from its fixed header alone: the body is never
