@@ -599,6 +599,42 @@ async fn mqtt_3_1_2_9_v5_password_without_user_name_is_accepted() {
     c.ping().await;
 }
 
+// ---- Packets only a server sends, sent by a client: a protocol error ----
+
+v5_disconnect!(
+    mqtt_3_2_v5_client_sending_connack_is_protocol_error,
+    "20 03 00 00 00",
+    0x82
+);
+v5_disconnect!(
+    mqtt_3_9_v5_client_sending_suback_is_protocol_error,
+    "90 04 00 01 00 00",
+    0x82
+);
+v5_disconnect!(
+    mqtt_3_11_v5_client_sending_unsuback_is_protocol_error,
+    "b0 04 00 01 00 00",
+    0x82
+);
+v5_disconnect!(
+    mqtt_3_13_v5_client_sending_pingresp_is_protocol_error,
+    "d0 00",
+    0x82
+);
+v311_closed!(mqtt_3_2_v311_client_sending_connack_closes, "20 02 00 00");
+v311_closed!(mqtt_3_13_v311_client_sending_pingresp_closes, "d0 00");
+
+/// A CONNECT announcing more than `max_packet_size` (here 2 MiB against 1 MiB): refused from
+/// the fixed header, with CONNACK 0x95 or by closing.
+#[tokio::test]
+async fn mqtt_3_1_v5_connect_larger_than_maximum_is_refused() {
+    let broker = start_broker(|_| {}).await;
+    let mut c = RawClient::open(broker.addr, ProtocolVersion::V5).await;
+    c.send_hex("10 80 80 80 01 00 04 4d 51 54 54 05").await;
+    c.expect_connack_code_or_closed(0x95).await;
+    assert_broker_still_serves(broker.addr).await;
+}
+
 // ---- Limits and flow control ----
 
 /// A packet over `max_packet_size` is refused from its fixed header alone: the body is never
