@@ -714,9 +714,9 @@ async fn mqtt_3_1_2_17_retained_will_is_kept() {
 #[tokio::test]
 async fn mqtt_3_1_2_23_pingreq_keeps_a_short_keep_alive_connection_open() {
     let broker = start_broker(|_| {}).await;
-    let mut c = RawClient::connect_v311_with(broker.addr, "pinger", 0x02, 1).await;
-    // Six pings 0.5 s apart: 3 s in all, twice the 1.5 s grace, and still served.
-    for _ in 0..6 {
+    let mut c = RawClient::connect_v311_with(broker.addr, "pinger", 0x02, 2).await;
+    // Eight pings 0.5 s apart: 4 s in all, more than the 3 s grace, and still served.
+    for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         c.ping().await;
     }
