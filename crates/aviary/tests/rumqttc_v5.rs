@@ -939,3 +939,17 @@ async fn mqtt_3_11_3_unsuback_0x11_when_no_subscription_existed() {
         ]
     );
 }
+
+#[tokio::test]
+async fn mqtt_3_2_2_3_2_session_expiry_above_the_maximum_is_capped_in_connack() {
+    let broker = start_broker(|c| c.max_session_expiry_interval = 10).await;
+    let (c, ack) = connect(broker.addr, "long", |o| {
+        o.set_session_expiry_interval(Some(1000));
+    })
+    .await;
+    assert_eq!(
+        ack.properties.and_then(|p| p.session_expiry_interval),
+        Some(10)
+    );
+    c.disconnect().await;
+}
