@@ -9,21 +9,21 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aviary_codec::{Packet, ProtocolVersion};
 use aviary_core::ConnId;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::broker_task::Event;
 use crate::outbox::{outbox, Outbox};
+use crate::transport::{Transport, TransportRead};
 
 /// Bytes reserved for a read when the buffer is empty; the buffer grows by doubling while
 /// a large packet arrives (the codec refuses packets over the maximum size from their fixed
@@ -52,9 +52,11 @@ const LINGER: Duration = Duration::from_secs(2);
 pub(crate) struct ConnectionContext {
     /// The broker task's inbox.
     pub(crate) events: mpsc::Sender<Event>,
-    /// Largest packet accepted from clients (`mqtt.max_packet_size`), enforced while
-    /// decoding, before a body is buffered.
-    pub(crate) max_packet_size: u32,
+    /// Largest packet accepted from clients (`mqtt.max_packet_size`, changed at runtime
+    /// by the plan limits), enforced while decoding, before a body is buffered.
+    pub(crate) max_packet_size: Arc<AtomicU32>,
+    /// The name of the listener that accepted the connection.
+    pub(crate) listener: Arc<str>,
     /// Cancelled when graceful shutdown has waited long enough: connections still open
     /// are then dropped.
     pub(crate) force_close: CancellationToken,
@@ -79,12 +81,18 @@ enum WriteEnd {
 }
 
 /// Drives connection `conn` until it is closed by either side or by shutdown.
-pub(crate) async fn run(stream: TcpStream, conn: ConnId, peer: SocketAddr, ctx: ConnectionContext) {
+pub(crate) async fn run<T: Transport>(
+    stream: T,
+    conn: ConnId,
+    peer: SocketAddr,
+    ctx: ConnectionContext,
+) {
     let (sender, outbox) = outbox();
     let open = Event::Open {
         conn,
         peer,
         outbox: sender,
+        listener: Arc::clone(&ctx.listener),
     };
     // Sends in this function are boxed: they happen once per connection, and inline they
     // would enlarge every connection's future for its whole life.
@@ -96,7 +104,7 @@ pub(crate) async fn run(stream: TcpStream, conn: ConnId, peer: SocketAddr, ctx: 
         conn,
         events: &ctx.events,
     };
-    let (mut rd, wr) = stream.into_split();
+    let (mut rd, wr) = stream.split();
     // The protocol level of the connection's first CONNECT, or `NO_CONNECT_YET`.
     let version = AtomicU8::new(NO_CONNECT_YET);
 
@@ -152,7 +160,7 @@ impl Drop for PanicGuard<'_> {
 /// Reads and decodes until the stream ends or breaks, sending packets to the broker task;
 /// pauses while the connection's outbox is long.
 async fn read_loop(
-    rd: &mut OwnedReadHalf,
+    rd: &mut impl TransportRead,
     conn: ConnId,
     version: &AtomicU8,
     outbox: &Outbox,
@@ -208,7 +216,7 @@ async fn decode_all(
     let mut packets = Vec::new();
     loop {
         let current = version_from_level(version.load(Ordering::Acquire));
-        match aviary_codec::decode(buf, current, ctx.max_packet_size) {
+        match aviary_codec::decode(buf, current, ctx.max_packet_size.load(Ordering::Relaxed)) {
             Ok(Some(packet)) => {
                 if let Packet::Connect(connect) = &packet {
                     // Stored before the broker sees the CONNECT, so its CONNACK is encoded
@@ -269,7 +277,11 @@ async fn send_packets(
 
 /// Writes everything the broker routes to this connection; when the broker closes the
 /// outbox, shuts the write side down (TCP FIN after the last packet).
-async fn write_loop(mut wr: OwnedWriteHalf, outbox: &Outbox, version: &AtomicU8) -> WriteEnd {
+async fn write_loop(
+    mut wr: impl tokio::io::AsyncWrite + Unpin,
+    outbox: &Outbox,
+    version: &AtomicU8,
+) -> WriteEnd {
     while let Some(batch) = outbox.next_batch().await {
         let current = version_from_level(version.load(Ordering::Acquire));
         // Boxed (one allocation per batch) so the encoding and write state does not sit in
@@ -285,7 +297,7 @@ async fn write_loop(mut wr: OwnedWriteHalf, outbox: &Outbox, version: &AtomicU8)
 /// Encodes `batch` in `version` and writes it, in pieces of about [`WRITE_CHUNK`] bytes;
 /// `false` when writing failed.
 async fn write_batch(
-    wr: &mut OwnedWriteHalf,
+    wr: &mut (impl tokio::io::AsyncWrite + Unpin),
     batch: VecDeque<Packet>,
     version: ProtocolVersion,
 ) -> bool {
@@ -308,7 +320,7 @@ async fn write_batch(
 }
 
 /// Writes all of `bytes`; `false` on error or when the peer stops reading for too long.
-async fn write(wr: &mut OwnedWriteHalf, bytes: &[u8]) -> bool {
+async fn write(wr: &mut (impl tokio::io::AsyncWrite + Unpin), bytes: &[u8]) -> bool {
     match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(bytes)).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
@@ -323,7 +335,7 @@ async fn write(wr: &mut OwnedWriteHalf, bytes: &[u8]) -> bool {
 }
 
 /// Reads and discards until the peer closes, for at most [`LINGER`].
-async fn linger(rd: &mut OwnedReadHalf, force_close: &CancellationToken) {
+async fn linger(rd: &mut impl TransportRead, force_close: &CancellationToken) {
     let drain = async {
         // On the heap and only while lingering: the future of every connection stays small.
         let mut scratch = vec![0u8; 512];
@@ -366,7 +378,7 @@ mod tests {
 
     use aviary_codec::{ConnAck, DecodeError, ReasonCode};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
     use crate::outbox::{Delivery, OutboxSender};
@@ -388,7 +400,8 @@ mod tests {
         let (tx, mut events) = mpsc::channel(16);
         let ctx = ConnectionContext {
             events: tx,
-            max_packet_size: 1024,
+            max_packet_size: Arc::new(AtomicU32::new(1024)),
+            listener: "default".into(),
             force_close: CancellationToken::new(),
         };
         let task = tokio::spawn(run(server, ConnId(7), peer, ctx));
@@ -559,7 +572,8 @@ mod tests {
         let (tx, _rx) = mpsc::channel(1);
         let ctx = ConnectionContext {
             events: tx,
-            max_packet_size: 1024,
+            max_packet_size: Arc::new(AtomicU32::new(1024)),
+            listener: "default".into(),
             force_close: CancellationToken::new(),
         };
         let peer = listener.local_addr().unwrap();
