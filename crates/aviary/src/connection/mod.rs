@@ -162,7 +162,7 @@ async fn linger(rd: &mut OwnedReadHalf, force_close: &CancellationToken) {
 /// Protocol level stored while no CONNECT has been decoded.
 const NO_CONNECT_YET: u8 = 0;
 
-/// The version to decode and encode with for a level stored by [`decode_all`]. Before
+/// The version to decode and encode with for a level stored by the reader. Before
 /// CONNECT (and for the CONNACK refusing an unsupported version) that is 3.1.1, whose
 /// CONNACK every client version can read.
 fn version_from_level(level: u8) -> ProtocolVersion {
