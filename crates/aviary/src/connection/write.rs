@@ -66,17 +66,26 @@ async fn write_batch(
     out.is_empty() || write(wr, &out).await
 }
 
-/// Writes all of `bytes`; `false` on error or when the peer stops reading for too long.
-async fn write(wr: &mut OwnedWriteHalf, bytes: &[u8]) -> bool {
-    match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(bytes)).await {
-        Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            debug!(error = %e, "write failed");
-            false
-        }
-        Err(_) => {
-            debug!("write timed out");
-            false
+/// Writes all of `bytes`; `false` on error or when the peer accepts nothing for
+/// [`WRITE_TIMEOUT`]. The timeout is on progress, not on the whole buffer, so a client on a
+/// slow link that keeps reading is never cut off in the middle of a large message.
+async fn write(wr: &mut OwnedWriteHalf, mut bytes: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        match tokio::time::timeout(WRITE_TIMEOUT, wr.write(bytes)).await {
+            Ok(Ok(0)) => {
+                debug!("write accepted nothing");
+                return false;
+            }
+            Ok(Ok(n)) => bytes = &bytes[n..],
+            Ok(Err(e)) => {
+                debug!(error = %e, "write failed");
+                return false;
+            }
+            Err(_) => {
+                debug!("write made no progress; peer not reading");
+                return false;
+            }
         }
     }
+    true
 }
