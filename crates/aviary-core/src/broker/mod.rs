@@ -134,6 +134,14 @@ impl Effects {
     }
 }
 
+/// A DISCONNECT from the server with a reason string (always allowed on DISCONNECT, even
+/// when the client asked for no problem information [MQTT-3.1.2-29]).
+pub(crate) fn server_disconnect(reason: ReasonCode, text: &str) -> Packet {
+    let mut disconnect = Disconnect::with_reason(reason);
+    disconnect.properties.reason_string = Some(text.to_owned());
+    Packet::Disconnect(disconnect)
+}
+
 /// One plain subscription matching a message, before overlapping ones are merged.
 #[derive(Clone, Copy, Debug)]
 struct PlainMatch {
@@ -251,7 +259,12 @@ impl Broker {
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
             | Packet::PingResp
-            | Packet::Auth(_) => self.fail(conn, ReasonCode::PROTOCOL_ERROR, now),
+            | Packet::Auth(_) => self.fail(
+                conn,
+                ReasonCode::PROTOCOL_ERROR,
+                "packet not allowed from a client here",
+                now,
+            ),
         }
     }
 
@@ -268,12 +281,15 @@ impl Broker {
                         conn,
                         ProtocolVersion::V3_1_1,
                         ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                        "",
                     );
                 } else {
                     self.close_silently(conn);
                 }
             }
-            Some(Connection::Connected(_)) => self.fail(conn, error.reason_code(), now),
+            Some(Connection::Connected(_)) => {
+                self.fail(conn, error.reason_code(), &error.to_string(), now)
+            }
         }
     }
 
@@ -300,7 +316,7 @@ impl Broker {
             if self.protocol_of(conn).is_some_and(ProtocolVersion::is_v5) {
                 self.fx.send(
                     conn,
-                    Packet::Disconnect(Disconnect::with_reason(ReasonCode::SERVER_SHUTTING_DOWN)),
+                    server_disconnect(ReasonCode::SERVER_SHUTTING_DOWN, "server shutting down"),
                 );
             }
             self.fx.close(conn);
@@ -360,15 +376,14 @@ impl Broker {
     }
 
     /// Closes a connection for a protocol violation: 5.0 gets DISCONNECT with `reason`
-    /// first [MQTT-4.13.1-1]; the will is published.
-    fn fail(&mut self, conn: ConnId, reason: ReasonCode, now: Instant) {
+    /// and `detail` as reason string first [MQTT-4.13.1-1]; the will is published.
+    fn fail(&mut self, conn: ConnId, reason: ReasonCode, detail: &str, now: Instant) {
         match self.connections.get(&conn) {
             None => {}
             Some(Connection::Connecting(_)) => self.close_silently(conn),
             Some(Connection::Connected(c)) => {
                 if c.protocol.is_v5() {
-                    self.fx
-                        .send(conn, Packet::Disconnect(Disconnect::with_reason(reason)));
+                    self.fx.send(conn, server_disconnect(reason, detail));
                 }
                 self.fx.close(conn);
                 self.end_connection(conn, EndReason::ProtocolError(reason), now);
