@@ -80,7 +80,7 @@ impl Broker {
             return false;
         };
         if self.protocol_of(conn).is_some_and(ProtocolVersion::is_v5) {
-            self.fx.send(
+            self.send_explained(
                 conn,
                 server_disconnect(
                     ReasonCode::ADMINISTRATIVE_ACTION,

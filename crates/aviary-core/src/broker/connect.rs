@@ -14,7 +14,7 @@ use super::alias::OutboundAliases;
 use super::connection::{Accepted, Connection};
 use super::session::{Link, Session, SessionId};
 use super::timers::Timer;
-use super::{server_disconnect, Broker, ConnId, EndReason, Event};
+use super::{fit, server_disconnect, Broker, ConnId, EndReason, Event};
 
 /// The keep alive decided for a connection.
 struct KeepAlive {
@@ -32,6 +32,7 @@ impl Broker {
         };
         let protocol = connect.protocol;
         let v5 = protocol.is_v5();
+        let client_max = connect.properties.maximum_packet_size.map(NonZeroU32::get);
 
         // Enhanced authentication is not offered (yet).
         if v5 && connect.properties.authentication_method.is_some() {
@@ -40,12 +41,19 @@ impl Broker {
                 protocol,
                 ReasonCode::BAD_AUTHENTICATION_METHOD,
                 "enhanced authentication is not supported",
+                client_max,
             );
         }
         let (client_id, assigned) = match self.client_id_for(&connect) {
             Ok(id) => id,
             Err(code) => {
-                return self.refuse(conn, protocol, code, "client identifier not accepted")
+                return self.refuse(
+                    conn,
+                    protocol,
+                    code,
+                    "client identifier not accepted",
+                    client_max,
+                )
             }
         };
         let Some(keep_alive) = self.negotiate_keep_alive(connect.keep_alive, protocol) else {
@@ -55,6 +63,7 @@ impl Broker {
                 protocol,
                 ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
                 "keep alive above the server maximum",
+                client_max,
             );
         };
 
@@ -73,11 +82,11 @@ impl Broker {
             } else {
                 ReasonCode::SERVER_UNAVAILABLE
             };
-            return self.refuse(conn, protocol, code, "connection limit reached");
+            return self.refuse(conn, protocol, code, "connection limit reached", client_max);
         }
         if let Some((old, old_protocol)) = holder {
             if old_protocol.is_v5() {
-                self.fx.send(
+                self.send_explained(
                     old,
                     server_disconnect(ReasonCode::SESSION_TAKEN_OVER, "session taken over"),
                 );
@@ -120,7 +129,7 @@ impl Broker {
             conn,
             protocol,
             window: usize::from(window.max(1)),
-            max_packet_size: connect.properties.maximum_packet_size.map(NonZeroU32::get),
+            max_packet_size: client_max,
             aliases: OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0)),
             retry: !v5 || self.config.retry_v5,
             persistent: expiry > 0,
@@ -146,6 +155,7 @@ impl Broker {
                 will: connect.will,
                 connect_expiry_zero: requested_expiry == 0,
                 problem_info: v5 && connect.properties.request_problem_information != Some(false),
+                max_packet_size: client_max,
             },
             now,
         );
@@ -211,6 +221,7 @@ impl Broker {
         protocol: ProtocolVersion,
         code: ReasonCode,
         detail: &str,
+        max_packet_size: Option<u32>,
     ) {
         let (reason_code, properties) = if protocol.is_v5() {
             let properties = ConnAckProperties {
@@ -223,14 +234,12 @@ impl Broker {
             (code, ConnAckProperties::default())
         };
         self.fx.stats.connects_refused += 1;
-        self.fx.send(
-            conn,
-            Packet::ConnAck(ConnAck {
-                session_present: false, // [MQTT-3.2.2-6]
-                reason_code,
-                properties,
-            }),
-        );
+        let connack = Packet::ConnAck(ConnAck {
+            session_present: false, // [MQTT-3.2.2-6]
+            reason_code,
+            properties,
+        });
+        self.fx.send(conn, fit(connack, max_packet_size));
         self.fx.close(conn);
     }
 

@@ -62,6 +62,9 @@ pub(crate) struct Connected {
     pub(crate) aliases: InboundAliases,
     /// The will of this connection, published on abnormal loss.
     pub(crate) will: Option<Will>,
+    /// The client's Maximum Packet Size (5.0): reason strings are left out of packets
+    /// that would exceed it.
+    pub(crate) max_packet_size: Option<u32>,
     /// 5.0 Request Problem Information (default 1): whether acks that report an error
     /// may carry a reason string [MQTT-3.1.2-29].
     pub(crate) problem_info: bool,
@@ -87,6 +90,7 @@ impl Connecting {
             will: accepted.will,
             connect_expiry_zero: accepted.connect_expiry_zero,
             problem_info: accepted.problem_info,
+            max_packet_size: accepted.max_packet_size,
             units: CONNECT_UNITS,
         }
     }
@@ -107,6 +111,7 @@ pub(crate) struct Accepted {
     pub(crate) will: Option<Will>,
     pub(crate) connect_expiry_zero: bool,
     pub(crate) problem_info: bool,
+    pub(crate) max_packet_size: Option<u32>,
 }
 
 impl Connection {

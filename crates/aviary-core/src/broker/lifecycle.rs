@@ -182,7 +182,7 @@ impl Broker {
                 } else {
                     // Silent for 1.5 × keep alive [MQTT-3.1.2-24]; 5.0 is told why.
                     if c.protocol.is_v5() {
-                        self.fx.send(
+                        self.send_explained(
                             conn,
                             server_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT, "keep alive timeout"),
                         );

@@ -142,6 +142,28 @@ pub(crate) fn server_disconnect(reason: ReasonCode, text: &str) -> Packet {
     Packet::Disconnect(disconnect)
 }
 
+/// Leaves out the reason string of a packet that would otherwise exceed the client's
+/// Maximum Packet Size [MQTT-3.2.2-19, MQTT-3.14.2-3, MQTT-3.4.2-2, MQTT-3.9.2-1]. Only 5.0
+/// packets carry reason strings.
+pub(crate) fn fit(mut packet: Packet, max_packet_size: Option<u32>) -> Packet {
+    let Some(max) = max_packet_size else {
+        return packet;
+    };
+    if aviary_codec::encoded_len(&packet, ProtocolVersion::V5) <= max as usize {
+        return packet;
+    }
+    match &mut packet {
+        Packet::Disconnect(p) => p.properties.reason_string = None,
+        Packet::ConnAck(p) => p.properties.reason_string = None,
+        Packet::PubAck(p) | Packet::PubRec(p) | Packet::PubRel(p) | Packet::PubComp(p) => {
+            p.properties.reason_string = None
+        }
+        Packet::SubAck(p) => p.properties.reason_string = None,
+        _ => {}
+    }
+    packet
+}
+
 /// One plain subscription matching a message, before overlapping ones are merged.
 #[derive(Clone, Copy, Debug)]
 struct PlainMatch {
@@ -282,6 +304,7 @@ impl Broker {
                         ProtocolVersion::V3_1_1,
                         ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
                         "",
+                        None,
                     );
                 } else {
                     self.close_silently(conn);
@@ -314,7 +337,7 @@ impl Broker {
         conns.sort_unstable();
         for conn in conns {
             if self.protocol_of(conn).is_some_and(ProtocolVersion::is_v5) {
-                self.fx.send(
+                self.send_explained(
                     conn,
                     server_disconnect(ReasonCode::SERVER_SHUTTING_DOWN, "server shutting down"),
                 );
@@ -383,12 +406,23 @@ impl Broker {
             Some(Connection::Connecting(_)) => self.close_silently(conn),
             Some(Connection::Connected(c)) => {
                 if c.protocol.is_v5() {
-                    self.fx.send(conn, server_disconnect(reason, detail));
+                    self.send_explained(conn, server_disconnect(reason, detail));
                 }
                 self.fx.close(conn);
                 self.end_connection(conn, EndReason::ProtocolError(reason), now);
             }
         }
+    }
+
+    /// Sends a packet that may carry a reason string, fitted to the client's Maximum Packet
+    /// Size.
+    fn send_explained(&mut self, conn: ConnId, packet: Packet) {
+        let max = self
+            .connections
+            .get(&conn)
+            .and_then(Connection::connected)
+            .and_then(|c| c.max_packet_size);
+        self.fx.send(conn, fit(packet, max));
     }
 
     /// Closes a connection that has not completed CONNECT.

@@ -127,7 +127,7 @@ impl Broker {
                     let matched = self.accept_message(message, now);
                     self.success_code(v5, matched)
                 };
-                self.fx.send(
+                self.send_explained(
                     conn,
                     Packet::PubAck(explained_ack(packet_id, code, problem_info)),
                 );
@@ -145,7 +145,7 @@ impl Broker {
                 if reserved && v5 {
                     // An error PUBREC ends the exchange: nothing to remember.
                     let code = self.refusal_code(v5);
-                    self.fx.send(
+                    self.send_explained(
                         conn,
                         Packet::PubRec(explained_ack(packet_id, code, problem_info)),
                     );
@@ -265,7 +265,7 @@ impl Broker {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
         let problem_info = c.problem_info;
-        self.fx.send(
+        self.send_explained(
             conn,
             Packet::PubComp(explained_ack(pubrel.packet_id, code, problem_info)),
         );
@@ -297,7 +297,7 @@ impl Broker {
             now,
         );
         if !known && v5 {
-            self.fx.send(
+            self.send_explained(
                 conn,
                 Packet::PubRel(explained_ack(
                     pubrec.packet_id,

@@ -93,7 +93,7 @@ impl Broker {
             .then(|| reason_codes.iter().find_map(|c| error_text(*c)))
             .flatten()
             .map(str::to_owned);
-        self.fx.send(
+        self.send_explained(
             conn,
             Packet::SubAck(SubAck {
                 packet_id: subscribe.packet_id,

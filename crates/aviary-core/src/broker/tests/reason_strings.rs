@@ -132,3 +132,42 @@ fn mqtt_3_1_2_29_request_problem_information_0_suppresses_ack_reason_strings() {
     h.send(1, Packet::PingResp);
     assert!(reason_string(&h.drain_raw()[0]).is_some());
 }
+
+#[test]
+fn reason_strings_are_left_out_when_the_packet_would_exceed_the_clients_maximum() {
+    let mut h = Harness::new();
+    let mut c = connect(V5, "c", true);
+    c.properties.maximum_packet_size = std::num::NonZeroU32::new(16);
+    c.keep_alive = 1;
+    h.connected(1, c);
+    h.send(1, pubrel(9));
+    let out = h.drain_raw();
+    assert_eq!(
+        out,
+        vec![packet(
+            1,
+            Packet::PubComp(aviary_codec::Ack {
+                packet_id: pid(9),
+                reason_code: ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+                properties: AckProperties::default(),
+            })
+        )]
+    );
+    h.advance_secs(2);
+    assert_eq!(
+        h.drain_raw(),
+        vec![
+            packet(
+                1,
+                Packet::Disconnect(Disconnect::with_reason(ReasonCode::KEEP_ALIVE_TIMEOUT))
+            ),
+            close(1)
+        ]
+    );
+    let mut c = connect(V5, "d", true);
+    c.properties.maximum_packet_size = std::num::NonZeroU32::new(16);
+    c.properties.authentication_method = Some("X".into());
+    h.open(2);
+    h.send(2, Packet::Connect(Box::new(c)));
+    assert_eq!(reason_string(&h.drain_raw()[0]), None);
+}
