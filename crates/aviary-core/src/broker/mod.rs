@@ -38,8 +38,9 @@
 //!   waits offline. A leaving member's queued and in-flight QoS 1 messages go to another
 //!   connected member; if none, they stay with its session, or are dropped (counted) if
 //!   the session ends. QoS 2 in flight stays with its member [MQTT-4.8.2-4, MQTT-4.8.2-5].
-//! * No reason strings or user properties are sent, so Request Problem Information = 0
-//!   needs nothing special.
+//! * 5.0 reason strings go on every DISCONNECT and refusing CONNACK from the server and on
+//!   error acks (not with Request Problem Information = 0), never past the client's
+//!   Maximum Packet Size. No user properties are added.
 
 mod admin;
 mod alias;
