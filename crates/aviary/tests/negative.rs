@@ -366,14 +366,12 @@ v311_closed!(
     "30 05 00 03 61 2f 23"
 );
 v5_disconnect!(
-    #[ignore = "broker bug (codec packet/publish.rs): empty topic without Topic Alias is TopicNameInvalid (DISCONNECT 0x90); MQTT 5.0 3.3.2.1 says Protocol Error, 0x82"]
     mqtt_3_3_2_3_v5_publish_empty_topic_without_alias_is_protocol_error,
     "30 03 00 00 00",
     0x82
 );
 v311_closed!(mqtt_4_7_3_1_v311_publish_empty_topic_closes, "30 02 00 00");
 v5_disconnect!(
-    #[ignore = "broker bug (codec properties read_nz_u16): Topic Alias 0 is a Protocol Error (DISCONNECT 0x82); issue 2 asks 0x94 Topic Alias invalid [MQTT-3.3.2-8]"]
     mqtt_3_3_2_8_v5_publish_topic_alias_0_is_topic_alias_invalid,
     "30 07 00 01 61 03 23 00 00",
     0x94
@@ -417,7 +415,6 @@ v5_disconnect!(
     0x82
 );
 v5_disconnect!(
-    #[ignore = "broker bug (codec properties/codec.rs not_allowed): a property not valid for the packet type is a Protocol Error (DISCONNECT 0x82); MQTT 5.0 2.2.2.2 says Malformed Packet, 0x81"]
     mqtt_2_2_2_2_v5_publish_with_session_expiry_property_is_malformed,
     "30 09 00 01 61 05 11 00 00 00 0a",
     0x81
@@ -472,13 +469,11 @@ v311_closed!(
     "82 08 00 01 00 03 61 2f 62 03"
 );
 v5_disconnect!(
-    #[ignore = "broker bug (codec packet/subscribe.rs): subscription Maximum QoS 3 is Malformed (DISCONNECT 0x81); MQTT 5.0 3.8.3.1 says Protocol Error, 0x82"]
     mqtt_3_8_3_1_v5_subscribe_maximum_qos_3_is_protocol_error,
     "82 09 00 01 00 00 03 61 2f 62 03",
     0x82
 );
 v5_disconnect!(
-    #[ignore = "broker bug (codec packet/subscribe.rs): Retain Handling 3 is Malformed (DISCONNECT 0x81); MQTT 5.0 3.8.3.1 says Protocol Error, 0x82"]
     mqtt_3_8_3_1_v5_subscribe_retain_handling_3_is_protocol_error,
     "82 09 00 01 00 00 03 61 2f 62 30",
     0x82
