@@ -9,6 +9,7 @@
 
 mod api;
 mod broker_task;
+pub mod cli;
 pub mod config;
 mod connection;
 mod limits;
