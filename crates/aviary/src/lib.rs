@@ -16,6 +16,7 @@ mod limits;
 mod listener;
 mod metrics;
 mod outbox;
+mod rates;
 mod records;
 mod server;
 mod transport;

@@ -97,7 +97,7 @@ pub(crate) async fn start_with_records(
     let mut broker = Broker::new(config.mqtt.clone());
     broker.set_limits(limits.get().runtime());
     let metrics = crate::metrics::Metrics::new();
-    let ops = Ops::with_metrics(metrics.clone());
+    let ops = Ops::new(metrics.clone(), Arc::clone(&limits.rates));
     let broker_task = tokio::spawn(BrokerTask::with_ops(broker, inbox, ops).run());
     let handle = BrokerHandle {
         events: events.clone(),
@@ -109,6 +109,7 @@ pub(crate) async fn start_with_records(
         events: events.clone(),
         max_packet_size: Arc::clone(&limits.max_packet_size),
         listener: Arc::from(crate::listener::registry::DEFAULT_LISTENER),
+        rates: Arc::clone(&limits.rates),
         force_close: force_close.clone(),
     };
     let shared = AcceptShared {
