@@ -153,7 +153,7 @@ pub(crate) async fn start_with_records(
             keys: Arc::new(keys),
             limits,
             records,
-            metrics: metrics.handle(),
+            metrics,
         };
         let task = tokio::spawn(crate::api::serve(listener, state, stop_api.clone()));
         (Some(addr), Some(task))
