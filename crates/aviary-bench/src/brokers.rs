@@ -58,6 +58,12 @@ impl RunningBroker {
     /// Starts the broker and waits until its port accepts TCP connections.
     pub fn start(kind: &BrokerKind, settings: &BrokerSettings) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("temporary directory")?;
+        // Mosquitto started as root drops to the `mosquitto` user, which must be able to
+        // write its persistence file here.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )?;
         let port = free_port()?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let (program, args) = match kind {

@@ -111,6 +111,13 @@ pub struct ScenarioArgs {
     /// Each publisher's own in-flight window at QoS 1/2 (may exceed the broker's).
     #[arg(long, default_value_t = 16)]
     pub max_inflight: u16,
+    /// Deliveries outstanding (sent, not yet received) per subscriber connection before
+    /// the publishers pause; keeps a maximum-rate run below the broker's queue limits.
+    /// 0: no end-to-end limit (publishers only wait for their own acknowledgements).
+    /// (Mosquitto 2.0.11 was seen dropping QoS 1 messages with 500 outstanding for a
+    /// subscriber whose queue limit was 1000; 100 keeps both brokers below their limits.)
+    #[arg(long, default_value_t = 100)]
+    pub e2e_window: u64,
     /// Spread client sockets over 127.0.0.1..=127.0.0.N, for many connections.
     #[arg(long, default_value_t = 1)]
     pub source_ips: u8,
@@ -140,6 +147,7 @@ impl ScenarioArgs {
             format!("--mqtt={}", self.mqtt),
             format!("--duration={}", self.duration),
             format!("--max-inflight={}", self.max_inflight),
+            format!("--e2e-window={}", self.e2e_window),
             format!("--source-ips={}", self.source_ips),
             format!("--drain-timeout={}", self.drain_timeout),
             format!("--connect-concurrency={}", self.connect_concurrency),
@@ -196,6 +204,7 @@ impl ScenarioArgs {
             subscribers: self.subscribers,
             connections,
             max_inflight: self.max_inflight.max(1),
+            e2e_window: self.e2e_window,
             source_ips: self.source_ips.clamp(1, 254),
             broker_pid,
             drain_timeout: secs(self.drain_timeout),

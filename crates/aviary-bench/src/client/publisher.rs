@@ -7,6 +7,8 @@
 //! acknowledge as it can); this is how the "QoS 2 beyond the window" check is done.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aviary_codec::properties::PublishProperties;
@@ -21,6 +23,30 @@ use crate::payload::{Stamp, HEADER_LEN};
 
 /// Stop queueing new messages once this many bytes wait to be written.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// How often a publisher blocked on end-to-end credit looks again.
+const CREDIT_POLL: Duration = Duration::from_millis(1);
+
+/// An end-to-end window shared by all publishers of a run: sending pauses while more than
+/// `limit` deliveries are sent but not yet received. Without it a "maximum rate" run
+/// measures how a broker behaves when its queues overflow (it drops, or buffers without
+/// bound) instead of the rate it sustains; with it every broker runs at the edge of what it
+/// delivers.
+#[derive(Debug)]
+pub struct Credit {
+    /// Deliveries the sent messages should cause (messages × receiving groups).
+    pub owed: AtomicU64,
+    /// Deliveries received so far (the subscribers' shared counter).
+    pub received: Arc<AtomicU64>,
+    /// Most deliveries outstanding at once.
+    pub limit: u64,
+}
+
+impl Credit {
+    fn exhausted(&self) -> bool {
+        let owed = self.owed.load(Ordering::Relaxed);
+        owed.saturating_sub(self.received.load(Ordering::Relaxed)) >= self.limit
+    }
+}
 
 /// What one publisher does.
 #[derive(Clone, Debug)]
@@ -45,6 +71,9 @@ pub struct PublishPlan {
     pub epoch: Instant,
     /// When the first message may go (staggers fixed-rate publishers over one interval).
     pub first_send: Instant,
+    /// The run's end-to-end window, and how many deliveries each message of this publisher
+    /// causes; `None`: no end-to-end limit.
+    pub credit: Option<(Arc<Credit>, u64)>,
 }
 
 /// What one publisher did.
@@ -161,8 +190,10 @@ async fn drive(
     let mut next_packet_id: u16 = 1;
     let mut next_send = plan.first_send;
     let mut sending = true;
+    let mut credit_wait;
 
     loop {
+        credit_wait = false;
         let now = Instant::now();
         // Queue as many messages as window, buffer and rate allow.
         while sending {
@@ -175,6 +206,12 @@ async fn drive(
             let rate_wait = now < next_send;
             if window_full || rate_wait || wbuf.len() >= WRITE_HIGH_WATER {
                 break;
+            }
+            if let Some((credit, _)) = &plan.credit {
+                if credit.exhausted() {
+                    credit_wait = true;
+                    break;
+                }
             }
             let packet_id = if plan.qos == QoS::AtMostOnce {
                 0
@@ -195,6 +232,9 @@ async fn drive(
             };
             template.append(&mut wbuf, packet_id, &stamp);
             report.sent += 1;
+            if let Some((credit, fanout)) = &plan.credit {
+                credit.owed.fetch_add(*fanout, Ordering::Relaxed);
+            }
             report.last_send = Some(now);
             if let Some(interval) = plan.interval {
                 // After a stall, resume the schedule from now: no burst to catch up.
@@ -209,7 +249,9 @@ async fn drive(
         }
         // Wake for the next rate slot or the end of sending, or at the drain deadline.
         let wake = if sending {
-            if now < next_send {
+            if credit_wait {
+                (now + CREDIT_POLL).min(plan.send_until)
+            } else if now < next_send {
                 next_send.min(plan.send_until)
             } else {
                 plan.send_until

@@ -14,7 +14,7 @@ use aviary_codec::{QoS, TopicFilter, TopicName};
 use tokio::sync::watch;
 
 use super::{broker_sample, open_all, Errors, RunOptions, Scenario};
-use crate::client::publisher::{self, PublishPlan, PublisherReport};
+use crate::client::publisher::{self, Credit, PublishPlan, PublisherReport};
 use crate::client::subscriber::{self, SubscriberControl, SubscriberReport};
 use crate::client::Connection;
 use crate::procstat;
@@ -195,6 +195,21 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         .rate
         .filter(|r| *r > 0.0)
         .map(|rate| Duration::from_secs_f64(live as f64 / rate));
+    // Deliveries each publisher's messages cause: one per group that listens to it.
+    let mut fanout = vec![0u64; topo.publishers.len()];
+    for group in &topo.groups {
+        for &p in &group.publishers {
+            fanout[p as usize] += 1;
+        }
+    }
+    let subscriber_count: usize = topo.groups.iter().map(|g| g.members.len()).sum();
+    let credit = (options.e2e_window > 0).then(|| {
+        Arc::new(Credit {
+            owed: AtomicU64::new(0),
+            received: Arc::clone(&received),
+            limit: options.e2e_window * subscriber_count.max(1) as u64,
+        })
+    });
     let broker_before = broker_sample(options, &mut errors);
     let start = Instant::now() + Duration::from_millis(20);
     let send_until = start + options.duration;
@@ -221,6 +236,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
             max_inflight: options.max_inflight,
             epoch,
             first_send: start + stagger,
+            credit: credit.as_ref().map(|c| (Arc::clone(c), fanout[id])),
         };
         pub_tasks.push(tokio::spawn(publisher::run(conn, plan)));
     }
@@ -373,6 +389,7 @@ async fn offline_phase(
         max_inflight: options.max_inflight,
         epoch,
         first_send: now,
+        credit: None,
     };
     Ok(publisher::run(conn, plan).await)
 }

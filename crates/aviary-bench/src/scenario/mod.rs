@@ -88,6 +88,9 @@ pub struct RunOptions {
     pub connections: usize,
     /// Each publisher's own in-flight window at QoS 1/2.
     pub max_inflight: u16,
+    /// Deliveries outstanding (sent, not yet received) per subscriber connection before
+    /// publishers pause; 0: no end-to-end limit (see `client::publisher::Credit`).
+    pub e2e_window: u64,
     /// Spread client sockets over 127.0.0.1..=127.0.0.N (N ≤ 254) for many connections.
     pub source_ips: u8,
     /// Measure this broker process (CPU, RSS) from /proc.
