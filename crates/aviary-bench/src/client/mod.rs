@@ -12,6 +12,7 @@ pub mod publisher;
 pub mod subscriber;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aviary_codec::properties::ConnectProperties;
@@ -22,6 +23,7 @@ use aviary_codec::{
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Notify;
 
 /// The largest packet we accept from a broker: big enough for any benchmark payload.
 const MAX_PACKET: u32 = 1 << 20;
@@ -50,6 +52,28 @@ pub enum ClientError {
     Closed,
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+}
+
+/// Deliveries received by all subscribers of a run: read by the runner (to see when all
+/// arrived) and by the publishers' end-to-end credit, which wait on `advanced`.
+#[derive(Debug, Default)]
+pub struct Progress {
+    received: AtomicU64,
+    /// Woken after every batch of deliveries.
+    pub advanced: Notify,
+}
+
+impl Progress {
+    /// Counts `n` deliveries and wakes whoever waits for progress.
+    pub fn add(&self, n: u64) {
+        self.received.fetch_add(n, Ordering::Relaxed);
+        self.advanced.notify_waiters();
+    }
+
+    /// Deliveries so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
 }
 
 /// How to connect one client.

@@ -18,13 +18,14 @@ use aviary_codec::{
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{ClientError, Connection, MAX_PACKET};
+use super::{ClientError, Connection, Progress, MAX_PACKET};
 use crate::payload::{Stamp, HEADER_LEN};
 
 /// Stop queueing new messages once this many bytes wait to be written.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
-/// How often a publisher blocked on end-to-end credit looks again.
-const CREDIT_POLL: Duration = Duration::from_millis(1);
+/// How often a publisher blocked on end-to-end credit looks again if no wake-up came
+/// (a wake-up can be missed on a multi-threaded runtime).
+const CREDIT_POLL: Duration = Duration::from_millis(5);
 
 /// An end-to-end window shared by all publishers of a run: sending pauses while more than
 /// `limit` deliveries are sent but not yet received. Without it a "maximum rate" run
@@ -36,7 +37,7 @@ pub struct Credit {
     /// Deliveries the sent messages should cause (messages × receiving groups).
     pub owed: AtomicU64,
     /// Deliveries received so far (the subscribers' shared counter).
-    pub received: Arc<AtomicU64>,
+    pub progress: Arc<Progress>,
     /// Most deliveries outstanding at once.
     pub limit: u64,
 }
@@ -44,7 +45,7 @@ pub struct Credit {
 impl Credit {
     fn exhausted(&self) -> bool {
         let owed = self.owed.load(Ordering::Relaxed);
-        owed.saturating_sub(self.received.load(Ordering::Relaxed)) >= self.limit
+        owed.saturating_sub(self.progress.received()) >= self.limit
     }
 }
 
@@ -272,6 +273,7 @@ async fn drive(
                 bytes::Buf::advance(&mut wbuf, written?);
             }
             () = tokio::time::sleep_until(wake.into()) => {}
+            () = credit_wake(&plan.credit), if credit_wait => {}
         }
     }
     if plan.qos == QoS::AtMostOnce {
@@ -292,6 +294,14 @@ async fn drive(
         ));
     }
     conn.disconnect().await
+}
+
+/// Resolves when the subscribers made progress (never without credit).
+async fn credit_wake(credit: &Option<(Arc<Credit>, u64)>) {
+    match credit {
+        Some((credit, _)) => credit.progress.advanced.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Advances the exchange an acknowledgement belongs to.

@@ -5,7 +5,6 @@
 //! broker's.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,7 +13,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use super::{ClientError, Connection, MAX_PACKET};
+use super::{ClientError, Connection, Progress, MAX_PACKET};
 use crate::payload::Stamp;
 use crate::stats::{Histogram, SequenceTracker};
 
@@ -39,8 +38,8 @@ pub struct SubscriberReport {
 pub struct SubscriberControl {
     /// Set to true to end the subscriber (it then disconnects).
     pub stop: watch::Receiver<bool>,
-    /// Incremented on every delivery, so the runner sees when all have arrived.
-    pub received: Arc<AtomicU64>,
+    /// Counts every delivery, so the runner sees when all have arrived.
+    pub progress: Arc<Progress>,
     /// Timestamps in payloads count from here.
     pub epoch: Instant,
     /// Publisher ids above this are foreign.
@@ -94,7 +93,7 @@ async fn drive(
                 }
                 if count > 0 {
                     report.last_receive = Some(now);
-                    control.received.fetch_add(count, Ordering::Relaxed);
+                    control.progress.add(count);
                 }
             }
             written = wr.write(&wbuf), if !wbuf.is_empty() => {

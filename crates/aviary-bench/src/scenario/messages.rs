@@ -6,7 +6,7 @@
 //! every expected delivery arrived, or nothing arrived for [`QUIET`], or the drain timeout;
 //! sample the broker again; stop the subscribers; check sequences per delivery group.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::{broker_sample, open_all, Errors, RunOptions, Scenario};
 use crate::client::publisher::{self, Credit, PublishPlan, PublisherReport};
 use crate::client::subscriber::{self, SubscriberControl, SubscriberReport};
-use crate::client::Connection;
+use crate::client::{Connection, Progress};
 use crate::procstat;
 use crate::report::{BrokerUsage, RunReport};
 use crate::stats::{DeliveryCheck, Histogram, SequenceTracker};
@@ -164,10 +164,10 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         .collect();
     let member_conns = open_all(member_options, options.connect_concurrency).await;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let received = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(Progress::default());
     let control = SubscriberControl {
         stop: stop_rx,
-        received: Arc::clone(&received),
+        progress: Arc::clone(&progress),
         epoch,
         publishers: topo.publishers.len() as u32,
     };
@@ -206,7 +206,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
     let credit = (options.e2e_window > 0).then(|| {
         Arc::new(Credit {
             owed: AtomicU64::new(0),
-            received: Arc::clone(&received),
+            progress: Arc::clone(&progress),
             limit: options.e2e_window * subscriber_count.max(1) as u64,
         })
     });
@@ -271,7 +271,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
                 .sum::<u64>()
         })
         .sum();
-    wait_for_deliveries(&received, expected, Instant::now() + options.drain_timeout).await;
+    wait_for_deliveries(&progress, expected, Instant::now() + options.drain_timeout).await;
     let broker_after = broker_sample(options, &mut errors);
     let _ = stop_tx.send(true);
 
@@ -394,14 +394,14 @@ async fn offline_phase(
     Ok(publisher::run(conn, plan).await)
 }
 
-/// Returns when `received` reaches `expected`, when it stops moving for [`QUIET`], or at
+/// Returns when deliveries reach `expected`, when they stop for [`QUIET`], or at
 /// `deadline`, whichever is first.
-async fn wait_for_deliveries(received: &AtomicU64, expected: u64, deadline: Instant) {
-    let mut last = received.load(Ordering::Relaxed);
+async fn wait_for_deliveries(progress: &Progress, expected: u64, deadline: Instant) {
+    let mut last = progress.received();
     let mut last_change = Instant::now();
     loop {
         let now = Instant::now();
-        let count = received.load(Ordering::Relaxed);
+        let count = progress.received();
         if count >= expected || now >= deadline {
             return;
         }
