@@ -1,7 +1,7 @@
-//! Side by side: starts Aviary and Mosquitto with equivalent settings, runs the same
-//! scenario against each in alternating rounds (A M, then M A, ...), each round in a fresh
-//! `aviary-bench run` child process (optionally pinned with `taskset`), and summarizes the
-//! rounds per broker (median) with the ratios Aviary / Mosquitto.
+//! Side by side: runs the same scenario against Aviary and Mosquitto (each started fresh
+//! for every round, with equivalent settings) in alternating rounds (A M, then M A, ...),
+//! each round in an `aviary-bench run` child process (optionally pinned with `taskset`),
+//! and summarizes the rounds per broker (median) with the ratios Aviary / Mosquitto.
 
 use std::fmt::Write as _;
 use std::io::Read as _;
@@ -67,27 +67,22 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<Comparison> {
         persistence: args.scenario.scenario == Scenario::Persistent,
         pin_cpu: pin,
     };
-    let mut aviary = RunningBroker::start(
-        &BrokerKind::Aviary(args.aviary.clone()),
-        &settings(args.pin_broker_cpu),
-    )
-    .context("starting Aviary")?;
-    let mut mosquitto = RunningBroker::start(
-        &BrokerKind::Mosquitto(args.mosquitto.clone()),
-        &settings(args.pin_broker_cpu),
-    )
-    .context("starting Mosquitto")?;
+    let aviary = BrokerKind::Aviary(args.aviary.clone());
+    let mosquitto = BrokerKind::Mosquitto(args.mosquitto.clone());
     let mut rounds = Vec::new();
     for round in 0..args.rounds.max(1) {
         let order = if round % 2 == 0 {
-            [&mut aviary, &mut mosquitto]
+            [&aviary, &mosquitto]
         } else {
-            [&mut mosquitto, &mut aviary]
+            [&mosquitto, &aviary]
         };
-        for broker in order {
-            eprintln!("round {}: {} ...", round + 1, broker.label);
-            broker.check_alive()?;
-            let report = run_child(args, broker);
+        for kind in order {
+            eprintln!("round {}: {} ...", round + 1, kind.label());
+            // A fresh broker per round: peak RSS (VmHWM) and memory per connection are then
+            // this round's, not an earlier round's.
+            let mut broker = RunningBroker::start(kind, &settings(args.pin_broker_cpu))
+                .with_context(|| format!("starting {}", kind.label()))?;
+            let report = run_child(args, &broker);
             broker.check_alive()?;
             let report = report?;
             if !args.json {

@@ -88,7 +88,8 @@ pub struct ConnectionFigures {
     /// Connections opened successfully (idle: held at once; rate: over the run).
     pub opened: u64,
     pub failed: u64,
-    /// Connection rate: CONNECT→CONNACK round trips completed per second.
+    /// Connection rate: CONNECT→CONNACK round trips completed per second (idle: while
+    /// opening them all).
     pub per_s: f64,
     /// Connect latency (TCP + CONNECT/CONNACK).
     pub connect_latency: LatencySummary,
@@ -160,11 +161,13 @@ impl RunReport {
                 row(&mut out, "connections/s", format!("{:.0}", c.per_s));
             }
             let l = &c.connect_latency;
-            row(
-                &mut out,
-                "connect p50/p99",
-                format!("{:.0} / {:.0} µs", l.p50_us, l.p99_us),
-            );
+            if l.samples > 0 {
+                row(
+                    &mut out,
+                    "connect p50/p99",
+                    format!("{:.0} / {:.0} µs", l.p50_us, l.p99_us),
+                );
+            }
             if let Some(b) = c.broker_bytes_per_connection {
                 row(&mut out, "broker bytes/connection", format!("{b:.0}"));
             }

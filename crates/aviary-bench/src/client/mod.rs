@@ -208,6 +208,18 @@ impl Connection {
         Ok(())
     }
 
+    /// PINGREQ, and waits for PINGRESP (at most [`HANDSHAKE_TIMEOUT`]).
+    pub async fn ping(&mut self) -> Result<(), ClientError> {
+        self.send(&Packet::PingReq).await?;
+        match self.recv_timeout("PINGRESP").await? {
+            Packet::PingResp => Ok(()),
+            other => Err(ClientError::Protocol(format!(
+                "expected PINGRESP, got {:?}",
+                other.packet_type()
+            ))),
+        }
+    }
+
     /// Encodes one packet and writes everything pending.
     async fn send(&mut self, packet: &Packet) -> Result<(), ClientError> {
         encode(packet, self.version, &mut self.wbuf)?;

@@ -24,7 +24,7 @@ pub async fn idle(options: &RunOptions) -> anyhow::Result<RunReport> {
         .map(|i| options.client("idle", i, true))
         .collect();
     let start = Instant::now();
-    let results = open_all(clients, options.connect_concurrency).await;
+    let (results, connect_latency) = open_all(clients, options.connect_concurrency).await;
     let connect_time = start.elapsed();
     let mut open = Vec::new();
     for result in results {
@@ -35,7 +35,20 @@ pub async fn idle(options: &RunOptions) -> anyhow::Result<RunReport> {
     }
     tokio::time::sleep(SETTLE.max(options.duration)).await;
     let held = broker_sample(options, &mut errors);
-    let opened = open.len() as u64;
+    // Every held connection must still be alive: one PINGREQ → PINGRESP each.
+    let mut pings = tokio::task::JoinSet::new();
+    for mut conn in open {
+        pings.spawn(async move { conn.ping().await.map(|()| conn) });
+    }
+    let mut open = Vec::new();
+    while let Some(joined) = pings.join_next().await {
+        match joined {
+            Ok(Ok(conn)) => open.push(conn),
+            Ok(Err(e)) => errors.add(format!("idle connection lost: {e}")),
+            Err(e) => errors.add(format!("ping task: {e}")),
+        }
+    }
+    let opened = connect_latency.len();
     let bytes_per_connection = match (before, held) {
         (Some(b), Some(h)) if opened > 0 => {
             Some((h.rss_kib as f64 - b.rss_kib as f64) * 1024.0 / opened as f64)
@@ -52,7 +65,7 @@ pub async fn idle(options: &RunOptions) -> anyhow::Result<RunReport> {
         )),
         _ => None,
     };
-    // Close without DISCONNECT handshakes one by one: dropping is enough and fast.
+    // Close without a DISCONNECT handshake each: dropping is enough and fast.
     drop(open);
     let failed = options.connections as u64 - opened;
     Ok(RunReport {
@@ -61,9 +74,10 @@ pub async fn idle(options: &RunOptions) -> anyhow::Result<RunReport> {
         connections: Some(ConnectionFigures {
             opened,
             failed,
-            per_s: 0.0,
+            // How fast the connections were opened (with `connect_concurrency` in parallel).
+            per_s: opened as f64 / connect_time.as_secs_f64().max(1e-9),
+            connect_latency: connect_latency.summary(),
             broker_bytes_per_connection: bytes_per_connection,
-            ..ConnectionFigures::default()
         }),
         ok: errors.0.is_empty(),
         errors: errors.0,

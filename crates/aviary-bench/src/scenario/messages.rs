@@ -162,7 +162,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         .enumerate()
         .map(|(i, _)| options.client("sub", i, !persistent))
         .collect();
-    let member_conns = open_all(member_options, options.connect_concurrency).await;
+    let (member_conns, _) = open_all(member_options, options.connect_concurrency).await;
     let (stop_tx, stop_rx) = watch::channel(false);
     let progress = Arc::new(Progress::default());
     let control = SubscriberControl {
@@ -189,7 +189,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
     let pub_options: Vec<_> = (first_live..topo.publishers.len())
         .map(|i| options.client("pub", i, !persistent))
         .collect();
-    let pub_conns = open_all(pub_options, options.connect_concurrency).await;
+    let (pub_conns, _) = open_all(pub_options, options.connect_concurrency).await;
     let live = topo.publishers.len() - first_live;
     let interval = options
         .rate
@@ -229,7 +229,9 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
             topic: topo.publishers[id].clone(),
             qos,
             payload_len: options.payload,
-            max_messages: options.messages,
+            // Persistent: `--messages` is the offline batch; the live publisher runs for
+            // the duration.
+            max_messages: if persistent { None } else { options.messages },
             send_until,
             drain_until: send_until + options.drain_timeout,
             interval,

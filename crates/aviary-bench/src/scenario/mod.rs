@@ -12,7 +12,7 @@ pub mod messages;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aviary_codec::{ProtocolVersion, QoS};
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use crate::client::{ClientError, ConnectOptions, Connection};
 use crate::procstat::{self, Pid, ProcSample};
 use crate::report::RunReport;
+use crate::stats::Histogram;
 
 /// The scenarios of issue 6.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -174,11 +175,12 @@ impl RunOptions {
     }
 }
 
-/// Opens every connection, at most `concurrency` at a time; results in input order.
+/// Opens every connection, at most `concurrency` at a time; results in input order, and
+/// the distribution of connect times (TCP + CONNECT/CONNACK) of the successful ones.
 pub(crate) async fn open_all(
     clients: Vec<ConnectOptions>,
     concurrency: usize,
-) -> Vec<Result<Connection, ClientError>> {
+) -> (Vec<Result<Connection, ClientError>>, Histogram) {
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut set = JoinSet::new();
     let count = clients.len();
@@ -187,18 +189,25 @@ pub(crate) async fn open_all(
         set.spawn(async move {
             // The semaphore is never closed, so acquiring only waits.
             let _permit = permits.acquire_owned().await;
-            (index, Connection::open(&options).await)
+            let started = Instant::now();
+            let result = Connection::open(&options).await;
+            (index, result, started.elapsed())
         });
     }
     let mut results: Vec<Option<Result<Connection, ClientError>>> =
         (0..count).map(|_| None).collect();
+    let mut latency = Histogram::default();
     while let Some(joined) = set.join_next().await {
-        if let Ok((index, result)) = joined {
+        if let Ok((index, result, took)) = joined {
+            if result.is_ok() {
+                latency.record(took.as_nanos() as u64);
+            }
             results[index] = Some(result);
         }
     }
-    results
+    let results = results
         .into_iter()
         .map(|r| r.unwrap_or(Err(ClientError::Protocol("connect task panicked".into()))))
-        .collect()
+        .collect();
+    (results, latency)
 }
