@@ -25,6 +25,61 @@ pub enum Command {
     /// Starts Aviary and Mosquitto, runs the scenario against both in alternating rounds,
     /// and prints both results and the ratios Aviary / Mosquitto.
     Compare(CompareArgs),
+    /// Internal: one process of a multi-process idle run (`run --scenario idle
+    /// --processes N` starts these).
+    #[command(hide = true)]
+    IdleWorker(IdleWorkerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IdleWorkerArgs {
+    #[arg(long)]
+    pub broker: SocketAddr,
+    #[arg(long)]
+    pub connections: usize,
+    /// Index of this worker's first client (client ids and source addresses follow it).
+    #[arg(long)]
+    pub first_index: usize,
+    #[arg(long, default_value_t = 1)]
+    pub source_ips: u8,
+    #[arg(long, default_value_t = 100)]
+    pub connect_concurrency: usize,
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=5))]
+    pub mqtt: u8,
+    #[arg(long)]
+    pub run_id: String,
+    /// Give up holding after this many seconds even if stdin stays open.
+    #[arg(long, default_value_t = 3600.0)]
+    pub hold_limit: f64,
+}
+
+impl IdleWorkerArgs {
+    /// The run options of the worker's share.
+    pub fn options(&self) -> RunOptions {
+        let scenario = ScenarioArgs {
+            scenario: Scenario::Idle,
+            qos: 0,
+            payload: 16,
+            mqtt: self.mqtt,
+            duration: 0.0,
+            messages: None,
+            rate: None,
+            publishers: None,
+            subscribers: None,
+            connections: Some(self.connections),
+            max_inflight: 16,
+            e2e_window: 0,
+            source_ips: self.source_ips,
+            drain_timeout: 0.0,
+            processes: 1,
+            connect_concurrency: self.connect_concurrency,
+            threads: 1,
+            hard_timeout: None,
+        };
+        let mut options = scenario.options(self.broker, None, "");
+        options.run_id = self.run_id.clone();
+        options
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -124,6 +179,10 @@ pub struct ScenarioArgs {
     /// Seconds to wait, after sending stops, for acknowledgements and deliveries.
     #[arg(long, default_value_t = 10.0)]
     pub drain_timeout: f64,
+    /// Idle: generator processes sharing the connections (each is limited by its own
+    /// open-file limit, e.g. 20,000).
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
     /// Connections being opened at the same time.
     #[arg(long, default_value_t = 100)]
     pub connect_concurrency: usize,
@@ -151,6 +210,7 @@ impl ScenarioArgs {
             format!("--source-ips={}", self.source_ips),
             format!("--drain-timeout={}", self.drain_timeout),
             format!("--connect-concurrency={}", self.connect_concurrency),
+            format!("--processes={}", self.processes),
             format!("--threads={}", self.threads),
         ];
         let optional = [
@@ -209,6 +269,7 @@ impl ScenarioArgs {
             broker_pid,
             drain_timeout: secs(self.drain_timeout),
             connect_concurrency: self.connect_concurrency.max(1),
+            processes: self.processes.max(1),
             run_id: run_id(),
         }
     }

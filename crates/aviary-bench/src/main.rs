@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use aviary_bench::cli::{Cli, Command, RunArgs};
+use aviary_bench::cli::{Cli, Command, IdleWorkerArgs, RunArgs};
 use aviary_bench::{compare, scenario};
 use clap::Parser as _;
 
@@ -11,6 +11,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(&args),
+        Command::IdleWorker(args) => idle_worker(&args).map(|()| true),
         Command::Compare(args) => compare::run(&args).map(|comparison| {
             if args.json {
                 match serde_json::to_string_pretty(&comparison) {
@@ -61,4 +62,18 @@ fn run(args: &RunArgs) -> anyhow::Result<bool> {
         print!("{}", report.table());
     }
     Ok(report.ok)
+}
+
+/// One process of a multi-process idle run.
+fn idle_worker(args: &IdleWorkerArgs) -> anyhow::Result<()> {
+    let options = args.options();
+    let hold_limit = std::time::Duration::try_from_secs_f64(args.hold_limit).unwrap_or_default();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(scenario::connections::idle_worker(
+            &options,
+            args.first_index,
+            hold_limit,
+        ))
 }

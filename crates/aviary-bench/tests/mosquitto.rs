@@ -45,6 +45,7 @@ fn options(broker: SocketAddr, pid: u32, scenario: Scenario, qos: QoS) -> RunOpt
         broker_pid: Some(pid),
         drain_timeout: Duration::from_secs(5),
         connect_concurrency: 8,
+        processes: 1,
         run_id: format!("test{}", std::process::id()),
     }
 }

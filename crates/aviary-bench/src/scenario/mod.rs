@@ -98,6 +98,9 @@ pub struct RunOptions {
     pub broker_pid: Option<u32>,
     /// After sending stops, how long to wait for outstanding acknowledgements/deliveries.
     pub drain_timeout: Duration,
+    /// Idle: generator processes sharing the connections (each process may open at most
+    /// its open-file limit).
+    pub processes: usize,
     /// Most connections being opened at the same time.
     pub connect_concurrency: usize,
     /// A prefix for every topic and client id, unique per run, so runs do not mix.
