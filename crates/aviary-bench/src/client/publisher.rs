@@ -229,7 +229,14 @@ async fn drive(
             let stamp = Stamp {
                 publisher: plan.publisher,
                 sequence: report.sent as u32,
-                sent_ns: plan.epoch.elapsed().as_nanos() as u64,
+                // At a fixed rate the message is stamped with the time it was due, not the
+                // time it went: a stall of the generator or of the broker's flow control
+                // then shows in the latency instead of being hidden by sending late
+                // ("coordinated omission").
+                sent_ns: match plan.interval {
+                    Some(_) => next_send.saturating_duration_since(plan.epoch).as_nanos() as u64,
+                    None => plan.epoch.elapsed().as_nanos() as u64,
+                },
             };
             template.append(&mut wbuf, packet_id, &stamp);
             report.sent += 1;
@@ -238,8 +245,9 @@ async fn drive(
             }
             report.last_send = Some(now);
             if let Some(interval) = plan.interval {
-                // After a stall, resume the schedule from now: no burst to catch up.
-                next_send = (next_send + interval).max(now);
+                // The schedule does not move after a stall: the messages that were due go
+                // at once (bounded by the window, the credit and the write buffer).
+                next_send += interval;
             }
         }
         if !sending && inflight.is_empty() && wbuf.is_empty() {
