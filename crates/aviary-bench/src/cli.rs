@@ -25,6 +25,9 @@ pub enum Command {
     /// Starts Aviary and Mosquitto, runs the scenario against both in alternating rounds,
     /// and prints both results and the ratios Aviary / Mosquitto.
     Compare(CompareArgs),
+    /// Runs `compare` for every combination of `--scenarios` and `--qos-list` and prints
+    /// one Markdown table of the results (the README's table).
+    Matrix(MatrixArgs),
     /// Internal: one process of a multi-process idle run (`run --scenario idle
     /// --processes N` starts these).
     #[command(hide = true)]
@@ -101,6 +104,27 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct MatrixArgs {
+    /// Scenarios, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "one-to-one,fan-in,fan-in-shared,fan-out"
+    )]
+    pub scenarios: Vec<Scenario>,
+    /// QoS levels, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    pub qos_list: Vec<u8>,
+    /// Also write every comparison (with all rounds) as JSON lines to this file.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
+    /// The comparison settings; its `--scenario` and `--qos` are replaced by the lists.
+    #[command(flatten)]
+    pub compare: CompareArgs,
+}
+
+#[derive(Clone, Debug, clap::Args)]
 pub struct CompareArgs {
     /// Aviary's executable.
     #[arg(long, default_value = "target/release/aviary")]

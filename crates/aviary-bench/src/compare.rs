@@ -285,3 +285,40 @@ mod tests {
         assert_eq!(median(vec![]), None);
     }
 }
+
+/// Runs every combination of the matrix and returns the Markdown table (rows are printed to
+/// stderr as they complete, so a long matrix shows progress).
+pub fn matrix(args: &crate::cli::MatrixArgs) -> anyhow::Result<String> {
+    let mut table = String::from(
+        "| scenario | QoS | msg/s Aviary | msg/s Mosquitto | ratio | CPU µs/msg Aviary | CPU µs/msg Mosquitto | ratio | p99 µs Aviary | p99 µs Mosquitto | ratio | peak RSS MiB A / M | rounds OK A / M |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut json = match &args.json_out {
+        Some(path) => Some(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        ),
+        None => None,
+    };
+    for &scenario in &args.scenarios {
+        for &qos in &args.qos_list {
+            let mut one = args.compare.clone();
+            one.scenario.scenario = scenario;
+            one.scenario.qos = qos.min(2);
+            one.json = true; // keeps the per-round tables off stderr
+            let c = run(&one)?;
+            let (a, m, r) = (&c.aviary, &c.mosquitto, &c.ratios);
+            let row = format!(
+                "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} | {:.1} / {:.1} | {}/{} / {}/{} |\n",
+                c.scenario, c.qos, a.rate_per_s, m.rate_per_s, r.rate, a.cpu_us_per_unit,
+                m.cpu_us_per_unit, r.cpu_per_unit, a.p99_us, m.p99_us, r.p99, a.peak_rss_mib,
+                m.peak_rss_mib, a.ok_rounds, a.rounds, m.ok_rounds, m.rounds,
+            );
+            eprint!("{row}");
+            table.push_str(&row);
+            if let Some(file) = &mut json {
+                use std::io::Write as _;
+                writeln!(file, "{}", serde_json::to_string(&c)?)?;
+            }
+        }
+    }
+    Ok(table)
+}

@@ -11,6 +11,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(&args),
+        Command::Matrix(args) => compare::matrix(&args).map(|table| {
+            print!("{table}");
+            true
+        }),
         Command::IdleWorker(args) => idle_worker(&args).map(|()| true),
         Command::Compare(args) => compare::run(&args).map(|comparison| {
             if args.json {
