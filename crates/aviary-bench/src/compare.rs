@@ -274,18 +274,6 @@ impl Comparison {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_odd_even_empty() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
-        assert_eq!(median(vec![]), None);
-    }
-}
-
 /// Runs every combination of the matrix and returns the Markdown table (rows are printed to
 /// stderr as they complete, so a long matrix shows progress).
 pub fn matrix(args: &crate::cli::MatrixArgs) -> anyhow::Result<String> {
@@ -321,4 +309,16 @@ pub fn matrix(args: &crate::cli::MatrixArgs) -> anyhow::Result<String> {
         }
     }
     Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_odd_even_empty() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(vec![]), None);
+    }
 }
