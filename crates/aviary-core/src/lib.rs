@@ -8,7 +8,12 @@
 //!    [`Broker::handle_decode_error`]; when the transport is gone, [`Broker::handle_closed`];
 //! 3. when [`Broker::poll_timeout`]'s instant has passed, [`Broker::handle_timeout`];
 //! 4. after any of these, [`Broker::poll_transmit`] until it returns `None`, writing each
-//!    packet to its connection (in order) and closing connections when told.
+//!    packet to its connection (in order) and closing connections when told; with
+//!    [`BrokerConfig::emit_events`], also [`Broker::poll_event`] until `None`.
+//!
+//! After a `Transmit::Close` the broker has forgotten the connection: the shell need not
+//! (but may) call `handle_closed` for it. The management side uses [`Broker::stats`],
+//! [`Broker::clients`], [`Broker::publish`] and [`Broker::disconnect_client`].
 //!
 //! Time is always an argument (`now`); nothing here reads a clock, spawns or blocks.
 
@@ -16,4 +21,7 @@ mod broker;
 pub mod retained;
 pub mod topic_index;
 
-pub use broker::{Broker, BrokerConfig, ConnId, QueueOverflow, Transmit};
+pub use broker::{
+    Broker, BrokerConfig, BrokerStats, ClientInfo, ConnId, DropStats, EndReason, Event,
+    QueueOverflow, Transmit,
+};

@@ -1,1 +1,18 @@
-//! The Aviary server: the tokio I/O shell around `aviary-core`, configuration and CLI.
+//! The Aviary server: the tokio I/O shell around `aviary-core`, its configuration and the
+//! `aviary` binary's entry points.
+//!
+//! [`start`] binds the MQTT listener and returns a [`RunningServer`] at once; [`run`] runs
+//! one until a shutdown future completes. Inside, one task owns the sans-IO broker
+//! (`broker_task`), one accepts connections (`listener`), and one task per connection
+//! reads, decodes, encodes and writes (`connection`), with a bounded `outbox` from the
+//! broker to each connection.
+
+mod broker_task;
+pub mod config;
+mod connection;
+mod listener;
+mod outbox;
+mod server;
+
+pub use config::Config;
+pub use server::{run, start, RunningServer};

@@ -1,1 +1,114 @@
-fn main() {}
+//! The `aviary` binary: parses the command line, loads the configuration, sets up logging
+//! and runs the broker until SIGINT or SIGTERM, then shuts it down gracefully.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use aviary::config::{unknown_variables, LogConfig, LogFormat};
+use aviary::Config;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for a configuration that cannot be loaded.
+const EXIT_BAD_CONFIG: u8 = 2;
+
+/// The Aviary MQTT broker (MQTT 3.1, 3.1.1 and 5.0).
+#[derive(Debug, Parser)]
+#[command(
+    name = "aviary",
+    version,
+    about = "The Aviary MQTT broker (MQTT 3.1, 3.1.1 and 5.0)."
+)]
+struct Cli {
+    /// TOML configuration file (see aviary.example.toml); without it, the embedded defaults
+    /// and AVIARY_* environment variables are used.
+    #[arg(long, short, value_name = "FILE", env = "AVIARY_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Variables that are not valid Unicode cannot be configuration values; skip them.
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))
+        .collect();
+    let pairs = env.iter().map(|(name, value)| (name, value));
+    let config = match Config::load(cli.config.as_deref(), pairs) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("aviary: configuration error: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    if let Err(e) = init_logging(&config.log) {
+        eprintln!("aviary: configuration error: {e:#}");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    for name in unknown_variables(env.iter().map(|(name, _)| name.as_str())) {
+        tracing::warn!("ignoring environment variable {name}: not a configuration key");
+    }
+    match serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("aviary: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the broker on a multi-threaded runtime until a shutdown signal.
+fn serve(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(aviary::run(config, shutdown_signal()))
+}
+
+/// Logs to stdout in the configured format; `RUST_LOG`, when set, replaces `log.level`.
+fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) => EnvFilter::builder()
+            .parse(&directives)
+            .with_context(|| format!("RUST_LOG: invalid filter {directives:?}"))?,
+        Err(_) => EnvFilter::builder()
+            .parse(&log.level)
+            .with_context(|| format!("log.level: invalid filter {:?}", log.level))?,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let installed = match log.format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stdout().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    installed.map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}

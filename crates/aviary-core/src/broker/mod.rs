@@ -1,78 +1,97 @@
 //! The [`Broker`]: every connection's protocol state machine and every session, driven by
 //! `handle_*` calls and drained with `poll_*` calls (see the crate docs for the order).
+//!
+//! Code map of this folder:
+//! * `config` — [`BrokerConfig`], the limits and settings;
+//! * `connection` — per-connection state (Connecting → Connected → removed);
+//! * `connect` — CONNECT: client id rules, limits, takeover, session present, CONNACK;
+//! * `session` — session state and the outgoing QoS 1/2 window, queue and resends;
+//! * `outgoing` — building the PUBLISH packets a session sends (aliases, expiry, size);
+//! * `publish` — PUBLISH in (QoS 0/1/2, aliases, retained) and the acks from the client;
+//! * `route` — fan-out of a message to sessions: overlapping and shared subscriptions;
+//! * `subscribe` — SUBSCRIBE / UNSUBSCRIBE and retained messages on subscribe;
+//! * `lifecycle` — the end of a connection or session, wills, timers firing;
+//! * `admin` — operations of the management side (publish, kick out, list clients);
+//! * `events` — opt-in [`Event`]s for the management side;
+//! * `metering` — usage units per message, connect and disconnect;
+//! * `alias`, `timers`, `message`, `stats`, `idmap` — small pieces used by the above.
+//!
+//! The broker is owned by one task of the I/O shell: no locks inside. Its output queue of
+//! [`Transmit`]s is unbounded by construction but bounded in practice: every entry is
+//! caused by an input, and per-session state is bounded by the in-flight window and the
+//! session queue.
+//!
+//! Choices where the spec leaves room (each with its reason):
+//! * QoS 0 messages for a disconnected session are dropped and counted, not queued (as
+//!   Mosquitto's default): the queue bound is for messages the sender paid to have kept.
+//! * Resending after `retry_interval` applies to 3.x only; 5.0 forbids resending except on
+//!   session resumption [MQTT-4.4.0-1] (`retry_v5` overrides that for operators who want
+//!   it). Both resend everything on resumption.
+//! * `max_keep_alive`: a 5.0 client asking for more, or for 0, gets Server Keep Alive; a
+//!   3.x client cannot be told, so it is refused with CONNACK 0x02 (as Mosquitto 2 does).
+//! * A PUBLISH deeper than `max_topic_levels` is a refused topic name: DISCONNECT 0x90
+//!   (5.0) or close (3.x). A filter deeper than that is refused in its SUBACK.
+//! * Takeover ends the old connection abnormally (its will follows the usual rules), then
+//!   the new CONNECT resumes or discards the session; a session with expiry 0 ends with
+//!   its connection, so it is never resumed by the taker.
+//! * Shared groups prefer connected members (round robin), else a member whose session
+//!   waits offline. A leaving member's queued and in-flight QoS 1 messages go to another
+//!   connected member; if none, they stay with its session, or are dropped (counted) if
+//!   the session ends. QoS 2 in flight stays with its member [MQTT-4.8.2-4, MQTT-4.8.2-5].
+//! * No reason strings or user properties are sent, so Request Problem Information = 0
+//!   needs nothing special.
 
+mod admin;
+mod alias;
+mod config;
+mod connect;
+mod connection;
+mod events;
+mod idmap;
+mod lifecycle;
+mod message;
+mod metering;
+mod outgoing;
+mod publish;
+mod route;
+mod session;
+mod stats;
+mod subscribe;
+mod timers;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
-use aviary_codec::{DecodeError, Packet};
+use aviary_codec::{
+    DecodeError, Disconnect, Packet, ProtocolVersion, ReasonCode, SubscriptionOptions,
+};
+
+use crate::retained::RetainedStore;
+use crate::topic_index::SubscriptionIndex;
+
+pub use admin::ClientInfo;
+pub use config::{BrokerConfig, QueueOverflow};
+pub use events::{EndReason, Event};
+pub use stats::{BrokerStats, DropStats};
+
+use connection::{Connecting, Connection};
+use idmap::IdMap;
+use message::Message;
+use session::{Session, SessionId, Subscription};
+use timers::Timers;
 
 /// Identifies one transport connection; chosen by the I/O shell, never reused while open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
 
-/// What to do when a session's queue of waiting QoS 1/2 messages is full. Every use of
-/// the policy is counted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QueueOverflow {
-    /// Refuse the new message for this session (counted as dropped).
-    DropNew,
-    /// Drop the oldest queued message to make room (counted as dropped).
-    DropOldest,
-}
-
-/// The broker's limits and protocol settings (the validated `[mqtt]` config section).
-#[derive(Clone, Debug)]
-pub struct BrokerConfig {
-    /// In-flight window of outgoing QoS 1/2 messages for 3.x clients.
-    pub max_inflight: u16,
-    /// Messages waiting behind the in-flight window, per session.
-    pub max_queued_messages: usize,
-    /// What happens at `max_queued_messages`.
-    pub queue_overflow: QueueOverflow,
-    /// Resend unacknowledged QoS 1/2 messages with DUP after this; `None` turns it off.
-    pub retry_interval: Option<Duration>,
-    /// Largest keep alive granted (5.0: Server Keep Alive when the client asks for more).
-    pub max_keep_alive: u16,
-    /// Filters beyond this per session are refused in SUBACK (0x80 / 0x97).
-    pub max_subscriptions_per_session: usize,
-    /// Connections beyond this get CONNACK 0x03 (3.x) / 0x97 (5.0).
-    pub max_connections: usize,
-    /// Largest packet accepted from clients (also announced in 5.0 CONNACK).
-    pub max_packet_size: u32,
-    /// Longest client identifier accepted.
-    pub max_client_id_len: usize,
-    /// Most `/`-separated levels in a topic name or filter.
-    pub max_topic_levels: usize,
-    /// Topic aliases a 5.0 client may use towards us (CONNACK Topic Alias Maximum).
-    pub topic_alias_maximum: u16,
-    /// QoS 1/2 PUBLISHes a 5.0 client may have unacknowledged towards us (CONNACK Receive
-    /// Maximum); exceeding it is DISCONNECT 0x93.
-    pub receive_maximum: u16,
-    /// Cap on a client's Session Expiry Interval, seconds (u32::MAX: never expires).
-    pub max_session_expiry_interval: u32,
-}
-
-impl Default for BrokerConfig {
-    fn default() -> Self {
-        Self {
-            max_inflight: 16,
-            max_queued_messages: 1000,
-            queue_overflow: QueueOverflow::DropNew,
-            retry_interval: Some(Duration::from_secs(120)),
-            max_keep_alive: 65_535,
-            max_subscriptions_per_session: 30,
-            max_connections: 100_000,
-            max_packet_size: 1024 * 1024,
-            max_client_id_len: 256,
-            max_topic_levels: 128,
-            topic_alias_maximum: 64,
-            receive_maximum: 1024,
-            max_session_expiry_interval: u32::MAX,
-        }
-    }
-}
-
 /// Output of the broker for the I/O shell.
+// Transmits are short-lived and mostly packets; boxing them would allocate per packet.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Transmit {
     /// Encode `packet` in the connection's protocol version and write it.
@@ -82,61 +101,285 @@ pub enum Transmit {
     Close { conn: ConnId },
 }
 
+/// Everything a handler produces besides state changes: packets to send, timers to set,
+/// counters. One struct so that session code can borrow it next to a session.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    /// Packets to write and connections to close, in order (drained by `poll_transmit`).
+    pub(crate) transmits: VecDeque<Transmit>,
+    /// Deadlines (drained by `handle_timeout`).
+    pub(crate) timers: Timers,
+    /// Counters (read by `Broker::stats`).
+    pub(crate) stats: BrokerStats,
+    /// Events for the management side, only when `emit_events` is set.
+    pub(crate) events: VecDeque<Event>,
+    /// Copy of `BrokerConfig::emit_events`.
+    pub(crate) emit_events: bool,
+}
+
+impl Effects {
+    pub(crate) fn send(&mut self, conn: ConnId, packet: Packet) {
+        self.transmits.push_back(Transmit::Packet { conn, packet });
+    }
+
+    pub(crate) fn close(&mut self, conn: ConnId) {
+        self.transmits.push_back(Transmit::Close { conn });
+    }
+
+    /// Records an event if events are on; `make` only runs then.
+    pub(crate) fn event(&mut self, make: impl FnOnce() -> Event) {
+        if self.emit_events {
+            self.events.push_back(make());
+        }
+    }
+}
+
+/// One plain subscription matching a message, before overlapping ones are merged.
+#[derive(Clone, Copy, Debug)]
+struct PlainMatch {
+    /// The subscribing session.
+    session: SessionId,
+    /// Its options (QoS, No Local, retain as published).
+    options: SubscriptionOptions,
+    /// Its subscription identifier, if any.
+    identifier: Option<std::num::NonZeroU32>,
+}
+
 /// All sessions and connections of one broker node.
 #[derive(Debug)]
 pub struct Broker {
-    _todo: (),
+    config: BrokerConfig,
+    /// Open transports, by the shell's id.
+    connections: IdMap<ConnId, Connection>,
+    /// Every session, connected or not.
+    sessions: IdMap<SessionId, Session>,
+    /// Client identifier → its session (at most one session per client id).
+    client_ids: HashMap<Arc<str>, SessionId>,
+    /// Topic filter → subscribing sessions (mirrors every session's `subscriptions`).
+    index: SubscriptionIndex<SessionId, Subscription>,
+    /// Retained messages, shared with the deliveries made from them.
+    retained: RetainedStore<Arc<Message>>,
+    /// The pending sweep of expired retained messages (lazy timers: others are stale).
+    retained_sweep_at: Option<Instant>,
+    fx: Effects,
+    /// Connections in the Connected state (the `max_connections` limit counts these).
+    connected: usize,
+    /// Counter behind session ids (never reused).
+    next_session_id: u64,
+    /// Counter behind assigned client identifiers.
+    next_assigned_id: u64,
+    /// Reused by routing so that a publish allocates no match list.
+    scratch_plain: Vec<PlainMatch>,
+    /// Shared groups `(group, filter)` matching a message, reused by routing.
+    scratch_shared: Vec<(String, String)>,
+    /// Retained messages matching a new subscription, reused.
+    scratch_retained: Vec<Arc<Message>>,
 }
 
 impl Broker {
     pub fn new(config: BrokerConfig) -> Self {
-        let _ = config;
-        todo!("core helper")
+        let fx = Effects {
+            emit_events: config.emit_events,
+            ..Effects::default()
+        };
+        Self {
+            config,
+            connections: IdMap::default(),
+            sessions: IdMap::default(),
+            client_ids: HashMap::new(),
+            index: SubscriptionIndex::new(),
+            retained: RetainedStore::new(),
+            retained_sweep_at: None,
+            fx,
+            connected: 0,
+            next_session_id: 1,
+            next_assigned_id: 0,
+            scratch_plain: Vec::new(),
+            scratch_shared: Vec::new(),
+            scratch_retained: Vec::new(),
+        }
     }
 
     /// A transport connection was accepted; it must send CONNECT first.
     pub fn handle_open(&mut self, conn: ConnId, peer: SocketAddr, now: Instant) {
-        let _ = (conn, peer, now);
-        todo!("core helper")
+        self.connections.insert(
+            conn,
+            Connection::Connecting(Connecting {
+                peer,
+                opened_at: now,
+            }),
+        );
+        if let Some(timeout) = self.config.connect_timeout() {
+            self.fx
+                .timers
+                .schedule(now + timeout, timers::Timer::ConnectTimeout(conn));
+        }
     }
 
     /// A packet arrived on `conn`.
     pub fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Instant) {
-        let _ = (conn, packet, now);
-        todo!("core helper")
+        let connected = match self.connections.get_mut(&conn) {
+            None => return, // already closed by us
+            Some(Connection::Connecting(_)) => false,
+            Some(Connection::Connected(c)) => {
+                c.last_seen = now;
+                true
+            }
+        };
+        if !connected {
+            match packet {
+                Packet::Connect(connect) => self.handle_connect(conn, *connect, now),
+                // The first packet must be CONNECT [MQTT-3.1.0-1].
+                _ => self.close_silently(conn),
+            }
+            return;
+        }
+        match packet {
+            Packet::Publish(publish) => self.handle_publish(conn, publish, now),
+            Packet::PubAck(ack) => self.handle_client_puback(conn, ack, now),
+            Packet::PubRec(ack) => self.handle_client_pubrec(conn, ack, now),
+            Packet::PubRel(ack) => self.handle_pubrel(conn, ack),
+            Packet::PubComp(ack) => self.handle_client_pubcomp(conn, ack, now),
+            Packet::Subscribe(subscribe) => self.handle_subscribe(conn, subscribe, now),
+            Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(conn, unsubscribe, now),
+            Packet::PingReq => self.fx.send(conn, Packet::PingResp),
+            Packet::Disconnect(disconnect) => self.handle_disconnect(conn, disconnect, now),
+            // A second CONNECT [MQTT-3.1.0-2], packets only a server sends, and AUTH
+            // without an authentication method in CONNECT (spec 4.12).
+            Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp
+            | Packet::Auth(_) => self.fail(conn, ReasonCode::PROTOCOL_ERROR, now),
+        }
     }
 
     /// Bytes on `conn` could not be decoded; the connection will be closed.
     pub fn handle_decode_error(&mut self, conn: ConnId, error: &DecodeError, now: Instant) {
-        let _ = (conn, error, now);
-        todo!("core helper")
+        match self.connections.get(&conn) {
+            None => {}
+            Some(Connection::Connecting(_)) => {
+                if let DecodeError::UnsupportedProtocolVersion { .. } = error {
+                    // [MQTT-3.1.2-2]: CONNACK 0x01 (3.x) / 0x84 (5.0), then close. The shell
+                    // encodes it in its default dialect; 0x84 maps to return code 1.
+                    self.connections.remove(&conn);
+                    self.refuse(
+                        conn,
+                        ProtocolVersion::V3_1_1,
+                        ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                    );
+                } else {
+                    self.close_silently(conn);
+                }
+            }
+            Some(Connection::Connected(_)) => self.fail(conn, error.reason_code(), now),
+        }
     }
 
     /// The transport of `conn` is gone (peer closed, I/O error).
     pub fn handle_closed(&mut self, conn: ConnId, now: Instant) {
-        let _ = (conn, now);
-        todo!("core helper")
+        self.end_connection(conn, EndReason::TransportClosed, now);
     }
 
     /// Runs every timer due at `now`: keep alive, retries, will delay, expiry.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
-        todo!("core helper")
+        // Every timer handler either finishes its work or re-schedules strictly after
+        // `now`, so this loop ends.
+        while let Some((at, timer)) = self.fx.timers.pop_due(now) {
+            self.handle_timer(at, timer, now);
+        }
     }
 
-    /// Server shutdown: 5.0 clients get DISCONNECT 0x8B, every connection is closed.
+    /// Server shutdown: 5.0 clients get DISCONNECT 0x8B, every connection is closed. Wills
+    /// are not published (the spec's triggers are all client-side failures).
     pub fn handle_shutdown(&mut self, now: Instant) {
-        let _ = now;
-        todo!("core helper")
+        let mut conns: Vec<ConnId> = self.connections.keys().copied().collect();
+        conns.sort_unstable();
+        for conn in conns {
+            if self.protocol_of(conn).is_some_and(ProtocolVersion::is_v5) {
+                self.fx.send(
+                    conn,
+                    Packet::Disconnect(Disconnect::with_reason(ReasonCode::SERVER_SHUTTING_DOWN)),
+                );
+            }
+            self.fx.close(conn);
+            self.end_connection(conn, EndReason::Shutdown, now);
+        }
     }
 
     /// The next instant at which [`Broker::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!("core helper")
+        self.fx.timers.next()
+    }
+
+    /// The next event (only with [`BrokerConfig::emit_events`]); drain after each batch of
+    /// `handle_*` calls, like transmits.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.fx.events.pop_front()
     }
 
     /// The next packet to write or connection to close.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        todo!("core helper")
+        self.fx.transmits.pop_front()
+    }
+
+    /// The broker's counters and gauges.
+    pub fn stats(&self) -> BrokerStats {
+        let mut stats = self.fx.stats.clone();
+        stats.connections = self.connected;
+        stats.sessions = self.sessions.len();
+        stats.subscriptions = self.index.len();
+        stats.retained = self.retained.len();
+        stats
+    }
+
+    /// The protocol version of a connection whose CONNECT was accepted.
+    pub fn connection_protocol(&self, conn: ConnId) -> Option<ProtocolVersion> {
+        self.protocol_of(conn)
+    }
+
+    /// The client identifier of a connected connection (assigned ones included).
+    pub fn connection_client_id(&self, conn: ConnId) -> Option<&str> {
+        self.connections
+            .get(&conn)
+            .and_then(Connection::connected)
+            .map(|c| &*c.client_id)
+    }
+
+    /// The peer address of an open connection.
+    pub fn connection_peer(&self, conn: ConnId) -> Option<SocketAddr> {
+        match self.connections.get(&conn)? {
+            Connection::Connecting(c) => Some(c.peer),
+            Connection::Connected(c) => Some(c.peer),
+        }
+    }
+
+    fn protocol_of(&self, conn: ConnId) -> Option<ProtocolVersion> {
+        self.connections.get(&conn).and_then(Connection::protocol)
+    }
+
+    /// Closes a connection for a protocol violation: 5.0 gets DISCONNECT with `reason`
+    /// first [MQTT-4.13.1-1]; the will is published.
+    fn fail(&mut self, conn: ConnId, reason: ReasonCode, now: Instant) {
+        match self.connections.get(&conn) {
+            None => {}
+            Some(Connection::Connecting(_)) => self.close_silently(conn),
+            Some(Connection::Connected(c)) => {
+                if c.protocol.is_v5() {
+                    self.fx
+                        .send(conn, Packet::Disconnect(Disconnect::with_reason(reason)));
+                }
+                self.fx.close(conn);
+                self.end_connection(conn, EndReason::ProtocolError(reason), now);
+            }
+        }
+    }
+
+    /// Closes a connection that has not completed CONNECT.
+    fn close_silently(&mut self, conn: ConnId) {
+        if self.connections.remove(&conn).is_some() {
+            self.fx.close(conn);
+        }
     }
 }

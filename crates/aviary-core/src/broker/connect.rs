@@ -1,0 +1,275 @@
+//! CONNECT (3.1.4): admission (authentication method, client identifier rules, keep alive
+//! limit, connection limit), takeover of a connected client id, session creation or
+//! resumption with the Session Present flag, and CONNACK with the 5.0 properties.
+
+use std::num::{NonZeroU16, NonZeroU32};
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+
+use aviary_codec::properties::ConnAckProperties;
+use aviary_codec::{ConnAck, Connect, Disconnect, Packet, ProtocolVersion, ReasonCode};
+
+use super::alias::OutboundAliases;
+use super::connection::{Accepted, Connection};
+use super::session::{Link, Session, SessionId};
+use super::timers::Timer;
+use super::{Broker, ConnId, EndReason, Event};
+
+/// The keep alive decided for a connection.
+struct KeepAlive {
+    /// Seconds enforced (0: off).
+    seconds: u16,
+    /// 5.0 Server Keep Alive to announce when it differs from the request.
+    announce: Option<u16>,
+}
+
+impl Broker {
+    /// CONNECT on a connection in the Connecting state.
+    pub(super) fn handle_connect(&mut self, conn: ConnId, connect: Connect, now: Instant) {
+        let Some(Connection::Connecting(pending)) = self.connections.remove(&conn) else {
+            return;
+        };
+        let protocol = connect.protocol;
+        let v5 = protocol.is_v5();
+
+        // Enhanced authentication is not offered (yet).
+        if v5 && connect.properties.authentication_method.is_some() {
+            return self.refuse(conn, protocol, ReasonCode::BAD_AUTHENTICATION_METHOD);
+        }
+        let (client_id, assigned) = match self.client_id_for(&connect) {
+            Ok(id) => id,
+            Err(code) => return self.refuse(conn, protocol, code),
+        };
+        let Some(keep_alive) = self.negotiate_keep_alive(connect.keep_alive, protocol) else {
+            // 3.x cannot be told a smaller keep alive: refuse like Mosquitto does.
+            return self.refuse(conn, protocol, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+        };
+
+        // Takeover [MQTT-3.1.4-3]: the connection holding this client id is closed first
+        // (5.0: DISCONNECT 0x8E); it counts as an abnormal end, so its will follows the
+        // usual rules (a delayed will is cancelled below if the session is resumed).
+        let holder = self
+            .client_ids
+            .get(&client_id)
+            .and_then(|sid| self.sessions.get(sid))
+            .and_then(|s| s.link.as_ref())
+            .map(|l| (l.conn, l.protocol));
+        if holder.is_none() && self.connected >= self.config.max_connections {
+            let code = if v5 {
+                ReasonCode::QUOTA_EXCEEDED
+            } else {
+                ReasonCode::SERVER_UNAVAILABLE
+            };
+            return self.refuse(conn, protocol, code);
+        }
+        if let Some((old, old_protocol)) = holder {
+            if old_protocol.is_v5() {
+                self.fx.send(
+                    old,
+                    Packet::Disconnect(Disconnect::with_reason(ReasonCode::SESSION_TAKEN_OVER)),
+                );
+            }
+            self.fx.close(old);
+            self.end_connection(old, EndReason::TakenOver, now);
+        }
+
+        // Session: clean start discards an existing one [MQTT-3.1.2-4]; otherwise an
+        // existing one is resumed [MQTT-3.1.2-5] and Session Present says so
+        // [MQTT-3.2.2-1, MQTT-3.2.2-2, MQTT-3.2.2-3].
+        let requested_expiry = if v5 {
+            connect.properties.session_expiry_interval.unwrap_or(0)
+        } else if connect.clean_start {
+            0
+        } else {
+            u32::MAX
+        };
+        let expiry = requested_expiry.min(self.config.max_session_expiry_interval);
+        if connect.clean_start {
+            if let Some(sid) = self.client_ids.get(&client_id).copied() {
+                self.end_session(sid, now);
+            }
+        }
+        let (sid, session_present) = match self.client_ids.get(&client_id) {
+            Some(sid) => (*sid, true),
+            None => (self.create_session(client_id.clone()), false),
+        };
+
+        let window = if v5 {
+            let receive_maximum = connect
+                .properties
+                .receive_maximum
+                .map_or(u16::MAX, NonZeroU16::get);
+            receive_maximum.min(self.config.max_inflight_v5)
+        } else {
+            self.config.max_inflight
+        };
+        let link = Link {
+            conn,
+            protocol,
+            window: usize::from(window.max(1)),
+            max_packet_size: connect.properties.maximum_packet_size.map(NonZeroU32::get),
+            aliases: OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0)),
+            retry: !v5 || self.config.retry_v5,
+            persistent: expiry > 0,
+            units: 0,
+        };
+        if let Some(session) = self.sessions.get_mut(&sid) {
+            session.expiry_interval = expiry;
+            session.expires_at = None;
+            // A new connection before the will delay passed: no will [MQTT-3.1.3-9].
+            session.pending_will = None;
+            session.link = Some(link);
+        }
+
+        let keep_alive_period = (keep_alive.seconds > 0)
+            .then(|| Duration::from_millis(u64::from(keep_alive.seconds) * 1500));
+        let connected = pending.accept(
+            Accepted {
+                protocol,
+                session: sid,
+                client_id: client_id.clone(),
+                keep_alive: keep_alive_period,
+                keep_alive_seconds: keep_alive.seconds,
+                will: connect.will,
+                connect_expiry_zero: requested_expiry == 0,
+            },
+            now,
+        );
+        self.connections
+            .insert(conn, Connection::Connected(connected));
+        self.connected += 1;
+        self.fx.stats.units += super::metering::CONNECT_UNITS;
+        if let Some(period) = keep_alive_period {
+            self.fx
+                .timers
+                .schedule(now + period, Timer::KeepAlive(conn));
+        }
+
+        let properties = if v5 {
+            ConnAckProperties {
+                session_expiry_interval: (expiry != requested_expiry).then_some(expiry),
+                receive_maximum: NonZeroU16::new(self.config.receive_maximum)
+                    .filter(|r| r.get() != u16::MAX),
+                retain_available: Some(true),
+                maximum_packet_size: NonZeroU32::new(self.config.max_packet_size),
+                assigned_client_identifier: assigned.then(|| client_id.to_string()),
+                topic_alias_maximum: (self.config.topic_alias_maximum > 0)
+                    .then_some(self.config.topic_alias_maximum),
+                wildcard_subscription_available: Some(true),
+                subscription_identifiers_available: Some(true),
+                shared_subscription_available: Some(true),
+                server_keep_alive: keep_alive.announce,
+                ..ConnAckProperties::default()
+            }
+        } else {
+            ConnAckProperties::default()
+        };
+        self.fx.send(
+            conn,
+            Packet::ConnAck(ConnAck {
+                session_present,
+                reason_code: ReasonCode::SUCCESS,
+                properties,
+            }),
+        );
+
+        let clean_start = connect.clean_start;
+        self.fx.event(|| Event::Connected {
+            conn,
+            client_id,
+            protocol,
+            clean_start,
+            session_present,
+        });
+        if session_present {
+            if let Some(session) = self.sessions.get_mut(&sid) {
+                session.resume(&mut self.fx, &self.config, now);
+            }
+        }
+    }
+
+    /// Sends a refusing CONNACK and closes; the connection is already out of the table.
+    /// 3.x gets the return code with the same meaning (the codec maps it).
+    pub(super) fn refuse(&mut self, conn: ConnId, protocol: ProtocolVersion, code: ReasonCode) {
+        let reason_code = if protocol.is_v5() {
+            code
+        } else {
+            ReasonCode::from_v3_connack(code.to_v3_connack()).unwrap_or(code)
+        };
+        self.fx.stats.connects_refused += 1;
+        self.fx.send(
+            conn,
+            Packet::ConnAck(ConnAck {
+                session_present: false, // [MQTT-3.2.2-6]
+                reason_code,
+                properties: ConnAckProperties::default(),
+            }),
+        );
+        self.fx.close(conn);
+    }
+
+    /// The client identifier to use and whether we assigned it.
+    ///
+    /// * Longer than `max_client_id_len`: refused (0x02 / 0x85).
+    /// * Empty in 3.1: refused (3.1 requires 1–23 characters; longer ones are accepted up
+    ///   to our maximum, as the 3.1.1 spec allows [MQTT-3.1.3-5]).
+    /// * Empty in 3.1.1 with clean session 0: refused [MQTT-3.1.3-8]; with clean session 1
+    ///   assigned [MQTT-3.1.3-6] (not sent back: 3.1.1 has no way to).
+    /// * Empty in 5.0: assigned and returned as Assigned Client Identifier [MQTT-3.2.2-16].
+    fn client_id_for(&mut self, connect: &Connect) -> Result<(Arc<str>, bool), ReasonCode> {
+        let id = connect.client_id.as_str();
+        if id.len() > self.config.max_client_id_len {
+            return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+        }
+        if !id.is_empty() {
+            return Ok((id.into(), false));
+        }
+        match connect.protocol {
+            ProtocolVersion::V3_1 => Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID),
+            ProtocolVersion::V3_1_1 if !connect.clean_start => {
+                Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID)
+            }
+            _ => Ok((self.assign_client_id(), true)),
+        }
+    }
+
+    /// A client identifier no session uses. Each attempt takes a new counter value, so the
+    /// loop ends after at most `sessions + 1` attempts.
+    fn assign_client_id(&mut self) -> Arc<str> {
+        loop {
+            self.next_assigned_id += 1;
+            let id: Arc<str> = format!("aviary-{:x}", self.next_assigned_id).into();
+            if !self.client_ids.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Applies `max_keep_alive` (65,535 means no limit). A 5.0 client asking for more, or
+    /// for 0 (no keep alive) while a limit is set, is told the limit in Server Keep Alive
+    /// [MQTT-3.2.2-21]. A 3.x client cannot be told, so it is refused (`None`), as Mosquitto
+    /// 2 does: silently enforcing a shorter period would kill it over and over.
+    fn negotiate_keep_alive(&self, requested: u16, protocol: ProtocolVersion) -> Option<KeepAlive> {
+        let max = self.config.max_keep_alive;
+        let over = max < u16::MAX && (requested > max || requested == 0);
+        if !over {
+            return Some(KeepAlive {
+                seconds: requested,
+                announce: None,
+            });
+        }
+        protocol.is_v5().then_some(KeepAlive {
+            seconds: max,
+            announce: Some(max),
+        })
+    }
+
+    fn create_session(&mut self, client_id: Arc<str>) -> SessionId {
+        let sid = SessionId(self.next_session_id);
+        self.next_session_id += 1;
+        self.client_ids.insert(client_id.clone(), sid);
+        self.sessions.insert(sid, Session::new(sid, client_id));
+        sid
+    }
+}

@@ -1,0 +1,120 @@
+//! Per-connection protocol state, as an enum of structs. A connection that is closed is
+//! removed from the broker's table (the `Closed` state is absence), so a late packet or
+//! timer for it finds nothing and is ignored.
+//!
+//! ```text
+//!   handle_open ──▶ Connecting ──CONNECT accepted──▶ Connected ──▶ (removed)
+//!                      │  └─ CONNECT refused: CONNACK ≥ 0x80, Close ─▶ (removed)
+//!                      └─ any other packet, decode error, connect timeout ─▶ (removed)
+//!   Connected: PUBLISH/SUBSCRIBE/… ; DISCONNECT, keep alive timeout, protocol error,
+//!   takeover by the same client id, transport closed, shutdown ─▶ (removed)
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aviary_codec::{ProtocolVersion, Will};
+
+use super::alias::InboundAliases;
+use super::metering::CONNECT_UNITS;
+use super::session::SessionId;
+
+/// The state of one transport connection.
+// Boxing `Connected` would cost an allocation per connection to save memory only during
+// the short Connecting phase.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Connection {
+    /// Transport open, CONNECT not yet received [MQTT-3.1.0-1].
+    Connecting(Connecting),
+    /// CONNECT accepted; bound to a session.
+    Connected(Connected),
+}
+
+/// Waiting for CONNECT.
+#[derive(Debug)]
+pub(crate) struct Connecting {
+    /// The client's address (for the management API and logs once connected).
+    pub(crate) peer: SocketAddr,
+    /// When the transport was accepted, for the connect timeout.
+    pub(crate) opened_at: Instant,
+}
+
+/// A connection with an accepted CONNECT.
+#[derive(Debug)]
+pub(crate) struct Connected {
+    /// The client's address (management API, logs).
+    pub(crate) peer: SocketAddr,
+    /// Fixed by CONNECT; decides the packets' dialect and which rules apply.
+    pub(crate) protocol: ProtocolVersion,
+    /// The session this connection is attached to.
+    pub(crate) session: SessionId,
+    /// The client identifier (assigned ones included).
+    pub(crate) client_id: Arc<str>,
+    /// 1.5 × the granted keep alive, `None` when keep alive is off [MQTT-3.1.2-24].
+    pub(crate) keep_alive: Option<Duration>,
+    /// The granted keep alive in seconds, as shown by the management API.
+    pub(crate) keep_alive_seconds: u16,
+    /// When the last packet arrived (any packet resets keep alive).
+    pub(crate) last_seen: Instant,
+    /// The client's topic aliases towards us (5.0).
+    pub(crate) aliases: InboundAliases,
+    /// The will of this connection, published on abnormal loss.
+    pub(crate) will: Option<Will>,
+    /// Metered units of this connection's CONNECT and the PUBLISHes it sent us.
+    pub(crate) units: u64,
+    /// Whether CONNECT asked for session expiry 0: a DISCONNECT may then not set a non-zero
+    /// one [MQTT-3.14.2-2].
+    pub(crate) connect_expiry_zero: bool,
+}
+
+impl Connecting {
+    /// The transition on an accepted CONNECT; consumes the waiting state.
+    pub(crate) fn accept(self, accepted: Accepted, now: Instant) -> Connected {
+        Connected {
+            peer: self.peer,
+            protocol: accepted.protocol,
+            session: accepted.session,
+            client_id: accepted.client_id,
+            keep_alive: accepted.keep_alive,
+            keep_alive_seconds: accepted.keep_alive_seconds,
+            last_seen: now,
+            aliases: InboundAliases::default(),
+            will: accepted.will,
+            connect_expiry_zero: accepted.connect_expiry_zero,
+            units: CONNECT_UNITS,
+        }
+    }
+}
+
+/// What CONNECT processing decided, to build the connected state from (fields as in
+/// [`Connected`]).
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    /// From CONNECT.
+    pub(crate) protocol: ProtocolVersion,
+    /// Created or resumed for this connection.
+    pub(crate) session: SessionId,
+    /// As given, or assigned.
+    pub(crate) client_id: Arc<str>,
+    pub(crate) keep_alive: Option<Duration>,
+    pub(crate) keep_alive_seconds: u16,
+    pub(crate) will: Option<Will>,
+    pub(crate) connect_expiry_zero: bool,
+}
+
+impl Connection {
+    /// The connected state, if CONNECT was accepted.
+    pub(crate) fn connected(&self) -> Option<&Connected> {
+        match self {
+            Self::Connected(c) => Some(c),
+            Self::Connecting(_) => None,
+        }
+    }
+
+    /// The protocol version, once known.
+    pub(crate) fn protocol(&self) -> Option<ProtocolVersion> {
+        self.connected().map(|c| c.protocol)
+    }
+}

@@ -1,0 +1,288 @@
+//! PUBLISH from a client (3.3.4 receiver side): topic alias resolution, limits, the QoS 0,
+//! 1 and 2 acknowledgement flows with exactly-once for QoS 2, retained messages; and the
+//! acknowledgements a client sends for our PUBLISHes.
+//!
+//! Incoming QoS 2 (the spec's "Method B": deliver on PUBLISH, remember the packet id):
+//!
+//! ```text
+//!   PUBLISH(id) ──▶ route once, remember id ──▶ PUBREC(id)
+//!   PUBLISH(id, DUP) while remembered ──▶ PUBREC(id), not routed again
+//!   PUBREL(id) ──▶ forget id ──▶ PUBCOMP(id)
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aviary_codec::properties::AckProperties;
+use aviary_codec::{Ack, Packet, PacketId, Publish, QoS, ReasonCode};
+
+use super::alias::AliasError;
+use super::connection::Connection;
+use super::message::Message;
+use super::metering::message_units;
+use super::timers::Timer;
+use super::{Broker, ConnId};
+
+/// The shortest time between two sweeps of the retained store.
+const RETAINED_SWEEP_GAP: Duration = Duration::from_secs(60);
+/// How long after a retained message's expiry its sweep runs.
+const RETAINED_SWEEP_SLACK: Duration = Duration::from_secs(1);
+
+impl Broker {
+    pub(super) fn handle_publish(&mut self, conn: ConnId, publish: Publish, now: Instant) {
+        self.fx.stats.messages_in += 1;
+        let Some(Connection::Connected(c)) = self.connections.get_mut(&conn) else {
+            return;
+        };
+        let v5 = c.protocol.is_v5();
+        // Subscription identifiers go server → client only [MQTT-3.3.4-6].
+        if v5 && !publish.properties.subscription_identifiers.is_empty() {
+            return self.fail(conn, ReasonCode::PROTOCOL_ERROR, now);
+        }
+        let topic = match publish.properties.topic_alias {
+            Some(alias) if v5 => {
+                match c.aliases.resolve(
+                    publish.topic.clone(),
+                    alias,
+                    self.config.topic_alias_maximum,
+                ) {
+                    Ok(topic) => topic,
+                    // [MQTT-3.3.2-9]
+                    Err(AliasError::OutOfRange) => {
+                        return self.fail(conn, ReasonCode::TOPIC_ALIAS_INVALID, now)
+                    }
+                    Err(AliasError::Unknown) => {
+                        return self.fail(conn, ReasonCode::PROTOCOL_ERROR, now)
+                    }
+                }
+            }
+            _ if publish.topic.is_empty() => {
+                return self.fail(conn, ReasonCode::PROTOCOL_ERROR, now)
+            }
+            _ => publish.topic.clone(),
+        };
+        // Our limit on topic depth: refused like an invalid topic name (DISCONNECT 0x90).
+        if topic.levels().count() > self.config.max_topic_levels {
+            return self.fail(conn, ReasonCode::TOPIC_NAME_INVALID, now);
+        }
+        let sid = c.session;
+        let client_id = c.client_id.clone();
+        let qos = publish.qos;
+        let persistent = self
+            .sessions
+            .get(&sid)
+            .is_some_and(|s| s.expiry_interval > 0);
+        let units = message_units(qos, publish.retain, persistent);
+        c.units += units;
+        self.fx.stats.units += units;
+        let packet_id = publish.packet_id;
+        if qos != QoS::AtMostOnce && packet_id.is_none() {
+            return self.fail(conn, ReasonCode::MALFORMED_PACKET, now);
+        }
+        // Topics the broker itself publishes on ($SYS, $events) are not for clients
+        // (spec 4.7.2 lets the server keep `$` topics for itself): acknowledged (5.0: 0x87
+        // Not authorized), not delivered.
+        let reserved = is_reserved(&topic);
+        if reserved {
+            self.fx.stats.dropped.reserved_topic += 1;
+        }
+        let message = Message::from_publish(publish, topic, client_id, now);
+
+        match (qos, packet_id) {
+            (QoS::AtLeastOnce, Some(packet_id)) => {
+                let code = if reserved {
+                    self.refusal_code(v5)
+                } else {
+                    let matched = self.accept_message(message, now);
+                    self.success_code(v5, matched)
+                };
+                self.fx.send(conn, Packet::PubAck(ack(packet_id, code)));
+            }
+            (QoS::ExactlyOnce, Some(packet_id)) => {
+                let Some(session) = self.sessions.get_mut(&sid) else {
+                    return;
+                };
+                if session.incoming_qos2.contains(&packet_id) {
+                    // Already accepted, PUBREL not yet seen: not delivered again (spec 4.3.3).
+                    self.fx
+                        .send(conn, Packet::PubRec(ack(packet_id, ReasonCode::SUCCESS)));
+                    return;
+                }
+                if reserved && v5 {
+                    // An error PUBREC ends the exchange: nothing to remember.
+                    self.fx
+                        .send(conn, Packet::PubRec(ack(packet_id, self.refusal_code(v5))));
+                    return;
+                }
+                // Our Receive Maximum bounds the QoS 2 messages awaiting PUBREL (3.3.4).
+                // 3.x is bounded by the 65,535 packet ids.
+                if v5
+                    && session.incoming_qos2.len()
+                        >= usize::from(self.config.receive_maximum.max(1))
+                {
+                    return self.fail(conn, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, now);
+                }
+                session.incoming_qos2.insert(packet_id);
+                let matched = !reserved && self.accept_message(message, now);
+                let code = self.success_code(v5, matched);
+                self.fx.send(conn, Packet::PubRec(ack(packet_id, code)));
+            }
+            _ => {
+                if !reserved {
+                    self.accept_message(message, now);
+                }
+            }
+        }
+    }
+
+    /// The ack code for a refused PUBLISH: 0x87 in 5.0; 3.x has no negative ack.
+    fn refusal_code(&self, v5: bool) -> ReasonCode {
+        if v5 {
+            ReasonCode::NOT_AUTHORIZED
+        } else {
+            ReasonCode::SUCCESS
+        }
+    }
+
+    /// 5.0 acks say 0x10 when no subscription matched; otherwise success.
+    fn success_code(&self, v5: bool, matched: bool) -> ReasonCode {
+        if v5 && !matched {
+            ReasonCode::NO_MATCHING_SUBSCRIBERS
+        } else {
+            ReasonCode::SUCCESS
+        }
+    }
+
+    /// Stores (if retained) and routes an accepted message; true if any subscription
+    /// matched.
+    fn accept_message(&mut self, message: Message, now: Instant) -> bool {
+        let message = Arc::new(message);
+        self.store_retained(&message, now);
+        self.route(&message, now)
+    }
+
+    /// RETAIN=1: an empty payload deletes the topic's retained message [MQTT-3.3.1-6,
+    /// MQTT-3.3.1-7], anything else replaces it [MQTT-3.3.1-5].
+    pub(super) fn store_retained(&mut self, message: &Arc<Message>, now: Instant) {
+        if !message.retain {
+            return;
+        }
+        if message.payload.is_empty() {
+            self.retained.remove(&message.topic);
+            return;
+        }
+        self.retained.insert(message.topic.clone(), message.clone());
+        if let Some(at) = message.expires_at() {
+            // Just after the expiry: a message is expired once its interval has passed.
+            let at = at.max(now) + RETAINED_SWEEP_SLACK;
+            if self.retained_sweep_at.is_none_or(|sweep| at < sweep) {
+                self.retained_sweep_at = Some(at);
+                self.fx.timers.schedule(at, Timer::RetainedSweep);
+            }
+        }
+    }
+
+    /// Drops expired retained messages, then schedules the next sweep at the earliest
+    /// remaining expiry but at most once a minute (each sweep visits every message).
+    pub(super) fn sweep_retained(&mut self, at: Instant, now: Instant) {
+        if self.retained_sweep_at != Some(at) {
+            return; // stale entry
+        }
+        self.retained_sweep_at = None;
+        let mut next: Option<Instant> = None;
+        self.retained.retain(|_, message| {
+            let Some(expires) = message.expires_at() else {
+                return true;
+            };
+            if now > expires {
+                return false;
+            }
+            next = Some(next.map_or(expires, |n| n.min(expires)));
+            true
+        });
+        if let Some(next) = next {
+            let at = (next + RETAINED_SWEEP_SLACK).max(now + RETAINED_SWEEP_GAP);
+            self.retained_sweep_at = Some(at);
+            self.fx.timers.schedule(at, Timer::RetainedSweep);
+        }
+    }
+
+    /// PUBREL for an incoming QoS 2 message.
+    pub(super) fn handle_pubrel(&mut self, conn: ConnId, pubrel: Ack) {
+        let Some(c) = self.connections.get(&conn).and_then(Connection::connected) else {
+            return;
+        };
+        let v5 = c.protocol.is_v5();
+        let known = self
+            .sessions
+            .get_mut(&c.session)
+            .is_some_and(|s| s.incoming_qos2.remove(&pubrel.packet_id));
+        let code = if known || !v5 {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        self.fx
+            .send(conn, Packet::PubComp(ack(pubrel.packet_id, code)));
+    }
+
+    pub(super) fn handle_client_puback(&mut self, conn: ConnId, puback: Ack, now: Instant) {
+        let Some(c) = self.connections.get(&conn).and_then(Connection::connected) else {
+            return;
+        };
+        if let Some(session) = self.sessions.get_mut(&c.session) {
+            session.handle_puback(puback.packet_id, &mut self.fx, &self.config, now);
+        }
+    }
+
+    pub(super) fn handle_client_pubrec(&mut self, conn: ConnId, pubrec: Ack, now: Instant) {
+        let Some(c) = self.connections.get(&conn).and_then(Connection::connected) else {
+            return;
+        };
+        let v5 = c.protocol.is_v5();
+        let Some(session) = self.sessions.get_mut(&c.session) else {
+            return;
+        };
+        let known = session.handle_pubrec(
+            pubrec.packet_id,
+            pubrec.reason_code,
+            &mut self.fx,
+            &self.config,
+            now,
+        );
+        if !known && v5 {
+            self.fx.send(
+                conn,
+                Packet::PubRel(ack(
+                    pubrec.packet_id,
+                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+                )),
+            );
+        }
+    }
+
+    pub(super) fn handle_client_pubcomp(&mut self, conn: ConnId, pubcomp: Ack, now: Instant) {
+        let Some(c) = self.connections.get(&conn).and_then(Connection::connected) else {
+            return;
+        };
+        if let Some(session) = self.sessions.get_mut(&c.session) {
+            session.handle_pubcomp(pubcomp.packet_id, &mut self.fx, &self.config, now);
+        }
+    }
+}
+
+/// Whether a topic is reserved for what the broker publishes itself: `$SYS/...` and
+/// `$events/...`.
+fn is_reserved(topic: &aviary_codec::TopicName) -> bool {
+    topic.is_dollar() && matches!(topic.levels().next(), Some("$SYS" | "$events"))
+}
+
+/// An acknowledgement without properties (we send no reason strings, so Request Problem
+/// Information = 0 needs no special case).
+pub(super) fn ack(packet_id: PacketId, reason_code: ReasonCode) -> Ack {
+    Ack {
+        packet_id,
+        reason_code,
+        properties: AckProperties::default(),
+    }
+}

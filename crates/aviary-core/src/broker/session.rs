@@ -1,0 +1,449 @@
+//! Session state (MQTT 4.1): what outlives a connection when the session is persistent —
+//! subscriptions, the outgoing in-flight window and queue with their packet ids, the
+//! incoming QoS 2 packet ids awaiting PUBREL, the expiry, a delayed will — plus the
+//! outbound half of the current connection ([`Link`]).
+//!
+//! Everything except the `link` is plain data, so a store can save and load it later
+//! (the persistence seam of the durability work).
+//!
+//! Outgoing QoS 1/2 flow for one message (the spec's 4.3.2 / 4.3.3 from the sender side):
+//!
+//! ```text
+//!   queue ──(window has room)──▶ PUBLISH sent ──PUBACK──▶ done            (QoS 1)
+//!                                 Awaiting::PubRec ──PUBREC──▶ PUBREL sent
+//!                                 Awaiting::PubComp ──PUBCOMP──▶ done     (QoS 2)
+//! ```
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Instant;
+
+use aviary_codec::{PacketId, ProtocolVersion, QoS, ReasonCode, SubscriptionOptions, TopicFilter};
+
+use super::alias::OutboundAliases;
+use super::message::{Delivery, Message};
+use super::outgoing::{pubrel, resend, send_publish};
+use super::timers::Timer;
+use super::{BrokerConfig, ConnId, Effects};
+
+/// Identifies one session instance. A new session for the same client id gets a new id, so
+/// stale timers and index entries of a discarded session can never hit its successor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct SessionId(pub(crate) u64);
+
+/// One subscription of a session, as stored in the session and in the index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Subscription {
+    /// The filter as subscribed (for a shared subscription the whole `$share/g/f`, which
+    /// tags the messages delivered through it).
+    pub(crate) filter: TopicFilter,
+    /// Maximum QoS, No Local, Retain As Published, Retain Handling.
+    pub(crate) options: SubscriptionOptions,
+    /// 5.0 Subscription Identifier, sent back with every matching message [MQTT-3.3.4-3].
+    pub(crate) identifier: Option<NonZeroU32>,
+}
+
+/// Which acknowledgement an outgoing QoS 1/2 message waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// The variants are named after the packets awaited.
+#[allow(clippy::enum_variant_names)]
+pub(crate) enum Awaiting {
+    /// QoS 1 PUBLISH sent.
+    PubAck,
+    /// QoS 2 PUBLISH sent (from here on, a shared-group message stays with its member
+    /// [MQTT-4.8.2-4]).
+    PubRec,
+    /// QoS 2 PUBREC received, PUBREL sent: the message may no longer be resent as PUBLISH
+    /// (spec 4.3.3).
+    PubComp,
+}
+
+/// A QoS 1/2 message sent and not yet acknowledged.
+#[derive(Clone, Debug)]
+pub(crate) struct Inflight {
+    /// Our packet id, unique among the session's in-flight messages.
+    pub(crate) packet_id: PacketId,
+    /// The copy being delivered (kept for resends and shared hand-over).
+    pub(crate) delivery: Delivery,
+    pub(crate) state: Awaiting,
+    /// When it was last (re)sent, for the retry interval.
+    pub(crate) sent_at: Instant,
+}
+
+/// A delayed will waiting for its time [MQTT-3.1.3-9].
+#[derive(Clone, Debug)]
+pub(crate) struct PendingWill {
+    /// When to publish it.
+    pub(crate) at: Instant,
+    /// The will as a message.
+    pub(crate) message: Arc<Message>,
+}
+
+/// The outbound half of the connection a session is attached to: what we need to know
+/// about the client to send it PUBLISHes.
+#[derive(Debug)]
+pub(crate) struct Link {
+    /// The connection's id in the shell.
+    pub(crate) conn: ConnId,
+    /// The dialect PUBLISHes are built for.
+    pub(crate) protocol: ProtocolVersion,
+    /// In-flight window: 3.x `max_inflight`; 5.0 the client's Receive Maximum (capped).
+    pub(crate) window: usize,
+    /// The client's Maximum Packet Size (5.0) [MQTT-3.1.2-25].
+    pub(crate) max_packet_size: Option<u32>,
+    /// Topic aliases we assigned on this connection.
+    pub(crate) aliases: OutboundAliases,
+    /// Whether the session outlives the connection (for metering QoS 1 messages).
+    pub(crate) persistent: bool,
+    /// Metered units of the PUBLISHes sent on this connection.
+    pub(crate) units: u64,
+    /// Resend after the retry interval (3.x; 5.0 forbids it [MQTT-4.4.0-1] unless
+    /// `retry_v5` is set).
+    pub(crate) retry: bool,
+}
+
+/// One session.
+#[derive(Debug)]
+pub(crate) struct Session {
+    /// This instance's id (the index key).
+    pub(crate) id: SessionId,
+    /// The client identifier owning the session.
+    pub(crate) client_id: Arc<str>,
+    /// At most one per filter [MQTT-3.8.4-3]; mirrored in the broker's index.
+    pub(crate) subscriptions: HashMap<TopicFilter, Subscription>,
+    /// Seconds the session outlives its connection; 0 ends it with the connection,
+    /// u32::MAX never expires.
+    pub(crate) expiry_interval: u32,
+    /// When a disconnected session expires (`None` while connected or never).
+    pub(crate) expires_at: Option<Instant>,
+    /// Sent and unacknowledged, in send order (the order resends keep [MQTT-4.6.0-1]).
+    pub(crate) inflight: VecDeque<Inflight>,
+    /// QoS 1/2 messages waiting for room in the window (bounded, see [`QueueOverflow`]).
+    ///
+    /// [`QueueOverflow`]: super::QueueOverflow
+    pub(crate) queue: VecDeque<Delivery>,
+    /// The next packet id to try; ids still in flight are skipped.
+    pub(crate) next_packet_id: u16,
+    /// Incoming QoS 2 packet ids whose PUBLISH was accepted and whose PUBREL has not come:
+    /// a re-sent PUBLISH with one of them is not delivered again (spec 4.3.3).
+    pub(crate) incoming_qos2: HashSet<PacketId>,
+    /// A will waiting for its delay after the connection was lost.
+    pub(crate) pending_will: Option<PendingWill>,
+    /// The retry timer currently scheduled (lazy timers: others are stale).
+    pub(crate) retry_at: Option<Instant>,
+    /// The connection, while connected.
+    pub(crate) link: Option<Link>,
+}
+
+impl Session {
+    pub(crate) fn new(id: SessionId, client_id: Arc<str>) -> Self {
+        Self {
+            id,
+            client_id,
+            subscriptions: HashMap::new(),
+            expiry_interval: 0,
+            expires_at: None,
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            next_packet_id: 1,
+            incoming_qos2: HashSet::new(),
+            pending_will: None,
+            retry_at: None,
+            link: None,
+        }
+    }
+
+    /// Whether a connection is attached.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// Hands one message copy to the session: sent now, queued, or dropped (counted).
+    pub(crate) fn deliver(
+        &mut self,
+        delivery: Delivery,
+        fx: &mut Effects,
+        config: &BrokerConfig,
+        now: Instant,
+    ) {
+        if delivery.message.is_expired(now) {
+            fx.stats.dropped.expired += 1;
+            return;
+        }
+        let Some(link) = self.link.as_mut() else {
+            // Offline: QoS 0 is not queued (as Mosquitto's default), QoS 1/2 is.
+            if delivery.qos == QoS::AtMostOnce {
+                fx.stats.dropped.qos0_offline += 1;
+            } else {
+                self.enqueue(delivery, fx, config, now);
+            }
+            return;
+        };
+        if delivery.qos == QoS::AtMostOnce {
+            send_publish(link, &delivery, None, false, fx, now);
+        } else if self.queue.is_empty() && self.inflight.len() < link.window {
+            self.start_inflight(delivery, fx, config, now);
+        } else {
+            self.enqueue(delivery, fx, config, now);
+        }
+    }
+
+    /// Queues a QoS 1/2 message behind the window, applying the overflow policy.
+    fn enqueue(
+        &mut self,
+        delivery: Delivery,
+        fx: &mut Effects,
+        config: &BrokerConfig,
+        now: Instant,
+    ) {
+        let max = config.max_queued_messages;
+        if self.queue.len() >= max {
+            // Make room from expired messages before dropping live ones.
+            let before = self.queue.len();
+            self.queue.retain(|d| !d.message.is_expired(now));
+            fx.stats.dropped.expired += (before - self.queue.len()) as u64;
+        }
+        if self.queue.len() >= max {
+            fx.stats.dropped.queue_full += 1;
+            match config.queue_overflow {
+                super::QueueOverflow::DropNew => return,
+                super::QueueOverflow::DropOldest => {
+                    if self.queue.pop_front().is_none() {
+                        return; // max_queued_messages = 0: nothing can wait
+                    }
+                }
+            }
+        }
+        self.queue.push_back(delivery);
+    }
+
+    /// Moves queued messages into the window while it has room.
+    pub(crate) fn pump(&mut self, fx: &mut Effects, config: &BrokerConfig, now: Instant) {
+        // Each pass removes one queued message, so this ends.
+        loop {
+            let Some(link) = &self.link else { return };
+            if self.inflight.len() >= link.window {
+                return;
+            }
+            let Some(delivery) = self.queue.pop_front() else {
+                return;
+            };
+            if delivery.message.is_expired(now) {
+                fx.stats.dropped.expired += 1;
+                continue;
+            }
+            self.start_inflight(delivery, fx, config, now);
+        }
+    }
+
+    /// Sends a QoS 1/2 message with a fresh packet id and records it in flight.
+    fn start_inflight(
+        &mut self,
+        delivery: Delivery,
+        fx: &mut Effects,
+        config: &BrokerConfig,
+        now: Instant,
+    ) {
+        let packet_id = self.allocate_packet_id();
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        if !send_publish(link, &delivery, Some(packet_id), false, fx, now) {
+            // Too large: behave as if delivered [MQTT-3.1.2-25]; the id was not used.
+            self.next_packet_id = packet_id.get();
+            return;
+        }
+        let retry = link.retry;
+        let state = if delivery.qos == QoS::AtLeastOnce {
+            Awaiting::PubAck
+        } else {
+            Awaiting::PubRec
+        };
+        self.inflight.push_back(Inflight {
+            packet_id,
+            delivery,
+            state,
+            sent_at: now,
+        });
+        if retry {
+            self.schedule_retry(fx, config, now);
+        }
+    }
+
+    /// The next packet id not in flight. Callers guarantee a free id exists: the window
+    /// is at most 65,535 and they only allocate while `inflight.len() < window`.
+    fn allocate_packet_id(&mut self) -> PacketId {
+        loop {
+            let raw = self.next_packet_id;
+            self.next_packet_id = raw.checked_add(1).unwrap_or(1);
+            let Some(id) = PacketId::new(raw) else {
+                continue;
+            };
+            if !self.inflight.iter().any(|e| e.packet_id == id) {
+                return id;
+            }
+        }
+    }
+
+    fn schedule_retry(&mut self, fx: &mut Effects, config: &BrokerConfig, now: Instant) {
+        if let (Some(interval), None) = (config.retry_interval(), self.retry_at) {
+            let at = now + interval;
+            self.retry_at = Some(at);
+            fx.timers.schedule(at, Timer::Retry(self.id));
+        }
+    }
+
+    /// PUBACK from the client: the QoS 1 message is done.
+    pub(crate) fn handle_puback(
+        &mut self,
+        packet_id: PacketId,
+        fx: &mut Effects,
+        config: &BrokerConfig,
+        now: Instant,
+    ) {
+        if let Some(pos) = self.position(packet_id, |s| s == Awaiting::PubAck) {
+            self.inflight.remove(pos);
+            self.pump(fx, config, now);
+        }
+    }
+
+    /// PUBREC from the client: answer PUBREL, or drop the message if the client refused
+    /// it (5.0 reason code ≥ 0x80). Returns false for an unknown packet id.
+    pub(crate) fn handle_pubrec(
+        &mut self,
+        packet_id: PacketId,
+        reason_code: ReasonCode,
+        fx: &mut Effects,
+        config: &BrokerConfig,
+        now: Instant,
+    ) -> bool {
+        let Some(pos) = self.position(packet_id, |s| s != Awaiting::PubAck) else {
+            return false;
+        };
+        if reason_code.is_error() {
+            self.inflight.remove(pos);
+            self.pump(fx, config, now);
+            return true;
+        }
+        let entry = &mut self.inflight[pos];
+        entry.state = Awaiting::PubComp;
+        entry.sent_at = now;
+        if let Some(link) = &self.link {
+            fx.send(link.conn, pubrel(packet_id));
+        }
+        true
+    }
+
+    /// PUBCOMP from the client: the QoS 2 message is done.
+    pub(crate) fn handle_pubcomp(
+        &mut self,
+        packet_id: PacketId,
+        fx: &mut Effects,
+        config: &BrokerConfig,
+        now: Instant,
+    ) {
+        if let Some(pos) = self.position(packet_id, |s| s == Awaiting::PubComp) {
+            self.inflight.remove(pos);
+            self.pump(fx, config, now);
+        }
+    }
+
+    /// Index of the in-flight entry with `packet_id` in an accepted state. Acks mostly come
+    /// in order, so the match is usually at the front.
+    fn position(&self, packet_id: PacketId, state: impl Fn(Awaiting) -> bool) -> Option<usize> {
+        self.inflight
+            .iter()
+            .position(|e| e.packet_id == packet_id && state(e.state))
+    }
+
+    /// Session resumed on a new connection: resend every unacknowledged message in its
+    /// original order, PUBLISH with DUP=1 or PUBREL [MQTT-4.4.0-1], then fill the window.
+    pub(crate) fn resume(&mut self, fx: &mut Effects, config: &BrokerConfig, now: Instant) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        self.inflight.retain_mut(|entry| {
+            entry.sent_at = now;
+            resend(link, entry, fx, now)
+        });
+        let retry = link.retry;
+        self.retry_at = None;
+        if retry && !self.inflight.is_empty() {
+            self.schedule_retry(fx, config, now);
+        }
+        self.pump(fx, config, now);
+    }
+
+    /// The retry timer fired: resend what has waited a whole interval (3.x).
+    pub(crate) fn handle_retry_timer(
+        &mut self,
+        at: Instant,
+        fx: &mut Effects,
+        config: &BrokerConfig,
+        now: Instant,
+    ) {
+        if self.retry_at != Some(at) {
+            return; // stale entry
+        }
+        self.retry_at = None;
+        let (Some(link), Some(interval)) = (self.link.as_mut(), config.retry_interval()) else {
+            return;
+        };
+        self.inflight.retain_mut(|entry| {
+            if entry.sent_at + interval > now {
+                return true;
+            }
+            entry.sent_at = now;
+            resend(link, entry, fx, now)
+        });
+        if let Some(oldest) = self.inflight.iter().map(|e| e.sent_at).min() {
+            let at = oldest + interval;
+            self.retry_at = Some(at);
+            fx.timers.schedule(at, Timer::Retry(self.id));
+        }
+    }
+
+    /// The distinct shared subscriptions (optionally only `only`) that tag messages this
+    /// session could hand to another group member: QoS 1 in flight, or queued (not sent
+    /// yet). A QoS 2 message in flight stays: its delivery must be completed with this
+    /// member, or not at all [MQTT-4.8.2-4, MQTT-4.8.2-5].
+    pub(crate) fn shared_filters_pending(&self, only: Option<&TopicFilter>) -> Vec<TopicFilter> {
+        let mut filters: Vec<TopicFilter> = Vec::new();
+        let inflight = self
+            .inflight
+            .iter()
+            .filter(|e| e.state == Awaiting::PubAck)
+            .map(|e| &e.delivery);
+        for delivery in inflight.chain(self.queue.iter()) {
+            if let Some(filter) = &delivery.shared {
+                if only.is_none_or(|o| o == filter) && !filters.contains(filter) {
+                    filters.push(filter.clone());
+                }
+            }
+        }
+        filters
+    }
+
+    /// Removes and returns the messages of those shared subscriptions (QoS 1 in flight,
+    /// then queued), in order.
+    pub(crate) fn take_shared(&mut self, filters: &[TopicFilter]) -> Vec<Delivery> {
+        let mut taken = Vec::new();
+        let tagged = |d: &Delivery| d.shared.as_ref().is_some_and(|f| filters.contains(f));
+        self.inflight.retain(|e| {
+            let take = e.state == Awaiting::PubAck && tagged(&e.delivery);
+            if take {
+                taken.push(e.delivery.clone());
+            }
+            !take
+        });
+        self.queue.retain(|d| {
+            let take = tagged(d);
+            if take {
+                taken.push(d.clone());
+            }
+            !take
+        });
+        taken
+    }
+}

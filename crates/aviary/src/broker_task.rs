@@ -1,0 +1,339 @@
+//! The broker task: the single owner of the sans-IO [`Broker`]. It receives events from
+//! every connection through one bounded channel, feeds them to the broker, fires its
+//! timers, and routes what the broker transmits to each connection's [`OutboxSender`].
+//!
+//! One owner, fed by a channel, rather than a shared lock: every broker operation touches
+//! sessions, subscriptions and other connections at once, and a single task processes a
+//! whole batch of events without any synchronisation.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use aviary_codec::{DecodeError, Packet, QoS};
+use aviary_core::{Broker, ConnId, Transmit};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::outbox::{Delivery, OutboxSender};
+
+/// Events processed in one pass before the broker's output is routed and its timers are
+/// checked again, so a flood of events cannot starve them.
+const MAX_EVENTS_PER_PASS: usize = 256;
+
+/// What connections (and the server, for shutdown) tell the broker task.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A connection was accepted; `outbox` is where its packets go.
+    Open {
+        conn: ConnId,
+        peer: SocketAddr,
+        outbox: OutboxSender,
+    },
+    /// Packets decoded from one read, in order.
+    Packets { conn: ConnId, packets: Vec<Packet> },
+    /// Bytes that could not be decoded; the connection reads no further.
+    DecodeError { conn: ConnId, error: DecodeError },
+    /// The transport is gone (end of stream, I/O error).
+    Closed { conn: ConnId },
+    /// Graceful shutdown: disconnect everybody and stop. Sent after the listener stopped,
+    /// so no `Open` follows it.
+    Shutdown,
+}
+
+/// The broker and the routes to its connections.
+pub(crate) struct BrokerTask {
+    /// The protocol logic.
+    broker: Broker,
+    /// Inbox of [`Event`]s.
+    events: mpsc::Receiver<Event>,
+    /// Open connections the broker knows; removing an entry closes that outbox.
+    outboxes: HashMap<ConnId, OutboxSender>,
+    /// QoS 0 PUBLISHes dropped because a subscriber's outbox was full.
+    dropped_qos0: u64,
+}
+
+/// The current instant from tokio's clock, so `tokio::time::pause()` drives the broker's
+/// timers in tests.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl BrokerTask {
+    pub(crate) fn new(broker: Broker, events: mpsc::Receiver<Event>) -> Self {
+        Self {
+            broker,
+            events,
+            outboxes: HashMap::new(),
+            dropped_qos0: 0,
+        }
+    }
+
+    /// Runs until [`Event::Shutdown`] (or until every sender is gone).
+    pub(crate) async fn run(mut self) {
+        let timer = tokio::time::sleep(std::time::Duration::ZERO);
+        tokio::pin!(timer);
+        loop {
+            let deadline = self.broker.poll_timeout();
+            if let Some(deadline) = deadline {
+                let deadline = tokio::time::Instant::from_std(deadline);
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+            }
+            tokio::select! {
+                event = self.events.recv() => {
+                    let Some(event) = event else { break };
+                    if self.handle_batch(event) == Flow::Stop {
+                        break;
+                    }
+                }
+                () = &mut timer, if deadline.is_some() => {}
+            }
+            // Timers may have come due while events were handled.
+            let now = now();
+            if self.broker.poll_timeout().is_some_and(|due| due <= now) {
+                self.broker.handle_timeout(now);
+                self.route_transmits();
+            }
+        }
+        self.shutdown();
+    }
+
+    /// Handles `first` and whatever else is already waiting, up to a bound.
+    fn handle_batch(&mut self, first: Event) -> Flow {
+        if self.handle(first) == Flow::Stop {
+            return Flow::Stop;
+        }
+        for _ in 1..MAX_EVENTS_PER_PASS {
+            let Ok(event) = self.events.try_recv() else {
+                break;
+            };
+            if self.handle(event) == Flow::Stop {
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Feeds one event to the broker and routes its output.
+    fn handle(&mut self, event: Event) -> Flow {
+        let now = now();
+        match event {
+            Event::Open { conn, peer, outbox } => {
+                self.outboxes.insert(conn, outbox);
+                self.broker.handle_open(conn, peer, now);
+            }
+            Event::Packets { conn, packets } => {
+                for packet in packets {
+                    // The broker may close the connection on any packet; what follows
+                    // it on the wire is then ignored.
+                    if !self.outboxes.contains_key(&conn) {
+                        break;
+                    }
+                    self.broker.handle_packet(conn, packet, now);
+                    self.route_transmits();
+                }
+            }
+            Event::DecodeError { conn, error } => {
+                if self.outboxes.contains_key(&conn) {
+                    self.broker.handle_decode_error(conn, &error, now);
+                }
+            }
+            Event::Closed { conn } => {
+                if self.outboxes.remove(&conn).is_some() {
+                    self.broker.handle_closed(conn, now);
+                }
+            }
+            Event::Shutdown => return Flow::Stop,
+        }
+        self.route_transmits();
+        Flow::Continue
+    }
+
+    /// Drains the broker's output into the connections' outboxes.
+    fn route_transmits(&mut self) {
+        while let Some(transmit) = self.broker.poll_transmit() {
+            match transmit {
+                Transmit::Packet { conn, packet } => self.deliver(conn, packet),
+                Transmit::Close { conn } => {
+                    // Dropping the sender closes the outbox: the writer flushes and closes.
+                    self.outboxes.remove(&conn);
+                }
+            }
+        }
+    }
+
+    /// Queues `packet` for `conn`. A QoS 0 PUBLISH to a connection that is not keeping
+    /// up is dropped and counted (see [`delivery`]); any other packet is refused only when
+    /// the connection is stuck, and the connection is then closed, since QoS 1/2 flows and
+    /// acknowledgements must never be dropped silently.
+    fn deliver(&mut self, conn: ConnId, packet: Packet) {
+        let Some(outbox) = self.outboxes.get(&conn) else {
+            return; // closed in the meantime
+        };
+        let delivery = delivery(&packet);
+        if outbox.push(packet, delivery).is_ok() {
+            return;
+        }
+        if delivery == Delivery::BestEffort {
+            self.dropped_qos0 += 1;
+            debug!(
+                conn = conn.0,
+                total = self.dropped_qos0,
+                "QoS 0 message dropped: outbox full"
+            );
+            return;
+        }
+        warn!(conn = conn.0, "closing slow consumer: outbox full");
+        self.outboxes.remove(&conn);
+        self.broker.handle_closed(conn, now());
+        // `route_transmits` is running and drains what `handle_closed` produced (wills).
+    }
+
+    /// Graceful shutdown: the broker disconnects everybody (DISCONNECT 0x8B to 5.0
+    /// clients) and every outbox is closed, so each connection writes what it has and
+    /// closes.
+    fn shutdown(mut self) {
+        self.broker.handle_shutdown(now());
+        self.route_transmits();
+        self.outboxes.clear();
+        if self.dropped_qos0 > 0 {
+            info!(
+                dropped = self.dropped_qos0,
+                "QoS 0 messages dropped for slow consumers"
+            );
+        }
+    }
+}
+
+/// How much `packet` may be lost when its connection is not keeping up: a QoS 0 PUBLISH
+/// is best effort, unless it sets up a topic alias (a topic together with an alias): losing
+/// that would leave the client unable to resolve the alias in later PUBLISHes
+/// [MQTT-3.3.2-12].
+fn delivery(packet: &Packet) -> Delivery {
+    match packet {
+        Packet::Publish(p) => {
+            let sets_alias = p.properties.topic_alias.is_some() && !p.topic.is_empty();
+            if p.qos == QoS::AtMostOnce && !sets_alias {
+                Delivery::BestEffort
+            } else {
+                Delivery::Reliable
+            }
+        }
+        _ => Delivery::Reliable,
+    }
+}
+
+/// Whether the task keeps running after an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    /// Keep going.
+    Continue,
+    /// [`Event::Shutdown`] arrived.
+    Stop,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU16;
+
+    use aviary_codec::{PacketId, ProtocolVersion, Publish, TopicName};
+    use bytes::{Bytes, BytesMut};
+
+    use super::*;
+
+    fn publish(qos: QoS, topic: &str, alias: Option<u16>) -> Packet {
+        let mut publish = Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: if topic.is_empty() {
+                TopicName::empty()
+            } else {
+                TopicName::new(topic).unwrap()
+            },
+            packet_id: (qos != QoS::AtMostOnce).then_some(PacketId(NonZeroU16::MIN)),
+            properties: Default::default(),
+            payload: Bytes::from_static(b"x"),
+        };
+        publish.properties.topic_alias = alias.and_then(NonZeroU16::new);
+        Packet::Publish(publish)
+    }
+
+    /// A broker task whose connection 1 has an outbox nobody drains, after a 3.1.1
+    /// CONNECT; returns the task and the writer end (kept so the outbox stays open).
+    fn task_with_stuck_connection() -> (BrokerTask, crate::outbox::Outbox) {
+        let (_tx, rx) = mpsc::channel(1);
+        let mut task = BrokerTask::new(Broker::new(Default::default()), rx);
+        let (sender, outbox) = crate::outbox::outbox();
+        let conn = ConnId(1);
+        let peer = "127.0.0.1:50000".parse().unwrap();
+        task.handle(Event::Open {
+            conn,
+            peer,
+            outbox: sender,
+        });
+        // CONNECT, 3.1.1, clean session, keep alive 0, client id "c".
+        let mut wire = BytesMut::from(
+            &[
+                0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x00, 0x00, 0x01,
+                b'c',
+            ][..],
+        );
+        let connect = aviary_codec::decode(&mut wire, ProtocolVersion::V3_1_1, 1024)
+            .unwrap()
+            .unwrap();
+        task.handle(Event::Packets {
+            conn,
+            packets: vec![connect],
+        });
+        assert!(task.outboxes.contains_key(&conn), "CONNECT accepted");
+        (task, outbox)
+    }
+
+    #[test]
+    fn long_outbox_drops_and_counts_qos_0_but_keeps_acknowledgements() {
+        let (mut task, _outbox) = task_with_stuck_connection();
+        // The CONNACK is queued already; fill up to the soft limit.
+        for _ in 1..crate::outbox::SOFT_LIMIT {
+            task.deliver(ConnId(1), Packet::PingResp);
+        }
+        task.deliver(ConnId(1), publish(QoS::AtMostOnce, "a", None));
+        task.deliver(ConnId(1), publish(QoS::AtMostOnce, "a", None));
+        assert_eq!(task.dropped_qos0, 2);
+        // A burst of acknowledgements beyond the soft limit is not a reason to close.
+        task.deliver(ConnId(1), publish(QoS::AtLeastOnce, "a", None));
+        task.deliver(ConnId(1), Packet::PingResp);
+        assert!(task.outboxes.contains_key(&ConnId(1)), "still connected");
+    }
+
+    #[test]
+    fn stuck_connection_is_closed_rather_than_lose_qos_1() {
+        let (mut task, outbox) = task_with_stuck_connection();
+        for _ in 1..crate::outbox::HARD_LIMIT {
+            task.deliver(ConnId(1), Packet::PingResp);
+        }
+        task.deliver(ConnId(1), publish(QoS::AtLeastOnce, "a", None));
+        assert!(!task.outboxes.contains_key(&ConnId(1)), "closed");
+        assert_eq!(task.dropped_qos0, 0);
+        // The writer still gets everything queued before the close, then the end.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let batch = rt.block_on(outbox.next_batch()).unwrap();
+        assert_eq!(batch.len(), crate::outbox::HARD_LIMIT);
+        assert!(rt.block_on(outbox.next_batch()).is_none());
+    }
+
+    #[test]
+    fn only_plain_qos_0_publishes_are_best_effort() {
+        let check = |packet: Packet, expected: Delivery| assert_eq!(delivery(&packet), expected);
+        check(publish(QoS::AtMostOnce, "a/b", None), Delivery::BestEffort);
+        check(publish(QoS::AtMostOnce, "", Some(3)), Delivery::BestEffort);
+        check(publish(QoS::AtMostOnce, "a/b", Some(3)), Delivery::Reliable);
+        check(publish(QoS::AtLeastOnce, "a/b", None), Delivery::Reliable);
+        check(publish(QoS::ExactlyOnce, "a/b", None), Delivery::Reliable);
+        check(Packet::PingResp, Delivery::Reliable);
+    }
+}

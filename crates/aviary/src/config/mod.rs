@@ -1,0 +1,193 @@
+//! The broker's configuration, in two layers: what an `aviary.toml` file says ([`file`],
+//! plain serde with every key optional), then the `AVIARY_*` environment overrides
+//! ([`env`]), then validation ([`validate`]) into the typed [`Config`] the server runs on.
+//!
+//! Every key has a default; `aviary.example.toml` at the repository root documents each one
+//! and a test checks that it spells exactly the defaults.
+
+mod env;
+mod file;
+mod validate;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use aviary_core::BrokerConfig;
+
+pub use self::env::unknown_variables;
+use self::file::FileConfig;
+
+/// The validated configuration of one broker process.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Directory for durable state (sessions, retained messages, management state).
+    pub data_dir: PathBuf,
+    /// How the process logs.
+    pub log: LogConfig,
+    /// The MQTT-over-TCP listener.
+    pub listener: ListenerConfig,
+    /// Protocol limits and settings handed to the broker core.
+    pub mqtt: BrokerConfig,
+}
+
+/// `[log]`: logging, through `tracing`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A `tracing` filter directive (`info`, `aviary=debug,warn`); `RUST_LOG` overrides it.
+    pub level: String,
+    /// Human-readable lines or one JSON object per line (for log collectors).
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable text, the default.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[listener]`: the MQTT TCP listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// Address to bind; port 0 picks a free port (see `RunningServer::mqtt_addr`).
+    pub bind: SocketAddr,
+}
+
+impl Default for Config {
+    /// The embedded defaults: MQTT on 0.0.0.0:1883, data under `./data`, `info` text logs.
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            log: LogConfig {
+                level: "info".to_owned(),
+                format: LogFormat::Text,
+            },
+            listener: ListenerConfig {
+                bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 1883)),
+            },
+            mqtt: BrokerConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration: the file at `path` if given (else only defaults), then the
+    /// `AVIARY_*` variables of `env` (the binary passes the process environment).
+    pub fn load<I, K, V>(path: Option<&Path>, env: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut file = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                FileConfig::parse(&text, path)?
+            }
+            None => FileConfig::default(),
+        };
+        env::apply_env(&mut file, env)?;
+        validate::validate(&file)
+    }
+
+    /// Parses configuration text as if read from a file called `name` (no environment).
+    pub fn from_toml(text: &str, name: &str) -> Result<Self, ConfigError> {
+        validate::validate(&FileConfig::parse(text, Path::new(name))?)
+    }
+}
+
+/// Why a configuration could not be loaded. Every variant names the file, key or variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a value has the wrong type.
+    #[error("{}: {message}", path.display())]
+    Syntax { path: PathBuf, message: String },
+    /// The file has a key no version of the configuration defines.
+    #[error("unknown key `{key}` in {}", path.display())]
+    UnknownKey { key: String, path: PathBuf },
+    /// An environment variable whose text cannot be a value of its key.
+    #[error("{var}: {message}")]
+    Env { var: String, message: String },
+    /// A key whose value is out of range or not one of the allowed values.
+    #[error("{key}{}: {message}", var.as_ref().map(|v| format!(" (from {v})")).unwrap_or_default())]
+    Invalid {
+        key: String,
+        /// The environment variable the value came from, if any.
+        var: Option<String>,
+        message: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file::{field_names, ListenerSection, LogSection, MqttSection};
+    use super::*;
+
+    /// The example file in the repository root, which documents every key.
+    const EXAMPLE: &str = include_str!("../../../../aviary.example.toml");
+
+    #[test]
+    fn example_file_spells_exactly_the_defaults() {
+        let config = Config::from_toml(EXAMPLE, "aviary.example.toml").unwrap();
+        assert_eq!(format!("{config:?}"), format!("{:?}", Config::default()));
+    }
+
+    #[test]
+    fn example_file_sets_every_key() {
+        let table: toml::Table = toml::from_str(EXAMPLE).unwrap();
+        let sections = [
+            ("log", field_names::<LogSection>()),
+            ("listener", field_names::<ListenerSection>()),
+            ("mqtt", field_names::<MqttSection>()),
+        ];
+        assert!(table.contains_key("data_dir"));
+        for (section, keys) in sections {
+            let section_table = table[section].as_table().unwrap();
+            for key in keys {
+                assert!(section_table.contains_key(*key), "{section}.{key} missing");
+            }
+        }
+    }
+
+    #[test]
+    fn load_without_a_file_uses_defaults_and_environment() {
+        let env = [("AVIARY_LISTENER_BIND", "127.0.0.1:0"), ("HOME", "/root")];
+        let config = Config::load(None, env).unwrap();
+        assert_eq!(config.listener.bind, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn load_reads_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aviary.toml");
+        std::fs::write(&path, "[mqtt]\nmax_subscriptions_per_session = 3\n").unwrap();
+        let config = Config::load(Some(&path), std::iter::empty::<(String, String)>()).unwrap();
+        assert_eq!(config.mqtt.max_subscriptions_per_session, 3);
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err = Config::load(
+            Some(Path::new("/nonexistent/aviary.toml")),
+            std::iter::empty::<(String, String)>(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot read /nonexistent/aviary.toml: "),
+            "{err}"
+        );
+    }
+}

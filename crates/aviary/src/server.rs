@@ -1,0 +1,270 @@
+//! Starting and stopping a broker: binds the listener, spawns the broker task and the
+//! accept loop, and runs the graceful shutdown sequence.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use aviary_core::Broker;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::broker_task::{BrokerTask, Event};
+use crate::connection::ConnectionContext;
+use crate::Config;
+
+/// Events that may wait for the broker task before connections feel backpressure (their
+/// reads pause until there is room).
+const EVENT_QUEUE: usize = 4096;
+
+/// How long shutdown waits for connections to write their last packets and close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// After the grace period, how long the forcibly closed connections get to finish.
+const FORCE_CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// A broker running in the background of the current tokio runtime.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// Where the MQTT listener is bound (the real port when the config said 0).
+    mqtt_addr: SocketAddr,
+    /// Stops the accept loop.
+    stop_accepting: CancellationToken,
+    /// The accept loop, awaited before the broker is shut down so no `Open` follows.
+    listener_task: JoinHandle<()>,
+    /// The broker task's inbox, for [`Event::Shutdown`].
+    events: mpsc::Sender<Event>,
+    /// The broker task.
+    broker_task: JoinHandle<()>,
+    /// Every connection task.
+    connections: TaskTracker,
+    /// Drops connections that do not finish within the grace period.
+    force_close: CancellationToken,
+}
+
+/// Binds the listener and spawns the broker; returns as soon as clients can connect.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    let listener = TcpListener::bind(config.listener.bind)
+        .await
+        .with_context(|| format!("cannot bind the MQTT listener to {}", config.listener.bind))?;
+    let mqtt_addr = listener
+        .local_addr()
+        .context("cannot read the MQTT listener's address")?;
+    info!("MQTT listener on {mqtt_addr}");
+
+    let (events, inbox) = mpsc::channel(EVENT_QUEUE);
+    let max_packet_size = config.mqtt.max_packet_size;
+    let sockets = Arc::new(Semaphore::new(crate::listener::socket_limit(
+        config.mqtt.max_connections,
+    )));
+    let broker = Broker::new(config.mqtt);
+    let broker_task = tokio::spawn(BrokerTask::new(broker, inbox).run());
+
+    let connections = TaskTracker::new();
+    let stop_accepting = CancellationToken::new();
+    let force_close = CancellationToken::new();
+    let ctx = ConnectionContext {
+        events: events.clone(),
+        max_packet_size,
+        force_close: force_close.clone(),
+    };
+    let listener_task = tokio::spawn(crate::listener::run(
+        listener,
+        ctx,
+        connections.clone(),
+        stop_accepting.clone(),
+        sockets,
+    ));
+    Ok(RunningServer {
+        mqtt_addr,
+        stop_accepting,
+        listener_task,
+        events,
+        broker_task,
+        connections,
+        force_close,
+    })
+}
+
+/// Runs a broker until `shutdown` completes, then shuts it down gracefully.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let mut server = start(config).await?;
+    tokio::select! {
+        () = shutdown => {}
+        result = &mut server.broker_task => {
+            // Only a panic ends the broker task before shutdown.
+            anyhow::bail!("the broker task stopped unexpectedly: {result:?}");
+        }
+    }
+    info!("shutting down");
+    server.shutdown().await
+}
+
+impl RunningServer {
+    /// The address the MQTT listener is bound to.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt_addr
+    }
+
+    /// Graceful shutdown: stop accepting, DISCONNECT 0x8B to 5.0 clients, close every
+    /// connection after its queued packets are written, and wait (a few seconds at most).
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.stop_accepting.cancel();
+        let listener = self.listener_task.await;
+        // Fails only when the broker task is already gone; its result says why.
+        let _ = self.events.send(Event::Shutdown).await;
+        drop(self.events);
+        let broker = self.broker_task.await;
+
+        self.connections.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.connections.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = self.connections.len(),
+                "connections still open after the grace period; dropping them"
+            );
+            self.force_close.cancel();
+            let _ = tokio::time::timeout(FORCE_CLOSE_WAIT, self.connections.wait()).await;
+        }
+        listener.context("the listener task failed")?;
+        broker.context("the broker task failed")?;
+        info!("shutdown complete");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Smoke tests of the whole shell with the real core, over loopback TCP with literal
+    //! wire bytes. The end-to-end suite in `tests/` covers the protocol itself.
+
+    use aviary_codec::{Packet, ProtocolVersion, ReasonCode};
+    use bytes::BytesMut;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    /// A broker on a free loopback port.
+    async fn start_broker() -> RunningServer {
+        let mut config = Config::default();
+        config.listener.bind = "127.0.0.1:0".parse().unwrap();
+        start(config).await.unwrap()
+    }
+
+    /// Reads exactly `n` bytes (bounded by a generous timeout, which only a hang hits).
+    async fn read_exact(client: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut bytes = vec![0; n];
+        tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut bytes))
+            .await
+            .expect("timed out")
+            .unwrap();
+        bytes
+    }
+
+    /// CONNECT, 3.1.1, clean session, keep alive 60, client id of one letter.
+    fn connect_v3(id: u8) -> [u8; 15] {
+        [
+            0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c, 0x00, 0x01, id,
+        ]
+    }
+
+    #[tokio::test]
+    async fn publish_reaches_a_subscriber_through_the_shell() {
+        let server = start_broker().await;
+        let mut sub = TcpStream::connect(server.mqtt_addr()).await.unwrap();
+        sub.write_all(&connect_v3(b's')).await.unwrap();
+        assert_eq!(read_exact(&mut sub, 4).await, [0x20, 0x02, 0x00, 0x00]);
+        // SUBSCRIBE id 1 to "t" at QoS 0 → SUBACK granting QoS 0.
+        sub.write_all(&[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b't', 0x00])
+            .await
+            .unwrap();
+        assert_eq!(
+            read_exact(&mut sub, 5).await,
+            [0x90, 0x03, 0x00, 0x01, 0x00]
+        );
+
+        let mut publisher = TcpStream::connect(server.mqtt_addr()).await.unwrap();
+        let publish = [0x30, 0x05, 0x00, 0x01, b't', b'h', b'i'];
+        publisher
+            .write_all(&[&connect_v3(b'p')[..], &publish].concat())
+            .await
+            .unwrap();
+        assert_eq!(
+            read_exact(&mut publisher, 4).await,
+            [0x20, 0x02, 0x00, 0x00]
+        );
+        assert_eq!(read_exact(&mut sub, 7).await, publish);
+        server.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_sends_server_shutting_down_to_v5_and_closes_3_1_1() {
+        let server = start_broker().await;
+        let mut v3 = TcpStream::connect(server.mqtt_addr()).await.unwrap();
+        v3.write_all(&connect_v3(b'a')).await.unwrap();
+        assert_eq!(read_exact(&mut v3, 4).await, [0x20, 0x02, 0x00, 0x00]);
+
+        let mut v5 = TcpStream::connect(server.mqtt_addr()).await.unwrap();
+        // CONNECT, 5.0, clean start, keep alive 60, no properties, client id "b".
+        v5.write_all(&[
+            0x10, 0x0e, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3c, 0x00, 0x00,
+            0x01, b'b',
+        ])
+        .await
+        .unwrap();
+        // CONNACK: its properties depend on the configuration, so decode rather than compare.
+        let mut buf = BytesMut::new();
+        let connack = loop {
+            if let Some(packet) =
+                aviary_codec::decode(&mut buf, ProtocolVersion::V5, 1 << 20).unwrap()
+            {
+                break packet;
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), v5.read_buf(&mut buf))
+                .await
+                .expect("timed out")
+                .unwrap();
+            assert_ne!(n, 0, "closed before CONNACK");
+        };
+        assert!(
+            matches!(&connack, Packet::ConnAck(c) if c.reason_code == ReasonCode::SUCCESS),
+            "{connack:?}"
+        );
+
+        server.shutdown().await.unwrap();
+
+        let mut rest = Vec::new();
+        v5.read_to_end(&mut rest).await.unwrap();
+        buf.extend_from_slice(&rest);
+        let disconnect = aviary_codec::decode(&mut buf, ProtocolVersion::V5, 1 << 20).unwrap();
+        assert!(
+            matches!(&disconnect, Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::SERVER_SHUTTING_DOWN),
+            "{disconnect:?}"
+        );
+        let mut rest = Vec::new();
+        v3.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "3.1.1 has no server DISCONNECT: {rest:?}");
+    }
+
+    #[tokio::test]
+    async fn bind_failure_names_the_address() {
+        let first = start_broker().await;
+        let mut config = Config::default();
+        config.listener.bind = first.mqtt_addr();
+        let err = start(config).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains(&first.mqtt_addr().to_string()),
+            "{err:#}"
+        );
+        first.shutdown().await.unwrap();
+    }
+}
