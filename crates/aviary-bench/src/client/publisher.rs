@@ -193,6 +193,10 @@ async fn drive(
     let mut sending = true;
     let mut credit_wait;
 
+    // Acknowledgements read together with CONNACK are handled before anything else.
+    while let Some(packet) = decode(&mut rbuf, version, MAX_PACKET)? {
+        handle_ack(packet, plan.qos, &mut inflight, &mut wbuf, version, report)?;
+    }
     loop {
         credit_wait = false;
         let now = Instant::now();

@@ -74,7 +74,30 @@ async fn drive(
     let (mut rd, mut wr) = stream.split();
     // QoS 2 packet ids received and acknowledged with PUBREC, waiting for PUBREL.
     let mut awaiting_release: HashSet<u16> = HashSet::new();
+    // Packets may already wait in `rbuf`: a resumed session's queued messages can arrive in
+    // the same read as CONNACK, and nothing more comes until they are acknowledged.
+    let mut fresh = !rbuf.is_empty();
     while !*control.stop.borrow() {
+        if fresh {
+            fresh = false;
+            let now = Instant::now();
+            let now_ns = now.duration_since(control.epoch).as_nanos() as u64;
+            let mut count = 0;
+            while let Some(packet) = decode(&mut rbuf, version, MAX_PACKET)? {
+                count += handle(
+                    packet,
+                    version,
+                    now_ns,
+                    &mut awaiting_release,
+                    &mut wbuf,
+                    report,
+                )?;
+            }
+            if count > 0 {
+                report.last_receive = Some(now);
+                control.progress.add(count);
+            }
+        }
         tokio::select! {
             changed = control.stop.changed() => {
                 if changed.is_err() {
@@ -85,16 +108,7 @@ async fn drive(
                 if read? == 0 {
                     return Err(ClientError::Closed);
                 }
-                let now = Instant::now();
-                let now_ns = now.duration_since(control.epoch).as_nanos() as u64;
-                let mut count = 0;
-                while let Some(packet) = decode(&mut rbuf, version, MAX_PACKET)? {
-                    count += handle(packet, version, now_ns, &mut awaiting_release, &mut wbuf, report)?;
-                }
-                if count > 0 {
-                    report.last_receive = Some(now);
-                    control.progress.add(count);
-                }
+                fresh = true;
             }
             written = wr.write(&wbuf), if !wbuf.is_empty() => {
                 bytes::Buf::advance(&mut wbuf, written?);

@@ -6,6 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Sequence numbers at or above this are counted as foreign: a corrupted payload must not
+/// make a tracker allocate a huge bitset (2^28 bits = 32 MiB at most per publisher).
+const MAX_SEQUENCE: u32 = 1 << 28;
+
 /// What one receiver (a subscriber, or all members of a shared group merged) saw.
 #[derive(Clone, Debug, Default)]
 pub struct SequenceTracker {
@@ -74,7 +78,7 @@ impl SequenceTracker {
 
     /// Records the arrival of `(publisher, sequence)`.
     pub fn record(&mut self, publisher: u32, sequence: u32) {
-        if publisher >= self.max_publishers {
+        if publisher >= self.max_publishers || sequence >= MAX_SEQUENCE {
             self.foreign += 1;
             return;
         }
@@ -214,6 +218,12 @@ mod tests {
     #[test]
     fn unknown_publisher_is_foreign() {
         let c = check(&[(99, 0), (0, 0)], &[(0, 1)]);
+        assert_eq!((c.unique, c.foreign), (1, 1));
+    }
+
+    #[test]
+    fn absurd_sequence_is_foreign_not_allocated() {
+        let c = check(&[(0, u32::MAX), (0, 0)], &[(0, 1)]);
         assert_eq!((c.unique, c.foreign), (1, 1));
     }
 
