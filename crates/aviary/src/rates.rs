@@ -8,6 +8,7 @@
 //! One `std::sync::Mutex` for all buckets, held for a few arithmetic operations per batch
 //! of packets, never across an `.await`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -84,6 +85,9 @@ struct Buckets {
 #[derive(Debug)]
 pub(crate) struct Rates {
     buckets: Mutex<Buckets>,
+    /// Whether the message rate is limited at all: when it is not (the default), a batch of
+    /// PUBLISHes takes no lock.
+    messages_limited: AtomicBool,
 }
 
 /// Weighted units of a PUBLISH as the reader can tell (the publisher's session kind is not
@@ -108,6 +112,7 @@ impl Rates {
                 connect: Bucket::new(limits.connect_rate, now),
                 will_connect: Bucket::new(limits.will_connect_rate, now),
             }),
+            messages_limited: AtomicBool::new(limits.max_messages_per_second != u32::MAX),
         }
     }
 
@@ -126,6 +131,10 @@ impl Rates {
         b.unsubscribe.set_rate(limits.unsubscribe_rate);
         b.connect.set_rate(limits.connect_rate);
         b.will_connect.set_rate(limits.will_connect_rate);
+        self.messages_limited.store(
+            limits.max_messages_per_second != u32::MAX,
+            Ordering::Relaxed,
+        );
     }
 
     /// Takes the tokens of a batch of packets read from one connection; how long the
@@ -139,6 +148,9 @@ impl Rates {
                 Packet::Unsubscribe(_) => unsubs += 1.0,
                 _ => {}
             }
+        }
+        if !self.messages_limited.load(Ordering::Relaxed) {
+            units = 0.0;
         }
         if units == 0.0 && subs == 0.0 && unsubs == 0.0 {
             return Duration::ZERO;
