@@ -110,6 +110,7 @@ pub(crate) async fn start_with_records(
         max_packet_size: Arc::clone(&limits.max_packet_size),
         listener: Arc::from(crate::listener::registry::DEFAULT_LISTENER),
         rates: Arc::clone(&limits.rates),
+        listener_off: CancellationToken::new(),
         force_close: force_close.clone(),
     };
     let shared = AcceptShared {

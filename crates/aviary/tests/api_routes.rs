@@ -969,3 +969,34 @@ async fn loop_metrics(api: &api::Api, wanted: &str) -> String {
     }
     text
 }
+
+#[tokio::test]
+async fn shared_group_backlog_counts_unacknowledged_and_queued_messages() {
+    let api = start_api(|_| {}).await;
+    let mut member = RawClient::connect_v311(api.mqtt, "slow-worker").await;
+    member
+        .send_hex(&subscribe_hex("$share/g/jobs", 1, false))
+        .await;
+    member.read_frame().await;
+    // 20 QoS 1 messages the member never acknowledges: 16 in flight, 4 queued.
+    for _ in 0..20 {
+        let (status, _) = api
+            .call(
+                "POST",
+                "/api/v1/publish",
+                Some(json!({"topic": "jobs", "payload": "x", "qos": 1})),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let groups = api
+        .wait_for("/api/v1/shared-subscriptions", |g| g[0]["backlog"] == 20)
+        .await;
+    assert_eq!(groups[0]["members"], json!(["slow-worker"]));
+    let (_, detail) = api.call("GET", "/api/v1/clients/slow-worker", None).await;
+    assert_eq!(
+        (detail["inflight"].clone(), detail["queued"].clone()),
+        (json!(16), json!(4))
+    );
+    api.shutdown().await;
+}

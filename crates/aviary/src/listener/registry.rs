@@ -289,6 +289,7 @@ impl Registry {
         let stop = CancellationToken::new();
         let mut ctx = self.ctx.clone();
         ctx.listener = Arc::from(spec.name.as_str());
+        ctx.listener_off = stop.clone();
         let task = tokio::spawn(super::run(
             listener,
             spec.kind,
