@@ -161,6 +161,12 @@ impl Metrics {
                 counter!("aviary_usage_units_by_listener_total", "listener" => listener.clone())
                     .absolute(series.total);
             }
+            if let Some(rates) = &ops.rates {
+                use std::sync::atomic::Ordering::Relaxed;
+                counter!("aviary_reads_paused_total").absolute(rates.paused.load(Relaxed));
+                counter!("aviary_reads_paused_microseconds_total")
+                    .absolute(rates.paused_micros.load(Relaxed));
+            }
             gauge!("aviary_queued_messages").set(ops.queued as f64);
             gauge!("aviary_inflight_messages").set(ops.inflight as f64);
         });

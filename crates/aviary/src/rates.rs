@@ -8,7 +8,7 @@
 //! One `std::sync::Mutex` for all buckets, held for a few arithmetic operations per batch
 //! of packets, never across an `.await`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -88,6 +88,10 @@ pub(crate) struct Rates {
     /// Whether the message rate is limited at all: when it is not (the default), a batch of
     /// PUBLISHes takes no lock.
     messages_limited: AtomicBool,
+    /// Times a reader paused for the rates, and for how long in total (microseconds), for
+    /// the metrics.
+    pub(crate) paused: AtomicU64,
+    pub(crate) paused_micros: AtomicU64,
 }
 
 /// Weighted units of a PUBLISH as the reader can tell (the publisher's session kind is not
@@ -113,6 +117,8 @@ impl Rates {
                 will_connect: Bucket::new(limits.will_connect_rate, now),
             }),
             messages_limited: AtomicBool::new(limits.max_messages_per_second != u32::MAX),
+            paused: AtomicU64::new(0),
+            paused_micros: AtomicU64::new(0),
         }
     }
 
@@ -156,11 +162,19 @@ impl Rates {
             return Duration::ZERO;
         }
         let now = Instant::now();
-        let mut b = self.lock();
-        b.messages
-            .reserve(units, now)
-            .max(b.subscribe.reserve(subs, now))
-            .max(b.unsubscribe.reserve(unsubs, now))
+        let pause = {
+            let mut b = self.lock();
+            b.messages
+                .reserve(units, now)
+                .max(b.subscribe.reserve(subs, now))
+                .max(b.unsubscribe.reserve(unsubs, now))
+        };
+        if !pause.is_zero() {
+            self.paused.fetch_add(1, Ordering::Relaxed);
+            let micros = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
+            self.paused_micros.fetch_add(micros, Ordering::Relaxed);
+        }
+        pause
     }
 
     /// Whether a CONNECT (carrying a will or not) is within the connect rates; takes its

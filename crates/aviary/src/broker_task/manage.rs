@@ -78,7 +78,7 @@ pub(crate) struct Ops {
     /// When the packets being handled were read (deliveries are measured from it).
     pub(super) read_at: Option<Instant>,
     /// The connect rates (none in unit tests of the task).
-    rates: Option<Arc<Rates>>,
+    pub(crate) rates: Option<Arc<Rates>>,
     /// Refreshes the metrics on each tick (none in unit tests of the task).
     pub(crate) metrics: Option<crate::metrics::Metrics>,
 }
