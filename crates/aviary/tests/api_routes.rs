@@ -607,6 +607,8 @@ async fn listeners_are_created_switched_restricted_and_deleted() {
         .call("GET", "/api/v1/clients?listener=public", None)
         .await;
     assert_eq!(page["total"], 2);
+    let (_, public) = api.call("GET", "/api/v1/listeners/public", None).await;
+    assert_eq!(public["clients"], 2);
 
     // Switching it off disconnects its clients: DISCONNECT 0x98 for 5.0.
     let (status, off) = api

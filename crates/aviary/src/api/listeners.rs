@@ -2,6 +2,7 @@
 //! and off, change the IP allow-list, delete. Switching off disconnects the listener's
 //! clients (5.0: DISCONNECT 0x98).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use axum::extract::State;
@@ -27,6 +28,8 @@ pub(crate) struct Listener {
     allow: Vec<String>,
     /// Where it is bound while enabled.
     address: Option<String>,
+    /// Connected clients it accepted.
+    clients: usize,
 }
 
 /// `POST /api/v1/listeners` body.
@@ -60,8 +63,26 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_listener, update_listener, delete_listener))
 }
 
-fn view(state: ListenerState) -> Listener {
+/// Connected clients per listener name.
+async fn client_counts(state: &AppState) -> Result<HashMap<String, usize>, ApiError> {
+    Ok(state
+        .broker
+        .call(|ctx| {
+            let mut counts: HashMap<String, usize> = HashMap::new();
+            for client in ctx.broker.clients() {
+                if let Some(meta) = ctx.ops.conns.get(&client.conn) {
+                    *counts.entry(meta.listener.to_string()).or_default() += 1;
+                }
+            }
+            counts
+        })
+        .await?)
+}
+
+fn view(state: ListenerState, counts: &HashMap<String, usize>) -> Listener {
+    let clients = counts.get(&state.spec.name).copied().unwrap_or(0);
     Listener {
+        clients,
         name: state.spec.name,
         kind: state.spec.kind,
         bind: state.spec.bind.to_string(),
@@ -98,8 +119,10 @@ impl From<ListenerError> for ApiError {
 /// Every listener.
 #[utoipa::path(get, path = "/api/v1/listeners", tag = "listeners",
     responses((status = 200, body = [Listener]), (status = 401, body = ErrorBody)))]
-async fn list_listeners(State(state): State<AppState>) -> Json<Vec<Listener>> {
-    Json(state.listeners.list().await.into_iter().map(view).collect())
+async fn list_listeners(State(state): State<AppState>) -> Result<Json<Vec<Listener>>, ApiError> {
+    let counts = client_counts(&state).await?;
+    let list = state.listeners.list().await;
+    Ok(Json(list.into_iter().map(|l| view(l, &counts)).collect()))
 }
 
 /// Create a listener (bound at once if enabled); it is stored and comes back after a
@@ -140,7 +163,7 @@ async fn create_listener(
         allow: cidrs(&body.allow)?,
     };
     let created = state.listeners.create(spec).await?;
-    Ok((StatusCode::CREATED, Json(view(created))))
+    Ok((StatusCode::CREATED, Json(view(created, &HashMap::new()))))
 }
 
 /// One listener.
@@ -152,7 +175,8 @@ async fn get_listener(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Listener>, ApiError> {
-    Ok(Json(view(state.listeners.get(&name).await?)))
+    let listener = state.listeners.get(&name).await?;
+    Ok(Json(view(listener, &client_counts(&state).await?)))
 }
 
 /// Switch a listener on or off and/or replace its allow-list, at once.
@@ -168,9 +192,8 @@ async fn update_listener(
     Json(body): Json<UpdateListener>,
 ) -> Result<Json<Listener>, ApiError> {
     let allow = body.allow.as_deref().map(cidrs).transpose()?;
-    Ok(Json(view(
-        state.listeners.update(&name, body.enabled, allow).await?,
-    )))
+    let updated = state.listeners.update(&name, body.enabled, allow).await?;
+    Ok(Json(view(updated, &client_counts(&state).await?)))
 }
 
 /// Delete a listener (not `default`: disable that one instead).

@@ -270,6 +270,7 @@ const LISTENER_COLUMNS: &[(&str, &str)] = &[
     ("BIND", "bind"),
     ("ENABLED", "enabled"),
     ("ADDRESS", "address"),
+    ("CLIENTS", "clients"),
     ("ALLOW", "allow"),
 ];
 
