@@ -99,6 +99,15 @@ async fn retained_messages_over_the_count_get_0x97() {
     c.expect_hex("40 03 00 03 10").await;
     let (_, list) = api.call("GET", "/api/v1/retained", None).await;
     assert_eq!(list.as_array().unwrap().len(), 1);
+    // The API's publish is held to the same count: 409.
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/v1/publish",
+            Some(json!({"topic": "r/c", "payload": "x", "retain": true})),
+        )
+        .await;
+    assert_eq!((status, &body["code"]), (409, &json!("conflict")), "{body}");
     api.shutdown().await;
 }
 

@@ -196,7 +196,7 @@ async fn delete_retained(
 /// Publish a message as the broker (it is retained if `retain` is set, like a client's).
 #[utoipa::path(post, path = "/api/v1/publish", tag = "messages", request_body = PublishRequest,
     responses((status = 200, body = Published), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody)))]
+        (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn publish(
     State(state): State<AppState>,
     Json(body): Json<PublishRequest>,
@@ -234,16 +234,23 @@ async fn publish(
     let matched = state
         .broker
         .call(move |ctx| {
-            ctx.broker.publish(
+            // Like a client's: refused rather than delivered without being kept.
+            let new_retained =
+                retain && !payload.is_empty() && ctx.broker.retained_message(&topic).is_none();
+            if new_retained && ctx.broker.stats().retained >= ctx.broker.limits().max_retained {
+                return None;
+            }
+            Some(ctx.broker.publish(
                 topic,
                 payload,
                 qos,
                 retain,
                 PublishProperties::default(),
                 ctx.now,
-            )
+            ))
         })
-        .await?;
+        .await?
+        .ok_or_else(|| ApiError::conflict("the plan's retained message count is reached"))?;
     Ok(Json(Published { matched }))
 }
 
