@@ -155,3 +155,29 @@ async fn messages_over_the_rate_are_slowed_not_refused() {
     assert!(paused, "aviary_reads_paused_total never counted a pause");
     api.shutdown().await;
 }
+
+#[tokio::test]
+async fn subscribes_and_unsubscribes_over_the_rate_are_slowed_not_refused() {
+    let api = start_api(|_| {}).await;
+    set_limits(&api, json!({"subscribe_rate": 4, "unsubscribe_rate": 4})).await;
+    let mut c = RawClient::connect_v311(api.mqtt, "subscriber").await;
+    // Eight SUBSCRIBEs and eight UNSUBSCRIBEs at once: twice a second's worth of each.
+    let mut burst = String::new();
+    for i in 1..=8u16 {
+        burst += &packet_hex(0x82, &format!("{i:04x} {} 00", str_hex(&format!("s/{i}"))));
+    }
+    for i in 1..=8u16 {
+        burst += &packet_hex(
+            0xa2,
+            &format!("{:04x} {}", 100 + i, str_hex(&format!("s/{i}"))),
+        );
+    }
+    c.send_hex(&burst).await;
+    for i in 1..=8u16 {
+        c.expect_hex(&format!("90 03 {i:04x} 00")).await;
+    }
+    for i in 1..=8u16 {
+        c.expect_hex(&format!("b0 02 {:04x}", 100 + i)).await;
+    }
+    api.shutdown().await;
+}
