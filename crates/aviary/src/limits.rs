@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use aviary_core::{BrokerConfig, RuntimeLimits};
 
+use crate::config::LimitsConfig;
 use crate::rates::Rates;
 
 /// The limits of a plan.
@@ -41,19 +42,25 @@ pub(crate) struct PlanLimits {
 impl PlanLimits {
     /// The defaults for a broker configured with `mqtt`: its connection, subscription and
     /// size limits; rates of max(100, connections / 100) per second; wills 100/s.
+    #[cfg(test)]
     pub(crate) fn defaults(mqtt: &BrokerConfig) -> Self {
+        Self::from_config(mqtt, &LimitsConfig::default())
+    }
+
+    /// The defaults, with what the config's `[limits]` section sets.
+    pub(crate) fn from_config(mqtt: &BrokerConfig, config: &LimitsConfig) -> Self {
         let connections = u32::try_from(mqtt.max_connections).unwrap_or(u32::MAX);
         let rate = (connections / 100).max(100);
         Self {
             max_connections: connections,
-            max_messages_per_second: u32::MAX,
+            max_messages_per_second: config.max_messages_per_second.unwrap_or(u32::MAX),
             max_subscriptions_per_session: u32::try_from(mqtt.max_subscriptions_per_session)
                 .unwrap_or(u32::MAX),
-            subscribe_rate: rate,
-            unsubscribe_rate: rate,
-            connect_rate: rate,
-            will_connect_rate: 100,
-            max_retained: 1_000_000,
+            subscribe_rate: config.subscribe_rate.unwrap_or(rate),
+            unsubscribe_rate: config.unsubscribe_rate.unwrap_or(rate),
+            connect_rate: config.connect_rate.unwrap_or(rate),
+            will_connect_rate: config.will_connect_rate.unwrap_or(100),
+            max_retained: config.max_retained.unwrap_or(1_000_000),
             max_message_size: mqtt.max_packet_size,
         }
     }
@@ -152,5 +159,18 @@ mod tests {
             30
         );
         assert!(limits.check().is_ok());
+    }
+
+    #[test]
+    fn the_config_sets_the_initial_plan() {
+        let config = LimitsConfig {
+            connect_rate: Some(7),
+            max_retained: Some(0),
+            ..LimitsConfig::default()
+        };
+        let limits = PlanLimits::from_config(&BrokerConfig::default(), &config);
+        assert_eq!((limits.connect_rate, limits.subscribe_rate), (7, 1000));
+        assert_eq!(limits.max_retained, 0);
+        assert_eq!(limits.max_messages_per_second, u32::MAX);
     }
 }

@@ -84,10 +84,10 @@ pub(crate) async fn start_with_records(
     let stored_limits: Vec<(String, PlanLimits)> =
         crate::records::list(&*records, RecordKind::PlanLimits)
             .context("cannot load the plan limits")?;
-    let limits = stored_limits
-        .into_iter()
-        .next()
-        .map_or_else(|| PlanLimits::defaults(&config.mqtt), |(_, l)| l);
+    let limits = stored_limits.into_iter().next().map_or_else(
+        || PlanLimits::from_config(&config.mqtt, &config.limits),
+        |(_, l)| l,
+    );
     let limits = Arc::new(PlanLimitsState::new(limits));
 
     let (events, inbox) = mpsc::channel(EVENT_QUEUE);

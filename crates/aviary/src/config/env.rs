@@ -88,6 +88,30 @@ fn apply_var(
             file.api.api_key = text();
             "api.api_key"
         }
+        "AVIARY_LIMITS_MAX_MESSAGES_PER_SECOND" => {
+            file.limits.max_messages_per_second = int()?;
+            "limits.max_messages_per_second"
+        }
+        "AVIARY_LIMITS_SUBSCRIBE_RATE" => {
+            file.limits.subscribe_rate = int()?;
+            "limits.subscribe_rate"
+        }
+        "AVIARY_LIMITS_UNSUBSCRIBE_RATE" => {
+            file.limits.unsubscribe_rate = int()?;
+            "limits.unsubscribe_rate"
+        }
+        "AVIARY_LIMITS_CONNECT_RATE" => {
+            file.limits.connect_rate = int()?;
+            "limits.connect_rate"
+        }
+        "AVIARY_LIMITS_WILL_CONNECT_RATE" => {
+            file.limits.will_connect_rate = int()?;
+            "limits.will_connect_rate"
+        }
+        "AVIARY_LIMITS_MAX_RETAINED" => {
+            file.limits.max_retained = int()?;
+            "limits.max_retained"
+        }
         "AVIARY_MQTT_MAX_INFLIGHT" => {
             mqtt.max_inflight = int()?;
             "mqtt.max_inflight"
@@ -184,7 +208,9 @@ fn parse_int(var: &str, value: &str) -> Result<Option<i64>, ConfigError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::file::{field_names, ApiSection, ListenerSection, LogSection, MqttSection};
+    use super::super::file::{
+        field_names, ApiSection, LimitsSection, ListenerSection, LogSection, MqttSection,
+    };
     use super::*;
 
     fn apply(vars: &[(&str, &str)]) -> Result<FileConfig, ConfigError> {
@@ -271,6 +297,7 @@ mod tests {
             ("listener", field_names::<ListenerSection>()),
             ("mqtt", field_names::<MqttSection>()),
             ("api", field_names::<ApiSection>()),
+            ("limits", field_names::<LimitsSection>()),
         ];
         let mut keys = vec![("data_dir".to_owned(), "AVIARY_DATA_DIR".to_owned())];
         for (section, fields) in sections {

@@ -27,6 +27,8 @@ pub(crate) struct FileConfig {
     pub(crate) mqtt: MqttSection,
     /// `[api]`: the management HTTP API.
     pub(crate) api: ApiSection,
+    /// `[limits]`: the plan's rates and retained count until changed through the API.
+    pub(crate) limits: LimitsSection,
     /// Which keys were set from environment variables (key → variable), so that validation
     /// errors can name the variable instead of a file the value never came from.
     #[serde(skip)]
@@ -61,6 +63,18 @@ pub(crate) struct ApiSection {
     pub(crate) bind: Option<String>,
     /// A bootstrap API key; without it one is generated and printed at first start.
     pub(crate) api_key: Option<String>,
+}
+
+/// `[limits]`: every key optional; absent keys keep their derived defaults.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct LimitsSection {
+    pub(crate) max_messages_per_second: Option<i64>,
+    pub(crate) subscribe_rate: Option<i64>,
+    pub(crate) unsubscribe_rate: Option<i64>,
+    pub(crate) connect_rate: Option<i64>,
+    pub(crate) will_connect_rate: Option<i64>,
+    pub(crate) max_retained: Option<i64>,
 }
 
 /// `[mqtt]`: mirrors `aviary_core::BrokerConfig` field by field.
@@ -129,6 +143,7 @@ fn unknown_key(table: &toml::Table) -> Option<String> {
             "listener" => field_names::<ListenerSection>(),
             "mqtt" => field_names::<MqttSection>(),
             "api" => field_names::<ApiSection>(),
+            "limits" => field_names::<LimitsSection>(),
             _ => continue,
         };
         // A section that is not a table is a type error, which serde reports.
@@ -274,7 +289,7 @@ mod tests {
         assert_eq!(field_names::<LogSection>(), ["level", "format"]);
         assert_eq!(
             field_names::<FileConfig>(),
-            ["data_dir", "log", "listener", "mqtt", "api"]
+            ["data_dir", "log", "listener", "mqtt", "api", "limits"]
         );
         assert_eq!(field_names::<MqttSection>().len(), 16);
     }

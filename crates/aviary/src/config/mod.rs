@@ -30,6 +30,28 @@ pub struct Config {
     pub mqtt: BrokerConfig,
     /// The management HTTP API.
     pub api: ApiConfig,
+    /// The plan's rates and retained count until changed through the API (`None`: the
+    /// derived default).
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`: initial plan limits (the API's `/api/v1/limits` changes and stores them;
+/// a stored plan wins over this section). Connections, subscriptions per session and the
+/// message size come from `[mqtt]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Weighted message units per second received; default: no limit.
+    pub max_messages_per_second: Option<u32>,
+    /// SUBSCRIBEs per second; default max(100, mqtt.max_connections / 100).
+    pub subscribe_rate: Option<u32>,
+    /// UNSUBSCRIBEs per second; default as `subscribe_rate`.
+    pub unsubscribe_rate: Option<u32>,
+    /// CONNECTs per second; default as `subscribe_rate`.
+    pub connect_rate: Option<u32>,
+    /// CONNECTs carrying a will per second; default 100.
+    pub will_connect_rate: Option<u32>,
+    /// Retained messages stored at most; default 1,000,000.
+    pub max_retained: Option<u32>,
 }
 
 /// `[api]`: the management HTTP API (JSON under `/api/v1/`, and `/metrics`).
@@ -99,6 +121,7 @@ impl Default for Config {
                 bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
                 api_key: None,
             },
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -162,7 +185,9 @@ pub enum ConfigError {
 
 #[cfg(test)]
 mod tests {
-    use super::file::{field_names, ApiSection, ListenerSection, LogSection, MqttSection};
+    use super::file::{
+        field_names, ApiSection, LimitsSection, ListenerSection, LogSection, MqttSection,
+    };
     use super::*;
 
     /// The example file in the repository root, which documents every key.
@@ -182,13 +207,15 @@ mod tests {
             ("listener", field_names::<ListenerSection>()),
             ("mqtt", field_names::<MqttSection>()),
             ("api", field_names::<ApiSection>()),
+            ("limits", field_names::<LimitsSection>()),
         ];
         assert!(table.contains_key("data_dir"));
         for (section, keys) in sections {
             let section_table = table[section].as_table().unwrap();
             for key in keys {
-                // The bootstrap key has no default: the example can only show it commented.
-                if (section, *key) == ("api", "api_key") {
+                // The bootstrap key has no default, and the limits' defaults are derived:
+                // the example can only show them commented.
+                if (section, *key) == ("api", "api_key") || section == "limits" {
                     continue;
                 }
                 assert!(section_table.contains_key(*key), "{section}.{key} missing");

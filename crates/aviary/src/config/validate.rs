@@ -8,7 +8,7 @@ use std::time::Duration;
 use aviary_core::{BrokerConfig, QueueOverflow};
 
 use super::file::{FileConfig, RawDuration};
-use super::{ApiConfig, Config, ConfigError, ListenerConfig, LogConfig, LogFormat};
+use super::{ApiConfig, Config, ConfigError, LimitsConfig, ListenerConfig, LogConfig, LogFormat};
 
 /// Checks every key of `file` and builds the validated configuration.
 pub(crate) fn validate(file: &FileConfig) -> Result<Config, ConfigError> {
@@ -79,12 +79,31 @@ pub(crate) fn validate(file: &FileConfig) -> Result<Config, ConfigError> {
         },
     };
 
+    let l = &file.limits;
+    let rate = |key: &str, value: Option<i64>| {
+        value
+            .map(|v| check.int::<u32>(key, Some(v), 0, 1, i64::from(u32::MAX)))
+            .transpose()
+    };
+    let limits = LimitsConfig {
+        max_messages_per_second: rate("limits.max_messages_per_second", l.max_messages_per_second)?,
+        subscribe_rate: rate("limits.subscribe_rate", l.subscribe_rate)?,
+        unsubscribe_rate: rate("limits.unsubscribe_rate", l.unsubscribe_rate)?,
+        connect_rate: rate("limits.connect_rate", l.connect_rate)?,
+        will_connect_rate: rate("limits.will_connect_rate", l.will_connect_rate)?,
+        max_retained: l
+            .max_retained
+            .map(|v| check.int::<u32>("limits.max_retained", Some(v), 0, 0, i64::from(u32::MAX)))
+            .transpose()?,
+    };
+
     Ok(Config {
         data_dir,
         log: LogConfig { level, format },
         listener: ListenerConfig { bind },
         mqtt: check.mqtt(defaults.mqtt)?,
         api,
+        limits,
     })
 }
 
@@ -439,6 +458,26 @@ mod tests {
     fn bad_log_level() {
         let err = load("[log]\nlevel = \"aviary=loud\"", &[]).unwrap_err();
         assert!(err.starts_with("log.level: "), "{err}");
+    }
+
+    #[test]
+    fn limits_and_api_keys_are_checked() {
+        check_err(
+            "[limits]\nconnect_rate = 0",
+            "limits.connect_rate: must be between 1 and 4294967295, got 0",
+        );
+        check_err(
+            "[api]\nbind = \"api\"",
+            "api.bind: expected an address and port such as \"127.0.0.1:8080\", got \"api\"",
+        );
+        check_err(
+            "[api]\napi_key = \"short\"",
+            "api.api_key: must be at least 16 characters long",
+        );
+        let config = load("[limits]\nconnect_rate = 5\nmax_retained = 0", &[]).unwrap();
+        assert_eq!(config.limits.connect_rate, Some(5));
+        assert_eq!(config.limits.max_retained, Some(0));
+        assert_eq!(config.limits.subscribe_rate, None);
     }
 
     #[test]
