@@ -23,5 +23,6 @@ pub mod topic_index;
 
 pub use broker::{
     Broker, BrokerConfig, BrokerStats, ClientInfo, ConnId, DropStats, EndReason, Event,
-    QueueOverflow, Transmit,
+    ManageError, QueueOverflow, RetainedInfo, RuntimeLimits, SharedGroupInfo, SubscriptionInfo,
+    Transmit,
 };

@@ -6,16 +6,24 @@
 //! sessions, subscriptions and other connections at once, and a single task processes a
 //! whole batch of events without any synchronisation.
 
+mod manage;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use aviary_codec::{DecodeError, Packet, QoS};
+use aviary_codec::{DecodeError, Packet, QoS, ReasonCode};
 use aviary_core::{Broker, ConnId, Transmit};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::outbox::{Delivery, OutboxSender};
+
+pub(crate) use manage::{BrokerGone, BrokerHandle, ManageCall, ManageCtx, Ops};
+
+/// How often usage is attributed, metrics are refreshed and `$SYS` topics are considered.
+const TICK: Duration = Duration::from_secs(1);
 
 /// Events processed in one pass before the broker's output is routed and its timers are
 /// checked again, so a flood of events cannot starve them.
@@ -29,13 +37,22 @@ pub(crate) enum Event {
         conn: ConnId,
         peer: SocketAddr,
         outbox: OutboxSender,
+        /// The name of the listener that accepted it.
+        listener: Arc<str>,
     },
     /// Packets decoded from one read, in order.
-    Packets { conn: ConnId, packets: Vec<Packet> },
+    Packets {
+        conn: ConnId,
+        packets: Vec<Packet>,
+        /// When they were decoded, for the publish-to-deliver latency.
+        read_at: Instant,
+    },
     /// Bytes that could not be decoded; the connection reads no further.
     DecodeError { conn: ConnId, error: DecodeError },
     /// The transport is gone (end of stream, I/O error).
     Closed { conn: ConnId },
+    /// A management request, run on the broker (see [`BrokerHandle`]).
+    Manage(ManageCall),
     /// Graceful shutdown: disconnect everybody and stop. Sent after the listener stopped,
     /// so no `Open` follows it.
     Shutdown,
@@ -51,6 +68,8 @@ pub(crate) struct BrokerTask {
     outboxes: HashMap<ConnId, OutboxSender>,
     /// QoS 0 PUBLISHes dropped because a subscriber's outbox was full.
     dropped_qos0: u64,
+    /// The operations side: connection metadata, usage, counters, events, metrics.
+    ops: Ops,
 }
 
 /// The current instant from tokio's clock, so `tokio::time::pause()` drives the broker's
@@ -60,12 +79,18 @@ fn now() -> Instant {
 }
 
 impl BrokerTask {
+    #[cfg(test)]
     pub(crate) fn new(broker: Broker, events: mpsc::Receiver<Event>) -> Self {
+        Self::with_ops(broker, events, Ops::default())
+    }
+
+    pub(crate) fn with_ops(broker: Broker, events: mpsc::Receiver<Event>, ops: Ops) -> Self {
         Self {
             broker,
             events,
             outboxes: HashMap::new(),
             dropped_qos0: 0,
+            ops,
         }
     }
 
@@ -73,6 +98,8 @@ impl BrokerTask {
     pub(crate) async fn run(mut self) {
         let timer = tokio::time::sleep(std::time::Duration::ZERO);
         tokio::pin!(timer);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.broker.poll_timeout();
             if let Some(deadline) = deadline {
@@ -89,6 +116,7 @@ impl BrokerTask {
                     }
                 }
                 () = &mut timer, if deadline.is_some() => {}
+                _ = tick.tick() => self.tick(),
             }
             // Timers may have come due while events were handled.
             let now = now();
@@ -96,6 +124,7 @@ impl BrokerTask {
                 self.broker.handle_timeout(now);
                 self.route_transmits();
             }
+            self.drain_broker_events();
         }
         self.shutdown();
     }
@@ -120,20 +149,46 @@ impl BrokerTask {
     fn handle(&mut self, event: Event) -> Flow {
         let now = now();
         match event {
-            Event::Open { conn, peer, outbox } => {
+            Event::Open {
+                conn,
+                peer,
+                outbox,
+                listener,
+            } => {
                 self.outboxes.insert(conn, outbox);
+                self.ops.opened(conn, listener);
                 self.broker.handle_open(conn, peer, now);
             }
-            Event::Packets { conn, packets } => {
+            Event::Packets {
+                conn,
+                packets,
+                read_at,
+            } => {
+                // Deliveries routed while these packets are handled are measured from here.
+                self.ops.read_at = Some(read_at);
                 for packet in packets {
                     // The broker may close the connection on any packet; what follows
                     // it on the wire is then ignored.
                     if !self.outboxes.contains_key(&conn) {
                         break;
                     }
+                    self.ops.inbound(conn, &packet);
+                    if let Packet::Connect(connect) = &packet {
+                        if !self.ops.admit_connect(connect) {
+                            // Over the plan's connect rate: CONNACK 0x9F, then close.
+                            self.broker.refuse_connect(
+                                conn,
+                                connect.protocol,
+                                ReasonCode::CONNECTION_RATE_EXCEEDED,
+                            );
+                            self.route_transmits();
+                            break;
+                        }
+                    }
                     self.broker.handle_packet(conn, packet, now);
                     self.route_transmits();
                 }
+                self.ops.read_at = None;
             }
             Event::DecodeError { conn, error } => {
                 if self.outboxes.contains_key(&conn) {
@@ -145,6 +200,7 @@ impl BrokerTask {
                     self.broker.handle_closed(conn, now);
                 }
             }
+            Event::Manage(call) => self.manage(call, now),
             Event::Shutdown => return Flow::Stop,
         }
         self.route_transmits();
@@ -162,11 +218,8 @@ impl BrokerTask {
                 }
             }
         }
-        // Only produced with `mqtt.emit_events` (for a management side, which does not
-        // exist yet); drained so they cannot pile up, and logged.
-        while let Some(event) = self.broker.poll_event() {
-            debug!(?event, "broker event");
-        }
+        // The core's events are drained by `drain_broker_events` after each pass (usage,
+        // `$events` topics).
     }
 
     /// Queues `packet` for `conn`. A QoS 0 PUBLISH to a connection that is not keeping
@@ -177,12 +230,14 @@ impl BrokerTask {
         let Some(outbox) = self.outboxes.get(&conn) else {
             return; // closed in the meantime
         };
+        self.ops.outbound(&packet);
         let delivery = delivery(&packet);
         if outbox.push(packet, delivery).is_ok() {
             return;
         }
         if delivery == Delivery::BestEffort {
             self.dropped_qos0 += 1;
+            self.ops.counters.dropped_outbox_full += 1;
             debug!(
                 conn = conn.0,
                 total = self.dropped_qos0,
@@ -278,6 +333,7 @@ mod tests {
             conn,
             peer,
             outbox: sender,
+            listener: "default".into(),
         });
         // CONNECT, 3.1.1, clean session, keep alive 0, client id "c".
         let mut wire = BytesMut::from(
@@ -292,6 +348,7 @@ mod tests {
         task.handle(Event::Packets {
             conn,
             packets: vec![connect],
+            read_at: now(),
         });
         assert!(task.outboxes.contains_key(&conn), "CONNECT accepted");
         (task, outbox)

@@ -37,7 +37,11 @@ where
 pub fn unknown_variables<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
     names
         .into_iter()
-        .filter(|name| name.starts_with(PREFIX) && *name != "AVIARY_CONFIG")
+        // AVIARY_CONFIG names the file; AVIARY_URL and AVIARY_API_KEY are the CLI's.
+        .filter(|name| {
+            name.starts_with(PREFIX)
+                && !["AVIARY_CONFIG", "AVIARY_URL", "AVIARY_API_KEY"].contains(name)
+        })
         .filter(|name| {
             // "1" is a valid value for every key, so only an unknown name yields `None`.
             matches!(apply_var(&mut FileConfig::default(), name, "1"), Ok(None))
@@ -71,6 +75,18 @@ fn apply_var(
         "AVIARY_LISTENER_BIND" => {
             file.listener.bind = text();
             "listener.bind"
+        }
+        "AVIARY_API_ENABLED" => {
+            file.api.enabled = Some(parse_bool(var, value)?);
+            "api.enabled"
+        }
+        "AVIARY_API_BIND" => {
+            file.api.bind = text();
+            "api.bind"
+        }
+        "AVIARY_API_API_KEY" => {
+            file.api.api_key = text();
+            "api.api_key"
         }
         "AVIARY_MQTT_MAX_INFLIGHT" => {
             mqtt.max_inflight = int()?;
@@ -168,7 +184,7 @@ fn parse_int(var: &str, value: &str) -> Result<Option<i64>, ConfigError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::file::{field_names, ListenerSection, LogSection, MqttSection};
+    use super::super::file::{field_names, ApiSection, ListenerSection, LogSection, MqttSection};
     use super::*;
 
     fn apply(vars: &[(&str, &str)]) -> Result<FileConfig, ConfigError> {
@@ -254,6 +270,7 @@ mod tests {
             ("log", field_names::<LogSection>()),
             ("listener", field_names::<ListenerSection>()),
             ("mqtt", field_names::<MqttSection>()),
+            ("api", field_names::<ApiSection>()),
         ];
         let mut keys = vec![("data_dir".to_owned(), "AVIARY_DATA_DIR".to_owned())];
         for (section, fields) in sections {

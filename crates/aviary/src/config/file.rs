@@ -25,6 +25,8 @@ pub(crate) struct FileConfig {
     pub(crate) listener: ListenerSection,
     /// `[mqtt]`: the broker's protocol limits, one key per `aviary_core::BrokerConfig` field.
     pub(crate) mqtt: MqttSection,
+    /// `[api]`: the management HTTP API.
+    pub(crate) api: ApiSection,
     /// Which keys were set from environment variables (key → variable), so that validation
     /// errors can name the variable instead of a file the value never came from.
     #[serde(skip)]
@@ -47,6 +49,18 @@ pub(crate) struct LogSection {
 pub(crate) struct ListenerSection {
     /// `host:port` to bind the MQTT TCP listener to.
     pub(crate) bind: Option<String>,
+}
+
+/// `[api]`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ApiSection {
+    /// Whether the management API listens at all.
+    pub(crate) enabled: Option<bool>,
+    /// `host:port` of the management API (and `/metrics`).
+    pub(crate) bind: Option<String>,
+    /// A bootstrap API key; without it one is generated and printed at first start.
+    pub(crate) api_key: Option<String>,
 }
 
 /// `[mqtt]`: mirrors `aviary_core::BrokerConfig` field by field.
@@ -114,6 +128,7 @@ fn unknown_key(table: &toml::Table) -> Option<String> {
             "log" => field_names::<LogSection>(),
             "listener" => field_names::<ListenerSection>(),
             "mqtt" => field_names::<MqttSection>(),
+            "api" => field_names::<ApiSection>(),
             _ => continue,
         };
         // A section that is not a table is a type error, which serde reports.
@@ -259,7 +274,7 @@ mod tests {
         assert_eq!(field_names::<LogSection>(), ["level", "format"]);
         assert_eq!(
             field_names::<FileConfig>(),
-            ["data_dir", "log", "listener", "mqtt"]
+            ["data_dir", "log", "listener", "mqtt", "api"]
         );
         assert_eq!(field_names::<MqttSection>().len(), 16);
     }
