@@ -24,7 +24,12 @@ async fn next_event(client: &mut RawClient) -> (String, Value) {
     for _ in 0..10 {
         match client.read_packet().await {
             Packet::Publish(p) => {
-                let event: Value = serde_json::from_slice(&p.payload).expect("JSON payload");
+                let mut event: Value = serde_json::from_slice(&p.payload).expect("JSON payload");
+                let stamp = event
+                    .as_object_mut()
+                    .and_then(|o| o.remove("timestamp"))
+                    .and_then(|t| t.as_u64());
+                assert!(stamp.is_some_and(|t| t > 1_600_000_000_000), "{event}");
                 if event["client_id"] != "watcher" {
                     return (p.topic.as_str().to_owned(), event);
                 }

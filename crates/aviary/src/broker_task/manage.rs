@@ -340,6 +340,11 @@ impl BrokerTask {
                     ("$events/session_unsubscribed", payload)
                 }
             };
+            let mut payload = payload;
+            // When it happened, milliseconds since the Unix epoch.
+            payload["timestamp"] = serde_json::json!(SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis()));
             self.publish_system(topic, payload.to_string());
             published = true;
         }
