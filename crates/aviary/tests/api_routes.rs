@@ -56,6 +56,15 @@ async fn openapi_document_lists_exactly_the_routes() {
         .await;
     assert_eq!(status, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert_eq!(
+        doc["components"]["securitySchemes"]["api_key"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(doc["security"], json!([{"api_key": []}]));
+    assert_eq!(
+        doc["paths"]["/api/v1/health"]["get"]["security"],
+        json!([{}])
+    );
     let mut documented = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {

@@ -84,6 +84,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(authenticated)
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    declare_security(&mut doc);
     let doc = Arc::new(doc);
     routes
         .route(
@@ -96,6 +97,29 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such route; see /api/v1/openapi.json") })
         .with_state(state)
+}
+
+/// Declares the bearer API key in the document: required everywhere but the probes.
+fn declare_security(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    doc.security = Some(vec![SecurityRequirement::new(
+        "api_key",
+        Vec::<String>::new(),
+    )]);
+    for (path, item) in &mut doc.paths.paths {
+        if path.ends_with("/health") || path.ends_with("/ready") {
+            if let Some(get) = &mut item.get {
+                // An empty requirement: no authentication.
+                get.security = Some(vec![SecurityRequirement::default()]);
+            }
+        }
+    }
 }
 
 /// Serves the API on `listener` until `stop` is cancelled.
