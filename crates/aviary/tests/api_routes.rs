@@ -664,7 +664,20 @@ async fn listeners_are_created_switched_restricted_and_deleted() {
         )
         .await;
     assert_eq!(status, 200);
-    let _allowed = RawClient::connect_v311(addr, "allowed").await;
+    let mut allowed = RawClient::connect_v5(addr, "allowed").await;
+    // Narrowing the list disconnects the clients outside it.
+    let (status, _) = api
+        .call(
+            "PATCH",
+            "/api/v1/listeners/public",
+            Some(json!({"allow": ["10.0.0.0/8", "::1"]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    match allowed.read_packet().await {
+        Packet::Disconnect(d) => assert_eq!(d.reason_code, ReasonCode::ADMINISTRATIVE_ACTION),
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
 
     assert_error(
         api.call(

@@ -3,7 +3,8 @@
 //! come back after a restart. The config's `[listener]` is the listener named `default`.
 //!
 //! Switching a listener off stops its accept loop (the port is released) and disconnects
-//! its clients (5.0: DISCONNECT 0x98 Administrative action). A new listener kind (TLS,
+//! its clients (5.0: DISCONNECT 0x98 Administrative action); narrowing its allow-list
+//! disconnects the clients outside it the same way. A new listener kind (TLS,
 //! secure WebSocket) is one more [`ListenerKind`] and one more arm in the accept loop.
 
 use std::collections::BTreeMap;
@@ -230,7 +231,12 @@ impl Registry {
                 .allow
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = allow.clone();
-            entry.spec.allow = allow;
+            entry.spec.allow = allow.clone();
+            // Clients already connected from outside the new list are disconnected too.
+            self.disconnect(name, move |peer| {
+                !allow.is_empty() && !allow.iter().any(|rule| rule.contains(peer.ip()))
+            })
+            .await;
         }
         match enabled {
             Some(true) if entry.running.is_none() => {
@@ -327,7 +333,13 @@ impl Registry {
             let _ = running.task.await;
             info!(name = %entry.spec.name, "MQTT listener off");
         }
-        let name = entry.spec.name.clone();
+        self.disconnect(&entry.spec.name, |_| true).await;
+    }
+
+    /// Disconnects the connections listener `name` accepted whose peer `which` picks
+    /// (5.0: DISCONNECT 0x98).
+    async fn disconnect(&self, name: &str, which: impl Fn(SocketAddr) -> bool + Send + 'static) {
+        let name = name.to_owned();
         // The broker task is gone only during shutdown, when everybody is disconnected.
         let _ = self
             .broker
@@ -340,7 +352,9 @@ impl Registry {
                     .map(|(conn, _)| *conn)
                     .collect();
                 for conn in conns {
-                    ctx.broker.disconnect_connection(conn, ctx.now);
+                    if ctx.broker.connection_peer(conn).is_some_and(&which) {
+                        ctx.broker.disconnect_connection(conn, ctx.now);
+                    }
                 }
             })
             .await;
