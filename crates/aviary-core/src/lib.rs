@@ -22,7 +22,7 @@ pub mod retained;
 pub mod topic_index;
 
 pub use broker::{
-    Broker, BrokerConfig, BrokerStats, ClientInfo, ConnId, DropStats, EndReason, Event,
-    ManageError, QueueOverflow, RetainedInfo, RuntimeLimits, SharedGroupInfo, SubscriptionInfo,
-    Transmit,
+    Broker, BrokerConfig, BrokerStats, ClientCounters, ClientInfo, ConnId, DropStats, EndReason,
+    Event, ManageError, QueueOverflow, RetainedInfo, RuntimeLimits, SharedGroupInfo,
+    SubscriptionInfo, Transmit,
 };

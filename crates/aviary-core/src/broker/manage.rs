@@ -47,6 +47,17 @@ pub struct SharedGroupInfo {
     pub backlog: usize,
 }
 
+/// The counters of one connected client (see [`Broker::client_counters`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientCounters<'a> {
+    pub conn: ConnId,
+    pub client_id: &'a str,
+    /// Metered units of the connection so far.
+    pub units: u64,
+    pub inflight: usize,
+    pub queued: usize,
+}
+
 /// Why a subscription could not be added from the management side.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ManageError {
@@ -228,6 +239,23 @@ impl Broker {
             group.members.sort();
         }
         groups
+    }
+
+    /// For every connected client, without allocating: its connection, client id, metered
+    /// units so far, and outgoing QoS 1/2 messages in flight and queued (metering and
+    /// metrics walk this once a second).
+    pub fn client_counters(&self) -> impl Iterator<Item = ClientCounters<'_>> + '_ {
+        self.connections.iter().filter_map(|(conn, c)| {
+            let c = c.connected()?;
+            let session = self.sessions.get(&c.session)?;
+            Some(ClientCounters {
+                conn: *conn,
+                client_id: &c.client_id,
+                units: c.units + session.link.as_ref().map_or(0, |l| l.units),
+                inflight: session.inflight.len(),
+                queued: session.queue.len(),
+            })
+        })
     }
 
     /// The limits in force.

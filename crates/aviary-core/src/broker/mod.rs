@@ -80,7 +80,9 @@ use crate::topic_index::SubscriptionIndex;
 pub use admin::ClientInfo;
 pub use config::{BrokerConfig, QueueOverflow};
 pub use events::{EndReason, Event};
-pub use manage::{ManageError, RetainedInfo, RuntimeLimits, SharedGroupInfo, SubscriptionInfo};
+pub use manage::{
+    ClientCounters, ManageError, RetainedInfo, RuntimeLimits, SharedGroupInfo, SubscriptionInfo,
+};
 pub use stats::{BrokerStats, DropStats};
 
 use connection::{Connecting, Connection};

@@ -253,7 +253,7 @@ impl BrokerTask {
         ops.attributed_total = total;
         ops.queued = 0;
         ops.inflight = 0;
-        for client in self.broker.clients() {
+        for client in self.broker.client_counters() {
             ops.queued += client.queued;
             ops.inflight += client.inflight;
             let seen = ops.attributed.entry(client.conn).or_default();
@@ -263,7 +263,7 @@ impl BrokerTask {
                 let owner = Owner {
                     listener: &meta.listener,
                     user: meta.username.as_deref(),
-                    client: &client.client_id,
+                    client: client.client_id,
                 };
                 ops.usage.add(unix, owner, delta);
             }
