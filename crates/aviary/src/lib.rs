@@ -13,6 +13,7 @@ mod connection;
 mod listener;
 mod outbox;
 mod server;
+pub mod store;
 
 pub use config::Config;
 pub use server::{run, start, RunningServer};
