@@ -63,6 +63,13 @@ impl StoreError {
             redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => {
                 Self::Locked { path }
             }
+            // redb reports a file that is not a database (bad magic number) as InvalidData.
+            redb::Error::Io(source) if source.kind() == std::io::ErrorKind::InvalidData => {
+                Self::Damaged {
+                    path,
+                    detail: source.to_string(),
+                }
+            }
             redb::Error::Io(source) => Self::Unreadable { path, source },
             redb::Error::UpgradeRequired(version) => Self::Damaged {
                 path,

@@ -31,8 +31,8 @@ use serde::Serialize;
 
 pub use error::StoreError;
 pub use record::{
-    DeliveryRecord, DeliveryState, ExpiredCounts, MessageRecord, SessionRecord, Snapshot,
-    StoreOp, StoredDelivery, StoredSession, SubscriptionRecord, WallMillis, WillRecord,
+    DeliveryRecord, DeliveryState, ExpiredCounts, MessageRecord, SessionRecord, Snapshot, StoreOp,
+    StoredDelivery, StoredSession, SubscriptionRecord, WallMillis, WillRecord,
 };
 pub use redb_store::{RedbManagement, RedbStore, FILE_NAME};
 pub use writer::{Progress, StoreWriter, WriterGone};
@@ -173,11 +173,10 @@ pub fn store_path(data_dir: &Path) -> PathBuf {
 /// Creates `data_dir` if needed and opens the store in it.
 pub fn open_in(data_dir: &Path) -> Result<RedbStore, StoreError> {
     let path = store_path(data_dir);
-    std::fs::create_dir_all(data_dir)
-        .map_err(|source| StoreError::Unreadable {
-            path: path.clone(),
-            source,
-        })?;
+    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Unreadable {
+        path: path.clone(),
+        source,
+    })?;
     RedbStore::open(&path)
 }
 

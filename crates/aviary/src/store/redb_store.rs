@@ -25,8 +25,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::record::{
-    DeliveryRecord, DeliveryState, ExpiredCounts, MessageRecord, SessionRecord, Snapshot,
-    StoreOp, StoredDelivery, StoredSession, WallMillis,
+    DeliveryRecord, DeliveryState, ExpiredCounts, MessageRecord, SessionRecord, Snapshot, StoreOp,
+    StoredDelivery, StoredSession, WallMillis,
 };
 use super::{Fsync, ManagementStore, RecordKind, SessionStore, StoreError, SCHEMA_VERSION};
 
@@ -175,8 +175,9 @@ impl RedbStore {
             let mut doomed = Vec::new();
             for entry in table.iter()? {
                 let (key, value) = entry?;
-                let message: MessageRecord =
-                    decode(value.value(), || format!("retained message {:?}", key.value()))?;
+                let message: MessageRecord = decode(value.value(), || {
+                    format!("retained message {:?}", key.value())
+                })?;
                 if message.is_expired(now) {
                     doomed.push(key.value().to_owned());
                 } else {
@@ -367,8 +368,7 @@ impl RedbStore {
                     } => {
                         let refs = self.refs.entry(delivery.message_id).or_insert(0);
                         if *refs == 0 {
-                            messages
-                                .insert(delivery.message_id, encode(&**message).as_slice())?;
+                            messages.insert(delivery.message_id, encode(&**message).as_slice())?;
                         }
                         *refs += 1;
                         let key = (client_id.as_str(), *delivery_id);
@@ -394,7 +394,9 @@ impl RedbStore {
                         delivery_id,
                     } => {
                         let key = (client_id.as_str(), *delivery_id);
-                        let id = deliveries.remove(key)?.and_then(|v| message_id_of(v.value()));
+                        let id = deliveries
+                            .remove(key)?
+                            .and_then(|v| message_id_of(v.value()));
                         states.remove(key)?;
                         if let Some(id) = id {
                             release(&mut self.refs, &mut messages, id)?;
@@ -439,12 +441,13 @@ impl SessionStore for RedbStore {
     }
 
     fn commit(&mut self, ops: &[StoreOp], fsync: Fsync) -> Result<(), StoreError> {
-        self.commit_inner(ops, fsync).map_err(|fail| match self.error(fail) {
-            StoreError::Damaged { path, detail } | StoreError::Write { path, detail } => {
-                StoreError::Write { path, detail }
-            }
-            other => other,
-        })
+        self.commit_inner(ops, fsync)
+            .map_err(|fail| match self.error(fail) {
+                StoreError::Damaged { path, detail } | StoreError::Write { path, detail } => {
+                    StoreError::Write { path, detail }
+                }
+                other => other,
+            })
     }
 }
 
