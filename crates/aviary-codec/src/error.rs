@@ -25,6 +25,10 @@ pub enum DecodeError {
     /// A topic name that is not allowed (wildcards in PUBLISH, empty without alias).
     #[error("invalid topic name: {0}")]
     TopicNameInvalid(&'static str),
+    /// A topic alias that can never be valid (0) [MQTT-3.3.2-8]. Aliases above the
+    /// receiver's maximum are checked by the receiver's state machine.
+    #[error("invalid topic alias: {0}")]
+    TopicAliasInvalid(&'static str),
     /// A topic filter that is not allowed (misplaced `#` or `+`, bad shared-subscription form).
     #[error("invalid topic filter: {0}")]
     TopicFilterInvalid(&'static str),
@@ -40,6 +44,7 @@ impl DecodeError {
             Self::UnsupportedProtocolVersion { .. } => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
             Self::TopicNameInvalid(_) => ReasonCode::TOPIC_NAME_INVALID,
             Self::TopicFilterInvalid(_) => ReasonCode::TOPIC_FILTER_INVALID,
+            Self::TopicAliasInvalid(_) => ReasonCode::TOPIC_ALIAS_INVALID,
         }
     }
 }

@@ -34,7 +34,10 @@ fn allowed(code: u8) -> bool {
 }
 
 impl Disconnect {
-    /// Writes the shortest form the spec allows; nothing at all in 3.x.
+    /// Writes nothing in 3.x; in 5.0 nothing for a normal disconnection without properties,
+    /// otherwise the reason code and the property block, even when empty. The spec lets an
+    /// empty property block be left out, but widespread clients (rumqttc 0.25) cannot read
+    /// a DISCONNECT of only a reason code, and would lose the reason: one byte buys interop.
     pub(super) fn write<S: Sink>(
         &self,
         version: ProtocolVersion,
@@ -48,9 +51,6 @@ impl Disconnect {
             return Ok(());
         }
         s.put_u8(self.reason_code.0);
-        if no_properties {
-            return Ok(());
-        }
         encode_properties(&self.properties, s)
     }
 }

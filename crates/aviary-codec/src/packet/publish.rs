@@ -43,9 +43,11 @@ pub(super) fn decode(
         Some(topic) => topic,
         None if properties.topic_alias.is_some() => TopicName::empty(),
         None => {
-            return Err(DecodeError::TopicNameInvalid(
+            // 5.0 3.3.2.1: "It is a Protocol Error if the Topic Name is zero length and there
+            // is no Topic Alias"; 3.1.1 [MQTT-4.7.3-1] closes the connection either way.
+            return Err(DecodeError::Protocol(
                 "empty PUBLISH topic without topic alias [MQTT-4.7.3-1]",
-            ))
+            ));
         }
     };
     Ok(Publish {

@@ -40,8 +40,14 @@ pub(super) fn read_filter(r: &mut Reader) -> Result<TopicFilter, DecodeError> {
 
 /// The subscription options byte (3.8.3.1).
 fn read_options(byte: u8, version: ProtocolVersion) -> Result<SubscriptionOptions, DecodeError> {
-    let qos = QoS::from_bits(byte & 0x03)
-        .ok_or(DecodeError::Malformed("subscription QoS 3 [MQTT-3-8.3-4]"))?;
+    let Some(qos) = QoS::from_bits(byte & 0x03) else {
+        // 3.1.1 calls it malformed [MQTT-3-8.3-4]; 5.0 3.8.3.1 a Protocol Error.
+        return Err(if version.is_v5() {
+            DecodeError::Protocol("subscription maximum QoS 3 (3.8.3.1)")
+        } else {
+            DecodeError::Malformed("subscription QoS 3 [MQTT-3-8.3-4]")
+        });
+    };
     if !version.is_v5() {
         if byte & 0xFC != 0 {
             return Err(DecodeError::Malformed(
@@ -59,7 +65,8 @@ fn read_options(byte: u8, version: ProtocolVersion) -> Result<SubscriptionOption
         0 => RetainHandling::SendOnSubscribe,
         1 => RetainHandling::SendOnNewSubscribe,
         2 => RetainHandling::DoNotSend,
-        _ => return Err(DecodeError::Malformed("retain handling 3")),
+        // 3.8.3.1: "It is a Protocol Error to send a Retain Handling value of 3".
+        _ => return Err(DecodeError::Protocol("retain handling 3 (3.8.3.1)")),
     };
     Ok(SubscriptionOptions {
         qos,

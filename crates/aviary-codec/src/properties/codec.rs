@@ -177,8 +177,9 @@ const WILDCARD_SUBSCRIPTION_AVAILABLE: u8 = 0x28;
 const SUBSCRIPTION_IDENTIFIER_AVAILABLE: u8 = 0x29;
 const SHARED_SUBSCRIPTION_AVAILABLE: u8 = 0x2A;
 
+/// A property identifier not valid for the packet type is a Malformed Packet (2.2.2.2).
 fn not_allowed(packet: &'static str) -> DecodeError {
-    DecodeError::Protocol(packet)
+    DecodeError::Malformed(packet)
 }
 
 fn bool_byte(v: Option<bool>) -> Option<u8> {
@@ -397,7 +398,13 @@ impl PropertyCodec for PublishProperties {
         match id {
             PAYLOAD_FORMAT_INDICATOR => set(&mut self.payload_format_indicator, read_bool(r)?),
             MESSAGE_EXPIRY_INTERVAL => set(&mut self.message_expiry_interval, r.u32()?),
-            TOPIC_ALIAS => set(&mut self.topic_alias, read_nz_u16(r, "topic alias 0")?),
+            TOPIC_ALIAS => {
+                // [MQTT-3.3.2-8]: 0 is never a valid alias; answered like any invalid alias.
+                let alias = NonZeroU16::new(r.u16()?).ok_or(DecodeError::TopicAliasInvalid(
+                    "topic alias 0 [MQTT-3.3.2-8]",
+                ))?;
+                set(&mut self.topic_alias, alias)
+            }
             RESPONSE_TOPIC => set(&mut self.response_topic, read_response_topic(r)?),
             CORRELATION_DATA => set(&mut self.correlation_data, r.binary()?),
             USER_PROPERTY => {

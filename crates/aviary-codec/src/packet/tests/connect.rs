@@ -179,12 +179,12 @@ fn connect_receive_maximum_and_maximum_packet_size_zero_are_protocol_errors() {
 }
 
 #[test]
-fn connect_property_not_allowed_is_a_protocol_error() {
+fn mqtt_2_2_2_2_connect_property_not_allowed_is_malformed() {
     // Topic alias (0x23) belongs to PUBLISH.
     check_err(
         V5,
         "1013 00044d515454 05 02 003c 03 230001 0003616263",
-        protocol(),
+        malformed(),
     );
 }
 

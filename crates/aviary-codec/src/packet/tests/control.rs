@@ -9,8 +9,9 @@ fn disconnect() {
     let d = |code| Packet::Disconnect(Disconnect::with_reason(code));
     check(V3_1_1, "e000", d(ReasonCode::NORMAL_DISCONNECTION));
     check(V5, "e000", d(ReasonCode::NORMAL_DISCONNECTION));
-    check(V5, "e00104", d(ReasonCode::DISCONNECT_WITH_WILL_MESSAGE));
-    check_decode(V5, "e0028e00", d(ReasonCode::SESSION_TAKEN_OVER));
+    // The short form is read; an error code is written with its (empty) property block.
+    check_decode(V5, "e00104", d(ReasonCode::DISCONNECT_WITH_WILL_MESSAGE));
+    check(V5, "e0028e00", d(ReasonCode::SESSION_TAKEN_OVER));
     let mut with_props = Disconnect::with_reason(ReasonCode::SERVER_MOVED);
     with_props.properties.server_reference = Some("b".into());
     check(V5, "e006 9d 04 1c000162", Packet::Disconnect(with_props));
@@ -20,7 +21,8 @@ fn disconnect() {
     assert_eq!(out, bytes("e000"));
     check_err(V3_1_1, "e00100", malformed());
     check_err(V5, "e00101", protocol());
-    check_err(V5, "e00400022300", protocol());
+    // A property not valid for the packet type is malformed (2.2.2.2).
+    check_err(V5, "e00400022300", malformed());
 }
 
 #[test]
@@ -43,7 +45,7 @@ fn auth() {
     );
     check_decode(V5, "f0021900", a(ReasonCode::RE_AUTHENTICATE, None));
     check_err(V5, "f00101", protocol());
-    check_err(V5, "f00318017f", protocol());
+    check_err(V5, "f00318017f", malformed());
 }
 
 #[test]

@@ -98,9 +98,9 @@ fn mqtt_3_3_2_2_wildcard_topic_is_invalid() {
 }
 
 #[test]
-fn empty_topic_without_alias_is_invalid() {
-    check_err(V3_1_1, "30040000 6869", DecodeError::TopicNameInvalid(""));
-    check_err(V5, "3005000000 6869", DecodeError::TopicNameInvalid(""));
+fn mqtt_3_3_2_1_empty_topic_without_alias_is_a_protocol_error() {
+    check_err(V3_1_1, "30040000 6869", protocol());
+    check_err(V5, "3005000000 6869", protocol());
 }
 
 #[test]
@@ -114,18 +114,22 @@ fn publish_property_rules() {
     check_err(V5, "300c 0003612f62 04 01010101 6869", protocol());
     // Payload format indicator 2.
     check_err(V5, "300a 0003612f62 02 0102 6869", protocol());
-    // Session expiry interval is not a PUBLISH property.
-    check_err(V5, "300d 0003612f62 05 1100000001 6869", protocol());
-    // Topic alias 0.
-    check_err(V5, "300b 0003612f62 03 230000 6869", protocol());
+    // Session expiry interval is not a PUBLISH property: malformed (2.2.2.2).
+    check_err(V5, "300d 0003612f62 05 1100000001 6869", malformed());
+    // Topic alias 0 [MQTT-3.3.2-8].
+    check_err(
+        V5,
+        "300b 0003612f62 03 230000 6869",
+        DecodeError::TopicAliasInvalid(""),
+    );
     // Subscription identifier 0.
     check_err(V5, "300a 0003612f62 02 0b00 6869", protocol());
     // Property length past the end of the packet.
     check_err(V5, "3006 0003612f62 09", malformed());
     // Response topic with a wildcard.
     check_err(V5, "300c 0003612f62 04 0800012b 6869", protocol());
-    // Unknown identifier.
-    check_err(V5, "300a 0003612f62 02 7f00 6869", protocol());
+    // Unknown identifier: malformed (2.2.2.2).
+    check_err(V5, "300a 0003612f62 02 7f00 6869", malformed());
 }
 
 // ---- PUBACK, PUBREC, PUBREL, PUBCOMP ---------------------------------------------------------

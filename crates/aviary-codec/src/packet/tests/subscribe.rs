@@ -73,8 +73,12 @@ fn mqtt_3_8_3_4_subscribe_3_x_reserved_option_bits_are_malformed() {
 #[test]
 fn mqtt_3_8_3_5_subscribe_5_reserved_option_bits_are_malformed() {
     check_err(V5, "82090001000003612f6241", malformed());
-    // Retain handling 3.
-    check_err(V5, "82090001000003612f6230", malformed());
+}
+
+#[test]
+fn v5_subscribe_retain_handling_3_and_qos_3_are_protocol_errors() {
+    check_err(V5, "82090001000003612f6230", protocol());
+    check_err(V5, "82090001000003612f6203", protocol());
 }
 
 #[test]

@@ -223,7 +223,7 @@ fn malformed_bytes_get_disconnect_0x81_in_5_0() {
     h.feed(1, CONNECT_5_C1);
     h.drain();
     h.feed(1, "36 07 00 01 61 00 07 00 78");
-    assert_eq!(h.wire_out(), out(&[(1, "e0 01 81"), (1, "close")]));
+    assert_eq!(h.wire_out(), out(&[(1, "e0 02 81 00"), (1, "close")]));
 }
 
 #[test]
@@ -257,7 +257,7 @@ fn v5_topic_alias_bytes_are_resolved() {
     );
     // Alias 65 is above our maximum of 64 [MQTT-3.3.2-9].
     h.feed(2, "30 08 00 01 61 03 23 00 41 78");
-    assert_eq!(h.wire_out(), out(&[(2, "e0 01 94"), (2, "close")]));
+    assert_eq!(h.wire_out(), out(&[(2, "e0 02 94 00"), (2, "close")]));
 }
 
 #[test]
@@ -356,7 +356,7 @@ fn v5_keep_alive_timeout_sends_disconnect_0x8d_bytes() {
     h.feed(1, "10 0f 00 04 4d 51 54 54 05 02 00 01 00 00 02 63 31");
     h.drain();
     h.advance(Duration::from_millis(1500));
-    assert_eq!(h.wire_out(), out(&[(1, "e0 01 8d"), (1, "close")]));
+    assert_eq!(h.wire_out(), out(&[(1, "e0 02 8d 00"), (1, "close")]));
 }
 
 #[test]
@@ -368,7 +368,7 @@ fn v5_takeover_sends_disconnect_0x8e_bytes() {
     h.open(2);
     h.feed(2, CONNECT_5_C1);
     let out_bytes = h.wire_out();
-    assert_eq!(out_bytes[..2], out(&[(1, "e0 01 8e"), (1, "close")])[..]);
+    assert_eq!(out_bytes[..2], out(&[(1, "e0 02 8e 00"), (1, "close")])[..]);
     assert_eq!(out_bytes[2].0, 2);
 }
 
@@ -383,7 +383,7 @@ fn v5_shutdown_sends_disconnect_0x8b_bytes() {
     h.broker.handle_shutdown(h.now);
     assert_eq!(
         h.wire_out(),
-        out(&[(1, "e0 01 8b"), (1, "close"), (2, "close")])
+        out(&[(1, "e0 02 8b 00"), (1, "close"), (2, "close")])
     );
 }
 
@@ -418,7 +418,7 @@ fn v5_receive_maximum_exceeded_sends_disconnect_0x93_bytes() {
     h.feed(1, "34 07 00 01 61 00 01 00 78");
     assert_eq!(h.wire_out(), out(&[(1, "50 03 00 01 10")]));
     h.feed(1, "34 07 00 01 61 00 02 00 78");
-    assert_eq!(h.wire_out(), out(&[(1, "e0 01 93"), (1, "close")]));
+    assert_eq!(h.wire_out(), out(&[(1, "e0 02 93 00"), (1, "close")]));
 }
 
 #[test]
@@ -449,7 +449,7 @@ fn mqtt_3_8_3_4_v5_no_local_on_shared_subscription_bytes() {
     h.drain();
     // "$share/g/a" with No Local (option bit 2).
     h.feed(1, "82 10 00 01 00 00 0a 24 73 68 61 72 65 2f 67 2f 61 04");
-    assert_eq!(h.wire_out(), out(&[(1, "e0 01 82"), (1, "close")]));
+    assert_eq!(h.wire_out(), out(&[(1, "e0 02 82 00"), (1, "close")]));
 }
 
 #[test]
