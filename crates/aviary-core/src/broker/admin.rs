@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aviary_codec::properties::PublishProperties;
-use aviary_codec::{Disconnect, Packet, ProtocolVersion, QoS, ReasonCode, TopicName};
+use aviary_codec::{ProtocolVersion, QoS, ReasonCode, TopicName};
 use bytes::Bytes;
 
 use super::connection::Connection;
 use super::message::Message;
-use super::{Broker, ConnId, EndReason};
+use super::{server_disconnect, Broker, ConnId, EndReason};
 
 /// A connected client, as the management API shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,9 +80,12 @@ impl Broker {
             return false;
         };
         if self.protocol_of(conn).is_some_and(ProtocolVersion::is_v5) {
-            self.fx.send(
+            self.send_explained(
                 conn,
-                Packet::Disconnect(Disconnect::with_reason(ReasonCode::ADMINISTRATIVE_ACTION)),
+                server_disconnect(
+                    ReasonCode::ADMINISTRATIVE_ACTION,
+                    "disconnected by an operator",
+                ),
             );
         }
         self.fx.close(conn);

@@ -8,13 +8,13 @@ use std::time::Duration;
 use std::time::Instant;
 
 use aviary_codec::properties::ConnAckProperties;
-use aviary_codec::{ConnAck, Connect, Disconnect, Packet, ProtocolVersion, ReasonCode};
+use aviary_codec::{ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
 
 use super::alias::OutboundAliases;
 use super::connection::{Accepted, Connection};
 use super::session::{Link, Session, SessionId};
 use super::timers::Timer;
-use super::{Broker, ConnId, EndReason, Event};
+use super::{fit, server_disconnect, Broker, ConnId, EndReason, Event};
 
 /// The keep alive decided for a connection.
 struct KeepAlive {
@@ -32,18 +32,39 @@ impl Broker {
         };
         let protocol = connect.protocol;
         let v5 = protocol.is_v5();
+        let client_max = connect.properties.maximum_packet_size.map(NonZeroU32::get);
 
         // Enhanced authentication is not offered (yet).
         if v5 && connect.properties.authentication_method.is_some() {
-            return self.refuse(conn, protocol, ReasonCode::BAD_AUTHENTICATION_METHOD);
+            return self.refuse(
+                conn,
+                protocol,
+                ReasonCode::BAD_AUTHENTICATION_METHOD,
+                "enhanced authentication is not supported",
+                client_max,
+            );
         }
         let (client_id, assigned) = match self.client_id_for(&connect) {
             Ok(id) => id,
-            Err(code) => return self.refuse(conn, protocol, code),
+            Err(code) => {
+                return self.refuse(
+                    conn,
+                    protocol,
+                    code,
+                    "client identifier not accepted",
+                    client_max,
+                )
+            }
         };
         let Some(keep_alive) = self.negotiate_keep_alive(connect.keep_alive, protocol) else {
             // 3.x cannot be told a smaller keep alive: refuse like Mosquitto does.
-            return self.refuse(conn, protocol, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+            return self.refuse(
+                conn,
+                protocol,
+                ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                "keep alive above the server maximum",
+                client_max,
+            );
         };
 
         // Takeover [MQTT-3.1.4-3]: the connection holding this client id is closed first
@@ -61,13 +82,13 @@ impl Broker {
             } else {
                 ReasonCode::SERVER_UNAVAILABLE
             };
-            return self.refuse(conn, protocol, code);
+            return self.refuse(conn, protocol, code, "connection limit reached", client_max);
         }
         if let Some((old, old_protocol)) = holder {
             if old_protocol.is_v5() {
-                self.fx.send(
+                self.send_explained(
                     old,
-                    Packet::Disconnect(Disconnect::with_reason(ReasonCode::SESSION_TAKEN_OVER)),
+                    server_disconnect(ReasonCode::SESSION_TAKEN_OVER, "session taken over"),
                 );
             }
             self.fx.close(old);
@@ -108,7 +129,7 @@ impl Broker {
             conn,
             protocol,
             window: usize::from(window.max(1)),
-            max_packet_size: connect.properties.maximum_packet_size.map(NonZeroU32::get),
+            max_packet_size: client_max,
             aliases: OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0)),
             retry: !v5 || self.config.retry_v5,
             persistent: expiry > 0,
@@ -133,6 +154,8 @@ impl Broker {
                 keep_alive_seconds: keep_alive.seconds,
                 will: connect.will,
                 connect_expiry_zero: requested_expiry == 0,
+                problem_info: v5 && connect.properties.request_problem_information != Some(false),
+                max_packet_size: client_max,
             },
             now,
         );
@@ -190,22 +213,33 @@ impl Broker {
     }
 
     /// Sends a refusing CONNACK and closes; the connection is already out of the table.
-    /// 3.x gets the return code with the same meaning (the codec maps it).
-    pub(super) fn refuse(&mut self, conn: ConnId, protocol: ProtocolVersion, code: ReasonCode) {
-        let reason_code = if protocol.is_v5() {
-            code
+    /// 3.x gets the return code with the same meaning (the codec maps it); 5.0 also gets
+    /// `detail` as reason string (always allowed on CONNACK).
+    pub(super) fn refuse(
+        &mut self,
+        conn: ConnId,
+        protocol: ProtocolVersion,
+        code: ReasonCode,
+        detail: &str,
+        max_packet_size: Option<u32>,
+    ) {
+        let (reason_code, properties) = if protocol.is_v5() {
+            let properties = ConnAckProperties {
+                reason_string: (!detail.is_empty()).then(|| detail.to_owned()),
+                ..ConnAckProperties::default()
+            };
+            (code, properties)
         } else {
-            ReasonCode::from_v3_connack(code.to_v3_connack()).unwrap_or(code)
+            let code = ReasonCode::from_v3_connack(code.to_v3_connack()).unwrap_or(code);
+            (code, ConnAckProperties::default())
         };
         self.fx.stats.connects_refused += 1;
-        self.fx.send(
-            conn,
-            Packet::ConnAck(ConnAck {
-                session_present: false, // [MQTT-3.2.2-6]
-                reason_code,
-                properties: ConnAckProperties::default(),
-            }),
-        );
+        let connack = Packet::ConnAck(ConnAck {
+            session_present: false, // [MQTT-3.2.2-6]
+            reason_code,
+            properties,
+        });
+        self.fx.send(conn, fit(connack, max_packet_size));
         self.fx.close(conn);
     }
 

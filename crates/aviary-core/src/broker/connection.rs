@@ -62,6 +62,12 @@ pub(crate) struct Connected {
     pub(crate) aliases: InboundAliases,
     /// The will of this connection, published on abnormal loss.
     pub(crate) will: Option<Will>,
+    /// The client's Maximum Packet Size (5.0): reason strings are left out of packets
+    /// that would exceed it.
+    pub(crate) max_packet_size: Option<u32>,
+    /// 5.0 Request Problem Information (default 1): whether acks that report an error
+    /// may carry a reason string [MQTT-3.1.2-29].
+    pub(crate) problem_info: bool,
     /// Metered units of this connection's CONNECT and the PUBLISHes it sent us.
     pub(crate) units: u64,
     /// Whether CONNECT asked for session expiry 0: a DISCONNECT may then not set a non-zero
@@ -83,6 +89,8 @@ impl Connecting {
             aliases: InboundAliases::default(),
             will: accepted.will,
             connect_expiry_zero: accepted.connect_expiry_zero,
+            problem_info: accepted.problem_info,
+            max_packet_size: accepted.max_packet_size,
             units: CONNECT_UNITS,
         }
     }
@@ -102,6 +110,8 @@ pub(crate) struct Accepted {
     pub(crate) keep_alive_seconds: u16,
     pub(crate) will: Option<Will>,
     pub(crate) connect_expiry_zero: bool,
+    pub(crate) problem_info: bool,
+    pub(crate) max_packet_size: Option<u32>,
 }
 
 impl Connection {

@@ -6,14 +6,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aviary_codec::{Disconnect, Packet, ReasonCode};
+use aviary_codec::{Disconnect, ReasonCode};
 
 use super::connection::Connection;
 use super::message::Message;
 use super::metering::{DISCONNECT_UNITS, WILL_UNITS};
 use super::session::{PendingWill, SessionId};
 use super::timers::Timer;
-use super::{Broker, ConnId, EndReason, Event};
+use super::{server_disconnect, Broker, ConnId, EndReason, Event};
 
 impl Broker {
     /// DISCONNECT from the client (3.14.4).
@@ -28,7 +28,12 @@ impl Broker {
                 // A session that was to end with the connection may not be given a life
                 // after it now [MQTT-3.14.2-2].
                 if c.connect_expiry_zero && expiry != 0 {
-                    return self.fail(conn, ReasonCode::PROTOCOL_ERROR, now);
+                    return self.fail(
+                        conn,
+                        ReasonCode::PROTOCOL_ERROR,
+                        "session expiry interval was 0 at CONNECT",
+                        now,
+                    );
                 }
                 let expiry = expiry.min(self.config.max_session_expiry_interval);
                 if let Some(session) = self.sessions.get_mut(&sid) {
@@ -177,11 +182,9 @@ impl Broker {
                 } else {
                     // Silent for 1.5 × keep alive [MQTT-3.1.2-24]; 5.0 is told why.
                     if c.protocol.is_v5() {
-                        self.fx.send(
+                        self.send_explained(
                             conn,
-                            Packet::Disconnect(Disconnect::with_reason(
-                                ReasonCode::KEEP_ALIVE_TIMEOUT,
-                            )),
+                            server_disconnect(ReasonCode::KEEP_ALIVE_TIMEOUT, "keep alive timeout"),
                         );
                     }
                     self.fx.close(conn);

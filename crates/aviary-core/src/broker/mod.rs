@@ -38,8 +38,9 @@
 //!   waits offline. A leaving member's queued and in-flight QoS 1 messages go to another
 //!   connected member; if none, they stay with its session, or are dropped (counted) if
 //!   the session ends. QoS 2 in flight stays with its member [MQTT-4.8.2-4, MQTT-4.8.2-5].
-//! * No reason strings or user properties are sent, so Request Problem Information = 0
-//!   needs nothing special.
+//! * 5.0 reason strings go on every DISCONNECT and refusing CONNACK from the server and on
+//!   error acks (not with Request Problem Information = 0), never past the client's
+//!   Maximum Packet Size. No user properties are added.
 
 mod admin;
 mod alias;
@@ -132,6 +133,36 @@ impl Effects {
             self.events.push_back(make());
         }
     }
+}
+
+/// A DISCONNECT from the server with a reason string (always allowed on DISCONNECT, even
+/// when the client asked for no problem information [MQTT-3.1.2-29]).
+pub(crate) fn server_disconnect(reason: ReasonCode, text: &str) -> Packet {
+    let mut disconnect = Disconnect::with_reason(reason);
+    disconnect.properties.reason_string = Some(text.to_owned());
+    Packet::Disconnect(disconnect)
+}
+
+/// Leaves out the reason string of a packet that would otherwise exceed the client's
+/// Maximum Packet Size [MQTT-3.2.2-19, MQTT-3.14.2-3, MQTT-3.4.2-2, MQTT-3.9.2-1]. Only 5.0
+/// packets carry reason strings.
+pub(crate) fn fit(mut packet: Packet, max_packet_size: Option<u32>) -> Packet {
+    let Some(max) = max_packet_size else {
+        return packet;
+    };
+    if aviary_codec::encoded_len(&packet, ProtocolVersion::V5) <= max as usize {
+        return packet;
+    }
+    match &mut packet {
+        Packet::Disconnect(p) => p.properties.reason_string = None,
+        Packet::ConnAck(p) => p.properties.reason_string = None,
+        Packet::PubAck(p) | Packet::PubRec(p) | Packet::PubRel(p) | Packet::PubComp(p) => {
+            p.properties.reason_string = None
+        }
+        Packet::SubAck(p) => p.properties.reason_string = None,
+        _ => {}
+    }
+    packet
 }
 
 /// One plain subscription matching a message, before overlapping ones are merged.
@@ -251,7 +282,12 @@ impl Broker {
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
             | Packet::PingResp
-            | Packet::Auth(_) => self.fail(conn, ReasonCode::PROTOCOL_ERROR, now),
+            | Packet::Auth(_) => self.fail(
+                conn,
+                ReasonCode::PROTOCOL_ERROR,
+                "packet not allowed from a client here",
+                now,
+            ),
         }
     }
 
@@ -268,12 +304,16 @@ impl Broker {
                         conn,
                         ProtocolVersion::V3_1_1,
                         ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+                        "",
+                        None,
                     );
                 } else {
                     self.close_silently(conn);
                 }
             }
-            Some(Connection::Connected(_)) => self.fail(conn, error.reason_code(), now),
+            Some(Connection::Connected(_)) => {
+                self.fail(conn, error.reason_code(), &error.to_string(), now)
+            }
         }
     }
 
@@ -298,9 +338,9 @@ impl Broker {
         conns.sort_unstable();
         for conn in conns {
             if self.protocol_of(conn).is_some_and(ProtocolVersion::is_v5) {
-                self.fx.send(
+                self.send_explained(
                     conn,
-                    Packet::Disconnect(Disconnect::with_reason(ReasonCode::SERVER_SHUTTING_DOWN)),
+                    server_disconnect(ReasonCode::SERVER_SHUTTING_DOWN, "server shutting down"),
                 );
             }
             self.fx.close(conn);
@@ -360,20 +400,30 @@ impl Broker {
     }
 
     /// Closes a connection for a protocol violation: 5.0 gets DISCONNECT with `reason`
-    /// first [MQTT-4.13.1-1]; the will is published.
-    fn fail(&mut self, conn: ConnId, reason: ReasonCode, now: Instant) {
+    /// and `detail` as reason string first [MQTT-4.13.1-1]; the will is published.
+    fn fail(&mut self, conn: ConnId, reason: ReasonCode, detail: &str, now: Instant) {
         match self.connections.get(&conn) {
             None => {}
             Some(Connection::Connecting(_)) => self.close_silently(conn),
             Some(Connection::Connected(c)) => {
                 if c.protocol.is_v5() {
-                    self.fx
-                        .send(conn, Packet::Disconnect(Disconnect::with_reason(reason)));
+                    self.send_explained(conn, server_disconnect(reason, detail));
                 }
                 self.fx.close(conn);
                 self.end_connection(conn, EndReason::ProtocolError(reason), now);
             }
         }
+    }
+
+    /// Sends a packet that may carry a reason string, fitted to the client's Maximum Packet
+    /// Size.
+    fn send_explained(&mut self, conn: ConnId, packet: Packet) {
+        let max = self
+            .connections
+            .get(&conn)
+            .and_then(Connection::connected)
+            .and_then(|c| c.max_packet_size);
+        self.fx.send(conn, fit(packet, max));
     }
 
     /// Closes a connection that has not completed CONNECT.

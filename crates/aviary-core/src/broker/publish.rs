@@ -35,9 +35,15 @@ impl Broker {
             return;
         };
         let v5 = c.protocol.is_v5();
+        let problem_info = c.problem_info;
         // Subscription identifiers go server → client only [MQTT-3.3.4-6].
         if v5 && !publish.properties.subscription_identifiers.is_empty() {
-            return self.fail(conn, ReasonCode::PROTOCOL_ERROR, now);
+            return self.fail(
+                conn,
+                ReasonCode::PROTOCOL_ERROR,
+                "subscription identifier in a client PUBLISH",
+                now,
+            );
         }
         let topic = match publish.properties.topic_alias {
             Some(alias) if v5 => {
@@ -49,21 +55,41 @@ impl Broker {
                     Ok(topic) => topic,
                     // [MQTT-3.3.2-9]
                     Err(AliasError::OutOfRange) => {
-                        return self.fail(conn, ReasonCode::TOPIC_ALIAS_INVALID, now)
+                        return self.fail(
+                            conn,
+                            ReasonCode::TOPIC_ALIAS_INVALID,
+                            "topic alias above the maximum",
+                            now,
+                        )
                     }
                     Err(AliasError::Unknown) => {
-                        return self.fail(conn, ReasonCode::PROTOCOL_ERROR, now)
+                        return self.fail(
+                            conn,
+                            ReasonCode::PROTOCOL_ERROR,
+                            "unknown topic alias",
+                            now,
+                        )
                     }
                 }
             }
             _ if publish.topic.is_empty() => {
-                return self.fail(conn, ReasonCode::PROTOCOL_ERROR, now)
+                return self.fail(
+                    conn,
+                    ReasonCode::PROTOCOL_ERROR,
+                    "empty topic without topic alias",
+                    now,
+                )
             }
             _ => publish.topic.clone(),
         };
         // Our limit on topic depth: refused like an invalid topic name (DISCONNECT 0x90).
         if topic.levels().count() > self.config.max_topic_levels {
-            return self.fail(conn, ReasonCode::TOPIC_NAME_INVALID, now);
+            return self.fail(
+                conn,
+                ReasonCode::TOPIC_NAME_INVALID,
+                "topic has more levels than the server allows",
+                now,
+            );
         }
         let sid = c.session;
         let client_id = c.client_id.clone();
@@ -77,7 +103,12 @@ impl Broker {
         self.fx.stats.units += units;
         let packet_id = publish.packet_id;
         if qos != QoS::AtMostOnce && packet_id.is_none() {
-            return self.fail(conn, ReasonCode::MALFORMED_PACKET, now);
+            return self.fail(
+                conn,
+                ReasonCode::MALFORMED_PACKET,
+                "QoS 1/2 PUBLISH without packet identifier",
+                now,
+            );
         }
         // Topics the broker itself publishes on ($SYS, $events) are not for clients
         // (spec 4.7.2 lets the server keep `$` topics for itself): acknowledged (5.0: 0x87
@@ -96,7 +127,10 @@ impl Broker {
                     let matched = self.accept_message(message, now);
                     self.success_code(v5, matched)
                 };
-                self.fx.send(conn, Packet::PubAck(ack(packet_id, code)));
+                self.send_explained(
+                    conn,
+                    Packet::PubAck(explained_ack(packet_id, code, problem_info)),
+                );
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
                 let Some(session) = self.sessions.get_mut(&sid) else {
@@ -110,8 +144,11 @@ impl Broker {
                 }
                 if reserved && v5 {
                     // An error PUBREC ends the exchange: nothing to remember.
-                    self.fx
-                        .send(conn, Packet::PubRec(ack(packet_id, self.refusal_code(v5))));
+                    let code = self.refusal_code(v5);
+                    self.send_explained(
+                        conn,
+                        Packet::PubRec(explained_ack(packet_id, code, problem_info)),
+                    );
                     return;
                 }
                 // Our Receive Maximum bounds the QoS 2 messages awaiting PUBREL (3.3.4).
@@ -120,7 +157,12 @@ impl Broker {
                     && session.incoming_qos2.len()
                         >= usize::from(self.config.receive_maximum.max(1))
                 {
-                    return self.fail(conn, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED, now);
+                    return self.fail(
+                        conn,
+                        ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                        "receive maximum exceeded",
+                        now,
+                    );
                 }
                 session.incoming_qos2.insert(packet_id);
                 let matched = !reserved && self.accept_message(message, now);
@@ -222,8 +264,11 @@ impl Broker {
         } else {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
-        self.fx
-            .send(conn, Packet::PubComp(ack(pubrel.packet_id, code)));
+        let problem_info = c.problem_info;
+        self.send_explained(
+            conn,
+            Packet::PubComp(explained_ack(pubrel.packet_id, code, problem_info)),
+        );
     }
 
     pub(super) fn handle_client_puback(&mut self, conn: ConnId, puback: Ack, now: Instant) {
@@ -240,6 +285,7 @@ impl Broker {
             return;
         };
         let v5 = c.protocol.is_v5();
+        let problem_info = c.problem_info;
         let Some(session) = self.sessions.get_mut(&c.session) else {
             return;
         };
@@ -251,11 +297,12 @@ impl Broker {
             now,
         );
         if !known && v5 {
-            self.fx.send(
+            self.send_explained(
                 conn,
-                Packet::PubRel(ack(
+                Packet::PubRel(explained_ack(
                     pubrec.packet_id,
                     ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+                    problem_info,
                 )),
             );
         }
@@ -277,12 +324,37 @@ fn is_reserved(topic: &aviary_codec::TopicName) -> bool {
     topic.is_dollar() && matches!(topic.levels().next(), Some("$SYS" | "$events"))
 }
 
-/// An acknowledgement without properties (we send no reason strings, so Request Problem
-/// Information = 0 needs no special case).
+/// An acknowledgement without properties.
 pub(super) fn ack(packet_id: PacketId, reason_code: ReasonCode) -> Ack {
     Ack {
         packet_id,
         reason_code,
         properties: AckProperties::default(),
     }
+}
+
+/// An acknowledgement that explains an error code with a reason string, unless the client
+/// asked for no problem information [MQTT-3.1.2-29].
+pub(super) fn explained_ack(
+    packet_id: PacketId,
+    reason_code: ReasonCode,
+    problem_info: bool,
+) -> Ack {
+    let mut ack = ack(packet_id, reason_code);
+    if problem_info {
+        ack.properties.reason_string = error_text(reason_code).map(str::to_owned);
+    }
+    ack
+}
+
+/// The reason string for an error code in an ack (PUBACK, PUBREC, PUBREL, PUBCOMP,
+/// SUBACK).
+pub(super) fn error_text(code: ReasonCode) -> Option<&'static str> {
+    Some(match code {
+        ReasonCode::NOT_AUTHORIZED => "topic reserved for the broker",
+        ReasonCode::PACKET_IDENTIFIER_NOT_FOUND => "packet identifier not found",
+        ReasonCode::QUOTA_EXCEEDED => "subscription limit of the session reached",
+        ReasonCode::TOPIC_FILTER_INVALID => "topic filter has more levels than the server allows",
+        _ => return None,
+    })
 }

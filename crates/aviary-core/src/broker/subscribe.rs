@@ -10,6 +10,7 @@ use aviary_codec::{Packet, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubA
 
 use super::connection::Connection;
 use super::message::Delivery;
+use super::publish::error_text;
 use super::session::{SessionId, Subscription};
 use super::{Broker, ConnId, Event};
 
@@ -19,6 +20,7 @@ impl Broker {
             return;
         };
         let v5 = c.protocol.is_v5();
+        let problem_info = c.problem_info;
         let sid = c.session;
         let client_id = c.client_id.clone();
         // No Local on a shared subscription is a protocol error [MQTT-3.8.3-4].
@@ -27,7 +29,12 @@ impl Broker {
             .iter()
             .any(|(filter, options)| options.no_local && filter.shared().is_some())
         {
-            return self.fail(conn, ReasonCode::PROTOCOL_ERROR, now);
+            return self.fail(
+                conn,
+                ReasonCode::PROTOCOL_ERROR,
+                "no local on a shared subscription",
+                now,
+            );
         }
         let identifier = subscribe.properties.subscription_identifier;
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
@@ -81,11 +88,19 @@ impl Broker {
                 send_retained.push(subscription);
             }
         }
-        self.fx.send(
+        // One reason string for the SUBACK: the first refusal's [MQTT-3.1.2-29].
+        let reason_string = problem_info
+            .then(|| reason_codes.iter().find_map(|c| error_text(*c)))
+            .flatten()
+            .map(str::to_owned);
+        self.send_explained(
             conn,
             Packet::SubAck(SubAck {
                 packet_id: subscribe.packet_id,
-                properties: AckProperties::default(),
+                properties: AckProperties {
+                    reason_string,
+                    ..AckProperties::default()
+                },
                 reason_codes,
             }),
         );

@@ -16,6 +16,11 @@ const CONNECT_5_C1: &str = "10 0f 00 04 4d 51 54 54 05 02 00 3c 00 00 02 63 31";
 /// CONNACK 3.x, accepted.
 const CONNACK_OK: &str = "20 02 00 00";
 
+/// The hex of an ASCII text (for reason strings).
+fn text(s: &str) -> String {
+    hex(s.as_bytes())
+}
+
 #[test]
 fn mqtt_3_1_1_connect_gets_connack_0() {
     let mut h = Harness::new();
@@ -223,7 +228,11 @@ fn malformed_bytes_get_disconnect_0x81_in_5_0() {
     h.feed(1, CONNECT_5_C1);
     h.drain();
     h.feed(1, "36 07 00 01 61 00 07 00 78");
-    assert_eq!(h.wire_out(), out(&[(1, "e0 02 81 00"), (1, "close")]));
+    let sent = h.wire_out();
+    // DISCONNECT 0x81 (with the decoder's explanation as reason string), then close.
+    let bytes = unhex(&sent[0].1);
+    assert_eq!((sent[0].0, bytes[0], bytes[2]), (1, 0xe0, 0x81), "{sent:?}");
+    assert_eq!(sent[1], (1, "close".to_owned()));
 }
 
 #[test]
@@ -257,7 +266,19 @@ fn v5_topic_alias_bytes_are_resolved() {
     );
     // Alias 65 is above our maximum of 64 [MQTT-3.3.2-9].
     h.feed(2, "30 08 00 01 61 03 23 00 41 78");
-    assert_eq!(h.wire_out(), out(&[(2, "e0 02 94 00"), (2, "close")]));
+    assert_eq!(
+        h.wire_out(),
+        out(&[
+            (
+                2,
+                &format!(
+                    "e0 22 94 20 1f 00 1d {}",
+                    text("topic alias above the maximum")
+                )
+            ),
+            (2, "close")
+        ])
+    );
 }
 
 #[test]
@@ -267,7 +288,16 @@ fn v5_pubrel_for_an_unknown_id_gets_pubcomp_0x92() {
     h.feed(1, CONNECT_5_C1);
     h.drain();
     h.feed(1, "62 02 00 05");
-    assert_eq!(h.wire_out(), out(&[(1, "70 03 00 05 92")]));
+    assert_eq!(
+        h.wire_out(),
+        out(&[(
+            1,
+            &format!(
+                "70 22 00 05 92 1e 1f 00 1b {}",
+                text("packet identifier not found")
+            )
+        )])
+    );
 }
 
 #[test]
@@ -322,7 +352,19 @@ fn v5_authentication_method_gets_connack_0x8c_bytes() {
         1,
         "10 13 00 04 4d 51 54 54 05 02 00 3c 04 15 00 01 78 00 02 63 31",
     );
-    assert_eq!(h.wire_out(), out(&[(1, "20 03 00 8c 00"), (1, "close")]));
+    assert_eq!(
+        h.wire_out(),
+        out(&[
+            (
+                1,
+                &format!(
+                    "20 2e 00 8c 2b 1f 00 28 {}",
+                    text("enhanced authentication is not supported")
+                )
+            ),
+            (1, "close")
+        ])
+    );
 }
 
 #[test]
@@ -343,7 +385,13 @@ fn max_connections_bytes_in_3_1_1_and_5_0() {
             (1, CONNACK_OK),
             (2, "20 02 00 03"),
             (2, "close"),
-            (3, "20 03 00 97 00"),
+            (
+                3,
+                &format!(
+                    "20 1e 00 97 1b 1f 00 18 {}",
+                    text("connection limit reached")
+                )
+            ),
             (3, "close"),
         ])
     );
@@ -356,7 +404,16 @@ fn v5_keep_alive_timeout_sends_disconnect_0x8d_bytes() {
     h.feed(1, "10 0f 00 04 4d 51 54 54 05 02 00 01 00 00 02 63 31");
     h.drain();
     h.advance(Duration::from_millis(1500));
-    assert_eq!(h.wire_out(), out(&[(1, "e0 02 8d 00"), (1, "close")]));
+    assert_eq!(
+        h.wire_out(),
+        out(&[
+            (
+                1,
+                &format!("e0 17 8d 15 1f 00 12 {}", text("keep alive timeout"))
+            ),
+            (1, "close")
+        ])
+    );
 }
 
 #[test]
@@ -368,7 +425,16 @@ fn v5_takeover_sends_disconnect_0x8e_bytes() {
     h.open(2);
     h.feed(2, CONNECT_5_C1);
     let out_bytes = h.wire_out();
-    assert_eq!(out_bytes[..2], out(&[(1, "e0 02 8e 00"), (1, "close")])[..]);
+    assert_eq!(
+        out_bytes[..2],
+        out(&[
+            (
+                1,
+                &format!("e0 17 8e 15 1f 00 12 {}", text("session taken over"))
+            ),
+            (1, "close")
+        ])[..]
+    );
     assert_eq!(out_bytes[2].0, 2);
 }
 
@@ -383,7 +449,14 @@ fn v5_shutdown_sends_disconnect_0x8b_bytes() {
     h.broker.handle_shutdown(h.now);
     assert_eq!(
         h.wire_out(),
-        out(&[(1, "e0 02 8b 00"), (1, "close"), (2, "close")])
+        out(&[
+            (
+                1,
+                &format!("e0 19 8b 17 1f 00 14 {}", text("server shutting down"))
+            ),
+            (1, "close"),
+            (2, "close")
+        ])
     );
 }
 
@@ -418,7 +491,16 @@ fn v5_receive_maximum_exceeded_sends_disconnect_0x93_bytes() {
     h.feed(1, "34 07 00 01 61 00 01 00 78");
     assert_eq!(h.wire_out(), out(&[(1, "50 03 00 01 10")]));
     h.feed(1, "34 07 00 01 61 00 02 00 78");
-    assert_eq!(h.wire_out(), out(&[(1, "e0 02 93 00"), (1, "close")]));
+    assert_eq!(
+        h.wire_out(),
+        out(&[
+            (
+                1,
+                &format!("e0 1d 93 1b 1f 00 18 {}", text("receive maximum exceeded"))
+            ),
+            (1, "close")
+        ])
+    );
 }
 
 #[test]
@@ -438,7 +520,16 @@ fn subscription_limit_bytes_in_3_1_1_and_5_0() {
     h.feed(2, "10 0f 00 04 4d 51 54 54 05 02 00 3c 00 00 02 63 32");
     h.drain();
     h.feed(2, "82 0b 00 01 00 00 01 61 00 00 01 62 01");
-    assert_eq!(h.wire_out(), out(&[(2, "90 05 00 01 00 00 97")]));
+    assert_eq!(
+        h.wire_out(),
+        out(&[(
+            2,
+            &format!(
+                "90 31 00 01 2c 1f 00 29 {} 00 97",
+                text("subscription limit of the session reached")
+            )
+        )])
+    );
 }
 
 #[test]
@@ -449,7 +540,19 @@ fn mqtt_3_8_3_4_v5_no_local_on_shared_subscription_bytes() {
     h.drain();
     // "$share/g/a" with No Local (option bit 2).
     h.feed(1, "82 10 00 01 00 00 0a 24 73 68 61 72 65 2f 67 2f 61 04");
-    assert_eq!(h.wire_out(), out(&[(1, "e0 02 82 00"), (1, "close")]));
+    assert_eq!(
+        h.wire_out(),
+        out(&[
+            (
+                1,
+                &format!(
+                    "e0 26 82 24 1f 00 21 {}",
+                    text("no local on a shared subscription")
+                )
+            ),
+            (1, "close")
+        ])
+    );
 }
 
 #[test]
