@@ -25,3 +25,7 @@ pub use broker::{
     Broker, BrokerConfig, BrokerStats, ClientInfo, ConnId, DropStats, EndReason, Event,
     QueueOverflow, Transmit,
 };
+pub use broker::{
+    DeliveryState, Message, PersistedDelivery, PersistedSession, PersistedSubscription, Restore,
+    RestoredDelivery, RestoredSession, StoreOp,
+};

@@ -53,6 +53,7 @@ mod lifecycle;
 mod message;
 mod metering;
 mod outgoing;
+mod persist;
 mod publish;
 mod route;
 mod session;
@@ -78,11 +79,15 @@ use crate::topic_index::SubscriptionIndex;
 pub use admin::ClientInfo;
 pub use config::{BrokerConfig, QueueOverflow};
 pub use events::{EndReason, Event};
+pub use message::Message;
+pub use persist::{
+    DeliveryState, PersistedDelivery, PersistedSession, PersistedSubscription, Restore,
+    RestoredDelivery, RestoredSession, StoreOp,
+};
 pub use stats::{BrokerStats, DropStats};
 
 use connection::{Connecting, Connection};
 use idmap::IdMap;
-use message::Message;
 use session::{Session, SessionId, Subscription};
 use timers::Timers;
 
@@ -116,6 +121,12 @@ pub(crate) struct Effects {
     pub(crate) events: VecDeque<Event>,
     /// Copy of `BrokerConfig::emit_events`.
     pub(crate) emit_events: bool,
+    /// Copy of `BrokerConfig::persistence`: record [`StoreOp`]s.
+    pub(crate) persist: bool,
+    /// Store operations since the last `drain_store_ops`, in order.
+    pub(crate) store_ops: Vec<StoreOp>,
+    /// The next store id for a message or a message copy (continues after a restore).
+    pub(crate) next_store_id: u64,
 }
 
 impl Effects {
@@ -211,6 +222,8 @@ impl Broker {
     pub fn new(config: BrokerConfig) -> Self {
         let fx = Effects {
             emit_events: config.emit_events,
+            persist: config.persistence,
+            next_store_id: 1,
             ..Effects::default()
         };
         Self {

@@ -16,6 +16,7 @@
 //! operations (a publish that sets a retained message and queues it for sessions) commits
 //! in one transaction.
 
+mod adapter;
 mod error;
 mod record;
 mod redb_store;
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use adapter::{convert_ops, restore_from, Clock};
 pub use error::StoreError;
 pub use record::{
     DeliveryRecord, DeliveryState, ExpiredCounts, MessageRecord, SessionRecord, Snapshot, StoreOp,

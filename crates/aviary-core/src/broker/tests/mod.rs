@@ -9,6 +9,7 @@ mod events;
 mod flow;
 mod metering;
 mod perf;
+mod persist;
 mod publish;
 mod reason_strings;
 mod retained;
