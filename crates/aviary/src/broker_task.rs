@@ -5,17 +5,30 @@
 //! One owner, fed by a channel, rather than a shared lock: every broker operation touches
 //! sessions, subscriptions and other connections at once, and a single task processes a
 //! whole batch of events without any synchronisation.
+//!
+//! With a store, each pass (a batch of events, or the timers) ends by handing the
+//! broker's store operations to the [`StoreWriter`] as one batch; the pass's transmits
+//! wait in a [`CommitGate`] until the writer reports that batch committed (in the
+//! default `immediate` durability), so an acknowledgement never leaves before the message
+//! it acknowledges is on disk. Later passes queue behind, in order. The broker itself
+//! keeps running meanwhile, so many passes share one commit (group commit).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use anyhow::Context as _;
 use aviary_codec::{DecodeError, Packet, QoS};
 use aviary_core::{Broker, ConnId, Transmit};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::outbox::{Delivery, OutboxSender};
+use crate::store::{convert_ops, Clock, CommitGate, Durability, StoreWriter};
+
+/// Rounds of "deliver, which closed a stuck connection, whose end produced more output"
+/// run at the end of one pass; anything beyond waits for the next pass.
+const MAX_REENTRY: usize = 8;
 
 /// Events processed in one pass before the broker's output is routed and its timers are
 /// checked again, so a flood of events cannot starve them.
@@ -51,6 +64,23 @@ pub(crate) struct BrokerTask {
     outboxes: HashMap<ConnId, OutboxSender>,
     /// QoS 0 PUBLISHes dropped because a subscriber's outbox was full.
     dropped_qos0: u64,
+    /// The store, when the broker persists (the server always gives one; unit tests of
+    /// the routing may not).
+    store: Option<StoreLink>,
+    /// `deliver` closed a stuck connection: the broker has new output to route.
+    reentered: bool,
+}
+
+/// The broker task's side of the store.
+struct StoreLink {
+    /// Takes each pass's operations.
+    writer: StoreWriter,
+    /// Wakes the task on every commit.
+    progress: tokio::sync::watch::Receiver<crate::store::Progress>,
+    /// Transmits waiting for their pass's commit.
+    gate: CommitGate<Transmit>,
+    /// Transmits of the pass in progress.
+    pending: Vec<Transmit>,
 }
 
 /// The current instant from tokio's clock, so `tokio::time::pause()` drives the broker's
@@ -66,11 +96,25 @@ impl BrokerTask {
             events,
             outboxes: HashMap::new(),
             dropped_qos0: 0,
+            store: None,
+            reentered: false,
         }
     }
 
-    /// Runs until [`Event::Shutdown`] (or until every sender is gone).
-    pub(crate) async fn run(mut self) {
+    /// Persists through `writer`: transmits wait for the commits of their passes.
+    pub(crate) fn with_store(mut self, writer: StoreWriter) -> Self {
+        self.store = Some(StoreLink {
+            progress: writer.watch(),
+            writer,
+            gate: CommitGate::default(),
+            pending: Vec::new(),
+        });
+        self
+    }
+
+    /// Runs until [`Event::Shutdown`] (or until every sender is gone). Fails only when the
+    /// store does: the broker then stops rather than acknowledge what it cannot keep.
+    pub(crate) async fn run(mut self) -> anyhow::Result<()> {
         let timer = tokio::time::sleep(std::time::Duration::ZERO);
         tokio::pin!(timer);
         loop {
@@ -81,14 +125,21 @@ impl BrokerTask {
                     timer.as_mut().reset(deadline);
                 }
             }
+            let holding = self.store.as_ref().is_some_and(|s| s.gate.is_holding());
+            let mut stop = false;
             tokio::select! {
                 event = self.events.recv() => {
-                    let Some(event) = event else { break };
-                    if self.handle_batch(event) == Flow::Stop {
-                        break;
+                    match event {
+                        Some(event) => stop = self.handle_batch(event) == Flow::Stop,
+                        None => stop = true,
                     }
                 }
                 () = &mut timer, if deadline.is_some() => {}
+                changed = wait_commit(&mut self.store), if holding => {
+                    if changed.is_err() {
+                        return self.fail().await;
+                    }
+                }
             }
             // Timers may have come due while events were handled.
             let now = now();
@@ -96,8 +147,62 @@ impl BrokerTask {
                 self.broker.handle_timeout(now);
                 self.route_transmits();
             }
+            if self.end_pass().await.is_err() {
+                return self.fail().await;
+            }
+            if stop {
+                break;
+            }
         }
-        self.shutdown();
+        self.shutdown().await
+    }
+
+    /// Ends a pass: submits its store operations, then routes what may go out (this pass's
+    /// transmits if nothing waits, and those of every committed pass).
+    async fn end_pass(&mut self) -> Result<(), crate::store::WriterGone> {
+        for _ in 0..MAX_REENTRY {
+            self.reentered = false;
+            self.route_transmits();
+            let Some(store) = self.store.as_mut() else {
+                return Ok(());
+            };
+            let mut core_ops = Vec::new();
+            self.broker.drain_store_ops(&mut core_ops);
+            let batch = if core_ops.is_empty() {
+                None
+            } else {
+                let mut ops = Vec::with_capacity(core_ops.len());
+                convert_ops(core_ops, &Clock::new(now()), &mut ops);
+                Some(store.writer.submit(ops).await?)
+            };
+            let pass = std::mem::take(&mut store.pending);
+            let mut ready = match store.writer.durability() {
+                Durability::Immediate => store.gate.pass(batch, pass),
+                Durability::Relaxed => pass,
+            };
+            let progress = *store.progress.borrow_and_update();
+            if progress.failed {
+                return Err(crate::store::WriterGone);
+            }
+            store.gate.release(progress.committed, &mut ready);
+            for transmit in ready {
+                self.send(transmit);
+            }
+            if !self.reentered {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The store failed: stop, never sending what waited for it. Returns the store's error.
+    async fn fail(mut self) -> anyhow::Result<()> {
+        self.outboxes.clear();
+        let Some(store) = self.store.take() else {
+            anyhow::bail!("the store writer stopped");
+        };
+        store.writer.close().await.context("the store failed")?;
+        anyhow::bail!("the store writer stopped")
     }
 
     /// Handles `first` and whatever else is already waiting, up to a bound.
@@ -151,15 +256,24 @@ impl BrokerTask {
         Flow::Continue
     }
 
-    /// Drains the broker's output into the connections' outboxes.
+    /// Drains the broker's output: into the connections' outboxes, or, with a store,
+    /// into the pass's pending transmits (sent by `end_pass`).
     fn route_transmits(&mut self) {
         while let Some(transmit) = self.broker.poll_transmit() {
-            match transmit {
-                Transmit::Packet { conn, packet } => self.deliver(conn, packet),
-                Transmit::Close { conn } => {
-                    // Dropping the sender closes the outbox: the writer flushes and closes.
-                    self.outboxes.remove(&conn);
-                }
+            match &mut self.store {
+                Some(store) => store.pending.push(transmit),
+                None => self.send(transmit),
+            }
+        }
+    }
+
+    /// Writes one transmit to its connection.
+    fn send(&mut self, transmit: Transmit) {
+        match transmit {
+            Transmit::Packet { conn, packet } => self.deliver(conn, packet),
+            Transmit::Close { conn } => {
+                // Dropping the sender closes the outbox: the writer flushes and closes.
+                self.outboxes.remove(&conn);
             }
         }
     }
@@ -188,15 +302,27 @@ impl BrokerTask {
         warn!(conn = conn.0, "closing slow consumer: outbox full");
         self.outboxes.remove(&conn);
         self.broker.handle_closed(conn, now());
-        // `route_transmits` is running and drains what `handle_closed` produced (wills).
+        // What `handle_closed` produced (wills) is routed by the running `route_transmits`,
+        // or, when this runs from `end_pass`, by its next round.
+        self.reentered = true;
     }
 
     /// Graceful shutdown: the broker disconnects everybody (DISCONNECT 0x8B to 5.0
     /// clients) and every outbox is closed, so each connection writes what it has and
     /// closes.
-    fn shutdown(mut self) {
+    async fn shutdown(mut self) -> anyhow::Result<()> {
         self.broker.handle_shutdown(now());
         self.route_transmits();
+        if self.end_pass().await.is_err() {
+            return self.fail().await;
+        }
+        // What the last passes hold goes out once committed (the writer is quick to
+        // catch up: it only has what is already queued).
+        while self.store.as_ref().is_some_and(|s| s.gate.is_holding()) {
+            if wait_commit(&mut self.store).await.is_err() || self.end_pass().await.is_err() {
+                return self.fail().await;
+            }
+        }
         self.outboxes.clear();
         if self.dropped_qos0 > 0 {
             info!(
@@ -204,6 +330,26 @@ impl BrokerTask {
                 "QoS 0 messages dropped for slow consumers"
             );
         }
+        if let Some(store) = self.store.take() {
+            let progress = store.writer.close().await.context("the store failed")?;
+            info!(
+                commits = progress.commits,
+                syncs = progress.syncs,
+                operations = progress.ops,
+                "store closed"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Waits for the writer's next report; an error if the writer is gone.
+async fn wait_commit(
+    store: &mut Option<StoreLink>,
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    match store {
+        Some(store) => store.progress.changed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use aviary_core::Broker;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
@@ -40,8 +39,8 @@ pub struct RunningServer {
     listener_task: JoinHandle<()>,
     /// The broker task's inbox, for [`Event::Shutdown`].
     events: mpsc::Sender<Event>,
-    /// The broker task.
-    broker_task: JoinHandle<()>,
+    /// The broker task; it fails only when the store does.
+    broker_task: JoinHandle<anyhow::Result<()>>,
     /// Every connection task.
     connections: TaskTracker,
     /// Drops connections that do not finish within the grace period.
@@ -50,6 +49,14 @@ pub struct RunningServer {
 
 /// Binds the listener and spawns the broker; returns as soon as clients can connect.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    // The store first: a damaged or newer store stops the start before any client
+    // connects, with a message that says what to do.
+    let (broker, writer) = crate::store::open_broker(
+        &config.data_dir,
+        config.mqtt.clone(),
+        config.store.durability,
+    )
+    .await?;
     let listener = TcpListener::bind(config.listener.bind)
         .await
         .with_context(|| format!("cannot bind the MQTT listener to {}", config.listener.bind))?;
@@ -63,8 +70,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let sockets = Arc::new(Semaphore::new(crate::listener::socket_limit(
         config.mqtt.max_connections,
     )));
-    let broker = Broker::new(config.mqtt);
-    let broker_task = tokio::spawn(BrokerTask::new(broker, inbox).run());
+    let broker_task = tokio::spawn(BrokerTask::new(broker, inbox).with_store(writer).run());
 
     let connections = TaskTracker::new();
     let stop_accepting = CancellationToken::new();
@@ -98,8 +104,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     tokio::select! {
         () = shutdown => {}
         result = &mut server.broker_task => {
-            // Only a panic ends the broker task before shutdown.
-            anyhow::bail!("the broker task stopped unexpectedly: {result:?}");
+            // Only a store failure or a panic ends the broker task before shutdown.
+            match result {
+                Ok(Err(e)) => return Err(e),
+                other => anyhow::bail!("the broker task stopped unexpectedly: {other:?}"),
+            }
         }
     }
     info!("shutting down");
@@ -135,7 +144,7 @@ impl RunningServer {
             let _ = tokio::time::timeout(FORCE_CLOSE_WAIT, self.connections.wait()).await;
         }
         listener.context("the listener task failed")?;
-        broker.context("the broker task failed")?;
+        broker.context("the broker task failed")??;
         info!("shutdown complete");
         Ok(())
     }
@@ -153,11 +162,21 @@ mod tests {
 
     use super::*;
 
-    /// A broker on a free loopback port.
-    async fn start_broker() -> RunningServer {
-        let mut config = Config::default();
+    /// A broker on a free loopback port with its store in a temporary directory (kept
+    /// alive by the returned guard).
+    async fn start_broker() -> (RunningServer, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(test_config(&dir)).await.unwrap();
+        (server, dir)
+    }
+
+    fn test_config(dir: &tempfile::TempDir) -> Config {
+        let mut config = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
         config.listener.bind = "127.0.0.1:0".parse().unwrap();
-        start(config).await.unwrap()
+        config
     }
 
     /// Reads exactly `n` bytes (bounded by a generous timeout, which only a hang hits).
@@ -179,7 +198,7 @@ mod tests {
 
     #[tokio::test]
     async fn publish_reaches_a_subscriber_through_the_shell() {
-        let server = start_broker().await;
+        let (server, _dir) = start_broker().await;
         let mut sub = TcpStream::connect(server.mqtt_addr()).await.unwrap();
         sub.write_all(&connect_v3(b's')).await.unwrap();
         assert_eq!(read_exact(&mut sub, 4).await, [0x20, 0x02, 0x00, 0x00]);
@@ -208,7 +227,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_sends_server_shutting_down_to_v5_and_closes_3_1_1() {
-        let server = start_broker().await;
+        let (server, _dir) = start_broker().await;
         let mut v3 = TcpStream::connect(server.mqtt_addr()).await.unwrap();
         v3.write_all(&connect_v3(b'a')).await.unwrap();
         assert_eq!(read_exact(&mut v3, 4).await, [0x20, 0x02, 0x00, 0x00]);
@@ -257,8 +276,9 @@ mod tests {
 
     #[tokio::test]
     async fn bind_failure_names_the_address() {
-        let first = start_broker().await;
-        let mut config = Config::default();
+        let (first, _dir) = start_broker().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(&dir);
         config.listener.bind = first.mqtt_addr();
         let err = start(config).await.unwrap_err();
         assert!(

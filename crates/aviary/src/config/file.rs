@@ -25,6 +25,8 @@ pub(crate) struct FileConfig {
     pub(crate) listener: ListenerSection,
     /// `[mqtt]`: the broker's protocol limits, one key per `aviary_core::BrokerConfig` field.
     pub(crate) mqtt: MqttSection,
+    /// `[store]`: how durable state is written.
+    pub(crate) store: StoreSection,
     /// Which keys were set from environment variables (key → variable), so that validation
     /// errors can name the variable instead of a file the value never came from.
     #[serde(skip)]
@@ -49,12 +51,21 @@ pub(crate) struct ListenerSection {
     pub(crate) bind: Option<String>,
 }
 
+/// `[store]`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct StoreSection {
+    /// `immediate` or `relaxed`.
+    pub(crate) durability: Option<String>,
+}
+
 /// `[mqtt]`: mirrors `aviary_core::BrokerConfig` field by field.
 #[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct MqttSection {
     pub(crate) max_inflight: Option<i64>,
     pub(crate) max_queued_messages: Option<i64>,
+    pub(crate) max_queued_bytes: Option<i64>,
     /// `drop_new` or `drop_oldest`.
     pub(crate) queue_overflow: Option<String>,
     pub(crate) retry_interval: Option<RawDuration>,
@@ -111,6 +122,7 @@ fn unknown_key(table: &toml::Table) -> Option<String> {
             "log" => field_names::<LogSection>(),
             "listener" => field_names::<ListenerSection>(),
             "mqtt" => field_names::<MqttSection>(),
+            "store" => field_names::<StoreSection>(),
             _ => continue,
         };
         // A section that is not a table is a type error, which serde reports.
@@ -256,8 +268,8 @@ mod tests {
         assert_eq!(field_names::<LogSection>(), ["level", "format"]);
         assert_eq!(
             field_names::<FileConfig>(),
-            ["data_dir", "log", "listener", "mqtt"]
+            ["data_dir", "log", "listener", "mqtt", "store"]
         );
-        assert_eq!(field_names::<MqttSection>().len(), 13);
+        assert_eq!(field_names::<MqttSection>().len(), 14);
     }
 }

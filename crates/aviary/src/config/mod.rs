@@ -28,6 +28,16 @@ pub struct Config {
     pub listener: ListenerConfig,
     /// Protocol limits and settings handed to the broker core.
     pub mqtt: BrokerConfig,
+    /// How durable state is written.
+    pub store: StoreConfig,
+}
+
+/// `[store]`: the embedded store in `data_dir`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// When acknowledgements may leave: after the fsync of their group commit
+    /// (`immediate`, the default), or at once (`relaxed`).
+    pub durability: crate::store::Durability,
 }
 
 /// `[log]`: logging, through `tracing`.
@@ -68,6 +78,9 @@ impl Default for Config {
                 bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 1883)),
             },
             mqtt: BrokerConfig::default(),
+            store: StoreConfig {
+                durability: crate::store::Durability::Immediate,
+            },
         }
     }
 }
@@ -131,7 +144,7 @@ pub enum ConfigError {
 
 #[cfg(test)]
 mod tests {
-    use super::file::{field_names, ListenerSection, LogSection, MqttSection};
+    use super::file::{field_names, ListenerSection, LogSection, MqttSection, StoreSection};
     use super::*;
 
     /// The example file in the repository root, which documents every key.
@@ -150,6 +163,7 @@ mod tests {
             ("log", field_names::<LogSection>()),
             ("listener", field_names::<ListenerSection>()),
             ("mqtt", field_names::<MqttSection>()),
+            ("store", field_names::<StoreSection>()),
         ];
         assert!(table.contains_key("data_dir"));
         for (section, keys) in sections {

@@ -18,6 +18,7 @@
 
 mod adapter;
 mod error;
+mod gate;
 mod record;
 mod redb_store;
 mod writer;
@@ -32,6 +33,7 @@ use serde::Serialize;
 
 pub use adapter::{convert_ops, restore_from, Clock};
 pub use error::StoreError;
+pub use gate::CommitGate;
 pub use record::{
     DeliveryRecord, DeliveryState, ExpiredCounts, MessageRecord, SessionRecord, Snapshot, StoreOp,
     StoredDelivery, StoredSession, SubscriptionRecord, WallMillis, WillRecord,
@@ -186,4 +188,51 @@ pub fn open_in(data_dir: &Path) -> Result<RedbStore, StoreError> {
 pub fn wall_millis(time: std::time::SystemTime) -> WallMillis {
     time.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Opens the store in `data_dir` (created if missing), loads it, and builds the broker
+/// from what it holds, before any connection is accepted. Returns the broker (with
+/// persistence on) and the writer thread for the broker task.
+pub(crate) async fn open_broker(
+    data_dir: &Path,
+    mut broker_config: aviary_core::BrokerConfig,
+    durability: Durability,
+) -> Result<(aviary_core::Broker, StoreWriter), StoreError> {
+    let data_dir = data_dir.to_owned();
+    let path = store_path(&data_dir);
+    let loaded = tokio::task::spawn_blocking(move || {
+        let mut store = open_in(&data_dir)?;
+        let snapshot = store.load(wall_millis(std::time::SystemTime::now()))?;
+        Ok::<_, StoreError>((store, snapshot))
+    })
+    .await
+    .map_err(|e| StoreError::Damaged {
+        path: path.clone(),
+        detail: format!("loading stopped: {e}"),
+    })?;
+    let (store, snapshot) = loaded?;
+    let expired = snapshot.expired;
+    let sessions = snapshot.sessions.len();
+    let retained = snapshot.retained.len();
+    let clock = Clock::new(tokio::time::Instant::now().into_std());
+    let restore = restore_from(snapshot, &clock, &path)?;
+    broker_config.persistence = true;
+    let mut broker = aviary_core::Broker::new(broker_config);
+    broker.restore(restore, clock.instant);
+    tracing::info!(
+        path = %path.display(),
+        sessions,
+        retained,
+        expired_sessions = expired.sessions,
+        expired_messages = expired.deliveries,
+        expired_retained = expired.retained,
+        "store loaded"
+    );
+    let writer = StoreWriter::spawn(Box::new(store), durability).map_err(|source| {
+        StoreError::Unreadable {
+            path: path.clone(),
+            source,
+        }
+    })?;
+    Ok((broker, writer))
 }
