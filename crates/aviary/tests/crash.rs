@@ -8,22 +8,21 @@
 //! The clients are small raw MQTT 3.1.1 clients on `aviary_codec` so that every resend,
 //! DUP flag and packet id is under the test's control.
 
+mod store_support;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aviary_codec::properties::{AckProperties, ConnectProperties, PublishProperties};
+use aviary_codec::properties::PublishProperties;
 use aviary_codec::{
-    Ack, Connect, Disconnect, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode,
-    Subscribe, SubscriptionOptions, TopicFilter, TopicName,
+    Disconnect, Packet, PacketId, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
+    TopicFilter, TopicName,
 };
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use bytes::Bytes;
+use store_support::{ack, free_addr, pid, Broker, Conn};
 
 /// Kills during the run.
 const KILLS: usize = 5;
@@ -36,52 +35,6 @@ const PACE: Duration = Duration::from_millis(8);
 /// Bound on the whole test's waiting.
 const DEADLINE: Duration = Duration::from_secs(90);
 
-/// The broker child process and how to restart it.
-struct Broker {
-    child: Child,
-    addr: SocketAddr,
-    data_dir: std::path::PathBuf,
-}
-
-impl Broker {
-    fn spawn(addr: SocketAddr, data_dir: &Path) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_aviary"))
-            .env("AVIARY_LISTENER_BIND", addr.to_string())
-            .env("AVIARY_DATA_DIR", data_dir)
-            .env("AVIARY_LOG_LEVEL", "warn")
-            .env("AVIARY_MQTT_MAX_QUEUED_MESSAGES", "1000000")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn aviary");
-        Self {
-            child,
-            addr,
-            data_dir: data_dir.to_owned(),
-        }
-    }
-
-    /// SIGKILL, then a new process on the same port and data directory.
-    fn crash_and_restart(&mut self) {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("reap");
-        *self = Self::spawn(self.addr, &self.data_dir);
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A free loopback port (bound and released; the broker binds it right after).
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
 /// A tiny xorshift generator: the seed is printed so a failing run can be repeated.
 struct Rng(u64);
 
@@ -92,83 +45,6 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0
     }
-}
-
-/// A raw MQTT 3.1.1 connection.
-struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl Conn {
-    /// Connects with clean session 0; retries while the broker is down, until `deadline`.
-    async fn open(addr: SocketAddr, client_id: &str, deadline: Instant) -> Option<Self> {
-        while Instant::now() < deadline {
-            if let Ok(stream) = TcpStream::connect(addr).await {
-                let mut conn = Self {
-                    stream,
-                    buf: BytesMut::new(),
-                };
-                let connect = Packet::Connect(Box::new(Connect {
-                    protocol: ProtocolVersion::V3_1_1,
-                    clean_start: false,
-                    keep_alive: 0,
-                    client_id: client_id.to_owned(),
-                    will: None,
-                    username: None,
-                    password: None,
-                    properties: ConnectProperties::default(),
-                }));
-                if conn.send(&connect).await.is_ok() {
-                    if let Ok(Some(Packet::ConnAck(ack))) = conn.recv(Duration::from_secs(10)).await
-                    {
-                        if ack.reason_code == ReasonCode::SUCCESS {
-                            return Some(conn);
-                        }
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        None
-    }
-
-    async fn send(&mut self, packet: &Packet) -> std::io::Result<()> {
-        let mut out = BytesMut::new();
-        aviary_codec::encode(packet, ProtocolVersion::V3_1_1, &mut out).expect("encode");
-        self.stream.write_all(&out).await
-    }
-
-    /// The next packet, `Ok(None)` after `wait` without one, `Err` when the connection
-    /// is gone.
-    async fn recv(&mut self, wait: Duration) -> std::io::Result<Option<Packet>> {
-        let until = tokio::time::Instant::now() + wait;
-        loop {
-            let decoded = aviary_codec::decode(&mut self.buf, ProtocolVersion::V3_1_1, 1 << 20)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            if let Some(packet) = decoded {
-                return Ok(Some(packet));
-            }
-            match tokio::time::timeout_at(until, self.stream.read_buf(&mut self.buf)).await {
-                Err(_) => return Ok(None),
-                Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(e),
-            }
-        }
-    }
-}
-
-fn ack(packet_id: PacketId) -> Ack {
-    Ack {
-        packet_id,
-        reason_code: ReasonCode::SUCCESS,
-        properties: AckProperties::default(),
-    }
-}
-
-fn pid(n: u16) -> PacketId {
-    PacketId::new(n).unwrap()
 }
 
 /// What a publisher has had acknowledged (PUBACK for QoS 1, PUBREC for QoS 2).
@@ -394,7 +270,11 @@ async fn acknowledged_messages_survive_kill_9() {
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
-    let mut broker = Broker::spawn(addr, dir.path());
+    let mut broker = Broker::spawn(
+        addr,
+        dir.path(),
+        &[("AVIARY_MQTT_MAX_QUEUED_MESSAGES", "1000000")],
+    );
     let deadline = Instant::now() + DEADLINE;
 
     // Persistent subscribers: two stay online, two are offline until the drain.
