@@ -45,6 +45,8 @@ pub struct RunningServer {
     connections: TaskTracker,
     /// Drops connections that do not finish within the grace period.
     force_close: CancellationToken,
+    /// The store writer's reports (commits, syncs, operations).
+    store_progress: tokio::sync::watch::Receiver<crate::store::Progress>,
 }
 
 /// Binds the listener and spawns the broker; returns as soon as clients can connect.
@@ -70,6 +72,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let sockets = Arc::new(Semaphore::new(crate::listener::socket_limit(
         config.mqtt.max_connections,
     )));
+    let store_progress = writer.watch();
     let broker_task = tokio::spawn(BrokerTask::new(broker, inbox).with_store(writer).run());
 
     let connections = TaskTracker::new();
@@ -95,6 +98,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         broker_task,
         connections,
         force_close,
+        store_progress,
     })
 }
 
@@ -116,6 +120,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 }
 
 impl RunningServer {
+    /// What the store writer has done so far (commits, syncs, operations).
+    pub fn store_progress(&self) -> crate::store::Progress {
+        *self.store_progress.borrow()
+    }
+
     /// The address the MQTT listener is bound to.
     pub fn mqtt_addr(&self) -> SocketAddr {
         self.mqtt_addr
