@@ -56,7 +56,8 @@ async fn run(durability: Durability, seconds: u64, publishers: usize) {
     let start_progress = server.store_progress();
     let started = Instant::now();
     for i in 0..publishers {
-        let (client, mut event_loop) = AsyncClient::new(options(&format!("bench-pub-{i}"), port), 1000);
+        let (client, mut event_loop) =
+            AsyncClient::new(options(&format!("bench-pub-{i}"), port), 1000);
         let counter = acked.clone();
         tokio::spawn(async move {
             while let Ok(event) = event_loop.poll().await {
@@ -69,7 +70,12 @@ async fn run(durability: Durability, seconds: u64, publishers: usize) {
             let payload = vec![b'x'; 64];
             while Instant::now() < deadline {
                 if client
-                    .publish(format!("bench/{i}"), QoS::AtLeastOnce, false, payload.clone())
+                    .publish(
+                        format!("bench/{i}"),
+                        QoS::AtLeastOnce,
+                        false,
+                        payload.clone(),
+                    )
                     .await
                     .is_err()
                 {

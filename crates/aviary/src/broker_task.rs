@@ -177,14 +177,16 @@ impl BrokerTask {
             };
             let pass = std::mem::take(&mut store.pending);
             let mut ready = match store.writer.durability() {
-                Durability::Immediate => store.gate.pass(batch, pass),
+                Durability::Immediate => store.gate.pass(batch, pass, commit_class),
                 Durability::Relaxed => pass,
             };
             let progress = *store.progress.borrow_and_update();
             if progress.failed {
                 return Err(crate::store::WriterGone);
             }
-            store.gate.release(progress.committed, &mut ready);
+            store
+                .gate
+                .release(progress.committed, &mut ready, |t| transmit_conn(t).0);
             for transmit in ready {
                 self.send(transmit);
             }
@@ -346,6 +348,34 @@ impl BrokerTask {
         }
         Ok(())
     }
+}
+
+/// The connection of a transmit.
+fn transmit_conn(transmit: &Transmit) -> ConnId {
+    match transmit {
+        Transmit::Packet { conn, .. } | Transmit::Close { conn } => *conn,
+    }
+}
+
+/// For the [`CommitGate`]: a transmit's connection, and whether it may leave before its
+/// pass's commit. QoS 0/1 deliveries may: after a crash a QoS 1 message is at worst
+/// delivered again, which QoS 1 allows. Everything else waits: acknowledgements to
+/// publishers (PUBACK, PUBREC, PUBCOMP), QoS 2 deliveries and PUBRELs (their packet id
+/// state must be on disk, or a resend after a crash could duplicate), SUBACK, CONNACK,
+/// closes.
+fn commit_class(transmit: &Transmit) -> (u64, bool) {
+    let may_precede = match transmit {
+        Transmit::Packet {
+            packet: Packet::Publish(p),
+            ..
+        } => p.qos != QoS::ExactlyOnce,
+        Transmit::Packet {
+            packet: Packet::PingResp,
+            ..
+        } => true,
+        _ => false,
+    };
+    (transmit_conn(transmit).0, may_precede)
 }
 
 /// Waits for the writer's next report; an error if the writer is gone.
