@@ -36,11 +36,13 @@ pub struct Message {
 }
 
 impl Message {
-    /// A message loaded from a store, with the id it has there. `received_at` may be
-    /// in the past (the expiry counts from it).
+    /// A message loaded from a store, with the id it has there if it was stored as a
+    /// session's message (retained messages and wills have none: they get one when a
+    /// session first stores a copy). `received_at` may be in the past (the expiry counts
+    /// from it).
     #[allow(clippy::too_many_arguments)]
     pub fn restored(
-        store_id: u64,
+        store_id: Option<u64>,
         topic: TopicName,
         payload: Bytes,
         qos: QoS,
@@ -57,7 +59,7 @@ impl Message {
             properties,
             received_at,
             publisher,
-            store_id: OnceLock::from(store_id),
+            store_id: store_id.map_or_else(OnceLock::new, OnceLock::from),
         }
     }
 

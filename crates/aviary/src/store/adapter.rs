@@ -207,10 +207,10 @@ pub fn restore_from(
         ..Restore::default()
     };
     for record in snapshot.retained {
-        // Retained messages carry no store id in the core; 0 is never a message id.
-        restore
-            .retained
-            .push(Arc::new(core_message(0, &record, clock).map_err(damaged)?));
+        // Retained messages have no message id: a session storing a copy gives one.
+        restore.retained.push(Arc::new(
+            core_message(None, &record, clock).map_err(damaged)?,
+        ));
     }
     // Messages shared by several deliveries become one `Arc` again.
     let mut shared: std::collections::HashMap<u64, Arc<Message>> = Default::default();
@@ -224,7 +224,7 @@ pub fn restore_from(
             let message = match shared.get(&id) {
                 Some(m) => m.clone(),
                 None => {
-                    let m = Arc::new(core_message(id, &d.message, clock).map_err(what)?);
+                    let m = Arc::new(core_message(Some(id), &d.message, clock).map_err(what)?);
                     shared.insert(id, m.clone());
                     m
                 }
@@ -241,8 +241,12 @@ pub fn restore_from(
                 .map_err(|e| what(format!("shared filter: {e}")))?;
             let state = match d.state {
                 DeliveryState::Queued => CoreState::Queued,
-                DeliveryState::Sent { packet_id } => CoreState::Sent(packet(packet_id)?),
-                DeliveryState::Released { packet_id } => CoreState::Released(packet(packet_id)?),
+                DeliveryState::Sent { packet_id } => CoreState::Sent(
+                    PacketId::new(packet_id).ok_or_else(|| what("packet id 0".into()))?,
+                ),
+                DeliveryState::Released { packet_id } => CoreState::Released(
+                    PacketId::new(packet_id).ok_or_else(|| what("packet id 0".into()))?,
+                ),
             };
             deliveries.push(RestoredDelivery {
                 delivery_id: d.delivery_id,
@@ -277,14 +281,6 @@ pub fn restore_from(
     Ok(restore)
 }
 
-/// A packet id from disk (0 never decodes as a state, so this cannot fail in practice).
-fn packet(id: u16) -> Result<PacketId, StoreError> {
-    PacketId::new(id).ok_or_else(|| StoreError::Damaged {
-        path: std::path::PathBuf::new(),
-        detail: "packet id 0".into(),
-    })
-}
-
 fn core_session(record: &SessionRecord, clock: &Clock) -> Result<PersistedSession, String> {
     let mut subscriptions = Vec::with_capacity(record.subscriptions.len());
     for s in &record.subscriptions {
@@ -310,7 +306,7 @@ fn core_session(record: &SessionRecord, clock: &Clock) -> Result<PersistedSessio
     let will = match &record.will {
         Some(w) => Some((
             clock.instant_of(w.at).unwrap_or(clock.instant),
-            Arc::new(core_message(0, &w.message, clock)?),
+            Arc::new(core_message(None, &w.message, clock)?),
         )),
         None => None,
     };
@@ -327,7 +323,7 @@ fn core_session(record: &SessionRecord, clock: &Clock) -> Result<PersistedSessio
 /// A core message from its record. When its receive time lies before what `Instant` can
 /// hold, it is received "now" with the expiry interval shortened by the time waited, which
 /// gives the same remaining expiry.
-fn core_message(id: u64, record: &MessageRecord, clock: &Clock) -> Result<Message, String> {
+fn core_message(id: Option<u64>, record: &MessageRecord, clock: &Clock) -> Result<Message, String> {
     let topic = TopicName::new(&record.topic).map_err(|e| format!("topic: {e}"))?;
     let qos = QoS::from_bits(record.qos).ok_or_else(|| format!("QoS {}", record.qos))?;
     let response_topic = record
@@ -409,13 +405,17 @@ mod tests {
             correlation_data: None,
             user_properties: vec![],
         };
-        let message = core_message(5, &record, &clock).unwrap();
+        let message = core_message(Some(5), &record, &clock).unwrap();
         // Either the instant could go that far back, or the interval was shortened: the
         // remaining expiry is the same.
         let waited = clock.instant.duration_since(message.received_at).as_secs();
         let interval = u64::from(message.properties.message_expiry_interval.unwrap());
         assert_eq!(interval - waited, u64::from(u32::MAX) - 1_000_000_000);
         assert_eq!(message.store_id(), Some(5));
+        assert_eq!(
+            core_message(None, &record, &clock).unwrap().store_id(),
+            None
+        );
     }
 
     #[test]

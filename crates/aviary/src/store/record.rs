@@ -50,11 +50,6 @@ impl MessageRecord {
     pub fn is_expired(&self, now: WallMillis) -> bool {
         self.expires_at().is_some_and(|at| now > at)
     }
-
-    /// Bytes this message occupies, roughly (for size accounting in tests and logs).
-    pub fn approximate_size(&self) -> usize {
-        self.topic.len() + self.payload.len()
-    }
 }
 
 /// One subscription of a persistent session.

@@ -347,3 +347,31 @@ fn a_delayed_will_survives_a_restart() {
     let packets = h.drain_packets(9);
     assert_eq!(packets, [delivered("w", QoS::AtLeastOnce, 1, "gone")]);
 }
+
+#[test]
+fn restored_retained_messages_stored_for_sessions_get_distinct_message_ids() {
+    let mut h = Harness::with_config(persistent());
+    let mut model = Model::default();
+    h.client(1, "pub");
+    h.send(1, retained_publish("r/1", QoS::AtLeastOnce, 1, "one"));
+    h.send(1, retained_publish("r/2", QoS::AtLeastOnce, 2, "two"));
+    h.drain();
+    restart(&mut h, &mut model);
+    h.connected(2, connect(V3_1_1, "sub", false));
+    h.send(2, subscribe(1, &[("r/#", QoS::AtLeastOnce)]));
+    h.drain();
+    let mut ops = Vec::new();
+    h.broker.drain_store_ops(&mut ops);
+    let ids: Vec<u64> = ops
+        .iter()
+        .filter_map(|op| match op {
+            StoreOp::Delivered { delivery, .. } => Some(delivery.message_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1]);
+    assert!(ids
+        .iter()
+        .all(|id| *id >= model.max_id + 1 || model.max_id == 0));
+}
