@@ -23,7 +23,8 @@ pub mod topic_index;
 
 pub use broker::{
     Broker, BrokerConfig, BrokerStats, ClientInfo, ConnId, DropStats, EndReason, Event,
-    QueueOverflow, Transmit,
+    ManageError, QueueOverflow, RetainedInfo, RuntimeLimits, SharedGroupInfo, SubscriptionInfo,
+    Transmit,
 };
 pub use broker::{
     DeliveryState, Message, PersistedDelivery, PersistedSession, PersistedSubscription, Restore,

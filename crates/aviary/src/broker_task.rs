@@ -13,9 +13,12 @@
 //! it acknowledges is on disk. Later passes queue behind, in order. The broker itself
 //! keeps running meanwhile, so many passes share one commit (group commit).
 
+mod manage;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use aviary_codec::{DecodeError, Packet, QoS};
@@ -30,6 +33,11 @@ use crate::store::{convert_ops, Clock, CommitGate, Durability, StoreWriter};
 /// run at the end of one pass; anything beyond waits for the next pass.
 const MAX_REENTRY: usize = 8;
 
+pub(crate) use manage::{BrokerGone, BrokerHandle, ManageCall, ManageCtx, Ops};
+
+/// How often usage is attributed, metrics are refreshed and `$SYS` topics are considered.
+const TICK: Duration = Duration::from_secs(1);
+
 /// Events processed in one pass before the broker's output is routed and its timers are
 /// checked again, so a flood of events cannot starve them.
 const MAX_EVENTS_PER_PASS: usize = 256;
@@ -42,6 +50,8 @@ pub(crate) enum Event {
         conn: ConnId,
         peer: SocketAddr,
         outbox: OutboxSender,
+        /// The name of the listener that accepted it.
+        listener: Arc<str>,
     },
     /// Packets decoded from one read, in order.
     Packets { conn: ConnId, packets: Vec<Packet> },
@@ -49,6 +59,8 @@ pub(crate) enum Event {
     DecodeError { conn: ConnId, error: DecodeError },
     /// The transport is gone (end of stream, I/O error).
     Closed { conn: ConnId },
+    /// A management request, run on the broker (see [`BrokerHandle`]).
+    Manage(ManageCall),
     /// Graceful shutdown: disconnect everybody and stop. Sent after the listener stopped,
     /// so no `Open` follows it.
     Shutdown,
@@ -69,6 +81,8 @@ pub(crate) struct BrokerTask {
     store: Option<StoreLink>,
     /// `deliver` closed a stuck connection: the broker has new output to route.
     reentered: bool,
+    /// The operations side: connection metadata, usage, counters, events, metrics.
+    ops: Ops,
 }
 
 /// The broker task's side of the store.
@@ -90,7 +104,12 @@ fn now() -> Instant {
 }
 
 impl BrokerTask {
+    #[cfg(test)]
     pub(crate) fn new(broker: Broker, events: mpsc::Receiver<Event>) -> Self {
+        Self::with_ops(broker, events, Ops::default())
+    }
+
+    pub(crate) fn with_ops(broker: Broker, events: mpsc::Receiver<Event>, ops: Ops) -> Self {
         Self {
             broker,
             events,
@@ -98,6 +117,7 @@ impl BrokerTask {
             dropped_qos0: 0,
             store: None,
             reentered: false,
+            ops,
         }
     }
 
@@ -117,6 +137,8 @@ impl BrokerTask {
     pub(crate) async fn run(mut self) -> anyhow::Result<()> {
         let timer = tokio::time::sleep(std::time::Duration::ZERO);
         tokio::pin!(timer);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.broker.poll_timeout();
             if let Some(deadline) = deadline {
@@ -140,6 +162,7 @@ impl BrokerTask {
                         return self.fail().await;
                     }
                 }
+                _ = tick.tick() => self.tick(),
             }
             // Timers may have come due while events were handled.
             let now = now();
@@ -147,6 +170,7 @@ impl BrokerTask {
                 self.broker.handle_timeout(now);
                 self.route_transmits();
             }
+            self.drain_broker_events();
             if self.end_pass().await.is_err() {
                 return self.fail().await;
             }
@@ -227,8 +251,14 @@ impl BrokerTask {
     fn handle(&mut self, event: Event) -> Flow {
         let now = now();
         match event {
-            Event::Open { conn, peer, outbox } => {
+            Event::Open {
+                conn,
+                peer,
+                outbox,
+                listener,
+            } => {
                 self.outboxes.insert(conn, outbox);
+                self.ops.opened(conn, listener);
                 self.broker.handle_open(conn, peer, now);
             }
             Event::Packets { conn, packets } => {
@@ -238,6 +268,7 @@ impl BrokerTask {
                     if !self.outboxes.contains_key(&conn) {
                         break;
                     }
+                    self.ops.inbound(conn, &packet);
                     self.broker.handle_packet(conn, packet, now);
                     self.route_transmits();
                 }
@@ -252,6 +283,7 @@ impl BrokerTask {
                     self.broker.handle_closed(conn, now);
                 }
             }
+            Event::Manage(call) => self.manage(call, now),
             Event::Shutdown => return Flow::Stop,
         }
         self.route_transmits();
@@ -278,11 +310,8 @@ impl BrokerTask {
                 self.outboxes.remove(&conn);
             }
         }
-        // Only produced with `mqtt.emit_events` (for a management side, which does not
-        // exist yet); drained so they cannot pile up, and logged.
-        while let Some(event) = self.broker.poll_event() {
-            debug!(?event, "broker event");
-        }
+        // The core's events are drained by `drain_broker_events` after each pass (usage,
+        // `$events` topics).
     }
 
     /// Queues `packet` for `conn`. A QoS 0 PUBLISH to a connection that is not keeping
@@ -293,12 +322,14 @@ impl BrokerTask {
         let Some(outbox) = self.outboxes.get(&conn) else {
             return; // closed in the meantime
         };
+        self.ops.outbound(&packet);
         let delivery = delivery(&packet);
         if outbox.push(packet, delivery).is_ok() {
             return;
         }
         if delivery == Delivery::BestEffort {
             self.dropped_qos0 += 1;
+            self.ops.counters.dropped_outbox_full += 1;
             debug!(
                 conn = conn.0,
                 total = self.dropped_qos0,
@@ -454,6 +485,7 @@ mod tests {
             conn,
             peer,
             outbox: sender,
+            listener: "default".into(),
         });
         // CONNECT, 3.1.1, clean session, keep alive 0, client id "c".
         let mut wire = BytesMut::from(

@@ -1,21 +1,27 @@
-//! Starting and stopping a broker: binds the listener, spawns the broker task and the
-//! accept loop, and runs the graceful shutdown sequence.
+//! Starting and stopping a broker: loads the management records, binds the listeners and
+//! the management API, spawns the broker task, and runs the graceful shutdown sequence.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::broker_task::{BrokerTask, Event};
+use crate::api::keys::ApiKeys;
+use crate::api::AppState;
+use crate::broker_task::{BrokerHandle, BrokerTask, Event, Ops};
 use crate::connection::ConnectionContext;
+use crate::limits::{PlanLimits, PlanLimitsState};
+use crate::listener::registry::Registry;
+use crate::listener::AcceptShared;
+use crate::records::{MemoryRecords, RecordKind, Records};
 use crate::Config;
 
 /// Events that may wait for the broker task before connections feel backpressure (their
@@ -29,14 +35,18 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 const FORCE_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// A broker running in the background of the current tokio runtime.
-#[derive(Debug)]
 pub struct RunningServer {
-    /// Where the MQTT listener is bound (the real port when the config said 0).
+    /// Where the default MQTT listener was bound at start (the real port when the config
+    /// said 0).
     mqtt_addr: SocketAddr,
-    /// Stops the accept loop.
-    stop_accepting: CancellationToken,
-    /// The accept loop, awaited before the broker is shut down so no `Open` follows.
-    listener_task: JoinHandle<()>,
+    /// Where the management API is bound, if enabled.
+    api_addr: Option<SocketAddr>,
+    /// The MQTT listeners.
+    listeners: Arc<Registry>,
+    /// Stops the management API.
+    stop_api: CancellationToken,
+    /// The management API task.
+    api_task: Option<JoinHandle<()>>,
     /// The broker task's inbox, for [`Event::Shutdown`].
     events: mpsc::Sender<Event>,
     /// The broker task; it fails only when the store does.
@@ -49,51 +59,126 @@ pub struct RunningServer {
     store_progress: tokio::sync::watch::Receiver<crate::store::Progress>,
 }
 
-/// Binds the listener and spawns the broker; returns as soon as clients can connect.
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("mqtt_addr", &self.mqtt_addr)
+            .field("api_addr", &self.api_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds the listeners and the API and spawns the broker; returns as soon as clients can
+/// connect.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
-    // The store first: a damaged or newer store stops the start before any client
-    // connects, with a message that says what to do.
-    let (broker, writer) = crate::store::open_broker(
+    let records: Arc<dyn Records> = Arc::new(MemoryRecords::default());
+    start_with_records(config, records).await
+}
+
+/// [`start`] with the management records kept in `records`.
+pub(crate) async fn start_with_records(
+    mut config: Config,
+    records: Arc<dyn Records>,
+) -> anyhow::Result<RunningServer> {
+    // The operations side drains the core's events (usage, `$events` topics).
+    config.mqtt.emit_events = true;
+    let stored_limits: Vec<(String, PlanLimits)> =
+        crate::records::list(&*records, RecordKind::PlanLimits)
+            .context("cannot load the plan limits")?;
+    let limits = stored_limits
+        .into_iter()
+        .next()
+        .map_or_else(|| PlanLimits::defaults(&config.mqtt), |(_, l)| l);
+    let limits = Arc::new(PlanLimitsState::new(limits));
+
+    let (events, inbox) = mpsc::channel(EVENT_QUEUE);
+    let sockets = Arc::new(Semaphore::new(crate::listener::socket_limit(
+        config.mqtt.max_connections,
+    )));
+    // The store: a damaged or newer store stops the start before any client connects,
+    // with a message that says what to do.
+    let (mut broker, writer) = crate::store::open_broker(
         &config.data_dir,
         config.mqtt.clone(),
         config.store.durability,
     )
     .await?;
-    let listener = TcpListener::bind(config.listener.bind)
-        .await
-        .with_context(|| format!("cannot bind the MQTT listener to {}", config.listener.bind))?;
-    let mqtt_addr = listener
-        .local_addr()
-        .context("cannot read the MQTT listener's address")?;
-    info!("MQTT listener on {mqtt_addr}");
-
-    let (events, inbox) = mpsc::channel(EVENT_QUEUE);
-    let max_packet_size = config.mqtt.max_packet_size;
-    let sockets = Arc::new(Semaphore::new(crate::listener::socket_limit(
-        config.mqtt.max_connections,
-    )));
     let store_progress = writer.watch();
-    let broker_task = tokio::spawn(BrokerTask::new(broker, inbox).with_store(writer).run());
+    broker.set_limits(limits.get().runtime());
+    let metrics = crate::metrics::Metrics::new();
+    let ops = Ops::with_metrics(metrics.clone());
+    let broker_task = tokio::spawn(
+        BrokerTask::with_ops(broker, inbox, ops)
+            .with_store(writer)
+            .run(),
+    );
+    let handle = BrokerHandle {
+        events: events.clone(),
+    };
 
     let connections = TaskTracker::new();
-    let stop_accepting = CancellationToken::new();
     let force_close = CancellationToken::new();
     let ctx = ConnectionContext {
         events: events.clone(),
-        max_packet_size,
+        max_packet_size: Arc::clone(&limits.max_packet_size),
+        listener: Arc::from(crate::listener::registry::DEFAULT_LISTENER),
         force_close: force_close.clone(),
     };
-    let listener_task = tokio::spawn(crate::listener::run(
-        listener,
-        ctx,
-        connections.clone(),
-        stop_accepting.clone(),
+    let shared = AcceptShared {
+        tracker: connections.clone(),
         sockets,
+        next_id: Arc::new(AtomicU64::new(0)),
+    };
+    let listeners = Arc::new(Registry::new(
+        ctx,
+        shared,
+        handle.clone(),
+        Arc::clone(&records),
     ));
+    listeners
+        .start_all(config.listener.bind)
+        .await
+        .context("cannot start the MQTT listeners")?;
+    let mqtt_addr = listeners
+        .default_address()
+        .await
+        .unwrap_or(config.listener.bind);
+
+    let stop_api = CancellationToken::new();
+    let (api_addr, api_task) = if config.api.enabled {
+        let (keys, generated) = ApiKeys::load(Arc::clone(&records), config.api.api_key.as_deref())
+            .context("cannot load the API keys")?;
+        if let Some(key) = generated {
+            // Printed once: only its hash is kept.
+            println!("aviary: generated the bootstrap API key (shown only now): {key}");
+        }
+        let listener = crate::api::bind(config.api.bind)
+            .await
+            .with_context(|| format!("cannot bind the management API to {}", config.api.bind))?;
+        let addr = listener
+            .local_addr()
+            .context("cannot read the API listener's address")?;
+        info!("management API on http://{addr}/api/v1/");
+        let state = AppState {
+            broker: handle,
+            listeners: Arc::clone(&listeners),
+            keys: Arc::new(keys),
+            limits,
+            records,
+            metrics: metrics.handle(),
+        };
+        let task = tokio::spawn(crate::api::serve(listener, state, stop_api.clone()));
+        (Some(addr), Some(task))
+    } else {
+        (None, None)
+    };
+
     Ok(RunningServer {
         mqtt_addr,
-        stop_accepting,
-        listener_task,
+        api_addr,
+        listeners,
+        stop_api,
+        api_task,
         events,
         broker_task,
         connections,
@@ -125,16 +210,21 @@ impl RunningServer {
         *self.store_progress.borrow()
     }
 
-    /// The address the MQTT listener is bound to.
+    /// The address the default MQTT listener was bound to at start.
     pub fn mqtt_addr(&self) -> SocketAddr {
         self.mqtt_addr
+    }
+
+    /// The address of the management API (`None` when `api.enabled` is false).
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
     }
 
     /// Graceful shutdown: stop accepting, DISCONNECT 0x8B to 5.0 clients, close every
     /// connection after its queued packets are written, and wait (a few seconds at most).
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        self.stop_accepting.cancel();
-        let listener = self.listener_task.await;
+        self.stop_api.cancel();
+        self.listeners.stop_accepting().await;
         // Fails only when the broker task is already gone; its result says why.
         let _ = self.events.send(Event::Shutdown).await;
         drop(self.events);
@@ -152,7 +242,9 @@ impl RunningServer {
             self.force_close.cancel();
             let _ = tokio::time::timeout(FORCE_CLOSE_WAIT, self.connections.wait()).await;
         }
-        listener.context("the listener task failed")?;
+        if let Some(api) = self.api_task {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, api).await;
+        }
         broker.context("the broker task failed")??;
         info!("shutdown complete");
         Ok(())
@@ -185,6 +277,7 @@ mod tests {
             ..Config::default()
         };
         config.listener.bind = "127.0.0.1:0".parse().unwrap();
+        config.api.bind = "127.0.0.1:0".parse().unwrap();
         config
     }
 
@@ -319,6 +412,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(&dir);
         config.listener.bind = first.mqtt_addr();
+        config.api.bind = "127.0.0.1:0".parse().unwrap();
         let err = start(config).await.unwrap_err();
         assert!(
             format!("{err:#}").contains(&first.mqtt_addr().to_string()),

@@ -166,6 +166,7 @@ fn start_expecting_failure(dir: &std::path::Path) -> (std::process::ExitStatus, 
     let mut child = Command::new(env!("CARGO_BIN_EXE_aviary"))
         .env("AVIARY_LISTENER_BIND", free_addr().to_string())
         .env("AVIARY_DATA_DIR", dir)
+        .env("AVIARY_API_BIND", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

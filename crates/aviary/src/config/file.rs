@@ -27,6 +27,8 @@ pub(crate) struct FileConfig {
     pub(crate) mqtt: MqttSection,
     /// `[store]`: how durable state is written.
     pub(crate) store: StoreSection,
+    /// `[api]`: the management HTTP API.
+    pub(crate) api: ApiSection,
     /// Which keys were set from environment variables (key → variable), so that validation
     /// errors can name the variable instead of a file the value never came from.
     #[serde(skip)]
@@ -57,6 +59,18 @@ pub(crate) struct ListenerSection {
 pub(crate) struct StoreSection {
     /// `immediate` or `relaxed`.
     pub(crate) durability: Option<String>,
+}
+
+/// `[api]`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ApiSection {
+    /// Whether the management API listens at all.
+    pub(crate) enabled: Option<bool>,
+    /// `host:port` of the management API (and `/metrics`).
+    pub(crate) bind: Option<String>,
+    /// A bootstrap API key; without it one is generated and printed at first start.
+    pub(crate) api_key: Option<String>,
 }
 
 /// `[mqtt]`: mirrors `aviary_core::BrokerConfig` field by field.
@@ -126,6 +140,7 @@ fn unknown_key(table: &toml::Table) -> Option<String> {
             "listener" => field_names::<ListenerSection>(),
             "mqtt" => field_names::<MqttSection>(),
             "store" => field_names::<StoreSection>(),
+            "api" => field_names::<ApiSection>(),
             _ => continue,
         };
         // A section that is not a table is a type error, which serde reports.
@@ -271,7 +286,7 @@ mod tests {
         assert_eq!(field_names::<LogSection>(), ["level", "format"]);
         assert_eq!(
             field_names::<FileConfig>(),
-            ["data_dir", "log", "listener", "mqtt", "store"]
+            ["data_dir", "log", "listener", "mqtt", "store", "api"]
         );
         assert_eq!(field_names::<MqttSection>().len(), 17);
     }

@@ -32,6 +32,7 @@ impl Broker {
         command
             .env("AVIARY_LISTENER_BIND", addr.to_string())
             .env("AVIARY_DATA_DIR", data_dir)
+            .env("AVIARY_API_BIND", "127.0.0.1:0")
             .env("AVIARY_LOG_LEVEL", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
