@@ -21,7 +21,7 @@ use crate::connection::ConnectionContext;
 use crate::limits::{PlanLimits, PlanLimitsState};
 use crate::listener::registry::Registry;
 use crate::listener::AcceptShared;
-use crate::records::{MemoryRecords, RecordKind, Records};
+use crate::records::{RecordKind, Records};
 use crate::Config;
 
 /// Events that may wait for the broker task before connections feel backpressure (their
@@ -70,18 +70,28 @@ impl std::fmt::Debug for RunningServer {
 
 /// Binds the listeners and the API and spawns the broker; returns as soon as clients can
 /// connect.
-pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
-    let records: Arc<dyn Records> = Arc::new(MemoryRecords::default());
-    start_with_records(config, records).await
-}
-
-/// [`start`] with the management records kept in `records`.
-pub(crate) async fn start_with_records(
-    mut config: Config,
-    records: Arc<dyn Records>,
-) -> anyhow::Result<RunningServer> {
+pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
     // The operations side drains the core's events (usage, `$events` topics).
     config.mqtt.emit_events = true;
+    // The store first: a damaged or newer store stops the start before any client
+    // connects, with a message that says what to do.
+    let opened = crate::store::open_broker(
+        &config.data_dir,
+        config.mqtt.clone(),
+        config.store.durability,
+    )
+    .await?;
+    let records: Arc<dyn Records> = Arc::new(opened.management.clone());
+    start_with_records(config, records, opened).await
+}
+
+/// [`start`] with the management records kept in `records` and the broker and store
+/// writer of `opened`.
+async fn start_with_records(
+    config: Config,
+    records: Arc<dyn Records>,
+    opened: crate::store::Opened,
+) -> anyhow::Result<RunningServer> {
     let stored_limits: Vec<(String, PlanLimits)> =
         crate::records::list(&*records, RecordKind::PlanLimits)
             .context("cannot load the plan limits")?;
@@ -95,14 +105,9 @@ pub(crate) async fn start_with_records(
     let sockets = Arc::new(Semaphore::new(crate::listener::socket_limit(
         config.mqtt.max_connections,
     )));
-    // The store: a damaged or newer store stops the start before any client connects,
-    // with a message that says what to do.
-    let (mut broker, writer) = crate::store::open_broker(
-        &config.data_dir,
-        config.mqtt.clone(),
-        config.store.durability,
-    )
-    .await?;
+    let crate::store::Opened {
+        mut broker, writer, ..
+    } = opened;
     let store_progress = writer.watch();
     broker.set_limits(limits.get().runtime());
     let metrics = crate::metrics::Metrics::new();

@@ -20,6 +20,7 @@ mod adapter;
 mod error;
 mod gate;
 mod record;
+mod records;
 mod redb_store;
 mod writer;
 
@@ -190,14 +191,24 @@ pub fn wall_millis(time: std::time::SystemTime) -> WallMillis {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The store as opened at start: the broker rebuilt from it, its writer, and the
+/// management records in the same file.
+pub(crate) struct Opened {
+    /// The broker, with persistence on and the stored state restored.
+    pub(crate) broker: aviary_core::Broker,
+    /// The writer thread, for the broker task.
+    pub(crate) writer: StoreWriter,
+    /// The management side's records.
+    pub(crate) management: RedbManagement,
+}
+
 /// Opens the store in `data_dir` (created if missing), loads it, and builds the broker
-/// from what it holds, before any connection is accepted. Returns the broker (with
-/// persistence on) and the writer thread for the broker task.
+/// from what it holds, before any connection is accepted.
 pub(crate) async fn open_broker(
     data_dir: &Path,
     mut broker_config: aviary_core::BrokerConfig,
     durability: Durability,
-) -> Result<(aviary_core::Broker, StoreWriter), StoreError> {
+) -> Result<Opened, StoreError> {
     let data_dir = data_dir.to_owned();
     let path = store_path(&data_dir);
     let loaded = tokio::task::spawn_blocking(move || {
@@ -211,6 +222,7 @@ pub(crate) async fn open_broker(
         detail: format!("loading stopped: {e}"),
     })?;
     let (store, snapshot) = loaded?;
+    let management = store.management();
     let expired = snapshot.expired;
     let sessions = snapshot.sessions.len();
     let retained = snapshot.retained.len();
@@ -234,5 +246,9 @@ pub(crate) async fn open_broker(
             source,
         }
     })?;
-    Ok((broker, writer))
+    Ok(Opened {
+        broker,
+        writer,
+        management,
+    })
 }
