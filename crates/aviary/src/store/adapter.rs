@@ -66,12 +66,18 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Converts a pass's core operations into store operations, appending to `out`.
+/// Converts a pass's core operations into store operations, appending to `out`. A message
+/// delivered to many sessions in the pass is converted (and its payload copied) once.
 pub fn convert_ops(ops: Vec<CoreOp>, clock: &Clock, out: &mut Vec<StoreOp>) {
-    out.extend(ops.into_iter().map(|op| convert_op(op, clock)));
+    let mut bodies: std::collections::HashMap<u64, Arc<MessageRecord>> = Default::default();
+    out.extend(ops.into_iter().map(|op| convert_op(op, clock, &mut bodies)));
 }
 
-fn convert_op(op: CoreOp, clock: &Clock) -> StoreOp {
+fn convert_op(
+    op: CoreOp,
+    clock: &Clock,
+    bodies: &mut std::collections::HashMap<u64, Arc<MessageRecord>>,
+) -> StoreOp {
     match op {
         CoreOp::SessionPut { client_id, session } => StoreOp::PutSession {
             client_id: client_id.to_string(),
@@ -88,7 +94,10 @@ fn convert_op(op: CoreOp, clock: &Clock) -> StoreOp {
         } => StoreOp::Deliver {
             client_id: client_id.to_string(),
             delivery_id,
-            message: Arc::new(message_record(&delivery.message, clock)),
+            message: bodies
+                .entry(delivery.message_id)
+                .or_insert_with(|| Arc::new(message_record(&delivery.message, clock)))
+                .clone(),
             delivery: DeliveryRecord {
                 message_id: delivery.message_id,
                 qos: delivery.qos as u8,
