@@ -31,6 +31,7 @@ async fn run(durability: Durability, seconds: u64, publishers: usize) {
     };
     config.listener.bind = "127.0.0.1:0".parse().expect("addr");
     config.log.level = "warn".into();
+    config.api.enabled = false;
     config.mqtt.max_queued_messages = 1_000_000;
     config.store.durability = durability;
     let server = aviary::start(config).await.expect("start");
