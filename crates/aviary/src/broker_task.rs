@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use aviary_codec::{DecodeError, Packet, QoS};
+use aviary_codec::{DecodeError, Packet, QoS, ReasonCode};
 use aviary_core::{Broker, ConnId, Transmit};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -269,6 +269,18 @@ impl BrokerTask {
                         break;
                     }
                     self.ops.inbound(conn, &packet);
+                    if let Packet::Connect(connect) = &packet {
+                        if !self.ops.admit_connect(connect) {
+                            // Over the plan's connect rate: CONNACK 0x9F, then close.
+                            self.broker.refuse_connect(
+                                conn,
+                                connect.protocol,
+                                ReasonCode::CONNECTION_RATE_EXCEEDED,
+                            );
+                            self.route_transmits();
+                            break;
+                        }
+                    }
                     self.broker.handle_packet(conn, packet, now);
                     self.route_transmits();
                 }

@@ -9,12 +9,14 @@
 
 mod api;
 mod broker_task;
+pub mod cli;
 pub mod config;
 mod connection;
 mod limits;
 mod listener;
 mod metrics;
 mod outbox;
+mod rates;
 mod records;
 mod server;
 pub mod store;

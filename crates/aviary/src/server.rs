@@ -111,7 +111,7 @@ async fn start_with_records(
     let store_progress = writer.watch();
     broker.set_limits(limits.get().runtime());
     let metrics = crate::metrics::Metrics::new();
-    let ops = Ops::with_metrics(metrics.clone());
+    let ops = Ops::new(metrics.clone(), Arc::clone(&limits.rates));
     let broker_task = tokio::spawn(
         BrokerTask::with_ops(broker, inbox, ops)
             .with_store(writer)
@@ -127,6 +127,7 @@ async fn start_with_records(
         events: events.clone(),
         max_packet_size: Arc::clone(&limits.max_packet_size),
         listener: Arc::from(crate::listener::registry::DEFAULT_LISTENER),
+        rates: Arc::clone(&limits.rates),
         force_close: force_close.clone(),
     };
     let shared = AcceptShared {

@@ -113,16 +113,24 @@ impl Broker {
         // Topics the broker itself publishes on ($SYS, $events) are not for clients
         // (spec 4.7.2 lets the server keep `$` topics for itself): acknowledged (5.0: 0x87
         // Not authorized), not delivered.
-        let reserved = is_reserved(&topic);
-        if reserved {
+        let refusal = if is_reserved(&topic) {
             self.fx.stats.dropped.reserved_topic += 1;
-        }
+            Some(ReasonCode::NOT_AUTHORIZED)
+        } else if publish.retain && !publish.payload.is_empty() && self.retained_full(&topic) {
+            // The plan's retained count is reached: refused (5.0: 0x97 Quota exceeded).
+            self.fx.stats.dropped.retained_quota += 1;
+            Some(ReasonCode::QUOTA_EXCEEDED)
+        } else {
+            None
+        };
+        let reserved = refusal.is_some();
+        let refused = refusal.unwrap_or(ReasonCode::NOT_AUTHORIZED);
         let message = Message::from_publish(publish, topic, client_id, now);
 
         match (qos, packet_id) {
             (QoS::AtLeastOnce, Some(packet_id)) => {
                 let code = if reserved {
-                    self.refusal_code(v5)
+                    self.refusal_code(v5, refused)
                 } else {
                     let matched = self.accept_message(message, now);
                     self.success_code(v5, matched)
@@ -144,7 +152,7 @@ impl Broker {
                 }
                 if reserved && v5 {
                     // An error PUBREC ends the exchange: nothing to remember.
-                    let code = self.refusal_code(v5);
+                    let code = self.refusal_code(v5, refused);
                     self.send_explained(
                         conn,
                         Packet::PubRec(explained_ack(packet_id, code, problem_info)),
@@ -184,10 +192,11 @@ impl Broker {
         }
     }
 
-    /// The ack code for a refused PUBLISH: 0x87 in 5.0; 3.x has no negative ack.
-    fn refusal_code(&self, v5: bool) -> ReasonCode {
+    /// The ack code for a refused PUBLISH: `why` (0x87, 0x97) in 5.0; 3.x has no negative
+    /// ack.
+    fn refusal_code(&self, v5: bool, why: ReasonCode) -> ReasonCode {
         if v5 {
-            ReasonCode::NOT_AUTHORIZED
+            why
         } else {
             ReasonCode::SUCCESS
         }
@@ -223,6 +232,10 @@ impl Broker {
             }
             return;
         }
+        if self.retained_full(&message.topic) {
+            self.fx.stats.dropped.retained_quota += 1;
+            return;
+        }
         self.retained.insert(message.topic.clone(), message.clone());
         self.fx.store(super::StoreOp::RetainedSet(message.clone()));
         self.schedule_retained_sweep(message, now);
@@ -238,6 +251,12 @@ impl Broker {
                 self.fx.timers.schedule(at, Timer::RetainedSweep);
             }
         }
+    }
+
+    /// Whether storing a retained message on `topic` would exceed `max_retained` (replacing
+    /// one never does).
+    fn retained_full(&self, topic: &aviary_codec::TopicName) -> bool {
+        self.retained.len() >= self.config.max_retained && self.retained.get(topic).is_none()
     }
 
     /// Drops expired retained messages, then schedules the next sweep at the earliest

@@ -42,4 +42,6 @@ pub struct DropStats {
     pub shared_no_member: u64,
     /// A client PUBLISH to a topic reserved for the broker (`$SYS/...`, `$events/...`).
     pub reserved_topic: u64,
+    /// A retained message refused because `max_retained` messages are stored.
+    pub retained_quota: u64,
 }
