@@ -561,4 +561,92 @@ mod tests {
         check(publish(QoS::ExactlyOnce, "a/b", None), Delivery::Reliable);
         check(Packet::PingResp, Delivery::Reliable);
     }
+
+    /// A store whose commits wait for a permit, so a test can watch what waits for them.
+    struct PermitStore(std::sync::mpsc::Receiver<()>);
+
+    impl crate::store::SessionStore for PermitStore {
+        fn load(
+            &mut self,
+            _now: crate::store::WallMillis,
+        ) -> Result<crate::store::Snapshot, crate::store::StoreError> {
+            Ok(Default::default())
+        }
+
+        fn commit(
+            &mut self,
+            _ops: &[crate::store::StoreOp],
+            _fsync: crate::store::Fsync,
+        ) -> Result<(), crate::store::StoreError> {
+            let _ = self.0.recv();
+            Ok(())
+        }
+    }
+
+    /// The packets the outbox holds now (nothing if none arrive within a moment).
+    async fn queued(outbox: &crate::outbox::Outbox) -> Vec<Packet> {
+        match tokio::time::timeout(std::time::Duration::from_millis(100), outbox.next_batch()).await
+        {
+            Ok(Some(batch)) => batch.into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn acknowledgements_wait_for_the_commit_of_their_pass() {
+        let (permits, gate) = std::sync::mpsc::channel();
+        let writer = crate::store::StoreWriter::spawn(
+            Box::new(PermitStore(gate)),
+            crate::store::Durability::Immediate,
+        )
+        .unwrap();
+        let (_tx, rx) = mpsc::channel(1);
+        let config = aviary_core::BrokerConfig {
+            persistence: true,
+            ..Default::default()
+        };
+        let mut task = BrokerTask::new(Broker::new(config), rx).with_store(writer);
+        let mut progress = task.store.as_ref().unwrap().writer.watch();
+        let (sender, outbox) = crate::outbox::outbox();
+        let conn = ConnId(1);
+        task.handle(Event::Open {
+            conn,
+            peer: "127.0.0.1:50000".parse().unwrap(),
+            outbox: sender,
+            listener: "default".into(),
+        });
+        // CONNECT 3.1.1 clean session 0 "c", SUBSCRIBE "t" QoS 1, PUBLISH QoS 1 on "t".
+        let mut wire = BytesMut::from(
+            &[
+                0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x00, 0x00, 0x00, 0x00, 0x01,
+                b'c', 0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b't', 0x01, 0x32, 0x06, 0x00, 0x01, b't',
+                0x00, 0x07, b'x',
+            ][..],
+        );
+        let mut packets = Vec::new();
+        while let Some(p) = aviary_codec::decode(&mut wire, ProtocolVersion::V3_1_1, 1024).unwrap()
+        {
+            packets.push(p);
+        }
+        task.handle(Event::Packets { conn, packets });
+        task.end_pass().await.unwrap();
+        // The session, the subscription and the queued copy are not committed: CONNACK,
+        // SUBACK, PUBACK and the delivery all wait.
+        assert_eq!(queued(&outbox).await, []);
+        permits.send(()).unwrap();
+        progress.wait_for(|p| p.committed >= 1).await.unwrap();
+        task.end_pass().await.unwrap();
+        let out = queued(&outbox).await;
+        assert!(matches!(out[0], Packet::ConnAck(_)), "{out:?}");
+        assert!(matches!(out[1], Packet::SubAck(_)), "{out:?}");
+        assert!(
+            out.iter().any(|p| matches!(p, Packet::PubAck(_))),
+            "{out:?}"
+        );
+        assert!(
+            out.iter().any(|p| matches!(p, Packet::Publish(_))),
+            "{out:?}"
+        );
+        drop(permits);
+    }
 }
