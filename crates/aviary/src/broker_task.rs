@@ -54,7 +54,12 @@ pub(crate) enum Event {
         listener: Arc<str>,
     },
     /// Packets decoded from one read, in order.
-    Packets { conn: ConnId, packets: Vec<Packet> },
+    Packets {
+        conn: ConnId,
+        packets: Vec<Packet>,
+        /// When they were decoded, for the publish-to-deliver latency.
+        read_at: Instant,
+    },
     /// Bytes that could not be decoded; the connection reads no further.
     DecodeError { conn: ConnId, error: DecodeError },
     /// The transport is gone (end of stream, I/O error).
@@ -261,7 +266,13 @@ impl BrokerTask {
                 self.ops.opened(conn, listener);
                 self.broker.handle_open(conn, peer, now);
             }
-            Event::Packets { conn, packets } => {
+            Event::Packets {
+                conn,
+                packets,
+                read_at,
+            } => {
+                // Deliveries routed while these packets are handled are measured from here.
+                self.ops.read_at = Some(read_at);
                 for packet in packets {
                     // The broker may close the connection on any packet; what follows
                     // it on the wire is then ignored.
@@ -284,6 +295,7 @@ impl BrokerTask {
                     self.broker.handle_packet(conn, packet, now);
                     self.route_transmits();
                 }
+                self.ops.read_at = None;
             }
             Event::DecodeError { conn, error } => {
                 if self.outboxes.contains_key(&conn) {
@@ -512,6 +524,7 @@ mod tests {
         task.handle(Event::Packets {
             conn,
             packets: vec![connect],
+            read_at: now(),
         });
         assert!(task.outboxes.contains_key(&conn), "CONNECT accepted");
         (task, outbox)

@@ -128,6 +128,7 @@ async fn start_with_records(
         max_packet_size: Arc::clone(&limits.max_packet_size),
         listener: Arc::from(crate::listener::registry::DEFAULT_LISTENER),
         rates: Arc::clone(&limits.rates),
+        listener_off: CancellationToken::new(),
         force_close: force_close.clone(),
     };
     let shared = AcceptShared {
@@ -171,7 +172,7 @@ async fn start_with_records(
             keys: Arc::new(keys),
             limits,
             records,
-            metrics: metrics.handle(),
+            metrics,
         };
         let task = tokio::spawn(crate::api::serve(listener, state, stop_api.clone()));
         (Some(addr), Some(task))

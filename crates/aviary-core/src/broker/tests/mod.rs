@@ -7,6 +7,7 @@ mod chaos;
 mod connect;
 mod events;
 mod flow;
+mod manage;
 mod metering;
 mod perf;
 mod persist;
