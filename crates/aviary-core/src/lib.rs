@@ -26,3 +26,7 @@ pub use broker::{
     Event, ManageError, QueueOverflow, RetainedInfo, RuntimeLimits, SharedGroupInfo,
     SubscriptionInfo, Transmit,
 };
+pub use broker::{
+    DeliveryState, Message, PersistedDelivery, PersistedSession, PersistedSubscription, Restore,
+    RestoredDelivery, RestoredSession, StoreOp,
+};

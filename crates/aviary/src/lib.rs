@@ -19,6 +19,7 @@ mod outbox;
 mod rates;
 mod records;
 mod server;
+pub mod store;
 mod transport;
 mod usage;
 

@@ -25,6 +25,8 @@ pub(crate) struct FileConfig {
     pub(crate) listener: ListenerSection,
     /// `[mqtt]`: the broker's protocol limits, one key per `aviary_core::BrokerConfig` field.
     pub(crate) mqtt: MqttSection,
+    /// `[store]`: how durable state is written.
+    pub(crate) store: StoreSection,
     /// `[api]`: the management HTTP API.
     pub(crate) api: ApiSection,
     /// `[limits]`: the plan's rates and retained count until changed through the API.
@@ -51,6 +53,14 @@ pub(crate) struct LogSection {
 pub(crate) struct ListenerSection {
     /// `host:port` to bind the MQTT TCP listener to.
     pub(crate) bind: Option<String>,
+}
+
+/// `[store]`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct StoreSection {
+    /// `immediate` or `relaxed`.
+    pub(crate) durability: Option<String>,
 }
 
 /// `[api]`.
@@ -84,6 +94,7 @@ pub(crate) struct MqttSection {
     pub(crate) max_inflight: Option<i64>,
     pub(crate) max_inflight_v5: Option<i64>,
     pub(crate) max_queued_messages: Option<i64>,
+    pub(crate) max_queued_bytes: Option<i64>,
     /// `drop_new` or `drop_oldest`.
     pub(crate) queue_overflow: Option<String>,
     pub(crate) retry_interval: Option<RawDuration>,
@@ -142,6 +153,7 @@ fn unknown_key(table: &toml::Table) -> Option<String> {
             "log" => field_names::<LogSection>(),
             "listener" => field_names::<ListenerSection>(),
             "mqtt" => field_names::<MqttSection>(),
+            "store" => field_names::<StoreSection>(),
             "api" => field_names::<ApiSection>(),
             "limits" => field_names::<LimitsSection>(),
             _ => continue,
@@ -289,8 +301,8 @@ mod tests {
         assert_eq!(field_names::<LogSection>(), ["level", "format"]);
         assert_eq!(
             field_names::<FileConfig>(),
-            ["data_dir", "log", "listener", "mqtt", "api", "limits"]
+            ["data_dir", "log", "listener", "mqtt", "store", "api", "limits"]
         );
-        assert_eq!(field_names::<MqttSection>().len(), 16);
+        assert_eq!(field_names::<MqttSection>().len(), 17);
     }
 }

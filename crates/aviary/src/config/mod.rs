@@ -28,6 +28,8 @@ pub struct Config {
     pub listener: ListenerConfig,
     /// Protocol limits and settings handed to the broker core.
     pub mqtt: BrokerConfig,
+    /// How durable state is written.
+    pub store: StoreConfig,
     /// The management HTTP API.
     pub api: ApiConfig,
     /// The plan's rates and retained count until changed through the API (`None`: the
@@ -52,6 +54,14 @@ pub struct LimitsConfig {
     pub will_connect_rate: Option<u32>,
     /// Retained messages stored at most; default 1,000,000.
     pub max_retained: Option<u32>,
+}
+
+/// `[store]`: the embedded store in `data_dir`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// When acknowledgements may leave: after the fsync of their group commit
+    /// (`immediate`, the default), or at once (`relaxed`).
+    pub durability: crate::store::Durability,
 }
 
 /// `[api]`: the management HTTP API (JSON under `/api/v1/`, and `/metrics`).
@@ -116,6 +126,9 @@ impl Default for Config {
                 bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 1883)),
             },
             mqtt: BrokerConfig::default(),
+            store: StoreConfig {
+                durability: crate::store::Durability::Immediate,
+            },
             api: ApiConfig {
                 enabled: true,
                 bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
@@ -187,6 +200,7 @@ pub enum ConfigError {
 mod tests {
     use super::file::{
         field_names, ApiSection, LimitsSection, ListenerSection, LogSection, MqttSection,
+        StoreSection,
     };
     use super::*;
 
@@ -206,6 +220,7 @@ mod tests {
             ("log", field_names::<LogSection>()),
             ("listener", field_names::<ListenerSection>()),
             ("mqtt", field_names::<MqttSection>()),
+            ("store", field_names::<StoreSection>()),
             ("api", field_names::<ApiSection>()),
             ("limits", field_names::<LimitsSection>()),
         ];

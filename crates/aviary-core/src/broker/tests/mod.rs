@@ -10,6 +10,7 @@ mod flow;
 mod manage;
 mod metering;
 mod perf;
+mod persist;
 mod publish;
 mod reason_strings;
 mod retained;
