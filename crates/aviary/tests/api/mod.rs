@@ -20,12 +20,17 @@ pub struct Api {
     pub mqtt: SocketAddr,
     pub base: String,
     pub http: reqwest::Client,
-    _dir: tempfile::TempDir,
+    /// The data directory (taken by [`Api::stop`] to start again on the same data).
+    pub dir: Option<tempfile::TempDir>,
 }
 
 /// Starts a broker with the API on a free port; `tweak` may change the config.
 pub async fn start_api(tweak: impl FnOnce(&mut aviary::Config)) -> Api {
-    let dir = tempfile::tempdir().unwrap();
+    start_api_in(tempfile::tempdir().unwrap(), tweak).await
+}
+
+/// [`start_api`] with its data in `dir` (kept, and removed when the `Api` is dropped).
+pub async fn start_api_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut aviary::Config)) -> Api {
     let mut config = aviary::Config {
         data_dir: dir.path().to_path_buf(),
         ..Default::default()
@@ -44,7 +49,7 @@ pub async fn start_api(tweak: impl FnOnce(&mut aviary::Config)) -> Api {
         server: Some(server),
         base,
         http: reqwest::Client::builder().timeout(WAIT).build().unwrap(),
-        _dir: dir,
+        dir: Some(dir),
     }
 }
 
@@ -110,6 +115,17 @@ impl Api {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("condition never held on {path}: last {last}");
+    }
+
+    /// Shuts down and returns the data directory, to start again on it.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(WAIT, server.shutdown())
+                .await
+                .expect("shutdown timed out")
+                .unwrap();
+        }
+        self.dir.take().unwrap()
     }
 
     pub async fn shutdown(mut self) {
