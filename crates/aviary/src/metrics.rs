@@ -108,6 +108,16 @@ impl Metrics {
         self.recorder.handle()
     }
 
+    /// Sets the store writer's counters.
+    pub(crate) fn refresh_store(&self, progress: &crate::store::Progress) {
+        with_local_recorder(&*self.recorder, || {
+            counter!("aviary_store_commits_total").absolute(progress.commits);
+            counter!("aviary_store_syncs_total").absolute(progress.syncs);
+            counter!("aviary_store_operations_total").absolute(progress.ops);
+            gauge!("aviary_store_failed").set(if progress.failed { 1.0 } else { 0.0 });
+        });
+    }
+
     /// Sets every value from the broker's counters (called by the broker task).
     pub(crate) fn refresh(&self, stats: &BrokerStats, ops: &Ops, dropped_outbox: u64) {
         ops.counters.latency.clone_into(

@@ -968,6 +968,7 @@ async fn usage_and_metrics_are_served() {
         "aviary_inflight_messages 0",
         "aviary_queued_messages 0",
         "aviary_usage_units_by_listener_total{listener=\"default\"} 7",
+        "aviary_store_failed 0",
     ] {
         assert!(text.contains(line), "{line} missing in\n{text}");
     }

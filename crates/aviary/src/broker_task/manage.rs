@@ -235,6 +235,9 @@ impl BrokerTask {
         }
         if let Some(metrics) = &ops.metrics {
             metrics.refresh(&self.broker.stats(), ops, self.dropped_qos0);
+            if let Some(store) = &self.store {
+                metrics.refresh_store(&store.progress.borrow());
+            }
         }
         if unix >= ops.last_sys + SYS_INTERVAL_SECS {
             ops.last_sys = unix;
