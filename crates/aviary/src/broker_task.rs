@@ -318,6 +318,12 @@ impl BrokerTask {
     /// into the pass's pending transmits (sent by `end_pass`).
     fn route_transmits(&mut self) {
         while let Some(transmit) = self.broker.poll_transmit() {
+            // Counted (and publish-to-deliver latency measured) when the broker routes
+            // the packet, so the figures are the same with or without a store holding it
+            // for its commit.
+            if let Transmit::Packet { packet, .. } = &transmit {
+                self.ops.outbound(packet);
+            }
             match &mut self.store {
                 Some(store) => store.pending.push(transmit),
                 None => self.send(transmit),
@@ -346,7 +352,6 @@ impl BrokerTask {
         let Some(outbox) = self.outboxes.get(&conn) else {
             return; // closed in the meantime
         };
-        self.ops.outbound(&packet);
         let delivery = delivery(&packet);
         if outbox.push(packet, delivery).is_ok() {
             return;
@@ -641,7 +646,11 @@ mod tests {
         {
             packets.push(p);
         }
-        task.handle(Event::Packets { conn, packets });
+        task.handle(Event::Packets {
+            conn,
+            packets,
+            read_at: now(),
+        });
         task.end_pass().await.unwrap();
         // The session, the subscription and the queued copy are not committed: CONNACK,
         // SUBACK, PUBACK and the delivery all wait.
