@@ -203,7 +203,9 @@ impl BrokerTask {
             } else {
                 let mut ops = Vec::with_capacity(core_ops.len());
                 convert_ops(core_ops, &Clock::new(now()), &mut ops);
-                Some(store.writer.submit(ops).await?)
+                let seq = store.writer.submit(ops).await?;
+                self.ops.submitted(seq);
+                Some(seq)
             };
             let pass = std::mem::take(&mut store.pending);
             let mut ready = match store.writer.durability() {
@@ -214,6 +216,7 @@ impl BrokerTask {
             if progress.failed {
                 return Err(crate::store::WriterGone);
             }
+            self.ops.committed(progress.committed);
             store
                 .gate
                 .release(progress.committed, &mut ready, |(t, _)| transmit_conn(t).0);

@@ -69,9 +69,9 @@ impl Histogram {
 pub(crate) struct Metrics {
     /// Where the values are recorded.
     recorder: Arc<PrometheusRecorder>,
-    /// The latest copy of the publish-to-deliver latency histogram (a std lock held for a
-    /// copy, once a second and per scrape).
-    latency: Arc<Mutex<Histogram>>,
+    /// The latest copies of the publish-to-deliver and store commit latency histograms (a
+    /// std lock held for a copy, once a second and per scrape).
+    latency: Arc<Mutex<[Histogram; 2]>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -91,14 +91,19 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub(crate) fn render(&self) -> String {
         let mut out = self.handle().render();
-        let latency = self
+        let [deliver, commit] = self
             .latency
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        latency.render(
+        deliver.render(
             "aviary_publish_to_deliver_seconds",
             "Time from reading a PUBLISH to queueing it for each subscriber.",
+            &mut out,
+        );
+        commit.render(
+            "aviary_store_commit_seconds",
+            "Time from submitting a pass's store operations to seeing them committed.",
             &mut out,
         );
         out
@@ -120,12 +125,13 @@ impl Metrics {
 
     /// Sets every value from the broker's counters (called by the broker task).
     pub(crate) fn refresh(&self, stats: &BrokerStats, ops: &Ops, dropped_outbox: u64) {
-        ops.counters.latency.clone_into(
-            &mut self
-                .latency
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        *self
+            .latency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = [
+            ops.counters.latency.clone(),
+            ops.counters.store_commit.clone(),
+        ];
         with_local_recorder(&*self.recorder, || {
             gauge!("aviary_connections").set(stats.connections as f64);
             gauge!("aviary_sessions").set(stats.sessions as f64);

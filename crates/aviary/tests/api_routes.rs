@@ -969,6 +969,7 @@ async fn usage_and_metrics_are_served() {
         "aviary_queued_messages 0",
         "aviary_usage_units_by_listener_total{listener=\"default\"} 7",
         "aviary_store_failed 0",
+        "aviary_store_commit_seconds_count",
     ] {
         assert!(text.contains(line), "{line} missing in\n{text}");
     }

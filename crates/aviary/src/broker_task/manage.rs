@@ -44,6 +44,8 @@ pub(crate) struct Counters {
     pub(crate) messages_out: [u64; 3],
     /// Time from reading a PUBLISH to queueing its deliveries.
     pub(crate) latency: crate::metrics::Histogram,
+    /// Time from submitting a pass's store operations to seeing them committed.
+    pub(crate) store_commit: crate::metrics::Histogram,
     /// Payload bytes received, by QoS.
     pub(crate) bytes_in: [u64; 3],
     /// Payload bytes routed to connections, by QoS.
@@ -75,6 +77,9 @@ pub(crate) struct Ops {
     pub(crate) queued: usize,
     /// Outgoing QoS 1/2 messages in flight at connected sessions (at the last tick).
     pub(crate) inflight: usize,
+    /// Store batches submitted and not yet seen committed, with when (bounded by the
+    /// writer's own queue).
+    uncommitted: std::collections::VecDeque<(u64, Instant)>,
     /// When the packets being handled were read (deliveries are measured from it).
     pub(super) read_at: Option<Instant>,
     /// The connect rates (none in unit tests of the task).
@@ -91,6 +96,25 @@ impl Ops {
             metrics: Some(metrics),
             rates: Some(rates),
             ..Self::default()
+        }
+    }
+
+    /// Store batch `seq` was submitted now.
+    pub(super) fn submitted(&mut self, seq: u64) {
+        self.uncommitted.push_back((seq, super::now()));
+    }
+
+    /// Every batch up to `seq` is committed: their commit latencies are recorded.
+    pub(super) fn committed(&mut self, seq: u64) {
+        let now = super::now();
+        while let Some(&(batch, at)) = self.uncommitted.front() {
+            if batch > seq {
+                break;
+            }
+            self.uncommitted.pop_front();
+            self.counters
+                .store_commit
+                .observe(now.saturating_duration_since(at));
         }
     }
 
