@@ -93,6 +93,7 @@ impl Broker {
         }
         let sid = c.session;
         let client_id = c.client_id.clone();
+        let principal = c.principal.clone();
         let qos = publish.qos;
         let persistent = self
             .sessions
@@ -117,20 +118,43 @@ impl Broker {
         if reserved {
             self.fx.stats.dropped.reserved_topic += 1;
         }
-        let message = Message::from_publish(publish, topic, client_id, now);
+        // Authorization, against the current authorizer: a denied message is acknowledged
+        // like a reserved one (5.0: 0x87; 3.x has no negative ack) and not delivered.
+        let request = crate::authz::Request::Publish {
+            topic: &topic,
+            qos,
+            retain: publish.retain,
+        };
+        let denied = !reserved && self.authorize(conn, &request) == crate::authz::Effect::Deny;
+        if denied {
+            self.fx.stats.dropped.not_authorized += 1;
+        }
+        let refusal_text = if denied {
+            "not authorized"
+        } else {
+            "topic reserved for the broker"
+        };
+        let reserved = reserved || denied;
+        let mut message = Message::from_publish(publish, topic, client_id, now);
+        // Device identity properties ride on every message the device publishes.
+        message
+            .properties
+            .user_properties
+            .extend(principal.properties.iter().cloned());
 
         match (qos, packet_id) {
             (QoS::AtLeastOnce, Some(packet_id)) => {
-                let code = if reserved {
-                    self.refusal_code(v5)
+                let (code, text) = if reserved {
+                    (self.refusal_code(v5), Some(refusal_text))
                 } else {
                     let matched = self.accept_message(message, now);
-                    self.success_code(v5, matched)
+                    (self.success_code(v5, matched), None)
                 };
-                self.send_explained(
-                    conn,
-                    Packet::PubAck(explained_ack(packet_id, code, problem_info)),
-                );
+                let mut ack = explained_ack(packet_id, code, problem_info);
+                if problem_info && code.is_error() {
+                    ack.properties.reason_string = text.map(str::to_owned);
+                }
+                self.send_explained(conn, Packet::PubAck(ack));
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
                 let Some(session) = self.sessions.get_mut(&sid) else {
@@ -145,10 +169,11 @@ impl Broker {
                 if reserved && v5 {
                     // An error PUBREC ends the exchange: nothing to remember.
                     let code = self.refusal_code(v5);
-                    self.send_explained(
-                        conn,
-                        Packet::PubRec(explained_ack(packet_id, code, problem_info)),
-                    );
+                    let mut ack = explained_ack(packet_id, code, problem_info);
+                    if problem_info {
+                        ack.properties.reason_string = Some(refusal_text.to_owned());
+                    }
+                    self.send_explained(conn, Packet::PubRec(ack));
                     return;
                 }
                 // Our Receive Maximum bounds the QoS 2 messages awaiting PUBREL (3.3.4).
@@ -351,7 +376,7 @@ pub(super) fn explained_ack(
 /// SUBACK).
 pub(super) fn error_text(code: ReasonCode) -> Option<&'static str> {
     Some(match code {
-        ReasonCode::NOT_AUTHORIZED => "topic reserved for the broker",
+        ReasonCode::NOT_AUTHORIZED => "not authorized",
         ReasonCode::PACKET_IDENTIFIER_NOT_FOUND => "packet identifier not found",
         ReasonCode::QUOTA_EXCEEDED => "subscription limit of the session reached",
         ReasonCode::TOPIC_FILTER_INVALID => "topic filter has more levels than the server allows",

@@ -42,4 +42,6 @@ pub struct DropStats {
     pub shared_no_member: u64,
     /// A client PUBLISH to a topic reserved for the broker (`$SYS/...`, `$events/...`).
     pub reserved_topic: u64,
+    /// A client PUBLISH (or will) the authorizer denied.
+    pub not_authorized: u64,
 }
