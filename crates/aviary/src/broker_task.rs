@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use aviary_codec::{DecodeError, Packet, QoS};
+use aviary_codec::{Connect, DecodeError, Packet, QoS};
+use aviary_core::authz::Authentication;
 use aviary_core::{Broker, ConnId, Transmit};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -32,6 +33,16 @@ pub(crate) enum Event {
     },
     /// Packets decoded from one read, in order.
     Packets { conn: ConnId, packets: Vec<Packet> },
+    /// A CONNECT with the outcome of its authentication (listeners with authentication).
+    Connect {
+        conn: ConnId,
+        connect: Box<Connect>,
+        outcome: Authentication,
+    },
+    /// The credentials of the connection were withdrawn (its certificate revoked): the
+    /// broker disconnects it (5.0: DISCONNECT 0x87).
+    #[allow(dead_code)] // sent by TLS listeners once certificate status is watched
+    Revoke { conn: ConnId },
     /// Bytes that could not be decoded; the connection reads no further.
     DecodeError { conn: ConnId, error: DecodeError },
     /// The transport is gone (end of stream, I/O error).
@@ -134,6 +145,19 @@ impl BrokerTask {
                     self.broker.handle_packet(conn, packet, now);
                     self.route_transmits();
                 }
+            }
+            Event::Connect {
+                conn,
+                connect,
+                outcome,
+            } => {
+                if self.outboxes.contains_key(&conn) {
+                    self.broker
+                        .handle_connect_authenticated(conn, *connect, outcome, now);
+                }
+            }
+            Event::Revoke { conn } => {
+                self.broker.revoke_connection(conn, now);
             }
             Event::DecodeError { conn, error } => {
                 if self.outboxes.contains_key(&conn) {

@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aviary_codec::{Packet, ProtocolVersion};
@@ -22,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::auth::{AuthService, PeerCertificate};
 use crate::broker_task::Event;
 use crate::outbox::{outbox, Outbox};
 
@@ -58,6 +60,12 @@ pub(crate) struct ConnectionContext {
     /// Cancelled when graceful shutdown has waited long enough: connections still open
     /// are then dropped.
     pub(crate) force_close: CancellationToken,
+    /// Authenticates CONNECT before the broker sees it; `None`: the broker accepts every
+    /// CONNECT's credentials (`handle_packet`).
+    pub(crate) auth: Option<Arc<AuthService>>,
+    /// The verified client certificate of this connection (set per connection by a TLS
+    /// listener).
+    pub(crate) certificate: Option<Arc<PeerCertificate>>,
 }
 
 /// Why the read side stopped.
@@ -101,7 +109,7 @@ pub(crate) async fn run(stream: TcpStream, conn: ConnId, peer: SocketAddr, ctx: 
     let version = AtomicU8::new(NO_CONNECT_YET);
 
     let tell_closed = {
-        let reader = read_loop(&mut rd, conn, &version, &outbox, &ctx);
+        let reader = read_loop(&mut rd, (conn, peer), &version, &outbox, &ctx);
         let writer = write_loop(wr, &outbox, &version);
         tokio::pin!(reader, writer);
         tokio::select! {
@@ -153,7 +161,7 @@ impl Drop for PanicGuard<'_> {
 /// pauses while the connection's outbox is long.
 async fn read_loop(
     rd: &mut OwnedReadHalf,
-    conn: ConnId,
+    (conn, peer): (ConnId, SocketAddr),
     version: &AtomicU8,
     outbox: &Outbox,
     ctx: &ConnectionContext,
@@ -191,7 +199,7 @@ async fn read_loop(
         }
         // Boxed (one allocation per read) so the decoding state does not sit in every
         // idle connection's future.
-        if let Some(end) = Box::pin(decode_all(&mut buf, conn, version, ctx)).await {
+        if let Some(end) = Box::pin(decode_all(&mut buf, (conn, peer), version, ctx)).await {
             return end;
         }
     }
@@ -201,7 +209,7 @@ async fn read_loop(
 /// must stop.
 async fn decode_all(
     buf: &mut BytesMut,
-    conn: ConnId,
+    (conn, peer): (ConnId, SocketAddr),
     version: &AtomicU8,
     ctx: &ConnectionContext,
 ) -> Option<ReadEnd> {
@@ -210,16 +218,42 @@ async fn decode_all(
         let current = version_from_level(version.load(Ordering::Acquire));
         match aviary_codec::decode(buf, current, ctx.max_packet_size) {
             Ok(Some(packet)) => {
+                let mut first_connect = false;
                 if let Packet::Connect(connect) = &packet {
                     // Stored before the broker sees the CONNECT, so its CONNACK is encoded
                     // in the client's version. Only the first CONNECT fixes the version; a
                     // second one is a protocol error the broker answers [MQTT-3.1.0-2].
-                    let _ = version.compare_exchange(
-                        NO_CONNECT_YET,
-                        connect.protocol.level(),
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    );
+                    first_connect = version
+                        .compare_exchange(
+                            NO_CONNECT_YET,
+                            connect.protocol.level(),
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        )
+                        .is_ok();
+                }
+                if let (Packet::Connect(connect), Some(auth), true) =
+                    (&packet, &ctx.auth, first_connect)
+                {
+                    // Authenticated here, off the broker task; what follows the CONNECT
+                    // waits, so the broker sees it after the outcome.
+                    let request = AuthService::request(connect, peer, ctx.certificate.clone());
+                    let batch = std::mem::take(&mut packets);
+                    if send_packets(conn, batch, ctx).await.is_err() {
+                        return Some(ReadEnd::BrokerGone);
+                    }
+                    let outcome = auth.authenticate(&request).await;
+                    if let Packet::Connect(connect) = packet {
+                        let event = Event::Connect {
+                            conn,
+                            connect,
+                            outcome,
+                        };
+                        if ctx.events.send(event).await.is_err() {
+                            return Some(ReadEnd::BrokerGone);
+                        }
+                    }
+                    continue;
                 }
                 packets.push(packet);
                 if packets.len() == MAX_PACKETS_PER_EVENT {
@@ -390,6 +424,8 @@ mod tests {
             events: tx,
             max_packet_size: 1024,
             force_close: CancellationToken::new(),
+            auth: None,
+            certificate: None,
         };
         let task = tokio::spawn(run(server, ConnId(7), peer, ctx));
         let Some(Event::Open { conn, outbox, .. }) = events.recv().await else {
@@ -561,6 +597,8 @@ mod tests {
             events: tx,
             max_packet_size: 1024,
             force_close: CancellationToken::new(),
+            auth: None,
+            certificate: None,
         };
         let peer = listener.local_addr().unwrap();
         let future = run(stream, ConnId(1), peer, ctx);

@@ -7,12 +7,15 @@
 //! reads, decodes, encodes and writes (`connection`), with a bounded `outbox` from the
 //! broker to each connection.
 
+pub mod auth;
 mod broker_task;
 pub mod config;
 mod connection;
 mod listener;
 mod outbox;
+pub mod security;
 mod server;
+pub mod tls;
 
 pub use config::Config;
 pub use server::{run, start, RunningServer};

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::broker_task::{BrokerTask, Event};
 use crate::connection::ConnectionContext;
+use crate::security::Security;
 use crate::Config;
 
 /// Events that may wait for the broker task before connections feel backpressure (their
@@ -46,6 +47,8 @@ pub struct RunningServer {
     connections: TaskTracker,
     /// Drops connections that do not finish within the grace period.
     force_close: CancellationToken,
+    /// Users, device identities, policies: changed at runtime by the management side.
+    security: Arc<Security>,
 }
 
 /// Binds the listener and spawns the broker; returns as soon as clients can connect.
@@ -63,7 +66,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let sockets = Arc::new(Semaphore::new(crate::listener::socket_limit(
         config.mqtt.max_connections,
     )));
-    let broker = Broker::new(config.mqtt);
+    let security = Arc::new(Security::from_config(&config.security)?);
+    let mut broker = Broker::new(config.mqtt);
+    broker.set_authorizer(security.policies.clone());
     let broker_task = tokio::spawn(BrokerTask::new(broker, inbox).run());
 
     let connections = TaskTracker::new();
@@ -73,6 +78,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         events: events.clone(),
         max_packet_size,
         force_close: force_close.clone(),
+        auth: Some(Arc::clone(&security.auth)),
+        certificate: None,
     };
     let listener_task = tokio::spawn(crate::listener::run(
         listener,
@@ -89,6 +96,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         broker_task,
         connections,
         force_close,
+        security,
     })
 }
 
@@ -110,6 +118,11 @@ impl RunningServer {
     /// The address the MQTT listener is bound to.
     pub fn mqtt_addr(&self) -> SocketAddr {
         self.mqtt_addr
+    }
+
+    /// Users, device identities and authorization policies, changeable at runtime.
+    pub fn security(&self) -> &Arc<Security> {
+        &self.security
     }
 
     /// Graceful shutdown: stop accepting, DISCONNECT 0x8B to 5.0 clients, close every

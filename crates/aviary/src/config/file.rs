@@ -25,6 +25,12 @@ pub(crate) struct FileConfig {
     pub(crate) listener: ListenerSection,
     /// `[mqtt]`: the broker's protocol limits, one key per `aviary_core::BrokerConfig` field.
     pub(crate) mqtt: MqttSection,
+    /// `[auth]`: authentication (see `super::security`).
+    pub(crate) auth: super::security::AuthFile,
+    /// `[authorization]`: policies (see `super::security`).
+    pub(crate) authorization: super::security::AuthorizationFile,
+    /// `[tls_listener]`: an MQTT-over-TLS listener (see `super::security`).
+    pub(crate) tls_listener: Option<super::security::TlsListenerFile>,
     /// Which keys were set from environment variables (key → variable), so that validation
     /// errors can name the variable instead of a file the value never came from.
     #[serde(skip)]
@@ -256,7 +262,15 @@ mod tests {
         assert_eq!(field_names::<LogSection>(), ["level", "format"]);
         assert_eq!(
             field_names::<FileConfig>(),
-            ["data_dir", "log", "listener", "mqtt"]
+            [
+                "data_dir",
+                "log",
+                "listener",
+                "mqtt",
+                "auth",
+                "authorization",
+                "tls_listener"
+            ]
         );
         assert_eq!(field_names::<MqttSection>().len(), 13);
     }

@@ -7,6 +7,7 @@
 
 mod env;
 mod file;
+mod security;
 mod validate;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -16,6 +17,7 @@ use aviary_core::BrokerConfig;
 
 pub use self::env::unknown_variables;
 use self::file::FileConfig;
+pub use self::security::{SecurityConfig, TlsListenerConfig};
 
 /// The validated configuration of one broker process.
 #[derive(Clone, Debug)]
@@ -28,6 +30,8 @@ pub struct Config {
     pub listener: ListenerConfig,
     /// Protocol limits and settings handed to the broker core.
     pub mqtt: BrokerConfig,
+    /// Authentication, authorization and TLS (`[auth]`, `[authorization]`, `[tls_listener]`).
+    pub security: SecurityConfig,
 }
 
 /// `[log]`: logging, through `tracing`.
@@ -68,6 +72,7 @@ impl Default for Config {
                 bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 1883)),
             },
             mqtt: BrokerConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }

@@ -60,6 +60,11 @@ pub(crate) fn validate(file: &FileConfig) -> Result<Config, ConfigError> {
         log: LogConfig { level, format },
         listener: ListenerConfig { bind },
         mqtt: check.mqtt(defaults.mqtt)?,
+        security: super::security::validate(
+            &file.auth,
+            &file.authorization,
+            file.tls_listener.as_ref(),
+        )?,
     })
 }
 

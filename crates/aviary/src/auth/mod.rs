@@ -1,0 +1,229 @@
+//! Authentication in the shell, and the live authorization policies.
+//!
+//! The connection task decodes a CONNECT, asks [`AuthService::authenticate`] (which may
+//! wait: argon2 on the blocking pool, an HTTP call, a slowed-down retry), and hands the
+//! CONNECT together with the [`Authentication`] outcome to the broker task, which calls
+//! `Broker::handle_connect_authenticated`. The core never waits and never does I/O; the
+//! refusal codes (0x86/0x87/0x88, 3.x 4/5/3) are decided by the core from the outcome.
+//!
+//! Authenticators are tried in the configured order. Each one either claims the CONNECT
+//! (accepts or refuses it) or skips it (not its kind of credentials: an unknown username,
+//! a client id that is no device). When every one skips, anonymous access decides.
+//!
+//! * `users` — built-in users (argon2id);
+//! * `devices` — device identities and their HMAC access tokens;
+//! * `failures` — slowing down repeated failures per address and client id;
+//! * `policies` — the authorization policy set, swapped atomically on every change.
+
+pub mod devices;
+mod failures;
+pub mod policies;
+pub mod users;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use aviary_codec::Connect;
+use aviary_core::authz::{AuthRefusal, Authentication, Principal};
+use bytes::Bytes;
+use tracing::debug;
+
+pub use devices::{DeviceIdentity, DeviceRegistry, DeviceSpec};
+pub use failures::FailureTracker;
+pub use policies::PolicyStore;
+pub use users::{Secret, User, UserRegistry};
+
+/// What authentication looks at: the CONNECT's credentials and the transport's facts.
+#[derive(Clone)]
+pub struct AuthRequest {
+    /// As in CONNECT (may be empty: the broker then assigns one).
+    pub client_id: String,
+    pub username: Option<String>,
+    /// Never logged (see the `Debug` impl).
+    pub password: Option<Bytes>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The verified client certificate (TLS listeners with client certificates).
+    pub certificate: Option<Arc<PeerCertificate>>,
+}
+
+impl std::fmt::Debug for AuthRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthRequest")
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("peer", &self.peer)
+            .field("certificate", &self.certificate)
+            .finish()
+    }
+}
+
+/// A client certificate that passed the TLS verifier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerCertificate {
+    /// The subject's common name.
+    pub common_name: Option<String>,
+    /// Serial number, lower-case hex without separators.
+    pub serial: String,
+    /// The client id the certificate is bound to (its CN unless mapped explicitly);
+    /// `None` in plain mutual TLS, where any client id may be used.
+    pub bound_client_id: Option<String>,
+}
+
+/// One authenticator's answer.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Accepted: this is who the connection is.
+    Accept(Principal),
+    /// Claimed and refused.
+    Refuse(AuthRefusal),
+    /// Not this authenticator's kind of credentials: try the next.
+    Skip,
+}
+
+/// The authenticators, in the order they can be configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthenticatorKind {
+    /// Built-in users.
+    Users,
+    /// Device identities (access tokens).
+    Devices,
+}
+
+/// When clients without credentials any authenticator claims may connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Anonymous {
+    /// Allowed only while no user, device or other authenticator exists (the default:
+    /// a fresh `aviary` accepts everybody; the first user switches anonymous access off).
+    Auto,
+    Allow,
+    Deny,
+}
+
+/// Validated `[auth]` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthSettings {
+    pub anonymous: Anonymous,
+    /// Authenticators tried in this order (a client certificate always comes first).
+    pub order: Vec<AuthenticatorKind>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            anonymous: Anonymous::Auto,
+            order: vec![AuthenticatorKind::Devices, AuthenticatorKind::Users],
+        }
+    }
+}
+
+/// Authentication for every listener of a server.
+#[derive(Debug)]
+pub struct AuthService {
+    settings: AuthSettings,
+    pub users: Arc<UserRegistry>,
+    pub devices: Arc<DeviceRegistry>,
+    failures: FailureTracker,
+}
+
+impl AuthService {
+    pub fn new(settings: AuthSettings) -> Self {
+        Self {
+            settings,
+            users: Arc::default(),
+            devices: Arc::default(),
+            failures: FailureTracker::default(),
+        }
+    }
+
+    /// The request for a decoded CONNECT.
+    pub fn request(
+        connect: &Connect,
+        peer: SocketAddr,
+        certificate: Option<Arc<PeerCertificate>>,
+    ) -> AuthRequest {
+        AuthRequest {
+            client_id: connect.client_id.clone(),
+            username: connect.username.clone(),
+            password: connect.password.clone(),
+            peer,
+            certificate,
+        }
+    }
+
+    /// Authenticates one CONNECT; may wait (slowed-down retries, argon2, HTTP).
+    pub async fn authenticate(&self, request: &AuthRequest) -> Authentication {
+        let delay = self.failures.delay(request.peer.ip(), &request.client_id);
+        if !delay.is_zero() {
+            debug!(peer = %request.peer, ?delay, "slowing down a client after failures");
+            tokio::time::sleep(delay).await;
+        }
+        match self.decide(request).await {
+            Ok(principal) => {
+                self.failures.success(&request.client_id);
+                Authentication::Accepted(Arc::new(principal))
+            }
+            Err(refusal) => {
+                if refusal != AuthRefusal::ServerUnavailable {
+                    self.failures.failure(request.peer.ip(), &request.client_id);
+                }
+                debug!(client_id = %request.client_id, peer = %request.peer, ?refusal, "authentication refused");
+                Authentication::Refused(refusal)
+            }
+        }
+    }
+
+    /// The chain: certificate, then the configured order, then anonymous access.
+    async fn decide(&self, request: &AuthRequest) -> Result<Principal, AuthRefusal> {
+        if let Some(cert) = &request.certificate {
+            // A verified certificate bound to a client id authenticates that client id
+            // only: a device cannot connect as another one.
+            if let Some(bound) = &cert.bound_client_id {
+                if *bound != request.client_id {
+                    return Err(AuthRefusal::NotAuthorized);
+                }
+            }
+            return Ok(Principal {
+                username: request.username.as_deref().map(Into::into),
+                certificate_cn: cert.common_name.as_deref().map(Into::into),
+                authenticator: "certificate".into(),
+                ..Principal::default()
+            });
+        }
+        for kind in &self.settings.order {
+            let verdict = match kind {
+                AuthenticatorKind::Users => self.users.authenticate(request).await,
+                AuthenticatorKind::Devices => self.devices.authenticate(request, SystemTime::now()),
+            };
+            match verdict {
+                Verdict::Accept(principal) => return Ok(principal),
+                Verdict::Refuse(refusal) => return Err(refusal),
+                Verdict::Skip => {}
+            }
+        }
+        if self.anonymous_allowed() {
+            return Ok(Principal {
+                username: request.username.as_deref().map(Into::into),
+                authenticator: "anonymous".into(),
+                ..Principal::default()
+            });
+        }
+        // Credentials nobody recognised are bad credentials; none at all is not authorized.
+        if request.username.is_some() || request.password.is_some() {
+            Err(AuthRefusal::BadCredentials)
+        } else {
+            Err(AuthRefusal::NotAuthorized)
+        }
+    }
+
+    /// Whether clients no authenticator claims may connect, now.
+    pub fn anonymous_allowed(&self) -> bool {
+        match self.settings.anonymous {
+            Anonymous::Allow => true,
+            Anonymous::Deny => false,
+            Anonymous::Auto => self.users.is_empty() && self.devices.is_empty(),
+        }
+    }
+}
