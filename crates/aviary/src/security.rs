@@ -22,7 +22,7 @@ pub struct Security {
 impl Security {
     /// Builds the registries and loads the users and policies of the configuration.
     pub fn from_config(config: &SecurityConfig) -> anyhow::Result<Self> {
-        let auth = Arc::new(AuthService::new(config.auth.clone()));
+        let auth = Arc::new(AuthService::new(config.auth.clone())?);
         for (username, secret) in &config.users {
             auth.users
                 .create(username, secret.clone(), true)

@@ -67,6 +67,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         config.mqtt.max_connections,
     )));
     let security = Arc::new(Security::from_config(&config.security)?);
+    if let Some(jwt) = security.auth.jwt.clone() {
+        if jwt.jwks().is_some() {
+            let client = crate::auth::http_client_builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .context("cannot build the JWKS HTTP client")?;
+            // Ends with the runtime; holds no connection state.
+            tokio::spawn(jwt.refresh_loop(client));
+        }
+    }
     let mut broker = Broker::new(config.mqtt);
     broker.set_authorizer(security.policies.clone());
     let broker_task = tokio::spawn(BrokerTask::new(broker, inbox).run());

@@ -17,6 +17,8 @@
 
 pub mod devices;
 mod failures;
+pub mod http;
+pub mod jwt;
 pub mod policies;
 pub mod users;
 
@@ -31,6 +33,8 @@ use tracing::debug;
 
 pub use devices::{DeviceIdentity, DeviceRegistry, DeviceSpec};
 pub use failures::FailureTracker;
+pub use http::{HttpAuthenticator, HttpMethod, HttpSettings};
+pub use jwt::{JwtAuthenticator, JwtKeys, JwtSettings, TokenField};
 pub use policies::PolicyStore;
 pub use users::{Secret, User, UserRegistry};
 
@@ -90,6 +94,10 @@ pub enum AuthenticatorKind {
     Users,
     /// Device identities (access tokens).
     Devices,
+    /// JWT (when `[auth.jwt]` is configured).
+    Jwt,
+    /// The HTTP authentication service (when `[auth.http]` is configured).
+    Http,
 }
 
 /// When clients without credentials any authenticator claims may connect.
@@ -108,15 +116,37 @@ pub struct AuthSettings {
     pub anonymous: Anonymous,
     /// Authenticators tried in this order (a client certificate always comes first).
     pub order: Vec<AuthenticatorKind>,
+    /// `[auth.jwt]`, if configured.
+    pub jwt: Option<JwtSettings>,
+    /// `[auth.http]`, if configured.
+    pub http: Option<HttpSettings>,
 }
 
 impl Default for AuthSettings {
     fn default() -> Self {
         Self {
             anonymous: Anonymous::Auto,
-            order: vec![AuthenticatorKind::Devices, AuthenticatorKind::Users],
+            order: vec![
+                AuthenticatorKind::Devices,
+                AuthenticatorKind::Users,
+                AuthenticatorKind::Jwt,
+                AuthenticatorKind::Http,
+            ],
+            jwt: None,
+            http: None,
         }
     }
+}
+
+/// An HTTP client builder using rustls with ring (reqwest is built without a provider of
+/// its own, so the ring provider is installed as the process default once).
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        // Fails only if another provider was installed first, which then serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
 }
 
 /// Authentication for every listener of a server.
@@ -125,17 +155,35 @@ pub struct AuthService {
     settings: AuthSettings,
     pub users: Arc<UserRegistry>,
     pub devices: Arc<DeviceRegistry>,
+    /// JWT, if configured.
+    pub jwt: Option<Arc<JwtAuthenticator>>,
+    /// The HTTP service, if configured.
+    pub http: Option<Arc<HttpAuthenticator>>,
     failures: FailureTracker,
 }
 
 impl AuthService {
-    pub fn new(settings: AuthSettings) -> Self {
-        Self {
+    pub fn new(settings: AuthSettings) -> anyhow::Result<Self> {
+        let jwt = settings
+            .jwt
+            .clone()
+            .map(JwtAuthenticator::new)
+            .transpose()?
+            .map(Arc::new);
+        let http = settings
+            .http
+            .clone()
+            .map(HttpAuthenticator::new)
+            .transpose()?
+            .map(Arc::new);
+        Ok(Self {
             settings,
             users: Arc::default(),
             devices: Arc::default(),
+            jwt,
+            http,
             failures: FailureTracker::default(),
-        }
+        })
     }
 
     /// The request for a decoded CONNECT.
@@ -196,6 +244,14 @@ impl AuthService {
             let verdict = match kind {
                 AuthenticatorKind::Users => self.users.authenticate(request).await,
                 AuthenticatorKind::Devices => self.devices.authenticate(request, SystemTime::now()),
+                AuthenticatorKind::Jwt => match &self.jwt {
+                    Some(jwt) => jwt.authenticate(request),
+                    None => Verdict::Skip,
+                },
+                AuthenticatorKind::Http => match &self.http {
+                    Some(http) => http.authenticate(request).await,
+                    None => Verdict::Skip,
+                },
             };
             match verdict {
                 Verdict::Accept(principal) => return Ok(principal),
@@ -223,7 +279,12 @@ impl AuthService {
         match self.settings.anonymous {
             Anonymous::Allow => true,
             Anonymous::Deny => false,
-            Anonymous::Auto => self.users.is_empty() && self.devices.is_empty(),
+            Anonymous::Auto => {
+                self.users.is_empty()
+                    && self.devices.is_empty()
+                    && self.jwt.is_none()
+                    && self.http.is_none()
+            }
         }
     }
 }

@@ -11,7 +11,10 @@ use aviary_core::authz::Effect;
 
 use super::ConfigError;
 use crate::auth::policies::PolicyDoc;
-use crate::auth::{Anonymous, AuthSettings, AuthenticatorKind, Secret};
+use crate::auth::{
+    Anonymous, AuthSettings, AuthenticatorKind, HttpMethod, HttpSettings, JwtKeys, JwtSettings,
+    Secret, TokenField,
+};
 use crate::tls::TlsMode;
 
 /// `[auth]` as written.
@@ -24,6 +27,58 @@ pub(crate) struct AuthFile {
     pub(crate) order: Option<Vec<String>>,
     /// `[[auth.users]]`.
     pub(crate) users: Vec<UserFile>,
+    /// `[auth.jwt]`.
+    pub(crate) jwt: Option<JwtFile>,
+    /// `[auth.http]`.
+    pub(crate) http: Option<HttpFile>,
+}
+
+/// `[auth.jwt]` as written.
+#[derive(Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct JwtFile {
+    /// `"password"` (default) or `"username"`.
+    pub(crate) from: Option<String>,
+    /// HMAC secret as text.
+    pub(crate) secret: Option<String>,
+    /// HMAC secret in standard base64.
+    pub(crate) secret_base64: Option<String>,
+    /// PEM file with an RSA or EC public key.
+    pub(crate) public_key: Option<PathBuf>,
+    /// JWKS URL.
+    pub(crate) jwks_url: Option<String>,
+    /// Seconds between JWKS fetches (default 300).
+    pub(crate) jwks_refresh: Option<u64>,
+    /// Accepted algorithms, e.g. `["HS256", "RS256", "ES256"]`.
+    pub(crate) algorithms: Option<Vec<String>>,
+    pub(crate) client_id_claim: Option<String>,
+    pub(crate) username_claim: Option<String>,
+    /// Seconds of clock skew allowed (default 30).
+    pub(crate) leeway: Option<u64>,
+}
+
+impl std::fmt::Debug for JwtFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtFile")
+            .field("jwks_url", &self.jwks_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[auth.http]` as written.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct HttpFile {
+    pub(crate) url: Option<String>,
+    /// `"get"` or `"post"` (default).
+    pub(crate) method: Option<String>,
+    pub(crate) headers: std::collections::BTreeMap<String, String>,
+    pub(crate) body: Option<String>,
+    pub(crate) connect_timeout_ms: Option<u64>,
+    pub(crate) timeout_ms: Option<u64>,
+    pub(crate) max_concurrency: Option<usize>,
+    /// Seconds an answer is reused (0: never).
+    pub(crate) cache_ttl: Option<u64>,
 }
 
 /// `[[auth.users]]`: a user with a plain password (hashed at start) or an argon2 hash.
@@ -126,9 +181,13 @@ pub(crate) fn validate(
             .map(|n| match n.as_str() {
                 "users" => Ok(AuthenticatorKind::Users),
                 "devices" => Ok(AuthenticatorKind::Devices),
+                "jwt" => Ok(AuthenticatorKind::Jwt),
+                "http" => Ok(AuthenticatorKind::Http),
                 other => Err(invalid(
                     "auth.order",
-                    format!("unknown authenticator {other:?}: expected \"users\" or \"devices\""),
+                    format!(
+                        "unknown authenticator {other:?}: expected \"users\", \"devices\", \"jwt\" or \"http\""
+                    ),
                 )),
             })
             .collect::<Result<_, _>>()?,
@@ -171,7 +230,12 @@ pub(crate) fn validate(
     }
     let tls_listener = tls.map(validate_tls).transpose()?;
     Ok(SecurityConfig {
-        auth: AuthSettings { anonymous, order },
+        auth: AuthSettings {
+            anonymous,
+            order,
+            jwt: auth.jwt.as_ref().map(validate_jwt).transpose()?,
+            http: auth.http.as_ref().map(validate_http).transpose()?,
+        },
         users,
         default_effect,
         policies: authorization.policies.clone(),
@@ -212,5 +276,121 @@ fn validate_tls(tls: &TlsListenerFile) -> Result<TlsListenerConfig, ConfigError>
         key,
         mode,
         ca: tls.ca.clone(),
+    })
+}
+
+fn validate_jwt(jwt: &JwtFile) -> Result<JwtSettings, ConfigError> {
+    use base64::Engine as _;
+    let from = match jwt.from.as_deref() {
+        None | Some("password") => TokenField::Password,
+        Some("username") => TokenField::Username,
+        Some(other) => {
+            return Err(invalid(
+                "auth.jwt.from",
+                format!("expected \"password\" or \"username\", got {other:?}"),
+            ))
+        }
+    };
+    let keys = match (
+        &jwt.secret,
+        &jwt.secret_base64,
+        &jwt.public_key,
+        &jwt.jwks_url,
+    ) {
+        (Some(s), None, None, None) => JwtKeys::Secret(s.as_bytes().to_vec()),
+        (None, Some(s), None, None) => JwtKeys::Secret(
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|_| invalid("auth.jwt.secret_base64", "not standard base64"))?,
+        ),
+        (None, None, Some(path), None) => {
+            JwtKeys::PublicKeyPem(std::fs::read(path).map_err(|e| {
+                invalid(
+                    "auth.jwt.public_key",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?)
+        }
+        (None, None, None, Some(url)) => JwtKeys::Jwks {
+            url: url.clone(),
+            refresh: std::time::Duration::from_secs(jwt.jwks_refresh.unwrap_or(300).max(1)),
+        },
+        _ => {
+            return Err(invalid(
+                "auth.jwt",
+                "give exactly one of secret, secret_base64, public_key, jwks_url",
+            ))
+        }
+    };
+    let default_algorithms = match keys {
+        JwtKeys::Secret(_) => vec!["HS256".to_owned()],
+        _ => vec!["RS256".to_owned(), "ES256".to_owned()],
+    };
+    let algorithms = jwt
+        .algorithms
+        .clone()
+        .unwrap_or(default_algorithms)
+        .iter()
+        .map(|a| {
+            let alg = a.parse::<jsonwebtoken::Algorithm>().ok().filter(|alg| {
+                use jsonwebtoken::Algorithm::*;
+                matches!(
+                    alg,
+                    HS256 | HS384 | HS512 | RS256 | RS384 | RS512 | ES256 | ES384
+                )
+            });
+            alg.ok_or_else(|| {
+                invalid(
+                    "auth.jwt.algorithms",
+                    format!("unsupported {a:?}: HS256/384/512, RS256/384/512, ES256/384"),
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(JwtSettings {
+        from,
+        keys,
+        algorithms,
+        client_id_claim: jwt.client_id_claim.clone(),
+        username_claim: jwt
+            .username_claim
+            .clone()
+            .unwrap_or_else(|| "sub".to_owned()),
+        leeway: jwt.leeway.unwrap_or(30),
+    })
+}
+
+fn validate_http(http: &HttpFile) -> Result<HttpSettings, ConfigError> {
+    let defaults = HttpSettings::default();
+    let url = http
+        .url
+        .clone()
+        .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+        .ok_or_else(|| invalid("auth.http.url", "required: an http:// or https:// URL"))?;
+    let method = match http.method.as_deref() {
+        None | Some("post") | Some("POST") => HttpMethod::Post,
+        Some("get") | Some("GET") => HttpMethod::Get,
+        Some(other) => {
+            return Err(invalid(
+                "auth.http.method",
+                format!("expected \"get\" or \"post\", got {other:?}"),
+            ))
+        }
+    };
+    let ms = std::time::Duration::from_millis;
+    Ok(HttpSettings {
+        url,
+        method,
+        headers: http.headers.clone().into_iter().collect(),
+        body: http.body.clone().or(defaults.body),
+        connect_timeout: http.connect_timeout_ms.map_or(defaults.connect_timeout, ms),
+        timeout: http.timeout_ms.map_or(defaults.timeout, ms),
+        max_concurrency: http
+            .max_concurrency
+            .unwrap_or(defaults.max_concurrency)
+            .max(1),
+        cache_ttl: http
+            .cache_ttl
+            .map_or(defaults.cache_ttl, std::time::Duration::from_secs),
     })
 }
