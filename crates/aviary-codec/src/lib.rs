@@ -24,5 +24,5 @@ pub use packet::{
     Publish, RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
 };
 pub use reason::ReasonCode;
-pub use topic::{SharedFilter, TopicError, TopicFilter, TopicName};
+pub use topic::{topic_matches, SharedFilter, TopicError, TopicFilter, TopicName};
 pub use types::{PacketId, ProtocolVersion, QoS};

@@ -136,12 +136,14 @@ impl TopicFilter {
     /// Whether `topic` matches this filter, with the `$` rule [MQTT-4.7.2-1]: a filter
     /// starting with a wildcard does not match a topic starting with `$`.
     pub fn matches(&self, topic: &TopicName) -> bool {
-        matches(self.match_filter(), topic.as_str())
+        topic_matches(self.match_filter(), topic.as_str())
     }
 }
 
-/// Whether a valid filter (not shared) matches a valid topic name.
-pub(crate) fn matches(filter: &str, topic: &str) -> bool {
+/// Whether a valid filter (not shared) matches a valid topic name: a straight reading of
+/// [MQTT-4.7], level by level. The subscription index and the retained store use tries; this
+/// is the reference they are tested against.
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
     if topic.starts_with('$') && filter.starts_with(['+', '#']) {
         return false;
     }

@@ -186,6 +186,11 @@ impl BrokerTask {
                 }
             }
         }
+        // Only produced with `mqtt.emit_events` (for a management side, which does not
+        // exist yet); drained so they cannot pile up, and logged.
+        while let Some(event) = self.broker.poll_event() {
+            debug!(?event, "broker event");
+        }
     }
 
     /// Queues `packet` for `conn`. A QoS 0 PUBLISH to a connection that is not keeping

@@ -3,8 +3,11 @@
 //!
 //! Two bounds, because packets differ in what losing them means:
 //! * at [`SOFT_LIMIT`] queued packets, best-effort packets (QoS 0 PUBLISHes) are refused
-//!   (the broker task drops and counts them) and the connection's reader pauses, so a
-//!   client that does not read its acknowledgements stops being read from (backpressure);
+//!   (the broker task drops and counts them);
+//! * at [`SOFT_LIMIT`] queued *reliable* packets the connection's reader pauses, so a client
+//!   that does not read its acknowledgements stops being read from (backpressure). Only
+//!   reliable packets count here: a subscriber on a slow link that loses QoS 0 messages
+//!   must still be read from, or its PINGREQs would go unread and keep alive would end it;
 //! * reliable packets (everything else) are refused only at [`HARD_LIMIT`], a safety net
 //!   that a working connection never reaches: QoS 1/2 PUBLISHes are bounded by the in-flight
 //!   window and acknowledgements by the paused reader. Refusal closes the connection.
@@ -57,6 +60,8 @@ struct Shared {
 struct State {
     /// Packets in the order the broker produced them.
     queue: VecDeque<Packet>,
+    /// How many of `queue` are [`Delivery::Reliable`] (what pauses the reader).
+    reliable: usize,
     /// The broker side is gone: after the queue drains, the writer closes the connection.
     closed: bool,
 }
@@ -112,6 +117,9 @@ impl OutboxSender {
                 return Err(Full);
             }
             state.queue.push_back(packet);
+            if delivery == Delivery::Reliable {
+                state.reliable += 1;
+            }
         }
         self.shared.filled.notify_one();
         Ok(())
@@ -136,6 +144,7 @@ impl Outbox {
                 if !state.queue.is_empty() {
                     // Take rather than drain: the idle connection then holds no queue memory.
                     let batch = std::mem::take(&mut state.queue);
+                    state.reliable = 0;
                     drop(state);
                     self.shared.drained.notify_one();
                     return Some(batch);
@@ -150,14 +159,14 @@ impl Outbox {
         }
     }
 
-    /// Waits while [`SOFT_LIMIT`] or more packets are queued (the client is not reading
-    /// what we send), so that the reader stops producing more answers. Returns at once
-    /// when the sender is gone.
+    /// Waits while [`SOFT_LIMIT`] or more reliable packets are queued (the client is not
+    /// reading what we send), so that the reader stops producing more answers. Returns at
+    /// once when the sender is gone.
     pub(crate) async fn wait_for_room(&self) {
         loop {
             {
                 let state = self.shared.lock();
-                if state.queue.len() < SOFT_LIMIT || state.closed {
+                if state.reliable < SOFT_LIMIT || state.closed {
                     return;
                 }
             }
@@ -225,6 +234,19 @@ mod tests {
         assert_eq!(rx.next_batch().await.map(|b| b.len()), Some(SOFT_LIMIT));
         reader.await.unwrap();
         // Room is there at once otherwise.
+        rx.wait_for_room().await;
+    }
+
+    #[tokio::test]
+    async fn best_effort_packets_do_not_pause_the_reader() {
+        let (tx, rx) = outbox();
+        for _ in 0..SOFT_LIMIT {
+            tx.push(Packet::PingResp, Delivery::BestEffort).unwrap();
+        }
+        for _ in 1..SOFT_LIMIT {
+            tx.push(Packet::PingResp, Delivery::Reliable).unwrap();
+        }
+        // 2047 queued, 1023 of them reliable: a QoS 0 flood alone never stops reading.
         rx.wait_for_room().await;
     }
 }

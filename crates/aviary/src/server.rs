@@ -278,6 +278,36 @@ mod tests {
         assert!(rest.is_empty(), "3.1.1 has no server DISCONNECT: {rest:?}");
     }
 
+    /// The broker's timers run on tokio's clock: with time paused, a silent client is
+    /// disconnected after 1.5 times its keep alive [MQTT-3.1.2-24] without real waiting.
+    #[tokio::test(start_paused = true)]
+    async fn mqtt_3_1_2_24_keep_alive_expiry_closes_the_connection_on_tokio_time() {
+        let server = start_broker().await;
+        let mut client = TcpStream::connect(server.mqtt_addr()).await.unwrap();
+        // CONNECT, 3.1.1, clean session, keep alive 2 s, client id "k".
+        client
+            .write_all(&[
+                0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x02, 0x00, 0x01,
+                b'k',
+            ])
+            .await
+            .unwrap();
+        assert_eq!(read_exact(&mut client, 4).await, [0x20, 0x02, 0x00, 0x00]);
+        let start = tokio::time::Instant::now();
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(60), client.read_to_end(&mut rest))
+            .await
+            .expect("not closed within 60 s of tokio time")
+            .unwrap();
+        assert!(rest.is_empty(), "{rest:?}");
+        assert!(
+            start.elapsed() >= Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+        server.shutdown().await.unwrap();
+    }
+
     #[tokio::test]
     async fn bind_failure_names_the_address() {
         let first = start_broker().await;

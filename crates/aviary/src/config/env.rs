@@ -76,6 +76,10 @@ fn apply_var(
             mqtt.max_inflight = int()?;
             "mqtt.max_inflight"
         }
+        "AVIARY_MQTT_MAX_INFLIGHT_V5" => {
+            mqtt.max_inflight_v5 = int()?;
+            "mqtt.max_inflight_v5"
+        }
         "AVIARY_MQTT_MAX_QUEUED_MESSAGES" => {
             mqtt.max_queued_messages = int()?;
             "mqtt.max_queued_messages"
@@ -125,9 +129,29 @@ fn apply_var(
             mqtt.max_session_expiry_interval = int()?;
             "mqtt.max_session_expiry_interval"
         }
+        "AVIARY_MQTT_CONNECT_TIMEOUT" => {
+            mqtt.connect_timeout = Some(RawDuration::Text(value.to_owned()));
+            "mqtt.connect_timeout"
+        }
+        "AVIARY_MQTT_RETRY_V5" => {
+            mqtt.retry_v5 = Some(parse_bool(var, value)?);
+            "mqtt.retry_v5"
+        }
         _ => return Ok(None),
     };
     Ok(Some(key))
+}
+
+/// A boolean variable (`true`/`false`/`1`/`0`); the error names the variable.
+fn parse_bool(var: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(ConfigError::Env {
+            var: var.to_owned(),
+            message: format!("expected true or false, got {value:?}"),
+        }),
+    }
 }
 
 /// An integer variable; the error names the variable.

@@ -60,6 +60,7 @@ pub(crate) struct ListenerSection {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct MqttSection {
     pub(crate) max_inflight: Option<i64>,
+    pub(crate) max_inflight_v5: Option<i64>,
     pub(crate) max_queued_messages: Option<i64>,
     /// `drop_new` or `drop_oldest`.
     pub(crate) queue_overflow: Option<String>,
@@ -73,6 +74,8 @@ pub(crate) struct MqttSection {
     pub(crate) topic_alias_maximum: Option<i64>,
     pub(crate) receive_maximum: Option<i64>,
     pub(crate) max_session_expiry_interval: Option<i64>,
+    pub(crate) connect_timeout: Option<RawDuration>,
+    pub(crate) retry_v5: Option<bool>,
 }
 
 /// A duration as written by a person: whole seconds (`120`) or a string with a unit
@@ -272,6 +275,6 @@ mod tests {
                 "tls_listener"
             ]
         );
-        assert_eq!(field_names::<MqttSection>().len(), 13);
+        assert_eq!(field_names::<MqttSection>().len(), 16);
     }
 }

@@ -1,6 +1,6 @@
-//! The broker's configuration, in two layers: what an `aviary.toml` file says ([`file`],
+//! The broker's configuration, in two layers: what an `aviary.toml` file says (`file`,
 //! plain serde with every key optional), then the `AVIARY_*` environment overrides
-//! ([`env`]), then validation ([`validate`]) into the typed [`Config`] the server runs on.
+//! (`env`), then validation (`validate`) into the typed [`Config`] the server runs on.
 //!
 //! Every key has a default; `aviary.example.toml` at the repository root documents each one
 //! and a test checks that it spells exactly the defaults.

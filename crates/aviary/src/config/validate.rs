@@ -89,6 +89,13 @@ impl Checker<'_> {
             1,
             u16_max,
         )?;
+        c.max_inflight_v5 = self.int(
+            "mqtt.max_inflight_v5",
+            m.max_inflight_v5,
+            c.max_inflight_v5,
+            1,
+            u16_max,
+        )?;
         c.max_queued_messages = self.int(
             "mqtt.max_queued_messages",
             m.max_queued_messages,
@@ -184,6 +191,12 @@ impl Checker<'_> {
             0,
             u32_max,
         )?;
+        if let Some(raw) = &m.connect_timeout {
+            // 0 turns the timeout off (the core treats a zero duration so).
+            c.connect_timeout = parse_duration(raw)
+                .map_err(|message| self.invalid("mqtt.connect_timeout", message))?;
+        }
+        c.retry_v5 = m.retry_v5.unwrap_or(c.retry_v5);
         Ok(c)
     }
 
@@ -339,6 +352,7 @@ mod tests {
             ("max_inflight", 0, "1 and 65535"),
             ("max_inflight", 65_536, "1 and 65535"),
             ("max_queued_messages", -1, "0 and 4294967295"),
+            ("max_inflight_v5", 0, "1 and 65535"),
             ("max_keep_alive", 0, "1 and 65535"),
             ("max_subscriptions_per_session", 0, "1 and 4294967295"),
             ("max_connections", 0, "1 and 4294967295"),
@@ -360,6 +374,25 @@ mod tests {
                 &format!("mqtt.{key}: must be between {range}, got {value}"),
             );
         }
+    }
+
+    #[test]
+    fn connect_timeout_and_retry_v5() {
+        let config = load("[mqtt]\nconnect_timeout = \"30s\"\nretry_v5 = true", &[]).unwrap();
+        assert_eq!(config.mqtt.connect_timeout, Duration::from_secs(30));
+        assert!(config.mqtt.retry_v5);
+        let env = [
+            ("AVIARY_MQTT_CONNECT_TIMEOUT", "0"),
+            ("AVIARY_MQTT_RETRY_V5", "1"),
+        ];
+        let config = load("", &env).unwrap();
+        assert_eq!(config.mqtt.connect_timeout, Duration::ZERO, "0 is off");
+        assert!(config.mqtt.retry_v5);
+        let err = load("", &[("AVIARY_MQTT_RETRY_V5", "yes")]).unwrap_err();
+        assert_eq!(
+            err,
+            "AVIARY_MQTT_RETRY_V5: expected true or false, got \"yes\""
+        );
     }
 
     #[test]

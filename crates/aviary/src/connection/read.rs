@@ -1,0 +1,169 @@
+//! The read side of a connection: bytes from the socket, decoded into packets, sent to the
+//! broker task in batches.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use aviary_codec::Packet;
+use aviary_core::ConnId;
+use bytes::BytesMut;
+use tokio::net::tcp::OwnedReadHalf;
+use tracing::debug;
+
+use super::{version_from_level, ConnectionContext, ReadEnd, NO_CONNECT_YET};
+use crate::auth::AuthService;
+use crate::broker_task::Event;
+use crate::outbox::Outbox;
+
+/// Bytes reserved for a read when the buffer is empty; the buffer grows by doubling while
+/// a large packet arrives (the codec refuses packets over the maximum size from their fixed
+/// header, which caps the growth).
+const READ_CHUNK: usize = 4 * 1024;
+
+/// Most packets sent to the broker task in one event, so one huge read cannot build an
+/// unbounded batch.
+const MAX_PACKETS_PER_EVENT: usize = 256;
+
+/// Reads and decodes until the stream ends or breaks, sending packets to the broker task;
+/// pauses while the connection's outbox is long.
+pub(super) async fn read_loop(
+    rd: &mut OwnedReadHalf,
+    (conn, peer): (ConnId, SocketAddr),
+    version: &AtomicU8,
+    outbox: &Outbox,
+    ctx: &ConnectionContext,
+) -> ReadEnd {
+    let mut buf = BytesMut::new();
+    loop {
+        // Backpressure: while the client does not read what we send, read nothing more
+        // from it (everything it sends would only add answers to the queue).
+        outbox.wait_for_room().await;
+        if buf.is_empty() {
+            // Idle: wait for data without holding a buffer.
+            buf = BytesMut::new();
+            if rd.readable().await.is_err() {
+                return ReadEnd::Closed;
+            }
+        }
+        buf.reserve(READ_CHUNK.max(buf.len()));
+        match rd.try_read_buf(&mut buf) {
+            Ok(0) => return ReadEnd::Closed,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if buf.is_empty() {
+                    continue; // spurious readiness: back to waiting
+                }
+                // A partial packet is buffered; wait for the rest.
+                if rd.readable().await.is_err() {
+                    return ReadEnd::Closed;
+                }
+                continue;
+            }
+            Err(e) => {
+                debug!(conn = conn.0, error = %e, "read failed");
+                return ReadEnd::Closed;
+            }
+        }
+        // Boxed (one allocation per read) so the decoding state does not sit in every
+        // idle connection's future.
+        if let Some(end) = Box::pin(decode_all(&mut buf, (conn, peer), version, ctx)).await {
+            return end;
+        }
+    }
+}
+
+/// Decodes every whole packet in `buf` and sends them to the broker; `Some` when reading
+/// must stop.
+async fn decode_all(
+    buf: &mut BytesMut,
+    (conn, peer): (ConnId, SocketAddr),
+    version: &AtomicU8,
+    ctx: &ConnectionContext,
+) -> Option<ReadEnd> {
+    let mut packets = Vec::new();
+    loop {
+        let current = version_from_level(version.load(Ordering::Acquire));
+        match aviary_codec::decode(buf, current, ctx.max_packet_size) {
+            Ok(Some(packet)) => {
+                let mut first_connect = false;
+                if let Packet::Connect(connect) = &packet {
+                    // Stored before the broker sees the CONNECT, so its CONNACK is encoded
+                    // in the client's version. Only the first CONNECT fixes the version; a
+                    // second one is a protocol error the broker answers [MQTT-3.1.0-2].
+                    first_connect = version
+                        .compare_exchange(
+                            NO_CONNECT_YET,
+                            connect.protocol.level(),
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        )
+                        .is_ok();
+                }
+                if let (Packet::Connect(connect), Some(auth), true) =
+                    (&packet, &ctx.auth, first_connect)
+                {
+                    // Authenticated here, off the broker task; what follows the CONNECT
+                    // waits, so the broker sees it after the outcome.
+                    let request = AuthService::request(connect, peer, ctx.certificate.clone());
+                    let batch = std::mem::take(&mut packets);
+                    if send_packets(conn, batch, ctx).await.is_err() {
+                        return Some(ReadEnd::BrokerGone);
+                    }
+                    let outcome = auth.authenticate(&request).await;
+                    if let Packet::Connect(connect) = packet {
+                        let event = Event::Connect {
+                            conn,
+                            connect,
+                            outcome,
+                        };
+                        if ctx.events.send(event).await.is_err() {
+                            return Some(ReadEnd::BrokerGone);
+                        }
+                    }
+                    continue;
+                }
+                packets.push(packet);
+                if packets.len() == MAX_PACKETS_PER_EVENT {
+                    let batch = std::mem::take(&mut packets);
+                    if send_packets(conn, batch, ctx).await.is_err() {
+                        return Some(ReadEnd::BrokerGone);
+                    }
+                }
+            }
+            Ok(None) => break,
+            Err(error) => {
+                debug!(conn = conn.0, %error, "undecodable input");
+                if send_packets(conn, packets, ctx).await.is_err()
+                    || ctx
+                        .events
+                        .send(Event::DecodeError { conn, error })
+                        .await
+                        .is_err()
+                {
+                    return Some(ReadEnd::BrokerGone);
+                }
+                return Some(ReadEnd::DecodeError);
+            }
+        }
+    }
+    if send_packets(conn, packets, ctx).await.is_err() {
+        return Some(ReadEnd::BrokerGone);
+    }
+    None
+}
+
+/// Sends a batch of packets to the broker task (nothing when empty); `Err` when the broker
+/// task is gone.
+async fn send_packets(
+    conn: ConnId,
+    packets: Vec<Packet>,
+    ctx: &ConnectionContext,
+) -> Result<(), ()> {
+    if packets.is_empty() {
+        return Ok(());
+    }
+    ctx.events
+        .send(Event::Packets { conn, packets })
+        .await
+        .map_err(|_| ())
+}

@@ -1,0 +1,91 @@
+//! The write side of a connection: batches from the outbox, encoded into one buffer and
+//! written with one `write_all` (in pieces for large batches).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use aviary_codec::{Packet, ProtocolVersion};
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tracing::{debug, warn};
+
+use super::{version_from_level, WriteEnd};
+use crate::outbox::Outbox;
+
+/// Encoded bytes collected before they are written, so a batch of large packets is written
+/// in pieces instead of being encoded into one huge buffer.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// A write that makes no progress for this long means the peer is gone or stuck; the
+/// connection is then dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Writes everything the broker routes to this connection; when the broker closes the
+/// outbox, shuts the write side down (TCP FIN after the last packet).
+pub(super) async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    outbox: &Outbox,
+    version: &AtomicU8,
+) -> WriteEnd {
+    while let Some(batch) = outbox.next_batch().await {
+        let current = version_from_level(version.load(Ordering::Acquire));
+        // Boxed (one allocation per batch) so the encoding and write state does not sit in
+        // every idle connection's future.
+        if !Box::pin(write_batch(&mut wr, batch, current)).await {
+            return WriteEnd::Failed;
+        }
+    }
+    let _ = Box::pin(tokio::time::timeout(WRITE_TIMEOUT, wr.shutdown())).await;
+    WriteEnd::Done
+}
+
+/// Encodes `batch` in `version` and writes it, in pieces of about [`WRITE_CHUNK`] bytes;
+/// `false` when writing failed.
+async fn write_batch(
+    wr: &mut OwnedWriteHalf,
+    batch: VecDeque<Packet>,
+    version: ProtocolVersion,
+) -> bool {
+    let mut out = BytesMut::new();
+    for packet in batch {
+        if let Err(error) = aviary_codec::encode(&packet, version, &mut out) {
+            // The broker produced a packet this version cannot carry: a bug there, but not
+            // a reason to drop the connection.
+            warn!(%error, ?packet, "cannot encode packet; skipped");
+            continue;
+        }
+        if out.len() >= WRITE_CHUNK {
+            if !write(wr, &out).await {
+                return false;
+            }
+            out.clear();
+        }
+    }
+    out.is_empty() || write(wr, &out).await
+}
+
+/// Writes all of `bytes`; `false` on error or when the peer accepts nothing for
+/// [`WRITE_TIMEOUT`]. The timeout is on progress, not on the whole buffer, so a client on a
+/// slow link that keeps reading is never cut off in the middle of a large message.
+async fn write(wr: &mut OwnedWriteHalf, mut bytes: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        match tokio::time::timeout(WRITE_TIMEOUT, wr.write(bytes)).await {
+            Ok(Ok(0)) => {
+                debug!("write accepted nothing");
+                return false;
+            }
+            Ok(Ok(n)) => bytes = &bytes[n..],
+            Ok(Err(e)) => {
+                debug!(error = %e, "write failed");
+                return false;
+            }
+            Err(_) => {
+                debug!("write made no progress; peer not reading");
+                return false;
+            }
+        }
+    }
+    true
+}
