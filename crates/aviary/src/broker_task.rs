@@ -41,7 +41,6 @@ pub(crate) enum Event {
     },
     /// The credentials of the connection were withdrawn (its certificate revoked): the
     /// broker disconnects it (5.0: DISCONNECT 0x87).
-    #[allow(dead_code)] // sent by TLS listeners once certificate status is watched
     Revoke { conn: ConnId },
     /// Bytes that could not be decoded; the connection reads no further.
     DecodeError { conn: ConnId, error: DecodeError },

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 
 use crate::auth::{AuthService, PolicyStore};
 use crate::config::SecurityConfig;
+use crate::tls::{CaOptions, CertificateRegistry, TlsAcceptorHandle};
 
 /// Everything security-related a management API needs.
 #[derive(Debug)]
@@ -17,6 +18,10 @@ pub struct Security {
     pub auth: Arc<AuthService>,
     /// The authorization policies the broker consults.
     pub policies: Arc<PolicyStore>,
+    /// CAs, CRLs and device certificates (TLS listeners with client certificates).
+    pub certificates: Arc<CertificateRegistry>,
+    /// The TLS listener's acceptor (replace the server certificate at runtime), if any.
+    pub tls: Option<Arc<TlsAcceptorHandle>>,
 }
 
 impl Security {
@@ -34,6 +39,35 @@ impl Security {
                 .create(doc.clone())
                 .with_context(|| format!("authorization.policies: {:?}", doc.id))?;
         }
-        Ok(Self { auth, policies })
+        let certificates = Arc::new(CertificateRegistry::default());
+        let tls = match &config.tls_listener {
+            None => None,
+            Some(tls) => {
+                for path in &tls.ca {
+                    let pem = std::fs::read(path).with_context(|| {
+                        format!("tls_listener.ca: cannot read {}", path.display())
+                    })?;
+                    certificates
+                        .register_ca_trusted(&pem, CaOptions::default())
+                        .with_context(|| format!("tls_listener.ca: {}", path.display()))?;
+                }
+                let cert = std::fs::read(&tls.cert).with_context(|| {
+                    format!("tls_listener.cert: cannot read {}", tls.cert.display())
+                })?;
+                let key = std::fs::read(&tls.key).with_context(|| {
+                    format!("tls_listener.key: cannot read {}", tls.key.display())
+                })?;
+                Some(Arc::new(
+                    TlsAcceptorHandle::new(tls.mode, &cert, &key, certificates.clone())
+                        .context("tls_listener")?,
+                ))
+            }
+        };
+        Ok(Self {
+            auth,
+            policies,
+            certificates,
+            tls,
+        })
     }
 }

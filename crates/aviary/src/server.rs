@@ -49,6 +49,10 @@ pub struct RunningServer {
     force_close: CancellationToken,
     /// Users, device identities, policies: changed at runtime by the management side.
     security: Arc<Security>,
+    /// Where the TLS listener is bound, if configured.
+    tls_addr: Option<SocketAddr>,
+    /// The TLS accept loop, awaited with the TCP one.
+    tls_task: Option<JoinHandle<()>>,
 }
 
 /// Binds the listener and spawns the broker; returns as soon as clients can connect.
@@ -91,6 +95,26 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         auth: Some(Arc::clone(&security.auth)),
         certificate: None,
     };
+    let mut tls_addr = None;
+    let mut tls_task = None;
+    if let (Some(tls), Some(acceptor)) = (&config.security.tls_listener, &security.tls) {
+        let tls_listener = TcpListener::bind(tls.bind)
+            .await
+            .with_context(|| format!("cannot bind the TLS listener to {}", tls.bind))?;
+        let addr = tls_listener
+            .local_addr()
+            .context("cannot read the TLS listener's address")?;
+        info!("MQTT over TLS listener on {addr} ({:?})", tls.mode);
+        tls_addr = Some(addr);
+        tls_task = Some(tokio::spawn(crate::tls::listener::run(
+            tls_listener,
+            acceptor.clone(),
+            ctx.clone(),
+            connections.clone(),
+            stop_accepting.clone(),
+            sockets.clone(),
+        )));
+    }
     let listener_task = tokio::spawn(crate::listener::run(
         listener,
         ctx,
@@ -107,6 +131,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         connections,
         force_close,
         security,
+        tls_addr,
+        tls_task,
     })
 }
 
@@ -130,6 +156,11 @@ impl RunningServer {
         self.mqtt_addr
     }
 
+    /// The address of the TLS listener, if one is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
     /// Users, device identities and authorization policies, changeable at runtime.
     pub fn security(&self) -> &Arc<Security> {
         &self.security
@@ -140,6 +171,9 @@ impl RunningServer {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.stop_accepting.cancel();
         let listener = self.listener_task.await;
+        if let Some(task) = self.tls_task {
+            let _ = task.await;
+        }
         // Fails only when the broker task is already gone; its result says why.
         let _ = self.events.send(Event::Shutdown).await;
         drop(self.events);
