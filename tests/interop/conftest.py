@@ -112,6 +112,11 @@ def aviary_config(port: int, data_dir: Path, mqtt: dict[str, object]) -> str:
         "[listener]",
         f'bind = "127.0.0.1:{port}"',
         "",
+        # Several brokers run at once: the management API on any free port.
+        "[api]",
+        'bind = "127.0.0.1:0"',
+        'api_key = "interop-test-api-key-0123456789"',
+        "",
         "[mqtt]",
     ]
     for key, value in sorted(mqtt.items()):

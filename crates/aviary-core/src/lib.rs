@@ -24,5 +24,6 @@ pub mod topic_index;
 
 pub use broker::{
     Broker, BrokerConfig, BrokerStats, ClientInfo, ConnId, DropStats, EndReason, Event,
-    QueueOverflow, Transmit,
+    ManageError, QueueOverflow, RetainedInfo, RuntimeLimits, SharedGroupInfo, SubscriptionInfo,
+    Transmit,
 };

@@ -6,9 +6,12 @@
 //! sessions, subscriptions and other connections at once, and a single task processes a
 //! whole batch of events without any synchronisation.
 
+mod manage;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aviary_codec::{Connect, DecodeError, Packet, QoS};
 use aviary_core::authz::Authentication;
@@ -17,6 +20,11 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::outbox::{Delivery, OutboxSender};
+
+pub(crate) use manage::{BrokerGone, BrokerHandle, ManageCall, ManageCtx, Ops};
+
+/// How often usage is attributed, metrics are refreshed and `$SYS` topics are considered.
+const TICK: Duration = Duration::from_secs(1);
 
 /// Events processed in one pass before the broker's output is routed and its timers are
 /// checked again, so a flood of events cannot starve them.
@@ -30,6 +38,8 @@ pub(crate) enum Event {
         conn: ConnId,
         peer: SocketAddr,
         outbox: OutboxSender,
+        /// The name of the listener that accepted it.
+        listener: Arc<str>,
     },
     /// Packets decoded from one read, in order.
     Packets { conn: ConnId, packets: Vec<Packet> },
@@ -46,6 +56,8 @@ pub(crate) enum Event {
     DecodeError { conn: ConnId, error: DecodeError },
     /// The transport is gone (end of stream, I/O error).
     Closed { conn: ConnId },
+    /// A management request, run on the broker (see [`BrokerHandle`]).
+    Manage(ManageCall),
     /// Graceful shutdown: disconnect everybody and stop. Sent after the listener stopped,
     /// so no `Open` follows it.
     Shutdown,
@@ -61,6 +73,8 @@ pub(crate) struct BrokerTask {
     outboxes: HashMap<ConnId, OutboxSender>,
     /// QoS 0 PUBLISHes dropped because a subscriber's outbox was full.
     dropped_qos0: u64,
+    /// The operations side: connection metadata, usage, counters, events, metrics.
+    ops: Ops,
 }
 
 /// The current instant from tokio's clock, so `tokio::time::pause()` drives the broker's
@@ -70,12 +84,18 @@ fn now() -> Instant {
 }
 
 impl BrokerTask {
+    #[cfg(test)]
     pub(crate) fn new(broker: Broker, events: mpsc::Receiver<Event>) -> Self {
+        Self::with_ops(broker, events, Ops::default())
+    }
+
+    pub(crate) fn with_ops(broker: Broker, events: mpsc::Receiver<Event>, ops: Ops) -> Self {
         Self {
             broker,
             events,
             outboxes: HashMap::new(),
             dropped_qos0: 0,
+            ops,
         }
     }
 
@@ -83,6 +103,8 @@ impl BrokerTask {
     pub(crate) async fn run(mut self) {
         let timer = tokio::time::sleep(std::time::Duration::ZERO);
         tokio::pin!(timer);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.broker.poll_timeout();
             if let Some(deadline) = deadline {
@@ -99,6 +121,7 @@ impl BrokerTask {
                     }
                 }
                 () = &mut timer, if deadline.is_some() => {}
+                _ = tick.tick() => self.tick(),
             }
             // Timers may have come due while events were handled.
             let now = now();
@@ -106,6 +129,7 @@ impl BrokerTask {
                 self.broker.handle_timeout(now);
                 self.route_transmits();
             }
+            self.drain_broker_events();
         }
         self.shutdown();
     }
@@ -130,8 +154,14 @@ impl BrokerTask {
     fn handle(&mut self, event: Event) -> Flow {
         let now = now();
         match event {
-            Event::Open { conn, peer, outbox } => {
+            Event::Open {
+                conn,
+                peer,
+                outbox,
+                listener,
+            } => {
                 self.outboxes.insert(conn, outbox);
+                self.ops.opened(conn, listener);
                 self.broker.handle_open(conn, peer, now);
             }
             Event::Packets { conn, packets } => {
@@ -141,6 +171,7 @@ impl BrokerTask {
                     if !self.outboxes.contains_key(&conn) {
                         break;
                     }
+                    self.ops.inbound(conn, &packet);
                     self.broker.handle_packet(conn, packet, now);
                     self.route_transmits();
                 }
@@ -168,6 +199,7 @@ impl BrokerTask {
                     self.broker.handle_closed(conn, now);
                 }
             }
+            Event::Manage(call) => self.manage(call, now),
             Event::Shutdown => return Flow::Stop,
         }
         self.route_transmits();
@@ -185,11 +217,8 @@ impl BrokerTask {
                 }
             }
         }
-        // Only produced with `mqtt.emit_events` (for a management side, which does not
-        // exist yet); drained so they cannot pile up, and logged.
-        while let Some(event) = self.broker.poll_event() {
-            debug!(?event, "broker event");
-        }
+        // The core's events are drained by `drain_broker_events` after each pass (usage,
+        // `$events` topics).
     }
 
     /// Queues `packet` for `conn`. A QoS 0 PUBLISH to a connection that is not keeping
@@ -200,12 +229,14 @@ impl BrokerTask {
         let Some(outbox) = self.outboxes.get(&conn) else {
             return; // closed in the meantime
         };
+        self.ops.outbound(&packet);
         let delivery = delivery(&packet);
         if outbox.push(packet, delivery).is_ok() {
             return;
         }
         if delivery == Delivery::BestEffort {
             self.dropped_qos0 += 1;
+            self.ops.counters.dropped_outbox_full += 1;
             debug!(
                 conn = conn.0,
                 total = self.dropped_qos0,
@@ -301,6 +332,7 @@ mod tests {
             conn,
             peer,
             outbox: sender,
+            listener: "default".into(),
         });
         // CONNECT, 3.1.1, clean session, keep alive 0, client id "c".
         let mut wire = BytesMut::from(

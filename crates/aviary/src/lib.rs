@@ -1,21 +1,27 @@
 //! The Aviary server: the tokio I/O shell around `aviary-core`, its configuration and the
 //! `aviary` binary's entry points.
 //!
-//! [`start`] binds the MQTT listener and returns a [`RunningServer`] at once; [`run`] runs
+//! [`start`] binds the MQTT listeners and the management API and returns a [`RunningServer`] at once; [`run`] runs
 //! one until a shutdown future completes. Inside, one task owns the sans-IO broker
 //! (`broker_task`), one accepts connections (`listener`), and one task per connection
 //! reads, decodes, encodes and writes (`connection`), with a bounded `outbox` from the
 //! broker to each connection.
 
+mod api;
 pub mod auth;
 mod broker_task;
 pub mod config;
 mod connection;
+mod limits;
 mod listener;
+mod metrics;
 mod outbox;
+mod records;
 pub mod security;
 mod server;
 pub mod tls;
+mod transport;
+mod usage;
 
 pub use config::Config;
 pub use server::{run, start, RunningServer};

@@ -1,22 +1,28 @@
-//! Starting and stopping a broker: binds the listener, spawns the broker task and the
-//! accept loop, and runs the graceful shutdown sequence.
+//! Starting and stopping a broker: loads the management records, binds the listeners and
+//! the management API, spawns the broker task, and runs the graceful shutdown sequence.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use aviary_core::Broker;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::broker_task::{BrokerTask, Event};
+use crate::api::keys::ApiKeys;
+use crate::api::AppState;
+use crate::broker_task::{BrokerHandle, BrokerTask, Event, Ops};
 use crate::connection::ConnectionContext;
+use crate::limits::{PlanLimits, PlanLimitsState};
+use crate::listener::registry::Registry;
+use crate::listener::AcceptShared;
+use crate::records::{MemoryRecords, RecordKind, Records};
 use crate::security::Security;
 use crate::Config;
 
@@ -31,14 +37,18 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 const FORCE_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// A broker running in the background of the current tokio runtime.
-#[derive(Debug)]
 pub struct RunningServer {
-    /// Where the MQTT listener is bound (the real port when the config said 0).
+    /// Where the default MQTT listener was bound at start (the real port when the config
+    /// said 0).
     mqtt_addr: SocketAddr,
-    /// Stops the accept loop.
-    stop_accepting: CancellationToken,
-    /// The accept loop, awaited before the broker is shut down so no `Open` follows.
-    listener_task: JoinHandle<()>,
+    /// Where the management API is bound, if enabled.
+    api_addr: Option<SocketAddr>,
+    /// The MQTT listeners.
+    listeners: Arc<Registry>,
+    /// Stops the management API.
+    stop_api: CancellationToken,
+    /// The management API task.
+    api_task: Option<JoinHandle<()>>,
     /// The broker task's inbox, for [`Event::Shutdown`].
     events: mpsc::Sender<Event>,
     /// The broker task.
@@ -47,29 +57,53 @@ pub struct RunningServer {
     connections: TaskTracker,
     /// Drops connections that do not finish within the grace period.
     force_close: CancellationToken,
-    /// Users, device identities, policies: changed at runtime by the management side.
+    /// Users, device identities, policies, certificates: changed at runtime.
     security: Arc<Security>,
-    /// Where the TLS listener is bound, if configured.
+    /// Where the `[tls_listener]` is bound, if configured.
     tls_addr: Option<SocketAddr>,
-    /// The TLS accept loop, awaited with the TCP one.
+    /// Stops the `[tls_listener]` accept loop.
+    stop_tls: CancellationToken,
+    /// The `[tls_listener]` accept loop.
     tls_task: Option<JoinHandle<()>>,
 }
 
-/// Binds the listener and spawns the broker; returns as soon as clients can connect.
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("mqtt_addr", &self.mqtt_addr)
+            .field("api_addr", &self.api_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds the listeners and the API and spawns the broker; returns as soon as clients can
+/// connect.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
-    let listener = TcpListener::bind(config.listener.bind)
-        .await
-        .with_context(|| format!("cannot bind the MQTT listener to {}", config.listener.bind))?;
-    let mqtt_addr = listener
-        .local_addr()
-        .context("cannot read the MQTT listener's address")?;
-    info!("MQTT listener on {mqtt_addr}");
+    let records: Arc<dyn Records> = Arc::new(MemoryRecords::default());
+    start_with_records(config, records).await
+}
+
+/// [`start`] with the management records kept in `records`.
+pub(crate) async fn start_with_records(
+    mut config: Config,
+    records: Arc<dyn Records>,
+) -> anyhow::Result<RunningServer> {
+    // The operations side drains the core's events (usage, `$events` topics).
+    config.mqtt.emit_events = true;
+    let stored_limits: Vec<(String, PlanLimits)> =
+        crate::records::list(&*records, RecordKind::PlanLimits)
+            .context("cannot load the plan limits")?;
+    let limits = stored_limits
+        .into_iter()
+        .next()
+        .map_or_else(|| PlanLimits::defaults(&config.mqtt), |(_, l)| l);
+    let limits = Arc::new(PlanLimitsState::new(limits));
 
     let (events, inbox) = mpsc::channel(EVENT_QUEUE);
-    let max_packet_size = config.mqtt.max_packet_size;
     let sockets = Arc::new(Semaphore::new(crate::listener::socket_limit(
         config.mqtt.max_connections,
     )));
+    crate::auth::install_crypto_provider();
     let security = Arc::new(Security::from_config(&config.security)?);
     if let Some(jwt) = security.auth.jwt.clone() {
         if jwt.jwks().is_some() {
@@ -81,24 +115,32 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             tokio::spawn(jwt.refresh_loop(client));
         }
     }
-    let mut broker = Broker::new(config.mqtt);
+    let mut broker = Broker::new(config.mqtt.clone());
+    broker.set_limits(limits.get().runtime());
     broker.set_authorizer(security.policies.clone());
-    let broker_task = tokio::spawn(BrokerTask::new(broker, inbox).run());
+    let metrics = crate::metrics::Metrics::new();
+    let ops = Ops::with_metrics(metrics.clone());
+    let broker_task = tokio::spawn(BrokerTask::with_ops(broker, inbox, ops).run());
+    let handle = BrokerHandle {
+        events: events.clone(),
+    };
 
     let connections = TaskTracker::new();
-    let stop_accepting = CancellationToken::new();
     let force_close = CancellationToken::new();
     let ctx = ConnectionContext {
         events: events.clone(),
-        max_packet_size,
+        max_packet_size: Arc::clone(&limits.max_packet_size),
+        listener: Arc::from(crate::listener::registry::DEFAULT_LISTENER),
         force_close: force_close.clone(),
         auth: Some(Arc::clone(&security.auth)),
         certificate: None,
     };
+    let next_id = Arc::new(AtomicU64::new(0));
+    let stop_tls = CancellationToken::new();
     let mut tls_addr = None;
     let mut tls_task = None;
     if let (Some(tls), Some(acceptor)) = (&config.security.tls_listener, &security.tls) {
-        let tls_listener = TcpListener::bind(tls.bind)
+        let tls_listener = tokio::net::TcpListener::bind(tls.bind)
             .await
             .with_context(|| format!("cannot bind the TLS listener to {}", tls.bind))?;
         let addr = tls_listener
@@ -110,28 +152,76 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             tls_listener,
             acceptor.clone(),
             ctx.clone(),
-            connections.clone(),
-            stop_accepting.clone(),
-            sockets.clone(),
+            AcceptShared {
+                tracker: connections.clone(),
+                sockets: sockets.clone(),
+                next_id: next_id.clone(),
+            },
+            stop_tls.clone(),
         )));
     }
-    let listener_task = tokio::spawn(crate::listener::run(
-        listener,
-        ctx,
-        connections.clone(),
-        stop_accepting.clone(),
+    let shared = AcceptShared {
+        tracker: connections.clone(),
         sockets,
+        next_id,
+    };
+    let listeners = Arc::new(Registry::new(
+        ctx,
+        shared,
+        handle.clone(),
+        Arc::clone(&records),
     ));
+    listeners
+        .start_all(config.listener.bind)
+        .await
+        .context("cannot start the MQTT listeners")?;
+    let mqtt_addr = listeners
+        .default_address()
+        .await
+        .unwrap_or(config.listener.bind);
+
+    let stop_api = CancellationToken::new();
+    let (api_addr, api_task) = if config.api.enabled {
+        let (keys, generated) = ApiKeys::load(Arc::clone(&records), config.api.api_key.as_deref())
+            .context("cannot load the API keys")?;
+        if let Some(key) = generated {
+            // Printed once: only its hash is kept.
+            println!("aviary: generated the bootstrap API key (shown only now): {key}");
+        }
+        let listener = crate::api::bind(config.api.bind)
+            .await
+            .with_context(|| format!("cannot bind the management API to {}", config.api.bind))?;
+        let addr = listener
+            .local_addr()
+            .context("cannot read the API listener's address")?;
+        info!("management API on http://{addr}/api/v1/");
+        let state = AppState {
+            broker: handle,
+            listeners: Arc::clone(&listeners),
+            keys: Arc::new(keys),
+            limits,
+            records,
+            metrics: metrics.handle(),
+        };
+        let task = tokio::spawn(crate::api::serve(listener, state, stop_api.clone()));
+        (Some(addr), Some(task))
+    } else {
+        (None, None)
+    };
+
     Ok(RunningServer {
         mqtt_addr,
-        stop_accepting,
-        listener_task,
+        api_addr,
+        listeners,
+        stop_api,
+        api_task,
         events,
         broker_task,
         connections,
         force_close,
         security,
         tls_addr,
+        stop_tls,
         tls_task,
     })
 }
@@ -151,17 +241,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 }
 
 impl RunningServer {
-    /// The address the MQTT listener is bound to.
+    /// The address the default MQTT listener was bound to at start.
     pub fn mqtt_addr(&self) -> SocketAddr {
         self.mqtt_addr
     }
 
-    /// The address of the TLS listener, if one is configured.
+    /// The address of the management API (`None` when `api.enabled` is false).
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
+    }
+
+    /// The address of the `[tls_listener]`, if one is configured.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls_addr
     }
 
-    /// Users, device identities and authorization policies, changeable at runtime.
+    /// Users, device identities, policies and certificates, changeable at runtime.
     pub fn security(&self) -> &Arc<Security> {
         &self.security
     }
@@ -169,8 +264,9 @@ impl RunningServer {
     /// Graceful shutdown: stop accepting, DISCONNECT 0x8B to 5.0 clients, close every
     /// connection after its queued packets are written, and wait (a few seconds at most).
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        self.stop_accepting.cancel();
-        let listener = self.listener_task.await;
+        self.stop_api.cancel();
+        self.listeners.stop_accepting().await;
+        self.stop_tls.cancel();
         if let Some(task) = self.tls_task {
             let _ = task.await;
         }
@@ -191,7 +287,9 @@ impl RunningServer {
             self.force_close.cancel();
             let _ = tokio::time::timeout(FORCE_CLOSE_WAIT, self.connections.wait()).await;
         }
-        listener.context("the listener task failed")?;
+        if let Some(api) = self.api_task {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, api).await;
+        }
         broker.context("the broker task failed")?;
         info!("shutdown complete");
         Ok(())
@@ -214,6 +312,7 @@ mod tests {
     async fn start_broker() -> RunningServer {
         let mut config = Config::default();
         config.listener.bind = "127.0.0.1:0".parse().unwrap();
+        config.api.bind = "127.0.0.1:0".parse().unwrap();
         start(config).await.unwrap()
     }
 
@@ -347,6 +446,7 @@ mod tests {
         let first = start_broker().await;
         let mut config = Config::default();
         config.listener.bind = first.mqtt_addr();
+        config.api.bind = "127.0.0.1:0".parse().unwrap();
         let err = start(config).await.unwrap_err();
         assert!(
             format!("{err:#}").contains(&first.mqtt_addr().to_string()),

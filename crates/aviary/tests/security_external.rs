@@ -29,6 +29,7 @@ async fn start(
         ..Default::default()
     };
     config.listener.bind = "127.0.0.1:0".parse().unwrap();
+    config.api.enabled = false;
     tweak(&mut config);
     let server = tokio::time::timeout(WAIT, aviary::start(config))
         .await

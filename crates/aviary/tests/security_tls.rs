@@ -111,6 +111,7 @@ async fn start(dir: &Path, server: &ServerPki, mode: TlsMode) -> aviary::Running
         ..Default::default()
     };
     config.listener.bind = "127.0.0.1:0".parse().unwrap();
+    config.api.enabled = false;
     config.security.tls_listener = Some(TlsListenerConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         cert: write(dir, "server.pem", &server.cert),

@@ -12,6 +12,7 @@
 //! * `subscribe` — SUBSCRIBE / UNSUBSCRIBE and retained messages on subscribe;
 //! * `lifecycle` — the end of a connection or session, wills, timers firing;
 //! * `admin` — operations of the management side (publish, kick out, list clients);
+//! * `manage` — more of them: session subscriptions, retained, shared groups, limits;
 //! * `events` — opt-in [`Event`]s for the management side;
 //! * `metering` — usage units per message, connect and disconnect;
 //! * `alias`, `timers`, `message`, `stats`, `idmap` — small pieces used by the above.
@@ -51,6 +52,7 @@ mod connection;
 mod events;
 mod idmap;
 mod lifecycle;
+mod manage;
 mod message;
 mod metering;
 mod outgoing;
@@ -80,6 +82,7 @@ use crate::topic_index::SubscriptionIndex;
 pub use admin::ClientInfo;
 pub use config::{BrokerConfig, QueueOverflow};
 pub use events::{EndReason, Event};
+pub use manage::{ManageError, RetainedInfo, RuntimeLimits, SharedGroupInfo, SubscriptionInfo};
 pub use stats::{BrokerStats, DropStats};
 
 use connection::{Connecting, Connection};

@@ -141,12 +141,18 @@ impl Default for AuthSettings {
 /// An HTTP client builder using rustls with ring (reqwest is built without a provider of
 /// its own, so the ring provider is installed as the process default once).
 pub fn http_client_builder() -> reqwest::ClientBuilder {
+    install_crypto_provider();
+    reqwest::Client::builder()
+}
+
+/// Installs rustls' ring provider as the process default (once; `start` calls it, so any
+/// HTTP client built after a server started works, as does one built here).
+pub fn install_crypto_provider() {
     static INSTALL: std::sync::Once = std::sync::Once::new();
     INSTALL.call_once(|| {
         // Fails only if another provider was installed first, which then serves as well.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
-    reqwest::Client::builder()
 }
 
 /// Authentication for every listener of a server.

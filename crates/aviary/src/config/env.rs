@@ -72,6 +72,18 @@ fn apply_var(
             file.listener.bind = text();
             "listener.bind"
         }
+        "AVIARY_API_ENABLED" => {
+            file.api.enabled = Some(parse_bool(var, value)?);
+            "api.enabled"
+        }
+        "AVIARY_API_BIND" => {
+            file.api.bind = text();
+            "api.bind"
+        }
+        "AVIARY_API_API_KEY" => {
+            file.api.api_key = text();
+            "api.api_key"
+        }
         "AVIARY_MQTT_MAX_INFLIGHT" => {
             mqtt.max_inflight = int()?;
             "mqtt.max_inflight"
@@ -168,7 +180,7 @@ fn parse_int(var: &str, value: &str) -> Result<Option<i64>, ConfigError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::file::{field_names, ListenerSection, LogSection, MqttSection};
+    use super::super::file::{field_names, ApiSection, ListenerSection, LogSection, MqttSection};
     use super::*;
 
     fn apply(vars: &[(&str, &str)]) -> Result<FileConfig, ConfigError> {
@@ -254,6 +266,7 @@ mod tests {
             ("log", field_names::<LogSection>()),
             ("listener", field_names::<ListenerSection>()),
             ("mqtt", field_names::<MqttSection>()),
+            ("api", field_names::<ApiSection>()),
         ];
         let mut keys = vec![("data_dir".to_owned(), "AVIARY_DATA_DIR".to_owned())];
         for (section, fields) in sections {

@@ -25,6 +25,8 @@ pub(crate) struct FileConfig {
     pub(crate) listener: ListenerSection,
     /// `[mqtt]`: the broker's protocol limits, one key per `aviary_core::BrokerConfig` field.
     pub(crate) mqtt: MqttSection,
+    /// `[api]`: the management HTTP API.
+    pub(crate) api: ApiSection,
     /// `[auth]`: authentication (see `super::security`).
     pub(crate) auth: super::security::AuthFile,
     /// `[authorization]`: policies (see `super::security`).
@@ -53,6 +55,18 @@ pub(crate) struct LogSection {
 pub(crate) struct ListenerSection {
     /// `host:port` to bind the MQTT TCP listener to.
     pub(crate) bind: Option<String>,
+}
+
+/// `[api]`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ApiSection {
+    /// Whether the management API listens at all.
+    pub(crate) enabled: Option<bool>,
+    /// `host:port` of the management API (and `/metrics`).
+    pub(crate) bind: Option<String>,
+    /// A bootstrap API key; without it one is generated and printed at first start.
+    pub(crate) api_key: Option<String>,
 }
 
 /// `[mqtt]`: mirrors `aviary_core::BrokerConfig` field by field.
@@ -120,6 +134,7 @@ fn unknown_key(table: &toml::Table) -> Option<String> {
             "log" => field_names::<LogSection>(),
             "listener" => field_names::<ListenerSection>(),
             "mqtt" => field_names::<MqttSection>(),
+            "api" => field_names::<ApiSection>(),
             _ => continue,
         };
         // A section that is not a table is a type error, which serde reports.
@@ -270,6 +285,7 @@ mod tests {
                 "log",
                 "listener",
                 "mqtt",
+                "api",
                 "auth",
                 "authorization",
                 "tls_listener"

@@ -32,6 +32,32 @@ pub struct Config {
     pub mqtt: BrokerConfig,
     /// Authentication, authorization and TLS (`[auth]`, `[authorization]`, `[tls_listener]`).
     pub security: SecurityConfig,
+    /// The management HTTP API.
+    pub api: ApiConfig,
+}
+
+/// `[api]`: the management HTTP API (JSON under `/api/v1/`, and `/metrics`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Off: no API listener at all (the broker is then managed by its config file only).
+    pub enabled: bool,
+    /// Address to bind; port 0 picks a free port (see `RunningServer::api_addr`). Loopback
+    /// by default: the API can change everything.
+    pub bind: SocketAddr,
+    /// A bootstrap key accepted in addition to the stored ones; `None` makes the first
+    /// start without stored keys generate one and print it once.
+    pub api_key: Option<String>,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    /// Never prints the key itself.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("enabled", &self.enabled)
+            .field("bind", &self.bind)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 /// `[log]`: logging, through `tracing`.
@@ -60,7 +86,7 @@ pub struct ListenerConfig {
 }
 
 impl Default for Config {
-    /// The embedded defaults: MQTT on 0.0.0.0:1883, data under `./data`, `info` text logs.
+    /// The embedded defaults: MQTT on 0.0.0.0:1883, the API on 127.0.0.1:8080, data under `./data`, `info` text logs.
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./data"),
@@ -72,6 +98,11 @@ impl Default for Config {
                 bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 1883)),
             },
             mqtt: BrokerConfig::default(),
+            api: ApiConfig {
+                enabled: true,
+                bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+                api_key: None,
+            },
             security: SecurityConfig::default(),
         }
     }
@@ -136,7 +167,7 @@ pub enum ConfigError {
 
 #[cfg(test)]
 mod tests {
-    use super::file::{field_names, ListenerSection, LogSection, MqttSection};
+    use super::file::{field_names, ApiSection, ListenerSection, LogSection, MqttSection};
     use super::*;
 
     /// The example file in the repository root, which documents every key.
@@ -155,11 +186,16 @@ mod tests {
             ("log", field_names::<LogSection>()),
             ("listener", field_names::<ListenerSection>()),
             ("mqtt", field_names::<MqttSection>()),
+            ("api", field_names::<ApiSection>()),
         ];
         assert!(table.contains_key("data_dir"));
         for (section, keys) in sections {
             let section_table = table[section].as_table().unwrap();
             for key in keys {
+                // The bootstrap key has no default: the example can only show it commented.
+                if (section, *key) == ("api", "api_key") {
+                    continue;
+                }
                 assert!(section_table.contains_key(*key), "{section}.{key} missing");
             }
         }

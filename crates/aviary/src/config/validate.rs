@@ -8,7 +8,7 @@ use std::time::Duration;
 use aviary_core::{BrokerConfig, QueueOverflow};
 
 use super::file::{FileConfig, RawDuration};
-use super::{Config, ConfigError, ListenerConfig, LogConfig, LogFormat};
+use super::{ApiConfig, Config, ConfigError, ListenerConfig, LogConfig, LogFormat};
 
 /// Checks every key of `file` and builds the validated configuration.
 pub(crate) fn validate(file: &FileConfig) -> Result<Config, ConfigError> {
@@ -55,11 +55,36 @@ pub(crate) fn validate(file: &FileConfig) -> Result<Config, ConfigError> {
         None => defaults.listener.bind,
     };
 
+    let api = ApiConfig {
+        enabled: file.api.enabled.unwrap_or(defaults.api.enabled),
+        bind: match &file.api.bind {
+            Some(text) => text.trim().parse::<SocketAddr>().map_err(|_| {
+                check.invalid(
+                    "api.bind",
+                    format!(
+                        "expected an address and port such as \"127.0.0.1:8080\", got {text:?}"
+                    ),
+                )
+            })?,
+            None => defaults.api.bind,
+        },
+        api_key: match &file.api.api_key {
+            Some(key) if key.trim().len() < 16 => {
+                return Err(
+                    check.invalid("api.api_key", "must be at least 16 characters long".into())
+                )
+            }
+            Some(key) => Some(key.trim().to_owned()),
+            None => None,
+        },
+    };
+
     Ok(Config {
         data_dir,
         log: LogConfig { level, format },
         listener: ListenerConfig { bind },
         mqtt: check.mqtt(defaults.mqtt)?,
+        api,
         security: super::security::validate(
             &file.auth,
             &file.authorization,

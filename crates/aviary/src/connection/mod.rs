@@ -13,14 +13,12 @@ mod tests;
 mod write;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicU32, AtomicU8};
 use std::sync::Arc;
 use std::time::Duration;
 
 use aviary_codec::ProtocolVersion;
 use aviary_core::ConnId;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -30,6 +28,7 @@ use self::write::write_loop;
 use crate::auth::{AuthService, PeerCertificate};
 use crate::broker_task::Event;
 use crate::outbox::outbox;
+use crate::transport::{Transport, TransportRead};
 
 /// After we close our side, how long we keep reading (and discarding) so that unread bytes
 /// from the client do not turn our close into a reset that could destroy the last packets
@@ -41,9 +40,11 @@ const LINGER: Duration = Duration::from_secs(2);
 pub(crate) struct ConnectionContext {
     /// The broker task's inbox.
     pub(crate) events: mpsc::Sender<Event>,
-    /// Largest packet accepted from clients (`mqtt.max_packet_size`), enforced while
-    /// decoding, before a body is buffered.
-    pub(crate) max_packet_size: u32,
+    /// Largest packet accepted from clients (`mqtt.max_packet_size`, changed at runtime
+    /// by the plan limits), enforced while decoding, before a body is buffered.
+    pub(crate) max_packet_size: Arc<AtomicU32>,
+    /// The name of the listener that accepted the connection.
+    pub(crate) listener: Arc<str>,
     /// Cancelled when graceful shutdown has waited long enough: connections still open
     /// are then dropped.
     pub(crate) force_close: CancellationToken,
@@ -74,12 +75,18 @@ enum WriteEnd {
 }
 
 /// Drives connection `conn` until it is closed by either side or by shutdown.
-pub(crate) async fn run(stream: TcpStream, conn: ConnId, peer: SocketAddr, ctx: ConnectionContext) {
+pub(crate) async fn run<T: Transport>(
+    stream: T,
+    conn: ConnId,
+    peer: SocketAddr,
+    ctx: ConnectionContext,
+) {
     let (sender, outbox) = outbox();
     let open = Event::Open {
         conn,
         peer,
         outbox: sender,
+        listener: Arc::clone(&ctx.listener),
     };
     // Sends in this function are boxed: they happen once per connection, and inline they
     // would enlarge every connection's future for its whole life.
@@ -91,7 +98,7 @@ pub(crate) async fn run(stream: TcpStream, conn: ConnId, peer: SocketAddr, ctx: 
         conn,
         events: &ctx.events,
     };
-    let (mut rd, wr) = stream.into_split();
+    let (mut rd, wr) = stream.split();
     // The protocol level of the connection's first CONNECT, or `NO_CONNECT_YET`.
     let version = AtomicU8::new(NO_CONNECT_YET);
 
@@ -145,7 +152,7 @@ impl Drop for PanicGuard<'_> {
 }
 
 /// Reads and discards until the peer closes, for at most [`LINGER`].
-async fn linger(rd: &mut OwnedReadHalf, force_close: &CancellationToken) {
+async fn linger(rd: &mut impl TransportRead, force_close: &CancellationToken) {
     let drain = async {
         // On the heap and only while lingering: the future of every connection stays small.
         let mut scratch = vec![0u8; 512];

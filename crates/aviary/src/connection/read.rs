@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use aviary_codec::Packet;
 use aviary_core::ConnId;
 use bytes::BytesMut;
-use tokio::net::tcp::OwnedReadHalf;
 use tracing::debug;
 
 use super::{version_from_level, ConnectionContext, ReadEnd, NO_CONNECT_YET};
 use crate::auth::AuthService;
 use crate::broker_task::Event;
 use crate::outbox::Outbox;
+use crate::transport::TransportRead;
 
 /// Bytes reserved for a read when the buffer is empty; the buffer grows by doubling while
 /// a large packet arrives (the codec refuses packets over the maximum size from their fixed
@@ -27,7 +27,7 @@ const MAX_PACKETS_PER_EVENT: usize = 256;
 /// Reads and decodes until the stream ends or breaks, sending packets to the broker task;
 /// pauses while the connection's outbox is long.
 pub(super) async fn read_loop(
-    rd: &mut OwnedReadHalf,
+    rd: &mut impl TransportRead,
     (conn, peer): (ConnId, SocketAddr),
     version: &AtomicU8,
     outbox: &Outbox,
@@ -83,7 +83,7 @@ async fn decode_all(
     let mut packets = Vec::new();
     loop {
         let current = version_from_level(version.load(Ordering::Acquire));
-        match aviary_codec::decode(buf, current, ctx.max_packet_size) {
+        match aviary_codec::decode(buf, current, ctx.max_packet_size.load(Ordering::Relaxed)) {
             Ok(Some(packet)) => {
                 let mut first_connect = false;
                 if let Packet::Connect(connect) = &packet {

@@ -3,7 +3,7 @@
 
 use aviary_codec::{ConnAck, DecodeError, Packet, ReasonCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 use crate::outbox::{Delivery, OutboxSender};
@@ -25,7 +25,8 @@ async fn harness() -> Harness {
     let (tx, mut events) = mpsc::channel(16);
     let ctx = ConnectionContext {
         events: tx,
-        max_packet_size: 1024,
+        max_packet_size: Arc::new(AtomicU32::new(1024)),
+        listener: "default".into(),
         force_close: CancellationToken::new(),
         auth: None,
         certificate: None,
@@ -198,7 +199,8 @@ async fn connection_future_stays_small() {
     let (tx, _rx) = mpsc::channel(1);
     let ctx = ConnectionContext {
         events: tx,
-        max_packet_size: 1024,
+        max_packet_size: Arc::new(AtomicU32::new(1024)),
+        listener: "default".into(),
         force_close: CancellationToken::new(),
         auth: None,
         certificate: None,

@@ -8,7 +8,6 @@ use std::time::Duration;
 use aviary_codec::{Packet, ProtocolVersion};
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tracing::{debug, warn};
 
 use super::{version_from_level, WriteEnd};
@@ -25,7 +24,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Writes everything the broker routes to this connection; when the broker closes the
 /// outbox, shuts the write side down (TCP FIN after the last packet).
 pub(super) async fn write_loop(
-    mut wr: OwnedWriteHalf,
+    mut wr: impl tokio::io::AsyncWrite + Unpin,
     outbox: &Outbox,
     version: &AtomicU8,
 ) -> WriteEnd {
@@ -44,7 +43,7 @@ pub(super) async fn write_loop(
 /// Encodes `batch` in `version` and writes it, in pieces of about [`WRITE_CHUNK`] bytes;
 /// `false` when writing failed.
 async fn write_batch(
-    wr: &mut OwnedWriteHalf,
+    wr: &mut (impl tokio::io::AsyncWrite + Unpin),
     batch: VecDeque<Packet>,
     version: ProtocolVersion,
 ) -> bool {
@@ -69,7 +68,7 @@ async fn write_batch(
 /// Writes all of `bytes`; `false` on error or when the peer accepts nothing for
 /// [`WRITE_TIMEOUT`]. The timeout is on progress, not on the whole buffer, so a client on a
 /// slow link that keeps reading is never cut off in the middle of a large message.
-async fn write(wr: &mut OwnedWriteHalf, mut bytes: &[u8]) -> bool {
+async fn write(wr: &mut (impl tokio::io::AsyncWrite + Unpin), mut bytes: &[u8]) -> bool {
     while !bytes.is_empty() {
         match tokio::time::timeout(WRITE_TIMEOUT, wr.write(bytes)).await {
             Ok(Ok(0)) => {

@@ -15,33 +15,27 @@ use std::time::Duration;
 use aviary_core::ConnId;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::TlsAcceptorHandle;
 use crate::broker_task::Event;
 use crate::connection::{self, ConnectionContext};
+use crate::listener::AcceptShared;
 
 /// A handshake that takes longer is dropped (slow-loris protection).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After the broker side closed, how long the client's remaining bytes are still read.
 const LINGER: Duration = Duration::from_secs(2);
-/// TLS connection ids start here, far from the TCP listener's counter (ids must never
-/// collide while open).
-const FIRST_ID: u64 = 1 << 48;
 
 /// Accepts TLS connections until `stop` is cancelled.
 pub(crate) async fn run(
     listener: TcpListener,
     acceptor: Arc<TlsAcceptorHandle>,
     ctx: ConnectionContext,
-    tracker: TaskTracker,
+    shared: AcceptShared,
     stop: CancellationToken,
-    sockets: Arc<Semaphore>,
 ) {
-    let next_id = Arc::new(AtomicU64::new(FIRST_ID));
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
@@ -55,15 +49,15 @@ pub(crate) async fn run(
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&sockets).try_acquire_owned() else {
+        let Ok(permit) = Arc::clone(&shared.sockets).try_acquire_owned() else {
             warn!(%peer, "too many open sockets; TLS connection dropped");
             continue;
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let ctx = ctx.clone();
-        let next_id = next_id.clone();
-        tracker.spawn(async move {
+        let next_id = shared.next_id.clone();
+        shared.tracker.spawn(async move {
             serve(tcp, peer, acceptor, ctx, next_id).await;
             drop(permit);
         });
@@ -96,7 +90,8 @@ async fn serve(
             return;
         }
     };
-    let conn = ConnId(next_id.fetch_add(1, Ordering::Relaxed));
+    // The same counter as every other listener: ids never collide while open.
+    let conn = ConnId(next_id.fetch_add(1, Ordering::Relaxed) + 1);
     ctx.certificate = accepted.certificate.clone();
     let (watch_id, revoked) = match accepted.revoked {
         Some((id, token)) => (Some(id), Some(token)),

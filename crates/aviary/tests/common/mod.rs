@@ -48,6 +48,7 @@ pub async fn start_broker(tweak: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
         ..Default::default()
     };
     config.listener.bind = "127.0.0.1:0".parse().expect("addr");
+    config.api.bind = "127.0.0.1:0".parse().expect("addr");
     tweak(&mut config.mqtt);
     let server = timeout(WAIT, aviary::start(config))
         .await

@@ -1,0 +1,365 @@
+//! The operations side of the broker task: management requests run on the broker
+//! ([`BrokerHandle::call`]), connection metadata the core does not keep (listener, username),
+//! usage attribution, traffic counters for metrics, and the system event topics
+//! (`$events/...` on every client event, `$SYS/broker/...` periodically).
+//!
+//! A management request is a closure sent through the broker task's own inbox with a
+//! oneshot for the reply: it runs between two events, with the broker to itself, so it sees
+//! a consistent state and needs no lock; what it makes the broker send is routed as usual.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use aviary_codec::properties::PublishProperties;
+use aviary_codec::{Packet, QoS, TopicName};
+use aviary_core::{Broker, ConnId, Event as BrokerEvent};
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{now, BrokerTask, Event};
+use crate::usage::{Owner, Usage};
+
+/// Seconds between two publications of the `$SYS/broker/...` statistics.
+const SYS_INTERVAL_SECS: u64 = 10;
+
+/// What the broker task knows about a connection beyond the core.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnMeta {
+    /// The listener that accepted it (for per-listener usage and switching a listener off).
+    pub(crate) listener: Arc<str>,
+    /// The username of its CONNECT, if any (for per-user usage and client filters).
+    pub(crate) username: Option<String>,
+    /// Whether its CONNECT carried a will.
+    pub(crate) has_will: bool,
+}
+
+/// Traffic counters that the core does not keep, exported as metrics.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Counters {
+    /// PUBLISH packets received, by QoS.
+    pub(crate) messages_in: [u64; 3],
+    /// PUBLISH packets routed to connections, by QoS.
+    pub(crate) messages_out: [u64; 3],
+    /// Payload bytes received, by QoS.
+    pub(crate) bytes_in: [u64; 3],
+    /// Payload bytes routed to connections, by QoS.
+    pub(crate) bytes_out: [u64; 3],
+    /// CONNACKs sent, by reason code (0 = accepted).
+    pub(crate) connacks: HashMap<u8, u64>,
+    /// QoS 0 messages dropped because an outbox was full.
+    pub(crate) dropped_outbox_full: u64,
+}
+
+/// The operations state kept by the broker task.
+#[derive(Debug, Default)]
+pub(crate) struct Ops {
+    /// Metadata of open connections.
+    pub(crate) conns: HashMap<ConnId, ConnMeta>,
+    /// Usage over time.
+    pub(crate) usage: Usage,
+    /// Traffic counters.
+    pub(crate) counters: Counters,
+    /// Per connected connection, its cumulative units already attributed to usage.
+    attributed: HashMap<ConnId, u64>,
+    /// The core's total units already attributed.
+    attributed_total: u64,
+    /// Unix minute of the last pruning of stale usage series.
+    last_prune_minute: u64,
+    /// Unix second of the last `$SYS` publication.
+    last_sys: u64,
+    /// Outgoing QoS 1/2 messages queued at connected sessions (at the last tick).
+    pub(crate) queued: usize,
+    /// Outgoing QoS 1/2 messages in flight at connected sessions (at the last tick).
+    pub(crate) inflight: usize,
+    /// Refreshes the metrics on each tick (none in unit tests of the task).
+    pub(crate) metrics: Option<crate::metrics::Metrics>,
+}
+
+impl Ops {
+    /// Operations state that refreshes `metrics` on every tick.
+    pub(crate) fn with_metrics(metrics: crate::metrics::Metrics) -> Self {
+        Self {
+            metrics: Some(metrics),
+            ..Self::default()
+        }
+    }
+
+    /// A connection was accepted by `listener`.
+    pub(super) fn opened(&mut self, conn: ConnId, listener: Arc<str>) {
+        self.conns.insert(
+            conn,
+            ConnMeta {
+                listener,
+                username: None,
+                has_will: false,
+            },
+        );
+    }
+
+    /// A packet from `conn`, before the broker sees it.
+    pub(super) fn inbound(&mut self, conn: ConnId, packet: &Packet) {
+        match packet {
+            Packet::Connect(connect) => {
+                if let Some(meta) = self.conns.get_mut(&conn) {
+                    meta.username.clone_from(&connect.username);
+                    meta.has_will = connect.will.is_some();
+                }
+            }
+            Packet::Publish(p) => {
+                let q = p.qos as usize;
+                self.counters.messages_in[q] += 1;
+                self.counters.bytes_in[q] += p.payload.len() as u64;
+            }
+            _ => {}
+        }
+    }
+
+    /// A packet routed to a connection.
+    pub(super) fn outbound(&mut self, packet: &Packet) {
+        match packet {
+            Packet::Publish(p) => {
+                let q = p.qos as usize;
+                self.counters.messages_out[q] += 1;
+                self.counters.bytes_out[q] += p.payload.len() as u64;
+            }
+            Packet::ConnAck(c) => {
+                *self.counters.connacks.entry(c.reason_code.0).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What a management request sees while it runs on the broker task.
+pub(crate) struct ManageCtx<'a> {
+    /// The broker, to itself.
+    pub(crate) broker: &'a mut Broker,
+    /// The operations state.
+    pub(crate) ops: &'a mut Ops,
+    /// The broker task's clock.
+    pub(crate) now: Instant,
+}
+
+/// A management request: a closure run on the broker task.
+pub(crate) struct ManageCall(Box<dyn FnOnce(&mut ManageCtx<'_>) + Send>);
+
+impl std::fmt::Debug for ManageCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ManageCall")
+    }
+}
+
+/// The broker task stopped (shutdown): management requests get no answer.
+#[derive(Debug, thiserror::Error)]
+#[error("the broker is shutting down")]
+pub(crate) struct BrokerGone;
+
+/// Sends management requests to the broker task.
+#[derive(Clone, Debug)]
+pub(crate) struct BrokerHandle {
+    /// The broker task's inbox.
+    pub(crate) events: mpsc::Sender<Event>,
+}
+
+impl BrokerHandle {
+    /// Runs `f` on the broker task and returns its result.
+    pub(crate) async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut ManageCtx<'_>) -> R + Send + 'static,
+    ) -> Result<R, BrokerGone> {
+        let (reply, result) = oneshot::channel();
+        let call = ManageCall(Box::new(move |ctx| {
+            // The requester may have gone away (HTTP client closed); nothing to do then.
+            let _ = reply.send(f(ctx));
+        }));
+        self.events
+            .send(Event::Manage(call))
+            .await
+            .map_err(|_| BrokerGone)?;
+        result.await.map_err(|_| BrokerGone)
+    }
+}
+
+/// Unix seconds now (usage minutes are wall-clock minutes).
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl BrokerTask {
+    /// Runs a management request; its output is routed by the caller.
+    pub(super) fn manage(&mut self, call: ManageCall, now: Instant) {
+        let mut ctx = ManageCtx {
+            broker: &mut self.broker,
+            ops: &mut self.ops,
+            now,
+        };
+        (call.0)(&mut ctx);
+    }
+
+    /// Once per [`super::TICK`]: attributes usage, forgets closed connections, refreshes
+    /// metrics and publishes `$SYS` statistics when due.
+    pub(super) fn tick(&mut self) {
+        let unix = unix_now();
+        self.drain_broker_events();
+        self.attribute_usage(unix);
+        let ops = &mut self.ops;
+        ops.conns.retain(|conn, _| self.outboxes.contains_key(conn));
+        if unix / 60 != ops.last_prune_minute {
+            ops.last_prune_minute = unix / 60;
+            ops.usage.prune(unix);
+        }
+        if let Some(metrics) = &ops.metrics {
+            metrics.refresh(&self.broker.stats(), ops, self.dropped_qos0);
+        }
+        if unix >= ops.last_sys + SYS_INTERVAL_SECS {
+            ops.last_sys = unix;
+            self.publish_sys();
+        }
+        self.route_transmits();
+    }
+
+    /// Attributes the units counted since the last tick: each connected client's delta to
+    /// its listener, user and client id; the core's total delta to the total.
+    fn attribute_usage(&mut self, unix: u64) {
+        let total = self.broker.stats().units;
+        let ops = &mut self.ops;
+        ops.usage
+            .add_total(unix, total.saturating_sub(ops.attributed_total));
+        ops.attributed_total = total;
+        ops.queued = 0;
+        ops.inflight = 0;
+        for client in self.broker.clients() {
+            ops.queued += client.queued;
+            ops.inflight += client.inflight;
+            let seen = ops.attributed.entry(client.conn).or_default();
+            let delta = client.units.saturating_sub(*seen);
+            *seen = client.units;
+            if let Some(meta) = ops.conns.get(&client.conn) {
+                let owner = Owner {
+                    listener: &meta.listener,
+                    user: meta.username.as_deref(),
+                    client: &client.client_id,
+                };
+                ops.usage.add(unix, owner, delta);
+            }
+        }
+    }
+
+    /// Drains the core's events: usage of ended connections, `$events/...` topics.
+    pub(super) fn drain_broker_events(&mut self) {
+        let mut published = false;
+        while let Some(event) = self.broker.poll_event() {
+            let (topic, payload) = match &event {
+                BrokerEvent::Connected {
+                    conn,
+                    client_id,
+                    protocol,
+                    clean_start,
+                    session_present,
+                } => {
+                    let meta = self.ops.conns.get(conn);
+                    let payload = serde_json::json!({
+                        "client_id": &**client_id,
+                        "username": meta.and_then(|m| m.username.as_deref()),
+                        "listener": meta.map(|m| &*m.listener),
+                        "peer": self.broker.connection_peer(*conn).map(|p| p.to_string()),
+                        "protocol": crate::api::protocol_name(*protocol),
+                        "clean_start": clean_start,
+                        "session_present": session_present,
+                    });
+                    ("$events/client_connected", payload)
+                }
+                BrokerEvent::Disconnected {
+                    conn,
+                    client_id,
+                    reason,
+                    units,
+                } => {
+                    let seen = self.ops.attributed.remove(conn).unwrap_or(0);
+                    if let Some(meta) = self.ops.conns.get(conn) {
+                        let owner = Owner {
+                            listener: &meta.listener,
+                            user: meta.username.as_deref(),
+                            client: client_id,
+                        };
+                        self.ops
+                            .usage
+                            .add(unix_now(), owner, units.saturating_sub(seen));
+                    }
+                    let payload = serde_json::json!({
+                        "client_id": &**client_id,
+                        "reason": format!("{reason:?}"),
+                    });
+                    ("$events/client_disconnected", payload)
+                }
+                BrokerEvent::Subscribed {
+                    client_id,
+                    filter,
+                    qos,
+                    ..
+                } => {
+                    let payload = serde_json::json!({
+                        "client_id": &**client_id,
+                        "filter": filter.as_str(),
+                        "qos": *qos as u8,
+                    });
+                    ("$events/session_subscribed", payload)
+                }
+                BrokerEvent::Unsubscribed {
+                    client_id, filter, ..
+                } => {
+                    let payload = serde_json::json!({
+                        "client_id": &**client_id,
+                        "filter": filter.as_str(),
+                    });
+                    ("$events/session_unsubscribed", payload)
+                }
+            };
+            self.publish_system(topic, payload.to_string());
+            published = true;
+        }
+        if published {
+            self.route_transmits();
+        }
+    }
+
+    /// Publishes the `$SYS/broker/...` statistics (QoS 0, not retained).
+    fn publish_sys(&mut self) {
+        let stats = self.broker.stats();
+        let values = [
+            ("$SYS/broker/clients/connected", stats.connections as u64),
+            ("$SYS/broker/sessions", stats.sessions as u64),
+            (
+                "$SYS/broker/subscriptions/count",
+                stats.subscriptions as u64,
+            ),
+            ("$SYS/broker/retained messages/count", stats.retained as u64),
+            ("$SYS/broker/messages/received", stats.messages_in),
+            ("$SYS/broker/messages/sent", stats.messages_out),
+            ("$SYS/broker/usage/units", stats.units),
+        ];
+        for (topic, value) in values {
+            self.publish_system(topic, value.to_string());
+        }
+        self.publish_system("$SYS/broker/version", env!("CARGO_PKG_VERSION").to_owned());
+    }
+
+    /// Publishes one system message at QoS 0, not retained.
+    fn publish_system(&mut self, topic: &str, payload: String) {
+        // The topics above are constants that are valid topic names.
+        let Ok(topic) = TopicName::new(topic) else {
+            return;
+        };
+        self.broker.publish(
+            topic,
+            Bytes::from(payload),
+            QoS::AtMostOnce,
+            false,
+            PublishProperties::default(),
+            now(),
+        );
+    }
+}

@@ -1,0 +1,340 @@
+//! The listeners of a running server, by name: created, switched on and off, given an IP
+//! allow-list and deleted at runtime (management API), and stored so that API-made changes
+//! come back after a restart. The config's `[listener]` is the listener named `default`.
+//!
+//! Switching a listener off stops its accept loop (the port is released) and disconnects
+//! its clients (5.0: DISCONNECT 0x98 Administrative action). A new listener kind (TLS,
+//! secure WebSocket) is one more [`ListenerKind`] and one more arm in the accept loop.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::cidr::Cidr;
+use super::{AcceptShared, ListenerKind};
+use crate::broker_task::BrokerHandle;
+use crate::connection::ConnectionContext;
+use crate::records::{self, RecordError, RecordKind, Records};
+
+/// The name of the listener from the config's `[listener]` section.
+pub(crate) const DEFAULT_LISTENER: &str = "default";
+
+/// A listener as described by the API and kept in the store.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ListenerSpec {
+    /// Unique name (`default` is the config's listener).
+    pub(crate) name: String,
+    /// Transport.
+    pub(crate) kind: ListenerKind,
+    /// Address and port to bind (port 0: any free port).
+    pub(crate) bind: SocketAddr,
+    /// Accepting connections, or switched off.
+    pub(crate) enabled: bool,
+    /// Peers allowed to connect; empty: everyone.
+    pub(crate) allow: Vec<Cidr>,
+}
+
+/// A listener and its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ListenerState {
+    /// Its description.
+    pub(crate) spec: ListenerSpec,
+    /// Where it is bound while enabled (the real port when `bind` said 0).
+    pub(crate) address: Option<SocketAddr>,
+}
+
+/// Why a listener operation failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ListenerError {
+    /// No listener has this name.
+    #[error("no listener named {0:?}")]
+    NotFound(String),
+    /// The name is taken.
+    #[error("a listener named {0:?} exists already")]
+    Exists(String),
+    /// The default listener can be switched off but not deleted.
+    #[error("the default listener cannot be deleted; disable it instead")]
+    DefaultUndeletable,
+    /// Binding failed (address in use, not local, no permission).
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The record store failed.
+    #[error(transparent)]
+    Store(#[from] RecordError),
+}
+
+/// One listener in the registry.
+#[derive(Debug)]
+struct Entry {
+    spec: ListenerSpec,
+    /// The allow-list its accept loop reads (changed in place at runtime).
+    allow: Arc<RwLock<Vec<Cidr>>>,
+    /// While enabled: the bound address, the stop signal and the accept loop.
+    running: Option<Running>,
+}
+
+/// A running accept loop.
+#[derive(Debug)]
+struct Running {
+    address: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Every listener of one server.
+pub(crate) struct Registry {
+    /// By name. An async mutex: operations bind sockets and await accept loops while
+    /// holding it, which also serialises them.
+    entries: Mutex<BTreeMap<String, Entry>>,
+    /// What connections get; `listener` is replaced per listener.
+    ctx: ConnectionContext,
+    /// What the accept loops share.
+    shared: AcceptShared,
+    /// For disconnecting a switched-off listener's clients.
+    broker: BrokerHandle,
+    /// Where API-made listeners and changes are kept.
+    records: Arc<dyn Records>,
+}
+
+impl Registry {
+    pub(crate) fn new(
+        ctx: ConnectionContext,
+        shared: AcceptShared,
+        broker: BrokerHandle,
+        records: Arc<dyn Records>,
+    ) -> Self {
+        Self {
+            entries: Mutex::new(BTreeMap::new()),
+            ctx,
+            shared,
+            broker,
+            records,
+        }
+    }
+
+    /// Starts the default listener (from the config, with a stored change of its
+    /// `enabled`/`allow` applied) and every stored listener.
+    pub(crate) async fn start_all(&self, default_bind: SocketAddr) -> Result<(), ListenerError> {
+        let stored: Vec<(String, ListenerSpec)> =
+            records::list(&*self.records, RecordKind::Listener)?;
+        let mut default = ListenerSpec {
+            name: DEFAULT_LISTENER.to_owned(),
+            kind: ListenerKind::Tcp,
+            bind: default_bind,
+            enabled: true,
+            allow: Vec::new(),
+        };
+        let mut others = Vec::new();
+        for (_, spec) in stored {
+            if spec.name == DEFAULT_LISTENER {
+                default.enabled = spec.enabled;
+                default.allow = spec.allow;
+            } else {
+                others.push(spec);
+            }
+        }
+        let mut entries = self.entries.lock().await;
+        for spec in std::iter::once(default).chain(others) {
+            let entry = self.start_entry(spec).await?;
+            entries.insert(entry.spec.name.clone(), entry);
+        }
+        Ok(())
+    }
+
+    /// Every listener, by name.
+    pub(crate) async fn list(&self) -> Vec<ListenerState> {
+        let entries = self.entries.lock().await;
+        entries.values().map(state).collect()
+    }
+
+    /// One listener.
+    pub(crate) async fn get(&self, name: &str) -> Result<ListenerState, ListenerError> {
+        let entries = self.entries.lock().await;
+        entries
+            .get(name)
+            .map(state)
+            .ok_or_else(|| ListenerError::NotFound(name.to_owned()))
+    }
+
+    /// The address of the default listener while it is enabled.
+    pub(crate) async fn default_address(&self) -> Option<SocketAddr> {
+        let entries = self.entries.lock().await;
+        entries
+            .get(DEFAULT_LISTENER)
+            .and_then(|e| e.running.as_ref().map(|r| r.address))
+    }
+
+    /// Whether every enabled listener is bound (readiness).
+    pub(crate) async fn all_bound(&self) -> bool {
+        let entries = self.entries.lock().await;
+        entries
+            .values()
+            .all(|e| !e.spec.enabled || e.running.is_some())
+    }
+
+    /// Creates (and, if enabled, binds) a listener and stores it.
+    pub(crate) async fn create(&self, spec: ListenerSpec) -> Result<ListenerState, ListenerError> {
+        let mut entries = self.entries.lock().await;
+        if entries.contains_key(&spec.name) {
+            return Err(ListenerError::Exists(spec.name));
+        }
+        let entry = self.start_entry(spec).await?;
+        records::put(
+            &*self.records,
+            RecordKind::Listener,
+            &entry.spec.name,
+            &entry.spec,
+        )?;
+        let view = state(&entry);
+        entries.insert(entry.spec.name.clone(), entry);
+        Ok(view)
+    }
+
+    /// Changes a listener's `enabled` flag and/or allow-list, at once, and stores it.
+    pub(crate) async fn update(
+        &self,
+        name: &str,
+        enabled: Option<bool>,
+        allow: Option<Vec<Cidr>>,
+    ) -> Result<ListenerState, ListenerError> {
+        let mut entries = self.entries.lock().await;
+        let entry = entries
+            .get_mut(name)
+            .ok_or_else(|| ListenerError::NotFound(name.to_owned()))?;
+        if let Some(allow) = allow {
+            *entry
+                .allow
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = allow.clone();
+            entry.spec.allow = allow;
+        }
+        match enabled {
+            Some(true) if entry.running.is_none() => {
+                entry.running = Some(self.bind(&entry.spec, &entry.allow).await?);
+                entry.spec.enabled = true;
+            }
+            Some(false) if entry.running.is_some() => {
+                entry.spec.enabled = false;
+                self.stop(entry).await;
+            }
+            Some(enabled) => entry.spec.enabled = enabled,
+            None => {}
+        }
+        records::put(&*self.records, RecordKind::Listener, name, &entry.spec)?;
+        Ok(state(entry))
+    }
+
+    /// Deletes a listener: stops it, disconnects its clients and forgets it.
+    pub(crate) async fn delete(&self, name: &str) -> Result<(), ListenerError> {
+        if name == DEFAULT_LISTENER {
+            return Err(ListenerError::DefaultUndeletable);
+        }
+        let mut entries = self.entries.lock().await;
+        let mut entry = entries
+            .remove(name)
+            .ok_or_else(|| ListenerError::NotFound(name.to_owned()))?;
+        self.stop(&mut entry).await;
+        self.records.delete(RecordKind::Listener, name)?;
+        Ok(())
+    }
+
+    /// Stops every accept loop (server shutdown; connections are ended by the broker).
+    pub(crate) async fn stop_accepting(&self) {
+        let mut entries = self.entries.lock().await;
+        for entry in entries.values_mut() {
+            if let Some(running) = entry.running.take() {
+                running.stop.cancel();
+                let _ = running.task.await;
+            }
+        }
+    }
+
+    /// Builds an entry and binds it if enabled.
+    async fn start_entry(&self, spec: ListenerSpec) -> Result<Entry, ListenerError> {
+        let allow = Arc::new(RwLock::new(spec.allow.clone()));
+        let running = if spec.enabled {
+            Some(self.bind(&spec, &allow).await?)
+        } else {
+            None
+        };
+        Ok(Entry {
+            spec,
+            allow,
+            running,
+        })
+    }
+
+    /// Binds `spec`'s address and spawns its accept loop.
+    async fn bind(
+        &self,
+        spec: &ListenerSpec,
+        allow: &Arc<RwLock<Vec<Cidr>>>,
+    ) -> Result<Running, ListenerError> {
+        let bind_error = |source| ListenerError::Bind {
+            addr: spec.bind,
+            source,
+        };
+        let listener = TcpListener::bind(spec.bind).await.map_err(bind_error)?;
+        let address = listener.local_addr().map_err(bind_error)?;
+        info!(name = %spec.name, kind = ?spec.kind, %address, "MQTT listener on");
+        let stop = CancellationToken::new();
+        let mut ctx = self.ctx.clone();
+        ctx.listener = Arc::from(spec.name.as_str());
+        let task = tokio::spawn(super::run(
+            listener,
+            spec.kind,
+            ctx,
+            self.shared.clone(),
+            Arc::clone(allow),
+            stop.clone(),
+        ));
+        Ok(Running {
+            address,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops an entry's accept loop and disconnects the clients it accepted.
+    async fn stop(&self, entry: &mut Entry) {
+        if let Some(running) = entry.running.take() {
+            running.stop.cancel();
+            let _ = running.task.await;
+            info!(name = %entry.spec.name, "MQTT listener off");
+        }
+        let name = entry.spec.name.clone();
+        // The broker task is gone only during shutdown, when everybody is disconnected.
+        let _ = self
+            .broker
+            .call(move |ctx| {
+                let conns: Vec<_> = ctx
+                    .ops
+                    .conns
+                    .iter()
+                    .filter(|(_, meta)| *meta.listener == *name)
+                    .map(|(conn, _)| *conn)
+                    .collect();
+                for conn in conns {
+                    ctx.broker.disconnect_connection(conn, ctx.now);
+                }
+            })
+            .await;
+    }
+}
+
+/// The view of an entry.
+fn state(entry: &Entry) -> ListenerState {
+    ListenerState {
+        spec: entry.spec.clone(),
+        address: entry.running.as_ref().map(|r| r.address),
+    }
+}

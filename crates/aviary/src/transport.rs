@@ -1,0 +1,172 @@
+//! The byte streams a connection can run over: plain TCP, and WebSocket adapted to a byte
+//! stream (binary frames in, binary frames out), so one connection driver and one codec
+//! serve every listener kind. A TLS stream plugs in the same way.
+//!
+//! The read side is readiness-based (`readable` then `try_read_buf`) so that an idle
+//! connection holds no read buffer; the write side is any `AsyncWrite`.
+
+use std::future::Future;
+use std::io;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::AsyncWrite;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// A transport a connection runs over.
+pub(crate) trait Transport: Send + 'static {
+    /// The read half.
+    type Reader: TransportRead;
+    /// The write half.
+    type Writer: AsyncWrite + Unpin + Send;
+    /// Splits the transport into halves used concurrently.
+    fn split(self) -> (Self::Reader, Self::Writer);
+}
+
+/// The read half of a transport: wait until readable, then read what is there without
+/// waiting (`WouldBlock` when nothing is).
+pub(crate) trait TransportRead: Send {
+    /// Completes when a read may make progress (data or end of stream).
+    fn readable(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Appends what is available to `buf`; `Ok(0)` at the end of the stream.
+    fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize>;
+    /// Reads what is available into `buf`; `Ok(0)` at the end of the stream.
+    fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+impl Transport for TcpStream {
+    type Reader = OwnedReadHalf;
+    type Writer = OwnedWriteHalf;
+
+    fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        self.into_split()
+    }
+}
+
+impl TransportRead for OwnedReadHalf {
+    async fn readable(&mut self) -> io::Result<()> {
+        Self::readable(self).await
+    }
+
+    fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        Self::try_read_buf(self, buf)
+    }
+
+    fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        Self::try_read(self, buf)
+    }
+}
+
+/// A stream of byte chunks (the payloads of WebSocket binary frames) read as one byte
+/// stream. The chunks come from the task that owns the WebSocket through a small bounded
+/// channel, so a slow connection pauses that task's reads too.
+#[derive(Debug)]
+pub(crate) struct ChunkReader {
+    /// Chunks in order; closed at the end of the stream (an error ends it too).
+    chunks: mpsc::Receiver<Bytes>,
+    /// The rest of a chunk not yet read.
+    pending: Bytes,
+    /// The sender is gone: after `pending`, the stream has ended.
+    ended: bool,
+}
+
+impl ChunkReader {
+    pub(crate) fn new(chunks: mpsc::Receiver<Bytes>) -> Self {
+        Self {
+            chunks,
+            pending: Bytes::new(),
+            ended: false,
+        }
+    }
+
+    /// Makes `pending` non-empty if a chunk is available now; false if none is.
+    fn fill(&mut self) -> bool {
+        while self.pending.is_empty() && !self.ended {
+            match self.chunks.try_recv() {
+                Ok(chunk) => self.pending = chunk,
+                Err(mpsc::error::TryRecvError::Empty) => return false,
+                Err(mpsc::error::TryRecvError::Disconnected) => self.ended = true,
+            }
+        }
+        true
+    }
+}
+
+impl TransportRead for ChunkReader {
+    async fn readable(&mut self) -> io::Result<()> {
+        while self.pending.is_empty() && !self.ended {
+            match self.chunks.recv().await {
+                Some(chunk) => self.pending = chunk,
+                None => self.ended = true,
+            }
+        }
+        Ok(())
+    }
+
+    fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        if !self.fill() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = self.pending.len();
+        buf.extend_from_slice(&self.pending);
+        self.pending.clear();
+        Ok(n)
+    }
+
+    fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.fill() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = self.pending.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.pending[..n]);
+        self.pending.advance(n);
+        Ok(n)
+    }
+}
+
+/// A WebSocket connection adapted to a byte stream: the chunks of its binary frames, and
+/// the write half of a pipe whose other end the WebSocket task sends as binary frames.
+#[derive(Debug)]
+pub(crate) struct ChunkStream {
+    /// Binary frame payloads from the client.
+    pub(crate) reader: ChunkReader,
+    /// Bytes for the client, framed by the WebSocket task.
+    pub(crate) writer: tokio::io::DuplexStream,
+}
+
+impl Transport for ChunkStream {
+    type Reader = ChunkReader;
+    type Writer = tokio::io::DuplexStream;
+
+    fn split(self) -> (ChunkReader, tokio::io::DuplexStream) {
+        (self.reader, self.writer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn chunks_read_as_one_stream_then_end() {
+        let (tx, rx) = mpsc::channel(4);
+        let mut reader = ChunkReader::new(rx);
+        let mut buf = BytesMut::new();
+        assert_eq!(
+            reader.try_read_buf(&mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        tx.send(Bytes::from_static(b"ab")).await.unwrap();
+        tx.send(Bytes::from_static(b"cde")).await.unwrap();
+        reader.readable().await.unwrap();
+        let mut small = [0u8; 1];
+        assert_eq!(reader.try_read(&mut small).unwrap(), 1);
+        assert_eq!(reader.try_read_buf(&mut buf).unwrap(), 1);
+        assert_eq!(reader.try_read_buf(&mut buf).unwrap(), 3);
+        assert_eq!(&buf[..], b"bcde");
+        drop(tx);
+        reader.readable().await.unwrap();
+        assert_eq!(reader.try_read_buf(&mut buf).unwrap(), 0);
+    }
+}

@@ -1,0 +1,115 @@
+//! Usage metering end to end: real connections, and the exact units the API reports for
+//! each multiplier case (DESIGN.md, "Usage metering"): QoS 0: 1; QoS 1 with a clean
+//! session: 2, with a persistent one: 5; QoS 2: 5; retain flag and will messages: 10;
+//! connect and disconnect: 1 each. Each case runs on its own broker so the broker total is
+//! exact too.
+
+mod api;
+mod common;
+
+use serde_json::Value;
+
+use api::{start_api, Api};
+use common::{connect_v311_hex, packet_hex, str_hex, RawClient};
+
+/// Waits until the usage of `client` is `expected`; then the broker total must be `total`.
+async fn expect_units(api: &Api, client: &str, expected: u64, total: u64) {
+    let path = format!("/api/v1/usage/client/{client}");
+    api.wait_for(&path, |u| u["total"] == expected).await;
+    api.wait_for("/api/v1/usage", |u: &Value| u["total"]["total"] == total)
+        .await;
+}
+
+/// A client publishes one message (with the QoS flow done) and disconnects cleanly.
+async fn publish_case(flags: u8, first: u8, expected: u64) {
+    let api = start_api(|_| {}).await;
+    let mut c = RawClient::open(api.mqtt, aviary_codec::ProtocolVersion::V3_1_1).await;
+    c.send_hex(&connect_v311_hex("m", flags, 60)).await;
+    c.expect_connack(0x00).await;
+    let qos = (first >> 1) & 3;
+    let id = if qos > 0 { "0001" } else { "" };
+    c.send_hex(&packet_hex(first, &format!("{} {id} 6869", str_hex("m/t"))))
+        .await;
+    match qos {
+        1 => c.expect_hex("40 02 00 01").await,
+        2 => {
+            c.expect_hex("50 02 00 01").await;
+            c.send_hex("62 02 00 01").await;
+            c.expect_hex("70 02 00 01").await;
+        }
+        _ => {}
+    }
+    c.send_hex("e0 00").await;
+    c.expect_closed().await;
+    expect_units(&api, "m", expected, expected).await;
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn qos_0_counts_1() {
+    publish_case(0x02, 0x30, 1 + 1 + 1).await;
+}
+
+#[tokio::test]
+async fn qos_1_with_a_clean_session_counts_2() {
+    publish_case(0x02, 0x32, 1 + 2 + 1).await;
+}
+
+#[tokio::test]
+async fn qos_1_with_a_persistent_session_counts_5() {
+    publish_case(0x00, 0x32, 1 + 5 + 1).await;
+}
+
+#[tokio::test]
+async fn qos_2_counts_5() {
+    publish_case(0x02, 0x34, 1 + 5 + 1).await;
+}
+
+#[tokio::test]
+async fn a_retained_message_counts_10() {
+    publish_case(0x02, 0x31, 1 + 10 + 1).await;
+}
+
+#[tokio::test]
+async fn deliveries_count_for_the_receiver() {
+    let api = start_api(|_| {}).await;
+    let mut sub = RawClient::connect_v311(api.mqtt, "sub").await;
+    sub.send_hex(&packet_hex(0x82, &format!("0001 {} 01", str_hex("d/#"))))
+        .await;
+    sub.expect_hex("90 03 00 01 01").await;
+    let mut publisher = RawClient::connect_v311(api.mqtt, "pub").await;
+    publisher
+        .send_hex(&packet_hex(0x32, &format!("{} 0001 6869", str_hex("d/x"))))
+        .await;
+    publisher.expect_hex("40 02 00 01").await;
+    let delivery = sub.read_frame().await;
+    assert_eq!(delivery.first, 0x32);
+    sub.send_hex(&format!("40 02 {:04x}", delivery.packet_id()))
+        .await;
+    // Publisher: CONNECT 1 + QoS 1 in 2; subscriber: CONNECT 1 + QoS 1 out 2.
+    expect_units(&api, "pub", 3, 6).await;
+    expect_units(&api, "sub", 3, 6).await;
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_will_counts_10_in_the_total() {
+    let api = start_api(|_| {}).await;
+    let mut c = RawClient::open(api.mqtt, aviary_codec::ProtocolVersion::V3_1_1).await;
+    // CONNECT with a QoS 0 will on "w" and Clean Session.
+    c.send_hex(&packet_hex(
+        0x10,
+        &format!(
+            "0004 4d515454 04 06 003c {} {} {}",
+            str_hex("willer"),
+            str_hex("w"),
+            str_hex("bye")
+        ),
+    ))
+    .await;
+    c.expect_connack(0x00).await;
+    drop(c); // no DISCONNECT: the will is published
+             // The client: CONNECT 1 + end 1; the broker: those and the will's 10.
+    expect_units(&api, "willer", 2, 12).await;
+    api.shutdown().await;
+}
