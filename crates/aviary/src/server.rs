@@ -202,6 +202,7 @@ pub(crate) async fn start_with_records(
             limits,
             records,
             metrics: metrics.handle(),
+            security: Arc::clone(&security),
         };
         let task = tokio::spawn(crate::api::serve(listener, state, stop_api.clone()));
         (Some(addr), Some(task))

@@ -15,6 +15,7 @@ pub(crate) mod keys;
 mod limits;
 mod listeners;
 mod retained;
+mod security;
 mod usage;
 
 use std::net::SocketAddr;
@@ -54,6 +55,8 @@ pub(crate) struct AppState {
     pub(crate) records: Arc<dyn Records>,
     /// Renders `/metrics`.
     pub(crate) metrics: PrometheusHandle,
+    /// Users, policies, device identities, certificates.
+    pub(crate) security: Arc<crate::security::Security>,
 }
 
 /// The document's header; the paths come from the routes.
@@ -76,6 +79,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(listeners::routes())
         .merge(limits::routes())
         .merge(usage::routes())
+        .merge(security::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,

@@ -280,6 +280,11 @@ impl AuthService {
         }
     }
 
+    /// The configured order of authenticators.
+    pub fn order(&self) -> &[AuthenticatorKind] {
+        &self.settings.order
+    }
+
     /// Whether clients no authenticator claims may connect, now.
     pub fn anonymous_allowed(&self) -> bool {
         match self.settings.anonymous {

@@ -39,7 +39,7 @@ pub enum PolicyError {
 }
 
 /// A policy as the API and the config file spell it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyDoc {
     pub id: String,
