@@ -104,7 +104,11 @@ def toml_value(value: object) -> str:
     return f'"{escaped}"'
 
 
-def aviary_config(port: int, data_dir: Path, mqtt: dict[str, object]) -> str:
+# The bootstrap key of the management API of every Aviary under test.
+API_KEY = "interop-test-api-key-0123456789"
+
+
+def aviary_config(port: int, data_dir: Path, mqtt: dict[str, object], api_port: int = 0) -> str:
     """The TOML config for Aviary: only what the test needs; everything else is a default."""
     lines = [
         f"data_dir = {toml_value(str(data_dir))}",
@@ -112,10 +116,10 @@ def aviary_config(port: int, data_dir: Path, mqtt: dict[str, object]) -> str:
         "[listener]",
         f'bind = "127.0.0.1:{port}"',
         "",
-        # Several brokers run at once: the management API on any free port.
+        # Several brokers run at once: each has its management API on its own free port.
         "[api]",
-        'bind = "127.0.0.1:0"',
-        'api_key = "interop-test-api-key-0123456789"',
+        f'bind = "127.0.0.1:{api_port}"',
+        f"api_key = {toml_value(API_KEY)}",
         "",
         "[mqtt]",
     ]
@@ -180,6 +184,8 @@ class Broker:
     mqtt: dict[str, object]
     process: subprocess.Popen | None = None
     log_path: Path = field(default_factory=Path)
+    # Aviary's management API port (0 for Mosquitto, which has none).
+    api_port: int = 0
 
     @property
     def is_mosquitto(self) -> bool:
@@ -208,7 +214,8 @@ class Broker:
         elif self.kind == "aviary":
             binary = aviary_binary()
             config_path = self.workdir / "aviary.toml"
-            config_path.write_text(aviary_config(self.port, data_dir, self.mqtt))
+            self.api_port = free_port()
+            config_path.write_text(aviary_config(self.port, data_dir, self.mqtt, self.api_port))
             env.setdefault("RUST_BACKTRACE", "1")
         else:
             raise pytest.UsageError(

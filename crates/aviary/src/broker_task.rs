@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aviary_codec::{Connect, DecodeError, Packet, QoS};
+use aviary_codec::{Connect, DecodeError, Packet, QoS, ReasonCode};
 use aviary_core::authz::Authentication;
 use aviary_core::{Broker, ConnId, Transmit};
 use tokio::sync::mpsc;
@@ -172,6 +172,18 @@ impl BrokerTask {
                         break;
                     }
                     self.ops.inbound(conn, &packet);
+                    if let Packet::Connect(connect) = &packet {
+                        if !self.ops.admit_connect(connect) {
+                            // Over the plan's connect rate: CONNACK 0x9F, then close.
+                            self.broker.refuse_connect(
+                                conn,
+                                connect.protocol,
+                                ReasonCode::CONNECTION_RATE_EXCEEDED,
+                            );
+                            self.route_transmits();
+                            break;
+                        }
+                    }
                     self.broker.handle_packet(conn, packet, now);
                     self.route_transmits();
                 }
@@ -182,8 +194,21 @@ impl BrokerTask {
                 outcome,
             } => {
                 if self.outboxes.contains_key(&conn) {
-                    self.broker
-                        .handle_connect_authenticated(conn, *connect, outcome, now);
+                    // The same accounting and connect-rate check as a plain CONNECT.
+                    let packet = Packet::Connect(connect);
+                    self.ops.inbound(conn, &packet);
+                    if let Packet::Connect(connect) = packet {
+                        if self.ops.admit_connect(&connect) {
+                            self.broker
+                                .handle_connect_authenticated(conn, *connect, outcome, now);
+                        } else {
+                            self.broker.refuse_connect(
+                                conn,
+                                connect.protocol,
+                                ReasonCode::CONNECTION_RATE_EXCEEDED,
+                            );
+                        }
+                    }
                 }
             }
             Event::Revoke { conn } => {

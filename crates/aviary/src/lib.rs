@@ -10,12 +10,14 @@
 mod api;
 pub mod auth;
 mod broker_task;
+pub mod cli;
 pub mod config;
 mod connection;
 mod limits;
 mod listener;
 mod metrics;
 mod outbox;
+mod rates;
 mod records;
 pub mod security;
 mod server;

@@ -1,12 +1,15 @@
 //! The plan's limits (`/api/v1/limits`): what a customer's plan allows, changed at runtime
 //! and applied at once. Connections, subscriptions per session and message size go to the
 //! core (refusals carry the reason codes: CONNACK 0x97 quota exceeded / 3.x 0x03, SUBACK
-//! 0x97 / 0x80) and to the connection drivers (the packet size checked while decoding).
+//! 0x97 / 0x80) and to the connection drivers (the packet size checked while decoding);
+//! the rates go to [`crate::rates`].
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
 use aviary_core::{BrokerConfig, RuntimeLimits};
+
+use crate::rates::Rates;
 
 /// The limits of a plan.
 #[derive(
@@ -84,6 +87,7 @@ impl PlanLimits {
             max_connections: self.max_connections as usize,
             max_subscriptions_per_session: self.max_subscriptions_per_session as usize,
             max_packet_size: self.max_message_size,
+            max_retained: self.max_retained as usize,
         }
     }
 }
@@ -95,6 +99,8 @@ pub(crate) struct PlanLimitsState {
     current: RwLock<PlanLimits>,
     /// The packet size limit every connection driver reads while decoding.
     pub(crate) max_packet_size: Arc<AtomicU32>,
+    /// The rate limits (connection readers and the broker task use them).
+    pub(crate) rates: Arc<Rates>,
 }
 
 impl PlanLimitsState {
@@ -102,6 +108,7 @@ impl PlanLimitsState {
         Self {
             current: RwLock::new(limits),
             max_packet_size: Arc::new(AtomicU32::new(limits.max_message_size)),
+            rates: Arc::new(Rates::new(&limits)),
         }
     }
 
@@ -121,6 +128,7 @@ impl PlanLimitsState {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = limits;
         self.max_packet_size
             .store(limits.max_message_size, Ordering::Relaxed);
+        self.rates.set(&limits);
     }
 }
 

@@ -1,5 +1,7 @@
-//! The `aviary` binary: parses the command line, loads the configuration, sets up logging
-//! and runs the broker until SIGINT or SIGTERM, then shuts it down gracefully.
+//! The `aviary` binary: without a subcommand it loads the configuration, sets up logging
+//! and runs the broker until SIGINT or SIGTERM, then shuts it down gracefully; with one
+//! (`aviary client list`, `aviary listener disable public`, …) it manages a running broker
+//! through its management API (see `aviary::cli`).
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -26,10 +28,19 @@ struct Cli {
     /// and AVIARY_* environment variables are used.
     #[arg(long, short, value_name = "FILE", env = "AVIARY_CONFIG")]
     config: Option<PathBuf>,
+    /// Where the management API is, for the subcommands.
+    #[command(flatten)]
+    api: aviary::cli::ApiArgs,
+    /// Manage a running broker instead of running one.
+    #[command(subcommand)]
+    command: Option<aviary::cli::Command>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(command) = cli.command {
+        return aviary::cli::run(&cli.api, command);
+    }
     // Variables that are not valid Unicode cannot be configuration values; skip them.
     let env: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)))

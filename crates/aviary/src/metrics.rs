@@ -80,6 +80,7 @@ impl Metrics {
                 ("too_large", d.too_large),
                 ("shared_no_member", d.shared_no_member),
                 ("reserved_topic", d.reserved_topic),
+                ("retained_quota", d.retained_quota),
                 ("outbox_full", dropped_outbox),
             ];
             for (reason, count) in drops {

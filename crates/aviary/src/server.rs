@@ -119,7 +119,7 @@ pub(crate) async fn start_with_records(
     broker.set_limits(limits.get().runtime());
     broker.set_authorizer(security.policies.clone());
     let metrics = crate::metrics::Metrics::new();
-    let ops = Ops::with_metrics(metrics.clone());
+    let ops = Ops::new(metrics.clone(), Arc::clone(&limits.rates));
     let broker_task = tokio::spawn(BrokerTask::with_ops(broker, inbox, ops).run());
     let handle = BrokerHandle {
         events: events.clone(),
@@ -131,6 +131,7 @@ pub(crate) async fn start_with_records(
         events: events.clone(),
         max_packet_size: Arc::clone(&limits.max_packet_size),
         listener: Arc::from(crate::listener::registry::DEFAULT_LISTENER),
+        rates: Arc::clone(&limits.rates),
         force_close: force_close.clone(),
         auth: Some(Arc::clone(&security.auth)),
         certificate: None,

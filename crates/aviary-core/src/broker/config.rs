@@ -42,6 +42,9 @@ pub struct BrokerConfig {
     pub max_subscriptions_per_session: usize,
     /// Connections beyond this get CONNACK 0x03 (3.x) / 0x97 (5.0).
     pub max_connections: usize,
+    /// Retained messages stored at most; a PUBLISH that would store one more is refused
+    /// (5.0: 0x97 Quota exceeded). A plan limit, set at runtime.
+    pub max_retained: usize,
     /// Largest packet accepted from clients (also announced in 5.0 CONNACK).
     pub max_packet_size: u32,
     /// Longest client identifier accepted.
@@ -88,6 +91,7 @@ impl Default for BrokerConfig {
             max_keep_alive: 65_535,
             max_subscriptions_per_session: 30,
             max_connections: 100_000,
+            max_retained: usize::MAX,
             max_packet_size: 1024 * 1024,
             max_client_id_len: 256,
             max_topic_levels: 128,

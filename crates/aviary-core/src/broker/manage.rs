@@ -6,10 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use aviary_codec::{Disconnect, Packet, QoS, ReasonCode, SubscriptionOptions};
+use aviary_codec::{Disconnect, Packet, ProtocolVersion, QoS, ReasonCode, SubscriptionOptions};
 use aviary_codec::{TopicFilter, TopicName};
 use bytes::Bytes;
 
+use super::connection::Connection;
 use super::session::Subscription;
 use super::{Broker, ConnId, EndReason, Event};
 
@@ -69,6 +70,8 @@ pub struct RuntimeLimits {
     pub max_subscriptions_per_session: usize,
     /// Largest packet accepted from clients.
     pub max_packet_size: u32,
+    /// Retained messages stored at most.
+    pub max_retained: usize,
 }
 
 impl Broker {
@@ -233,6 +236,7 @@ impl Broker {
             max_connections: self.config.max_connections,
             max_subscriptions_per_session: self.config.max_subscriptions_per_session,
             max_packet_size: self.config.max_packet_size,
+            max_retained: self.config.max_retained,
         }
     }
 
@@ -242,6 +246,25 @@ impl Broker {
         self.config.max_connections = limits.max_connections;
         self.config.max_subscriptions_per_session = limits.max_subscriptions_per_session;
         self.config.max_packet_size = limits.max_packet_size;
+        self.config.max_retained = limits.max_retained;
+    }
+
+    /// Refuses the CONNECT that `conn` just sent, before the broker processes it (the
+    /// shell's connect-rate limit): CONNACK with `code` (3.x: its return-code mapping), then
+    /// close. Only for a connection that has not completed CONNECT; returns whether it was
+    /// refused.
+    pub fn refuse_connect(
+        &mut self,
+        conn: ConnId,
+        protocol: ProtocolVersion,
+        code: ReasonCode,
+    ) -> bool {
+        if !matches!(self.connections.get(&conn), Some(Connection::Connecting(_))) {
+            return false;
+        }
+        self.connections.remove(&conn);
+        self.refuse(conn, protocol, code, "connection rate exceeded", None);
+        true
     }
 
     /// Closes connection `conn` from the management side (a listener switched off):

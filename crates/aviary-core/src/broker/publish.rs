@@ -114,47 +114,54 @@ impl Broker {
         // Topics the broker itself publishes on ($SYS, $events) are not for clients
         // (spec 4.7.2 lets the server keep `$` topics for itself): acknowledged (5.0: 0x87
         // Not authorized), not delivered.
-        let reserved = is_reserved(&topic);
-        if reserved {
-            self.fx.stats.dropped.reserved_topic += 1;
-        }
-        // Authorization, against the current authorizer: a denied message is acknowledged
-        // like a reserved one (5.0: 0x87; 3.x has no negative ack) and not delivered.
+        // Then authorization, against the current authorizer: a denied message is
+        // acknowledged the same way (5.0: 0x87; 3.x has no negative ack), not delivered.
         let request = crate::authz::Request::Publish {
             topic: &topic,
             qos,
             retain: publish.retain,
         };
-        let denied = !reserved && self.authorize(conn, &request) == crate::authz::Effect::Deny;
-        if denied {
+        let mut refusal_text = None;
+        let refusal = if is_reserved(&topic) {
+            self.fx.stats.dropped.reserved_topic += 1;
+            refusal_text = Some("topic reserved for the broker");
+            Some(ReasonCode::NOT_AUTHORIZED)
+        } else if self.authorize(conn, &request) == crate::authz::Effect::Deny {
             self.fx.stats.dropped.not_authorized += 1;
-        }
-        let refusal_text = if denied {
-            "not authorized"
+            refusal_text = Some("not authorized");
+            Some(ReasonCode::NOT_AUTHORIZED)
+        } else if publish.retain && !publish.payload.is_empty() && self.retained_full(&topic) {
+            // The plan's retained count is reached: refused (5.0: 0x97 Quota exceeded).
+            self.fx.stats.dropped.retained_quota += 1;
+            Some(ReasonCode::QUOTA_EXCEEDED)
         } else {
-            "topic reserved for the broker"
+            None
         };
-        let reserved = reserved || denied;
+        let reserved = refusal.is_some();
+        let refused = refusal.unwrap_or(ReasonCode::NOT_AUTHORIZED);
         let mut message = Message::from_publish(publish, topic, client_id, now);
         // Device identity properties ride on every message the device publishes.
         message
             .properties
             .user_properties
             .extend(principal.properties.iter().cloned());
+        let explained = |packet_id, code: ReasonCode| {
+            let mut ack = explained_ack(packet_id, code, problem_info);
+            if problem_info && code.is_error() && refusal_text.is_some() {
+                ack.properties.reason_string = refusal_text.map(str::to_owned);
+            }
+            ack
+        };
 
         match (qos, packet_id) {
             (QoS::AtLeastOnce, Some(packet_id)) => {
-                let (code, text) = if reserved {
-                    (self.refusal_code(v5), Some(refusal_text))
+                let code = if reserved {
+                    self.refusal_code(v5, refused)
                 } else {
                     let matched = self.accept_message(message, now);
-                    (self.success_code(v5, matched), None)
+                    self.success_code(v5, matched)
                 };
-                let mut ack = explained_ack(packet_id, code, problem_info);
-                if problem_info && code.is_error() {
-                    ack.properties.reason_string = text.map(str::to_owned);
-                }
-                self.send_explained(conn, Packet::PubAck(ack));
+                self.send_explained(conn, Packet::PubAck(explained(packet_id, code)));
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
                 let Some(session) = self.sessions.get_mut(&sid) else {
@@ -168,12 +175,8 @@ impl Broker {
                 }
                 if reserved && v5 {
                     // An error PUBREC ends the exchange: nothing to remember.
-                    let code = self.refusal_code(v5);
-                    let mut ack = explained_ack(packet_id, code, problem_info);
-                    if problem_info {
-                        ack.properties.reason_string = Some(refusal_text.to_owned());
-                    }
-                    self.send_explained(conn, Packet::PubRec(ack));
+                    let code = self.refusal_code(v5, refused);
+                    self.send_explained(conn, Packet::PubRec(explained(packet_id, code)));
                     return;
                 }
                 // Our Receive Maximum bounds the QoS 2 messages awaiting PUBREL (3.3.4).
@@ -202,10 +205,11 @@ impl Broker {
         }
     }
 
-    /// The ack code for a refused PUBLISH: 0x87 in 5.0; 3.x has no negative ack.
-    fn refusal_code(&self, v5: bool) -> ReasonCode {
+    /// The ack code for a refused PUBLISH: `why` (0x87, 0x97) in 5.0; 3.x has no negative
+    /// ack.
+    fn refusal_code(&self, v5: bool, why: ReasonCode) -> ReasonCode {
         if v5 {
-            ReasonCode::NOT_AUTHORIZED
+            why
         } else {
             ReasonCode::SUCCESS
         }
@@ -238,6 +242,10 @@ impl Broker {
             self.retained.remove(&message.topic);
             return;
         }
+        if self.retained_full(&message.topic) {
+            self.fx.stats.dropped.retained_quota += 1;
+            return;
+        }
         self.retained.insert(message.topic.clone(), message.clone());
         if let Some(at) = message.expires_at() {
             // Just after the expiry: a message is expired once its interval has passed.
@@ -247,6 +255,12 @@ impl Broker {
                 self.fx.timers.schedule(at, Timer::RetainedSweep);
             }
         }
+    }
+
+    /// Whether storing a retained message on `topic` would exceed `max_retained` (replacing
+    /// one never does).
+    fn retained_full(&self, topic: &aviary_codec::TopicName) -> bool {
+        self.retained.len() >= self.config.max_retained && self.retained.get(topic).is_none()
     }
 
     /// Drops expired retained messages, then schedules the next sweep at the earliest

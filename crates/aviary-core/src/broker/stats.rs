@@ -42,6 +42,8 @@ pub struct DropStats {
     pub shared_no_member: u64,
     /// A client PUBLISH to a topic reserved for the broker (`$SYS/...`, `$events/...`).
     pub reserved_topic: u64,
+    /// A retained message refused because `max_retained` messages are stored.
+    pub retained_quota: u64,
     /// A client PUBLISH (or will) the authorizer denied.
     pub not_authorized: u64,
 }

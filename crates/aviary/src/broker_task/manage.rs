@@ -18,6 +18,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{now, BrokerTask, Event};
+use crate::rates::Rates;
 use crate::usage::{Owner, Usage};
 
 /// Seconds between two publications of the `$SYS/broker/...` statistics.
@@ -72,17 +73,28 @@ pub(crate) struct Ops {
     pub(crate) queued: usize,
     /// Outgoing QoS 1/2 messages in flight at connected sessions (at the last tick).
     pub(crate) inflight: usize,
+    /// The connect rates (none in unit tests of the task).
+    rates: Option<Arc<Rates>>,
     /// Refreshes the metrics on each tick (none in unit tests of the task).
     pub(crate) metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Ops {
-    /// Operations state that refreshes `metrics` on every tick.
-    pub(crate) fn with_metrics(metrics: crate::metrics::Metrics) -> Self {
+    /// Operations state that refreshes `metrics` on every tick and admits CONNECTs by
+    /// `rates`.
+    pub(crate) fn new(metrics: crate::metrics::Metrics, rates: Arc<Rates>) -> Self {
         Self {
             metrics: Some(metrics),
+            rates: Some(rates),
             ..Self::default()
         }
+    }
+
+    /// Whether a CONNECT is within the connect rates (always without rates).
+    pub(super) fn admit_connect(&self, connect: &aviary_codec::Connect) -> bool {
+        self.rates
+            .as_ref()
+            .is_none_or(|r| r.admit_connect(connect.will.is_some()))
     }
 
     /// A connection was accepted by `listener`.

@@ -37,7 +37,11 @@ where
 pub fn unknown_variables<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
     names
         .into_iter()
-        .filter(|name| name.starts_with(PREFIX) && *name != "AVIARY_CONFIG")
+        // AVIARY_CONFIG names the file; AVIARY_URL and AVIARY_API_KEY are the CLI's.
+        .filter(|name| {
+            name.starts_with(PREFIX)
+                && !["AVIARY_CONFIG", "AVIARY_URL", "AVIARY_API_KEY"].contains(name)
+        })
         .filter(|name| {
             // "1" is a valid value for every key, so only an unknown name yields `None`.
             matches!(apply_var(&mut FileConfig::default(), name, "1"), Ok(None))

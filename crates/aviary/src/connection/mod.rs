@@ -45,6 +45,8 @@ pub(crate) struct ConnectionContext {
     pub(crate) max_packet_size: Arc<AtomicU32>,
     /// The name of the listener that accepted the connection.
     pub(crate) listener: Arc<str>,
+    /// The plan's rates: reads pause while this connection's packets are over them.
+    pub(crate) rates: Arc<crate::rates::Rates>,
     /// Cancelled when graceful shutdown has waited long enough: connections still open
     /// are then dropped.
     pub(crate) force_close: CancellationToken,

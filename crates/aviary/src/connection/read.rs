@@ -162,8 +162,15 @@ async fn send_packets(
     if packets.is_empty() {
         return Ok(());
     }
+    let pause = ctx.rates.pace(&packets);
     ctx.events
         .send(Event::Packets { conn, packets })
         .await
-        .map_err(|_| ())
+        .map_err(|_| ())?;
+    // Over the plan's rates: read nothing more until the tokens are back (backpressure
+    // rather than refusal).
+    if !pause.is_zero() {
+        tokio::time::sleep(pause).await;
+    }
+    Ok(())
 }

@@ -27,6 +27,9 @@ async fn harness() -> Harness {
         events: tx,
         max_packet_size: Arc::new(AtomicU32::new(1024)),
         listener: "default".into(),
+        rates: Arc::new(crate::rates::Rates::new(
+            &crate::limits::PlanLimits::defaults(&aviary_core::BrokerConfig::default()),
+        )),
         force_close: CancellationToken::new(),
         auth: None,
         certificate: None,
@@ -201,6 +204,9 @@ async fn connection_future_stays_small() {
         events: tx,
         max_packet_size: Arc::new(AtomicU32::new(1024)),
         listener: "default".into(),
+        rates: Arc::new(crate::rates::Rates::new(
+            &crate::limits::PlanLimits::defaults(&aviary_core::BrokerConfig::default()),
+        )),
         force_close: CancellationToken::new(),
         auth: None,
         certificate: None,
