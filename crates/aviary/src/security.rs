@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
+use crate::auth::policies::PolicyDoc;
 use crate::auth::{AuthService, PolicyStore};
+use crate::auth::{DeviceIdentity, DeviceSpec, Secret, User};
 use crate::config::SecurityConfig;
+use crate::records::{self, RecordKind, Records};
 use crate::tls::{CaOptions, CertificateRegistry, TlsAcceptorHandle};
 
 /// Everything security-related a management API needs.
@@ -25,19 +28,57 @@ pub struct Security {
 }
 
 impl Security {
-    /// Builds the registries and loads the users and policies of the configuration.
-    pub fn from_config(config: &SecurityConfig) -> anyhow::Result<Self> {
+    /// Builds the registries from the stored records (what the API created), then adds
+    /// the users and policies of the configuration that are not stored already.
+    pub(crate) fn load(config: &SecurityConfig, records: &dyn Records) -> anyhow::Result<Self> {
         let auth = Arc::new(AuthService::new(config.auth.clone())?);
-        for (username, secret) in &config.users {
+        let stored_users: Vec<(String, User)> =
+            records::list(records, RecordKind::User).context("cannot load the users")?;
+        for (_, user) in stored_users {
             auth.users
-                .create(username, secret.clone(), true)
-                .with_context(|| format!("auth.users: user {username:?}"))?;
+                .create(
+                    &user.username,
+                    Secret::Hash(user.password_hash),
+                    user.enabled,
+                )
+                .with_context(|| format!("stored user {:?}", user.username))?;
+        }
+        for (username, secret) in &config.users {
+            if auth.users.get(username).is_none() {
+                auth.users
+                    .create(username, secret.clone(), true)
+                    .with_context(|| format!("auth.users: user {username:?}"))?;
+            }
+        }
+        let stored_devices: Vec<(String, DeviceIdentity)> =
+            records::list(records, RecordKind::DeviceIdentity)
+                .context("cannot load the device identities")?;
+        for (_, device) in stored_devices {
+            let spec = DeviceSpec {
+                enabled: Some(device.enabled),
+                primary_key: Some(device.primary_key),
+                secondary_key: Some(device.secondary_key),
+                properties: Some(device.properties),
+            };
+            auth.devices
+                .create(&device.device_id, spec)
+                .with_context(|| format!("stored device {:?}", device.device_id))?;
         }
         let policies = Arc::new(PolicyStore::new(config.default_effect));
-        for doc in &config.policies {
+        let stored_policies: Vec<(String, PolicyDoc)> =
+            records::list(records, RecordKind::AuthorizationPolicy)
+                .context("cannot load the authorization policies")?;
+        for (_, doc) in stored_policies {
             policies
                 .create(doc.clone())
-                .with_context(|| format!("authorization.policies: {:?}", doc.id))?;
+                .with_context(|| format!("stored policy {:?}", doc.id))?;
+        }
+        for doc in &config.policies {
+            if policies.get(&doc.id).is_none() {
+                policies
+                    .create(doc.clone())
+                    .with_context(|| format!("authorization.policies: {:?}", doc.id))?;
+            }
         }
         let certificates = Arc::new(CertificateRegistry::default());
         let tls = match &config.tls_listener {
@@ -69,5 +110,47 @@ impl Security {
             certificates,
             tls,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::MemoryRecords;
+
+    #[test]
+    fn stored_users_devices_and_policies_come_back() {
+        let records = MemoryRecords::default();
+        let first = Security::load(&SecurityConfig::default(), &records).unwrap();
+        let user = first
+            .auth
+            .users
+            .create("alice", Secret::Password("pw".into()), false)
+            .unwrap();
+        records::put(&records, RecordKind::User, "alice", &user).unwrap();
+        let device = first
+            .auth
+            .devices
+            .create("d1", DeviceSpec::default())
+            .unwrap();
+        records::put(&records, RecordKind::DeviceIdentity, "d1", &device).unwrap();
+        let doc = PolicyDoc {
+            id: "p".into(),
+            priority: 3,
+            effect: "deny".into(),
+            actions: vec!["publish".into()],
+            resources: vec!["x/#".into()],
+            client_ids: vec![],
+            usernames: vec![],
+            source_cidrs: vec![],
+            qos: vec![],
+            retain: None,
+        };
+        records::put(&records, RecordKind::AuthorizationPolicy, "p", &doc).unwrap();
+
+        let again = Security::load(&SecurityConfig::default(), &records).unwrap();
+        assert_eq!(again.auth.users.get("alice"), Some(user));
+        assert_eq!(again.auth.devices.get("d1"), Some(device));
+        assert_eq!(again.policies.get("p"), Some(doc));
     }
 }

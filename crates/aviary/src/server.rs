@@ -104,7 +104,7 @@ pub(crate) async fn start_with_records(
         config.mqtt.max_connections,
     )));
     crate::auth::install_crypto_provider();
-    let security = Arc::new(Security::from_config(&config.security)?);
+    let security = Arc::new(Security::load(&config.security, &*records)?);
     if let Some(jwt) = security.auth.jwt.clone() {
         if jwt.jwks().is_some() {
             let client = crate::auth::http_client_builder()

@@ -17,6 +17,7 @@ use crate::auth::devices::{DeviceError, DeviceIdentity, DeviceSpec};
 use crate::auth::policies::{PolicyDoc, PolicyError};
 use crate::auth::users::UserError;
 use crate::auth::Secret;
+use crate::records::{self, RecordKind};
 use crate::tls::{CaOptions, CaStatus, CertFilter, CertStatus, RegistryError};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -126,6 +127,7 @@ async fn create_user(
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(user_error)?;
+    records::put(&*state.records, RecordKind::User, &user.username, &user)?;
     Ok((
         StatusCode::CREATED,
         Json(UserView {
@@ -173,6 +175,7 @@ async fn update_user(
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(user_error)?;
+    records::put(&*state.records, RecordKind::User, &user.username, &user)?;
     Ok(Json(UserView {
         username: user.username,
         enabled: user.enabled,
@@ -193,6 +196,7 @@ async fn delete_user(
         .users
         .delete(&username)
         .map_err(user_error)?;
+    state.records.delete(RecordKind::User, &username)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -231,6 +235,12 @@ async fn create_policy(
         .policies
         .create(doc.clone())
         .map_err(policy_error)?;
+    records::put(
+        &*state.records,
+        RecordKind::AuthorizationPolicy,
+        &doc.id,
+        &doc,
+    )?;
     Ok((StatusCode::CREATED, Json(doc)))
 }
 
@@ -269,6 +279,12 @@ async fn replace_policy(
         .policies
         .replace(doc.clone())
         .map_err(policy_error)?;
+    records::put(
+        &*state.records,
+        RecordKind::AuthorizationPolicy,
+        &doc.id,
+        &doc,
+    )?;
     Ok(Json(doc))
 }
 
@@ -281,6 +297,7 @@ async fn delete_policy(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.security.policies.delete(&id).map_err(policy_error)?;
+    state.records.delete(RecordKind::AuthorizationPolicy, &id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -412,6 +429,12 @@ async fn create_device(
         .devices
         .create(&body.device_id, spec)
         .map_err(device_error)?;
+    records::put(
+        &*state.records,
+        RecordKind::DeviceIdentity,
+        &device.device_id,
+        &device,
+    )?;
     Ok((StatusCode::CREATED, Json(device.into())))
 }
 
@@ -455,6 +478,12 @@ async fn update_device(
         .devices
         .update(&device_id, spec)
         .map_err(device_error)?;
+    records::put(
+        &*state.records,
+        RecordKind::DeviceIdentity,
+        &device.device_id,
+        &device,
+    )?;
     Ok(Json(device.into()))
 }
 
@@ -472,6 +501,9 @@ async fn delete_device(
         .devices
         .delete(&device_id)
         .map_err(device_error)?;
+    state
+        .records
+        .delete(RecordKind::DeviceIdentity, &device_id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -283,7 +283,10 @@ mod tests {
         // HMAC-SHA256(key = "0123456789abcdef0123456789abcdef", "dev-1.2000000000"),
         // base64url without padding; the same value docs/security.md's examples produce.
         let token = make_token(KEY, "dev-1", 2_000_000_000).unwrap();
-        assert_eq!(token, "v1.2000000000.t0ulG3RqkwAR2E6_d76gi2h3DJp7HCgOd7yhGaKRFn0");
+        assert_eq!(
+            token,
+            "v1.2000000000.t0ulG3RqkwAR2E6_d76gi2h3DJp7HCgOd7yhGaKRFn0"
+        );
         assert_eq!(
             verify_token(KEY, "dev-1", token.as_bytes(), at(1_999_999_999)),
             Ok(())
