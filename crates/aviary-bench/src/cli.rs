@@ -193,6 +193,7 @@ pub struct ScenarioArgs {
     /// Deliveries outstanding (sent, not yet received) per subscriber connection before
     /// the publishers pause; keeps a maximum-rate run below the broker's queue limits.
     /// 0: no end-to-end limit (publishers only wait for their own acknowledgements).
+    /// Not used with `--rate` (a fixed offered load is an open loop).
     /// (Mosquitto 2.0.11 was seen dropping QoS 1 messages with 500 outstanding for a
     /// subscriber whose queue limit was 1000; 100 keeps both brokers below their limits.)
     #[arg(long, default_value_t = 100)]

@@ -42,7 +42,12 @@ pub(crate) enum Event {
         listener: Arc<str>,
     },
     /// Packets decoded from one read, in order.
-    Packets { conn: ConnId, packets: Vec<Packet> },
+    Packets {
+        conn: ConnId,
+        packets: Vec<Packet>,
+        /// When they were decoded, for the publish-to-deliver latency.
+        read_at: Instant,
+    },
     /// A CONNECT with the outcome of its authentication (listeners with authentication).
     Connect {
         conn: ConnId,
@@ -164,7 +169,13 @@ impl BrokerTask {
                 self.ops.opened(conn, listener);
                 self.broker.handle_open(conn, peer, now);
             }
-            Event::Packets { conn, packets } => {
+            Event::Packets {
+                conn,
+                packets,
+                read_at,
+            } => {
+                // Deliveries routed while these packets are handled are measured from here.
+                self.ops.read_at = Some(read_at);
                 for packet in packets {
                     // The broker may close the connection on any packet; what follows
                     // it on the wire is then ignored.
@@ -187,6 +198,7 @@ impl BrokerTask {
                     self.broker.handle_packet(conn, packet, now);
                     self.route_transmits();
                 }
+                self.ops.read_at = None;
             }
             Event::Connect {
                 conn,
@@ -372,6 +384,7 @@ mod tests {
         task.handle(Event::Packets {
             conn,
             packets: vec![connect],
+            read_at: now(),
         });
         assert!(task.outboxes.contains_key(&conn), "CONNECT accepted");
         (task, outbox)

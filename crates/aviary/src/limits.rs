@@ -19,7 +19,8 @@ use crate::rates::Rates;
 pub(crate) struct PlanLimits {
     /// Connected clients at most; more get CONNACK 0x97 (5.0) / 0x03 (3.x).
     pub(crate) max_connections: u32,
-    /// Weighted message units per second (see the usage metering).
+    /// Weighted message units per second received (see the usage metering); 4294967295
+    /// (the default): no limit.
     pub(crate) max_messages_per_second: u32,
     /// Subscriptions per session; more are refused in SUBACK (0x97 / 0x80).
     pub(crate) max_subscriptions_per_session: u32,
@@ -45,7 +46,7 @@ impl PlanLimits {
         let rate = (connections / 100).max(100);
         Self {
             max_connections: connections,
-            max_messages_per_second: 100_000,
+            max_messages_per_second: u32::MAX,
             max_subscriptions_per_session: u32::try_from(mqtt.max_subscriptions_per_session)
                 .unwrap_or(u32::MAX),
             subscribe_rate: rate,

@@ -3,7 +3,9 @@
 //! apart); the broker task refreshes every value from the core's counters and its own once
 //! per tick, so the hot path records nothing and the values are exact counts.
 
-use std::sync::Arc;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use metrics::{counter, gauge, with_local_recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -18,11 +20,58 @@ const AUTH_FAILURES: [u8; 2] = [0x86, 0x87];
 /// The labels of QoS 0, 1, 2.
 const QOS: [&str; 3] = ["0", "1", "2"];
 
+/// Upper bounds (seconds) of the latency histogram's buckets; one more bucket is +Inf.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+
+/// A fixed-bucket histogram, cheap to update on the delivery path (a comparison walk and
+/// two additions), rendered in the Prometheus text format by [`Metrics::render`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Histogram {
+    /// Observations per bucket (not cumulative); the last one is +Inf.
+    counts: [u64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of all observations, seconds.
+    sum: f64,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub(crate) fn observe(&mut self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum += secs;
+    }
+
+    /// The Prometheus text of this histogram as `name`.
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, count) in self.counts.iter().enumerate() {
+            cumulative += count;
+            let le = LATENCY_BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_sum {}", self.sum);
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
 /// One broker's metrics.
 #[derive(Clone)]
 pub(crate) struct Metrics {
     /// Where the values are recorded.
     recorder: Arc<PrometheusRecorder>,
+    /// The latest copy of the publish-to-deliver latency histogram (a std lock held for a
+    /// copy, once a second and per scrape).
+    latency: Arc<Mutex<Histogram>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -35,16 +84,38 @@ impl Metrics {
     pub(crate) fn new() -> Self {
         Self {
             recorder: Arc::new(PrometheusBuilder::new().build_recorder()),
+            latency: Arc::default(),
         }
     }
 
-    /// Renders the Prometheus text exposition.
-    pub(crate) fn handle(&self) -> PrometheusHandle {
+    /// The Prometheus text exposition.
+    pub(crate) fn render(&self) -> String {
+        let mut out = self.handle().render();
+        let latency = self
+            .latency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        latency.render(
+            "aviary_publish_to_deliver_seconds",
+            "Time from reading a PUBLISH to queueing it for each subscriber.",
+            &mut out,
+        );
+        out
+    }
+
+    fn handle(&self) -> PrometheusHandle {
         self.recorder.handle()
     }
 
     /// Sets every value from the broker's counters (called by the broker task).
     pub(crate) fn refresh(&self, stats: &BrokerStats, ops: &Ops, dropped_outbox: u64) {
+        ops.counters.latency.clone_into(
+            &mut self
+                .latency
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         with_local_recorder(&*self.recorder, || {
             gauge!("aviary_connections").set(stats.connections as f64);
             gauge!("aviary_sessions").set(stats.sessions as f64);
@@ -90,8 +161,34 @@ impl Metrics {
                 counter!("aviary_usage_units_by_listener_total", "listener" => listener.clone())
                     .absolute(series.total);
             }
+            if let Some(rates) = &ops.rates {
+                use std::sync::atomic::Ordering::Relaxed;
+                counter!("aviary_reads_paused_total").absolute(rates.paused.load(Relaxed));
+                counter!("aviary_reads_paused_microseconds_total")
+                    .absolute(rates.paused_micros.load(Relaxed));
+            }
             gauge!("aviary_queued_messages").set(ops.queued as f64);
             gauge!("aviary_inflight_messages").set(ops.inflight as f64);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_renders_cumulative_buckets() {
+        let mut h = Histogram::default();
+        h.observe(Duration::from_micros(40));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(5));
+        let mut out = String::new();
+        h.render("x", "help", &mut out);
+        assert!(out.contains("x_bucket{le=\"0.00005\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.005\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"1\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_count 3\n"), "{out}");
     }
 }

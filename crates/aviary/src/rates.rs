@@ -8,6 +8,7 @@
 //! One `std::sync::Mutex` for all buckets, held for a few arithmetic operations per batch
 //! of packets, never across an `.await`.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -84,6 +85,13 @@ struct Buckets {
 #[derive(Debug)]
 pub(crate) struct Rates {
     buckets: Mutex<Buckets>,
+    /// Whether the message rate is limited at all: when it is not (the default), a batch of
+    /// PUBLISHes takes no lock.
+    messages_limited: AtomicBool,
+    /// Times a reader paused for the rates, and for how long in total (microseconds), for
+    /// the metrics.
+    pub(crate) paused: AtomicU64,
+    pub(crate) paused_micros: AtomicU64,
 }
 
 /// Weighted units of a PUBLISH as the reader can tell (the publisher's session kind is not
@@ -108,6 +116,9 @@ impl Rates {
                 connect: Bucket::new(limits.connect_rate, now),
                 will_connect: Bucket::new(limits.will_connect_rate, now),
             }),
+            messages_limited: AtomicBool::new(limits.max_messages_per_second != u32::MAX),
+            paused: AtomicU64::new(0),
+            paused_micros: AtomicU64::new(0),
         }
     }
 
@@ -126,6 +137,10 @@ impl Rates {
         b.unsubscribe.set_rate(limits.unsubscribe_rate);
         b.connect.set_rate(limits.connect_rate);
         b.will_connect.set_rate(limits.will_connect_rate);
+        self.messages_limited.store(
+            limits.max_messages_per_second != u32::MAX,
+            Ordering::Relaxed,
+        );
     }
 
     /// Takes the tokens of a batch of packets read from one connection; how long the
@@ -140,15 +155,26 @@ impl Rates {
                 _ => {}
             }
         }
+        if !self.messages_limited.load(Ordering::Relaxed) {
+            units = 0.0;
+        }
         if units == 0.0 && subs == 0.0 && unsubs == 0.0 {
             return Duration::ZERO;
         }
         let now = Instant::now();
-        let mut b = self.lock();
-        b.messages
-            .reserve(units, now)
-            .max(b.subscribe.reserve(subs, now))
-            .max(b.unsubscribe.reserve(unsubs, now))
+        let pause = {
+            let mut b = self.lock();
+            b.messages
+                .reserve(units, now)
+                .max(b.subscribe.reserve(subs, now))
+                .max(b.unsubscribe.reserve(unsubs, now))
+        };
+        if !pause.is_zero() {
+            self.paused.fetch_add(1, Ordering::Relaxed);
+            let micros = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
+            self.paused_micros.fetch_add(micros, Ordering::Relaxed);
+        }
+        pause
     }
 
     /// Whether a CONNECT (carrying a will or not) is within the connect rates; takes its

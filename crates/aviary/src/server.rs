@@ -132,6 +132,7 @@ pub(crate) async fn start_with_records(
         max_packet_size: Arc::clone(&limits.max_packet_size),
         listener: Arc::from(crate::listener::registry::DEFAULT_LISTENER),
         rates: Arc::clone(&limits.rates),
+        listener_off: CancellationToken::new(),
         force_close: force_close.clone(),
         auth: Some(Arc::clone(&security.auth)),
         certificate: None,
@@ -149,10 +150,13 @@ pub(crate) async fn start_with_records(
             .context("cannot read the TLS listener's address")?;
         info!("MQTT over TLS listener on {addr} ({:?})", tls.mode);
         tls_addr = Some(addr);
+        // Its connections are attributed (usage, metrics) to a listener named "tls".
+        let mut tls_ctx = ctx.clone();
+        tls_ctx.listener = Arc::from("tls");
         tls_task = Some(tokio::spawn(crate::tls::listener::run(
             tls_listener,
             acceptor.clone(),
-            ctx.clone(),
+            tls_ctx,
             AcceptShared {
                 tracker: connections.clone(),
                 sockets: sockets.clone(),
@@ -202,7 +206,7 @@ pub(crate) async fn start_with_records(
             keys: Arc::new(keys),
             limits,
             records,
-            metrics: metrics.handle(),
+            metrics,
             security: Arc::clone(&security),
         };
         let task = tokio::spawn(crate::api::serve(listener, state, stop_api.clone()));

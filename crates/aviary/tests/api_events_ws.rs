@@ -204,3 +204,31 @@ async fn websocket_upgrade_needs_the_path_and_an_mqtt_subprotocol() {
     ));
     api.shutdown().await;
 }
+
+#[tokio::test]
+async fn sys_topics_publish_broker_statistics() {
+    let api = start_api(|_| {}).await;
+    let mut watcher = RawClient::connect_v311(api.mqtt, "sys-watch").await;
+    watcher
+        .send_hex(&packet_hex(
+            0x82,
+            &format!("0001 {} 00", str_hex("$SYS/broker/clients/connected")),
+        ))
+        .await;
+    watcher.expect_hex("90 03 00 01 00").await;
+    // Published every 10 seconds: wait for the next round (at most 3 × 5 s).
+    let mut value = None;
+    for _ in 0..3 {
+        if let common::Next::Frame(frame) = watcher.next(common::WAIT).await {
+            match watcher.decode(&frame) {
+                Packet::Publish(p) => {
+                    value = Some(String::from_utf8(p.payload.to_vec()).unwrap());
+                    break;
+                }
+                other => panic!("expected PUBLISH, got {other:?}"),
+            }
+        }
+    }
+    assert_eq!(value.as_deref(), Some("1"), "one client connected");
+    api.shutdown().await;
+}

@@ -121,5 +121,28 @@ async fn messages_over_the_rate_are_slowed_not_refused() {
     // The publisher was paused, not disconnected: it still gets its PINGRESP.
     publisher.send_hex("c0 00").await;
     publisher.expect_hex("d0 00").await;
+    // The pause is counted.
+    let mut paused = false;
+    for _ in 0..100 {
+        let text = api
+            .http
+            .get(format!("{}/metrics", api.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let count = text
+            .lines()
+            .find_map(|l| l.strip_prefix("aviary_reads_paused_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if count.is_some_and(|n| n >= 1) {
+            paused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(paused, "aviary_reads_paused_total never counted a pause");
     api.shutdown().await;
 }

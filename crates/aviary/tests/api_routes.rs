@@ -943,18 +943,45 @@ async fn usage_and_metrics_are_served() {
         "scope",
     );
 
-    let text = loop_metrics(&api).await;
-    assert!(text.contains("aviary_connections 1"), "{text}");
-    assert!(
-        text.contains("aviary_connacks_total{reason=\"0x00\"} 1"),
-        "{text}"
-    );
+    // One QoS 1 message from a second client to a third.
+    let mut sub = RawClient::connect_v311(api.mqtt, "metered-sub").await;
+    sub.send_hex(&subscribe_hex("m/t", 1, false)).await;
+    sub.read_frame().await;
+    let mut publisher = RawClient::connect_v311(api.mqtt, "metered-pub").await;
+    publisher
+        .send_hex(&packet_hex(0x32, &format!("{} 0001 6869", str_hex("m/t"))))
+        .await;
+    publisher.expect_hex("40 02 00 01").await;
+    let delivery = sub.read_frame().await;
+    // The broker's first packet id is 1.
+    assert_eq!(delivery.body[2 + 3..2 + 3 + 2], [0x00, 0x01]);
+    sub.send_hex("40 02 00 01").await;
+
+    // CONNECTs 3, QoS 1 in 2 and out 2 (clean sessions).
+    let text = loop_metrics(&api, "aviary_usage_units_total 7").await;
+    for line in [
+        "aviary_connections 3",
+        "aviary_connacks_total{reason=\"0x00\"} 3",
+        "aviary_messages_received_total{qos=\"1\"} 1",
+        "aviary_messages_sent_total{qos=\"1\"} 1",
+        "aviary_payload_bytes_received_total{qos=\"1\"} 2",
+        "aviary_messages_dropped_total{reason=\"queue_full\"} 0",
+        "aviary_subscriptions 1",
+        "aviary_retained_messages 0",
+        "aviary_auth_failures_total 0",
+        "aviary_publish_to_deliver_seconds_count 1",
+        "aviary_inflight_messages 0",
+        "aviary_queued_messages 0",
+        "aviary_usage_units_by_listener_total{listener=\"default\"} 7",
+    ] {
+        assert!(text.contains(line), "{line} missing in\n{text}");
+    }
     let _ = KEY;
     api.shutdown().await;
 }
 
-/// `/metrics` once it shows the connection (refreshed once per second).
-async fn loop_metrics(api: &api::Api) -> String {
+/// `/metrics` once it contains `wanted` (refreshed once per second).
+async fn loop_metrics(api: &api::Api, wanted: &str) -> String {
     let mut text = String::new();
     for _ in 0..100 {
         let response = api
@@ -964,10 +991,41 @@ async fn loop_metrics(api: &api::Api) -> String {
             .await
             .unwrap();
         text = response.text().await.unwrap();
-        if text.contains("aviary_connections 1") {
+        if text.contains(wanted) && text.contains("aviary_inflight_messages 0") {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     text
+}
+
+#[tokio::test]
+async fn shared_group_backlog_counts_unacknowledged_and_queued_messages() {
+    let api = start_api(|_| {}).await;
+    let mut member = RawClient::connect_v311(api.mqtt, "slow-worker").await;
+    member
+        .send_hex(&subscribe_hex("$share/g/jobs", 1, false))
+        .await;
+    member.read_frame().await;
+    // 20 QoS 1 messages the member never acknowledges: 16 in flight, 4 queued.
+    for _ in 0..20 {
+        let (status, _) = api
+            .call(
+                "POST",
+                "/api/v1/publish",
+                Some(json!({"topic": "jobs", "payload": "x", "qos": 1})),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let groups = api
+        .wait_for("/api/v1/shared-subscriptions", |g| g[0]["backlog"] == 20)
+        .await;
+    assert_eq!(groups[0]["members"], json!(["slow-worker"]));
+    let (_, detail) = api.call("GET", "/api/v1/clients/slow-worker", None).await;
+    assert_eq!(
+        (detail["inflight"].clone(), detail["queued"].clone()),
+        (json!(16), json!(4))
+    );
+    api.shutdown().await;
 }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aviary_codec::{QoS, TopicFilter, TopicName};
-use tokio::sync::watch;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use super::{broker_sample, open_all, Errors, RunOptions, Scenario};
 use crate::client::publisher::{self, Credit, PublishPlan, PublisherReport};
@@ -154,15 +155,8 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
     }
     let first_live = usize::from(persistent);
 
-    // Subscribers.
-    let member_options: Vec<_> = topo
-        .groups
-        .iter()
-        .flat_map(|g| g.members.iter())
-        .enumerate()
-        .map(|(i, _)| options.client("sub", i, !persistent))
-        .collect();
-    let (member_conns, _) = open_all(member_options, options.connect_concurrency).await;
+    // Subscribers, on their own thread and runtime (see `SideRuntime`).
+    let side = SideRuntime::start()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let progress = Arc::new(Progress::default());
     let control = SubscriberControl {
@@ -171,18 +165,50 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         epoch,
         publishers: topo.publishers.len() as u32,
     };
+    let permits = Arc::new(Semaphore::new(options.connect_concurrency.max(1)));
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Result<(), String>>();
     let mut member_tasks = Vec::new();
-    let mut conns = member_conns.into_iter();
+    let mut index = 0;
     for group in &topo.groups {
         let mut tasks = Vec::new();
         for filter in &group.members {
-            let Some(conn) = conns.next() else { break };
-            match subscribe(conn, filter, qos, persistent).await {
-                Ok(conn) => tasks.push(tokio::spawn(subscriber::run(conn, control.clone()))),
-                Err(e) => errors.add(format!("subscriber: {e}")),
-            }
+            let client = options.client("sub", index, !persistent);
+            index += 1;
+            let (filter, control, permits, ready) = (
+                filter.clone(),
+                control.clone(),
+                Arc::clone(&permits),
+                ready_tx.clone(),
+            );
+            tasks.push(side.handle.spawn(async move {
+                let setup = async {
+                    // The semaphore is never closed, so acquiring only waits.
+                    let _permit = permits.acquire_owned().await;
+                    subscribe(Connection::open(&client).await, &filter, qos, persistent).await
+                };
+                match setup.await {
+                    Ok(conn) => {
+                        let _ = ready.send(Ok(()));
+                        Some(subscriber::run(conn, control).await)
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(format!("subscriber: {e}")));
+                        None
+                    }
+                }
+            }));
         }
         member_tasks.push(tasks);
+    }
+    drop(ready_tx);
+    // Every subscriber reports exactly once (its sender lives on while it runs), within
+    // the connect and subscribe timeouts.
+    for _ in 0..index {
+        match ready_rx.recv().await {
+            Some(Err(e)) => errors.add(e),
+            Some(Ok(())) => {}
+            None => break, // a task ended without reporting (it panicked)
+        }
     }
 
     // Publishers.
@@ -203,7 +229,9 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         }
     }
     let subscriber_count: usize = topo.groups.iter().map(|g| g.members.len()).sum();
-    let credit = (options.e2e_window > 0).then(|| {
+    // A fixed offered rate is an open loop: the credit would turn it back into a closed
+    // one (and wake thousands of rate-limited publishers on every delivery).
+    let credit = (options.e2e_window > 0 && interval.is_none()).then(|| {
         Arc::new(Credit {
             owed: AtomicU64::new(0),
             progress: Arc::clone(&progress),
@@ -286,7 +314,8 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         let mut tracker = SequenceTracker::new(topo.publishers.len() as u32);
         for task in tasks {
             let report: SubscriberReport = match task.await {
-                Ok(report) => report,
+                Ok(Some(report)) => report,
+                Ok(None) => continue, // its setup error is already counted
                 Err(e) => {
                     errors.add(format!("subscriber task: {e}"));
                     continue;
@@ -342,6 +371,52 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         ok,
         ..RunReport::default()
     })
+}
+
+/// A second single-threaded runtime on its own thread, for the subscribers. In one runtime
+/// with thousands of publisher tasks, a subscriber waits behind all of them before it can
+/// acknowledge, and at QoS 2 (two round trips per message through a window of 16) that
+/// throttles the broker's deliveries to it: the generator, not the broker, would be measured.
+/// Dropping it stops the thread.
+struct SideRuntime {
+    handle: Handle,
+    done: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SideRuntime {
+    fn start() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (done, done_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("subscribers".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = done_rx.await;
+                });
+                // Tasks still blocked on a dead broker are dropped here.
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })?;
+        Ok(Self {
+            handle,
+            done: Some(done),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for SideRuntime {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Subscribes a fresh connection; a resumed persistent session already has its

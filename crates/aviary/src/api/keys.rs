@@ -227,3 +227,34 @@ async fn revoke_key(
         Err(ApiError::not_found(format!("no API key with id {id:?}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::MemoryRecords;
+
+    #[test]
+    fn the_generated_bootstrap_key_is_stored_hashed_and_printed_once() {
+        let records: Arc<dyn Records> = Arc::new(MemoryRecords::default());
+        let (keys, generated) = ApiKeys::load(Arc::clone(&records), None).unwrap();
+        let key = generated.expect("first start generates a key");
+        assert!(keys.check(&key));
+        let stored: Vec<(String, ApiKeyInfo)> =
+            records::list(&*records, RecordKind::ApiKey).unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].1.hash, hash(&key));
+        assert!(
+            !stored[0].1.hash.contains(&key[4..]),
+            "only the hash is kept"
+        );
+
+        let (again, generated) = ApiKeys::load(Arc::clone(&records), None).unwrap();
+        assert_eq!(generated, None, "printed once");
+        assert!(again.check(&key));
+        assert!(again.revoke(&stored[0].0).unwrap());
+        let (last, generated) = ApiKeys::load(records, Some("configured-key-0123456789")).unwrap();
+        assert_eq!(generated, None, "a configured key needs no generated one");
+        assert!(!last.check(&key));
+        assert!(last.check("configured-key-0123456789"));
+    }
+}

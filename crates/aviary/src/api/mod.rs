@@ -27,7 +27,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -54,7 +53,7 @@ pub(crate) struct AppState {
     /// Stored management records.
     pub(crate) records: Arc<dyn Records>,
     /// Renders `/metrics`.
-    pub(crate) metrics: PrometheusHandle,
+    pub(crate) metrics: crate::metrics::Metrics,
     /// Users, policies, device identities, certificates.
     pub(crate) security: Arc<crate::security::Security>,
 }

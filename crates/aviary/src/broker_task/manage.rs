@@ -42,6 +42,8 @@ pub(crate) struct Counters {
     pub(crate) messages_in: [u64; 3],
     /// PUBLISH packets routed to connections, by QoS.
     pub(crate) messages_out: [u64; 3],
+    /// Time from reading a PUBLISH to queueing its deliveries.
+    pub(crate) latency: crate::metrics::Histogram,
     /// Payload bytes received, by QoS.
     pub(crate) bytes_in: [u64; 3],
     /// Payload bytes routed to connections, by QoS.
@@ -73,8 +75,10 @@ pub(crate) struct Ops {
     pub(crate) queued: usize,
     /// Outgoing QoS 1/2 messages in flight at connected sessions (at the last tick).
     pub(crate) inflight: usize,
+    /// When the packets being handled were read (deliveries are measured from it).
+    pub(super) read_at: Option<Instant>,
     /// The connect rates (none in unit tests of the task).
-    rates: Option<Arc<Rates>>,
+    pub(crate) rates: Option<Arc<Rates>>,
     /// Refreshes the metrics on each tick (none in unit tests of the task).
     pub(crate) metrics: Option<crate::metrics::Metrics>,
 }
@@ -134,6 +138,12 @@ impl Ops {
                 let q = p.qos as usize;
                 self.counters.messages_out[q] += 1;
                 self.counters.bytes_out[q] += p.payload.len() as u64;
+                if let Some(read_at) = self.read_at {
+                    let now = super::now();
+                    self.counters
+                        .latency
+                        .observe(now.saturating_duration_since(read_at));
+                }
             }
             Packet::ConnAck(c) => {
                 *self.counters.connacks.entry(c.reason_code.0).or_default() += 1;

@@ -47,6 +47,9 @@ pub(crate) struct ConnectionContext {
     pub(crate) listener: Arc<str>,
     /// The plan's rates: reads pause while this connection's packets are over them.
     pub(crate) rates: Arc<crate::rates::Rates>,
+    /// Cancelled when the listener is switched off: a connection accepted just before
+    /// that (still in its WebSocket upgrade, say) does not open.
+    pub(crate) listener_off: CancellationToken,
     /// Cancelled when graceful shutdown has waited long enough: connections still open
     /// are then dropped.
     pub(crate) force_close: CancellationToken,
@@ -83,6 +86,9 @@ pub(crate) async fn run<T: Transport>(
     peer: SocketAddr,
     ctx: ConnectionContext,
 ) {
+    if ctx.listener_off.is_cancelled() {
+        return; // its listener was switched off in the meantime
+    }
     let (sender, outbox) = outbox();
     let open = Event::Open {
         conn,

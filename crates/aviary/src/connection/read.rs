@@ -164,7 +164,11 @@ async fn send_packets(
     }
     let pause = ctx.rates.pace(&packets);
     ctx.events
-        .send(Event::Packets { conn, packets })
+        .send(Event::Packets {
+            conn,
+            packets,
+            read_at: tokio::time::Instant::now().into_std(),
+        })
         .await
         .map_err(|_| ())?;
     // Over the plan's rates: read nothing more until the tokens are back (backpressure

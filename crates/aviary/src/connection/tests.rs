@@ -27,6 +27,7 @@ async fn harness() -> Harness {
         events: tx,
         max_packet_size: Arc::new(AtomicU32::new(1024)),
         listener: "default".into(),
+        listener_off: CancellationToken::new(),
         rates: Arc::new(crate::rates::Rates::new(
             &crate::limits::PlanLimits::defaults(&aviary_core::BrokerConfig::default()),
         )),
@@ -204,6 +205,7 @@ async fn connection_future_stays_small() {
         events: tx,
         max_packet_size: Arc::new(AtomicU32::new(1024)),
         listener: "default".into(),
+        listener_off: CancellationToken::new(),
         rates: Arc::new(crate::rates::Rates::new(
             &crate::limits::PlanLimits::defaults(&aviary_core::BrokerConfig::default()),
         )),

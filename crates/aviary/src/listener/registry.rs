@@ -143,8 +143,23 @@ impl Registry {
             }
         }
         let mut entries = self.entries.lock().await;
-        for spec in std::iter::once(default).chain(others) {
-            let entry = self.start_entry(spec).await?;
+        // The config's listener must bind; a stored one that cannot (its port taken since)
+        // is kept unbound and logged, and readiness reports it, rather than the whole
+        // broker failing to start.
+        let entry = self.start_entry(default).await?;
+        entries.insert(entry.spec.name.clone(), entry);
+        for spec in others {
+            let entry = match self.start_entry(spec.clone()).await {
+                Ok(entry) => entry,
+                Err(e) => {
+                    tracing::error!(name = %spec.name, error = %e, "stored listener not started");
+                    Entry {
+                        allow: Arc::new(RwLock::new(spec.allow.clone())),
+                        spec,
+                        running: None,
+                    }
+                }
+            };
             entries.insert(entry.spec.name.clone(), entry);
         }
         Ok(())
@@ -289,6 +304,7 @@ impl Registry {
         let stop = CancellationToken::new();
         let mut ctx = self.ctx.clone();
         ctx.listener = Arc::from(spec.name.as_str());
+        ctx.listener_off = stop.clone();
         let task = tokio::spawn(super::run(
             listener,
             spec.kind,
@@ -336,5 +352,103 @@ fn state(entry: &Entry) -> ListenerState {
     ListenerState {
         spec: entry.spec.clone(),
         address: entry.running.as_ref().map(|r| r.address),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, AtomicU64};
+
+    use aviary_core::{Broker, BrokerConfig};
+    use tokio::sync::{mpsc, Semaphore};
+    use tokio_util::task::TaskTracker;
+
+    use super::*;
+    use crate::broker_task::BrokerTask;
+    use crate::limits::PlanLimits;
+    use crate::records::MemoryRecords;
+
+    /// A registry over `records` with a broker task behind it.
+    fn registry(records: Arc<dyn Records>) -> Registry {
+        let (events, inbox) = mpsc::channel(64);
+        tokio::spawn(BrokerTask::new(Broker::new(BrokerConfig::default()), inbox).run());
+        let limits = PlanLimits::defaults(&BrokerConfig::default());
+        let ctx = ConnectionContext {
+            events: events.clone(),
+            max_packet_size: Arc::new(AtomicU32::new(1024)),
+            listener: DEFAULT_LISTENER.into(),
+            rates: Arc::new(crate::rates::Rates::new(&limits)),
+            listener_off: CancellationToken::new(),
+            force_close: CancellationToken::new(),
+            auth: None,
+            certificate: None,
+        };
+        let shared = AcceptShared {
+            tracker: TaskTracker::new(),
+            sockets: Arc::new(Semaphore::new(16)),
+            next_id: Arc::new(AtomicU64::new(0)),
+        };
+        Registry::new(ctx, shared, BrokerHandle { events }, records)
+    }
+
+    fn spec(name: &str, kind: ListenerKind, bind: &str) -> ListenerSpec {
+        ListenerSpec {
+            name: name.to_owned(),
+            kind,
+            bind: bind.parse().unwrap(),
+            enabled: true,
+            allow: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn listeners_and_their_changes_come_back_from_the_records() {
+        let records: Arc<dyn Records> = Arc::new(MemoryRecords::default());
+        let first = registry(Arc::clone(&records));
+        let any = "127.0.0.1:0".parse().unwrap();
+        first.start_all(any).await.unwrap();
+        first
+            .create(spec("web", ListenerKind::Ws, "127.0.0.1:0"))
+            .await
+            .unwrap();
+        let allow = vec!["10.0.0.0/8".parse().unwrap()];
+        first
+            .update(DEFAULT_LISTENER, Some(false), Some(allow.clone()))
+            .await
+            .unwrap();
+        first.stop_accepting().await;
+
+        let again = registry(records);
+        again.start_all(any).await.unwrap();
+        let list = again.list().await;
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].spec.name, DEFAULT_LISTENER);
+        assert!(!list[0].spec.enabled);
+        assert_eq!(list[0].spec.allow, allow);
+        assert_eq!(list[0].address, None);
+        assert_eq!(list[1].spec.kind, ListenerKind::Ws);
+        assert!(list[1].address.is_some());
+        assert!(again.all_bound().await);
+        again.stop_accepting().await;
+    }
+
+    #[tokio::test]
+    async fn a_stored_listener_that_cannot_bind_does_not_stop_the_start() {
+        let records: Arc<dyn Records> = Arc::new(MemoryRecords::default());
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let stored = spec("fixed", ListenerKind::Tcp, &format!("127.0.0.1:{port}"));
+        records::put(&*records, RecordKind::Listener, "fixed", &stored).unwrap();
+        let reg = registry(records);
+        reg.start_all("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let fixed = reg.get("fixed").await.unwrap();
+        assert_eq!(fixed.address, None);
+        assert!(!reg.all_bound().await, "readiness reports it");
+        assert!(matches!(
+            reg.update("fixed", Some(true), None).await,
+            Err(ListenerError::Bind { .. })
+        ));
+        drop(taken);
+        reg.stop_accepting().await;
     }
 }

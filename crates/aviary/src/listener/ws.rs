@@ -78,14 +78,22 @@ pub(crate) async fn serve(
     let pump = async move {
         let (mut sink, mut frames) = ws.split();
         let mut out = BytesMut::with_capacity(PIPE);
+        // A frame read but not yet taken by the driver. Frames are read only while this is
+        // empty, and the pipe towards the client is drained all the while, so a driver that
+        // is waiting to write can never block the task that would take its next input.
+        let mut pending: Option<Bytes> = None;
         loop {
             tokio::select! {
-                frame = frames.next() => match frame {
-                    Some(Ok(Message::Binary(data))) => {
-                        if chunks_tx.send(data).await.is_err() {
-                            break; // the driver is gone
+                permit = chunks_tx.reserve(), if pending.is_some() => match permit {
+                    Ok(permit) => {
+                        if let Some(data) = pending.take() {
+                            permit.send(data);
                         }
                     }
+                    Err(_) => break, // the driver is gone
+                },
+                frame = frames.next(), if pending.is_none() => match frame {
+                    Some(Ok(Message::Binary(data))) => pending = Some(data),
                     // Pings are answered by tungstenite on the next write or flush.
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
                         if sink.flush().await.is_err() {

@@ -8,6 +8,7 @@ mod chaos;
 mod connect;
 mod events;
 mod flow;
+mod manage;
 mod metering;
 mod perf;
 mod publish;
