@@ -394,3 +394,110 @@ fn validate_http(http: &HttpFile) -> Result<HttpSettings, ConfigError> {
             .map_or(defaults.cache_ttl, std::time::Duration::from_secs),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::auth::{Anonymous, AuthenticatorKind, HttpMethod, JwtKeys};
+    use crate::config::Config;
+    use crate::tls::TlsMode;
+
+    fn load(toml: &str) -> Result<Config, String> {
+        Config::from_toml(toml, "test.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_allow_anonymous_automatically() {
+        let config = load("").unwrap();
+        assert_eq!(config.security.auth.anonymous, Anonymous::Auto);
+        assert!(config.security.users.is_empty());
+        assert!(config.security.tls_listener.is_none());
+    }
+
+    #[test]
+    fn every_security_section_is_read() {
+        let config = load(
+            r#"
+            [auth]
+            anonymous = false
+            order = ["jwt", "users", "http"]
+            [[auth.users]]
+            username = "alice"
+            password = "pw"
+            [auth.jwt]
+            jwks_url = "http://127.0.0.1:1/jwks"
+            jwks_refresh = 60
+            algorithms = ["ES256", "RS384"]
+            client_id_claim = "cid"
+            [auth.http]
+            url = "http://127.0.0.1:1/auth"
+            method = "get"
+            headers = { "x-client" = "${clientid}" }
+            timeout_ms = 700
+            [authorization]
+            default = "deny"
+            [[authorization.policies]]
+            id = "p1"
+            effect = "allow"
+            actions = ["publish"]
+            resources = ["t/${clientid}"]
+            source_cidrs = ["10.0.0.0/8"]
+            [tls_listener]
+            bind = "127.0.0.1:8883"
+            cert = "s.pem"
+            key = "s.key"
+            mode = "per-device"
+            "#,
+        )
+        .unwrap();
+        let s = config.security;
+        assert_eq!(s.auth.anonymous, Anonymous::Deny);
+        assert_eq!(
+            s.auth.order,
+            [
+                AuthenticatorKind::Jwt,
+                AuthenticatorKind::Users,
+                AuthenticatorKind::Http
+            ]
+        );
+        assert_eq!(s.users.len(), 1);
+        let jwt = s.auth.jwt.unwrap();
+        assert!(matches!(jwt.keys, JwtKeys::Jwks { ref url, .. } if url.ends_with("/jwks")));
+        assert_eq!(jwt.algorithms.len(), 2);
+        assert_eq!(jwt.client_id_claim.as_deref(), Some("cid"));
+        let http = s.auth.http.unwrap();
+        assert_eq!(http.method, HttpMethod::Get);
+        assert_eq!(http.timeout.as_millis(), 700);
+        assert_eq!(s.policies.len(), 1);
+        assert_eq!(s.tls_listener.unwrap().mode, TlsMode::PerDevice);
+    }
+
+    #[test]
+    fn bad_security_values_name_their_key() {
+        let check = |toml: &str, key: &str| {
+            let err = load(toml).unwrap_err();
+            assert!(err.starts_with(key), "{err}");
+        };
+        check("[auth]\nanonymous = \"sometimes\"", "auth.anonymous");
+        check("[auth]\norder = [\"ldap\"]", "auth.order");
+        check("[[auth.users]]\nusername = \"a\"", "auth.users");
+        check(
+            "[authorization]\ndefault = \"maybe\"",
+            "authorization.default",
+        );
+        check(
+            "[[authorization.policies]]\nid = \"x\"\neffect = \"allow\"\nactions = [\"publish\"]\nresources = [\"a/#/b\"]",
+            "authorization.policies",
+        );
+        check("[tls_listener]\nkey = \"k\"", "tls_listener.cert");
+        check(
+            "[tls_listener]\ncert = \"c\"\nkey = \"k\"\nmode = \"two-way\"",
+            "tls_listener.mode",
+        );
+        check(
+            "[auth.jwt]\nsecret = \"s\"\nalgorithms = [\"none\"]",
+            "auth.jwt.algorithms",
+        );
+        check("[auth.jwt]\nfrom = \"password\"", "auth.jwt");
+        check("[auth.http]\nurl = \"ftp://x\"", "auth.http.url");
+    }
+}
