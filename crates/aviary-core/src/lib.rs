@@ -27,3 +27,7 @@ pub use broker::{
     ManageError, QueueOverflow, RetainedInfo, RuntimeLimits, SharedGroupInfo, SubscriptionInfo,
     Transmit,
 };
+pub use broker::{
+    DeliveryState, Message, PersistedDelivery, PersistedSession, PersistedSubscription, Restore,
+    RestoredDelivery, RestoredSession, StoreOp,
+};

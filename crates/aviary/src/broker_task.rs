@@ -5,6 +5,13 @@
 //! One owner, fed by a channel, rather than a shared lock: every broker operation touches
 //! sessions, subscriptions and other connections at once, and a single task processes a
 //! whole batch of events without any synchronisation.
+//!
+//! With a store, each pass (a batch of events, or the timers) ends by handing the
+//! broker's store operations to the [`StoreWriter`] as one batch; the pass's transmits
+//! wait in a [`CommitGate`] until the writer reports that batch committed (in the
+//! default `immediate` durability), so an acknowledgement never leaves before the message
+//! it acknowledges is on disk. Later passes queue behind, in order. The broker itself
+//! keeps running meanwhile, so many passes share one commit (group commit).
 
 mod manage;
 
@@ -13,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use aviary_codec::{Connect, DecodeError, Packet, QoS, ReasonCode};
 use aviary_core::authz::Authentication;
 use aviary_core::{Broker, ConnId, Transmit};
@@ -20,6 +28,11 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::outbox::{Delivery, OutboxSender};
+use crate::store::{convert_ops, Clock, CommitGate, Durability, StoreWriter};
+
+/// Rounds of "deliver, which closed a stuck connection, whose end produced more output"
+/// run at the end of one pass; anything beyond waits for the next pass.
+const MAX_REENTRY: usize = 8;
 
 pub(crate) use manage::{BrokerGone, BrokerHandle, ManageCall, ManageCtx, Ops};
 
@@ -78,8 +91,25 @@ pub(crate) struct BrokerTask {
     outboxes: HashMap<ConnId, OutboxSender>,
     /// QoS 0 PUBLISHes dropped because a subscriber's outbox was full.
     dropped_qos0: u64,
+    /// The store, when the broker persists (the server always gives one; unit tests of
+    /// the routing may not).
+    store: Option<StoreLink>,
+    /// `deliver` closed a stuck connection: the broker has new output to route.
+    reentered: bool,
     /// The operations side: connection metadata, usage, counters, events, metrics.
     ops: Ops,
+}
+
+/// The broker task's side of the store.
+struct StoreLink {
+    /// Takes each pass's operations.
+    writer: StoreWriter,
+    /// Wakes the task on every commit.
+    progress: tokio::sync::watch::Receiver<crate::store::Progress>,
+    /// Transmits waiting for their pass's commit.
+    gate: CommitGate<Transmit>,
+    /// Transmits of the pass in progress.
+    pending: Vec<Transmit>,
 }
 
 /// The current instant from tokio's clock, so `tokio::time::pause()` drives the broker's
@@ -100,12 +130,26 @@ impl BrokerTask {
             events,
             outboxes: HashMap::new(),
             dropped_qos0: 0,
+            store: None,
+            reentered: false,
             ops,
         }
     }
 
-    /// Runs until [`Event::Shutdown`] (or until every sender is gone).
-    pub(crate) async fn run(mut self) {
+    /// Persists through `writer`: transmits wait for the commits of their passes.
+    pub(crate) fn with_store(mut self, writer: StoreWriter) -> Self {
+        self.store = Some(StoreLink {
+            progress: writer.watch(),
+            writer,
+            gate: CommitGate::default(),
+            pending: Vec::new(),
+        });
+        self
+    }
+
+    /// Runs until [`Event::Shutdown`] (or until every sender is gone). Fails only when the
+    /// store does: the broker then stops rather than acknowledge what it cannot keep.
+    pub(crate) async fn run(mut self) -> anyhow::Result<()> {
         let timer = tokio::time::sleep(std::time::Duration::ZERO);
         tokio::pin!(timer);
         let mut tick = tokio::time::interval(TICK);
@@ -118,14 +162,21 @@ impl BrokerTask {
                     timer.as_mut().reset(deadline);
                 }
             }
+            let holding = self.store.as_ref().is_some_and(|s| s.gate.is_holding());
+            let mut stop = false;
             tokio::select! {
                 event = self.events.recv() => {
-                    let Some(event) = event else { break };
-                    if self.handle_batch(event) == Flow::Stop {
-                        break;
+                    match event {
+                        Some(event) => stop = self.handle_batch(event) == Flow::Stop,
+                        None => stop = true,
                     }
                 }
                 () = &mut timer, if deadline.is_some() => {}
+                changed = wait_commit(&mut self.store), if holding => {
+                    if changed.is_err() {
+                        return self.fail().await;
+                    }
+                }
                 _ = tick.tick() => self.tick(),
             }
             // Timers may have come due while events were handled.
@@ -135,8 +186,66 @@ impl BrokerTask {
                 self.route_transmits();
             }
             self.drain_broker_events();
+            if self.end_pass().await.is_err() {
+                return self.fail().await;
+            }
+            if stop {
+                break;
+            }
         }
-        self.shutdown();
+        self.shutdown().await
+    }
+
+    /// Ends a pass: submits its store operations, then routes what may go out (this pass's
+    /// transmits if nothing waits, and those of every committed pass).
+    async fn end_pass(&mut self) -> Result<(), crate::store::WriterGone> {
+        for _ in 0..MAX_REENTRY {
+            self.reentered = false;
+            self.route_transmits();
+            let Some(store) = self.store.as_mut() else {
+                self.ops.read_at = None;
+                return Ok(());
+            };
+            let mut core_ops = Vec::new();
+            self.broker.drain_store_ops(&mut core_ops);
+            let batch = if core_ops.is_empty() {
+                None
+            } else {
+                let mut ops = Vec::with_capacity(core_ops.len());
+                convert_ops(core_ops, &Clock::new(now()), &mut ops);
+                Some(store.writer.submit(ops).await?)
+            };
+            let pass = std::mem::take(&mut store.pending);
+            let mut ready = match store.writer.durability() {
+                Durability::Immediate => store.gate.pass(batch, pass, commit_class),
+                Durability::Relaxed => pass,
+            };
+            let progress = *store.progress.borrow_and_update();
+            if progress.failed {
+                return Err(crate::store::WriterGone);
+            }
+            store
+                .gate
+                .release(progress.committed, &mut ready, |t| transmit_conn(t).0);
+            for transmit in ready {
+                self.send(transmit);
+            }
+            self.ops.read_at = None;
+            if !self.reentered {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The store failed: stop, never sending what waited for it. Returns the store's error.
+    async fn fail(mut self) -> anyhow::Result<()> {
+        self.outboxes.clear();
+        let Some(store) = self.store.take() else {
+            anyhow::bail!("the store writer stopped");
+        };
+        store.writer.close().await.context("the store failed")?;
+        anyhow::bail!("the store writer stopped")
     }
 
     /// Handles `first` and whatever else is already waiting, up to a bound.
@@ -198,7 +307,8 @@ impl BrokerTask {
                     self.broker.handle_packet(conn, packet, now);
                     self.route_transmits();
                 }
-                self.ops.read_at = None;
+                // Kept until the pass ends: with a store, deliveries go out in `end_pass`,
+                // after their commit.
             }
             Event::Connect {
                 conn,
@@ -243,15 +353,24 @@ impl BrokerTask {
         Flow::Continue
     }
 
-    /// Drains the broker's output into the connections' outboxes.
+    /// Drains the broker's output: into the connections' outboxes, or, with a store,
+    /// into the pass's pending transmits (sent by `end_pass`).
     fn route_transmits(&mut self) {
         while let Some(transmit) = self.broker.poll_transmit() {
-            match transmit {
-                Transmit::Packet { conn, packet } => self.deliver(conn, packet),
-                Transmit::Close { conn } => {
-                    // Dropping the sender closes the outbox: the writer flushes and closes.
-                    self.outboxes.remove(&conn);
-                }
+            match &mut self.store {
+                Some(store) => store.pending.push(transmit),
+                None => self.send(transmit),
+            }
+        }
+    }
+
+    /// Writes one transmit to its connection.
+    fn send(&mut self, transmit: Transmit) {
+        match transmit {
+            Transmit::Packet { conn, packet } => self.deliver(conn, packet),
+            Transmit::Close { conn } => {
+                // Dropping the sender closes the outbox: the writer flushes and closes.
+                self.outboxes.remove(&conn);
             }
         }
         // The core's events are drained by `drain_broker_events` after each pass (usage,
@@ -284,15 +403,27 @@ impl BrokerTask {
         warn!(conn = conn.0, "closing slow consumer: outbox full");
         self.outboxes.remove(&conn);
         self.broker.handle_closed(conn, now());
-        // `route_transmits` is running and drains what `handle_closed` produced (wills).
+        // What `handle_closed` produced (wills) is routed by the running `route_transmits`,
+        // or, when this runs from `end_pass`, by its next round.
+        self.reentered = true;
     }
 
     /// Graceful shutdown: the broker disconnects everybody (DISCONNECT 0x8B to 5.0
     /// clients) and every outbox is closed, so each connection writes what it has and
     /// closes.
-    fn shutdown(mut self) {
+    async fn shutdown(mut self) -> anyhow::Result<()> {
         self.broker.handle_shutdown(now());
         self.route_transmits();
+        if self.end_pass().await.is_err() {
+            return self.fail().await;
+        }
+        // What the last passes hold goes out once committed (the writer is quick to
+        // catch up: it only has what is already queued).
+        while self.store.as_ref().is_some_and(|s| s.gate.is_holding()) {
+            if wait_commit(&mut self.store).await.is_err() || self.end_pass().await.is_err() {
+                return self.fail().await;
+            }
+        }
         self.outboxes.clear();
         if self.dropped_qos0 > 0 {
             info!(
@@ -300,6 +431,54 @@ impl BrokerTask {
                 "QoS 0 messages dropped for slow consumers"
             );
         }
+        if let Some(store) = self.store.take() {
+            let progress = store.writer.close().await.context("the store failed")?;
+            info!(
+                commits = progress.commits,
+                syncs = progress.syncs,
+                operations = progress.ops,
+                "store closed"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The connection of a transmit.
+fn transmit_conn(transmit: &Transmit) -> ConnId {
+    match transmit {
+        Transmit::Packet { conn, .. } | Transmit::Close { conn } => *conn,
+    }
+}
+
+/// For the [`CommitGate`]: a transmit's connection, and whether it may leave before its
+/// pass's commit. QoS 0/1 deliveries may: after a crash a QoS 1 message is at worst
+/// delivered again, which QoS 1 allows. Everything else waits: acknowledgements to
+/// publishers (PUBACK, PUBREC, PUBCOMP), QoS 2 deliveries and PUBRELs (their packet id
+/// state must be on disk, or a resend after a crash could duplicate), SUBACK, CONNACK,
+/// closes.
+fn commit_class(transmit: &Transmit) -> (u64, bool) {
+    let may_precede = match transmit {
+        Transmit::Packet {
+            packet: Packet::Publish(p),
+            ..
+        } => p.qos != QoS::ExactlyOnce,
+        Transmit::Packet {
+            packet: Packet::PingResp,
+            ..
+        } => true,
+        _ => false,
+    };
+    (transmit_conn(transmit).0, may_precede)
+}
+
+/// Waits for the writer's next report; an error if the writer is gone.
+async fn wait_commit(
+    store: &mut Option<StoreLink>,
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    match store {
+        Some(store) => store.progress.changed().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -433,5 +612,97 @@ mod tests {
         check(publish(QoS::AtLeastOnce, "a/b", None), Delivery::Reliable);
         check(publish(QoS::ExactlyOnce, "a/b", None), Delivery::Reliable);
         check(Packet::PingResp, Delivery::Reliable);
+    }
+
+    /// A store whose commits wait for a permit, so a test can watch what waits for them.
+    struct PermitStore(std::sync::mpsc::Receiver<()>);
+
+    impl crate::store::SessionStore for PermitStore {
+        fn load(
+            &mut self,
+            _now: crate::store::WallMillis,
+        ) -> Result<crate::store::Snapshot, crate::store::StoreError> {
+            Ok(Default::default())
+        }
+
+        fn commit(
+            &mut self,
+            _ops: &[crate::store::StoreOp],
+            _fsync: crate::store::Fsync,
+        ) -> Result<(), crate::store::StoreError> {
+            let _ = self.0.recv();
+            Ok(())
+        }
+    }
+
+    /// The packets the outbox holds now (nothing if none arrive within a moment).
+    async fn queued(outbox: &crate::outbox::Outbox) -> Vec<Packet> {
+        match tokio::time::timeout(std::time::Duration::from_millis(100), outbox.next_batch()).await
+        {
+            Ok(Some(batch)) => batch.into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn acknowledgements_wait_for_the_commit_of_their_pass() {
+        let (permits, gate) = std::sync::mpsc::channel();
+        let writer = crate::store::StoreWriter::spawn(
+            Box::new(PermitStore(gate)),
+            crate::store::Durability::Immediate,
+        )
+        .unwrap();
+        let (_tx, rx) = mpsc::channel(1);
+        let config = aviary_core::BrokerConfig {
+            persistence: true,
+            ..Default::default()
+        };
+        let mut task = BrokerTask::new(Broker::new(config), rx).with_store(writer);
+        let mut progress = task.store.as_ref().unwrap().writer.watch();
+        let (sender, outbox) = crate::outbox::outbox();
+        let conn = ConnId(1);
+        task.handle(Event::Open {
+            conn,
+            peer: "127.0.0.1:50000".parse().unwrap(),
+            outbox: sender,
+            listener: "default".into(),
+        });
+        // CONNECT 3.1.1 clean session 0 "c", SUBSCRIBE "t" QoS 1, PUBLISH QoS 1 on "t".
+        let mut wire = BytesMut::from(
+            &[
+                0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x00, 0x00, 0x00, 0x00, 0x01,
+                b'c', 0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b't', 0x01, 0x32, 0x06, 0x00, 0x01, b't',
+                0x00, 0x07, b'x',
+            ][..],
+        );
+        let mut packets = Vec::new();
+        while let Some(p) = aviary_codec::decode(&mut wire, ProtocolVersion::V3_1_1, 1024).unwrap()
+        {
+            packets.push(p);
+        }
+        task.handle(Event::Packets {
+            conn,
+            packets,
+            read_at: now(),
+        });
+        task.end_pass().await.unwrap();
+        // The session, the subscription and the queued copy are not committed: CONNACK,
+        // SUBACK, PUBACK and the delivery all wait.
+        assert_eq!(queued(&outbox).await, []);
+        permits.send(()).unwrap();
+        progress.wait_for(|p| p.committed >= 1).await.unwrap();
+        task.end_pass().await.unwrap();
+        let out = queued(&outbox).await;
+        assert!(matches!(out[0], Packet::ConnAck(_)), "{out:?}");
+        assert!(matches!(out[1], Packet::SubAck(_)), "{out:?}");
+        assert!(
+            out.iter().any(|p| matches!(p, Packet::PubAck(_))),
+            "{out:?}"
+        );
+        assert!(
+            out.iter().any(|p| matches!(p, Packet::Publish(_))),
+            "{out:?}"
+        );
+        drop(permits);
     }
 }

@@ -21,6 +21,7 @@ mod rates;
 mod records;
 pub mod security;
 mod server;
+pub mod store;
 pub mod tls;
 mod transport;
 mod usage;

@@ -3,7 +3,9 @@
 //! life of the process; the embedded store plugs in behind the same trait so they survive
 //! a restart.
 
+#[cfg(test)]
 use std::collections::BTreeMap;
+#[cfg(test)]
 use std::sync::Mutex;
 
 use serde::de::DeserializeOwned;
@@ -83,7 +85,9 @@ pub(crate) fn list<T: DeserializeOwned>(
 }
 
 /// Records in memory, for the life of the process. A `std::sync::Mutex` held for one map
-/// operation, never across an `.await`.
+/// operation, never across an `.await`. The server keeps its records in the store
+/// (`store::RedbManagement`); this one serves tests.
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub(crate) struct MemoryRecords {
     /// `(kind, id)` → encoded value.
@@ -91,8 +95,10 @@ pub(crate) struct MemoryRecords {
 }
 
 /// Encoded records by kind and id.
+#[cfg(test)]
 type RecordMap = BTreeMap<(RecordKind, String), Vec<u8>>;
 
+#[cfg(test)]
 impl MemoryRecords {
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, RecordMap>, RecordError> {
         self.map
@@ -101,6 +107,7 @@ impl MemoryRecords {
     }
 }
 
+#[cfg(test)]
 impl Records for MemoryRecords {
     fn put_bytes(&self, kind: RecordKind, id: &str, value: Vec<u8>) -> Result<(), RecordError> {
         self.lock()?.insert((kind, id.to_owned()), value);

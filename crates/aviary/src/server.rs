@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use aviary_core::Broker;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +21,7 @@ use crate::connection::ConnectionContext;
 use crate::limits::{PlanLimits, PlanLimitsState};
 use crate::listener::registry::Registry;
 use crate::listener::AcceptShared;
-use crate::records::{MemoryRecords, RecordKind, Records};
+use crate::records::{RecordKind, Records};
 use crate::security::Security;
 use crate::Config;
 
@@ -51,12 +50,14 @@ pub struct RunningServer {
     api_task: Option<JoinHandle<()>>,
     /// The broker task's inbox, for [`Event::Shutdown`].
     events: mpsc::Sender<Event>,
-    /// The broker task.
-    broker_task: JoinHandle<()>,
+    /// The broker task; it fails only when the store does.
+    broker_task: JoinHandle<anyhow::Result<()>>,
     /// Every connection task.
     connections: TaskTracker,
     /// Drops connections that do not finish within the grace period.
     force_close: CancellationToken,
+    /// The store writer's reports (commits, syncs, operations).
+    store_progress: tokio::sync::watch::Receiver<crate::store::Progress>,
     /// Users, device identities, policies, certificates: changed at runtime.
     security: Arc<Security>,
     /// Where the `[tls_listener]` is bound, if configured.
@@ -78,18 +79,28 @@ impl std::fmt::Debug for RunningServer {
 
 /// Binds the listeners and the API and spawns the broker; returns as soon as clients can
 /// connect.
-pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
-    let records: Arc<dyn Records> = Arc::new(MemoryRecords::default());
-    start_with_records(config, records).await
-}
-
-/// [`start`] with the management records kept in `records`.
-pub(crate) async fn start_with_records(
-    mut config: Config,
-    records: Arc<dyn Records>,
-) -> anyhow::Result<RunningServer> {
+pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
     // The operations side drains the core's events (usage, `$events` topics).
     config.mqtt.emit_events = true;
+    // The store first: a damaged or newer store stops the start before any client
+    // connects, with a message that says what to do.
+    let opened = crate::store::open_broker(
+        &config.data_dir,
+        config.mqtt.clone(),
+        config.store.durability,
+    )
+    .await?;
+    let records: Arc<dyn Records> = Arc::new(opened.management.clone());
+    start_with_records(config, records, opened).await
+}
+
+/// [`start`] with the management records kept in `records` and the broker and store
+/// writer of `opened`.
+async fn start_with_records(
+    config: Config,
+    records: Arc<dyn Records>,
+    opened: crate::store::Opened,
+) -> anyhow::Result<RunningServer> {
     let stored_limits: Vec<(String, PlanLimits)> =
         crate::records::list(&*records, RecordKind::PlanLimits)
             .context("cannot load the plan limits")?;
@@ -115,12 +126,19 @@ pub(crate) async fn start_with_records(
             tokio::spawn(jwt.refresh_loop(client));
         }
     }
-    let mut broker = Broker::new(config.mqtt.clone());
+    let crate::store::Opened {
+        mut broker, writer, ..
+    } = opened;
+    let store_progress = writer.watch();
     broker.set_limits(limits.get().runtime());
     broker.set_authorizer(security.policies.clone());
     let metrics = crate::metrics::Metrics::new();
     let ops = Ops::new(metrics.clone(), Arc::clone(&limits.rates));
-    let broker_task = tokio::spawn(BrokerTask::with_ops(broker, inbox, ops).run());
+    let broker_task = tokio::spawn(
+        BrokerTask::with_ops(broker, inbox, ops)
+            .with_store(writer)
+            .run(),
+    );
     let handle = BrokerHandle {
         events: events.clone(),
     };
@@ -225,6 +243,7 @@ pub(crate) async fn start_with_records(
         broker_task,
         connections,
         force_close,
+        store_progress,
         security,
         tls_addr,
         stop_tls,
@@ -238,8 +257,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     tokio::select! {
         () = shutdown => {}
         result = &mut server.broker_task => {
-            // Only a panic ends the broker task before shutdown.
-            anyhow::bail!("the broker task stopped unexpectedly: {result:?}");
+            // Only a store failure or a panic ends the broker task before shutdown.
+            match result {
+                Ok(Err(e)) => return Err(e),
+                other => anyhow::bail!("the broker task stopped unexpectedly: {other:?}"),
+            }
         }
     }
     info!("shutting down");
@@ -247,6 +269,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 }
 
 impl RunningServer {
+    /// What the store writer has done so far (commits, syncs, operations).
+    pub fn store_progress(&self) -> crate::store::Progress {
+        *self.store_progress.borrow()
+    }
+
     /// The address the default MQTT listener was bound to at start.
     pub fn mqtt_addr(&self) -> SocketAddr {
         self.mqtt_addr
@@ -296,7 +323,7 @@ impl RunningServer {
         if let Some(api) = self.api_task {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, api).await;
         }
-        broker.context("the broker task failed")?;
+        broker.context("the broker task failed")??;
         info!("shutdown complete");
         Ok(())
     }
@@ -314,12 +341,22 @@ mod tests {
 
     use super::*;
 
-    /// A broker on a free loopback port.
-    async fn start_broker() -> RunningServer {
-        let mut config = Config::default();
+    /// A broker on a free loopback port with its store in a temporary directory (kept
+    /// alive by the returned guard).
+    async fn start_broker() -> (RunningServer, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(test_config(&dir)).await.unwrap();
+        (server, dir)
+    }
+
+    fn test_config(dir: &tempfile::TempDir) -> Config {
+        let mut config = Config {
+            data_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
         config.listener.bind = "127.0.0.1:0".parse().unwrap();
         config.api.bind = "127.0.0.1:0".parse().unwrap();
-        start(config).await.unwrap()
+        config
     }
 
     /// Reads exactly `n` bytes (bounded by a generous timeout, which only a hang hits).
@@ -341,7 +378,7 @@ mod tests {
 
     #[tokio::test]
     async fn publish_reaches_a_subscriber_through_the_shell() {
-        let server = start_broker().await;
+        let (server, _dir) = start_broker().await;
         let mut sub = TcpStream::connect(server.mqtt_addr()).await.unwrap();
         sub.write_all(&connect_v3(b's')).await.unwrap();
         assert_eq!(read_exact(&mut sub, 4).await, [0x20, 0x02, 0x00, 0x00]);
@@ -370,7 +407,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_sends_server_shutting_down_to_v5_and_closes_3_1_1() {
-        let server = start_broker().await;
+        let (server, _dir) = start_broker().await;
         let mut v3 = TcpStream::connect(server.mqtt_addr()).await.unwrap();
         v3.write_all(&connect_v3(b'a')).await.unwrap();
         assert_eq!(read_exact(&mut v3, 4).await, [0x20, 0x02, 0x00, 0x00]);
@@ -421,7 +458,7 @@ mod tests {
     /// disconnected after 1.5 times its keep alive [MQTT-3.1.2-24] without real waiting.
     #[tokio::test(start_paused = true)]
     async fn mqtt_3_1_2_24_keep_alive_expiry_closes_the_connection_on_tokio_time() {
-        let server = start_broker().await;
+        let (server, _dir) = start_broker().await;
         let mut client = TcpStream::connect(server.mqtt_addr()).await.unwrap();
         // CONNECT, 3.1.1, clean session, keep alive 2 s, client id "k".
         client
@@ -449,8 +486,9 @@ mod tests {
 
     #[tokio::test]
     async fn bind_failure_names_the_address() {
-        let first = start_broker().await;
-        let mut config = Config::default();
+        let (first, _dir) = start_broker().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(&dir);
         config.listener.bind = first.mqtt_addr();
         config.api.bind = "127.0.0.1:0".parse().unwrap();
         let err = start(config).await.unwrap_err();

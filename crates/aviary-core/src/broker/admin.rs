@@ -61,6 +61,7 @@ impl Broker {
             properties,
             received_at: now,
             publisher: None,
+            store_id: std::sync::OnceLock::new(),
         });
         self.store_retained(&message, now);
         self.route(&message, now)

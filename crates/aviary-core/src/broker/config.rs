@@ -24,6 +24,9 @@ pub struct BrokerConfig {
     pub max_inflight_v5: u16,
     /// Messages waiting behind the in-flight window, per session.
     pub max_queued_messages: usize,
+    /// Bytes (topic + payload) of the messages waiting behind the in-flight window, per
+    /// session: with `max_queued_messages`, what bounds the store on disk.
+    pub max_queued_bytes: usize,
     /// What happens at `max_queued_messages`.
     pub queue_overflow: QueueOverflow,
     /// Resend unacknowledged QoS 1/2 messages with DUP after this; `None` (or zero) turns
@@ -65,6 +68,9 @@ pub struct BrokerConfig {
     /// Produce [`crate::Event`]s for [`crate::Broker::poll_event`] (the shell must then
     /// drain them).
     pub emit_events: bool,
+    /// Record changes to durable state for [`crate::Broker::drain_store_ops`] (the shell
+    /// must then drain them after every pass).
+    pub persistence: bool,
 }
 
 impl BrokerConfig {
@@ -85,6 +91,7 @@ impl Default for BrokerConfig {
             max_inflight: 16,
             max_inflight_v5: 1024,
             max_queued_messages: 1000,
+            max_queued_bytes: 64 * 1024 * 1024,
             queue_overflow: QueueOverflow::DropNew,
             retry_interval: Some(Duration::from_secs(120)),
             retry_v5: false,
@@ -100,6 +107,7 @@ impl Default for BrokerConfig {
             max_session_expiry_interval: u32::MAX,
             connect_timeout: Duration::from_secs(10),
             emit_events: false,
+            persistence: false,
         }
     }
 }

@@ -189,6 +189,9 @@ impl Broker {
             session.pending_will = None;
             session.link = Some(link);
         }
+        // Saved if it outlives the connection; a resumed one that no longer does leaves
+        // the store.
+        self.persist_session(sid);
 
         let keep_alive_period = (keep_alive.seconds > 0)
             .then(|| Duration::from_millis(u64::from(keep_alive.seconds) * 1500));

@@ -99,6 +99,7 @@ impl Broker {
         if expiry == 0 {
             self.end_session(sid, now);
         } else {
+            self.persist_session(sid);
             self.redispatch_shared(sid, None, true, now);
         }
         self.compact_timers();
@@ -141,6 +142,11 @@ impl Broker {
         };
         if self.client_ids.get(&session.client_id) == Some(&sid) {
             self.client_ids.remove(&session.client_id);
+        }
+        if session.persisted {
+            self.fx.store(super::StoreOp::SessionDeleted {
+                client_id: session.client_id.clone(),
+            });
         }
         for filter in session.subscriptions.keys() {
             self.index.remove(filter, &sid);
@@ -203,6 +209,7 @@ impl Broker {
                 if session.pending_will.as_ref().is_some_and(|w| w.at == at) {
                     if let Some(pending) = session.pending_will.take() {
                         self.publish_will(pending.message, now);
+                        self.persist_session(sid);
                     }
                 }
             }

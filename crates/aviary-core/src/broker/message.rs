@@ -3,7 +3,7 @@
 //! session's copy of it (granted QoS, RETAIN flag to send, subscription identifiers).
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use aviary_codec::properties::{PublishProperties, WillProperties};
@@ -11,28 +11,63 @@ use aviary_codec::{Publish, QoS, TopicFilter, TopicName, Will};
 use bytes::Bytes;
 
 /// One application message as published (or as a will), shared by all its receivers.
+/// Public so that the shell can persist and restore it.
 #[derive(Debug)]
-pub(crate) struct Message {
+pub struct Message {
     /// The resolved topic (never an alias).
-    pub(crate) topic: TopicName,
+    pub topic: TopicName,
     /// Shared with the read buffer it was decoded from: never copied per subscriber.
-    pub(crate) payload: Bytes,
+    pub payload: Bytes,
     /// The QoS it was published with (the upper bound for every delivery).
-    pub(crate) qos: QoS,
+    pub qos: QoS,
     /// The RETAIN flag it was published with (forwarded only with retain as published).
-    pub(crate) retain: bool,
+    pub retain: bool,
     /// Passed through unchanged [MQTT-3.3.2-*], except that `topic_alias` and
     /// `subscription_identifiers` are always empty here (they are per connection /
     /// per subscription) and `message_expiry_interval` is the value as received.
-    pub(crate) properties: PublishProperties,
+    pub properties: PublishProperties,
     /// When the broker received it: the message expiry counts from here [MQTT-3.3.2-6].
-    pub(crate) received_at: Instant,
+    pub received_at: Instant,
     /// The publishing client, for No Local [MQTT-3.8.3-3]; `None` for messages from the
     /// broker itself.
-    pub(crate) publisher: Option<Arc<str>>,
+    pub publisher: Option<Arc<str>>,
+    /// Its id in the store, given when a persistent session first takes a copy.
+    pub(crate) store_id: OnceLock<u64>,
 }
 
 impl Message {
+    /// A message loaded from a store, with the id it has there if it was stored as a
+    /// session's message (retained messages and wills have none: they get one when a
+    /// session first stores a copy). `received_at` may be in the past (the expiry counts
+    /// from it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn restored(
+        store_id: Option<u64>,
+        topic: TopicName,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        properties: PublishProperties,
+        received_at: Instant,
+        publisher: Option<Arc<str>>,
+    ) -> Self {
+        Self {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties,
+            received_at,
+            publisher,
+            store_id: store_id.map_or_else(OnceLock::new, OnceLock::from),
+        }
+    }
+
+    /// Its id in the store, if it has one.
+    pub fn store_id(&self) -> Option<u64> {
+        self.store_id.get().copied()
+    }
+
     /// The message of a client PUBLISH whose topic alias has already been resolved.
     pub(crate) fn from_publish(
         publish: Publish,
@@ -51,6 +86,7 @@ impl Message {
             properties,
             received_at: now,
             publisher: Some(publisher),
+            store_id: OnceLock::new(),
         }
     }
 
@@ -82,6 +118,7 @@ impl Message {
             },
             received_at: now,
             publisher: Some(publisher),
+            store_id: OnceLock::new(),
         }
     }
 
@@ -107,6 +144,13 @@ impl Message {
     }
 }
 
+impl Delivery {
+    /// What the copy counts against `max_queued_bytes`: topic and payload.
+    pub(crate) fn size(&self) -> usize {
+        self.message.topic.as_str().len() + self.message.payload.len()
+    }
+}
+
 /// One session's copy of a message.
 #[derive(Clone, Debug)]
 pub(crate) struct Delivery {
@@ -124,4 +168,6 @@ pub(crate) struct Delivery {
     /// The shared subscription (`$share/g/f`) this copy was chosen for, so it can go to
     /// another member if this one leaves before acknowledging it.
     pub(crate) shared: Option<TopicFilter>,
+    /// Its id in the store while the session persists it.
+    pub(crate) store_id: Option<u64>,
 }

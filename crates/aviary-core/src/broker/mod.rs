@@ -56,6 +56,7 @@ mod manage;
 mod message;
 mod metering;
 mod outgoing;
+mod persist;
 mod publish;
 mod route;
 mod session;
@@ -83,11 +84,15 @@ pub use admin::ClientInfo;
 pub use config::{BrokerConfig, QueueOverflow};
 pub use events::{EndReason, Event};
 pub use manage::{ManageError, RetainedInfo, RuntimeLimits, SharedGroupInfo, SubscriptionInfo};
+pub use message::Message;
+pub use persist::{
+    DeliveryState, PersistedDelivery, PersistedSession, PersistedSubscription, Restore,
+    RestoredDelivery, RestoredSession, StoreOp,
+};
 pub use stats::{BrokerStats, DropStats};
 
 use connection::{Connecting, Connection};
 use idmap::IdMap;
-use message::Message;
 use session::{Session, SessionId, Subscription};
 use timers::Timers;
 
@@ -121,6 +126,12 @@ pub(crate) struct Effects {
     pub(crate) events: VecDeque<Event>,
     /// Copy of `BrokerConfig::emit_events`.
     pub(crate) emit_events: bool,
+    /// Copy of `BrokerConfig::persistence`: record [`StoreOp`]s.
+    pub(crate) persist: bool,
+    /// Store operations since the last `drain_store_ops`, in order.
+    pub(crate) store_ops: Vec<StoreOp>,
+    /// The next store id for a message or a message copy (continues after a restore).
+    pub(crate) next_store_id: u64,
 }
 
 impl Effects {
@@ -218,6 +229,8 @@ impl Broker {
     pub fn new(config: BrokerConfig) -> Self {
         let fx = Effects {
             emit_events: config.emit_events,
+            persist: config.persistence,
+            next_store_id: 1,
             ..Effects::default()
         };
         Self {

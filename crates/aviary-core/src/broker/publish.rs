@@ -193,6 +193,13 @@ impl Broker {
                     );
                 }
                 session.incoming_qos2.insert(packet_id);
+                if session.persisted {
+                    let client_id = session.client_id.clone();
+                    self.fx.store(super::StoreOp::Qos2Received {
+                        client_id,
+                        packet_id,
+                    });
+                }
                 let matched = !reserved && self.accept_message(message, now);
                 let code = self.success_code(v5, matched);
                 self.fx.send(conn, Packet::PubRec(ack(packet_id, code)));
@@ -239,7 +246,10 @@ impl Broker {
             return;
         }
         if message.payload.is_empty() {
-            self.retained.remove(&message.topic);
+            if self.retained.remove(&message.topic).is_some() {
+                self.fx
+                    .store(super::StoreOp::RetainedCleared(message.topic.clone()));
+            }
             return;
         }
         if self.retained_full(&message.topic) {
@@ -247,6 +257,12 @@ impl Broker {
             return;
         }
         self.retained.insert(message.topic.clone(), message.clone());
+        self.fx.store(super::StoreOp::RetainedSet(message.clone()));
+        self.schedule_retained_sweep(message, now);
+    }
+
+    /// Schedules the sweep that removes a retained message once it expires.
+    pub(super) fn schedule_retained_sweep(&mut self, message: &Message, now: Instant) {
         if let Some(at) = message.expires_at() {
             // Just after the expiry: a message is expired once its interval has passed.
             let at = at.max(now) + RETAINED_SWEEP_SLACK;
@@ -271,11 +287,13 @@ impl Broker {
         }
         self.retained_sweep_at = None;
         let mut next: Option<Instant> = None;
-        self.retained.retain(|_, message| {
+        let fx = &mut self.fx;
+        self.retained.retain(|topic, message| {
             let Some(expires) = message.expires_at() else {
                 return true;
             };
             if now > expires {
+                fx.store(super::StoreOp::RetainedCleared(topic.clone()));
                 return false;
             }
             next = Some(next.map_or(expires, |n| n.min(expires)));
@@ -294,10 +312,17 @@ impl Broker {
             return;
         };
         let v5 = c.protocol.is_v5();
-        let known = self
-            .sessions
-            .get_mut(&c.session)
-            .is_some_and(|s| s.incoming_qos2.remove(&pubrel.packet_id));
+        let fx = &mut self.fx;
+        let known = self.sessions.get_mut(&c.session).is_some_and(|s| {
+            let known = s.incoming_qos2.remove(&pubrel.packet_id);
+            if known && s.persisted {
+                fx.store(super::StoreOp::Qos2Released {
+                    client_id: s.client_id.clone(),
+                    packet_id: pubrel.packet_id,
+                });
+            }
+            known
+        });
         let code = if known || !v5 {
             ReasonCode::SUCCESS
         } else {

@@ -73,6 +73,7 @@ impl Broker {
                 retain: message.retain && as_published,
                 subscription_ids,
                 shared: None,
+                store_id: None,
             };
             if let Some(session) = self.sessions.get_mut(&first.session) {
                 session.deliver(delivery, &mut self.fx, &self.config, now);
@@ -118,6 +119,7 @@ impl Broker {
             retain: message.retain && sub.options.retain_as_published,
             subscription_ids: sub.identifier.into_iter().collect(),
             shared: Some(sub.filter),
+            store_id: None,
         };
         if let Some(session) = self.sessions.get_mut(&sid) {
             session.deliver(delivery, &mut self.fx, &self.config, now);
@@ -162,7 +164,7 @@ impl Broker {
         if !require_connected && !orphaned.is_empty() {
             // The session is being discarded and nobody else can take these.
             if let Some(session) = self.sessions.get_mut(&from) {
-                let lost = session.take_shared(&orphaned).len();
+                let lost = session.take_shared(&orphaned, &mut self.fx).len();
                 self.fx.stats.dropped.shared_no_member += lost as u64;
             }
         }
@@ -172,7 +174,7 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(&from) else {
             return;
         };
-        let taken = session.take_shared(&filters);
+        let taken = session.take_shared(&filters, &mut self.fx);
         session.pump(&mut self.fx, &self.config, now);
         for delivery in taken {
             let Some(filter) = delivery.shared.as_ref() else {

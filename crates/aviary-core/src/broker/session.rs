@@ -24,6 +24,7 @@ use aviary_codec::{PacketId, ProtocolVersion, QoS, ReasonCode, SubscriptionOptio
 use super::alias::OutboundAliases;
 use super::message::{Delivery, Message};
 use super::outgoing::{pubrel, resend, send_publish};
+use super::persist::{store_done, store_state, DeliveryState};
 use super::timers::Timer;
 use super::{BrokerConfig, ConnId, Effects};
 
@@ -134,6 +135,11 @@ pub(crate) struct Session {
     pub(crate) retry_at: Option<Instant>,
     /// The connection, while connected.
     pub(crate) link: Option<Link>,
+    /// Whether the store holds this session (it outlives its connection and persistence
+    /// is on): its QoS 1/2 copies are then persisted too.
+    pub(crate) persisted: bool,
+    /// Sum of [`Delivery::size`] over `queue` (bounded by `max_queued_bytes`).
+    pub(crate) queued_bytes: usize,
 }
 
 impl Session {
@@ -151,6 +157,8 @@ impl Session {
             pending_will: None,
             retry_at: None,
             link: None,
+            persisted: false,
+            queued_bytes: 0,
         }
     }
 
@@ -189,32 +197,53 @@ impl Session {
         }
     }
 
-    /// Queues a QoS 1/2 message behind the window, applying the overflow policy.
+    /// Queues a QoS 1/2 message behind the window, applying the overflow policy to both
+    /// limits (count and bytes).
     fn enqueue(
         &mut self,
-        delivery: Delivery,
+        mut delivery: Delivery,
         fx: &mut Effects,
         config: &BrokerConfig,
         now: Instant,
     ) {
-        let max = config.max_queued_messages;
-        if self.queue.len() >= max {
+        let size = delivery.size();
+        let full = |s: &Self| {
+            s.queue.len() >= config.max_queued_messages
+                || s.queued_bytes + size > config.max_queued_bytes
+        };
+        if full(self) {
             // Make room from expired messages before dropping live ones.
             let before = self.queue.len();
-            self.queue.retain(|d| !d.message.is_expired(now));
+            let (client_id, bytes) = (&self.client_id, &mut self.queued_bytes);
+            self.queue.retain(|d| {
+                let keep = !d.message.is_expired(now);
+                if !keep {
+                    *bytes -= d.size();
+                    store_done(client_id, d, fx);
+                }
+                keep
+            });
             fx.stats.dropped.expired += (before - self.queue.len()) as u64;
         }
-        if self.queue.len() >= max {
+        if full(self) {
             fx.stats.dropped.queue_full += 1;
             match config.queue_overflow {
                 super::QueueOverflow::DropNew => return,
                 super::QueueOverflow::DropOldest => {
-                    if self.queue.pop_front().is_none() {
-                        return; // max_queued_messages = 0: nothing can wait
+                    // Each pass removes one message, so this ends.
+                    while full(self) {
+                        let Some(oldest) = self.queue.pop_front() else {
+                            // Nothing can wait (a limit of 0, or one message too large).
+                            return;
+                        };
+                        self.queued_bytes -= oldest.size();
+                        store_done(&self.client_id, &oldest, fx);
                     }
                 }
             }
         }
+        self.store_delivered(&mut delivery, DeliveryState::Queued, fx);
+        self.queued_bytes += size;
         self.queue.push_back(delivery);
     }
 
@@ -229,8 +258,10 @@ impl Session {
             let Some(delivery) = self.queue.pop_front() else {
                 return;
             };
+            self.queued_bytes -= delivery.size();
             if delivery.message.is_expired(now) {
                 fx.stats.dropped.expired += 1;
+                store_done(&self.client_id, &delivery, fx);
                 continue;
             }
             self.start_inflight(delivery, fx, config, now);
@@ -240,7 +271,7 @@ impl Session {
     /// Sends a QoS 1/2 message with a fresh packet id and records it in flight.
     fn start_inflight(
         &mut self,
-        delivery: Delivery,
+        mut delivery: Delivery,
         fx: &mut Effects,
         config: &BrokerConfig,
         now: Instant,
@@ -252,9 +283,11 @@ impl Session {
         if !send_publish(link, &delivery, Some(packet_id), false, fx, now) {
             // Too large: behave as if delivered [MQTT-3.1.2-25]; the id was not used.
             self.next_packet_id = packet_id.get();
+            store_done(&self.client_id, &delivery, fx);
             return;
         }
         let retry = link.retry;
+        self.store_delivered(&mut delivery, DeliveryState::Sent(packet_id), fx);
         let state = if delivery.qos == QoS::AtLeastOnce {
             Awaiting::PubAck
         } else {
@@ -303,7 +336,9 @@ impl Session {
         now: Instant,
     ) {
         if let Some(pos) = self.position(packet_id, |s| s == Awaiting::PubAck) {
-            self.inflight.remove(pos);
+            if let Some(done) = self.inflight.remove(pos) {
+                store_done(&self.client_id, &done.delivery, fx);
+            }
             self.pump(fx, config, now);
         }
     }
@@ -322,13 +357,21 @@ impl Session {
             return false;
         };
         if reason_code.is_error() {
-            self.inflight.remove(pos);
+            if let Some(done) = self.inflight.remove(pos) {
+                store_done(&self.client_id, &done.delivery, fx);
+            }
             self.pump(fx, config, now);
             return true;
         }
         let entry = &mut self.inflight[pos];
         entry.state = Awaiting::PubComp;
         entry.sent_at = now;
+        store_state(
+            &self.client_id,
+            &entry.delivery,
+            DeliveryState::Released(packet_id),
+            fx,
+        );
         if let Some(link) = &self.link {
             fx.send(link.conn, pubrel(packet_id));
         }
@@ -344,7 +387,9 @@ impl Session {
         now: Instant,
     ) {
         if let Some(pos) = self.position(packet_id, |s| s == Awaiting::PubComp) {
-            self.inflight.remove(pos);
+            if let Some(done) = self.inflight.remove(pos) {
+                store_done(&self.client_id, &done.delivery, fx);
+            }
             self.pump(fx, config, now);
         }
     }
@@ -363,9 +408,14 @@ impl Session {
         let Some(link) = self.link.as_mut() else {
             return;
         };
+        let client_id = &self.client_id;
         self.inflight.retain_mut(|entry| {
             entry.sent_at = now;
-            resend(link, entry, fx, now)
+            let keep = resend(link, entry, fx, now);
+            if !keep {
+                store_done(client_id, &entry.delivery, fx);
+            }
+            keep
         });
         let retry = link.retry;
         self.retry_at = None;
@@ -390,12 +440,17 @@ impl Session {
         let (Some(link), Some(interval)) = (self.link.as_mut(), config.retry_interval()) else {
             return;
         };
+        let client_id = &self.client_id;
         self.inflight.retain_mut(|entry| {
             if entry.sent_at + interval > now {
                 return true;
             }
             entry.sent_at = now;
-            resend(link, entry, fx, now)
+            let keep = resend(link, entry, fx, now);
+            if !keep {
+                store_done(client_id, &entry.delivery, fx);
+            }
+            keep
         });
         if let Some(oldest) = self.inflight.iter().map(|e| e.sent_at).min() {
             let at = oldest + interval;
@@ -427,20 +482,36 @@ impl Session {
 
     /// Removes and returns the messages of those shared subscriptions (QoS 1 in flight,
     /// then queued), in order.
-    pub(crate) fn take_shared(&mut self, filters: &[TopicFilter]) -> Vec<Delivery> {
+    /// Each leaves this session's store entries; the taker persists its own copy.
+    pub(crate) fn take_shared(
+        &mut self,
+        filters: &[TopicFilter],
+        fx: &mut Effects,
+    ) -> Vec<Delivery> {
         let mut taken = Vec::new();
         let tagged = |d: &Delivery| d.shared.as_ref().is_some_and(|f| filters.contains(f));
+        let client_id = &self.client_id;
         self.inflight.retain(|e| {
             let take = e.state == Awaiting::PubAck && tagged(&e.delivery);
             if take {
-                taken.push(e.delivery.clone());
+                store_done(client_id, &e.delivery, fx);
+                taken.push(Delivery {
+                    store_id: None,
+                    ..e.delivery.clone()
+                });
             }
             !take
         });
+        let bytes = &mut self.queued_bytes;
         self.queue.retain(|d| {
             let take = tagged(d);
             if take {
-                taken.push(d.clone());
+                *bytes -= d.size();
+                store_done(client_id, d, fx);
+                taken.push(Delivery {
+                    store_id: None,
+                    ..d.clone()
+                });
             }
             !take
         });

@@ -101,6 +101,7 @@ impl Broker {
                 send_retained.push(subscription);
             }
         }
+        self.persist_session(sid);
         // One reason string for the SUBACK: the first refusal's [MQTT-3.1.2-29].
         let reason_string = problem_info
             .then(|| reason_codes.iter().find_map(|c| error_text(*c)))
@@ -138,6 +139,7 @@ impl Broker {
                     retain: true,
                     subscription_ids: subscription.identifier.into_iter().collect(),
                     shared: None,
+                    store_id: None,
                     message,
                 };
                 session.deliver(delivery, &mut self.fx, &self.config, now);
@@ -186,6 +188,7 @@ impl Broker {
         if !v5 {
             reason_codes.clear(); // 3.x UNSUBACK has no payload
         }
+        self.persist_session(sid);
         self.fx.send(
             conn,
             Packet::UnsubAck(UnsubAck {

@@ -100,6 +100,14 @@ fn apply_var(
             mqtt.max_queued_messages = int()?;
             "mqtt.max_queued_messages"
         }
+        "AVIARY_MQTT_MAX_QUEUED_BYTES" => {
+            mqtt.max_queued_bytes = int()?;
+            "mqtt.max_queued_bytes"
+        }
+        "AVIARY_STORE_DURABILITY" => {
+            file.store.durability = text();
+            "store.durability"
+        }
         "AVIARY_MQTT_QUEUE_OVERFLOW" => {
             mqtt.queue_overflow = text();
             "mqtt.queue_overflow"

@@ -25,6 +25,8 @@ pub(crate) struct FileConfig {
     pub(crate) listener: ListenerSection,
     /// `[mqtt]`: the broker's protocol limits, one key per `aviary_core::BrokerConfig` field.
     pub(crate) mqtt: MqttSection,
+    /// `[store]`: how durable state is written.
+    pub(crate) store: StoreSection,
     /// `[api]`: the management HTTP API.
     pub(crate) api: ApiSection,
     /// `[auth]`: authentication (see `super::security`).
@@ -57,6 +59,14 @@ pub(crate) struct ListenerSection {
     pub(crate) bind: Option<String>,
 }
 
+/// `[store]`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct StoreSection {
+    /// `immediate` or `relaxed`.
+    pub(crate) durability: Option<String>,
+}
+
 /// `[api]`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -76,6 +86,7 @@ pub(crate) struct MqttSection {
     pub(crate) max_inflight: Option<i64>,
     pub(crate) max_inflight_v5: Option<i64>,
     pub(crate) max_queued_messages: Option<i64>,
+    pub(crate) max_queued_bytes: Option<i64>,
     /// `drop_new` or `drop_oldest`.
     pub(crate) queue_overflow: Option<String>,
     pub(crate) retry_interval: Option<RawDuration>,
@@ -134,6 +145,7 @@ fn unknown_key(table: &toml::Table) -> Option<String> {
             "log" => field_names::<LogSection>(),
             "listener" => field_names::<ListenerSection>(),
             "mqtt" => field_names::<MqttSection>(),
+            "store" => field_names::<StoreSection>(),
             "api" => field_names::<ApiSection>(),
             _ => continue,
         };
@@ -285,12 +297,13 @@ mod tests {
                 "log",
                 "listener",
                 "mqtt",
+                "store",
                 "api",
                 "auth",
                 "authorization",
                 "tls_listener"
             ]
         );
-        assert_eq!(field_names::<MqttSection>().len(), 16);
+        assert_eq!(field_names::<MqttSection>().len(), 17);
     }
 }

@@ -30,10 +30,20 @@ pub struct Config {
     pub listener: ListenerConfig,
     /// Protocol limits and settings handed to the broker core.
     pub mqtt: BrokerConfig,
+    /// How durable state is written.
+    pub store: StoreConfig,
     /// Authentication, authorization and TLS (`[auth]`, `[authorization]`, `[tls_listener]`).
     pub security: SecurityConfig,
     /// The management HTTP API.
     pub api: ApiConfig,
+}
+
+/// `[store]`: the embedded store in `data_dir`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// When acknowledgements may leave: after the fsync of their group commit
+    /// (`immediate`, the default), or at once (`relaxed`).
+    pub durability: crate::store::Durability,
 }
 
 /// `[api]`: the management HTTP API (JSON under `/api/v1/`, and `/metrics`).
@@ -98,6 +108,9 @@ impl Default for Config {
                 bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 1883)),
             },
             mqtt: BrokerConfig::default(),
+            store: StoreConfig {
+                durability: crate::store::Durability::Immediate,
+            },
             api: ApiConfig {
                 enabled: true,
                 bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
@@ -167,7 +180,9 @@ pub enum ConfigError {
 
 #[cfg(test)]
 mod tests {
-    use super::file::{field_names, ApiSection, ListenerSection, LogSection, MqttSection};
+    use super::file::{
+        field_names, ApiSection, ListenerSection, LogSection, MqttSection, StoreSection,
+    };
     use super::*;
 
     /// The example file in the repository root, which documents every key.
@@ -186,6 +201,7 @@ mod tests {
             ("log", field_names::<LogSection>()),
             ("listener", field_names::<ListenerSection>()),
             ("mqtt", field_names::<MqttSection>()),
+            ("store", field_names::<StoreSection>()),
             ("api", field_names::<ApiSection>()),
         ];
         assert!(table.contains_key("data_dir"));

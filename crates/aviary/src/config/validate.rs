@@ -8,7 +8,8 @@ use std::time::Duration;
 use aviary_core::{BrokerConfig, QueueOverflow};
 
 use super::file::{FileConfig, RawDuration};
-use super::{ApiConfig, Config, ConfigError, ListenerConfig, LogConfig, LogFormat};
+use super::{ApiConfig, Config, ConfigError, ListenerConfig, LogConfig, LogFormat, StoreConfig};
+use crate::store::Durability;
 
 /// Checks every key of `file` and builds the validated configuration.
 pub(crate) fn validate(file: &FileConfig) -> Result<Config, ConfigError> {
@@ -84,6 +85,19 @@ pub(crate) fn validate(file: &FileConfig) -> Result<Config, ConfigError> {
         log: LogConfig { level, format },
         listener: ListenerConfig { bind },
         mqtt: check.mqtt(defaults.mqtt)?,
+        store: StoreConfig {
+            durability: match file.store.durability.as_deref() {
+                None => defaults.store.durability,
+                Some("immediate") => Durability::Immediate,
+                Some("relaxed") => Durability::Relaxed,
+                Some(other) => {
+                    return Err(check.invalid(
+                        "store.durability",
+                        format!("expected \"immediate\" or \"relaxed\", got {other:?}"),
+                    ))
+                }
+            },
+        },
         api,
         security: super::security::validate(
             &file.auth,
@@ -127,6 +141,13 @@ impl Checker<'_> {
             c.max_queued_messages,
             0,
             u32_max,
+        )?;
+        c.max_queued_bytes = self.int(
+            "mqtt.max_queued_bytes",
+            m.max_queued_bytes,
+            c.max_queued_bytes,
+            0,
+            i64::MAX,
         )?;
         c.queue_overflow = match m.queue_overflow.as_deref() {
             None => c.queue_overflow,

@@ -11,6 +11,7 @@ mod flow;
 mod manage;
 mod metering;
 mod perf;
+mod persist;
 mod publish;
 mod reason_strings;
 mod retained;
