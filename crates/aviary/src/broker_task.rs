@@ -357,6 +357,12 @@ impl BrokerTask {
     /// into the pass's pending transmits (sent by `end_pass`).
     fn route_transmits(&mut self) {
         while let Some(transmit) = self.broker.poll_transmit() {
+            // Counted (and publish-to-deliver latency measured) when the broker routes
+            // the packet, so the figures are the same with or without a store holding it
+            // for its commit.
+            if let Transmit::Packet { packet, .. } = &transmit {
+                self.ops.outbound(packet);
+            }
             match &mut self.store {
                 Some(store) => store.pending.push(transmit),
                 None => self.send(transmit),
@@ -385,7 +391,6 @@ impl BrokerTask {
         let Some(outbox) = self.outboxes.get(&conn) else {
             return; // closed in the meantime
         };
-        self.ops.outbound(&packet);
         let delivery = delivery(&packet);
         if outbox.push(packet, delivery).is_ok() {
             return;
