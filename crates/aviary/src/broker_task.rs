@@ -203,7 +203,6 @@ impl BrokerTask {
             self.reentered = false;
             self.route_transmits();
             let Some(store) = self.store.as_mut() else {
-                self.ops.read_at = None;
                 return Ok(());
             };
             let mut core_ops = Vec::new();
@@ -230,7 +229,6 @@ impl BrokerTask {
             for transmit in ready {
                 self.send(transmit);
             }
-            self.ops.read_at = None;
             if !self.reentered {
                 break;
             }
@@ -307,8 +305,7 @@ impl BrokerTask {
                     self.broker.handle_packet(conn, packet, now);
                     self.route_transmits();
                 }
-                // Kept until the pass ends: with a store, deliveries go out in `end_pass`,
-                // after their commit.
+                self.ops.read_at = None;
             }
             Event::Connect {
                 conn,
