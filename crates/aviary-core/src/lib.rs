@@ -17,6 +17,7 @@
 //!
 //! Time is always an argument (`now`); nothing here reads a clock, spawns or blocks.
 
+pub mod authz;
 mod broker;
 pub mod retained;
 pub mod topic_index;

@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use aviary_codec::{DecodeError, Packet, QoS, ReasonCode};
+use aviary_codec::{Connect, DecodeError, Packet, QoS, ReasonCode};
+use aviary_core::authz::Authentication;
 use aviary_core::{Broker, ConnId, Transmit};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -60,6 +61,15 @@ pub(crate) enum Event {
         /// When they were decoded, for the publish-to-deliver latency.
         read_at: Instant,
     },
+    /// A CONNECT with the outcome of its authentication (listeners with authentication).
+    Connect {
+        conn: ConnId,
+        connect: Box<Connect>,
+        outcome: Authentication,
+    },
+    /// The credentials of the connection were withdrawn (its certificate revoked): the
+    /// broker disconnects it (5.0: DISCONNECT 0x87).
+    Revoke { conn: ConnId },
     /// Bytes that could not be decoded; the connection reads no further.
     DecodeError { conn: ConnId, error: DecodeError },
     /// The transport is gone (end of stream, I/O error).
@@ -302,6 +312,32 @@ impl BrokerTask {
                     self.route_transmits();
                 }
                 self.ops.read_at = None;
+            }
+            Event::Connect {
+                conn,
+                connect,
+                outcome,
+            } => {
+                if self.outboxes.contains_key(&conn) {
+                    // The same accounting and connect-rate check as a plain CONNECT.
+                    let packet = Packet::Connect(connect);
+                    self.ops.inbound(conn, &packet);
+                    if let Packet::Connect(connect) = packet {
+                        if self.ops.admit_connect(&connect) {
+                            self.broker
+                                .handle_connect_authenticated(conn, *connect, outcome, now);
+                        } else {
+                            self.broker.refuse_connect(
+                                conn,
+                                connect.protocol,
+                                ReasonCode::CONNECTION_RATE_EXCEEDED,
+                            );
+                        }
+                    }
+                }
+            }
+            Event::Revoke { conn } => {
+                self.broker.revoke_connection(conn, now);
             }
             Event::DecodeError { conn, error } => {
                 if self.outboxes.contains_key(&conn) {

@@ -8,6 +8,7 @@
 //! broker to each connection.
 
 mod api;
+pub mod auth;
 mod broker_task;
 pub mod cli;
 pub mod config;
@@ -18,8 +19,10 @@ mod metrics;
 mod outbox;
 mod rates;
 mod records;
+pub mod security;
 mod server;
 pub mod store;
+pub mod tls;
 mod transport;
 mod usage;
 

@@ -20,6 +20,12 @@ pub(crate) enum RecordKind {
     Listener,
     /// The plan's limits.
     PlanLimits,
+    /// Built-in users (argon2id hashes only).
+    User,
+    /// Authorization policies.
+    AuthorizationPolicy,
+    /// Device identities (with their keys: HMAC needs them).
+    DeviceIdentity,
 }
 
 /// Why a record could not be stored or read.

@@ -22,6 +22,7 @@ use crate::limits::{PlanLimits, PlanLimitsState};
 use crate::listener::registry::Registry;
 use crate::listener::AcceptShared;
 use crate::records::{RecordKind, Records};
+use crate::security::Security;
 use crate::Config;
 
 /// Events that may wait for the broker task before connections feel backpressure (their
@@ -57,6 +58,14 @@ pub struct RunningServer {
     force_close: CancellationToken,
     /// The store writer's reports (commits, syncs, operations).
     store_progress: tokio::sync::watch::Receiver<crate::store::Progress>,
+    /// Users, device identities, policies, certificates: changed at runtime.
+    security: Arc<Security>,
+    /// Where the `[tls_listener]` is bound, if configured.
+    tls_addr: Option<SocketAddr>,
+    /// Stops the `[tls_listener]` accept loop.
+    stop_tls: CancellationToken,
+    /// The `[tls_listener]` accept loop.
+    tls_task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -105,11 +114,24 @@ async fn start_with_records(
     let sockets = Arc::new(Semaphore::new(crate::listener::socket_limit(
         config.mqtt.max_connections,
     )));
+    crate::auth::install_crypto_provider();
+    let security = Arc::new(Security::load(&config.security, &*records)?);
+    if let Some(jwt) = security.auth.jwt.clone() {
+        if jwt.jwks().is_some() {
+            let client = crate::auth::http_client_builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .context("cannot build the JWKS HTTP client")?;
+            // Ends with the runtime; holds no connection state.
+            tokio::spawn(jwt.refresh_loop(client));
+        }
+    }
     let crate::store::Opened {
         mut broker, writer, ..
     } = opened;
     let store_progress = writer.watch();
     broker.set_limits(limits.get().runtime());
+    broker.set_authorizer(security.policies.clone());
     let metrics = crate::metrics::Metrics::new();
     let ops = Ops::new(metrics.clone(), Arc::clone(&limits.rates));
     let broker_task = tokio::spawn(
@@ -130,11 +152,41 @@ async fn start_with_records(
         rates: Arc::clone(&limits.rates),
         listener_off: CancellationToken::new(),
         force_close: force_close.clone(),
+        auth: Some(Arc::clone(&security.auth)),
+        certificate: None,
     };
+    let next_id = Arc::new(AtomicU64::new(0));
+    let stop_tls = CancellationToken::new();
+    let mut tls_addr = None;
+    let mut tls_task = None;
+    if let (Some(tls), Some(acceptor)) = (&config.security.tls_listener, &security.tls) {
+        let tls_listener = tokio::net::TcpListener::bind(tls.bind)
+            .await
+            .with_context(|| format!("cannot bind the TLS listener to {}", tls.bind))?;
+        let addr = tls_listener
+            .local_addr()
+            .context("cannot read the TLS listener's address")?;
+        info!("MQTT over TLS listener on {addr} ({:?})", tls.mode);
+        tls_addr = Some(addr);
+        // Its connections are attributed (usage, metrics) to a listener named "tls".
+        let mut tls_ctx = ctx.clone();
+        tls_ctx.listener = Arc::from("tls");
+        tls_task = Some(tokio::spawn(crate::tls::listener::run(
+            tls_listener,
+            acceptor.clone(),
+            tls_ctx,
+            AcceptShared {
+                tracker: connections.clone(),
+                sockets: sockets.clone(),
+                next_id: next_id.clone(),
+            },
+            stop_tls.clone(),
+        )));
+    }
     let shared = AcceptShared {
         tracker: connections.clone(),
         sockets,
-        next_id: Arc::new(AtomicU64::new(0)),
+        next_id,
     };
     let listeners = Arc::new(Registry::new(
         ctx,
@@ -173,6 +225,7 @@ async fn start_with_records(
             limits,
             records,
             metrics,
+            security: Arc::clone(&security),
         };
         let task = tokio::spawn(crate::api::serve(listener, state, stop_api.clone()));
         (Some(addr), Some(task))
@@ -191,6 +244,10 @@ async fn start_with_records(
         connections,
         force_close,
         store_progress,
+        security,
+        tls_addr,
+        stop_tls,
+        tls_task,
     })
 }
 
@@ -227,11 +284,25 @@ impl RunningServer {
         self.api_addr
     }
 
+    /// The address of the `[tls_listener]`, if one is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// Users, device identities, policies and certificates, changeable at runtime.
+    pub fn security(&self) -> &Arc<Security> {
+        &self.security
+    }
+
     /// Graceful shutdown: stop accepting, DISCONNECT 0x8B to 5.0 clients, close every
     /// connection after its queued packets are written, and wait (a few seconds at most).
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.stop_api.cancel();
         self.listeners.stop_accepting().await;
+        self.stop_tls.cancel();
+        if let Some(task) = self.tls_task {
+            let _ = task.await;
+        }
         // Fails only when the broker task is already gone; its result says why.
         let _ = self.events.send(Event::Shutdown).await;
         drop(self.events);

@@ -15,6 +15,7 @@ use super::connection::{Accepted, Connection};
 use super::session::{Link, Session, SessionId};
 use super::timers::Timer;
 use super::{fit, server_disconnect, Broker, ConnId, EndReason, Event};
+use crate::authz::{self, Authentication, Effect, Identity, Request};
 
 /// The keep alive decided for a connection.
 struct KeepAlive {
@@ -26,7 +27,13 @@ struct KeepAlive {
 
 impl Broker {
     /// CONNECT on a connection in the Connecting state.
-    pub(super) fn handle_connect(&mut self, conn: ConnId, connect: Connect, now: Instant) {
+    pub(super) fn handle_connect(
+        &mut self,
+        conn: ConnId,
+        connect: Connect,
+        authentication: Authentication,
+        now: Instant,
+    ) {
         let Some(Connection::Connecting(pending)) = self.connections.remove(&conn) else {
             return;
         };
@@ -56,6 +63,46 @@ impl Broker {
                 )
             }
         };
+        // Authentication (decided by the shell) and the right to connect.
+        let principal = match authentication {
+            Authentication::Accepted(principal) => principal,
+            Authentication::Refused(refusal) => {
+                return self.refuse(
+                    conn,
+                    protocol,
+                    refusal.reason_code(),
+                    refusal.text(),
+                    client_max,
+                )
+            }
+        };
+        let identity = Identity {
+            client_id: &client_id,
+            peer: pending.peer,
+            principal: &principal,
+        };
+        if authz::decide(self.authorizer.as_ref(), &identity, &Request::Connect) == Effect::Deny {
+            return self.refuse(
+                conn,
+                protocol,
+                ReasonCode::NOT_AUTHORIZED,
+                "not authorized",
+                client_max,
+            );
+        }
+        // A will its publisher may not publish is dropped (checked once, here).
+        let had_will = connect.will.is_some();
+        let will = connect.will.filter(|will| {
+            let request = Request::Publish {
+                topic: &will.topic,
+                qos: will.qos,
+                retain: will.retain,
+            };
+            authz::decide(self.authorizer.as_ref(), &identity, &request) == Effect::Allow
+        });
+        if had_will && will.is_none() {
+            self.fx.stats.dropped.not_authorized += 1;
+        }
         let Some(keep_alive) = self.negotiate_keep_alive(connect.keep_alive, protocol) else {
             // 3.x cannot be told a smaller keep alive: refuse like Mosquitto does.
             return self.refuse(
@@ -155,10 +202,11 @@ impl Broker {
                 client_id: client_id.clone(),
                 keep_alive: keep_alive_period,
                 keep_alive_seconds: keep_alive.seconds,
-                will: connect.will,
+                will,
                 connect_expiry_zero: requested_expiry == 0,
                 problem_info: v5 && connect.properties.request_problem_information != Some(false),
                 max_packet_size: client_max,
+                principal,
             },
             now,
         );

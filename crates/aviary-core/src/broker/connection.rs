@@ -19,6 +19,7 @@ use aviary_codec::{ProtocolVersion, Will};
 use super::alias::InboundAliases;
 use super::metering::CONNECT_UNITS;
 use super::session::SessionId;
+use crate::authz::Principal;
 
 /// The state of one transport connection.
 // Boxing `Connected` would cost an allocation per connection to save memory only during
@@ -73,6 +74,8 @@ pub(crate) struct Connected {
     /// Whether CONNECT asked for session expiry 0: a DISCONNECT may then not set a non-zero
     /// one [MQTT-3.14.2-2].
     pub(crate) connect_expiry_zero: bool,
+    /// Who authentication said this connection is; authorization looks at it per operation.
+    pub(crate) principal: Arc<Principal>,
 }
 
 impl Connecting {
@@ -92,6 +95,7 @@ impl Connecting {
             problem_info: accepted.problem_info,
             max_packet_size: accepted.max_packet_size,
             units: CONNECT_UNITS,
+            principal: accepted.principal,
         }
     }
 }
@@ -112,6 +116,7 @@ pub(crate) struct Accepted {
     pub(crate) connect_expiry_zero: bool,
     pub(crate) problem_info: bool,
     pub(crate) max_packet_size: Option<u32>,
+    pub(crate) principal: Arc<Principal>,
 }
 
 impl Connection {

@@ -45,6 +45,7 @@
 
 mod admin;
 mod alias;
+mod authorize;
 mod config;
 mod connect;
 mod connection;
@@ -75,6 +76,7 @@ use aviary_codec::{
     DecodeError, Disconnect, Packet, ProtocolVersion, ReasonCode, SubscriptionOptions,
 };
 
+use crate::authz::{AllowAll, Authorizer};
 use crate::retained::RetainedStore;
 use crate::topic_index::SubscriptionIndex;
 
@@ -221,6 +223,8 @@ pub struct Broker {
     scratch_shared: Vec<(String, String)>,
     /// Retained messages matching a new subscription, reused.
     scratch_retained: Vec<Arc<Message>>,
+    /// Consulted on every CONNECT, SUBSCRIBE filter and PUBLISH (see `authorize`).
+    authorizer: Arc<dyn Authorizer>,
 }
 
 impl Broker {
@@ -246,6 +250,7 @@ impl Broker {
             scratch_plain: Vec::new(),
             scratch_shared: Vec::new(),
             scratch_retained: Vec::new(),
+            authorizer: Arc::new(AllowAll),
         }
     }
 
@@ -277,7 +282,10 @@ impl Broker {
         };
         if !connected {
             match packet {
-                Packet::Connect(connect) => self.handle_connect(conn, *connect, now),
+                Packet::Connect(connect) => {
+                    let auth = authorize::unauthenticated(&connect);
+                    self.handle_connect(conn, *connect, auth, now)
+                }
                 // The first packet must be CONNECT [MQTT-3.1.0-1].
                 _ => self.close_silently(conn),
             }

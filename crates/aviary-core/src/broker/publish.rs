@@ -93,6 +93,7 @@ impl Broker {
         }
         let sid = c.session;
         let client_id = c.client_id.clone();
+        let principal = c.principal.clone();
         let qos = publish.qos;
         let persistent = self
             .sessions
@@ -113,8 +114,21 @@ impl Broker {
         // Topics the broker itself publishes on ($SYS, $events) are not for clients
         // (spec 4.7.2 lets the server keep `$` topics for itself): acknowledged (5.0: 0x87
         // Not authorized), not delivered.
+        // Then authorization, against the current authorizer: a denied message is
+        // acknowledged the same way (5.0: 0x87; 3.x has no negative ack), not delivered.
+        let request = crate::authz::Request::Publish {
+            topic: &topic,
+            qos,
+            retain: publish.retain,
+        };
+        let mut refusal_text = None;
         let refusal = if is_reserved(&topic) {
             self.fx.stats.dropped.reserved_topic += 1;
+            refusal_text = Some("topic reserved for the broker");
+            Some(ReasonCode::NOT_AUTHORIZED)
+        } else if self.authorize(conn, &request) == crate::authz::Effect::Deny {
+            self.fx.stats.dropped.not_authorized += 1;
+            refusal_text = Some("not authorized");
             Some(ReasonCode::NOT_AUTHORIZED)
         } else if publish.retain && !publish.payload.is_empty() && self.retained_full(&topic) {
             // The plan's retained count is reached: refused (5.0: 0x97 Quota exceeded).
@@ -125,7 +139,19 @@ impl Broker {
         };
         let reserved = refusal.is_some();
         let refused = refusal.unwrap_or(ReasonCode::NOT_AUTHORIZED);
-        let message = Message::from_publish(publish, topic, client_id, now);
+        let mut message = Message::from_publish(publish, topic, client_id, now);
+        // Device identity properties ride on every message the device publishes.
+        message
+            .properties
+            .user_properties
+            .extend(principal.properties.iter().cloned());
+        let explained = |packet_id, code: ReasonCode| {
+            let mut ack = explained_ack(packet_id, code, problem_info);
+            if problem_info && code.is_error() && refusal_text.is_some() {
+                ack.properties.reason_string = refusal_text.map(str::to_owned);
+            }
+            ack
+        };
 
         match (qos, packet_id) {
             (QoS::AtLeastOnce, Some(packet_id)) => {
@@ -135,10 +161,7 @@ impl Broker {
                     let matched = self.accept_message(message, now);
                     self.success_code(v5, matched)
                 };
-                self.send_explained(
-                    conn,
-                    Packet::PubAck(explained_ack(packet_id, code, problem_info)),
-                );
+                self.send_explained(conn, Packet::PubAck(explained(packet_id, code)));
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
                 let Some(session) = self.sessions.get_mut(&sid) else {
@@ -153,10 +176,7 @@ impl Broker {
                 if reserved && v5 {
                     // An error PUBREC ends the exchange: nothing to remember.
                     let code = self.refusal_code(v5, refused);
-                    self.send_explained(
-                        conn,
-                        Packet::PubRec(explained_ack(packet_id, code, problem_info)),
-                    );
+                    self.send_explained(conn, Packet::PubRec(explained(packet_id, code)));
                     return;
                 }
                 // Our Receive Maximum bounds the QoS 2 messages awaiting PUBREL (3.3.4).
@@ -395,7 +415,7 @@ pub(super) fn explained_ack(
 /// SUBACK).
 pub(super) fn error_text(code: ReasonCode) -> Option<&'static str> {
     Some(match code {
-        ReasonCode::NOT_AUTHORIZED => "topic reserved for the broker",
+        ReasonCode::NOT_AUTHORIZED => "not authorized",
         ReasonCode::PACKET_IDENTIFIER_NOT_FOUND => "packet identifier not found",
         ReasonCode::QUOTA_EXCEEDED => "subscription limit of the session reached",
         ReasonCode::TOPIC_FILTER_INVALID => "topic filter has more levels than the server allows",

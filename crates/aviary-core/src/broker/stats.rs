@@ -44,4 +44,6 @@ pub struct DropStats {
     pub reserved_topic: u64,
     /// A retained message refused because `max_retained` messages are stored.
     pub retained_quota: u64,
+    /// A client PUBLISH (or will) the authorizer denied.
+    pub not_authorized: u64,
 }

@@ -40,9 +40,6 @@ impl Broker {
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
         let mut send_retained = Vec::new();
         for (filter, options) in subscribe.filters {
-            let Some(session) = self.sessions.get_mut(&sid) else {
-                return;
-            };
             if filter.match_filter().split('/').count() > self.config.max_topic_levels {
                 reason_codes.push(if v5 {
                     ReasonCode::TOPIC_FILTER_INVALID
@@ -51,6 +48,22 @@ impl Broker {
                 });
                 continue;
             }
+            // Authorization per filter, against the current authorizer (5.0 0x87, 3.x 0x80).
+            let request = crate::authz::Request::Subscribe {
+                filter: &filter,
+                qos: options.qos,
+            };
+            if self.authorize(conn, &request) == crate::authz::Effect::Deny {
+                reason_codes.push(if v5 {
+                    ReasonCode::NOT_AUTHORIZED
+                } else {
+                    ReasonCode::UNSPECIFIED_ERROR
+                });
+                continue;
+            }
+            let Some(session) = self.sessions.get_mut(&sid) else {
+                return;
+            };
             // Replacing an existing filter does not count against the limit twice.
             let existed = session.subscriptions.contains_key(&filter);
             if !existed && session.subscriptions.len() >= self.config.max_subscriptions_per_session

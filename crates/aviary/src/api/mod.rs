@@ -15,6 +15,7 @@ pub(crate) mod keys;
 mod limits;
 mod listeners;
 mod retained;
+mod security;
 mod usage;
 
 use std::net::SocketAddr;
@@ -53,6 +54,8 @@ pub(crate) struct AppState {
     pub(crate) records: Arc<dyn Records>,
     /// Renders `/metrics`.
     pub(crate) metrics: crate::metrics::Metrics,
+    /// Users, policies, device identities, certificates.
+    pub(crate) security: Arc<crate::security::Security>,
 }
 
 /// The document's header; the paths come from the routes.
@@ -75,6 +78,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(listeners::routes())
         .merge(limits::routes())
         .merge(usage::routes())
+        .merge(security::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,

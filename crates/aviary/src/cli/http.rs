@@ -38,7 +38,11 @@ impl ApiClient {
         Self {
             url: url.trim_end_matches('/').to_owned(),
             key,
-            http: reqwest::Client::new(),
+            // reqwest is built with rustls but without a provider of its own: the ring
+            // provider is installed first (an `https://` API URL then works too).
+            http: crate::auth::http_client_builder()
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new()),
         }
     }
 

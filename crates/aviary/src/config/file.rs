@@ -31,6 +31,12 @@ pub(crate) struct FileConfig {
     pub(crate) api: ApiSection,
     /// `[limits]`: the plan's rates and retained count until changed through the API.
     pub(crate) limits: LimitsSection,
+    /// `[auth]`: authentication (see `super::security`).
+    pub(crate) auth: super::security::AuthFile,
+    /// `[authorization]`: policies (see `super::security`).
+    pub(crate) authorization: super::security::AuthorizationFile,
+    /// `[tls_listener]`: an MQTT-over-TLS listener (see `super::security`).
+    pub(crate) tls_listener: Option<super::security::TlsListenerFile>,
     /// Which keys were set from environment variables (key → variable), so that validation
     /// errors can name the variable instead of a file the value never came from.
     #[serde(skip)]
@@ -301,7 +307,18 @@ mod tests {
         assert_eq!(field_names::<LogSection>(), ["level", "format"]);
         assert_eq!(
             field_names::<FileConfig>(),
-            ["data_dir", "log", "listener", "mqtt", "store", "api", "limits"]
+            [
+                "data_dir",
+                "log",
+                "listener",
+                "mqtt",
+                "store",
+                "api",
+                "limits",
+                "auth",
+                "authorization",
+                "tls_listener"
+            ]
         );
         assert_eq!(field_names::<MqttSection>().len(), 17);
     }

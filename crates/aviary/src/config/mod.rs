@@ -7,6 +7,7 @@
 
 mod env;
 mod file;
+mod security;
 mod validate;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -16,6 +17,7 @@ use aviary_core::BrokerConfig;
 
 pub use self::env::unknown_variables;
 use self::file::FileConfig;
+pub use self::security::{SecurityConfig, TlsListenerConfig};
 
 /// The validated configuration of one broker process.
 #[derive(Clone, Debug)]
@@ -30,6 +32,8 @@ pub struct Config {
     pub mqtt: BrokerConfig,
     /// How durable state is written.
     pub store: StoreConfig,
+    /// Authentication, authorization and TLS (`[auth]`, `[authorization]`, `[tls_listener]`).
+    pub security: SecurityConfig,
     /// The management HTTP API.
     pub api: ApiConfig,
     /// The plan's rates and retained count until changed through the API (`None`: the
@@ -135,6 +139,7 @@ impl Default for Config {
                 api_key: None,
             },
             limits: LimitsConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }

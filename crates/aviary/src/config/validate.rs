@@ -120,6 +120,11 @@ pub(crate) fn validate(file: &FileConfig) -> Result<Config, ConfigError> {
         },
         api,
         limits,
+        security: super::security::validate(
+            &file.auth,
+            &file.authorization,
+            file.tls_listener.as_ref(),
+        )?,
     })
 }
 

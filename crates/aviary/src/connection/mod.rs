@@ -25,6 +25,7 @@ use tracing::debug;
 
 use self::read::read_loop;
 use self::write::write_loop;
+use crate::auth::{AuthService, PeerCertificate};
 use crate::broker_task::Event;
 use crate::outbox::outbox;
 use crate::transport::{Transport, TransportRead};
@@ -52,6 +53,12 @@ pub(crate) struct ConnectionContext {
     /// Cancelled when graceful shutdown has waited long enough: connections still open
     /// are then dropped.
     pub(crate) force_close: CancellationToken,
+    /// Authenticates CONNECT before the broker sees it; `None`: the broker accepts every
+    /// CONNECT's credentials (`handle_packet`).
+    pub(crate) auth: Option<Arc<AuthService>>,
+    /// The verified client certificate of this connection (set per connection by a TLS
+    /// listener).
+    pub(crate) certificate: Option<Arc<PeerCertificate>>,
 }
 
 /// Why the read side stopped.
@@ -104,7 +111,7 @@ pub(crate) async fn run<T: Transport>(
     let version = AtomicU8::new(NO_CONNECT_YET);
 
     let tell_closed = {
-        let reader = read_loop(&mut rd, conn, &version, &outbox, &ctx);
+        let reader = read_loop(&mut rd, (conn, peer), &version, &outbox, &ctx);
         let writer = write_loop(wr, &outbox, &version);
         tokio::pin!(reader, writer);
         tokio::select! {

@@ -1,6 +1,7 @@
 //! The read side of a connection: bytes from the socket, decoded into packets, sent to the
 //! broker task in batches.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use aviary_codec::Packet;
@@ -9,6 +10,7 @@ use bytes::BytesMut;
 use tracing::debug;
 
 use super::{version_from_level, ConnectionContext, ReadEnd, NO_CONNECT_YET};
+use crate::auth::AuthService;
 use crate::broker_task::Event;
 use crate::outbox::Outbox;
 use crate::transport::TransportRead;
@@ -26,7 +28,7 @@ const MAX_PACKETS_PER_EVENT: usize = 256;
 /// pauses while the connection's outbox is long.
 pub(super) async fn read_loop(
     rd: &mut impl TransportRead,
-    conn: ConnId,
+    (conn, peer): (ConnId, SocketAddr),
     version: &AtomicU8,
     outbox: &Outbox,
     ctx: &ConnectionContext,
@@ -64,7 +66,7 @@ pub(super) async fn read_loop(
         }
         // Boxed (one allocation per read) so the decoding state does not sit in every
         // idle connection's future.
-        if let Some(end) = Box::pin(decode_all(&mut buf, conn, version, ctx)).await {
+        if let Some(end) = Box::pin(decode_all(&mut buf, (conn, peer), version, ctx)).await {
             return end;
         }
     }
@@ -74,7 +76,7 @@ pub(super) async fn read_loop(
 /// must stop.
 async fn decode_all(
     buf: &mut BytesMut,
-    conn: ConnId,
+    (conn, peer): (ConnId, SocketAddr),
     version: &AtomicU8,
     ctx: &ConnectionContext,
 ) -> Option<ReadEnd> {
@@ -83,16 +85,42 @@ async fn decode_all(
         let current = version_from_level(version.load(Ordering::Acquire));
         match aviary_codec::decode(buf, current, ctx.max_packet_size.load(Ordering::Relaxed)) {
             Ok(Some(packet)) => {
+                let mut first_connect = false;
                 if let Packet::Connect(connect) = &packet {
                     // Stored before the broker sees the CONNECT, so its CONNACK is encoded
                     // in the client's version. Only the first CONNECT fixes the version; a
                     // second one is a protocol error the broker answers [MQTT-3.1.0-2].
-                    let _ = version.compare_exchange(
-                        NO_CONNECT_YET,
-                        connect.protocol.level(),
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    );
+                    first_connect = version
+                        .compare_exchange(
+                            NO_CONNECT_YET,
+                            connect.protocol.level(),
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        )
+                        .is_ok();
+                }
+                if let (Packet::Connect(connect), Some(auth), true) =
+                    (&packet, &ctx.auth, first_connect)
+                {
+                    // Authenticated here, off the broker task; what follows the CONNECT
+                    // waits, so the broker sees it after the outcome.
+                    let request = AuthService::request(connect, peer, ctx.certificate.clone());
+                    let batch = std::mem::take(&mut packets);
+                    if send_packets(conn, batch, ctx).await.is_err() {
+                        return Some(ReadEnd::BrokerGone);
+                    }
+                    let outcome = auth.authenticate(&request).await;
+                    if let Packet::Connect(connect) = packet {
+                        let event = Event::Connect {
+                            conn,
+                            connect,
+                            outcome,
+                        };
+                        if ctx.events.send(event).await.is_err() {
+                            return Some(ReadEnd::BrokerGone);
+                        }
+                    }
+                    continue;
                 }
                 packets.push(packet);
                 if packets.len() == MAX_PACKETS_PER_EVENT {

@@ -32,6 +32,8 @@ async fn harness() -> Harness {
             &crate::limits::PlanLimits::defaults(&aviary_core::BrokerConfig::default()),
         )),
         force_close: CancellationToken::new(),
+        auth: None,
+        certificate: None,
     };
     let task = tokio::spawn(run(server, ConnId(7), peer, ctx));
     let Some(Event::Open { conn, outbox, .. }) = events.recv().await else {
@@ -208,6 +210,8 @@ async fn connection_future_stays_small() {
             &crate::limits::PlanLimits::defaults(&aviary_core::BrokerConfig::default()),
         )),
         force_close: CancellationToken::new(),
+        auth: None,
+        certificate: None,
     };
     let peer = listener.local_addr().unwrap();
     let future = run(stream, ConnId(1), peer, ctx);

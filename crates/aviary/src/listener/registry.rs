@@ -394,6 +394,8 @@ mod tests {
             rates: Arc::new(crate::rates::Rates::new(&limits)),
             listener_off: CancellationToken::new(),
             force_close: CancellationToken::new(),
+            auth: None,
+            certificate: None,
         };
         let shared = AcceptShared {
             tracker: TaskTracker::new(),

@@ -11,6 +11,9 @@ fn kind(kind: Kind) -> RecordKind {
         Kind::ApiKey => RecordKind::ApiKey,
         Kind::Listener => RecordKind::Listener,
         Kind::PlanLimits => RecordKind::PlanLimits,
+        Kind::User => RecordKind::User,
+        Kind::AuthorizationPolicy => RecordKind::Policy,
+        Kind::DeviceIdentity => RecordKind::DeviceIdentity,
     }
 }
 

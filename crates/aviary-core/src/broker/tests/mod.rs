@@ -3,6 +3,7 @@
 //! exactly Y". Test names cite the spec rule they pin where there is one.
 
 mod admin;
+mod authz;
 mod chaos;
 mod connect;
 mod events;

@@ -1,0 +1,142 @@
+//! `/api/v1/authorization-policies` and the read-only `/api/v1/authenticators`.
+
+// The resource modules share the parent's imports.
+use super::*;
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_policies, create_policy))
+        .routes(routes!(get_policy, replace_policy, delete_policy))
+        .routes(routes!(authenticators))
+}
+
+fn policy_error(e: PolicyError) -> ApiError {
+    match e {
+        PolicyError::NotFound(_) => ApiError::not_found(e.to_string()),
+        PolicyError::Exists(_) | PolicyError::TooMany => ApiError::conflict(e.to_string()),
+        PolicyError::BadId => ApiError::invalid("id", e),
+        PolicyError::NoAction | PolicyError::BadAction(_) => ApiError::invalid("actions", e),
+        PolicyError::BadEffect(_) => ApiError::invalid("effect", e),
+        PolicyError::BadQos => ApiError::invalid("qos", e),
+        PolicyError::Pattern(p) => ApiError::invalid("resources", p),
+    }
+}
+
+/// List the policies in evaluation order.
+#[utoipa::path(get, path = "/api/v1/authorization-policies", tag = "security",
+    responses((status = 200, body = [PolicyDoc]), (status = 401, body = ErrorBody)))]
+async fn list_policies(State(state): State<AppState>) -> Json<Vec<PolicyDoc>> {
+    Json(state.security.policies.list())
+}
+
+/// Create a policy; it applies to open connections at once.
+#[utoipa::path(post, path = "/api/v1/authorization-policies", tag = "security",
+    request_body = PolicyDoc,
+    responses((status = 201, body = PolicyDoc), (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn create_policy(
+    State(state): State<AppState>,
+    Json(doc): Json<PolicyDoc>,
+) -> Result<(StatusCode, Json<PolicyDoc>), ApiError> {
+    state
+        .security
+        .policies
+        .create(doc.clone())
+        .map_err(policy_error)?;
+    records::put(
+        &*state.records,
+        RecordKind::AuthorizationPolicy,
+        &doc.id,
+        &doc,
+    )?;
+    Ok((StatusCode::CREATED, Json(doc)))
+}
+
+/// Read a policy.
+#[utoipa::path(get, path = "/api/v1/authorization-policies/{id}", tag = "security",
+    params(("id" = String, Path)),
+    responses((status = 200, body = PolicyDoc), (status = 404, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+async fn get_policy(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<PolicyDoc>, ApiError> {
+    state
+        .security
+        .policies
+        .get(&id)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no policy {id:?}")))
+}
+
+/// Replace a policy (the body's id must be the path's).
+#[utoipa::path(put, path = "/api/v1/authorization-policies/{id}", tag = "security",
+    params(("id" = String, Path)), request_body = PolicyDoc,
+    responses((status = 200, body = PolicyDoc), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn replace_policy(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(doc): Json<PolicyDoc>,
+) -> Result<Json<PolicyDoc>, ApiError> {
+    if doc.id != id {
+        return Err(ApiError::invalid("id", "must equal the id in the path"));
+    }
+    state
+        .security
+        .policies
+        .replace(doc.clone())
+        .map_err(policy_error)?;
+    records::put(
+        &*state.records,
+        RecordKind::AuthorizationPolicy,
+        &doc.id,
+        &doc,
+    )?;
+    Ok(Json(doc))
+}
+
+/// Delete a policy.
+#[utoipa::path(delete, path = "/api/v1/authorization-policies/{id}", tag = "security",
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn delete_policy(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.security.policies.delete(&id).map_err(policy_error)?;
+    state.records.delete(RecordKind::AuthorizationPolicy, &id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The authentication chain as configured (read-only: it comes from the config file).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Authenticators {
+    /// Authenticators in the order they are tried (a TLS client certificate comes first).
+    order: Vec<String>,
+    /// Whether clients no authenticator claims may connect right now.
+    anonymous_allowed: bool,
+    users: usize,
+    device_identities: usize,
+    jwt_configured: bool,
+    http_configured: bool,
+}
+
+/// The authentication chain.
+#[utoipa::path(get, path = "/api/v1/authenticators", tag = "security",
+    responses((status = 200, body = Authenticators), (status = 401, body = ErrorBody)))]
+async fn authenticators(State(state): State<AppState>) -> Json<Authenticators> {
+    let auth = &state.security.auth;
+    Json(Authenticators {
+        order: auth
+            .order()
+            .iter()
+            .map(|k| format!("{k:?}").to_lowercase())
+            .collect(),
+        anonymous_allowed: auth.anonymous_allowed(),
+        users: auth.users.list().len(),
+        device_identities: auth.devices.list().len(),
+        jwt_configured: auth.jwt.is_some(),
+        http_configured: auth.http.is_some(),
+    })
+}

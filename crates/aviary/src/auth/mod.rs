@@ -1,0 +1,301 @@
+//! Authentication in the shell, and the live authorization policies.
+//!
+//! The connection task decodes a CONNECT, asks [`AuthService::authenticate`] (which may
+//! wait: argon2 on the blocking pool, an HTTP call, a slowed-down retry), and hands the
+//! CONNECT together with the [`Authentication`] outcome to the broker task, which calls
+//! `Broker::handle_connect_authenticated`. The core never waits and never does I/O; the
+//! refusal codes (0x86/0x87/0x88, 3.x 4/5/3) are decided by the core from the outcome.
+//!
+//! Authenticators are tried in the configured order. Each one either claims the CONNECT
+//! (accepts or refuses it) or skips it (not its kind of credentials: an unknown username,
+//! a client id that is no device). When every one skips, anonymous access decides.
+//!
+//! * `users` — built-in users (argon2id);
+//! * `devices` — device identities and their HMAC access tokens;
+//! * `failures` — slowing down repeated failures per address and client id;
+//! * `policies` — the authorization policy set, swapped atomically on every change.
+
+pub mod devices;
+mod failures;
+pub mod http;
+pub mod jwt;
+pub mod policies;
+pub mod users;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use aviary_codec::Connect;
+use aviary_core::authz::{AuthRefusal, Authentication, Principal};
+use bytes::Bytes;
+use tracing::debug;
+
+pub use devices::{DeviceIdentity, DeviceRegistry, DeviceSpec};
+pub use failures::FailureTracker;
+pub use http::{HttpAuthenticator, HttpMethod, HttpSettings};
+pub use jwt::{JwtAuthenticator, JwtKeys, JwtSettings, TokenField};
+pub use policies::PolicyStore;
+pub use users::{Secret, User, UserRegistry};
+
+/// What authentication looks at: the CONNECT's credentials and the transport's facts.
+#[derive(Clone)]
+pub struct AuthRequest {
+    /// As in CONNECT (may be empty: the broker then assigns one).
+    pub client_id: String,
+    pub username: Option<String>,
+    /// Never logged (see the `Debug` impl).
+    pub password: Option<Bytes>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The verified client certificate (TLS listeners with client certificates).
+    pub certificate: Option<Arc<PeerCertificate>>,
+}
+
+impl std::fmt::Debug for AuthRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthRequest")
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("peer", &self.peer)
+            .field("certificate", &self.certificate)
+            .finish()
+    }
+}
+
+/// A client certificate that passed the TLS verifier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerCertificate {
+    /// The subject's common name.
+    pub common_name: Option<String>,
+    /// Serial number, lower-case hex without separators.
+    pub serial: String,
+    /// The client id the certificate is bound to (its CN unless mapped explicitly);
+    /// `None` in plain mutual TLS, where any client id may be used.
+    pub bound_client_id: Option<String>,
+}
+
+/// One authenticator's answer.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Accepted: this is who the connection is.
+    Accept(Principal),
+    /// Claimed and refused.
+    Refuse(AuthRefusal),
+    /// Not this authenticator's kind of credentials: try the next.
+    Skip,
+}
+
+/// The authenticators, in the order they can be configured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthenticatorKind {
+    /// Built-in users.
+    Users,
+    /// Device identities (access tokens).
+    Devices,
+    /// JWT (when `[auth.jwt]` is configured).
+    Jwt,
+    /// The HTTP authentication service (when `[auth.http]` is configured).
+    Http,
+}
+
+/// When clients without credentials any authenticator claims may connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Anonymous {
+    /// Allowed only while no user, device or other authenticator exists (the default:
+    /// a fresh `aviary` accepts everybody; the first user switches anonymous access off).
+    Auto,
+    Allow,
+    Deny,
+}
+
+/// Validated `[auth]` settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthSettings {
+    pub anonymous: Anonymous,
+    /// Authenticators tried in this order (a client certificate always comes first).
+    pub order: Vec<AuthenticatorKind>,
+    /// `[auth.jwt]`, if configured.
+    pub jwt: Option<JwtSettings>,
+    /// `[auth.http]`, if configured.
+    pub http: Option<HttpSettings>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            anonymous: Anonymous::Auto,
+            order: vec![
+                AuthenticatorKind::Devices,
+                AuthenticatorKind::Users,
+                AuthenticatorKind::Jwt,
+                AuthenticatorKind::Http,
+            ],
+            jwt: None,
+            http: None,
+        }
+    }
+}
+
+/// An HTTP client builder using rustls with ring (reqwest is built without a provider of
+/// its own, so the ring provider is installed as the process default once).
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    install_crypto_provider();
+    reqwest::Client::builder()
+}
+
+/// Installs rustls' ring provider as the process default (once; `start` calls it, so any
+/// HTTP client built after a server started works, as does one built here).
+pub fn install_crypto_provider() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        // Fails only if another provider was installed first, which then serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Authentication for every listener of a server.
+#[derive(Debug)]
+pub struct AuthService {
+    settings: AuthSettings,
+    pub users: Arc<UserRegistry>,
+    pub devices: Arc<DeviceRegistry>,
+    /// JWT, if configured.
+    pub jwt: Option<Arc<JwtAuthenticator>>,
+    /// The HTTP service, if configured.
+    pub http: Option<Arc<HttpAuthenticator>>,
+    failures: FailureTracker,
+}
+
+impl AuthService {
+    pub fn new(settings: AuthSettings) -> anyhow::Result<Self> {
+        let jwt = settings
+            .jwt
+            .clone()
+            .map(JwtAuthenticator::new)
+            .transpose()?
+            .map(Arc::new);
+        let http = settings
+            .http
+            .clone()
+            .map(HttpAuthenticator::new)
+            .transpose()?
+            .map(Arc::new);
+        Ok(Self {
+            settings,
+            users: Arc::default(),
+            devices: Arc::default(),
+            jwt,
+            http,
+            failures: FailureTracker::default(),
+        })
+    }
+
+    /// The request for a decoded CONNECT.
+    pub fn request(
+        connect: &Connect,
+        peer: SocketAddr,
+        certificate: Option<Arc<PeerCertificate>>,
+    ) -> AuthRequest {
+        AuthRequest {
+            client_id: connect.client_id.clone(),
+            username: connect.username.clone(),
+            password: connect.password.clone(),
+            peer,
+            certificate,
+        }
+    }
+
+    /// Authenticates one CONNECT; may wait (slowed-down retries, argon2, HTTP).
+    pub async fn authenticate(&self, request: &AuthRequest) -> Authentication {
+        let delay = self.failures.delay(request.peer.ip(), &request.client_id);
+        if !delay.is_zero() {
+            debug!(peer = %request.peer, ?delay, "slowing down a client after failures");
+            tokio::time::sleep(delay).await;
+        }
+        match self.decide(request).await {
+            Ok(principal) => {
+                self.failures.success(&request.client_id);
+                Authentication::Accepted(Arc::new(principal))
+            }
+            Err(refusal) => {
+                if refusal != AuthRefusal::ServerUnavailable {
+                    self.failures.failure(request.peer.ip(), &request.client_id);
+                }
+                debug!(client_id = %request.client_id, peer = %request.peer, ?refusal, "authentication refused");
+                Authentication::Refused(refusal)
+            }
+        }
+    }
+
+    /// The chain: certificate, then the configured order, then anonymous access.
+    async fn decide(&self, request: &AuthRequest) -> Result<Principal, AuthRefusal> {
+        if let Some(cert) = &request.certificate {
+            // A verified certificate bound to a client id authenticates that client id
+            // only: a device cannot connect as another one.
+            if let Some(bound) = &cert.bound_client_id {
+                if *bound != request.client_id {
+                    return Err(AuthRefusal::NotAuthorized);
+                }
+            }
+            return Ok(Principal {
+                username: request.username.as_deref().map(Into::into),
+                certificate_cn: cert.common_name.as_deref().map(Into::into),
+                authenticator: "certificate".into(),
+                ..Principal::default()
+            });
+        }
+        for kind in &self.settings.order {
+            let verdict = match kind {
+                AuthenticatorKind::Users => self.users.authenticate(request).await,
+                AuthenticatorKind::Devices => self.devices.authenticate(request, SystemTime::now()),
+                AuthenticatorKind::Jwt => match &self.jwt {
+                    Some(jwt) => jwt.authenticate(request),
+                    None => Verdict::Skip,
+                },
+                AuthenticatorKind::Http => match &self.http {
+                    Some(http) => http.authenticate(request).await,
+                    None => Verdict::Skip,
+                },
+            };
+            match verdict {
+                Verdict::Accept(principal) => return Ok(principal),
+                Verdict::Refuse(refusal) => return Err(refusal),
+                Verdict::Skip => {}
+            }
+        }
+        if self.anonymous_allowed() {
+            return Ok(Principal {
+                username: request.username.as_deref().map(Into::into),
+                authenticator: "anonymous".into(),
+                ..Principal::default()
+            });
+        }
+        // Credentials nobody recognised are bad credentials; none at all is not authorized.
+        if request.username.is_some() || request.password.is_some() {
+            Err(AuthRefusal::BadCredentials)
+        } else {
+            Err(AuthRefusal::NotAuthorized)
+        }
+    }
+
+    /// The configured order of authenticators.
+    pub fn order(&self) -> &[AuthenticatorKind] {
+        &self.settings.order
+    }
+
+    /// Whether clients no authenticator claims may connect, now.
+    pub fn anonymous_allowed(&self) -> bool {
+        match self.settings.anonymous {
+            Anonymous::Allow => true,
+            Anonymous::Deny => false,
+            Anonymous::Auto => {
+                self.users.is_empty()
+                    && self.devices.is_empty()
+                    && self.jwt.is_none()
+                    && self.http.is_none()
+            }
+        }
+    }
+}

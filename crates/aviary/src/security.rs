@@ -1,0 +1,156 @@
+//! The security state of a running server, in one place for the management side:
+//! authentication ([`AuthService`]: users, device identities) and the live authorization
+//! policies ([`PolicyStore`]). Every registry here is safe to change while clients are
+//! connected; changes apply to open connections.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::auth::policies::PolicyDoc;
+use crate::auth::{AuthService, PolicyStore};
+use crate::auth::{DeviceIdentity, DeviceSpec, Secret, User};
+use crate::config::SecurityConfig;
+use crate::records::{self, RecordKind, Records};
+use crate::tls::{CaOptions, CertificateRegistry, TlsAcceptorHandle};
+
+/// Everything security-related a management API needs.
+#[derive(Debug)]
+pub struct Security {
+    /// Authenticates CONNECTs; holds users and device identities.
+    pub auth: Arc<AuthService>,
+    /// The authorization policies the broker consults.
+    pub policies: Arc<PolicyStore>,
+    /// CAs, CRLs and device certificates (TLS listeners with client certificates).
+    pub certificates: Arc<CertificateRegistry>,
+    /// The TLS listener's acceptor (replace the server certificate at runtime), if any.
+    pub tls: Option<Arc<TlsAcceptorHandle>>,
+}
+
+impl Security {
+    /// Builds the registries from the stored records (what the API created), then adds
+    /// the users and policies of the configuration that are not stored already.
+    pub(crate) fn load(config: &SecurityConfig, records: &dyn Records) -> anyhow::Result<Self> {
+        let auth = Arc::new(AuthService::new(config.auth.clone())?);
+        let stored_users: Vec<(String, User)> =
+            records::list(records, RecordKind::User).context("cannot load the users")?;
+        for (_, user) in stored_users {
+            auth.users
+                .create(
+                    &user.username,
+                    Secret::Hash(user.password_hash),
+                    user.enabled,
+                )
+                .with_context(|| format!("stored user {:?}", user.username))?;
+        }
+        for (username, secret) in &config.users {
+            if auth.users.get(username).is_none() {
+                auth.users
+                    .create(username, secret.clone(), true)
+                    .with_context(|| format!("auth.users: user {username:?}"))?;
+            }
+        }
+        let stored_devices: Vec<(String, DeviceIdentity)> =
+            records::list(records, RecordKind::DeviceIdentity)
+                .context("cannot load the device identities")?;
+        for (_, device) in stored_devices {
+            let spec = DeviceSpec {
+                enabled: Some(device.enabled),
+                primary_key: Some(device.primary_key),
+                secondary_key: Some(device.secondary_key),
+                properties: Some(device.properties),
+            };
+            auth.devices
+                .create(&device.device_id, spec)
+                .with_context(|| format!("stored device {:?}", device.device_id))?;
+        }
+        let policies = Arc::new(PolicyStore::new(config.default_effect));
+        let stored_policies: Vec<(String, PolicyDoc)> =
+            records::list(records, RecordKind::AuthorizationPolicy)
+                .context("cannot load the authorization policies")?;
+        for (_, doc) in stored_policies {
+            policies
+                .create(doc.clone())
+                .with_context(|| format!("stored policy {:?}", doc.id))?;
+        }
+        for doc in &config.policies {
+            if policies.get(&doc.id).is_none() {
+                policies
+                    .create(doc.clone())
+                    .with_context(|| format!("authorization.policies: {:?}", doc.id))?;
+            }
+        }
+        let certificates = Arc::new(CertificateRegistry::default());
+        let tls = match &config.tls_listener {
+            None => None,
+            Some(tls) => {
+                for path in &tls.ca {
+                    let pem = std::fs::read(path).with_context(|| {
+                        format!("tls_listener.ca: cannot read {}", path.display())
+                    })?;
+                    certificates
+                        .register_ca_trusted(&pem, CaOptions::default())
+                        .with_context(|| format!("tls_listener.ca: {}", path.display()))?;
+                }
+                let cert = std::fs::read(&tls.cert).with_context(|| {
+                    format!("tls_listener.cert: cannot read {}", tls.cert.display())
+                })?;
+                let key = std::fs::read(&tls.key).with_context(|| {
+                    format!("tls_listener.key: cannot read {}", tls.key.display())
+                })?;
+                Some(Arc::new(
+                    TlsAcceptorHandle::new(tls.mode, &cert, &key, certificates.clone())
+                        .context("tls_listener")?,
+                ))
+            }
+        };
+        Ok(Self {
+            auth,
+            policies,
+            certificates,
+            tls,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::MemoryRecords;
+
+    #[test]
+    fn stored_users_devices_and_policies_come_back() {
+        let records = MemoryRecords::default();
+        let first = Security::load(&SecurityConfig::default(), &records).unwrap();
+        let user = first
+            .auth
+            .users
+            .create("alice", Secret::Password("pw".into()), false)
+            .unwrap();
+        records::put(&records, RecordKind::User, "alice", &user).unwrap();
+        let device = first
+            .auth
+            .devices
+            .create("d1", DeviceSpec::default())
+            .unwrap();
+        records::put(&records, RecordKind::DeviceIdentity, "d1", &device).unwrap();
+        let doc = PolicyDoc {
+            id: "p".into(),
+            priority: 3,
+            effect: "deny".into(),
+            actions: vec!["publish".into()],
+            resources: vec!["x/#".into()],
+            client_ids: vec![],
+            usernames: vec![],
+            source_cidrs: vec![],
+            qos: vec![],
+            retain: None,
+        };
+        records::put(&records, RecordKind::AuthorizationPolicy, "p", &doc).unwrap();
+
+        let again = Security::load(&SecurityConfig::default(), &records).unwrap();
+        assert_eq!(again.auth.users.get("alice"), Some(user));
+        assert_eq!(again.auth.devices.get("d1"), Some(device));
+        assert_eq!(again.policies.get("p"), Some(doc));
+    }
+}

@@ -1,0 +1,648 @@
+//! The certificate registry: customer CAs (registered with proof of possession, up to
+//! [`MAX_CAS`]), their CRLs, and device certificates with a status each. The TLS verifier
+//! reads it synchronously during handshakes; a status change also closes the live
+//! connections that use the certificate (through their revocation tokens) at once.
+//!
+//! Locks: one `std::sync::Mutex` around the whole state, held for map operations only (never
+//! across an await). Handshakes are rare compared to messages, so contention is not a
+//! concern; the broker's message path never touches this.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+use ring::rand::{SecureRandom, SystemRandom};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
+use tokio_util::sync::CancellationToken;
+use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::revocation_list::CertificateRevocationList;
+
+/// Most CA certificates.
+pub const MAX_CAS: usize = 32;
+
+/// A CA's status: only active CAs' certificates can connect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CaStatus {
+    Active,
+    Inactive,
+}
+
+/// A device certificate's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CertStatus {
+    Active,
+    Inactive,
+    Revoked,
+    PendingActivation,
+}
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegistryError {
+    #[error("not a PEM or DER certificate")]
+    BadCertificate,
+    #[error("not a CA certificate (basicConstraints CA:true required)")]
+    NotCa,
+    #[error("the verification certificate's common name is not the current registration code")]
+    WrongCode,
+    #[error("the verification certificate is not signed by this CA")]
+    NotSignedByCa,
+    #[error("at most {MAX_CAS} CA certificates")]
+    TooManyCas,
+    #[error("CA {0} already registered")]
+    CaExists(String),
+    #[error("no CA {0}")]
+    NoCa(String),
+    #[error("an active CA cannot be deleted; deactivate it first")]
+    CaActive,
+    #[error("the certificate is not issued by a registered CA")]
+    UnknownIssuer,
+    #[error("certificate with serial {0} already registered")]
+    CertExists(String),
+    #[error("no certificate with serial {0}")]
+    NoCert(String),
+    #[error("not a CRL, or not signed by this CA")]
+    BadCrl,
+    #[error("cannot generate a registration code")]
+    Random,
+}
+
+/// A registered CA as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CaInfo {
+    /// SHA-256 fingerprint of the CA certificate, hex.
+    pub id: String,
+    pub subject: String,
+    pub status: CaStatus,
+    /// Just-in-time registration of unknown device certificates it issued.
+    pub auto_register: bool,
+    /// JITP certificates start ACTIVE instead of PENDING_ACTIVATION.
+    pub auto_activate: bool,
+    /// Serials revoked by its imported CRL.
+    pub crl_revoked: usize,
+}
+
+/// Options when registering a CA.
+#[derive(Clone, Copy, Debug, Default, serde::Deserialize)]
+pub struct CaOptions {
+    /// Start active (default true).
+    pub activate: Option<bool>,
+    pub auto_register: Option<bool>,
+    pub auto_activate: Option<bool>,
+}
+
+/// A registered device certificate as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceCertInfo {
+    /// Lower-case hex, no separators, no leading zero bytes.
+    pub serial: String,
+    /// The client id the certificate may connect as.
+    pub client_id: String,
+    /// The issuing CA's id.
+    pub ca_id: String,
+    pub status: CertStatus,
+    pub subject: String,
+}
+
+/// Filters for listing device certificates.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct CertFilter {
+    pub client_id: Option<String>,
+    pub ca_id: Option<String>,
+    pub serial: Option<String>,
+    pub status: Option<CertStatus>,
+}
+
+/// What the verifier learns about a presented device certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// May connect, bound to this client id.
+    Allowed {
+        serial: String,
+        ca_id: String,
+        /// The bound client id (per-device mode), else `None`.
+        client_id: Option<String>,
+        common_name: Option<String>,
+    },
+    /// Refused (the reason, for the log).
+    Refused(&'static str),
+}
+
+struct Ca {
+    der: CertificateDer<'static>,
+    info: CaInfo,
+    /// Imported CRL (DER) and its revoked serials.
+    crl: Option<(CertificateRevocationListDer<'static>, HashSet<String>)>,
+}
+
+struct DeviceCert {
+    info: DeviceCertInfo,
+}
+
+#[derive(Default)]
+struct State {
+    cas: BTreeMap<String, Ca>,
+    certs: BTreeMap<String, DeviceCert>,
+    /// The current registration code (generated on first request).
+    code: Option<String>,
+    /// Live connections that use a client certificate, by a registry-chosen id.
+    live: HashMap<u64, LiveConn>,
+    /// Counter behind `live` ids.
+    next_live: u64,
+}
+
+/// A live connection using a client certificate.
+struct LiveConn {
+    serial: String,
+    ca_id: String,
+    /// Cancelled to close the connection.
+    token: CancellationToken,
+}
+
+/// The registry. Changes call `on_change` (the TLS acceptor rebuilds its configuration
+/// when the set of active CAs or CRLs changes).
+#[derive(Default)]
+pub struct CertificateRegistry {
+    state: Mutex<State>,
+    /// Bumped on every change of CAs or CRLs, so the acceptor knows to rebuild.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for CertificateRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("CertificateRegistry")
+            .field("cas", &state.cas.len())
+            .field("certs", &state.certs.len())
+            .finish()
+    }
+}
+
+/// Parses one certificate from PEM (first block) or DER.
+pub fn parse_cert(bytes: &[u8]) -> Result<CertificateDer<'static>, RegistryError> {
+    if let Ok(der) = CertificateDer::from_pem_slice(bytes) {
+        return Ok(der);
+    }
+    X509Certificate::from_der(bytes).map_err(|_| RegistryError::BadCertificate)?;
+    Ok(CertificateDer::from(bytes.to_vec()))
+}
+
+/// Lower-case hex of a serial without leading zero bytes.
+pub fn serial_hex(raw: &[u8]) -> String {
+    let trimmed: &[u8] = match raw.iter().position(|b| *b != 0) {
+        Some(i) => &raw[i..],
+        None => &raw[raw.len().saturating_sub(1)..],
+    };
+    trimmed.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn fingerprint(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn common_name(cert: &X509Certificate<'_>) -> Option<String> {
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned)
+}
+
+impl CertificateRegistry {
+    /// The registration code a CA's verification certificate must carry as its CN.
+    pub fn registration_code(&self) -> Result<String, RegistryError> {
+        let mut state = self.lock();
+        if let Some(code) = &state.code {
+            return Ok(code.clone());
+        }
+        let mut bytes = [0u8; 16];
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| RegistryError::Random)?;
+        let code: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        state.code = Some(code.clone());
+        Ok(code)
+    }
+
+    /// Registers a CA with proof of possession: `verification` must be signed by the CA and
+    /// have the current registration code as its common name.
+    pub fn register_ca(
+        &self,
+        ca_pem: &[u8],
+        verification_pem: &[u8],
+        options: CaOptions,
+    ) -> Result<CaInfo, RegistryError> {
+        let code = self.registration_code()?;
+        let der = parse_cert(ca_pem)?;
+        let (_, ca) = X509Certificate::from_der(&der).map_err(|_| RegistryError::BadCertificate)?;
+        if !ca.is_ca() {
+            return Err(RegistryError::NotCa);
+        }
+        let vder = parse_cert(verification_pem)?;
+        let (_, verification) =
+            X509Certificate::from_der(&vder).map_err(|_| RegistryError::BadCertificate)?;
+        if common_name(&verification).as_deref() != Some(code.as_str()) {
+            return Err(RegistryError::WrongCode);
+        }
+        verification
+            .verify_signature(Some(ca.public_key()))
+            .map_err(|_| RegistryError::NotSignedByCa)?;
+        self.insert_ca(der.clone(), &ca, options)
+    }
+
+    /// Registers a CA without proof of possession (configuration file: the operator put
+    /// it there).
+    pub fn register_ca_trusted(
+        &self,
+        ca_pem: &[u8],
+        options: CaOptions,
+    ) -> Result<CaInfo, RegistryError> {
+        let der = parse_cert(ca_pem)?;
+        let (_, ca) = X509Certificate::from_der(&der).map_err(|_| RegistryError::BadCertificate)?;
+        if !ca.is_ca() {
+            return Err(RegistryError::NotCa);
+        }
+        self.insert_ca(der.clone(), &ca, options)
+    }
+
+    fn insert_ca(
+        &self,
+        der: CertificateDer<'static>,
+        ca: &X509Certificate<'_>,
+        options: CaOptions,
+    ) -> Result<CaInfo, RegistryError> {
+        let id = fingerprint(&der);
+        let info = CaInfo {
+            id: id.clone(),
+            subject: ca.subject().to_string(),
+            status: if options.activate.unwrap_or(true) {
+                CaStatus::Active
+            } else {
+                CaStatus::Inactive
+            },
+            auto_register: options.auto_register.unwrap_or(false),
+            auto_activate: options.auto_activate.unwrap_or(false),
+            crl_revoked: 0,
+        };
+        let mut state = self.lock();
+        if state.cas.contains_key(&id) {
+            return Err(RegistryError::CaExists(id));
+        }
+        if state.cas.len() >= MAX_CAS {
+            return Err(RegistryError::TooManyCas);
+        }
+        state.cas.insert(
+            id,
+            Ca {
+                der,
+                info: info.clone(),
+                crl: None,
+            },
+        );
+        // A new registration code for the next CA (a code proves possession once).
+        state.code = None;
+        drop(state);
+        self.bump();
+        Ok(info)
+    }
+
+    pub fn list_cas(&self) -> Vec<CaInfo> {
+        self.lock().cas.values().map(|c| c.info.clone()).collect()
+    }
+
+    pub fn ca(&self, id: &str) -> Option<CaInfo> {
+        self.lock().cas.get(id).map(|c| c.info.clone())
+    }
+
+    /// Activates or deactivates a CA. Deactivating closes every live connection whose
+    /// certificate it issued.
+    pub fn set_ca_status(&self, id: &str, status: CaStatus) -> Result<CaInfo, RegistryError> {
+        let mut state = self.lock();
+        let ca = state
+            .cas
+            .get_mut(id)
+            .ok_or_else(|| RegistryError::NoCa(id.to_owned()))?;
+        ca.info.status = status;
+        let info = ca.info.clone();
+        if status == CaStatus::Inactive {
+            state.close_where(|c| c.ca_id == id);
+        }
+        drop(state);
+        self.bump();
+        Ok(info)
+    }
+
+    pub fn delete_ca(&self, id: &str) -> Result<(), RegistryError> {
+        let mut state = self.lock();
+        match state.cas.get(id) {
+            None => return Err(RegistryError::NoCa(id.to_owned())),
+            Some(ca) if ca.info.status == CaStatus::Active => return Err(RegistryError::CaActive),
+            Some(_) => {}
+        }
+        state.cas.remove(id);
+        drop(state);
+        self.bump();
+        Ok(())
+    }
+
+    /// Imports a CRL for a CA (PEM or DER, signed by that CA): its serials become REVOKED
+    /// (registered or not) and live connections using them are closed.
+    pub fn import_crl(&self, ca_id: &str, crl: &[u8]) -> Result<usize, RegistryError> {
+        let der = match CertificateRevocationListDer::from_pem_slice(crl) {
+            Ok(der) => der,
+            Err(_) => CertificateRevocationListDer::from(crl.to_vec()),
+        };
+        let mut state = self.lock();
+        let ca = state
+            .cas
+            .get_mut(ca_id)
+            .ok_or_else(|| RegistryError::NoCa(ca_id.to_owned()))?;
+        let revoked: HashSet<String> = {
+            let (_, parsed) =
+                CertificateRevocationList::from_der(&der).map_err(|_| RegistryError::BadCrl)?;
+            let (_, ca_cert) =
+                X509Certificate::from_der(&ca.der).map_err(|_| RegistryError::BadCrl)?;
+            parsed
+                .verify_signature(ca_cert.public_key())
+                .map_err(|_| RegistryError::BadCrl)?;
+            parsed
+                .iter_revoked_certificates()
+                .map(|r| serial_hex(r.raw_serial()))
+                .collect()
+        };
+        let count = revoked.len();
+        ca.info.crl_revoked = count;
+        ca.crl = Some((der, revoked.clone()));
+        for serial in &revoked {
+            if let Some(cert) = state.certs.get_mut(serial) {
+                if cert.info.ca_id == ca_id {
+                    cert.info.status = CertStatus::Revoked;
+                }
+            }
+        }
+        state.close_where(|c| c.ca_id == ca_id && revoked.contains(&c.serial));
+        drop(state);
+        self.bump();
+        Ok(count)
+    }
+
+    /// Registers a device certificate issued by a registered CA, bound to `client_id` (or
+    /// its CN).
+    pub fn register_cert(
+        &self,
+        cert_pem: &[u8],
+        client_id: Option<String>,
+        status: CertStatus,
+    ) -> Result<DeviceCertInfo, RegistryError> {
+        let der = parse_cert(cert_pem)?;
+        let (_, cert) =
+            X509Certificate::from_der(&der).map_err(|_| RegistryError::BadCertificate)?;
+        let mut state = self.lock();
+        let ca_id = state.issuer_of(&cert).ok_or(RegistryError::UnknownIssuer)?;
+        let info = DeviceCertInfo {
+            serial: serial_hex(cert.raw_serial()),
+            client_id: client_id.or_else(|| common_name(&cert)).unwrap_or_default(),
+            ca_id,
+            status,
+            subject: cert.subject().to_string(),
+        };
+        if state.certs.contains_key(&info.serial) {
+            return Err(RegistryError::CertExists(info.serial));
+        }
+        state
+            .certs
+            .insert(info.serial.clone(), DeviceCert { info: info.clone() });
+        Ok(info)
+    }
+
+    /// Changes a device certificate's status; anything but ACTIVE closes its live
+    /// connections at once.
+    pub fn set_cert_status(
+        &self,
+        serial: &str,
+        status: CertStatus,
+    ) -> Result<DeviceCertInfo, RegistryError> {
+        let mut state = self.lock();
+        let cert = state
+            .certs
+            .get_mut(serial)
+            .ok_or_else(|| RegistryError::NoCert(serial.to_owned()))?;
+        cert.info.status = status;
+        let info = cert.info.clone();
+        if status != CertStatus::Active {
+            state.close_where(|c| c.serial == serial);
+        }
+        Ok(info)
+    }
+
+    /// Changes the client id a certificate is bound to (new connections only).
+    pub fn set_cert_client_id(
+        &self,
+        serial: &str,
+        client_id: String,
+    ) -> Result<DeviceCertInfo, RegistryError> {
+        let mut state = self.lock();
+        let cert = state
+            .certs
+            .get_mut(serial)
+            .ok_or_else(|| RegistryError::NoCert(serial.to_owned()))?;
+        cert.info.client_id = client_id;
+        Ok(cert.info.clone())
+    }
+
+    pub fn delete_cert(&self, serial: &str) -> Result<(), RegistryError> {
+        let mut state = self.lock();
+        state
+            .certs
+            .remove(serial)
+            .ok_or_else(|| RegistryError::NoCert(serial.to_owned()))?;
+        state.close_where(|c| c.serial == serial);
+        Ok(())
+    }
+
+    pub fn cert(&self, serial: &str) -> Option<DeviceCertInfo> {
+        self.lock().certs.get(serial).map(|c| c.info.clone())
+    }
+
+    pub fn list_certs(&self, filter: &CertFilter) -> Vec<DeviceCertInfo> {
+        self.lock()
+            .certs
+            .values()
+            .map(|c| &c.info)
+            .filter(|i| filter.client_id.as_ref().is_none_or(|v| *v == i.client_id))
+            .filter(|i| filter.ca_id.as_ref().is_none_or(|v| *v == i.ca_id))
+            .filter(|i| filter.serial.as_ref().is_none_or(|v| *v == i.serial))
+            .filter(|i| filter.status.is_none_or(|v| v == i.status))
+            .cloned()
+            .collect()
+    }
+
+    /// The OCSP question for any serial: its registered status, else REVOKED if a CRL lists
+    /// it, else `None` (unknown).
+    pub fn status_of(&self, serial: &str) -> Option<CertStatus> {
+        let state = self.lock();
+        if let Some(cert) = state.certs.get(serial) {
+            return Some(cert.info.status);
+        }
+        state
+            .cas
+            .values()
+            .any(|ca| ca.crl.as_ref().is_some_and(|(_, set)| set.contains(serial)))
+            .then_some(CertStatus::Revoked)
+    }
+
+    /// Active CAs' certificates and CRLs, for building the chain verifier.
+    pub(crate) fn trust(
+        &self,
+    ) -> (
+        Vec<CertificateDer<'static>>,
+        Vec<CertificateRevocationListDer<'static>>,
+    ) {
+        let state = self.lock();
+        let active = state
+            .cas
+            .values()
+            .filter(|c| c.info.status == CaStatus::Active);
+        let roots = active.clone().map(|c| c.der.clone()).collect();
+        let crls = active
+            .filter_map(|c| c.crl.as_ref().map(|(d, _)| d.clone()))
+            .collect();
+        (roots, crls)
+    }
+
+    /// Changes to CAs/CRLs so far (the acceptor rebuilds its verifier when this moves).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Decides a device certificate whose chain the verifier has already checked: its
+    /// issuer CA must be active; in per-device mode it must be registered and ACTIVE, or is
+    /// registered just in time when its CA allows it.
+    pub(crate) fn admit(&self, end_entity: &[u8], per_device: bool) -> Admission {
+        let Ok((_, cert)) = X509Certificate::from_der(end_entity) else {
+            return Admission::Refused("unparsable certificate");
+        };
+        let serial = serial_hex(cert.raw_serial());
+        let mut state = self.lock();
+        let Some(ca_id) = state.issuer_of(&cert) else {
+            return Admission::Refused("issuer is not a registered CA");
+        };
+        let Some(ca) = state.cas.get(&ca_id) else {
+            return Admission::Refused("issuer is not a registered CA");
+        };
+        if ca.info.status != CaStatus::Active {
+            return Admission::Refused("issuing CA is inactive");
+        }
+        if ca
+            .crl
+            .as_ref()
+            .is_some_and(|(_, set)| set.contains(&serial))
+        {
+            return Admission::Refused("certificate revoked by CRL");
+        }
+        let (auto_register, auto_activate) = (ca.info.auto_register, ca.info.auto_activate);
+        let cn = common_name(&cert);
+        if !per_device {
+            return match state.certs.get(&serial).map(|c| c.info.status) {
+                None | Some(CertStatus::Active) => Admission::Allowed {
+                    serial,
+                    ca_id,
+                    client_id: None,
+                    common_name: cn,
+                },
+                Some(_) => Admission::Refused("certificate not active"),
+            };
+        }
+        if !state.certs.contains_key(&serial) {
+            if !auto_register {
+                return Admission::Refused("certificate not registered");
+            }
+            let status = if auto_activate {
+                CertStatus::Active
+            } else {
+                CertStatus::PendingActivation
+            };
+            let info = DeviceCertInfo {
+                serial: serial.clone(),
+                client_id: cn.clone().unwrap_or_default(),
+                ca_id: ca_id.clone(),
+                status,
+                subject: cert.subject().to_string(),
+            };
+            state.certs.insert(serial.clone(), DeviceCert { info });
+        }
+        match state.certs.get(&serial).map(|c| &c.info) {
+            Some(info) if info.status == CertStatus::Active => Admission::Allowed {
+                serial,
+                ca_id,
+                client_id: Some(info.client_id.clone()),
+                common_name: cn,
+            },
+            _ => Admission::Refused("certificate not active"),
+        }
+    }
+
+    /// Registers a live connection using certificate `serial` of CA `ca_id`; the token is
+    /// cancelled when the certificate stops being usable. Returns the id for
+    /// [`Self::unwatch`].
+    pub(crate) fn watch(&self, serial: &str, ca_id: &str) -> (u64, CancellationToken) {
+        let token = CancellationToken::new();
+        let mut state = self.lock();
+        state.next_live += 1;
+        let id = state.next_live;
+        state.live.insert(
+            id,
+            LiveConn {
+                serial: serial.to_owned(),
+                ca_id: ca_id.to_owned(),
+                token: token.clone(),
+            },
+        );
+        (id, token)
+    }
+
+    /// Forgets a connection when it ends.
+    pub(crate) fn unwatch(&self, id: u64) {
+        self.lock().live.remove(&id);
+    }
+
+    fn bump(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every change is a single map operation: a poisoned state is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    /// The id of the registered CA that issued `cert` (subject match and signature).
+    fn issuer_of(&self, cert: &X509Certificate<'_>) -> Option<String> {
+        self.cas.iter().find_map(|(id, ca)| {
+            let (_, ca_cert) = X509Certificate::from_der(&ca.der).ok()?;
+            (ca_cert.subject() == cert.issuer()
+                && cert.verify_signature(Some(ca_cert.public_key())).is_ok())
+            .then(|| id.clone())
+        })
+    }
+
+    /// Closes (and forgets) every live connection matching `pred`.
+    fn close_where(&mut self, pred: impl Fn(&LiveConn) -> bool) {
+        self.live.retain(|_, c| {
+            if pred(c) {
+                c.token.cancel();
+                false
+            } else {
+                true
+            }
+        });
+    }
+}

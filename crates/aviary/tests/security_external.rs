@@ -1,0 +1,372 @@
+//! End to end: JWT (HS256 inline, ES256 from a JWKS served over HTTP) and the HTTP
+//! authentication service, each against a real HTTP server on a loopback port. Every
+//! refusal with its exact CONNACK code.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aviary::auth::{HttpMethod, HttpSettings, JwtKeys, JwtSettings, TokenField};
+use aviary_codec::ProtocolVersion;
+use base64::Engine as _;
+use common::*;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const V3: ProtocolVersion = ProtocolVersion::V3_1_1;
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+async fn start(
+    tweak: impl FnOnce(&mut aviary::Config),
+) -> (aviary::RunningServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = aviary::Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    config.listener.bind = "127.0.0.1:0".parse().unwrap();
+    config.api.enabled = false;
+    tweak(&mut config);
+    let server = tokio::time::timeout(WAIT, aviary::start(config))
+        .await
+        .unwrap()
+        .unwrap();
+    (server, dir)
+}
+
+/// One HTTP request as the test server saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    head: String,
+    body: String,
+}
+
+/// A tiny HTTP/1.1 server on a loopback port: each request (one per connection) goes to
+/// `answer`, which returns the status and body. Counts the requests.
+async fn http_server(
+    answer: impl Fn(&Seen) -> (u16, String) + Send + Sync + 'static,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let answer = answer.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Bounded: a request in these tests is far below 64 KiB.
+                while buf.len() < 65536 {
+                    let Ok(n) = stream.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = text[..end].to_string();
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    let body = text[end + 4..end + 4 + len].to_string();
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let (status, body) = answer(&Seen { head, body });
+                    let response = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(response.as_bytes()).await;
+                    return;
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+fn connect_hex(
+    version: ProtocolVersion,
+    client_id: &str,
+    user: Option<&str>,
+    password: Option<&[u8]>,
+) -> String {
+    let mut flags = 0x02u8;
+    let mut payload = str_hex(client_id);
+    if let Some(user) = user {
+        flags |= 0x80;
+        payload = format!("{payload} {}", str_hex(user));
+    }
+    if let Some(password) = password {
+        flags |= 0x40;
+        let len = password.len() as u16;
+        payload = format!(
+            "{payload} {} {}",
+            to_hex(&len.to_be_bytes()),
+            to_hex(password)
+        );
+    }
+    let (level, props) = if version.is_v5() {
+        ("05", "00")
+    } else {
+        ("04", "")
+    };
+    packet_hex(
+        0x10,
+        &format!("00 04 4d 51 54 54 {level} {flags:02x} 00 3c {props} {payload}"),
+    )
+}
+
+async fn connect_code(
+    addr: SocketAddr,
+    version: ProtocolVersion,
+    client_id: &str,
+    user: Option<&str>,
+    password: Option<&[u8]>,
+) -> (RawClient, u8) {
+    let mut c = RawClient::open(addr, version).await;
+    c.send_hex(&connect_hex(version, client_id, user, password))
+        .await;
+    let frame = c.read_frame().await;
+    assert_eq!(
+        frame.first,
+        0x20,
+        "expected CONNACK, got {}",
+        to_hex(&frame.raw())
+    );
+    (c, frame.body[1])
+}
+
+async fn expect_code(
+    addr: SocketAddr,
+    version: ProtocolVersion,
+    client_id: &str,
+    user: Option<&str>,
+    password: Option<&[u8]>,
+    code: u8,
+) -> RawClient {
+    let (mut c, got) = connect_code(addr, version, client_id, user, password).await;
+    assert_eq!(got, code, "CONNACK code for {client_id}");
+    if code != 0 {
+        c.expect_closed().await;
+    }
+    c
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn hs256(secret: &[u8], claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn jwt_hs256_checks_signature_expiry_client_id_and_grants() {
+    let secret = b"test-secret-0123456789".to_vec();
+    let (server, _dir) = start(|c| {
+        c.security.auth.jwt = Some(JwtSettings {
+            from: TokenField::Password,
+            keys: JwtKeys::Secret(secret.clone()),
+            algorithms: vec![Algorithm::HS256],
+            client_id_claim: Some("clientid".into()),
+            username_claim: "sub".into(),
+            leeway: 0,
+        });
+    })
+    .await;
+    let addr = server.mqtt_addr();
+    let exp = now() + 600;
+    let good = hs256(
+        &secret,
+        serde_json::json!({"sub": "u1", "clientid": "c1", "exp": exp,
+        "publish": ["up/${clientid}"], "subscribe": ["down/${clientid}/#"]}),
+    );
+    let mut c1 = expect_code(addr, V5, "c1", Some("ignored"), Some(good.as_bytes()), 0).await;
+
+    // Grants decide publish/subscribe: 0x87 outside them.
+    c1.subscribe(1, "down/c1/#", 0).await;
+    c1.publish("up/c2", 1, 2, b"x").await;
+    let ack = c1.read_frame().await;
+    assert_eq!((ack.first, ack.body[2]), (0x40, 0x87));
+    c1.publish("up/c1", 1, 3, b"x").await;
+    let ack = c1.read_frame().await;
+    assert_eq!(ack.first, 0x40);
+    assert!(
+        ack.body.len() == 2 || ack.body[2] < 0x80,
+        "{}",
+        to_hex(&ack.raw())
+    );
+
+    // Expired, not yet valid, wrongly signed: 0x86 / 4. Bound to another client id: 0x87.
+    let expired = hs256(
+        &secret,
+        serde_json::json!({"clientid": "c2", "exp": now() - 10}),
+    );
+    expect_code(addr, V5, "c2", Some("u"), Some(expired.as_bytes()), 0x86).await;
+    let early = hs256(
+        &secret,
+        serde_json::json!({"clientid": "c2", "exp": exp, "nbf": now() + 300}),
+    );
+    expect_code(addr, V3, "c2", Some("u"), Some(early.as_bytes()), 0x04).await;
+    let forged = hs256(
+        b"another-secret",
+        serde_json::json!({"clientid": "c2", "exp": exp}),
+    );
+    expect_code(addr, V5, "c2", Some("u"), Some(forged.as_bytes()), 0x86).await;
+    expect_code(addr, V5, "c3", Some("u"), Some(good.as_bytes()), 0x87).await;
+    expect_code(addr, V3, "c3", Some("u"), Some(good.as_bytes()), 0x05).await;
+    // No token at all: JWT is configured, so anonymous access is off.
+    expect_code(addr, V5, "c4", None, None, 0x87).await;
+    c1.ping().await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn jwt_es256_keys_come_from_a_jwks_url() {
+    let key = rcgen::KeyPair::generate().unwrap(); // ECDSA P-256
+    let raw = key.public_key_raw(); // 0x04 || x || y
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
+        "x": b64(&raw[1..33]), "y": b64(&raw[33..65])}]})
+    .to_string();
+    let (jwks_addr, fetches) = http_server(move |_| (200, jwks.clone())).await;
+    let (server, _dir) = start(|c| {
+        c.security.auth.jwt = Some(JwtSettings {
+            from: TokenField::Password,
+            keys: JwtKeys::Jwks {
+                url: format!("http://{jwks_addr}/jwks.json"),
+                refresh: Duration::from_secs(3600),
+            },
+            algorithms: vec![Algorithm::ES256],
+            client_id_claim: None,
+            username_claim: "sub".into(),
+            leeway: 0,
+        });
+    })
+    .await;
+    let addr = server.mqtt_addr();
+    // The refresh task fetches at start; fetch once more here so the keys are surely in.
+    let jwt = server.security().auth.jwt.clone().unwrap();
+    let client = aviary::auth::http_client_builder().build().unwrap();
+    assert_eq!(jwt.refresh(&client).await.unwrap(), 1);
+    assert!(fetches.load(Ordering::SeqCst) >= 1);
+
+    let encoding = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some("k1".into());
+    let token = jsonwebtoken::encode(
+        &header,
+        &serde_json::json!({"sub": "dev", "exp": now() + 600}),
+        &encoding,
+    )
+    .unwrap();
+    let mut ok = expect_code(addr, V5, "es", Some("x"), Some(token.as_bytes()), 0).await;
+    // Signed by another key: refused.
+    let other = rcgen::KeyPair::generate().unwrap();
+    let other = EncodingKey::from_ec_pem(other.serialize_pem().as_bytes()).unwrap();
+    let bad =
+        jsonwebtoken::encode(&header, &serde_json::json!({"exp": now() + 600}), &other).unwrap();
+    expect_code(addr, V5, "es2", Some("x"), Some(bad.as_bytes()), 0x86).await;
+    ok.ping().await;
+    server.shutdown().await.unwrap();
+}
+
+fn http_settings(addr: SocketAddr) -> HttpSettings {
+    HttpSettings {
+        url: format!("http://{addr}/auth?client=${{clientid}}"),
+        method: HttpMethod::Post,
+        headers: vec![("x-peer".into(), "${peerhost}".into())],
+        timeout: Duration::from_secs(3),
+        ..HttpSettings::default()
+    }
+}
+
+#[tokio::test]
+async fn http_service_allows_denies_grants_and_caches() {
+    let (auth_addr, calls) = http_server(|seen| {
+        assert!(seen.head.starts_with("POST /auth?client="), "{}", seen.head);
+        assert!(
+            seen.head.to_ascii_lowercase().contains("x-peer: 127.0.0.1"),
+            "{}",
+            seen.head
+        );
+        let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap();
+        match body["password"].as_str().unwrap() {
+            "good" => (
+                200,
+                r#"{"result":"allow","publish":["t/${clientid}"],"subscribe":["t/#"]}"#.into(),
+            ),
+            "plain" => (200, String::new()),
+            "deny" => (200, r#"{"result":"deny"}"#.into()),
+            "bad" => (401, String::new()),
+            "forbidden" => (403, String::new()),
+            _ => (500, "oops".into()),
+        }
+    })
+    .await;
+    let (server, _dir) = start(|c| c.security.auth.http = Some(http_settings(auth_addr))).await;
+    let addr = server.mqtt_addr();
+    let mut h1 = expect_code(addr, V5, "h1", Some("u"), Some(b"good"), 0).await;
+    let mut h2 = expect_code(addr, V3, "h2", Some("u"), Some(b"plain"), 0).await;
+    h1.publish("other", 1, 1, b"x").await;
+    let ack = h1.read_frame().await;
+    assert_eq!((ack.first, ack.body[2]), (0x40, 0x87));
+    expect_code(addr, V5, "h3", Some("u"), Some(b"deny"), 0x86).await;
+    expect_code(addr, V5, "h3", Some("u"), Some(b"bad"), 0x86).await;
+    expect_code(addr, V3, "h3", Some("u"), Some(b"forbidden"), 0x05).await;
+    // A service error is "server unavailable", never an acceptance.
+    expect_code(addr, V5, "h3", Some("u"), Some(b"error"), 0x88).await;
+    expect_code(addr, V3, "h3", Some("u"), Some(b"error"), 0x03).await;
+
+    // The same credentials again within the cache TTL: no new call.
+    let before = calls.load(Ordering::SeqCst);
+    drop(h1);
+    let _again = expect_code(addr, V5, "h1", Some("u"), Some(b"good"), 0).await;
+    assert_eq!(calls.load(Ordering::SeqCst), before);
+    h2.ping().await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn unreachable_http_service_refuses_with_server_unavailable() {
+    // A port that was bound and released: nothing listens there.
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let (server, _dir) = start(|c| c.security.auth.http = Some(http_settings(closed))).await;
+    let addr = server.mqtt_addr();
+    expect_code(addr, V5, "x", Some("u"), Some(b"pw"), 0x88).await;
+    expect_code(addr, V3, "y", Some("u"), Some(b"pw"), 0x03).await;
+    server.shutdown().await.unwrap();
+}

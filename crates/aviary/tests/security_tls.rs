@@ -1,0 +1,654 @@
+//! End to end over TLS: one-way TLS (1.2 and 1.3), mutual TLS with a registered CA, one
+//! certificate per device (registered by API and just in time), status changes and CRLs
+//! taking effect on live connections, the server certificate replaced at runtime, CA
+//! registration with proof of possession; real clients: tokio-rustls with literal MQTT
+//! bytes, and `mosquitto_pub --cafile --cert --key`. Certificates and CRLs are made with
+//! rcgen in the test.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aviary::config::TlsListenerConfig;
+use aviary::tls::{CaOptions, CaStatus, CertStatus, RegistryError, TlsMode};
+use aviary_codec::{Packet, ProtocolVersion};
+use bytes::BytesMut;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
+    KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A CA: its parameters and key, to issue certificates and CRLs.
+struct Ca {
+    params: CertificateParams,
+    key: KeyPair,
+    pem: String,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        Self { params, key, pem }
+    }
+
+    /// A leaf certificate with this CN (and SANs), serial `serial`: (cert PEM, key PEM).
+    fn issue(&self, cn: &str, sans: &[&str], serial: u64) -> (String, String) {
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.serial_number = Some(SerialNumber::from(serial));
+        let key = KeyPair::generate().unwrap();
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn crl(&self, serials: &[u64]) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(1),
+            next_update: now + time::Duration::days(1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_time: now - time::Duration::minutes(1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&Issuer::from_params(&self.params, &self.key))
+            .unwrap()
+            .pem()
+            .unwrap()
+    }
+}
+
+/// The server's own CA and certificate for "localhost".
+struct ServerPki {
+    ca: Ca,
+    cert: String,
+    key: String,
+}
+
+fn server_pki() -> ServerPki {
+    let ca = Ca::new("Aviary test server CA");
+    let (cert, key) = ca.issue("localhost", &["localhost", "127.0.0.1"], 1000);
+    ServerPki { ca, cert, key }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn start(dir: &Path, server: &ServerPki, mode: TlsMode) -> aviary::RunningServer {
+    let mut config = aviary::Config {
+        data_dir: dir.join("data"),
+        ..Default::default()
+    };
+    config.listener.bind = "127.0.0.1:0".parse().unwrap();
+    config.api.enabled = false;
+    config.security.tls_listener = Some(TlsListenerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        cert: write(dir, "server.pem", &server.cert),
+        key: write(dir, "server.key", &server.key),
+        mode,
+        ca: vec![],
+    });
+    tokio::time::timeout(WAIT, aviary::start(config))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A TLS client config trusting `server_ca`, with an optional client certificate.
+fn client_config(
+    server_ca: &str,
+    client: Option<(&str, &str)>,
+    tls12_only: bool,
+) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(server_ca.as_bytes()).unwrap())
+        .unwrap();
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
+        &[&rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    };
+    Arc::new(config)
+}
+
+/// A byte-level MQTT client over TLS.
+struct TlsClient {
+    stream: TlsStream<TcpStream>,
+    buf: BytesMut,
+    version: ProtocolVersion,
+}
+
+/// What came back.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // a test helper
+enum Got {
+    Packet(Packet),
+    /// EOF or a TLS alert / reset.
+    Closed,
+}
+
+impl TlsClient {
+    async fn open(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        version: ProtocolVersion,
+    ) -> std::io::Result<Self> {
+        let tcp = TcpStream::connect(addr).await?;
+        let stream = tokio::time::timeout(
+            WAIT,
+            tokio_rustls::TlsConnector::from(config)
+                .connect(ServerName::try_from("localhost").unwrap(), tcp),
+        )
+        .await
+        .map_err(|_| std::io::Error::other("handshake timed out"))??;
+        Ok(Self {
+            stream,
+            buf: BytesMut::new(),
+            version,
+        })
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
+    }
+
+    async fn next(&mut self) -> Got {
+        for _ in 0..1000 {
+            if let Ok(Some(packet)) = aviary_codec::decode(&mut self.buf, self.version, 1 << 20) {
+                return Got::Packet(packet);
+            }
+            match tokio::time::timeout(WAIT, self.stream.read_buf(&mut self.buf)).await {
+                Err(_) => panic!("nothing from the broker within {WAIT:?}"),
+                Ok(Ok(0)) | Ok(Err(_)) => return Got::Closed,
+                Ok(Ok(_)) => {}
+            }
+        }
+        panic!("too many reads");
+    }
+
+    /// CONNECT (clean start, keep alive 60, no credentials) and the CONNACK code.
+    async fn connect(&mut self, client_id: &str) -> Option<u8> {
+        let id = client_id.as_bytes();
+        let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T'];
+        body.push(if self.version.is_v5() { 5 } else { 4 });
+        body.extend_from_slice(&[0x02, 0x00, 0x3c]);
+        if self.version.is_v5() {
+            body.push(0);
+        }
+        body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+        body.extend_from_slice(id);
+        let mut packet = vec![0x10, body.len() as u8];
+        packet.extend_from_slice(&body);
+        if self.send(&packet).await.is_err() {
+            return None;
+        }
+        match self.next().await {
+            Got::Packet(Packet::ConnAck(ack)) => Some(ack.reason_code.0),
+            Got::Packet(other) => panic!("expected CONNACK, got {other:?}"),
+            Got::Closed => None,
+        }
+    }
+
+    async fn ping(&mut self) {
+        self.send(&[0xc0, 0x00]).await.unwrap();
+        assert!(matches!(self.next().await, Got::Packet(Packet::PingResp)));
+    }
+}
+
+/// Connects and returns the CONNACK code, or `None` if the handshake (or the first read
+/// after it, for TLS 1.3 client certificates) failed.
+async fn try_connect(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    version: ProtocolVersion,
+    client_id: &str,
+) -> (Option<TlsClient>, Option<u8>) {
+    match TlsClient::open(addr, config, version).await {
+        Err(_) => (None, None),
+        Ok(mut c) => {
+            let code = c.connect(client_id).await;
+            (Some(c), code)
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_way_tls_accepts_tls_1_2_and_1_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = server_pki();
+    let server = start(dir.path(), &pki, TlsMode::OneWay).await;
+    let addr = server.tls_addr().unwrap();
+    for tls12 in [false, true] {
+        let config = client_config(&pki.ca.pem, None, tls12);
+        let (client, code) = try_connect(addr, config, ProtocolVersion::V3_1_1, "one-way").await;
+        assert_eq!(code, Some(0), "TLS 1.2 only: {tls12}");
+        let mut client = client.unwrap();
+        client.ping().await;
+        let version = client.stream.get_ref().1.protocol_version().unwrap();
+        assert_eq!(version == rustls::ProtocolVersion::TLSv1_2, tls12);
+    }
+    server.shutdown().await.unwrap();
+}
+
+/// Registers `ca` with proof of possession.
+fn register_ca(server: &aviary::RunningServer, ca: &Ca, options: CaOptions) -> String {
+    let registry = &server.security().certificates;
+    let code = registry.registration_code().unwrap();
+    let (verification, _) = ca.issue(&code, &[], 77);
+    registry
+        .register_ca(ca.pem.as_bytes(), verification.as_bytes(), options)
+        .unwrap()
+        .id
+}
+
+#[tokio::test]
+async fn ca_registration_needs_proof_of_possession() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = server_pki();
+    let server = start(dir.path(), &pki, TlsMode::PerDevice).await;
+    let registry = &server.security().certificates;
+    let fleet = Ca::new("Fleet CA");
+    let other = Ca::new("Other CA");
+    let code = registry.registration_code().unwrap();
+    let (wrong_cn, _) = fleet.issue("not-the-code", &[], 1);
+    assert_eq!(
+        registry.register_ca(
+            fleet.pem.as_bytes(),
+            wrong_cn.as_bytes(),
+            CaOptions::default()
+        ),
+        Err(RegistryError::WrongCode)
+    );
+    let (foreign, _) = other.issue(&code, &[], 2);
+    assert_eq!(
+        registry.register_ca(
+            fleet.pem.as_bytes(),
+            foreign.as_bytes(),
+            CaOptions::default()
+        ),
+        Err(RegistryError::NotSignedByCa)
+    );
+    let (leaf, _) = fleet.issue("leaf", &[], 3);
+    let (proof, _) = fleet.issue(&code, &[], 4);
+    assert_eq!(
+        registry.register_ca(leaf.as_bytes(), proof.as_bytes(), CaOptions::default()),
+        Err(RegistryError::NotCa)
+    );
+    let id = register_ca(&server, &fleet, CaOptions::default());
+    assert_eq!(registry.ca(&id).unwrap().status, CaStatus::Active);
+    assert_eq!(registry.delete_ca(&id), Err(RegistryError::CaActive));
+    registry.set_ca_status(&id, CaStatus::Inactive).unwrap();
+    registry.delete_ca(&id).unwrap();
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn per_device_certificates_bind_client_ids_and_status_changes_close_live_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = server_pki();
+    let server = start(dir.path(), &pki, TlsMode::PerDevice).await;
+    let addr = server.tls_addr().unwrap();
+    let fleet = Ca::new("Fleet CA");
+    register_ca(&server, &fleet, CaOptions::default());
+    let registry = server.security().certificates.clone();
+    let (c1, k1) = fleet.issue("dev-1", &[], 11);
+    let (c2, k2) = fleet.issue("dev-2", &[], 12);
+    let (c3, k3) = fleet.issue("dev-3", &[], 13);
+    registry
+        .register_cert(c1.as_bytes(), None, CertStatus::Active)
+        .unwrap();
+    registry
+        .register_cert(c2.as_bytes(), None, CertStatus::Active)
+        .unwrap();
+    let dev1 = client_config(&pki.ca.pem, Some((&c1, &k1)), false);
+    let dev2 = client_config(&pki.ca.pem, Some((&c2, &k2)), true);
+
+    // Bound to the CN: dev-1 may not connect as dev-2 (0x87 in 5.0, 5 in 3.1.1).
+    let (_, code) = try_connect(addr, dev1.clone(), ProtocolVersion::V5, "dev-2").await;
+    assert_eq!(code, Some(0x87));
+    // (The codec reads 3.1.1 return code 5 as the 5.0 code with its meaning, 0x87.)
+    let (_, code) = try_connect(addr, dev1.clone(), ProtocolVersion::V3_1_1, "dev-2").await;
+    assert_eq!(code, Some(0x87));
+    let (one, code) = try_connect(addr, dev1.clone(), ProtocolVersion::V5, "dev-1").await;
+    assert_eq!(code, Some(0));
+    let mut one = one.unwrap();
+    let (two, code) = try_connect(addr, dev2.clone(), ProtocolVersion::V3_1_1, "dev-2").await;
+    assert_eq!(code, Some(0));
+    let mut two = two.unwrap();
+
+    // Unregistered (CA without JITP) and no certificate at all: no session.
+    let dev3 = client_config(&pki.ca.pem, Some((&c3, &k3)), false);
+    assert_eq!(
+        try_connect(addr, dev3, ProtocolVersion::V5, "dev-3")
+            .await
+            .1,
+        None
+    );
+    let anonymous = client_config(&pki.ca.pem, None, false);
+    assert_eq!(
+        try_connect(addr, anonymous, ProtocolVersion::V5, "x")
+            .await
+            .1,
+        None
+    );
+
+    // Deactivated while connected: DISCONNECT 0x87 right away, then the close.
+    let serial1 = registry
+        .list_certs(&Default::default())
+        .into_iter()
+        .find(|c| c.client_id == "dev-1")
+        .unwrap()
+        .serial;
+    assert_eq!(serial1, "0b");
+    registry
+        .set_cert_status(&serial1, CertStatus::Inactive)
+        .unwrap();
+    match one.next().await {
+        Got::Packet(Packet::Disconnect(d)) => assert_eq!(d.reason_code.0, 0x87),
+        other => panic!("expected DISCONNECT 0x87, got {other:?}"),
+    }
+    assert!(matches!(one.next().await, Got::Closed));
+    // The other device is unaffected; a new handshake with the inactive certificate fails.
+    two.ping().await;
+    assert_eq!(
+        try_connect(addr, dev1.clone(), ProtocolVersion::V5, "dev-1")
+            .await
+            .1,
+        None
+    );
+    registry
+        .set_cert_status(&serial1, CertStatus::Active)
+        .unwrap();
+    let (again, code) = try_connect(addr, dev1.clone(), ProtocolVersion::V5, "dev-1").await;
+    assert_eq!(code, Some(0));
+    let mut again = again.unwrap();
+
+    // A CRL from the CA revokes dev-2 (3.1.1: closed without DISCONNECT).
+    let fleet_id = registry.list_cas()[0].id.clone();
+    assert_eq!(
+        registry
+            .import_crl(&fleet_id, fleet.crl(&[12]).as_bytes())
+            .unwrap(),
+        1
+    );
+    assert!(matches!(two.next().await, Got::Closed));
+    assert_eq!(registry.status_of("0c"), Some(CertStatus::Revoked));
+    assert_eq!(registry.status_of("0b"), Some(CertStatus::Active));
+    assert_eq!(registry.status_of("ff"), None);
+    assert_eq!(
+        try_connect(addr, dev2, ProtocolVersion::V3_1_1, "dev-2")
+            .await
+            .1,
+        None
+    );
+    again.ping().await;
+
+    // Deactivating the CA closes its devices too.
+    registry
+        .set_ca_status(&fleet_id, CaStatus::Inactive)
+        .unwrap();
+    assert!(matches!(
+        again.next().await,
+        Got::Packet(Packet::Disconnect(_))
+    ));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn just_in_time_registration_waits_for_activation_unless_auto_activated() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = server_pki();
+    let server = start(dir.path(), &pki, TlsMode::PerDevice).await;
+    let addr = server.tls_addr().unwrap();
+    let registry = server.security().certificates.clone();
+    let pending = Ca::new("Pending CA");
+    register_ca(
+        &server,
+        &pending,
+        CaOptions {
+            auto_register: Some(true),
+            ..CaOptions::default()
+        },
+    );
+    let (cert, key) = pending.issue("jit-1", &[], 21);
+    let config = client_config(&pki.ca.pem, Some((&cert, &key)), false);
+    assert_eq!(
+        try_connect(addr, config.clone(), ProtocolVersion::V5, "jit-1")
+            .await
+            .1,
+        None
+    );
+    assert_eq!(
+        registry.status_of("15"),
+        Some(CertStatus::PendingActivation)
+    );
+    registry.set_cert_status("15", CertStatus::Active).unwrap();
+    assert_eq!(
+        try_connect(addr, config, ProtocolVersion::V5, "jit-1")
+            .await
+            .1,
+        Some(0)
+    );
+
+    let auto = Ca::new("Auto CA");
+    register_ca(
+        &server,
+        &auto,
+        CaOptions {
+            auto_register: Some(true),
+            auto_activate: Some(true),
+            ..CaOptions::default()
+        },
+    );
+    let (cert, key) = auto.issue("jit-2", &[], 22);
+    let config = client_config(&pki.ca.pem, Some((&cert, &key)), false);
+    assert_eq!(
+        try_connect(addr, config, ProtocolVersion::V3_1_1, "jit-2")
+            .await
+            .1,
+        Some(0)
+    );
+    let listed = registry.list_certs(&aviary::tls::CertFilter {
+        status: Some(CertStatus::Active),
+        ..Default::default()
+    });
+    assert_eq!(listed.len(), 2);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn mutual_tls_accepts_any_client_id_from_a_registered_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = server_pki();
+    let server = start(dir.path(), &pki, TlsMode::Mutual).await;
+    let addr = server.tls_addr().unwrap();
+    let fleet = Ca::new("Fleet CA");
+    let stranger = Ca::new("Stranger CA");
+    register_ca(&server, &fleet, CaOptions::default());
+    let (cert, key) = fleet.issue("anyone", &[], 31);
+    let (scert, skey) = stranger.issue("anyone", &[], 32);
+    let ok = client_config(&pki.ca.pem, Some((&cert, &key)), false);
+    assert_eq!(
+        try_connect(addr, ok, ProtocolVersion::V5, "whatever")
+            .await
+            .1,
+        Some(0)
+    );
+    let bad = client_config(&pki.ca.pem, Some((&scert, &skey)), false);
+    assert_eq!(
+        try_connect(addr, bad, ProtocolVersion::V5, "whatever")
+            .await
+            .1,
+        None
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn server_certificate_is_replaced_without_dropping_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = server_pki();
+    let server = start(dir.path(), &pki, TlsMode::OneWay).await;
+    let addr = server.tls_addr().unwrap();
+    let old = client_config(&pki.ca.pem, None, false);
+    let (open, code) = try_connect(addr, old.clone(), ProtocolVersion::V5, "old").await;
+    assert_eq!(code, Some(0));
+    let mut open = open.unwrap();
+
+    let next = server_pki();
+    server
+        .security()
+        .tls
+        .as_ref()
+        .unwrap()
+        .set_server_certificate(next.cert.as_bytes(), next.key.as_bytes())
+        .unwrap();
+    open.ping().await;
+    let new = client_config(&next.ca.pem, None, false);
+    assert_eq!(
+        try_connect(addr, new, ProtocolVersion::V5, "new").await.1,
+        Some(0)
+    );
+    assert_eq!(
+        try_connect(addr, old, ProtocolVersion::V5, "old-2").await.1,
+        None
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn mosquitto_pub_with_a_device_certificate() {
+    if std::process::Command::new("mosquitto_pub")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        eprintln!("mosquitto_pub not installed; skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = server_pki();
+    let server = start(dir.path(), &pki, TlsMode::PerDevice).await;
+    let addr = server.tls_addr().unwrap();
+    let fleet = Ca::new("Fleet CA");
+    register_ca(&server, &fleet, CaOptions::default());
+    let registry = server.security().certificates.clone();
+    let (watch_cert, watch_key) = fleet.issue("watch", &[], 41);
+    let (car_cert, car_key) = fleet.issue("car-7", &[], 42);
+    registry
+        .register_cert(watch_cert.as_bytes(), None, CertStatus::Active)
+        .unwrap();
+    registry
+        .register_cert(car_cert.as_bytes(), None, CertStatus::Active)
+        .unwrap();
+    let (watch, code) = try_connect(
+        addr,
+        client_config(&pki.ca.pem, Some((&watch_cert, &watch_key)), false),
+        ProtocolVersion::V3_1_1,
+        "watch",
+    )
+    .await;
+    assert_eq!(code, Some(0));
+    let mut watch = watch.unwrap();
+    // SUBSCRIBE id 1 to "cars/#" QoS 0.
+    watch
+        .send(&[
+            0x82, 0x0b, 0x00, 0x01, 0x00, 0x06, b'c', b'a', b'r', b's', b'/', b'#', 0x00,
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(watch.next().await, Got::Packet(Packet::SubAck(_))));
+
+    let cafile = write(dir.path(), "ca.pem", &pki.ca.pem);
+    let cert = write(dir.path(), "car.pem", &car_cert);
+    let key = write(dir.path(), "car.key", &car_key);
+    let run = move |client_id: &str| {
+        std::process::Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "localhost",
+                "-p",
+                &addr.port().to_string(),
+                "-i",
+                client_id,
+                "-t",
+                "cars/7",
+                "-m",
+                "hello",
+                "-q",
+                "1",
+            ])
+            .arg("--cafile")
+            .arg(&cafile)
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .output()
+            .unwrap()
+    };
+    let out = tokio::task::spawn_blocking(move || (run("car-7"), run("car-8")))
+        .await
+        .unwrap();
+    assert!(
+        out.0.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.0.stderr)
+    );
+    match watch.next().await {
+        Got::Packet(Packet::Publish(p)) => assert_eq!(&p.payload[..], b"hello"),
+        other => panic!("{other:?}"),
+    }
+    // Another client id with car-7's certificate: refused (mosquitto_pub reports "not authorised").
+    assert!(!out.1.status.success());
+    let stderr = String::from_utf8_lossy(&out.1.stderr).to_lowercase();
+    assert!(stderr.contains("not authori"), "{stderr}");
+    server.shutdown().await.unwrap();
+}
