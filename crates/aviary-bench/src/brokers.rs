@@ -169,10 +169,11 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// Aviary's TOML config for a benchmark.
+/// Aviary's TOML config for a benchmark: the same limits as Mosquitto's, no management API
+/// (several brokers may run at once), and plan rates lifted, since Mosquitto has none.
 pub fn aviary_config(dir: &Path, addr: SocketAddr, s: &BrokerSettings) -> String {
     format!(
-        "data_dir = \"{}\"\n\n[log]\nlevel = \"warn\"\n\n[listener]\nbind = \"{addr}\"\n\n[mqtt]\nmax_inflight = {}\nmax_queued_messages = {}\n",
+        "data_dir = \"{}\"\n\n[log]\nlevel = \"warn\"\n\n[listener]\nbind = \"{addr}\"\n\n[mqtt]\nmax_inflight = {}\nmax_queued_messages = {}\n\n[api]\nenabled = false\n\n[limits]\nconnect_rate = 1000000\nwill_connect_rate = 1000000\nsubscribe_rate = 1000000\nunsubscribe_rate = 1000000\n",
         dir.join("data").display(),
         s.max_inflight,
         s.max_queued,
