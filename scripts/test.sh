@@ -27,7 +27,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
   fi
 fi
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check paho-mqtt==2.1.0 pytest==8.3.5
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check paho-mqtt==2.1.0 pytest==8.3.5 "cryptography>=42"
 
 echo "==> cargo test"
 cargo test --workspace --all-targets 2>&1
