@@ -31,39 +31,6 @@ async fn start(
     (server, dir)
 }
 
-/// CONNECT with user name and password (`None`: flag off), clean session / clean start,
-/// keep alive 60.
-fn connect_hex(
-    version: ProtocolVersion,
-    client_id: &str,
-    user: Option<&str>,
-    password: Option<&[u8]>,
-) -> String {
-    let mut flags = 0x02u8;
-    let mut payload = str_hex(client_id);
-    if let Some(user) = user {
-        flags |= 0x80;
-        payload = format!("{payload} {}", str_hex(user));
-    }
-    if let Some(password) = password {
-        flags |= 0x40;
-        let len = password.len() as u16;
-        payload = format!(
-            "{payload} {} {}",
-            to_hex(&len.to_be_bytes()),
-            to_hex(password)
-        );
-    }
-    let (level, props) = match version {
-        ProtocolVersion::V5 => ("05", "00"),
-        _ => ("04", ""),
-    };
-    packet_hex(
-        0x10,
-        &format!("00 04 4d 51 54 54 {level} {flags:02x} 00 3c {props} {payload}"),
-    )
-}
-
 /// Sends CONNECT and returns the CONNACK code (then, for a refusal, the connection closes).
 async fn connect_code(
     addr: SocketAddr,
@@ -73,8 +40,10 @@ async fn connect_code(
     password: Option<&[u8]>,
 ) -> (RawClient, u8) {
     let mut c = RawClient::open(addr, version).await;
-    c.send_hex(&connect_hex(version, client_id, user, password))
-        .await;
+    c.send_hex(&connect_with_credentials_hex(
+        version, client_id, user, password,
+    ))
+    .await;
     let frame = c.read_frame().await;
     assert_eq!(
         frame.first,

@@ -106,38 +106,6 @@ async fn http_server(
     (addr, count)
 }
 
-fn connect_hex(
-    version: ProtocolVersion,
-    client_id: &str,
-    user: Option<&str>,
-    password: Option<&[u8]>,
-) -> String {
-    let mut flags = 0x02u8;
-    let mut payload = str_hex(client_id);
-    if let Some(user) = user {
-        flags |= 0x80;
-        payload = format!("{payload} {}", str_hex(user));
-    }
-    if let Some(password) = password {
-        flags |= 0x40;
-        let len = password.len() as u16;
-        payload = format!(
-            "{payload} {} {}",
-            to_hex(&len.to_be_bytes()),
-            to_hex(password)
-        );
-    }
-    let (level, props) = if version.is_v5() {
-        ("05", "00")
-    } else {
-        ("04", "")
-    };
-    packet_hex(
-        0x10,
-        &format!("00 04 4d 51 54 54 {level} {flags:02x} 00 3c {props} {payload}"),
-    )
-}
-
 async fn connect_code(
     addr: SocketAddr,
     version: ProtocolVersion,
@@ -146,8 +114,10 @@ async fn connect_code(
     password: Option<&[u8]>,
 ) -> (RawClient, u8) {
     let mut c = RawClient::open(addr, version).await;
-    c.send_hex(&connect_hex(version, client_id, user, password))
-        .await;
+    c.send_hex(&connect_with_credentials_hex(
+        version, client_id, user, password,
+    ))
+    .await;
     let frame = c.read_frame().await;
     assert_eq!(
         frame.first,

@@ -152,6 +152,39 @@ pub fn connect_v5_hex(client_id: &str, flags: u8, keep_alive: u16, props: &str) 
     )
 }
 
+/// CONNECT (3.1.1 or 5.0) with clean session / clean start, keep alive 60, and a user name and
+/// password (`None`: flag off).
+pub fn connect_with_credentials_hex(
+    version: ProtocolVersion,
+    client_id: &str,
+    user: Option<&str>,
+    password: Option<&[u8]>,
+) -> String {
+    let mut flags = 0x02u8;
+    let mut payload = str_hex(client_id);
+    if let Some(user) = user {
+        flags |= 0x80;
+        payload = format!("{payload} {}", str_hex(user));
+    }
+    if let Some(password) = password {
+        flags |= 0x40;
+        let len = password.len() as u16;
+        payload = format!(
+            "{payload} {} {}",
+            to_hex(&len.to_be_bytes()),
+            to_hex(password)
+        );
+    }
+    let (level, props) = match version {
+        ProtocolVersion::V5 => ("05", "00"),
+        _ => ("04", ""),
+    };
+    packet_hex(
+        0x10,
+        &format!("00 04 4d 51 54 54 {level} {flags:02x} 00 3c {props} {payload}"),
+    )
+}
+
 /// One whole packet as read from the broker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
