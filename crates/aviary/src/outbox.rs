@@ -19,15 +19,22 @@
 //! Why not a `tokio::sync::mpsc` channel per connection: tokio allocates its channel
 //! storage in blocks of 32 slots, and a `Packet` is over 200 bytes, so every idle
 //! connection would hold ~7 KiB before sending anything. This queue is a `VecDeque` that
-//! is empty (unallocated) while idle, plus two `Notify`s; the writer takes the whole queue
-//! at once, which also batches everything pending into one write. The `std::sync::Mutex`
-//! is held only to push one packet or to take the queue, never across an `.await`.
+//! is empty (unallocated) while idle, plus the wakers of the writer and of a paused reader;
+//! the writer takes the whole queue at once, which also batches everything pending into
+//! one write. The `std::sync::Mutex` is held only to push one packet, to take the queue or
+//! to store a waker, never across an `.await`.
+//!
+//! Why wakers rather than `tokio::sync::Notify`: a waiting `Notified` future is a
+//! ~70-byte list node that lives inside the waiting task's future, so in every idle
+//! connection's task; the poll functions here keep the waker in the shared state instead
+//! (16 bytes), and their futures hold only a reference.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use aviary_codec::Packet;
-use tokio::sync::Notify;
 
 /// Queued packets at which best-effort packets are refused and reading pauses.
 pub(crate) const SOFT_LIMIT: usize = 1024;
@@ -47,12 +54,8 @@ pub(crate) enum Delivery {
 /// The state shared by the broker side ([`OutboxSender`]) and the connection ([`Outbox`]).
 #[derive(Debug, Default)]
 struct Shared {
-    /// The queue and whether the broker side is done.
+    /// The queue, whether the broker side is done, and who waits.
     state: Mutex<State>,
-    /// Wakes the writer after a push or a close.
-    filled: Notify,
-    /// Wakes a paused reader after the writer took the queue (or the outbox closed).
-    drained: Notify,
 }
 
 /// What is behind the mutex.
@@ -64,6 +67,11 @@ struct State {
     reliable: usize,
     /// The broker side is gone: after the queue drains, the writer closes the connection.
     closed: bool,
+    /// The writer waiting for packets (woken after a push or a close).
+    writer: Option<Waker>,
+    /// A paused reader waiting for room (woken when the writer takes the queue or the
+    /// outbox closes).
+    reader: Option<Waker>,
 }
 
 /// The connection's end: its writer takes batches, its reader waits for room.
@@ -107,7 +115,7 @@ impl Shared {
 impl OutboxSender {
     /// Queues `packet` unless the queue is at the limit for `delivery`.
     pub(crate) fn push(&self, packet: Packet, delivery: Delivery) -> Result<(), Full> {
-        {
+        let writer = {
             let mut state = self.shared.lock();
             let limit = match delivery {
                 Delivery::BestEffort => SOFT_LIMIT,
@@ -120,17 +128,25 @@ impl OutboxSender {
             if delivery == Delivery::Reliable {
                 state.reliable += 1;
             }
+            state.writer.take()
+        };
+        if let Some(writer) = writer {
+            writer.wake();
         }
-        self.shared.filled.notify_one();
         Ok(())
     }
 }
 
 impl Drop for OutboxSender {
     fn drop(&mut self) {
-        self.shared.lock().closed = true;
-        self.shared.filled.notify_one();
-        self.shared.drained.notify_one();
+        let (writer, reader) = {
+            let mut state = self.shared.lock();
+            state.closed = true;
+            (state.writer.take(), state.reader.take())
+        };
+        for waker in [writer, reader].into_iter().flatten() {
+            waker.wake();
+        }
     }
 }
 
@@ -138,40 +154,52 @@ impl Outbox {
     /// Waits until packets are queued and takes all of them, in order; `None` once the
     /// sender is gone and nothing is left.
     pub(crate) async fn next_batch(&self) -> Option<VecDeque<Packet>> {
-        loop {
-            {
-                let mut state = self.shared.lock();
-                if !state.queue.is_empty() {
-                    // Take rather than drain: the idle connection then holds no queue memory.
-                    let batch = std::mem::take(&mut state.queue);
-                    state.reliable = 0;
-                    drop(state);
-                    self.shared.drained.notify_one();
-                    return Some(batch);
-                }
-                if state.closed {
-                    return None;
-                }
+        poll_fn(|cx| self.poll_next_batch(cx)).await
+    }
+
+    /// [`Outbox::next_batch`] as a poll function: the waker is kept in the shared state.
+    fn poll_next_batch(&self, cx: &mut Context<'_>) -> Poll<Option<VecDeque<Packet>>> {
+        let mut state = self.shared.lock();
+        if !state.queue.is_empty() {
+            // Take rather than drain: the idle connection then holds no queue memory.
+            let batch = std::mem::take(&mut state.queue);
+            state.reliable = 0;
+            let reader = state.reader.take();
+            drop(state);
+            if let Some(reader) = reader {
+                reader.wake();
             }
-            // `notify_one` stores a permit when nobody waits, so a push between the check
-            // above and this await is not lost.
-            self.shared.filled.notified().await;
+            return Poll::Ready(Some(batch));
         }
+        if state.closed {
+            return Poll::Ready(None);
+        }
+        register(&mut state.writer, cx);
+        Poll::Pending
     }
 
     /// Waits while [`SOFT_LIMIT`] or more reliable packets are queued (the client is not
     /// reading what we send), so that the reader stops producing more answers. Returns at
     /// once when the sender is gone.
     pub(crate) async fn wait_for_room(&self) {
-        loop {
-            {
-                let state = self.shared.lock();
-                if state.reliable < SOFT_LIMIT || state.closed {
-                    return;
-                }
+        poll_fn(|cx| {
+            let mut state = self.shared.lock();
+            if state.reliable < SOFT_LIMIT || state.closed {
+                return Poll::Ready(());
             }
-            self.shared.drained.notified().await;
-        }
+            register(&mut state.reader, cx);
+            Poll::Pending
+        })
+        .await;
+    }
+}
+
+/// Keeps the waker of the task polling now in `slot` (one waiter per slot: the connection's
+/// writer, or its reader).
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(waker) if waker.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
     }
 }
 

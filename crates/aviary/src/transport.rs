@@ -46,7 +46,11 @@ impl Transport for TcpStream {
 
 impl TransportRead for OwnedReadHalf {
     async fn readable(&mut self) -> io::Result<()> {
-        Self::readable(self).await
+        // `poll_read_ready` keeps the waker in the socket's registration; tokio's
+        // `readable()` future carries a ~180-byte waiter instead, which would sit in every
+        // idle connection's task.
+        let stream: &TcpStream = self.as_ref();
+        std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await
     }
 
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {

@@ -47,7 +47,15 @@ impl Series {
         let minute = now - now % 60;
         match self.minutes.back_mut() {
             Some(last) if last.minute == minute => last.units += units,
-            _ => self.minutes.push_back(MinuteUnits { minute, units }),
+            _ => {
+                if self.minutes.capacity() == 0 {
+                    // Most clients have units in a minute or two only (an idle connection:
+                    // its CONNECT); room for one rather than the default four keeps that
+                    // small. Later growth doubles as usual.
+                    self.minutes.reserve_exact(1);
+                }
+                self.minutes.push_back(MinuteUnits { minute, units });
+            }
         }
         self.prune(now);
     }

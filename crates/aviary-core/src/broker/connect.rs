@@ -92,7 +92,7 @@ impl Broker {
         }
         // A will its publisher may not publish is dropped (checked once, here).
         let had_will = connect.will.is_some();
-        let will = connect.will.filter(|will| {
+        let will = connect.will.map(Box::new).filter(|will| {
             let request = Request::Publish {
                 topic: &will.topic,
                 qos: will.qos,
@@ -211,7 +211,7 @@ impl Broker {
             now,
         );
         self.connections
-            .insert(conn, Connection::Connected(connected));
+            .insert(conn, Connection::Connected(Box::new(connected)));
         self.connected += 1;
         self.fx.stats.units += super::metering::CONNECT_UNITS;
         if let Some(period) = keep_alive_period {
@@ -354,7 +354,8 @@ impl Broker {
         let sid = SessionId(self.next_session_id);
         self.next_session_id += 1;
         self.client_ids.insert(client_id.clone(), sid);
-        self.sessions.insert(sid, Session::new(sid, client_id));
+        self.sessions
+            .insert(sid, Box::new(Session::new(sid, client_id)));
         sid
     }
 }

@@ -21,16 +21,16 @@ use super::metering::CONNECT_UNITS;
 use super::session::SessionId;
 use crate::authz::Principal;
 
-/// The state of one transport connection.
-// Boxing `Connected` would cost an allocation per connection to save memory only during
-// the short Connecting phase.
-#[allow(clippy::large_enum_variant)]
+/// The state of one transport connection. Both states are boxed: the broker's table then
+/// holds a pointer per connection, and a hash table's spare buckets (up to half of them
+/// after it doubles) cost 16 bytes each instead of the size of `Connected`; every idle
+/// connection pays for that.
 #[derive(Debug)]
 pub(crate) enum Connection {
     /// Transport open, CONNECT not yet received [MQTT-3.1.0-1].
-    Connecting(Connecting),
+    Connecting(Box<Connecting>),
     /// CONNECT accepted; bound to a session.
-    Connected(Connected),
+    Connected(Box<Connected>),
 }
 
 /// Waiting for CONNECT.
@@ -61,8 +61,9 @@ pub(crate) struct Connected {
     pub(crate) last_seen: Instant,
     /// The client's topic aliases towards us (5.0).
     pub(crate) aliases: InboundAliases,
-    /// The will of this connection, published on abnormal loss.
-    pub(crate) will: Option<Will>,
+    /// The will of this connection, published on abnormal loss (boxed: most connections
+    /// have none, and a will is large).
+    pub(crate) will: Option<Box<Will>>,
     /// The client's Maximum Packet Size (5.0): reason strings are left out of packets
     /// that would exceed it.
     pub(crate) max_packet_size: Option<u32>,
@@ -112,7 +113,7 @@ pub(crate) struct Accepted {
     pub(crate) client_id: Arc<str>,
     pub(crate) keep_alive: Option<Duration>,
     pub(crate) keep_alive_seconds: u16,
-    pub(crate) will: Option<Will>,
+    pub(crate) will: Option<Box<Will>>,
     pub(crate) connect_expiry_zero: bool,
     pub(crate) problem_info: bool,
     pub(crate) max_packet_size: Option<u32>,

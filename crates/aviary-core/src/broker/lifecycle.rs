@@ -77,7 +77,7 @@ impl Broker {
         let mut will_now = None;
         if let (true, Some(will)) = (reason.publishes_will(), c.will) {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
-            let message = Arc::new(Message::from_will(will, c.client_id, now));
+            let message = Arc::new(Message::from_will(*will, c.client_id, now));
             if delay == 0 || session.expiry_interval == 0 {
                 will_now = Some(message);
             } else {

@@ -201,7 +201,7 @@ pub struct Broker {
     /// Open transports, by the shell's id.
     connections: IdMap<ConnId, Connection>,
     /// Every session, connected or not.
-    sessions: IdMap<SessionId, Session>,
+    sessions: IdMap<SessionId, Box<Session>>,
     /// Client identifier → its session (at most one session per client id).
     client_ids: HashMap<Arc<str>, SessionId>,
     /// Topic filter → subscribing sessions (mirrors every session's `subscriptions`).
@@ -258,10 +258,10 @@ impl Broker {
     pub fn handle_open(&mut self, conn: ConnId, peer: SocketAddr, now: Instant) {
         self.connections.insert(
             conn,
-            Connection::Connecting(Connecting {
+            Connection::Connecting(Box::new(Connecting {
                 peer,
                 opened_at: now,
-            }),
+            })),
         );
         if let Some(timeout) = self.config.connect_timeout() {
             self.fx

@@ -383,6 +383,6 @@ impl Broker {
             self.fx.timers.schedule(at, Timer::SessionExpiry(sid));
         }
         self.client_ids.insert(client_id, sid);
-        self.sessions.insert(sid, session);
+        self.sessions.insert(sid, Box::new(session));
     }
 }

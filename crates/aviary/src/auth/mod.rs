@@ -166,6 +166,9 @@ pub struct AuthService {
     /// The HTTP service, if configured.
     pub http: Option<Arc<HttpAuthenticator>>,
     failures: FailureTracker,
+    /// The principal of an anonymous connection without a username, shared by all of them
+    /// (each would otherwise hold its own copy for its whole life).
+    anonymous: Arc<Principal>,
 }
 
 impl AuthService {
@@ -189,6 +192,10 @@ impl AuthService {
             jwt,
             http,
             failures: FailureTracker::default(),
+            anonymous: Arc::new(Principal {
+                authenticator: "anonymous".into(),
+                ..Principal::default()
+            }),
         })
     }
 
@@ -217,6 +224,9 @@ impl AuthService {
         match self.decide(request).await {
             Ok(principal) => {
                 self.failures.success(&request.client_id);
+                if principal == *self.anonymous {
+                    return Authentication::Accepted(Arc::clone(&self.anonymous));
+                }
                 Authentication::Accepted(Arc::new(principal))
             }
             Err(refusal) => {

@@ -12,6 +12,7 @@ mod read;
 mod tests;
 mod write;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU8};
 use std::sync::Arc;
@@ -80,64 +81,80 @@ enum WriteEnd {
 }
 
 /// Drives connection `conn` until it is closed by either side or by shutdown.
-pub(crate) async fn run<T: Transport>(
+///
+/// Memory: an idle connection is this future waiting in two places, the socket becoming
+/// readable and the outbox getting packets; everything else (decoding, writing, sends to
+/// the broker task, lingering) is boxed while it runs. The future is an `async move`
+/// block rather than an `async fn` because the latter keeps two copies of its arguments
+/// for its whole life, and the stream is split before the block so that the block holds
+/// only the halves. Graceful shutdown's force close is watched only by the boxed parts: an
+/// idle connection ends by itself then, because the broker task, which has stopped by that
+/// time, has closed its outbox.
+pub(crate) fn run<T: Transport>(
     stream: T,
     conn: ConnId,
     peer: SocketAddr,
     ctx: ConnectionContext,
-) {
-    if ctx.listener_off.is_cancelled() {
-        return; // its listener was switched off in the meantime
-    }
-    let (sender, outbox) = outbox();
-    let open = Event::Open {
-        conn,
-        peer,
-        outbox: sender,
-        listener: Arc::clone(&ctx.listener),
-    };
-    // Sends in this function are boxed: they happen once per connection, and inline they
-    // would enlarge every connection's future for its whole life.
-    if Box::pin(ctx.events.send(open)).await.is_err() {
-        return; // shutting down
-    }
-    debug!(conn = conn.0, %peer, "connection open");
-    let _panic_guard = PanicGuard {
-        conn,
-        events: &ctx.events,
-    };
-    let (mut rd, wr) = stream.split();
-    // The protocol level of the connection's first CONNECT, or `NO_CONNECT_YET`.
-    let version = AtomicU8::new(NO_CONNECT_YET);
-
-    let tell_closed = {
-        let reader = read_loop(&mut rd, (conn, peer), &version, &outbox, &ctx);
-        let writer = write_loop(wr, &outbox, &version);
-        tokio::pin!(reader, writer);
-        tokio::select! {
-            end = &mut reader => {
-                let tell = matches!(end, ReadEnd::Closed);
-                if tell {
-                    let _ = Box::pin(ctx.events.send(Event::Closed { conn })).await;
-                }
-                // The broker closes the outbox (after `Closed`, or after a decode error
-                // once it has queued its DISCONNECT); the writer then ends.
-                tokio::select! {
-                    _ = &mut writer => {}
-                    () = ctx.force_close.cancelled() => {}
-                }
-                false
-            }
-            end = &mut writer => matches!(end, WriteEnd::Failed),
-            () = ctx.force_close.cancelled() => false,
+) -> impl Future<Output = ()> + Send {
+    let (mut rd, mut wr) = stream.split();
+    async move {
+        if ctx.listener_off.is_cancelled() {
+            return; // its listener was switched off in the meantime
         }
-    };
-    if tell_closed {
-        let _ = Box::pin(ctx.events.send(Event::Closed { conn })).await;
-    } else {
-        Box::pin(linger(&mut rd, &ctx.force_close)).await;
+        let (sender, outbox) = outbox();
+        let open = Event::Open {
+            conn,
+            peer,
+            outbox: sender,
+            listener: Arc::clone(&ctx.listener),
+        };
+        // Sends in this function are boxed: they happen once per connection, and inline they
+        // would enlarge every connection's future for its whole life.
+        if Box::pin(ctx.events.send(open)).await.is_err() {
+            return; // shutting down
+        }
+        debug!(conn = conn.0, %peer, "connection open");
+        let _panic_guard = PanicGuard {
+            conn,
+            events: &ctx.events,
+        };
+        // The protocol level of the connection's first CONNECT, or `NO_CONNECT_YET`.
+        let version = AtomicU8::new(NO_CONNECT_YET);
+
+        let tell_closed = {
+            let reader = read_loop(&mut rd, conn, &peer, &version, &outbox, &ctx);
+            let writer = write_loop(&mut wr, &outbox, &version, &ctx.force_close);
+            tokio::pin!(reader, writer);
+            tokio::select! {
+                end = &mut reader => {
+                    let tell = matches!(end, ReadEnd::Closed);
+                    let force_close = &ctx.force_close;
+                    let events = &ctx.events;
+                    let writer = &mut writer;
+                    Box::pin(async move {
+                        if tell {
+                            let _ = events.send(Event::Closed { conn }).await;
+                        }
+                        // The broker closes the outbox (after `Closed`, or after a decode
+                        // error once it has queued its DISCONNECT); the writer then ends.
+                        tokio::select! {
+                            _ = writer => {}
+                            () = force_close.cancelled() => {}
+                        }
+                    })
+                    .await;
+                    false
+                }
+                end = &mut writer => matches!(end, WriteEnd::Failed),
+            }
+        };
+        if tell_closed {
+            let _ = Box::pin(ctx.events.send(Event::Closed { conn })).await;
+        } else {
+            Box::pin(linger(&mut rd, &ctx.force_close)).await;
+        }
+        debug!(conn = conn.0, %peer, "connection closed");
     }
-    debug!(conn = conn.0, %peer, "connection closed");
 }
 
 /// Tells the broker a connection is gone if its task unwinds from a panic (a bug, e.g. in

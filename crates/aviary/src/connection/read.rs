@@ -1,6 +1,7 @@
 //! The read side of a connection: bytes from the socket, decoded into packets, sent to the
 //! broker task in batches.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -26,48 +27,61 @@ const MAX_PACKETS_PER_EVENT: usize = 256;
 
 /// Reads and decodes until the stream ends or breaks, sending packets to the broker task;
 /// pauses while the connection's outbox is long.
-pub(super) async fn read_loop(
-    rd: &mut impl TransportRead,
-    (conn, peer): (ConnId, SocketAddr),
-    version: &AtomicU8,
-    outbox: &Outbox,
-    ctx: &ConnectionContext,
-) -> ReadEnd {
-    let mut buf = BytesMut::new();
-    loop {
-        // Backpressure: while the client does not read what we send, read nothing more
-        // from it (everything it sends would only add answers to the queue).
-        outbox.wait_for_room().await;
-        if buf.is_empty() {
-            // Idle: wait for data without holding a buffer.
-            buf = BytesMut::new();
-            if rd.readable().await.is_err() {
-                return ReadEnd::Closed;
-            }
-        }
-        buf.reserve(READ_CHUNK.max(buf.len()));
-        match rd.try_read_buf(&mut buf) {
-            Ok(0) => return ReadEnd::Closed,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if buf.is_empty() {
-                    continue; // spurious readiness: back to waiting
-                }
-                // A partial packet is buffered; wait for the rest.
+///
+/// An `async move` block rather than an `async fn`, which would keep two copies of the
+/// arguments in every idle connection's future.
+pub(super) fn read_loop<'a>(
+    rd: &'a mut impl TransportRead,
+    conn: ConnId,
+    peer: &'a SocketAddr,
+    version: &'a AtomicU8,
+    outbox: &'a Outbox,
+    ctx: &'a ConnectionContext,
+) -> impl Future<Output = ReadEnd> + Send + 'a {
+    async move {
+        let mut buf = BytesMut::new();
+        loop {
+            // Backpressure: while the client does not read what we send, read nothing more
+            // from it (everything it sends would only add answers to the queue).
+            outbox.wait_for_room().await;
+            if buf.is_empty() {
+                // Idle: wait for data without holding a buffer.
+                buf = BytesMut::new();
                 if rd.readable().await.is_err() {
                     return ReadEnd::Closed;
                 }
-                continue;
             }
-            Err(e) => {
-                debug!(conn = conn.0, error = %e, "read failed");
-                return ReadEnd::Closed;
+            buf.reserve(READ_CHUNK.max(buf.len()));
+            match rd.try_read_buf(&mut buf) {
+                Ok(0) => return ReadEnd::Closed,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if buf.is_empty() {
+                        continue; // spurious readiness: back to waiting
+                    }
+                    // A partial packet is buffered; wait for the rest.
+                    if rd.readable().await.is_err() {
+                        return ReadEnd::Closed;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    debug!(conn = conn.0, error = %e, "read failed");
+                    return ReadEnd::Closed;
+                }
             }
-        }
-        // Boxed (one allocation per read) so the decoding state does not sit in every
-        // idle connection's future.
-        if let Some(end) = Box::pin(decode_all(&mut buf, (conn, peer), version, ctx)).await {
-            return end;
+            // Boxed (one allocation per read) so the decoding state does not sit in every
+            // idle connection's future. A forced close (end of graceful shutdown) also ends
+            // a read waiting here, e.g. for its authentication or for room in the inbox.
+            let decoded = Box::pin(async {
+                tokio::select! {
+                    end = decode_all(&mut buf, (conn, *peer), version, ctx) => end,
+                    () = ctx.force_close.cancelled() => Some(ReadEnd::BrokerGone),
+                }
+            });
+            if let Some(end) = decoded.await {
+                return end;
+            }
         }
     }
 }

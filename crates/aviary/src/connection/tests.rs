@@ -215,6 +215,58 @@ async fn connection_future_stays_small() {
     };
     let peer = listener.local_addr().unwrap();
     let future = run(stream, ConnId(1), peer, ctx);
+    eprintln!("SIZE run future {}", std::mem::size_of_val(&future));
+    {
+        let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let s2 = TcpStream::connect(l2.local_addr().unwrap()).await.unwrap();
+        let (mut rd, mut wr) = s2.into_split();
+        let (tx, rx) = outbox();
+        let version = AtomicU8::new(0);
+        let (tx2, _rx2) = mpsc::channel(1);
+        let ctx2 = ConnectionContext {
+            events: tx2,
+            max_packet_size: Arc::new(AtomicU32::new(1024)),
+            listener: "default".into(),
+            listener_off: CancellationToken::new(),
+            rates: Arc::new(crate::rates::Rates::new(
+                &crate::limits::PlanLimits::defaults(&aviary_core::BrokerConfig::default()),
+            )),
+            force_close: CancellationToken::new(),
+            auth: None,
+            certificate: None,
+        };
+        eprintln!("SIZE ctx {}", std::mem::size_of_val(&ctx2));
+        eprintln!(
+            "SIZE readable {}",
+            std::mem::size_of_val(&crate::transport::TransportRead::readable(&mut rd))
+        );
+        eprintln!(
+            "SIZE next_batch {}",
+            std::mem::size_of_val(&rx.next_batch())
+        );
+        eprintln!("SIZE room {}", std::mem::size_of_val(&rx.wait_for_room()));
+        eprintln!(
+            "SIZE cancelled {}",
+            std::mem::size_of_val(&ctx2.force_close.cancelled())
+        );
+        let peer = l2.local_addr().unwrap();
+        eprintln!(
+            "SIZE read_loop {}",
+            std::mem::size_of_val(&read::read_loop(
+                &mut rd,
+                ConnId(1),
+                &peer,
+                &version,
+                &rx,
+                &ctx2
+            ))
+        );
+        eprintln!(
+            "SIZE write_loop {}",
+            std::mem::size_of_val(&write::write_loop(&mut wr, &rx, &version, &ctx2.force_close))
+        );
+        drop(tx);
+    }
     assert!(
         std::mem::size_of_val(&future) <= 1200,
         "{}",

@@ -2,12 +2,14 @@
 //! written with one `write_all` (in pieces for large batches).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use aviary_codec::{Packet, ProtocolVersion};
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{version_from_level, WriteEnd};
@@ -23,21 +25,34 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Writes everything the broker routes to this connection; when the broker closes the
 /// outbox, shuts the write side down (TCP FIN after the last packet).
-pub(super) async fn write_loop(
-    mut wr: impl tokio::io::AsyncWrite + Unpin,
-    outbox: &Outbox,
-    version: &AtomicU8,
-) -> WriteEnd {
-    while let Some(batch) = outbox.next_batch().await {
-        let current = version_from_level(version.load(Ordering::Acquire));
-        // Boxed (one allocation per batch) so the encoding and write state does not sit in
-        // every idle connection's future.
-        if !Box::pin(write_batch(&mut wr, batch, current)).await {
-            return WriteEnd::Failed;
+///
+/// An `async move` block rather than an `async fn`, which would keep two copies of the
+/// arguments in every idle connection's future.
+pub(super) fn write_loop<'a>(
+    wr: &'a mut (impl tokio::io::AsyncWrite + Unpin + Send),
+    outbox: &'a Outbox,
+    version: &'a AtomicU8,
+    force_close: &'a CancellationToken,
+) -> impl Future<Output = WriteEnd> + Send + 'a {
+    async move {
+        while let Some(batch) = outbox.next_batch().await {
+            let current = version_from_level(version.load(Ordering::Acquire));
+            // Boxed (one allocation per batch) so the encoding and write state does not
+            // sit in every idle connection's future. A forced close (end of graceful
+            // shutdown) stops a write to a peer that does not read.
+            let written = Box::pin(async {
+                tokio::select! {
+                    ok = write_batch(&mut *wr, batch, current) => ok,
+                    () = force_close.cancelled() => false,
+                }
+            });
+            if !written.await {
+                return WriteEnd::Failed;
+            }
         }
+        let _ = Box::pin(tokio::time::timeout(WRITE_TIMEOUT, wr.shutdown())).await;
+        WriteEnd::Done
     }
-    let _ = Box::pin(tokio::time::timeout(WRITE_TIMEOUT, wr.shutdown())).await;
-    WriteEnd::Done
 }
 
 /// Encodes `batch` in `version` and writes it, in pieces of about [`WRITE_CHUNK`] bytes;

@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use aviary_core::ConnId;
+use futures_util::FutureExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -112,10 +113,11 @@ pub(crate) async fn run(
         let ctx = ctx.clone();
         match kind {
             ListenerKind::Tcp => {
-                shared.tracker.spawn(async move {
-                    connection::run(stream, conn, peer, ctx).await;
-                    drop(permit);
-                });
+                // `map` rather than an `async` block around the driver: the block would
+                // keep a second copy of the driver's future (its captured value beside the
+                // one it awaits) in every connection's task for the connection's whole life.
+                let driver = connection::run(stream, conn, peer, ctx);
+                shared.tracker.spawn(driver.map(move |()| drop(permit)));
             }
             ListenerKind::Ws => {
                 shared.tracker.spawn(async move {
