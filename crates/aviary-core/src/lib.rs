@@ -24,7 +24,7 @@ pub mod topic_index;
 
 pub use broker::{
     Broker, BrokerConfig, BrokerStats, ClientCounters, ClientInfo, ConnId, DropStats, EndReason,
-    Event, ManageError, QueueOverflow, RetainedInfo, RuntimeLimits, SharedGroupInfo,
+    Event, IdMap, ManageError, QueueOverflow, RetainedInfo, RuntimeLimits, SharedGroupInfo,
     SubscriptionInfo, Transmit,
 };
 pub use broker::{

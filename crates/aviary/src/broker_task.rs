@@ -15,7 +15,6 @@
 
 mod manage;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use aviary_codec::{Connect, DecodeError, Packet, QoS, ReasonCode};
 use aviary_core::authz::Authentication;
-use aviary_core::{Broker, ConnId, Transmit};
+use aviary_core::{Broker, ConnId, IdMap, Transmit};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -87,8 +86,9 @@ pub(crate) struct BrokerTask {
     broker: Broker,
     /// Inbox of [`Event`]s.
     events: mpsc::Receiver<Event>,
-    /// Open connections the broker knows; removing an entry closes that outbox.
-    outboxes: HashMap<ConnId, OutboxSender>,
+    /// Open connections the broker knows; removing an entry closes that outbox. An
+    /// [`IdMap`]: it is looked up for every packet in and out.
+    outboxes: IdMap<ConnId, OutboxSender>,
     /// QoS 0 PUBLISHes dropped because a subscriber's outbox was full.
     dropped_qos0: u64,
     /// The store, when the broker persists (the server always gives one; unit tests of
@@ -129,7 +129,7 @@ impl BrokerTask {
         Self {
             broker,
             events,
-            outboxes: HashMap::new(),
+            outboxes: IdMap::default(),
             dropped_qos0: 0,
             store: None,
             reentered: false,
@@ -230,10 +230,16 @@ impl BrokerTask {
             store
                 .gate
                 .release(progress.committed, &mut ready, |(t, _)| transmit_conn(t).0);
-            for (transmit, read_at) in ready {
+            for (transmit, read_at) in ready.drain(..) {
                 let current = std::mem::replace(&mut self.ops.read_at, read_at);
                 self.send(transmit);
                 self.ops.read_at = current;
+            }
+            // The next pass reuses the allocation (usually this pass's own `pending`).
+            if let Some(store) = self.store.as_mut() {
+                if store.pending.capacity() == 0 {
+                    store.pending = ready;
+                }
             }
             if !self.reentered {
                 break;
@@ -359,12 +365,13 @@ impl BrokerTask {
     /// Drains the broker's output: into the connections' outboxes, or, with a store,
     /// into the pass's pending transmits (sent by `end_pass`).
     fn route_transmits(&mut self) {
+        let mut routed_at = None;
         while let Some(transmit) = self.broker.poll_transmit() {
             // Counted (and publish-to-deliver latency measured) when the broker routes
             // the packet, so the figures are the same with or without a store holding it
             // for its commit.
             if let Transmit::Packet { packet, .. } = &transmit {
-                self.ops.outbound(packet);
+                self.ops.outbound(packet, &mut routed_at);
             }
             match &mut self.store {
                 Some(store) => store.pending.push((transmit, self.ops.read_at)),

@@ -1,16 +1,17 @@
 //! A fast map for the broker's own integer ids (connection and session ids). No peer
 //! chooses these ids, so the DoS resistance of std's SipHash buys nothing here, while its
-//! cost is paid on every delivery (one session lookup per subscriber).
+//! cost is paid on every delivery (one session lookup per subscriber). The I/O shell uses it
+//! for its own tables keyed by connection id (outboxes, looked up for every packet sent).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// A HashMap keyed by a broker id.
-pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// Multiply-rotate hashing of integers (the FxHash scheme).
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct IdHasher(u64);
+pub struct IdHasher(u64);
 
 const SEED: u64 = 0x517c_c1b7_2722_0a95;
 

@@ -94,7 +94,7 @@ pub use persist::{
 pub use stats::{BrokerStats, DropStats};
 
 use connection::{Connecting, Connection};
-use idmap::IdMap;
+pub use idmap::IdMap;
 use session::{Session, SessionId, Subscription};
 use timers::Timers;
 

@@ -25,17 +25,25 @@ impl Broker {
         let mut shared = std::mem::take(&mut self.scratch_shared);
         plain.clear();
         shared.clear();
-        let publisher = message
-            .publisher
-            .as_ref()
-            .and_then(|id| self.client_ids.get(id))
-            .copied();
+        // The publisher's session, looked up (a hash of its client id) only when a No Local
+        // subscription matches: most messages meet none.
+        let client_ids = &self.client_ids;
+        let mut publisher = None;
         let mut matched = false;
         self.index.for_each_match(&message.topic, |m| match m {
             Match::Plain { key, value } => {
                 matched = true;
-                if value.options.no_local && Some(*key) == publisher {
-                    return;
+                if value.options.no_local {
+                    let publisher = *publisher.get_or_insert_with(|| {
+                        message
+                            .publisher
+                            .as_ref()
+                            .and_then(|id| client_ids.get(id))
+                            .copied()
+                    });
+                    if Some(*key) == publisher {
+                        return;
+                    }
                 }
                 plain.push(PlainMatch {
                     session: *key,

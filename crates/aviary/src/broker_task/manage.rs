@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use aviary_codec::properties::PublishProperties;
 use aviary_codec::{Packet, QoS, TopicName};
-use aviary_core::{Broker, ConnId, Event as BrokerEvent};
+use aviary_core::{Broker, ConnId, Event as BrokerEvent, IdMap};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
@@ -60,13 +60,13 @@ pub(crate) struct Counters {
 #[derive(Debug, Default)]
 pub(crate) struct Ops {
     /// Metadata of open connections.
-    pub(crate) conns: HashMap<ConnId, ConnMeta>,
+    pub(crate) conns: IdMap<ConnId, ConnMeta>,
     /// Usage over time.
     pub(crate) usage: Usage,
     /// Traffic counters.
     pub(crate) counters: Counters,
     /// Per connected connection, its cumulative units already attributed to usage.
-    attributed: HashMap<ConnId, u64>,
+    attributed: IdMap<ConnId, u64>,
     /// The core's total units already attributed.
     attributed_total: u64,
     /// Unix minute of the last pruning of stale usage series.
@@ -155,15 +155,17 @@ impl Ops {
         }
     }
 
-    /// A packet routed to a connection.
-    pub(super) fn outbound(&mut self, packet: &Packet) {
+    /// A packet routed to a connection. `routed_at` is when the broker produced it, read
+    /// from the clock at most once per drain of its output (a message fanned out to a
+    /// thousand subscribers is one clock read, not a thousand).
+    pub(super) fn outbound(&mut self, packet: &Packet, routed_at: &mut Option<Instant>) {
         match packet {
             Packet::Publish(p) => {
                 let q = p.qos as usize;
                 self.counters.messages_out[q] += 1;
                 self.counters.bytes_out[q] += p.payload.len() as u64;
                 if let Some(read_at) = self.read_at {
-                    let now = super::now();
+                    let now = *routed_at.get_or_insert_with(super::now);
                     self.counters
                         .latency
                         .observe(now.saturating_duration_since(read_at));
@@ -286,6 +288,9 @@ impl BrokerTask {
             let seen = ops.attributed.entry(client.conn).or_default();
             let delta = client.units.saturating_sub(*seen);
             *seen = client.units;
+            if delta == 0 {
+                continue; // an idle client: nothing to attribute, no lookup
+            }
             if let Some(meta) = ops.conns.get(&client.conn) {
                 let owner = Owner {
                     listener: &meta.listener,

@@ -263,7 +263,12 @@ async fn connection_future_stays_small() {
         );
         eprintln!(
             "SIZE write_loop {}",
-            std::mem::size_of_val(&write::write_loop(&mut wr, &rx, &version, &ctx2.force_close))
+            std::mem::size_of_val(&write::write_loop(
+                &mut wr,
+                &rx,
+                &version,
+                &ctx2.force_close
+            ))
         );
         drop(tx);
     }

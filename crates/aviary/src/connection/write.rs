@@ -19,6 +19,10 @@ use crate::outbox::Outbox;
 /// in pieces instead of being encoded into one huge buffer.
 const WRITE_CHUNK: usize = 64 * 1024;
 
+/// Bytes of a packet beyond its payload and topic, for sizing the write buffer: fixed
+/// header, packet id, topic length, a few properties.
+const TYPICAL_OVERHEAD: usize = 16;
+
 /// A write that makes no progress for this long means the peer is gone or stuck; the
 /// connection is then dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -62,7 +66,16 @@ async fn write_batch(
     batch: VecDeque<Packet>,
     version: ProtocolVersion,
 ) -> bool {
-    let mut out = BytesMut::new();
+    // Sized for the whole batch (up to a chunk) at once, from an estimate (payloads plus a
+    // typical header): growing by doubling would copy the buffer several times over.
+    let estimate: usize = batch
+        .iter()
+        .map(|p| match p {
+            Packet::Publish(p) => p.payload.len() + p.topic.as_str().len() + TYPICAL_OVERHEAD,
+            _ => TYPICAL_OVERHEAD,
+        })
+        .sum();
+    let mut out = BytesMut::with_capacity(estimate.min(WRITE_CHUNK));
     for packet in batch {
         if let Err(error) = aviary_codec::encode(&packet, version, &mut out) {
             // The broker produced a packet this version cannot carry: a bug there, but not
