@@ -62,7 +62,14 @@ async fn write_batch(
             out.clear();
         }
     }
-    out.is_empty() || write(wr, &out).await
+    if !out.is_empty() && !write(wr, &out).await {
+        return false;
+    }
+    // TLS may hold the last records until flushed (a no-op for TCP and WebSocket).
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, wr.flush()).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Writes all of `bytes`; `false` on error or when the peer accepts nothing for
