@@ -13,7 +13,9 @@ use aviary::config::TlsListenerConfig;
 use aviary::tls::{CaOptions, CaStatus, CertStatus, RegistryError, TlsMode};
 use aviary_codec::{Packet, ProtocolVersion};
 
-use tls_support::{client_config, register_ca, server_pki, try_connect, write, Ca, Got, ServerPki, WAIT};
+use tls_support::{
+    client_config, register_ca, server_pki, try_connect, write, Ca, Got, ServerPki, WAIT,
+};
 
 async fn start(dir: &Path, server: &ServerPki, mode: TlsMode) -> aviary::RunningServer {
     let mut config = aviary::Config {
@@ -52,7 +54,6 @@ async fn one_way_tls_accepts_tls_1_2_and_1_3() {
     }
     server.shutdown().await.unwrap();
 }
-
 
 #[tokio::test]
 async fn ca_registration_needs_proof_of_possession() {

@@ -323,7 +323,10 @@ impl Registry {
         if cert.is_some() || key.is_some() {
             let (Some(acceptor), Some(tls)) = (&entry.acceptor, &mut entry.spec.tls) else {
                 let field = if cert.is_some() { "cert" } else { "key" };
-                return Err(tls_error(field, "only TLS and WSS listeners have a certificate"));
+                return Err(tls_error(
+                    field,
+                    "only TLS and WSS listeners have a certificate",
+                ));
             };
             let cert = cert.unwrap_or_else(|| tls.cert.clone());
             let key = key.unwrap_or_else(|| tls.key.clone());
@@ -413,7 +416,10 @@ impl Registry {
     }
 
     /// The TLS acceptor `spec` needs (`None` for TCP and WebSocket), from its PEM files.
-    fn acceptor(&self, spec: &ListenerSpec) -> Result<Option<Arc<TlsAcceptorHandle>>, ListenerError> {
+    fn acceptor(
+        &self,
+        spec: &ListenerSpec,
+    ) -> Result<Option<Arc<TlsAcceptorHandle>>, ListenerError> {
         match (spec.kind.is_tls(), &spec.tls) {
             (false, None) => Ok(None),
             (false, Some(_)) => Err(tls_error(
@@ -665,9 +671,11 @@ mod tests {
         let stored = spec("fixed", ListenerKind::Tcp, &format!("127.0.0.1:{port}"));
         records::put(&*records, RecordKind::Listener, "fixed", &stored).unwrap();
         let reg = registry(records);
-        reg.start_all(vec![ListenerSpec::default_tcp("127.0.0.1:0".parse().unwrap())])
-            .await
-            .unwrap();
+        reg.start_all(vec![ListenerSpec::default_tcp(
+            "127.0.0.1:0".parse().unwrap(),
+        )])
+        .await
+        .unwrap();
         let fixed = reg.get("fixed").await.unwrap();
         assert_eq!(fixed.address, None);
         assert!(!reg.all_bound().await, "readiness reports it");

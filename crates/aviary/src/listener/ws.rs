@@ -43,12 +43,8 @@ const PIPE: usize = 64 * 1024;
 
 /// Upgrades `stream` (TCP, or TLS for secure WebSocket) and runs the MQTT connection over
 /// it.
-pub(crate) async fn serve<S>(
-    stream: S,
-    conn: ConnId,
-    peer: SocketAddr,
-    ctx: ConnectionContext,
-) where
+pub(crate) async fn serve<S>(stream: S, conn: ConnId, peer: SocketAddr, ctx: ConnectionContext)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let max_packet = ctx

@@ -235,7 +235,6 @@ pub async fn try_connect(
     }
 }
 
-
 /// Registers `ca` with proof of possession.
 pub fn register_ca(server: &aviary::RunningServer, ca: &Ca, options: CaOptions) -> String {
     let registry = &server.security().certificates;
