@@ -3,6 +3,7 @@
 
 mod api;
 mod common;
+mod tls_support;
 
 use std::process::Output;
 
@@ -122,6 +123,76 @@ async fn listener_commands() {
     ok(&api, &["listener", "delete", "public"]).await;
     let err = fails(&api, &["listener", "create", "x", "--bind", "here"]).await;
     assert!(err.contains("bind"), "{err}");
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn tls_listener_commands() {
+    let api = start_api(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = tls_support::server_pki();
+    let cert = tls_support::write(dir.path(), "server.pem", &pki.cert);
+    let key = tls_support::write(dir.path(), "server.key", &pki.key);
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let create = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "listener",
+            "create",
+            "secure",
+            "--kind",
+            "tls",
+            "--bind",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+    let err = fails(&api, &create(&[])).await;
+    assert!(err.contains("cert: required"), "{err}");
+    let mut args: Vec<&str> = create(&["--x509-mode", "mutual", "--key"]);
+    args.extend([key, "--cert", "/nonexistent/server.pem"]);
+    let err = fails(&api, &args).await;
+    assert!(
+        err.contains("cert: cannot read /nonexistent/server.pem"),
+        "{err}"
+    );
+    let mut args: Vec<&str> = create(&["--x509-mode", "mutual", "--json"]);
+    args.extend(["--cert", cert, "--key", key]);
+    let created: Value = serde_json::from_str(&ok(&api, &args).await).unwrap();
+    assert_eq!(created["kind"], "tls");
+    assert_eq!(created["x509_mode"], "mutual");
+    let listed = ok(&api, &["listener", "list"]).await;
+    assert!(
+        listed.contains("secure") && listed.contains("mutual"),
+        "{listed}"
+    );
+    // Replace the certificate with another one.
+    let next = tls_support::server_pki();
+    let next_cert = tls_support::write(dir.path(), "next.pem", &next.cert);
+    let next_key = tls_support::write(dir.path(), "next.key", &next.key);
+    let replaced = ok(
+        &api,
+        &[
+            "listener",
+            "certificate",
+            "secure",
+            "--cert",
+            next_cert.to_str().unwrap(),
+            "--key",
+            next_key.to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .await;
+    let replaced: Value = serde_json::from_str(&replaced).unwrap();
+    assert_eq!(replaced["cert"], next_cert.to_str().unwrap());
+    let err = fails(
+        &api,
+        &["listener", "certificate", "default", "--cert", cert],
+    )
+    .await;
+    assert!(err.contains("cert:"), "{err}");
+    ok(&api, &["listener", "delete", "secure"]).await;
     api.shutdown().await;
 }
 

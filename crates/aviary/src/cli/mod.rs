@@ -127,7 +127,7 @@ pub enum ListenerCommand {
     /// Create a listener.
     Create {
         name: String,
-        /// tcp or ws.
+        /// tcp, ws, tls or wss.
         #[arg(long, default_value = "tcp")]
         kind: String,
         /// ip:port to bind.
@@ -139,6 +139,25 @@ pub enum ListenerCommand {
         /// Allowed network (CIDR), repeatable; none: everyone.
         #[arg(long = "allow")]
         allow: Vec<String>,
+        /// tls, wss: server certificate chain, a PEM file on the broker's host.
+        #[arg(long)]
+        cert: Option<String>,
+        /// tls, wss: server private key, a PEM file on the broker's host.
+        #[arg(long)]
+        key: Option<String>,
+        /// tls, wss: one-way (default), mutual or per-device.
+        #[arg(long)]
+        x509_mode: Option<String>,
+    },
+    /// Replace a tls or wss listener's server certificate (open connections stay).
+    Certificate {
+        name: String,
+        /// Server certificate chain, a PEM file on the broker's host.
+        #[arg(long)]
+        cert: Option<String>,
+        /// Server private key, a PEM file on the broker's host.
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Switch a listener on.
     Enable { name: String },
@@ -272,6 +291,7 @@ const LISTENER_COLUMNS: &[(&str, &str)] = &[
     ("ADDRESS", "address"),
     ("CLIENTS", "clients"),
     ("ALLOW", "allow"),
+    ("X509", "x509_mode"),
 ];
 
 async fn execute(api: &ApiClient, as_json: bool, command: Command) -> Result<String, CliError> {
@@ -535,11 +555,28 @@ async fn listener(
             bind,
             disabled,
             allow,
+            cert,
+            key,
+            x509_mode,
         } => {
-            let body = json!({"name": name, "kind": kind, "bind": bind, "enabled": !disabled, "allow": allow});
+            let mut body = json!({"name": name, "kind": kind, "bind": bind, "enabled": !disabled, "allow": allow});
+            for (field, value) in [("cert", cert), ("key", key), ("x509_mode", x509_mode)] {
+                if let Some(value) = value {
+                    body[field] = Value::String(value);
+                }
+            }
             Ok(one(api
                 .call(Method::POST, "/api/v1/listeners", Some(&body))
                 .await?))
+        }
+        ListenerCommand::Certificate { name, cert, key } => {
+            let mut body = json!({});
+            for (field, value) in [("cert", cert), ("key", key)] {
+                if let Some(value) = value {
+                    body[field] = Value::String(value);
+                }
+            }
+            Ok(one(patch(&name, body).await?))
         }
         ListenerCommand::Enable { name } => Ok(one(patch(&name, json!({"enabled": true})).await?)),
         ListenerCommand::Disable { name } => {
