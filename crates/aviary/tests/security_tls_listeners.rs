@@ -491,3 +491,62 @@ async fn wss_listener_with_device_certificates_closes_a_revoked_device() {
     }
     api.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_config_tls_listener_is_the_registry_listener_named_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = server_pki();
+    let (cert, key) = files(dir.path(), "server", &pki);
+    let section = |cert: &str| aviary::config::TlsListenerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        cert: cert.into(),
+        key: key.clone().into(),
+        mode: aviary::tls::TlsMode::Mutual,
+        ca: vec![],
+    };
+
+    // A certificate file that cannot be read stops the start, naming the config key.
+    let mut config = aviary::Config {
+        data_dir: dir.path().join("bad"),
+        ..Default::default()
+    };
+    config.listener.bind = "127.0.0.1:0".parse().unwrap();
+    config.api.enabled = false;
+    config.security.tls_listener = Some(section("/nonexistent/server.pem"));
+    let err = aviary::start(config).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("tls_listener.cert: cannot read /nonexistent/server.pem"),
+        "{err:#}"
+    );
+
+    let tls = section(&cert);
+    let api = start_api(move |c| c.security.tls_listener = Some(tls)).await;
+    let (_, shown) = api.call("GET", "/api/v1/listeners/tls", None).await;
+    assert_eq!(shown["kind"], "tls", "{shown}");
+    assert_eq!(shown["x509_mode"], "mutual");
+    assert_eq!(
+        shown["address"].as_str(),
+        api.server
+            .as_ref()
+            .unwrap()
+            .tls_addr()
+            .map(|a| a.to_string())
+            .as_deref()
+    );
+    assert_error(
+        api.call("DELETE", "/api/v1/listeners/tls", None).await,
+        409,
+        "conflict",
+        "disable it instead",
+    );
+    let (status, off) = api
+        .call(
+            "PATCH",
+            "/api/v1/listeners/tls",
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(status, 200, "{off}");
+    assert_eq!(off["address"], Value::Null);
+    api.shutdown().await;
+}
