@@ -321,7 +321,7 @@ impl Registry {
             .get_mut(name)
             .ok_or_else(|| ListenerError::NotFound(name.to_owned()))?;
         if cert.is_some() || key.is_some() {
-            let (Some(acceptor), Some(tls)) = (&entry.acceptor, &mut entry.spec.tls) else {
+            let Some(tls) = &mut entry.spec.tls else {
                 let field = if cert.is_some() { "cert" } else { "key" };
                 return Err(tls_error(
                     field,
@@ -331,9 +331,22 @@ impl Registry {
             let cert = cert.unwrap_or_else(|| tls.cert.clone());
             let key = key.unwrap_or_else(|| tls.key.clone());
             let (cert_pem, key_pem) = read_identity(&cert, &key)?;
-            acceptor
-                .set_server_certificate(&cert_pem, &key_pem)
-                .map_err(identity_error)?;
+            match &entry.acceptor {
+                Some(acceptor) => acceptor
+                    .set_server_certificate(&cert_pem, &key_pem)
+                    .map_err(identity_error)?,
+                // Its files could not be loaded at start: the new ones make its acceptor.
+                None => {
+                    let acceptor = TlsAcceptorHandle::new(
+                        tls.x509_mode,
+                        &cert_pem,
+                        &key_pem,
+                        Arc::clone(&self.certificates),
+                    )
+                    .map_err(identity_error)?;
+                    entry.acceptor = Some(Arc::new(acceptor));
+                }
+            }
             info!(name, cert = %cert.display(), "server certificate replaced");
             tls.cert = cert;
             tls.key = key;
@@ -352,6 +365,10 @@ impl Registry {
         }
         match enabled {
             Some(true) if entry.running.is_none() => {
+                if entry.acceptor.is_none() {
+                    // A stored TLS listener whose files could not be read at start: again.
+                    entry.acceptor = self.acceptor(&entry.spec)?;
+                }
                 let protocol = protocol(entry.spec.kind, entry.acceptor.as_ref())?;
                 entry.running = Some(self.bind(&entry.spec, protocol, &entry.allow).await?);
                 entry.spec.enabled = true;
@@ -691,6 +708,45 @@ mod tests {
             Err(ListenerError::Bind { .. })
         ));
         drop(taken);
+        reg.stop_accepting().await;
+    }
+
+    #[tokio::test]
+    async fn a_stored_tls_listener_without_its_files_starts_unbound_and_binds_once_they_are_back() {
+        let records: Arc<dyn Records> = Arc::new(MemoryRecords::default());
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+        let mut stored = spec("secure", ListenerKind::Tls, "127.0.0.1:0");
+        stored.tls = Some(TlsSettings {
+            cert: cert.clone(),
+            key: key.clone(),
+            x509_mode: TlsMode::OneWay,
+        });
+        records::put(&*records, RecordKind::Listener, "secure", &stored).unwrap();
+        let reg = registry(records);
+        reg.start_all(vec![ListenerSpec::default_tcp("127.0.0.1:0".parse().unwrap())])
+            .await
+            .unwrap();
+        assert_eq!(reg.get("secure").await.unwrap().address, None);
+        let enable = || ListenerChange {
+            enabled: Some(true),
+            ..Default::default()
+        };
+        assert!(matches!(
+            reg.update("secure", enable()).await,
+            Err(ListenerError::Tls { field: "cert", .. })
+        ));
+
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let made = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&pair)
+            .unwrap();
+        std::fs::write(&cert, made.pem()).unwrap();
+        std::fs::write(&key, pair.serialize_pem()).unwrap();
+        let on = reg.update("secure", enable()).await.unwrap();
+        assert!(on.address.is_some());
+        assert!(reg.all_bound().await);
         reg.stop_accepting().await;
     }
 }
