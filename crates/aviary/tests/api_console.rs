@@ -95,9 +95,9 @@ fn script_calls(js: &str) -> BTreeSet<(String, String)> {
 fn same_route(path: &str, route: &str) -> bool {
     let (a, b): (Vec<&str>, Vec<&str>) = (path.split('/').collect(), route.split('/').collect());
     a.len() == b.len()
-        && a.iter().zip(&b).all(|(x, y)| {
-            x == y || (x.starts_with("${") && y.starts_with('{') && y.ends_with('}'))
-        })
+        && a.iter()
+            .zip(&b)
+            .all(|(x, y)| x == y || (x.starts_with("${") && y.starts_with('{') && y.ends_with('}')))
 }
 
 #[tokio::test]
@@ -116,7 +116,10 @@ async fn every_api_call_of_the_console_is_a_route_of_the_openapi_document() {
         let found = paths.iter().any(|(route, item): (&String, &Value)| {
             same_route(path, route) && item.get(method.to_lowercase()).is_some()
         });
-        assert!(found, "the console calls {method} {path}, which the API does not have");
+        assert!(
+            found,
+            "the console calls {method} {path}, which the API does not have"
+        );
     }
     // And the console really covers the operations the product promises.
     for needed in [

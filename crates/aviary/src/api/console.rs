@@ -23,8 +23,14 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
-        .route("/console", get(|| async { Redirect::permanent("/console/") }))
-        .route("/console/", get(|| asset("text/html; charset=utf-8", INDEX_HTML)))
+        .route(
+            "/console",
+            get(|| async { Redirect::permanent("/console/") }),
+        )
+        .route(
+            "/console/",
+            get(|| asset("text/html; charset=utf-8", INDEX_HTML)),
+        )
         .route(
             "/console/app.js",
             get(|| asset("text/javascript; charset=utf-8", APP_JS)),
