@@ -1,8 +1,9 @@
 // The web console in a real browser: starts the aviary binary (AVIARY_BIN, default
 // target/debug/aviary) on free loopback ports, opens /console/ in headless Chromium
 // (/usr/bin/chromium, or AVIARY_CHROMIUM), signs in with the API key, sees a client
-// connected with mosquitto_sub, kicks it out, changes a listener's allow-list and switches
-// the listener off, checking each effect through the API and over MQTT.
+// connected with mosquitto_sub, kicks it out, deletes a retained message, changes a plan
+// limit, changes a listener's allow-list and switches the listener off, checking each
+// effect through the API and over MQTT.
 // Run: node console.test.mjs (exit code 0 on success). Everything is bounded in time.
 
 import { spawn } from 'node:child_process';
@@ -68,7 +69,10 @@ function accepts(port) {
 }
 
 function start(cmd, args, log) {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // AVIARY_BIN is this script's setting, not broker config (the broker warns about it).
+  const env = { ...process.env };
+  delete env.AVIARY_BIN;
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   child.output = '';
   const keep = (d) => { child.output += d; };
   child.stdout.on('data', keep);
@@ -108,6 +112,9 @@ async function main() {
   const page = browser.pages()[0] ?? await browser.newPage();
   const pageErrors = [];
   page.on('pageerror', (e) => pageErrors.push(String(e)));
+  // Destructive actions ask first: the operator says yes; the questions are checked.
+  const dialogs = [];
+  page.on('dialog', (d) => { dialogs.push(d.message()); d.accept(); });
 
   // Sign in: a wrong key is refused with a message, the right one opens the overview.
   await page.goto(`${base}/console/`);
@@ -130,11 +137,30 @@ async function main() {
   await page.locator('#client-detail', { hasText: 'e2e/#' }).waitFor();
   await page.click(`button[data-kick="${CLIENT}"]`);
   await page.locator('#status', { hasText: 'kicked out' }).waitFor();
+  assert.deepEqual(dialogs, [`Disconnect client ${CLIENT}?`]);
   assert.equal((await api(base, 'GET', `/api/v1/clients/${CLIENT}`))[0], 404);
   // A 5.0 client told to go (DISCONNECT 0x98) leaves: mosquitto_sub exits.
-  const code = await Promise.race([sub.exited, new Promise((r) => setTimeout(() => r('still running'), STEP))]);
+  const code = await Promise.race([sub.exited, new Promise((r) => setTimeout(() => r('still running'), STEP).unref())]);
   assert.equal(code, 0, `mosquitto_sub after the kick: ${code}\n${sub.output}`);
   await row.waitFor({ state: 'detached' });
+
+  // Retained messages: one published through the API is listed, then deleted.
+  assert.equal((await api(base, 'POST', '/api/v1/publish', { topic: 'e2e/kept', payload: 'keep me', retain: true }))[0], 200);
+  await page.click('nav button[data-view=retained]');
+  const kept = page.locator('#retained-table tr', { hasText: 'e2e/kept' });
+  await kept.waitFor();
+  assert.match(await kept.textContent(), /keep me/);
+  await page.click('button[data-delete="e2e/kept"]');
+  await page.locator('#status', { hasText: 'deleted' }).waitFor();
+  assert.equal((await api(base, 'GET', '/api/v1/retained/e2e%2Fkept'))[0], 404);
+
+  // Plan limits: change one; the others keep their values.
+  const [, before] = await api(base, 'GET', '/api/v1/limits');
+  await page.click('nav button[data-view=limits]');
+  await page.fill('#limit-connect_rate', '77');
+  await page.click('#limits-form button[type=submit]');
+  await page.locator('#status', { hasText: 'Plan limits saved' }).waitFor();
+  assert.deepEqual((await api(base, 'GET', '/api/v1/limits'))[1], { ...before, connect_rate: 77 });
 
   // Listeners: change the default listener's allow-list, then switch it off.
   await page.click('nav button[data-view=listeners]');
@@ -148,6 +174,8 @@ async function main() {
   assert.equal(state.enabled, true);
   assert.ok(await accepts(mqttPort), 'the listener accepts before it is disabled');
   await page.click('button[data-toggle="default"]');
+  await page.locator('#status', { hasText: 'Listener default updated' }).waitFor();
+  assert.match(dialogs.at(-1), /Switch listener default off/);
   await until('the listener off in the API', async () => (await api(base, 'GET', '/api/v1/listeners/default'))[1].enabled === false);
   await page.locator('button[data-toggle="default"]', { hasText: 'Enable' }).waitFor();
   assert.equal(await accepts(mqttPort), false, 'the disabled listener still accepts MQTT connections');

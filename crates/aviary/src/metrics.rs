@@ -1,7 +1,9 @@
 //! Prometheus metrics, served by the API listener at `/metrics`. Each broker owns its
 //! recorder (not the process-global one, so several brokers in one test process stay
 //! apart); the broker task refreshes every value from the core's counters and its own once
-//! per tick, so the hot path records nothing and the values are exact counts.
+//! per tick, so the hot path records nothing and the values are exact counts. The one
+//! exception is [`WireBytes`], which the connection tasks add to once per read and once per
+//! written batch.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -125,7 +125,11 @@ const views = {
           }, 'Save')),
           h('button', {
             'data-toggle': l.name,
-            onclick: () => patchListener(l.name, { enabled: !l.enabled }),
+            onclick: () => {
+              // Switching off disconnects the listener's clients: ask first.
+              if (l.enabled && !confirm(`Switch listener ${l.name} off and disconnect its ${l.clients} clients?`)) return;
+              patchListener(l.name, { enabled: !l.enabled });
+            },
           }, l.enabled ? 'Disable' : 'Enable')];
       });
   },
@@ -137,7 +141,7 @@ const views = {
     const list = await api('GET', '/api/v1/retained?' + q);
     fill(document.getElementById('retained-table'), ['Topic', 'QoS', 'Payload', ''], list, (m) => [
       m.topic, m.qos, m.payload ?? '0x' + m.payload_hex,
-      h('button', { class: 'danger', onclick: () => deleteRetained(m.topic) }, 'Delete')]);
+      h('button', { class: 'danger', 'data-delete': m.topic, onclick: () => deleteRetained(m.topic) }, 'Delete')]);
   },
 
   async limits() {
@@ -198,6 +202,7 @@ async function showClient(id) {
 }
 
 function kick(id) {
+  if (!confirm(`Disconnect client ${id}?`)) return;
   act(`Client ${id} kicked out.`, async () => {
     await api('DELETE', `/api/v1/clients/${enc(id)}`);
     await views.clients();
@@ -212,6 +217,7 @@ function patchListener(name, change) {
 }
 
 function deleteRetained(topic) {
+  if (!confirm(`Delete the retained message on ${topic}?`)) return;
   act(`Retained message on ${topic} deleted.`, async () => {
     await api('DELETE', `/api/v1/retained/${enc(topic)}`);
     await views.retained();
