@@ -1,6 +1,6 @@
 //! The `aviary` subcommands that manage a running broker through its management API:
-//! clients, listeners, retained messages, publish, shared groups, stats, limits, usage and
-//! API keys. Every command prints a readable table or text, or the API's JSON with
+//! clients, listeners, retained messages, publish, shared groups, stats, limits, usage,
+//! API keys and health. Every command prints a readable table or text, or the API's JSON with
 //! `--json`; errors say what to do. `--url` and `--api-key` also come from `AVIARY_URL`
 //! and `AVIARY_API_KEY`.
 
@@ -82,6 +82,8 @@ pub enum Command {
     /// Management API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// Liveness and readiness (fails when the broker is not ready).
+    Health,
 }
 
 #[derive(Debug, Subcommand)]
@@ -479,6 +481,12 @@ async fn execute(api: &ApiClient, as_json: bool, command: Command) -> Result<Str
             }
             let usage = api.call(Method::GET, "/api/v1/usage", None).await?;
             Ok(show(usage, &usage_summary))
+        }
+        Command::Health => {
+            let live = api.call(Method::GET, "/api/v1/health", None).await?;
+            let ready = api.call(Method::GET, "/api/v1/ready", None).await?;
+            let both = json!({"health": live["status"], "ready": ready["status"]});
+            Ok(show(both, &fields))
         }
         Command::ApiKey(k) => match k {
             ApiKeyCommand::List => {
