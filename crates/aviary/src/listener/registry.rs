@@ -725,9 +725,11 @@ mod tests {
         });
         records::put(&*records, RecordKind::Listener, "secure", &stored).unwrap();
         let reg = registry(records);
-        reg.start_all(vec![ListenerSpec::default_tcp("127.0.0.1:0".parse().unwrap())])
-            .await
-            .unwrap();
+        reg.start_all(vec![ListenerSpec::default_tcp(
+            "127.0.0.1:0".parse().unwrap(),
+        )])
+        .await
+        .unwrap();
         assert_eq!(reg.get("secure").await.unwrap().address, None);
         let enable = || ListenerChange {
             enabled: Some(true),
