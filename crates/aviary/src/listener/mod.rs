@@ -9,6 +9,7 @@
 pub(crate) mod cidr;
 pub(crate) mod registry;
 mod tls;
+mod tls_settings;
 mod ws;
 
 use std::sync::atomic::{AtomicU64, Ordering};

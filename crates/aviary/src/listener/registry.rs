@@ -23,11 +23,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::cidr::Cidr;
+use super::tls_settings::tls_error;
+pub(crate) use super::tls_settings::TlsSettings;
 use super::{AcceptShared, ListenerKind, Protocol};
 use crate::broker_task::BrokerHandle;
 use crate::connection::ConnectionContext;
 use crate::records::{self, RecordError, RecordKind, Records};
-use crate::tls::{CertificateRegistry, TlsAcceptorHandle, TlsError, TlsMode};
+use crate::tls::{CertificateRegistry, TlsAcceptorHandle};
 
 /// The name of the listener from the config's `[listener]` section.
 pub(crate) const DEFAULT_LISTENER: &str = "default";
@@ -52,17 +54,6 @@ pub(crate) struct ListenerSpec {
     /// records written before TLS listeners existed: `serde(default)`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) tls: Option<TlsSettings>,
-}
-
-/// The TLS side of a listener.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct TlsSettings {
-    /// PEM file with the server certificate chain.
-    pub(crate) cert: PathBuf,
-    /// PEM file with the server private key.
-    pub(crate) key: PathBuf,
-    /// How client certificates are treated.
-    pub(crate) x509_mode: TlsMode,
 }
 
 /// A change to a listener; `None` leaves that part as it is.
@@ -328,28 +319,18 @@ impl Registry {
                     "only TLS and WSS listeners have a certificate",
                 ));
             };
-            let cert = cert.unwrap_or_else(|| tls.cert.clone());
-            let key = key.unwrap_or_else(|| tls.key.clone());
-            let (cert_pem, key_pem) = read_identity(&cert, &key)?;
+            let next = TlsSettings {
+                cert: cert.unwrap_or_else(|| tls.cert.clone()),
+                key: key.unwrap_or_else(|| tls.key.clone()),
+                x509_mode: tls.x509_mode,
+            };
             match &entry.acceptor {
-                Some(acceptor) => acceptor
-                    .set_server_certificate(&cert_pem, &key_pem)
-                    .map_err(identity_error)?,
+                Some(acceptor) => next.install(acceptor)?,
                 // Its files could not be loaded at start: the new ones make its acceptor.
-                None => {
-                    let acceptor = TlsAcceptorHandle::new(
-                        tls.x509_mode,
-                        &cert_pem,
-                        &key_pem,
-                        Arc::clone(&self.certificates),
-                    )
-                    .map_err(identity_error)?;
-                    entry.acceptor = Some(Arc::new(acceptor));
-                }
+                None => entry.acceptor = Some(next.acceptor(&self.certificates)?),
             }
-            info!(name, cert = %cert.display(), "server certificate replaced");
-            tls.cert = cert;
-            tls.key = key;
+            info!(name, cert = %next.cert.display(), "server certificate replaced");
+            *tls = next;
         }
         if let Some(allow) = allow {
             *entry
@@ -447,17 +428,7 @@ impl Registry {
                 "cert",
                 "required for kind tls and wss: a PEM certificate chain file",
             )),
-            (true, Some(tls)) => {
-                let (cert, key) = read_identity(&tls.cert, &tls.key)?;
-                let acceptor = TlsAcceptorHandle::new(
-                    tls.x509_mode,
-                    &cert,
-                    &key,
-                    Arc::clone(&self.certificates),
-                )
-                .map_err(identity_error)?;
-                Ok(Some(Arc::new(acceptor)))
-            }
+            (true, Some(tls)) => Ok(Some(tls.acceptor(&self.certificates)?)),
         }
     }
 
@@ -547,34 +518,6 @@ fn protocol(
     })
 }
 
-fn tls_error(field: &'static str, message: impl Into<String>) -> ListenerError {
-    ListenerError::Tls {
-        field,
-        message: message.into(),
-    }
-}
-
-/// Reads the server certificate and key files.
-fn read_identity(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<(Vec<u8>, Vec<u8>), ListenerError> {
-    let read = |field, path: &std::path::Path| {
-        std::fs::read(path)
-            .map_err(|e| tls_error(field, format!("cannot read {}: {e}", path.display())))
-    };
-    Ok((read("cert", cert)?, read("key", key)?))
-}
-
-/// Names the field a certificate/key problem is about.
-fn identity_error(e: TlsError) -> ListenerError {
-    match e {
-        TlsError::NoCertificate => tls_error("cert", "no PEM certificate in the file"),
-        TlsError::Key(message) => tls_error("key", format!("no usable PEM private key: {message}")),
-        other => tls_error("key", format!("does not fit the certificate: {other}")),
-    }
-}
-
 /// The view of an entry.
 fn state(entry: &Entry) -> ListenerState {
     ListenerState {
@@ -595,6 +538,7 @@ mod tests {
     use crate::broker_task::BrokerTask;
     use crate::limits::PlanLimits;
     use crate::records::MemoryRecords;
+    use crate::tls::TlsMode;
 
     /// A registry over `records` with a broker task behind it.
     fn registry(records: Arc<dyn Records>) -> Registry {
