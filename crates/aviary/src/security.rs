@@ -12,7 +12,7 @@ use crate::auth::{AuthService, PolicyStore};
 use crate::auth::{DeviceIdentity, DeviceSpec, Secret, User};
 use crate::config::SecurityConfig;
 use crate::records::{self, RecordKind, Records};
-use crate::tls::{CaOptions, CertificateRegistry, TlsAcceptorHandle};
+use crate::tls::{CaOptions, CertificateRegistry};
 
 /// Everything security-related a management API needs.
 #[derive(Debug)]
@@ -23,8 +23,6 @@ pub struct Security {
     pub policies: Arc<PolicyStore>,
     /// CAs, CRLs and device certificates (TLS listeners with client certificates).
     pub certificates: Arc<CertificateRegistry>,
-    /// The TLS listener's acceptor (replace the server certificate at runtime), if any.
-    pub tls: Option<Arc<TlsAcceptorHandle>>,
 }
 
 impl Security {
@@ -81,34 +79,18 @@ impl Security {
             }
         }
         let certificates = Arc::new(CertificateRegistry::default());
-        let tls = match &config.tls_listener {
-            None => None,
-            Some(tls) => {
-                for path in &tls.ca {
-                    let pem = std::fs::read(path).with_context(|| {
-                        format!("tls_listener.ca: cannot read {}", path.display())
-                    })?;
-                    certificates
-                        .register_ca_trusted(&pem, CaOptions::default())
-                        .with_context(|| format!("tls_listener.ca: {}", path.display()))?;
-                }
-                let cert = std::fs::read(&tls.cert).with_context(|| {
-                    format!("tls_listener.cert: cannot read {}", tls.cert.display())
-                })?;
-                let key = std::fs::read(&tls.key).with_context(|| {
-                    format!("tls_listener.key: cannot read {}", tls.key.display())
-                })?;
-                Some(Arc::new(
-                    TlsAcceptorHandle::new(tls.mode, &cert, &key, certificates.clone())
-                        .context("tls_listener")?,
-                ))
-            }
-        };
+        // The `[tls_listener]` itself is started by the listener registry.
+        for path in config.tls_listener.iter().flat_map(|tls| &tls.ca) {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("tls_listener.ca: cannot read {}", path.display()))?;
+            certificates
+                .register_ca_trusted(&pem, CaOptions::default())
+                .with_context(|| format!("tls_listener.ca: {}", path.display()))?;
+        }
         Ok(Self {
             auth,
             policies,
             certificates,
-            tls,
         })
     }
 }

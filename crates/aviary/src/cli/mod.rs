@@ -1,6 +1,6 @@
 //! The `aviary` subcommands that manage a running broker through its management API:
-//! clients, listeners, retained messages, publish, shared groups, stats, limits, usage and
-//! API keys. Every command prints a readable table or text, or the API's JSON with
+//! clients, listeners, retained messages, publish, shared groups, stats, limits, usage,
+//! API keys and health. Every command prints a readable table or text, or the API's JSON with
 //! `--json`; errors say what to do. `--url` and `--api-key` also come from `AVIARY_URL`
 //! and `AVIARY_API_KEY`.
 
@@ -82,6 +82,8 @@ pub enum Command {
     /// Management API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// Liveness and readiness (fails when the broker is not ready).
+    Health,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,7 +129,7 @@ pub enum ListenerCommand {
     /// Create a listener.
     Create {
         name: String,
-        /// tcp or ws.
+        /// tcp, ws, tls or wss.
         #[arg(long, default_value = "tcp")]
         kind: String,
         /// ip:port to bind.
@@ -139,6 +141,25 @@ pub enum ListenerCommand {
         /// Allowed network (CIDR), repeatable; none: everyone.
         #[arg(long = "allow")]
         allow: Vec<String>,
+        /// tls, wss: server certificate chain, a PEM file on the broker's host.
+        #[arg(long)]
+        cert: Option<String>,
+        /// tls, wss: server private key, a PEM file on the broker's host.
+        #[arg(long)]
+        key: Option<String>,
+        /// tls, wss: one-way (default), mutual or per-device.
+        #[arg(long)]
+        x509_mode: Option<String>,
+    },
+    /// Replace a tls or wss listener's server certificate (open connections stay).
+    Certificate {
+        name: String,
+        /// Server certificate chain, a PEM file on the broker's host.
+        #[arg(long)]
+        cert: Option<String>,
+        /// Server private key, a PEM file on the broker's host.
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Switch a listener on.
     Enable { name: String },
@@ -272,6 +293,7 @@ const LISTENER_COLUMNS: &[(&str, &str)] = &[
     ("ADDRESS", "address"),
     ("CLIENTS", "clients"),
     ("ALLOW", "allow"),
+    ("X509", "x509_mode"),
 ];
 
 async fn execute(api: &ApiClient, as_json: bool, command: Command) -> Result<String, CliError> {
@@ -460,6 +482,12 @@ async fn execute(api: &ApiClient, as_json: bool, command: Command) -> Result<Str
             let usage = api.call(Method::GET, "/api/v1/usage", None).await?;
             Ok(show(usage, &usage_summary))
         }
+        Command::Health => {
+            let live = api.call(Method::GET, "/api/v1/health", None).await?;
+            let ready = api.call(Method::GET, "/api/v1/ready", None).await?;
+            let both = json!({"health": live["status"], "ready": ready["status"]});
+            Ok(show(both, &fields))
+        }
         Command::ApiKey(k) => match k {
             ApiKeyCommand::List => {
                 let keys = api.call(Method::GET, "/api/v1/api-keys", None).await?;
@@ -535,11 +563,28 @@ async fn listener(
             bind,
             disabled,
             allow,
+            cert,
+            key,
+            x509_mode,
         } => {
-            let body = json!({"name": name, "kind": kind, "bind": bind, "enabled": !disabled, "allow": allow});
+            let mut body = json!({"name": name, "kind": kind, "bind": bind, "enabled": !disabled, "allow": allow});
+            for (field, value) in [("cert", cert), ("key", key), ("x509_mode", x509_mode)] {
+                if let Some(value) = value {
+                    body[field] = Value::String(value);
+                }
+            }
             Ok(one(api
                 .call(Method::POST, "/api/v1/listeners", Some(&body))
                 .await?))
+        }
+        ListenerCommand::Certificate { name, cert, key } => {
+            let mut body = json!({});
+            for (field, value) in [("cert", cert), ("key", key)] {
+                if let Some(value) = value {
+                    body[field] = Value::String(value);
+                }
+            }
+            Ok(one(patch(&name, body).await?))
         }
         ListenerCommand::Enable { name } => Ok(one(patch(&name, json!({"enabled": true})).await?)),
         ListenerCommand::Disable { name } => {

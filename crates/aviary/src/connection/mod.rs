@@ -60,6 +60,8 @@ pub(crate) struct ConnectionContext {
     /// The verified client certificate of this connection (set per connection by a TLS
     /// listener).
     pub(crate) certificate: Option<Arc<PeerCertificate>>,
+    /// The broker's wire byte counters (added to once per read and per written batch).
+    pub(crate) wire: Arc<crate::metrics::WireBytes>,
 }
 
 /// Why the read side stopped.
@@ -123,7 +125,7 @@ pub(crate) fn run<T: Transport>(
 
         let tell_closed = {
             let reader = read_loop(&mut rd, conn, &peer, &version, &outbox, &ctx);
-            let writer = write_loop(&mut wr, &outbox, &version, &ctx.force_close);
+            let writer = write_loop(&mut wr, &outbox, &version, &ctx.force_close, &ctx.wire);
             tokio::pin!(reader, writer);
             tokio::select! {
                 end = &mut reader => {

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{version_from_level, WriteEnd};
+use crate::metrics::WireBytes;
 use crate::outbox::Outbox;
 
 /// Encoded bytes collected before they are written, so a batch of large packets is written
@@ -37,6 +38,7 @@ pub(super) fn write_loop<'a>(
     outbox: &'a Outbox,
     version: &'a AtomicU8,
     force_close: &'a CancellationToken,
+    wire: &'a WireBytes,
 ) -> impl Future<Output = WriteEnd> + Send + 'a {
     async move {
         while let Some(batch) = outbox.next_batch().await {
@@ -46,7 +48,7 @@ pub(super) fn write_loop<'a>(
             // shutdown) stops a write to a peer that does not read.
             let written = Box::pin(async {
                 tokio::select! {
-                    ok = write_batch(&mut *wr, batch, current) => ok,
+                    ok = write_batch(&mut *wr, batch, current, wire) => ok,
                     () = force_close.cancelled() => false,
                 }
             });
@@ -59,12 +61,13 @@ pub(super) fn write_loop<'a>(
     }
 }
 
-/// Encodes `batch` in `version` and writes it, in pieces of about [`WRITE_CHUNK`] bytes;
-/// `false` when writing failed.
+/// Encodes `batch` in `version` and writes it, in pieces of about [`WRITE_CHUNK`] bytes,
+/// then adds the bytes written to `wire`; `false` when writing failed.
 async fn write_batch(
     wr: &mut (impl tokio::io::AsyncWrite + Unpin),
     batch: VecDeque<Packet>,
     version: ProtocolVersion,
+    wire: &WireBytes,
 ) -> bool {
     // Sized for the whole batch (up to a chunk) at once, from an estimate (payloads plus a
     // typical header): growing by doubling would copy the buffer several times over.
@@ -76,8 +79,12 @@ async fn write_batch(
         })
         .sum();
     let mut out = BytesMut::with_capacity(estimate.min(WRITE_CHUNK));
+    let mut sent = [0; 4];
     for packet in batch {
-        if let Err(error) = aviary_codec::encode(&packet, version, &mut out) {
+        let before = out.len();
+        let encoded = aviary_codec::encode(&packet, version, &mut out);
+        sent[WireBytes::class(&packet)] += (out.len() - before) as u64;
+        if let Err(error) = encoded {
             // The broker produced a packet this version cannot carry: a bug there, but not
             // a reason to drop the connection.
             warn!(%error, ?packet, "cannot encode packet; skipped");
@@ -90,7 +97,18 @@ async fn write_batch(
             out.clear();
         }
     }
-    out.is_empty() || write(wr, &out).await
+    if !out.is_empty() && !write(wr, &out).await {
+        return false;
+    }
+    // TLS may hold the last records until flushed (a no-op for TCP and WebSocket).
+    if !matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, wr.flush()).await,
+        Ok(Ok(()))
+    ) {
+        return false;
+    }
+    wire.add_sent(&sent);
+    true
 }
 
 /// Writes all of `bytes`; `false` on error or when the peer accepts nothing for
