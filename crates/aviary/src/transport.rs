@@ -11,7 +11,7 @@ use std::future::Future;
 use std::io;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncWrite, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -56,7 +56,28 @@ impl TransportRead for OwnedReadHalf {
     }
 
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        Self::try_read_buf(self, buf)
+        // A read that fills less than the room offered has drained the socket: its
+        // readiness is cleared now (as tokio's own `poll_read` does), so the next wait
+        // parks at once instead of costing another read that only says `WouldBlock`. That
+        // read would be one more syscall per message wherever clients send one message at
+        // a time (fan-in, IoT). A new arrival sets readiness again, and tokio does not
+        // clear readiness that changed during the read.
+        let stream: &TcpStream = self.as_ref();
+        let room = buf.capacity() - buf.len();
+        let mut read = None;
+        let outcome = stream.try_io(Interest::READABLE, || {
+            let n = stream.try_read_buf(buf)?;
+            read = Some(n);
+            if n > 0 && n < room {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(n)
+            }
+        });
+        match read {
+            Some(n) => Ok(n),
+            None => outcome,
+        }
     }
 
     fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

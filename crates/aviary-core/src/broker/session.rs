@@ -104,6 +104,41 @@ pub(crate) struct Link {
     pub(crate) retry: bool,
 }
 
+/// A set of packet ids, allocated on first use: every session holds one (incoming QoS 2
+/// ids awaiting PUBREL) and most never use it; an empty `HashSet` would cost 48 bytes in
+/// each, the box 8. A hash set because a peer chooses the ids (up to 65,535 of them).
+#[derive(Debug, Default)]
+pub(crate) struct PacketIds(Option<Box<HashSet<PacketId>>>);
+
+impl PacketIds {
+    pub(crate) fn contains(&self, id: &PacketId) -> bool {
+        self.0.as_ref().is_some_and(|set| set.contains(id))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |set| set.len())
+    }
+
+    /// Adds `id`; false if it was there already.
+    pub(crate) fn insert(&mut self, id: PacketId) -> bool {
+        self.0.get_or_insert_default().insert(id)
+    }
+
+    /// Removes `id`; false if it was not there. The set stays allocated (a QoS 2
+    /// publisher would otherwise allocate it again for every message).
+    pub(crate) fn remove(&mut self, id: &PacketId) -> bool {
+        self.0.as_mut().is_some_and(|set| set.remove(id))
+    }
+}
+
+impl Extend<PacketId> for PacketIds {
+    fn extend<I: IntoIterator<Item = PacketId>>(&mut self, ids: I) {
+        for id in ids {
+            self.insert(id);
+        }
+    }
+}
+
 /// One session.
 #[derive(Debug)]
 pub(crate) struct Session {
@@ -128,7 +163,7 @@ pub(crate) struct Session {
     pub(crate) next_packet_id: u16,
     /// Incoming QoS 2 packet ids whose PUBLISH was accepted and whose PUBREL has not come:
     /// a re-sent PUBLISH with one of them is not delivered again (spec 4.3.3).
-    pub(crate) incoming_qos2: HashSet<PacketId>,
+    pub(crate) incoming_qos2: PacketIds,
     /// A will waiting for its delay after the connection was lost.
     pub(crate) pending_will: Option<PendingWill>,
     /// The retry timer currently scheduled (lazy timers: others are stale).
@@ -153,7 +188,7 @@ impl Session {
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
             next_packet_id: 1,
-            incoming_qos2: HashSet::new(),
+            incoming_qos2: PacketIds::default(),
             pending_will: None,
             retry_at: None,
             link: None,
