@@ -347,8 +347,7 @@ impl Broker {
             };
             let (packet_id, state) = match restored.state {
                 DeliveryState::Queued => {
-                    session.queued_bytes += delivery.size();
-                    session.queue.push_back(delivery);
+                    session.push_queued(delivery);
                     continue;
                 }
                 DeliveryState::Sent(id) if delivery.qos == QoS::AtLeastOnce => {

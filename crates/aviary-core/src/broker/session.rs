@@ -175,6 +175,11 @@ pub(crate) struct Session {
     pub(crate) persisted: bool,
     /// Sum of [`Delivery::size`] over `queue` (bounded by `max_queued_bytes`).
     pub(crate) queued_bytes: usize,
+    /// No message in `queue` expires before this (`None`: none of them can expire). A
+    /// bound, not exact (removals leave it as is), so that a full queue is scanned for
+    /// expired messages only when one may be there, not on every message that arrives
+    /// while it is full (a scan of up to `max_queued_messages` each time).
+    pub(crate) queue_expiry: Option<Instant>,
 }
 
 impl Session {
@@ -194,6 +199,7 @@ impl Session {
             link: None,
             persisted: false,
             queued_bytes: 0,
+            queue_expiry: None,
         }
     }
 
@@ -246,18 +252,22 @@ impl Session {
             s.queue.len() >= config.max_queued_messages
                 || s.queued_bytes + size > config.max_queued_bytes
         };
-        if full(self) {
+        if full(self) && self.queue_expiry.is_some_and(|at| now > at) {
             // Make room from expired messages before dropping live ones.
             let before = self.queue.len();
             let (client_id, bytes) = (&self.client_id, &mut self.queued_bytes);
+            let mut earliest: Option<Instant> = None;
             self.queue.retain(|d| {
                 let keep = !d.message.is_expired(now);
-                if !keep {
+                if keep {
+                    earliest = earlier(earliest, d.message.expires_at());
+                } else {
                     *bytes -= d.size();
                     store_done(client_id, d, fx);
                 }
                 keep
             });
+            self.queue_expiry = earliest;
             fx.stats.dropped.expired += (before - self.queue.len()) as u64;
         }
         if full(self) {
@@ -278,7 +288,13 @@ impl Session {
             }
         }
         self.store_delivered(&mut delivery, DeliveryState::Queued, fx);
-        self.queued_bytes += size;
+        self.push_queued(delivery);
+    }
+
+    /// Appends to the queue, keeping `queued_bytes` and `queue_expiry` true.
+    pub(crate) fn push_queued(&mut self, delivery: Delivery) {
+        self.queued_bytes += delivery.size();
+        self.queue_expiry = earlier(self.queue_expiry, delivery.message.expires_at());
         self.queue.push_back(delivery);
     }
 
@@ -551,5 +567,13 @@ impl Session {
             !take
         });
         taken
+    }
+}
+
+/// The earlier of two optional instants (`None` is "never").
+fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }

@@ -346,3 +346,36 @@ fn message_expiry_0_reaches_connected_subscribers_only() {
     let out = h.connect(4, connect_v5_expiry("offline", false, 1000));
     assert_eq!(out.len(), 1, "{out:?}");
 }
+
+#[test]
+fn a_full_queue_makes_room_from_expired_messages_before_dropping() {
+    let mut h = Harness::with_config(BrokerConfig {
+        max_queued_messages: 2,
+        queue_overflow: crate::QueueOverflow::DropNew,
+        ..BrokerConfig::default()
+    });
+    h.connected(1, connect_v5_expiry("sub", true, 1000));
+    h.subscribe(1, "a", QoS::AtLeastOnce);
+    h.close(1);
+    h.client_v5(2, "pub");
+    h.send(2, expiring("old", 5));
+    h.send(2, publish("a", QoS::AtLeastOnce, 2, "kept"));
+    h.drain();
+    h.advance_secs(6);
+    h.send(2, publish("a", QoS::AtLeastOnce, 3, "new"));
+    h.drain();
+    assert_eq!(h.broker.stats().dropped.expired, 1);
+    assert_eq!(h.broker.stats().dropped.queue_full, 0);
+    let out = h.connect(3, connect_v5_expiry("sub", false, 1000));
+    let payloads: Vec<_> = out
+        .iter()
+        .filter_map(|t| match t {
+            Transmit::Packet {
+                packet: Packet::Publish(p),
+                ..
+            } => Some(p.payload.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(payloads, ["kept", "new"]);
+}
