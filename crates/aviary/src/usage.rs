@@ -126,14 +126,35 @@ impl Usage {
     /// Adds units of one connection (not to the total: that comes from the core's counter
     /// through [`Usage::add_total`]).
     pub(crate) fn add(&mut self, now: u64, owner: Owner<'_>, units: u64) {
+        self.add_listener(now, owner.listener, units);
+        self.add_user_and_client(now, owner.user, owner.client, units);
+    }
+
+    /// Adds units to a listener only. The once-a-second attribution sums its connections'
+    /// units per listener first and adds each sum once: with 10,000 active clients that
+    /// is one lookup per listener instead of 10,000 (the tick stalls the broker task).
+    pub(crate) fn add_listener(&mut self, now: u64, listener: &str, units: u64) {
+        if units > 0 {
+            entry(&mut self.listeners, listener).add(now, units);
+        }
+    }
+
+    /// Adds units of one connection to its user (if any) and client, not to its listener
+    /// (see [`Usage::add_listener`]).
+    pub(crate) fn add_user_and_client(
+        &mut self,
+        now: u64,
+        user: Option<&str>,
+        client: &str,
+        units: u64,
+    ) {
         if units == 0 {
             return;
         }
-        entry(&mut self.listeners, owner.listener).add(now, units);
-        if let Some(user) = owner.user {
+        if let Some(user) = user {
             entry(&mut self.users, user).add(now, units);
         }
-        entry(&mut self.clients, owner.client).add(now, units);
+        entry(&mut self.clients, client).add(now, units);
     }
 
     /// Drops the series with no units in the last 24 hours (called now and then, so

@@ -286,6 +286,7 @@ impl BrokerTask {
         ops.attributed_total = total;
         ops.queued = 0;
         ops.inflight = 0;
+        let mut per_listener: Vec<(Arc<str>, u64)> = Vec::new();
         for client in self.broker.client_counters() {
             ops.queued += client.queued;
             ops.inflight += client.inflight;
@@ -296,13 +297,24 @@ impl BrokerTask {
                 continue; // an idle client: nothing to attribute, no lookup
             }
             if let Some(meta) = ops.conns.get(&client.conn) {
-                let owner = Owner {
-                    listener: &meta.listener,
-                    user: meta.username.as_deref(),
-                    client: client.client_id,
-                };
-                ops.usage.add(unix, owner, delta);
+                ops.usage.add_user_and_client(
+                    unix,
+                    meta.username.as_deref(),
+                    client.client_id,
+                    delta,
+                );
+                // Summed per listener (a handful), added once each below.
+                match per_listener
+                    .iter_mut()
+                    .find(|(l, _)| Arc::ptr_eq(l, &meta.listener) || **l == *meta.listener)
+                {
+                    Some((_, units)) => *units += delta,
+                    None => per_listener.push((Arc::clone(&meta.listener), delta)),
+                }
             }
+        }
+        for (listener, units) in per_listener {
+            ops.usage.add_listener(unix, &listener, units);
         }
     }
 
