@@ -91,14 +91,17 @@ enum WriteEnd {
 /// for its whole life, and the stream is split before the block so that the block holds
 /// only the halves. Graceful shutdown's force close is watched only by the boxed parts: an
 /// idle connection ends by itself then, because the broker task, which has stopped by that
-/// time, has closed its outbox.
+/// time, has closed its outbox. A plain TCP listener shares one context (`Arc`) between
+/// its connections; a caller that made a context for this connection alone passes it by
+/// value.
 pub(crate) fn run<T: Transport>(
     stream: T,
     conn: ConnId,
     peer: SocketAddr,
-    ctx: ConnectionContext,
+    ctx: impl Into<Arc<ConnectionContext>>,
 ) -> impl Future<Output = ()> + Send {
     let (mut rd, mut wr) = stream.split();
+    let ctx: Arc<ConnectionContext> = ctx.into();
     async move {
         if ctx.listener_off.is_cancelled() {
             return; // its listener was switched off in the meantime

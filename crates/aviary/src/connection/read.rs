@@ -40,50 +40,65 @@ pub(super) fn read_loop<'a>(
     ctx: &'a ConnectionContext,
 ) -> impl Future<Output = ReadEnd> + Send + 'a {
     async move {
-        let mut buf = BytesMut::new();
         loop {
             // Backpressure: while the client does not read what we send, read nothing more
             // from it (everything it sends would only add answers to the queue).
             outbox.wait_for_room().await;
-            if buf.is_empty() {
-                // Idle: wait for data without holding a buffer.
-                buf = BytesMut::new();
-                if rd.readable().await.is_err() {
-                    return ReadEnd::Closed;
-                }
+            // Idle: wait for data holding nothing, not even a buffer.
+            if rd.readable().await.is_err() {
+                return ReadEnd::Closed;
             }
-            buf.reserve(READ_CHUNK.max(buf.len()));
-            match rd.try_read_buf(&mut buf) {
-                Ok(0) => return ReadEnd::Closed,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if buf.is_empty() {
-                        continue; // spurious readiness: back to waiting
-                    }
-                    // A partial packet is buffered; wait for the rest.
-                    if rd.readable().await.is_err() {
-                        return ReadEnd::Closed;
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    debug!(conn = conn.0, error = %e, "read failed");
-                    return ReadEnd::Closed;
-                }
-            }
-            // Boxed (one allocation per read) so the decoding state does not sit in every
-            // idle connection's future. A forced close (end of graceful shutdown) also ends
-            // a read waiting here, e.g. for its authentication or for room in the inbox.
-            let decoded = Box::pin(async {
+            // Boxed (one allocation per burst of reads) so the buffer and the decoding
+            // state exist only while data flows. A forced close (end of graceful shutdown)
+            // also ends a burst waiting, e.g. for its authentication or for room in the
+            // broker's inbox.
+            let burst = Box::pin(async {
                 tokio::select! {
-                    end = decode_all(&mut buf, (conn, *peer), version, ctx) => end,
+                    end = read_burst(&mut *rd, (conn, *peer), version, outbox, ctx) => end,
                     () = ctx.force_close.cancelled() => Some(ReadEnd::BrokerGone),
                 }
             });
-            if let Some(end) = decoded.await {
+            if let Some(end) = burst.await {
                 return end;
             }
         }
+    }
+}
+
+/// Reads and decodes until the socket has nothing more and no partial packet is buffered
+/// (`None`: back to idle), or until reading must stop.
+async fn read_burst(
+    rd: &mut impl TransportRead,
+    (conn, peer): (ConnId, SocketAddr),
+    version: &AtomicU8,
+    outbox: &Outbox,
+    ctx: &ConnectionContext,
+) -> Option<ReadEnd> {
+    let mut buf = BytesMut::new();
+    loop {
+        buf.reserve(READ_CHUNK.max(buf.len()));
+        match rd.try_read_buf(&mut buf) {
+            Ok(0) => return Some(ReadEnd::Closed),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if buf.is_empty() {
+                    return None; // drained (or spurious readiness): back to waiting
+                }
+                // A partial packet is buffered; wait for the rest.
+                if rd.readable().await.is_err() {
+                    return Some(ReadEnd::Closed);
+                }
+                continue;
+            }
+            Err(e) => {
+                debug!(conn = conn.0, error = %e, "read failed");
+                return Some(ReadEnd::Closed);
+            }
+        }
+        if let Some(end) = decode_all(&mut buf, (conn, peer), version, ctx).await {
+            return Some(end);
+        }
+        outbox.wait_for_room().await;
     }
 }
 

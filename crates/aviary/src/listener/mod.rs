@@ -102,6 +102,9 @@ pub(crate) async fn run(
     allow: Arc<RwLock<Vec<Cidr>>>,
     stop: CancellationToken,
 ) {
+    // Shared by every plain TCP connection of this listener (one pointer in each
+    // connection's task instead of a copy of the context).
+    let ctx = Arc::new(ctx);
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
@@ -137,15 +140,17 @@ pub(crate) async fn run(
             debug!(error = %e, %peer, "cannot set TCP_NODELAY");
         }
         let conn = ConnId(shared.next_id.fetch_add(1, Ordering::Relaxed) + 1);
-        let ctx = ctx.clone();
+        if let Protocol::Tcp = protocol {
+            // `map` rather than an `async` block around the driver: the block would keep a
+            // second copy of the driver's future (its captured value beside the one it
+            // awaits) in every connection's task for the connection's whole life.
+            let driver = connection::run(stream, conn, peer, Arc::clone(&ctx));
+            shared.tracker.spawn(driver.map(move |()| drop(permit)));
+            continue;
+        }
+        let ctx = ConnectionContext::clone(&ctx);
         match protocol.clone() {
-            Protocol::Tcp => {
-                // `map` rather than an `async` block around the driver: the block would
-                // keep a second copy of the driver's future (its captured value beside the
-                // one it awaits) in every connection's task for the connection's whole life.
-                let driver = connection::run(stream, conn, peer, ctx);
-                shared.tracker.spawn(driver.map(move |()| drop(permit)));
-            }
+            Protocol::Tcp => {}
             Protocol::Ws => {
                 shared.tracker.spawn(async move {
                     ws::serve(stream, conn, peer, ctx).await;
