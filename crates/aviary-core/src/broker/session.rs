@@ -108,6 +108,10 @@ pub(crate) struct Link {
 /// ids awaiting PUBREL) and most never use it; an empty `HashSet` would cost 48 bytes in
 /// each, the box 8. A hash set because a peer chooses the ids (up to 65,535 of them).
 #[derive(Debug, Default)]
+#[allow(
+    clippy::box_collection,
+    reason = "boxing keeps every session 40 bytes smaller; few sessions receive QoS 2"
+)]
 pub(crate) struct PacketIds(Option<Box<HashSet<PacketId>>>);
 
 impl PacketIds {

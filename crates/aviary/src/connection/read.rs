@@ -31,6 +31,10 @@ const MAX_PACKETS_PER_EVENT: usize = 256;
 ///
 /// An `async move` block rather than an `async fn`, which would keep two copies of the
 /// arguments in every idle connection's future.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` would keep a second copy of its arguments (see above)"
+)]
 pub(super) fn read_loop<'a>(
     rd: &'a mut impl TransportRead,
     conn: ConnId,

@@ -33,6 +33,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 ///
 /// An `async move` block rather than an `async fn`, which would keep two copies of the
 /// arguments in every idle connection's future.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` would keep a second copy of its arguments (see above)"
+)]
 pub(super) fn write_loop<'a>(
     wr: &'a mut (impl tokio::io::AsyncWrite + Unpin + Send),
     outbox: &'a Outbox,
