@@ -226,7 +226,7 @@ fn a_store_from_a_newer_aviary_stops_the_start() {
     assert!(!status.success());
     assert!(
         stderr.contains(&format!(
-            "{} was written by a newer Aviary (schema 3, this build reads 1): upgrade Aviary \
+            "{} was written by a newer Aviary (schema 3, this build reads 2): upgrade Aviary \
              or point data_dir elsewhere",
             file.display()
         )),

@@ -25,6 +25,10 @@ const MAX_OPS_PER_COMMIT: usize = 100_000;
 /// In relaxed mode, the longest time a commit stays unsynced while the writer is busy.
 const RELAXED_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
+/// While idle, the writer commits this often anyway: every commit records the time, and
+/// after a crash that last sign of life is when connected sessions ended.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
 /// One pass's operations.
 #[derive(Debug)]
 struct Batch {
@@ -45,6 +49,8 @@ pub struct Progress {
     pub syncs: u64,
     /// Operations applied.
     pub ops: u64,
+    /// Empty commits made while idle, to record that the broker was alive.
+    pub heartbeats: u64,
     /// The writer stopped on an error (logged): nothing more will be committed.
     pub failed: bool,
 }
@@ -152,6 +158,14 @@ fn run(
     // Relaxed mode: a deferred commit is waiting for a sync since this instant.
     let mut unsynced_since: Option<Instant> = None;
     let mut ops: Vec<StoreOp> = Vec::new();
+    // Only to wait for a batch with a timeout (the heartbeat); nothing is spawned on it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| StoreError::Write {
+            path: Default::default(),
+            detail: format!("cannot start the writer's timer: {e}"),
+        })?;
     loop {
         let first = if unsynced_since.is_some() {
             match rx.try_recv() {
@@ -168,9 +182,16 @@ fn run(
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
             }
         } else {
-            match rx.blocking_recv() {
-                Some(batch) => batch,
-                None => break,
+            match runtime.block_on(async { tokio::time::timeout(HEARTBEAT, rx.recv()).await }) {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
+                Err(_) => {
+                    // Idle for a while: record that the broker is alive.
+                    store.commit(&[], Fsync::Now)?;
+                    state.heartbeats += 1;
+                    progress.send_replace(state);
+                    continue;
+                }
             }
         };
         ops.clear();
