@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use aviary_codec::properties::{PublishProperties, WillProperties};
 use aviary_codec::{
-    Disconnect, Packet, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe,
-    SubscriptionOptions, TopicFilter, TopicName, Will,
+    Disconnect, Packet, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
+    TopicFilter, TopicName, Will,
 };
 use bytes::Bytes;
 use store_support::{ack, connect_packet, free_addr, pid, Broker, Conn};
@@ -239,7 +239,12 @@ async fn the_wills_of_connections_open_at_a_crash_are_published_after_the_restar
         }
     }
     // Nothing else until quiet for a second ("later" is an hour away, "polite" never).
-    topics.extend(drain(&mut watcher).await.iter().map(|p| p.topic.as_str().to_owned()));
+    topics.extend(
+        drain(&mut watcher)
+            .await
+            .iter()
+            .map(|p| p.topic.as_str().to_owned()),
+    );
     topics.sort();
     assert_eq!(topics, ["will/bounded", "will/clean", "will/delayed"]);
 

@@ -53,9 +53,11 @@ pub enum Durability {
     /// holding the message is on disk (fsync). One fsync per group commit.
     #[default]
     Immediate,
-    /// Acknowledgements leave at once; commits are written without waiting for the disk,
-    /// which is synced when the writer is idle and at least once a second. A crash may
-    /// lose the last second of acknowledged messages.
+    /// Acknowledgements still wait for their commit, but commits do not wait for the disk,
+    /// which is synced when the writer is idle (50 ms without work) and at least once a
+    /// second. A crash may lose about the last second of acknowledged messages. (Waiting
+    /// for the commit paces publishers by the store and keeps them from running ahead of
+    /// their subscribers.)
     Relaxed,
 }
 

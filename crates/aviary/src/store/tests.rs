@@ -778,7 +778,11 @@ fn sessions_connected_at_a_crash_end_at_the_last_sign_of_life_and_their_wills_fo
     let alive_at = long.expires_at.unwrap() - 3_600_000;
     assert!((before..=after).contains(&alive_at), "{alive_at}");
     let will = long.will.as_ref().unwrap();
-    assert_eq!(will.at, alive_at + 60_000, "the delay counts from the crash");
+    assert_eq!(
+        will.at,
+        alive_at + 60_000,
+        "the delay counts from the crash"
+    );
     assert_eq!(will.message.received_at, alive_at);
     // The wills to publish at once: the clean session's and the expired session's.
     let wills: Vec<(&str, &str, WallMillis)> = snapshot

@@ -380,7 +380,10 @@ fn the_will_of_a_connection_open_at_a_crash_is_published_after_the_restart() {
     // A normal DISCONNECT discards the will [MQTT-3.14.4-3]: nothing to publish later.
     h.send(2, disconnect(ReasonCode::NORMAL_DISCONNECTION));
     model.apply(&mut h.broker);
-    assert_eq!(model.wills.keys().map(|c| &**c).collect::<Vec<_>>(), ["dev"]);
+    assert_eq!(
+        model.wills.keys().map(|c| &**c).collect::<Vec<_>>(),
+        ["dev"]
+    );
     // The broker dies with "dev" connected.
     restart(&mut h, &mut model);
     model.apply(&mut h.broker);
