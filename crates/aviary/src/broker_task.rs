@@ -674,12 +674,19 @@ mod tests {
 
     #[tokio::test]
     async fn acknowledgements_wait_for_the_commit_of_their_pass() {
+        acknowledgements_wait_for_commits(crate::store::Durability::Immediate).await;
+    }
+
+    /// Relaxed skips the fsync, not the commit: publishers are paced by the store.
+    #[tokio::test]
+    async fn relaxed_acknowledgements_wait_for_the_commit_too() {
+        acknowledgements_wait_for_commits(crate::store::Durability::Relaxed).await;
+    }
+
+    async fn acknowledgements_wait_for_commits(durability: crate::store::Durability) {
         let (permits, gate) = std::sync::mpsc::channel();
-        let writer = crate::store::StoreWriter::spawn(
-            Box::new(PermitStore(gate)),
-            crate::store::Durability::Immediate,
-        )
-        .unwrap();
+        let writer =
+            crate::store::StoreWriter::spawn(Box::new(PermitStore(gate)), durability).unwrap();
         let (_tx, rx) = mpsc::channel(1);
         let config = aviary_core::BrokerConfig {
             persistence: true,
