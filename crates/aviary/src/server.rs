@@ -66,6 +66,10 @@ pub struct RunningServer {
     stop_tls: CancellationToken,
     /// The `[tls_listener]` accept loop.
     tls_task: Option<JoinHandle<()>>,
+    /// Background tasks (JWKS refreshes); none outlives [`RunningServer::shutdown`].
+    background: TaskTracker,
+    /// Stops the background tasks.
+    stop_background: CancellationToken,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -115,15 +119,19 @@ async fn start_with_records(
         config.mqtt.max_connections,
     )));
     crate::auth::install_crypto_provider();
-    let security = Arc::new(Security::load(&config.security, &*records)?);
+    let security = Arc::new(Security::load(&config.security, &records)?);
+    // Background tasks of the security side (JWKS refreshes), stopped at shutdown.
+    let background = TaskTracker::new();
+    let stop_background = CancellationToken::new();
+    // A start that fails further down stops them too.
+    let background_guard = stop_background.clone().drop_guard();
     if let Some(jwt) = security.auth.jwt.clone() {
         if jwt.jwks().is_some() {
             let client = crate::auth::http_client_builder()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .context("cannot build the JWKS HTTP client")?;
-            // Ends with the runtime; holds no connection state.
-            tokio::spawn(jwt.refresh_loop(client));
+            background.spawn(jwt.refresh_loop(client, stop_background.clone()));
         }
     }
     let crate::store::Opened {
@@ -233,6 +241,7 @@ async fn start_with_records(
         (None, None)
     };
 
+    background_guard.disarm();
     Ok(RunningServer {
         mqtt_addr,
         api_addr,
@@ -248,6 +257,8 @@ async fn start_with_records(
         tls_addr,
         stop_tls,
         tls_task,
+        background,
+        stop_background,
     })
 }
 
@@ -323,6 +334,9 @@ impl RunningServer {
         if let Some(api) = self.api_task {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, api).await;
         }
+        self.stop_background.cancel();
+        self.background.close();
+        self.background.wait().await;
         broker.context("the broker task failed")??;
         info!("shutdown complete");
         Ok(())

@@ -157,17 +157,28 @@ impl JwtAuthenticator {
         Ok(count)
     }
 
-    /// Runs JWKS refreshes until the task is dropped (spawned by the server).
-    pub async fn refresh_loop(self: Arc<Self>, client: reqwest::Client) {
+    /// Runs JWKS refreshes until `stop` is cancelled (the server's shutdown); a fetch in
+    /// progress is abandoned then.
+    pub async fn refresh_loop(
+        self: Arc<Self>,
+        client: reqwest::Client,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
         let Some((_, period)) = self.jwks() else {
             return;
         };
         loop {
-            match self.refresh(&client).await {
-                Ok(n) => debug!(keys = n, "JWKS refreshed"),
-                Err(e) => warn!(error = %e, "JWKS refresh failed; keeping the previous keys"),
+            tokio::select! {
+                () = stop.cancelled() => return,
+                result = self.refresh(&client) => match result {
+                    Ok(n) => debug!(keys = n, "JWKS refreshed"),
+                    Err(e) => warn!(error = %e, "JWKS refresh failed; keeping the previous keys"),
+                },
             }
-            tokio::time::sleep(period).await;
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(period) => {}
+            }
         }
     }
 

@@ -6,16 +6,28 @@
 //! Locks: one `std::sync::Mutex` around the whole state, held for map operations only (never
 //! across an await). Handshakes are rare compared to messages, so contention is not a
 //! concern; the broker's message path never touches this.
+//!
+//! Persistence: with [`CertificateRegistry::with_records`], every change made through the
+//! API and every certificate registered just in time is written to the management records
+//! (`CaCertificate` — the CA with its settings and imported CRL; `DeviceCertificate` — one
+//! per serial) while the lock is held, so memory and disk change in the same order;
+//! [`CertificateRegistry::restore`] loads them at start. CAs from the configuration file
+//! are not stored (the file stays their source) unless the API changes them. The pending
+//! registration code is not stored: after a restart a new one is issued (choice: a code is
+//! free to ask for again, and one that outlives the process would only widen its use).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use base64::Engine as _;
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 use tokio_util::sync::CancellationToken;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
+
+use crate::records::{self, RecordKind, Records};
 
 /// Most CA certificates.
 pub const MAX_CAS: usize = 32;
@@ -67,6 +79,9 @@ pub enum RegistryError {
     BadCrl,
     #[error("cannot generate a registration code")]
     Random,
+    /// The management records could not be written (the change was not made).
+    #[error("{0}")]
+    Store(String),
 }
 
 /// A registered CA as the API shows it.
@@ -93,8 +108,8 @@ pub struct CaOptions {
     pub auto_activate: Option<bool>,
 }
 
-/// A registered device certificate as the API shows it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+/// A registered device certificate as the API shows it (and as it is stored).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceCertInfo {
     /// Lower-case hex, no separators, no leading zero bytes.
     pub serial: String,
@@ -141,6 +156,32 @@ struct DeviceCert {
     info: DeviceCertInfo,
 }
 
+/// A CA as stored in the management records (`RecordKind::CaCertificate`, id = its
+/// fingerprint): everything but what is derived from the certificate again at load.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredCa {
+    /// The CA certificate, DER in standard base64.
+    der: String,
+    status: CaStatus,
+    auto_register: bool,
+    auto_activate: bool,
+    /// The imported CRL, DER in standard base64.
+    crl: Option<String>,
+}
+
+impl StoredCa {
+    fn of(ca: &Ca) -> Self {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        Self {
+            der: b64.encode(ca.der.as_ref()),
+            status: ca.info.status,
+            auto_register: ca.info.auto_register,
+            auto_activate: ca.info.auto_activate,
+            crl: ca.crl.as_ref().map(|(der, _)| b64.encode(der.as_ref())),
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     cas: BTreeMap<String, Ca>,
@@ -168,6 +209,8 @@ pub struct CertificateRegistry {
     state: Mutex<State>,
     /// Bumped on every change of CAs or CRLs, so the acceptor knows to rebuild.
     generation: std::sync::atomic::AtomicU64,
+    /// Where changes are stored (`None`: memory only, as in unit tests).
+    records: Option<Arc<dyn Records>>,
 }
 
 impl std::fmt::Debug for CertificateRegistry {
@@ -214,7 +257,120 @@ fn common_name(cert: &X509Certificate<'_>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Parses a CRL (PEM or DER) and checks that `ca_der` signed it: its revoked serials.
+fn parse_crl(
+    ca_der: &[u8],
+    crl: &[u8],
+) -> Result<(CertificateRevocationListDer<'static>, HashSet<String>), RegistryError> {
+    let der = match CertificateRevocationListDer::from_pem_slice(crl) {
+        Ok(der) => der,
+        Err(_) => CertificateRevocationListDer::from(crl.to_vec()),
+    };
+    let revoked = {
+        let (_, parsed) =
+            CertificateRevocationList::from_der(&der).map_err(|_| RegistryError::BadCrl)?;
+        let (_, ca_cert) = X509Certificate::from_der(ca_der).map_err(|_| RegistryError::BadCrl)?;
+        parsed
+            .verify_signature(ca_cert.public_key())
+            .map_err(|_| RegistryError::BadCrl)?;
+        parsed
+            .iter_revoked_certificates()
+            .map(|r| serial_hex(r.raw_serial()))
+            .collect()
+    };
+    Ok((der, revoked))
+}
+
+fn store_error(e: records::RecordError) -> RegistryError {
+    RegistryError::Store(format!("the change could not be stored: {e}"))
+}
+
 impl CertificateRegistry {
+    /// A registry whose changes are stored in `records`; [`Self::restore`] loads them.
+    pub(crate) fn with_records(records: Arc<dyn Records>) -> Self {
+        Self {
+            records: Some(records),
+            ..Self::default()
+        }
+    }
+
+    /// Loads the stored CAs (with their CRLs) and device certificates; how many of each.
+    pub(crate) fn restore(&self) -> Result<(usize, usize), RegistryError> {
+        let Some(store) = &self.records else {
+            return Ok((0, 0));
+        };
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let bad = |id: &str, what: &str| {
+            RegistryError::Store(format!("stored CA {id}: {what} does not decode"))
+        };
+        let cas: Vec<(String, StoredCa)> =
+            records::list(&**store, RecordKind::CaCertificate).map_err(store_error)?;
+        let certs: Vec<(String, DeviceCertInfo)> =
+            records::list(&**store, RecordKind::DeviceCertificate).map_err(store_error)?;
+        let mut state = self.lock();
+        for (id, stored) in &cas {
+            let der = b64
+                .decode(&stored.der)
+                .map_err(|_| bad(id, "the certificate"))?;
+            let subject = X509Certificate::from_der(&der)
+                .map_err(|_| bad(id, "the certificate"))?
+                .1
+                .subject()
+                .to_string();
+            let crl = match &stored.crl {
+                None => None,
+                Some(crl) => {
+                    let crl = b64.decode(crl).map_err(|_| bad(id, "the CRL"))?;
+                    Some(parse_crl(&der, &crl).map_err(|_| bad(id, "the CRL"))?)
+                }
+            };
+            let info = CaInfo {
+                id: id.clone(),
+                subject,
+                status: stored.status,
+                auto_register: stored.auto_register,
+                auto_activate: stored.auto_activate,
+                crl_revoked: crl.as_ref().map_or(0, |(_, set)| set.len()),
+            };
+            let der = CertificateDer::from(der);
+            state.cas.insert(id.clone(), Ca { der, info, crl });
+        }
+        for (serial, info) in &certs {
+            state
+                .certs
+                .insert(serial.clone(), DeviceCert { info: info.clone() });
+        }
+        drop(state);
+        self.bump();
+        Ok((cas.len(), certs.len()))
+    }
+
+    /// Stores CA `id` as it is in `state` (no-op without records).
+    fn store_ca(&self, state: &State, id: &str) -> Result<(), RegistryError> {
+        let (Some(store), Some(ca)) = (&self.records, state.cas.get(id)) else {
+            return Ok(());
+        };
+        records::put(&**store, RecordKind::CaCertificate, id, &StoredCa::of(ca))
+            .map_err(store_error)
+    }
+
+    /// Stores a device certificate (no-op without records).
+    fn store_cert(&self, info: &DeviceCertInfo) -> Result<(), RegistryError> {
+        let Some(store) = &self.records else {
+            return Ok(());
+        };
+        records::put(&**store, RecordKind::DeviceCertificate, &info.serial, info)
+            .map_err(store_error)
+    }
+
+    /// Deletes a stored record (no-op without records).
+    fn unstore(&self, kind: RecordKind, id: &str) -> Result<(), RegistryError> {
+        let Some(store) = &self.records else {
+            return Ok(());
+        };
+        store.delete(kind, id).map(drop).map_err(store_error)
+    }
+
     /// The registration code a CA's verification certificate must carry as its CN.
     pub fn registration_code(&self) -> Result<String, RegistryError> {
         let mut state = self.lock();
@@ -253,7 +409,13 @@ impl CertificateRegistry {
         verification
             .verify_signature(Some(ca.public_key()))
             .map_err(|_| RegistryError::NotSignedByCa)?;
-        self.insert_ca(der.clone(), &ca, options)
+        let info = self.insert_ca(der.clone(), &ca, options)?;
+        let mut state = self.lock();
+        if let Err(e) = self.store_ca(&state, &info.id) {
+            state.cas.remove(&info.id);
+            return Err(e);
+        }
+        Ok(info)
     }
 
     /// Registers a CA without proof of possession (configuration file: the operator put
@@ -333,9 +495,10 @@ impl CertificateRegistry {
         if status == CaStatus::Inactive {
             state.close_where(|c| c.ca_id == id);
         }
+        let stored = self.store_ca(&state, id);
         drop(state);
         self.bump();
-        Ok(info)
+        stored.map(|()| info)
     }
 
     pub fn delete_ca(&self, id: &str) -> Result<(), RegistryError> {
@@ -345,6 +508,7 @@ impl CertificateRegistry {
             Some(ca) if ca.info.status == CaStatus::Active => return Err(RegistryError::CaActive),
             Some(_) => {}
         }
+        self.unstore(RecordKind::CaCertificate, id)?;
         state.cas.remove(id);
         drop(state);
         self.bump();
@@ -352,44 +516,34 @@ impl CertificateRegistry {
     }
 
     /// Imports a CRL for a CA (PEM or DER, signed by that CA): its serials become REVOKED
-    /// (registered or not) and live connections using them are closed.
+    /// (registered or not) and live connections using them are closed. A revocation
+    /// applies even when it cannot be stored (the safe direction); the error says so.
     pub fn import_crl(&self, ca_id: &str, crl: &[u8]) -> Result<usize, RegistryError> {
-        let der = match CertificateRevocationListDer::from_pem_slice(crl) {
-            Ok(der) => der,
-            Err(_) => CertificateRevocationListDer::from(crl.to_vec()),
-        };
         let mut state = self.lock();
         let ca = state
             .cas
             .get_mut(ca_id)
             .ok_or_else(|| RegistryError::NoCa(ca_id.to_owned()))?;
-        let revoked: HashSet<String> = {
-            let (_, parsed) =
-                CertificateRevocationList::from_der(&der).map_err(|_| RegistryError::BadCrl)?;
-            let (_, ca_cert) =
-                X509Certificate::from_der(&ca.der).map_err(|_| RegistryError::BadCrl)?;
-            parsed
-                .verify_signature(ca_cert.public_key())
-                .map_err(|_| RegistryError::BadCrl)?;
-            parsed
-                .iter_revoked_certificates()
-                .map(|r| serial_hex(r.raw_serial()))
-                .collect()
-        };
+        let (der, revoked) = parse_crl(&ca.der, crl)?;
         let count = revoked.len();
         ca.info.crl_revoked = count;
         ca.crl = Some((der, revoked.clone()));
+        let mut changed = Vec::new();
         for serial in &revoked {
             if let Some(cert) = state.certs.get_mut(serial) {
                 if cert.info.ca_id == ca_id {
                     cert.info.status = CertStatus::Revoked;
+                    changed.push(cert.info.clone());
                 }
             }
         }
         state.close_where(|c| c.ca_id == ca_id && revoked.contains(&c.serial));
+        let stored = self
+            .store_ca(&state, ca_id)
+            .and_then(|()| changed.iter().try_for_each(|info| self.store_cert(info)));
         drop(state);
         self.bump();
-        Ok(count)
+        stored.map(|()| count)
     }
 
     /// Registers a device certificate issued by a registered CA, bound to `client_id` (or
@@ -415,6 +569,7 @@ impl CertificateRegistry {
         if state.certs.contains_key(&info.serial) {
             return Err(RegistryError::CertExists(info.serial));
         }
+        self.store_cert(&info)?;
         state
             .certs
             .insert(info.serial.clone(), DeviceCert { info: info.clone() });
@@ -438,7 +593,8 @@ impl CertificateRegistry {
         if status != CertStatus::Active {
             state.close_where(|c| c.serial == serial);
         }
-        Ok(info)
+        // Like a CRL, a withdrawal applies even when it cannot be stored.
+        self.store_cert(&info).map(|()| info)
     }
 
     /// Changes the client id a certificate is bound to (new connections only).
@@ -453,15 +609,17 @@ impl CertificateRegistry {
             .get_mut(serial)
             .ok_or_else(|| RegistryError::NoCert(serial.to_owned()))?;
         cert.info.client_id = client_id;
-        Ok(cert.info.clone())
+        let info = cert.info.clone();
+        self.store_cert(&info).map(|()| info)
     }
 
     pub fn delete_cert(&self, serial: &str) -> Result<(), RegistryError> {
         let mut state = self.lock();
-        state
-            .certs
-            .remove(serial)
-            .ok_or_else(|| RegistryError::NoCert(serial.to_owned()))?;
+        if !state.certs.contains_key(serial) {
+            return Err(RegistryError::NoCert(serial.to_owned()));
+        }
+        self.unstore(RecordKind::DeviceCertificate, serial)?;
+        state.certs.remove(serial);
         state.close_where(|c| c.serial == serial);
         Ok(())
     }
@@ -575,6 +733,11 @@ impl CertificateRegistry {
                 status,
                 subject: cert.subject().to_string(),
             };
+            // Registered just in time: stored like one registered through the API. A
+            // store failure only means JITP happens again after a restart.
+            if let Err(e) = self.store_cert(&info) {
+                tracing::warn!(serial = %serial, error = %e, "JITP certificate not stored");
+            }
             state.certs.insert(serial.clone(), DeviceCert { info });
         }
         match state.certs.get(&serial).map(|c| &c.info) {

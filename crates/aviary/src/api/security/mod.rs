@@ -41,7 +41,7 @@ fn registry_error(e: RegistryError) -> ApiError {
         | RegistryError::CertExists(_)
         | RegistryError::TooManyCas
         | RegistryError::CaActive => ApiError::conflict(e.to_string()),
-        RegistryError::Random => ApiError::internal(e.to_string()),
+        RegistryError::Random | RegistryError::Store(_) => ApiError::internal(e.to_string()),
         RegistryError::BadCrl => ApiError::invalid("crl_pem", e),
         RegistryError::WrongCode | RegistryError::NotSignedByCa => {
             ApiError::invalid("verification_certificate_pem", e)
