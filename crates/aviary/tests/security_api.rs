@@ -5,6 +5,7 @@ mod api;
 mod common;
 
 use api::start_api;
+use aviary_codec::Packet;
 use common::*;
 use serde_json::json;
 
@@ -214,4 +215,81 @@ async fn certificate_resources_answer_with_codes_and_statuses() {
     }
     let (status, _) = api.call_with_key("GET", "/api/v1/users", None, None).await;
     assert_eq!(status, 401);
+}
+
+/// SUBSCRIBE one filter at QoS 0; the SUBACK's code.
+async fn suback_code(c: &mut RawClient, packet_id: u16, filter: &str) -> u8 {
+    let pid = to_hex(&packet_id.to_be_bytes());
+    let props = if c.version.is_v5() { "00" } else { "" };
+    c.send_hex(&packet_hex(
+        0x82,
+        &format!("{pid} {props} {} 00", str_hex(filter)),
+    ))
+    .await;
+    let ack = c.read_frame().await;
+    assert_eq!(ack.first, 0x90, "{}", to_hex(&ack.raw()));
+    *ack.body.last().unwrap()
+}
+
+/// `$SYS/...` and `$events/...` subscriptions go through the policies like any other: an
+/// allow on `#` does not grant them, an allow naming them does.
+#[tokio::test]
+async fn system_topic_subscriptions_need_a_policy_that_grants_them() {
+    let api = start_api(|_| {}).await;
+    for policy in [
+        json!({"id": "ops-events", "priority": 1, "effect": "allow", "actions": ["subscribe"],
+            "resources": ["$events/#", "$SYS/#"], "client_ids": ["ops-*"]}),
+        json!({"id": "everyone", "priority": 2, "effect": "allow",
+            "actions": ["connect", "publish", "subscribe"], "resources": ["#"]}),
+    ] {
+        let (status, body) = api
+            .call("POST", "/api/v1/authorization-policies", Some(policy))
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let mut plain5 = RawClient::connect_v5(api.mqtt, "plain-5").await;
+    let mut plain3 = RawClient::connect_v311(api.mqtt, "plain-3").await;
+    for filter in ["$SYS/#", "$events/#", "$events/client_connected"] {
+        assert_eq!(suback_code(&mut plain5, 1, filter).await, 0x87, "{filter}");
+        assert_eq!(suback_code(&mut plain3, 1, filter).await, 0x80, "{filter}");
+    }
+    // Their own topics are granted by `#`.
+    assert_eq!(suback_code(&mut plain5, 2, "data/#").await, 0x00);
+
+    let mut ops = RawClient::connect_v5(api.mqtt, "ops-1").await;
+    ops.subscribe(1, "$events/client_connected", 0).await;
+    ops.subscribe(2, "$SYS/#", 0).await;
+    let _newcomer = RawClient::connect_v311(api.mqtt, "newcomer").await;
+    // The event for "newcomer" arrives (a `$SYS` statistic may come first: bounded loop).
+    let mut got_event = false;
+    let mut got_sys = false;
+    for _ in 0..200 {
+        let Next::Frame(frame) = ops.next(std::time::Duration::from_secs(15)).await else {
+            break;
+        };
+        if frame.kind() != 3 {
+            continue;
+        }
+        let Packet::Publish(publish) = ops.decode(&frame) else {
+            continue;
+        };
+        let topic = publish.topic.as_str().to_owned();
+        if topic == "$events/client_connected" {
+            let payload = String::from_utf8_lossy(&publish.payload).to_string();
+            if payload.contains("newcomer") {
+                got_event = true;
+            }
+        } else if topic.starts_with("$SYS/") {
+            got_sys = true;
+        }
+        if got_event && got_sys {
+            break;
+        }
+    }
+    assert!(got_event, "the granted subscriber never got the event");
+    assert!(got_sys, "the granted subscriber never got a $SYS statistic");
+    // The refused ones got nothing.
+    plain5.expect_silence().await;
+    plain3.expect_silence().await;
+    api.shutdown().await;
 }
