@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use crate::auth::policies::PolicyDoc;
 use crate::auth::{AuthService, PolicyStore};
 use crate::auth::{DeviceIdentity, DeviceSpec, Secret, User};
+use crate::config::security::{validate_auth_settings, AuthSettingsDoc};
 use crate::config::SecurityConfig;
 use crate::records::{self, RecordKind, Records};
 use crate::tls::{CaOptions, CertificateRegistry, RegistryError, TlsAcceptorHandle};
@@ -33,6 +34,16 @@ impl Security {
     pub(crate) fn load(config: &SecurityConfig, store: &Arc<dyn Records>) -> anyhow::Result<Self> {
         let records: &dyn Records = &**store;
         let auth = Arc::new(AuthService::new(config.auth.clone())?);
+        // Settings replaced through the API override the file's `[auth]`.
+        let stored_settings: Vec<(String, AuthSettingsDoc)> =
+            records::list(records, RecordKind::Authenticator)
+                .context("cannot load the authenticator settings")?;
+        for (_, doc) in stored_settings {
+            let settings = validate_auth_settings(&doc)
+                .context("the stored authenticator settings are invalid")?;
+            auth.replace(settings)
+                .context("the stored authenticator settings are unusable")?;
+        }
         let stored_users: Vec<(String, User)> =
             records::list(records, RecordKind::User).context("cannot load the users")?;
         for (_, user) in stored_users {

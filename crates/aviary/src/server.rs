@@ -125,15 +125,12 @@ async fn start_with_records(
     let stop_background = CancellationToken::new();
     // A start that fails further down stops them too.
     let background_guard = stop_background.clone().drop_guard();
-    if let Some(jwt) = security.auth.jwt.clone() {
-        if jwt.jwks().is_some() {
-            let client = crate::auth::http_client_builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .context("cannot build the JWKS HTTP client")?;
-            background.spawn(jwt.refresh_loop(client, stop_background.clone()));
-        }
-    }
+    // Always running: JWT settings with a JWKS may arrive through the API.
+    let jwks_client = crate::auth::http_client_builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("cannot build the JWKS HTTP client")?;
+    background.spawn(Arc::clone(&security.auth).jwks_loop(jwks_client, stop_background.clone()));
     let crate::store::Opened {
         mut broker, writer, ..
     } = opened;

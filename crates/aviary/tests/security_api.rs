@@ -293,3 +293,100 @@ async fn system_topic_subscriptions_need_a_policy_that_grants_them() {
     plain3.expect_silence().await;
     api.shutdown().await;
 }
+
+/// The authentication chain changed over the API applies to the next CONNECT (real
+/// clients, exact codes), bad values name their field, and the settings survive a restart.
+#[tokio::test]
+async fn authenticator_settings_change_at_runtime_and_survive_a_restart() {
+    let api = start_api(|_| {}).await;
+    assert_eq!(connect_code(api.mqtt, "anon-1", "", "").await, 0);
+    let (status, body) = api
+        .call(
+            "PUT",
+            "/api/v1/authenticators",
+            Some(json!({"anonymous": "deny"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["anonymous_allowed"], false);
+    let mut anon = RawClient::open(api.mqtt, aviary_codec::ProtocolVersion::V5).await;
+    anon.send_hex(&connect_v5_hex("anon-2", 0x02, 60, ""))
+        .await;
+    anon.expect_connack(0x87).await;
+
+    for (bad, field) in [
+        (json!({"anonymous": "sometimes"}), "anonymous"),
+        (json!({"order": ["users", "ldap"]}), "order"),
+        (
+            json!({"jwt": {"secret": "s", "algorithms": ["none"]}}),
+            "jwt.algorithms",
+        ),
+        (
+            json!({"jwt": {"secret": "s", "jwks_url": "http://x"}}),
+            "jwt",
+        ),
+        (json!({"http": {"url": "ftp://x"}}), "http.url"),
+        (json!({"jwt": {"secret": "s", "colour": "red"}}), "colour"),
+    ] {
+        let (status, body) = api
+            .call("PUT", "/api/v1/authenticators", Some(bad.clone()))
+            .await;
+        assert_eq!(status, 400, "{bad} → {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(field),
+            "{bad} → {body}"
+        );
+    }
+
+    let secret = "runtime-secret-0123456789";
+    let settings = json!({"anonymous": "auto", "order": ["jwt", "users"],
+        "jwt": {"secret": secret, "algorithms": ["HS384"], "leeway": 0}});
+    let (status, body) = api
+        .call("PUT", "/api/v1/authenticators", Some(settings))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["order"], json!(["jwt", "users"]));
+    assert_eq!(body["jwt_configured"], true);
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS384),
+        &json!({"sub": "u", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(connect_code(api.mqtt, "jwt-1", "x", &token).await, 0);
+    assert_eq!(
+        connect_code(api.mqtt, "jwt-2", "x", &format!("{token}x")).await,
+        0x86
+    );
+    // JWT configured and anonymous "auto": no anonymous access.
+    let mut anon = RawClient::open(api.mqtt, aviary_codec::ProtocolVersion::V5).await;
+    anon.send_hex(&connect_v5_hex("anon-3", 0x02, 60, ""))
+        .await;
+    anon.expect_connack(0x87).await;
+
+    let dir = api.stop().await;
+    let api = api::start_api_in(dir, |_| {}).await;
+    let (_, body) = api.call("GET", "/api/v1/authenticators", None).await;
+    assert_eq!(body["order"], json!(["jwt", "users"]), "{body}");
+    assert_eq!(connect_code(api.mqtt, "jwt-3", "x", &token).await, 0);
+    let mut anon = RawClient::open(api.mqtt, aviary_codec::ProtocolVersion::V5).await;
+    anon.send_hex(&connect_v5_hex("anon-4", 0x02, 60, ""))
+        .await;
+    anon.expect_connack(0x87).await;
+    // Back to the open start: anonymous access allowed again at once.
+    let (status, _) = api
+        .call(
+            "PUT",
+            "/api/v1/authenticators",
+            Some(json!({"anonymous": "allow"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(connect_code(api.mqtt, "anon-5", "", "").await, 0);
+    api.shutdown().await;
+}

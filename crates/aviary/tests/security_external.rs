@@ -249,7 +249,7 @@ async fn jwt_es256_keys_come_from_a_jwks_url() {
     .await;
     let addr = server.mqtt_addr();
     // The refresh task fetches at start; fetch once more here so the keys are surely in.
-    let jwt = server.security().auth.jwt.clone().unwrap();
+    let jwt = server.security().auth.jwt().unwrap();
     let client = aviary::auth::http_client_builder().build().unwrap();
     assert_eq!(jwt.refresh(&client).await.unwrap(), 1);
     assert!(fetches.load(Ordering::SeqCst) >= 1);

@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use aviary_core::authz::{AuthRefusal, Grants, Principal, ResourcePattern};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::{AuthRequest, Verdict};
 
@@ -155,31 +155,6 @@ impl JwtAuthenticator {
         let count = keys.len();
         self.keys.store(Arc::new(keys));
         Ok(count)
-    }
-
-    /// Runs JWKS refreshes until `stop` is cancelled (the server's shutdown); a fetch in
-    /// progress is abandoned then.
-    pub async fn refresh_loop(
-        self: Arc<Self>,
-        client: reqwest::Client,
-        stop: tokio_util::sync::CancellationToken,
-    ) {
-        let Some((_, period)) = self.jwks() else {
-            return;
-        };
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                result = self.refresh(&client) => match result {
-                    Ok(n) => debug!(keys = n, "JWKS refreshed"),
-                    Err(e) => warn!(error = %e, "JWKS refresh failed; keeping the previous keys"),
-                },
-            }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(period) => {}
-            }
-        }
     }
 
     pub(super) fn authenticate(&self, request: &AuthRequest) -> Verdict {
