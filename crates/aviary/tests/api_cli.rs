@@ -308,6 +308,47 @@ async fn user_policy_and_device_commands() {
         "{disabled}"
     );
     ok(&api, &["device", "delete", "d1"]).await;
+
+    // The authentication chain: anonymous access off, then a JWT from a settings file.
+    let shown = ok(&api, &["auth", "show"]).await;
+    assert!(shown.contains("anonymous: auto"), "{shown}");
+    let set = ok(
+        &api,
+        &[
+            "auth",
+            "set",
+            "--anonymous",
+            "deny",
+            "--order",
+            "users,devices",
+        ],
+    )
+    .await;
+    assert!(set.contains("anonymous_allowed: false"), "{set}");
+    let mut anon = RawClient::open(api.mqtt, aviary_codec::ProtocolVersion::V5).await;
+    anon.send_hex(&common::connect_v5_hex("anon", 0x02, 60, ""))
+        .await;
+    anon.expect_connack(0x87).await;
+    let files = tempfile::tempdir().unwrap();
+    let jwt = files.path().join("jwt.json");
+    std::fs::write(
+        &jwt,
+        r#"{"secret": "s-0123456789", "algorithms": ["HS999"]}"#,
+    )
+    .unwrap();
+    let err = fails(&api, &["auth", "set", "--jwt", jwt.to_str().unwrap()]).await;
+    assert!(err.contains("jwt.algorithms"), "{err}");
+    std::fs::write(&jwt, r#"{"secret": "s-0123456789"}"#).unwrap();
+    let set: Value = serde_json::from_str(
+        &ok(
+            &api,
+            &["auth", "set", "--jwt", jwt.to_str().unwrap(), "--json"],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(set["jwt_configured"], true);
+    assert_eq!(set["anonymous"], "auto");
     assert!(!ok(&api, &["device", "list"]).await.contains("d1"));
     api.shutdown().await;
 }

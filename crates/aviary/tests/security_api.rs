@@ -310,8 +310,7 @@ async fn authenticator_settings_change_at_runtime_and_survive_a_restart() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["anonymous_allowed"], false);
     let mut anon = RawClient::open(api.mqtt, aviary_codec::ProtocolVersion::V5).await;
-    anon.send_hex(&connect_v5_hex("anon-2", 0x02, 60, ""))
-        .await;
+    anon.send_hex(&connect_v5_hex("anon-2", 0x02, 60, "")).await;
     anon.expect_connack(0x87).await;
 
     for (bad, field) in [
@@ -365,8 +364,7 @@ async fn authenticator_settings_change_at_runtime_and_survive_a_restart() {
     );
     // JWT configured and anonymous "auto": no anonymous access.
     let mut anon = RawClient::open(api.mqtt, aviary_codec::ProtocolVersion::V5).await;
-    anon.send_hex(&connect_v5_hex("anon-3", 0x02, 60, ""))
-        .await;
+    anon.send_hex(&connect_v5_hex("anon-3", 0x02, 60, "")).await;
     anon.expect_connack(0x87).await;
 
     let dir = api.stop().await;
@@ -375,8 +373,7 @@ async fn authenticator_settings_change_at_runtime_and_survive_a_restart() {
     assert_eq!(body["order"], json!(["jwt", "users"]), "{body}");
     assert_eq!(connect_code(api.mqtt, "jwt-3", "x", &token).await, 0);
     let mut anon = RawClient::open(api.mqtt, aviary_codec::ProtocolVersion::V5).await;
-    anon.send_hex(&connect_v5_hex("anon-4", 0x02, 60, ""))
-        .await;
+    anon.send_hex(&connect_v5_hex("anon-4", 0x02, 60, "")).await;
     anon.expect_connack(0x87).await;
     // Back to the open start: anonymous access allowed again at once.
     let (status, _) = api

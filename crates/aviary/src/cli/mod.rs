@@ -1,7 +1,7 @@
 //! The `aviary` subcommands that manage a running broker through its management API:
 //! clients, listeners, retained messages, publish, shared groups, stats, limits, usage,
 //! API keys, and the security resources (`security.rs`: users, policies, device
-//! identities, CAs with CRLs, device certificates). Every command prints a readable table or text, or the API's JSON with
+//! identities, CAs with CRLs, device certificates, the authentication chain). Every command prints a readable table or text, or the API's JSON with
 //! `--json`; errors say what to do. `--url` and `--api-key` also come from `AVIARY_URL`
 //! and `AVIARY_API_KEY`.
 
@@ -9,7 +9,9 @@ mod http;
 mod security;
 mod table;
 
-pub use security::{CaCommand, CertCommand, DeviceCommand, PolicyCommand, UserCommand};
+pub use security::{
+    AuthCommand, CaCommand, CertCommand, DeviceCommand, PolicyCommand, UserCommand,
+};
 
 use std::process::ExitCode;
 
@@ -101,6 +103,9 @@ pub enum Command {
     /// Device certificates and their status.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// The authentication chain (order, anonymous access, JWT, HTTP service).
+    #[command(subcommand)]
+    Auth(AuthCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -484,6 +489,7 @@ async fn execute(api: &ApiClient, as_json: bool, command: Command) -> Result<Str
         Command::Device(c) => security::device(api, as_json, c).await,
         Command::Ca(c) => security::ca(api, as_json, c).await,
         Command::Cert(c) => security::cert(api, as_json, c).await,
+        Command::Auth(c) => security::auth(api, as_json, c).await,
         Command::ApiKey(k) => match k {
             ApiKeyCommand::List => {
                 let keys = api.call(Method::GET, "/api/v1/api-keys", None).await?;

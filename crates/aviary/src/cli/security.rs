@@ -1,5 +1,5 @@
 //! The security subcommands over the management API: `aviary user`, `policy`, `device`,
-//! `ca` (with CRL import) and `cert`. Same conventions as the rest of the CLI: a table or
+//! `ca` (with CRL import), `cert` and `auth` (the authentication chain). Same conventions as the rest of the CLI: a table or
 //! text by default, the API's JSON with `--json`; certificates and CRLs are read from PEM
 //! files named on the command line.
 
@@ -175,6 +175,28 @@ pub enum CertCommand {
     Delete { serial: String },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// The authentication chain: order, anonymous access, JWT / HTTP configured.
+    Show,
+    /// Replace the chain's settings (what is not given is reset to its default; a missing
+    /// JWT or HTTP section switches that authenticator off).
+    Set {
+        /// "auto", "allow" or "deny".
+        #[arg(long)]
+        anonymous: Option<String>,
+        /// Authenticators in order, comma-separated: devices,users,jwt,http.
+        #[arg(long, value_delimiter = ',')]
+        order: Option<Vec<String>>,
+        /// JSON file with the JWT settings (the keys of `[auth.jwt]`).
+        #[arg(long)]
+        jwt: Option<std::path::PathBuf>,
+        /// JSON file with the HTTP service settings (the keys of `[auth.http]`).
+        #[arg(long)]
+        http: Option<std::path::PathBuf>,
+    },
+}
+
 const CA_COLUMNS: &[(&str, &str)] = &[
     ("ID", "id"),
     ("SUBJECT", "subject"),
@@ -210,6 +232,13 @@ fn deleted(as_json: bool, value: &Value, what: String) -> String {
     } else {
         format!("deleted {what}")
     }
+}
+
+/// A JSON file's value; the error names the file.
+fn read_json(path: &std::path::Path) -> Result<Value, CliError> {
+    let text = read_pem(path)?;
+    serde_json::from_str(&text)
+        .map_err(|e| CliError::Usage(format!("{} is not JSON: {e}", path.display())))
 }
 
 /// A PEM file's text; the error names the file.
@@ -488,4 +517,44 @@ pub(super) async fn cert(
         }
     };
     Ok(output(as_json, &value, CERT_COLUMNS))
+}
+
+pub(super) async fn auth(
+    api: &ApiClient,
+    as_json: bool,
+    command: AuthCommand,
+) -> Result<String, CliError> {
+    let value = match command {
+        AuthCommand::Show => {
+            api.call(Method::GET, "/api/v1/authenticators", None)
+                .await?
+        }
+        AuthCommand::Set {
+            anonymous,
+            order,
+            jwt,
+            http,
+        } => {
+            let mut body = json!({});
+            if let Some(anonymous) = anonymous {
+                body["anonymous"] = json!(anonymous);
+            }
+            if let Some(order) = order {
+                body["order"] = json!(order);
+            }
+            if let Some(path) = jwt {
+                body["jwt"] = read_json(&path)?;
+            }
+            if let Some(path) = http {
+                body["http"] = read_json(&path)?;
+            }
+            api.call(Method::PUT, "/api/v1/authenticators", Some(&body))
+                .await?
+        }
+    };
+    Ok(if as_json {
+        pretty(&value)
+    } else {
+        fields(&value)
+    })
 }
