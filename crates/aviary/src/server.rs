@@ -159,6 +159,7 @@ async fn start_with_records(
         force_close: force_close.clone(),
         auth: Some(Arc::clone(&security.auth)),
         certificate: None,
+        wire: metrics.wire(),
     };
     let next_id = Arc::new(AtomicU64::new(0));
     let stop_tls = CancellationToken::new();

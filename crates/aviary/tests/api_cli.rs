@@ -475,3 +475,81 @@ async fn ca_certificate_and_crl_commands() {
         .contains("deleted CA"));
     api.shutdown().await;
 }
+
+/// `aviary <args> --json`, parsed.
+async fn json(api: &Api, args: &[&str]) -> Value {
+    let mut args = args.to_vec();
+    args.push("--json");
+    let out = ok(api, &args).await;
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("aviary {args:?}: {e}\n{out}"))
+}
+
+#[tokio::test]
+async fn every_resource_prints_json_for_scripts_and_a_table_for_people() {
+    let api = start_api(|_| {}).await;
+    let mut member = RawClient::connect_v311(api.mqtt, "worker-1").await;
+    member.subscribe(1, "$share/g/jobs/#", 1).await;
+
+    // Health and readiness.
+    let health = ok(&api, &["health"]).await;
+    assert!(
+        health.contains("health: ok") && health.contains("ready: ready"),
+        "{health}"
+    );
+    let h = json(&api, &["health"]).await;
+    assert_eq!((&h["health"], &h["ready"]), (&"ok".into(), &"ready".into()));
+
+    // Clients and listeners.
+    let c = json(&api, &["client", "show", "worker-1"]).await;
+    assert_eq!(c["subscription_list"][0]["filter"], "$share/g/jobs/#");
+    let l = json(&api, &["listener", "list"]).await;
+    assert_eq!(l[0]["name"], "default");
+    assert_eq!(l[0]["clients"], 1);
+
+    // Publish, retained, shared groups.
+    let p = json(
+        &api,
+        &["publish", "jobs/1", "build", "--qos", "1", "--retain"],
+    )
+    .await;
+    assert_eq!(p["matched"], true);
+    let r = json(&api, &["retained", "list"]).await;
+    assert_eq!(r[0]["topic"], "jobs/1");
+    assert_eq!(r[0]["payload"], "build");
+    let r = json(&api, &["retained", "get", "jobs/1"]).await;
+    assert_eq!(r["qos"], 1);
+    let groups = ok(&api, &["shared"]).await;
+    assert!(
+        groups.starts_with("GROUP") && groups.contains("worker-1"),
+        "{groups}"
+    );
+    let g = json(&api, &["shared"]).await;
+    assert_eq!(g[0]["group"], "g");
+    assert_eq!(g[0]["members"][0], "worker-1");
+
+    // Stats, limits, usage, keys.
+    let s = json(&api, &["stats"]).await;
+    assert_eq!(s["connections"], 1);
+    assert_eq!(s["retained"], 1);
+    let limits = json(&api, &["limits", "get"]).await;
+    assert!(limits["max_connections"].as_u64().unwrap() > 0);
+    let set = json(&api, &["limits", "set", "will_connect_rate=7"]).await;
+    assert_eq!(set["will_connect_rate"], 7);
+    // Its CONNECT (1) and the QoS 1 delivery to its clean session (2).
+    api.wait_for("/api/v1/usage", |u| u["clients"]["worker-1"]["total"] == 3)
+        .await;
+    let u = json(&api, &["usage"]).await;
+    assert_eq!(u["clients"]["worker-1"]["total"], 3);
+    let u = json(&api, &["usage", "--listener", "default"]).await;
+    assert!(u["per_minute"].as_array().is_some_and(|m| !m.is_empty()));
+    let keys = ok(&api, &["api-key", "list"]).await;
+    assert!(keys.starts_with("ID"), "{keys}");
+    let created = json(&api, &["api-key", "create", "scripts"]).await;
+    assert!(created["key"].as_str().is_some_and(|k| !k.is_empty()));
+    let k = json(&api, &["api-key", "list"]).await;
+    assert!(
+        k.as_array().unwrap().iter().any(|k| k["name"] == "scripts"),
+        "{k}"
+    );
+    api.shutdown().await;
+}

@@ -1,7 +1,8 @@
 //! The `aviary` subcommands that manage a running broker through its management API:
 //! clients, listeners, retained messages, publish, shared groups, stats, limits, usage,
-//! API keys, and the security resources (`security.rs`: users, policies, device
-//! identities, CAs with CRLs, device certificates, the authentication chain). Every command prints a readable table or text, or the API's JSON with
+//! API keys, health, and the security resources (`security.rs`: users, policies, device
+//! identities, CAs with CRLs, device certificates, the authentication chain). Every
+//! command prints a readable table or text, or the API's JSON with
 //! `--json`; errors say what to do. `--url` and `--api-key` also come from `AVIARY_URL`
 //! and `AVIARY_API_KEY`.
 
@@ -106,6 +107,8 @@ pub enum Command {
     /// The authentication chain (order, anonymous access, JWT, HTTP service).
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Liveness and readiness (fails when the broker is not ready).
+    Health,
 }
 
 #[derive(Debug, Subcommand)]
@@ -490,6 +493,12 @@ async fn execute(api: &ApiClient, as_json: bool, command: Command) -> Result<Str
         Command::Ca(c) => security::ca(api, as_json, c).await,
         Command::Cert(c) => security::cert(api, as_json, c).await,
         Command::Auth(c) => security::auth(api, as_json, c).await,
+        Command::Health => {
+            let live = api.call(Method::GET, "/api/v1/health", None).await?;
+            let ready = api.call(Method::GET, "/api/v1/ready", None).await?;
+            let both = json!({"health": live["status"], "ready": ready["status"]});
+            Ok(show(both, &fields))
+        }
         Command::ApiKey(k) => match k {
             ApiKeyCommand::List => {
                 let keys = api.call(Method::GET, "/api/v1/api-keys", None).await?;

@@ -396,6 +396,7 @@ mod tests {
             force_close: CancellationToken::new(),
             auth: None,
             certificate: None,
+            wire: Arc::default(),
         };
         let shared = AcceptShared {
             tracker: TaskTracker::new(),
