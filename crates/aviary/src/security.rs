@@ -8,9 +8,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::auth::policies::PolicyDoc;
-use crate::auth::{AuthService, PolicyStore};
+use crate::auth::{AuthService, AuthSettings, PolicyStore};
 use crate::auth::{DeviceIdentity, DeviceSpec, Secret, User};
-use crate::config::security::{validate_auth_settings, AuthSettingsDoc};
 use crate::config::SecurityConfig;
 use crate::records::{self, RecordKind, Records};
 use crate::tls::{CaOptions, CertificateRegistry, RegistryError, TlsAcceptorHandle};
@@ -35,12 +34,10 @@ impl Security {
         let records: &dyn Records = &**store;
         let auth = Arc::new(AuthService::new(config.auth.clone())?);
         // Settings replaced through the API override the file's `[auth]`.
-        let stored_settings: Vec<(String, AuthSettingsDoc)> =
+        let stored_settings: Vec<(String, AuthSettings)> =
             records::list(records, RecordKind::Authenticator)
                 .context("cannot load the authenticator settings")?;
-        for (_, doc) in stored_settings {
-            let settings = validate_auth_settings(&doc)
-                .context("the stored authenticator settings are invalid")?;
+        for (_, settings) in stored_settings {
             auth.replace(settings)
                 .context("the stored authenticator settings are unusable")?;
         }

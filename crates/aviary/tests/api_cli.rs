@@ -348,7 +348,9 @@ async fn user_policy_and_device_commands() {
     )
     .unwrap();
     assert_eq!(set["jwt_configured"], true);
-    assert_eq!(set["anonymous"], "auto");
+    assert_eq!(set["anonymous"], "deny", "kept: not named in the change");
+    let set = ok(&api, &["auth", "set", "--no-jwt"]).await;
+    assert!(set.contains("jwt_configured: false"), "{set}");
     assert!(!ok(&api, &["device", "list"]).await.contains("d1"));
     api.shutdown().await;
 }

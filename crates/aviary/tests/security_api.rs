@@ -295,14 +295,15 @@ async fn system_topic_subscriptions_need_a_policy_that_grants_them() {
 }
 
 /// The authentication chain changed over the API applies to the next CONNECT (real
-/// clients, exact codes), bad values name their field, and the settings survive a restart.
+/// clients, exact codes), a change keeps what it does not name, bad values name their
+/// field, and the settings survive a restart.
 #[tokio::test]
 async fn authenticator_settings_change_at_runtime_and_survive_a_restart() {
     let api = start_api(|_| {}).await;
     assert_eq!(connect_code(api.mqtt, "anon-1", "", "").await, 0);
     let (status, body) = api
         .call(
-            "PUT",
+            "PATCH",
             "/api/v1/authenticators",
             Some(json!({"anonymous": "deny"})),
         )
@@ -328,7 +329,7 @@ async fn authenticator_settings_change_at_runtime_and_survive_a_restart() {
         (json!({"jwt": {"secret": "s", "colour": "red"}}), "colour"),
     ] {
         let (status, body) = api
-            .call("PUT", "/api/v1/authenticators", Some(bad.clone()))
+            .call("PATCH", "/api/v1/authenticators", Some(bad.clone()))
             .await;
         assert_eq!(status, 400, "{bad} → {body}");
         assert!(
@@ -341,7 +342,7 @@ async fn authenticator_settings_change_at_runtime_and_survive_a_restart() {
     let settings = json!({"anonymous": "auto", "order": ["jwt", "users"],
         "jwt": {"secret": secret, "algorithms": ["HS384"], "leeway": 0}});
     let (status, body) = api
-        .call("PUT", "/api/v1/authenticators", Some(settings))
+        .call("PATCH", "/api/v1/authenticators", Some(settings))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["order"], json!(["jwt", "users"]));
@@ -375,10 +376,36 @@ async fn authenticator_settings_change_at_runtime_and_survive_a_restart() {
     let mut anon = RawClient::open(api.mqtt, aviary_codec::ProtocolVersion::V5).await;
     anon.send_hex(&connect_v5_hex("anon-4", 0x02, 60, "")).await;
     anon.expect_connack(0x87).await;
+    // A change keeps what it does not name: a new order, JWT still there.
+    let (status, body) = api
+        .call(
+            "PATCH",
+            "/api/v1/authenticators",
+            Some(json!({"order": ["users", "jwt"]})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["jwt_configured"].as_bool()),
+        (200, Some(true))
+    );
+    assert_eq!(connect_code(api.mqtt, "jwt-4", "x", &token).await, 0);
+    // `null` switches JWT off: nobody recognises the token any more.
+    let (status, body) = api
+        .call(
+            "PATCH",
+            "/api/v1/authenticators",
+            Some(json!({"jwt": null, "anonymous": "deny"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["jwt_configured"].as_bool()),
+        (200, Some(false))
+    );
+    assert_eq!(connect_code(api.mqtt, "jwt-5", "x", &token).await, 0x86);
     // Back to the open start: anonymous access allowed again at once.
     let (status, _) = api
         .call(
-            "PUT",
+            "PATCH",
             "/api/v1/authenticators",
             Some(json!({"anonymous": "allow"})),
         )

@@ -21,14 +21,15 @@ use tracing::debug;
 use super::{AuthRequest, Verdict};
 
 /// Which CONNECT field carries the token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TokenField {
     Password,
     Username,
 }
 
-/// Where the verification keys come from.
-#[derive(Clone, PartialEq, Eq)]
+/// Where the verification keys come from (stored as they are when the API changes them:
+/// a shared secret must be kept to check signatures, a hash will not do).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum JwtKeys {
     /// A shared secret (HS256/384/512).
     Secret(Vec<u8>),
@@ -49,7 +50,7 @@ impl std::fmt::Debug for JwtKeys {
 }
 
 /// Validated `[auth.jwt]` settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JwtSettings {
     pub from: TokenField,
     pub keys: JwtKeys,

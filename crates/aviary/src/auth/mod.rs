@@ -91,7 +91,7 @@ pub enum Verdict {
 }
 
 /// The authenticators, in the order they can be configured.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AuthenticatorKind {
     /// Built-in users.
     Users,
@@ -104,7 +104,7 @@ pub enum AuthenticatorKind {
 }
 
 /// When clients without credentials any authenticator claims may connect.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Anonymous {
     /// Allowed only while no user, device or other authenticator exists (the default:
     /// a fresh `aviary` accepts everybody; the first user switches anonymous access off).
@@ -114,7 +114,7 @@ pub enum Anonymous {
 }
 
 /// Validated `[auth]` settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuthSettings {
     pub anonymous: Anonymous,
     /// Authenticators tried in this order (a client certificate always comes first).

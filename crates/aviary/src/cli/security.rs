@@ -179,8 +179,7 @@ pub enum CertCommand {
 pub enum AuthCommand {
     /// The authentication chain: order, anonymous access, JWT / HTTP configured.
     Show,
-    /// Replace the chain's settings (what is not given is reset to its default; a missing
-    /// JWT or HTTP section switches that authenticator off).
+    /// Change the chain's settings; what is not given stays as it is.
     Set {
         /// "auto", "allow" or "deny".
         #[arg(long)]
@@ -194,6 +193,12 @@ pub enum AuthCommand {
         /// JSON file with the HTTP service settings (the keys of `[auth.http]`).
         #[arg(long)]
         http: Option<std::path::PathBuf>,
+        /// Switch JWT off.
+        #[arg(long, conflicts_with = "jwt")]
+        no_jwt: bool,
+        /// Switch the HTTP authentication service off.
+        #[arg(long, conflicts_with = "http")]
+        no_http: bool,
     },
 }
 
@@ -534,8 +539,16 @@ pub(super) async fn auth(
             order,
             jwt,
             http,
+            no_jwt,
+            no_http,
         } => {
             let mut body = json!({});
+            if no_jwt {
+                body["jwt"] = Value::Null;
+            }
+            if no_http {
+                body["http"] = Value::Null;
+            }
             if let Some(anonymous) = anonymous {
                 body["anonymous"] = json!(anonymous);
             }
@@ -548,7 +561,7 @@ pub(super) async fn auth(
             if let Some(path) = http {
                 body["http"] = read_json(&path)?;
             }
-            api.call(Method::PUT, "/api/v1/authenticators", Some(&body))
+            api.call(Method::PATCH, "/api/v1/authenticators", Some(&body))
                 .await?
         }
     };

@@ -34,7 +34,7 @@ pub(crate) struct AuthFile {
 }
 
 /// `[auth.jwt]` as written (also the `jwt` object of the API's authenticator settings).
-#[derive(Clone, Default, PartialEq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[derive(Clone, Default, PartialEq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct JwtFile {
     /// `"password"` (default) or `"username"`.
@@ -67,9 +67,7 @@ impl std::fmt::Debug for JwtFile {
 }
 
 /// `[auth.http]` as written (also the `http` object of the API's authenticator settings).
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
-)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct HttpFile {
     pub(crate) url: Option<String>,
@@ -84,30 +82,22 @@ pub(crate) struct HttpFile {
     pub(crate) cache_ttl: Option<u64>,
 }
 
-/// The authenticator settings as the management API takes them and the records store
-/// them: `[auth]` without the users (those are their own resource). Validated by
-/// [`validate_auth_settings`] with the same rules as the file.
-#[derive(
-    Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
-)]
-#[serde(deny_unknown_fields)]
+/// The authenticator settings a management API change gives: `[auth]` without the users
+/// (those are their own resource). Validated by [`validate_auth_settings`] with the same
+/// rules as the file.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct AuthSettingsDoc {
-    /// `"auto"` (default: only while no user, device, JWT or HTTP service exists), `"allow"`
-    /// or `"deny"`.
-    #[serde(default)]
+    /// `"auto"`, `"allow"` or `"deny"`.
     pub(crate) anonymous: Option<String>,
     /// Authenticator names in order: `"devices"`, `"users"`, `"jwt"`, `"http"`.
-    #[serde(default)]
     pub(crate) order: Option<Vec<String>>,
-    /// JWT settings (the keys of `[auth.jwt]`); absent: no JWT.
-    #[serde(default)]
+    /// The keys of `[auth.jwt]`.
     pub(crate) jwt: Option<JwtFile>,
-    /// HTTP authentication service (the keys of `[auth.http]`); absent: none.
-    #[serde(default)]
+    /// The keys of `[auth.http]`.
     pub(crate) http: Option<HttpFile>,
 }
 
-/// Validates authenticator settings from the API or the records; the error's key names
+/// Validates authenticator settings from the API; the error's key names
 /// the field as in the document (`jwt.algorithms`).
 pub(crate) fn validate_auth_settings(doc: &AuthSettingsDoc) -> Result<AuthSettings, ConfigError> {
     let anonymous = match doc.anonymous.as_deref() {
