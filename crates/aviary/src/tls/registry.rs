@@ -809,3 +809,143 @@ impl State {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
+        KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
+    };
+
+    use super::*;
+    use crate::records::MemoryRecords;
+
+    struct TestCa {
+        params: CertificateParams,
+        key: KeyPair,
+        pem: String,
+    }
+
+    impl TestCa {
+        fn new(name: &str) -> Self {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            let key = KeyPair::generate().unwrap();
+            let pem = params.self_signed(&key).unwrap().pem();
+            Self { params, key, pem }
+        }
+
+        /// A leaf certificate: (PEM, DER).
+        fn issue(&self, cn: &str, serial: u64) -> (String, Vec<u8>) {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.serial_number = Some(SerialNumber::from(serial));
+            let issuer = Issuer::from_params(&self.params, &self.key);
+            let cert = params
+                .signed_by(&KeyPair::generate().unwrap(), &issuer)
+                .unwrap();
+            (cert.pem(), cert.der().to_vec())
+        }
+
+        fn crl(&self, serial: u64) -> String {
+            let now = time::OffsetDateTime::now_utc();
+            CertificateRevocationListParams {
+                this_update: now - time::Duration::minutes(1),
+                next_update: now + time::Duration::days(1),
+                crl_number: SerialNumber::from(1u64),
+                issuing_distribution_point: None,
+                revoked_certs: vec![RevokedCertParams {
+                    serial_number: SerialNumber::from(serial),
+                    revocation_time: now - time::Duration::minutes(1),
+                    reason_code: None,
+                    invalidity_date: None,
+                }],
+                key_identifier_method: KeyIdMethod::Sha256,
+            }
+            .signed_by(&Issuer::from_params(&self.params, &self.key))
+            .unwrap()
+            .pem()
+            .unwrap()
+        }
+    }
+
+    fn register(registry: &CertificateRegistry, ca: &TestCa, options: CaOptions) -> String {
+        let code = registry.registration_code().unwrap();
+        let (proof, _) = ca.issue(&code, 999);
+        registry
+            .register_ca(ca.pem.as_bytes(), proof.as_bytes(), options)
+            .unwrap()
+            .id
+    }
+
+    #[test]
+    fn every_change_is_stored_and_a_new_registry_restores_it() {
+        let store: Arc<dyn Records> = Arc::new(MemoryRecords::default());
+        let first = CertificateRegistry::with_records(Arc::clone(&store));
+        let fleet = TestCa::new("Fleet");
+        let jitp = CaOptions {
+            auto_register: Some(true),
+            auto_activate: Some(true),
+            ..CaOptions::default()
+        };
+        let fleet_id = register(&first, &fleet, jitp);
+        // From the configuration file: not stored.
+        let configured = TestCa::new("Configured");
+        first
+            .register_ca_trusted(configured.pem.as_bytes(), CaOptions::default())
+            .unwrap();
+        let retired = TestCa::new("Retired");
+        let retired_id = register(&first, &retired, CaOptions::default());
+        first
+            .set_ca_status(&retired_id, CaStatus::Inactive)
+            .unwrap();
+        let (a, _) = fleet.issue("a", 1);
+        let (b, _) = fleet.issue("b", 2);
+        let (gone, _) = fleet.issue("gone", 3);
+        first
+            .register_cert(a.as_bytes(), Some("mapped".into()), CertStatus::Active)
+            .unwrap();
+        first
+            .register_cert(b.as_bytes(), None, CertStatus::Active)
+            .unwrap();
+        first
+            .register_cert(gone.as_bytes(), None, CertStatus::Active)
+            .unwrap();
+        first.delete_cert("03").unwrap();
+        first.set_cert_status("01", CertStatus::Inactive).unwrap();
+        assert_eq!(first.import_crl(&fleet_id, fleet.crl(2).as_bytes()), Ok(1));
+        let (_, jit_der) = fleet.issue("jit", 4);
+        assert!(matches!(
+            first.admit(&jit_der, true),
+            Admission::Allowed { .. }
+        ));
+
+        let again = CertificateRegistry::with_records(store);
+        assert_eq!(again.restore(), Ok((2, 3)));
+        let mut cas = again.list_cas();
+        cas.sort_by_key(|c| c.id.clone());
+        let mut expected = first.list_cas();
+        expected.retain(|c| c.id == fleet_id || c.id == retired_id);
+        expected.sort_by_key(|c| c.id.clone());
+        assert_eq!(cas, expected);
+        assert_eq!(
+            again.list_certs(&CertFilter::default()),
+            first.list_certs(&CertFilter::default())
+        );
+        assert_eq!(again.cert("01").unwrap().client_id, "mapped");
+        assert_eq!(again.status_of("01"), Some(CertStatus::Inactive));
+        assert_eq!(again.status_of("02"), Some(CertStatus::Revoked));
+        assert_eq!(again.status_of("03"), None);
+        assert_eq!(again.status_of("04"), Some(CertStatus::Active));
+        // The restored CRL still refuses its serial, and the trust has both CRL and roots.
+        let (_, b_der) = fleet.issue("b", 2);
+        assert_eq!(
+            again.admit(&b_der, false),
+            Admission::Refused("certificate revoked by CRL")
+        );
+        let (roots, crls) = again.trust();
+        assert_eq!((roots.len(), crls.len()), (1, 1));
+    }
+}
