@@ -10,7 +10,8 @@
 //! Persistence: with [`CertificateRegistry::with_records`], every change made through the
 //! API and every certificate registered just in time is written to the management records
 //! (`CaCertificate` — the CA with its settings and imported CRL; `DeviceCertificate` — one
-//! per serial) while the lock is held, so memory and disk change in the same order;
+//! per serial) while the lock is held, so memory and disk change in the same order (a
+//! write blocks for one small commit: only on API changes and first JITP handshakes);
 //! [`CertificateRegistry::restore`] loads them at start. CAs from the configuration file
 //! are not stored (the file stays their source) unless the API changes them. The pending
 //! registration code is not stored: after a restart a new one is issued (choice: a code is
