@@ -1,13 +1,17 @@
 //! Prometheus metrics, served by the API listener at `/metrics`. Each broker owns its
 //! recorder (not the process-global one, so several brokers in one test process stay
 //! apart); the broker task refreshes every value from the core's counters and its own once
-//! per tick, so the hot path records nothing and the values are exact counts.
+//! per tick, so the hot path records nothing and the values are exact counts. The one
+//! exception is [`WireBytes`], which the connection tasks add to once per read and once per
+//! written batch.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use metrics::{counter, gauge, with_local_recorder};
+use aviary_codec::Packet;
+use metrics::{counter, describe_counter, gauge, with_local_recorder, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::broker_task::Ops;
@@ -19,6 +23,55 @@ const AUTH_FAILURES: [u8; 2] = [0x86, 0x87];
 
 /// The labels of QoS 0, 1, 2.
 const QOS: [&str; 3] = ["0", "1", "2"];
+
+/// The `qos` labels of the wire byte counters: PUBLISH at QoS 0, 1, 2, then every other
+/// packet (CONNECT, acks, SUBSCRIBE, PING, ...).
+const WIRE_CLASSES: [&str; 4] = ["0", "1", "2", "none"];
+
+/// Bytes of MQTT packets read from and written to clients' streams, by packet class (see
+/// [`WIRE_CLASSES`]). Shared by every connection task: each adds its counts once per read
+/// and once per written batch (a relaxed atomic add), so the hot path stays a counter add.
+#[derive(Debug, Default)]
+pub(crate) struct WireBytes {
+    /// Bytes of whole packets decoded from clients.
+    received: [AtomicU64; 4],
+    /// Bytes of packets encoded and written to clients.
+    sent: [AtomicU64; 4],
+}
+
+impl WireBytes {
+    /// The class of `packet`: its QoS for a PUBLISH, else 3.
+    pub(crate) fn class(packet: &Packet) -> usize {
+        match packet {
+            Packet::Publish(p) => p.qos as usize,
+            _ => 3,
+        }
+    }
+
+    /// Adds the bytes of one read, per class.
+    pub(crate) fn add_received(&self, bytes: &[u64; 4]) {
+        add(&self.received, bytes);
+    }
+
+    /// Adds the bytes of one written batch, per class.
+    pub(crate) fn add_sent(&self, bytes: &[u64; 4]) {
+        add(&self.sent, bytes);
+    }
+
+    /// All bytes received and sent so far.
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        let sum = |c: &[AtomicU64; 4]| c.iter().map(|n| n.load(Ordering::Relaxed)).sum();
+        (sum(&self.received), sum(&self.sent))
+    }
+}
+
+fn add(counters: &[AtomicU64; 4], bytes: &[u64; 4]) {
+    for (counter, n) in counters.iter().zip(bytes) {
+        if *n > 0 {
+            counter.fetch_add(*n, Ordering::Relaxed);
+        }
+    }
+}
 
 /// Upper bounds (seconds) of the latency histogram's buckets; one more bucket is +Inf.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -72,6 +125,8 @@ pub(crate) struct Metrics {
     /// The latest copies of the publish-to-deliver and store commit latency histograms (a
     /// std lock held for a copy, once a second and per scrape).
     latency: Arc<Mutex<[Histogram; 2]>>,
+    /// Wire bytes, counted by the connection tasks.
+    wire: Arc<WireBytes>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -82,10 +137,18 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     pub(crate) fn new() -> Self {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        with_local_recorder(&recorder, describe);
         Self {
-            recorder: Arc::new(PrometheusBuilder::new().build_recorder()),
+            recorder: Arc::new(recorder),
             latency: Arc::default(),
+            wire: Arc::default(),
         }
+    }
+
+    /// The wire byte counters, for the connection tasks.
+    pub(crate) fn wire(&self) -> Arc<WireBytes> {
+        Arc::clone(&self.wire)
     }
 
     /// The Prometheus text exposition.
@@ -159,6 +222,12 @@ impl Metrics {
                     .absolute(c.bytes_in[q]);
                 counter!("aviary_payload_bytes_sent_total", "qos" => *qos).absolute(c.bytes_out[q]);
             }
+            for (i, class) in WIRE_CLASSES.iter().enumerate() {
+                counter!("aviary_bytes_received_total", "qos" => *class)
+                    .absolute(self.wire.received[i].load(Ordering::Relaxed));
+                counter!("aviary_bytes_sent_total", "qos" => *class)
+                    .absolute(self.wire.sent[i].load(Ordering::Relaxed));
+            }
             let d = &stats.dropped;
             let drops = [
                 ("queue_full", d.queue_full),
@@ -187,6 +256,40 @@ impl Metrics {
             gauge!("aviary_inflight_messages").set(ops.inflight as f64);
         });
     }
+}
+
+/// The help text of the metrics whose meaning is not plain from the name.
+fn describe() {
+    describe_counter!(
+        "aviary_bytes_received_total",
+        Unit::Bytes,
+        "Bytes of whole MQTT packets read from clients (after TLS or WebSocket framing is \
+         removed); qos=0/1/2: PUBLISH packets at that QoS, qos=none: every other packet."
+    );
+    describe_counter!(
+        "aviary_bytes_sent_total",
+        Unit::Bytes,
+        "Bytes of MQTT packets written to clients (before TLS or WebSocket framing); \
+         qos=0/1/2: PUBLISH packets at that QoS, qos=none: every other packet."
+    );
+    describe_counter!(
+        "aviary_payload_bytes_received_total",
+        Unit::Bytes,
+        "Application payload bytes of PUBLISH packets received, by QoS."
+    );
+    describe_counter!(
+        "aviary_payload_bytes_sent_total",
+        Unit::Bytes,
+        "Application payload bytes of PUBLISH packets routed to clients, by QoS."
+    );
+    describe_counter!(
+        "aviary_connacks_total",
+        "CONNACKs sent by reason code (0x00: accepted; 3.x return codes as their 5.0 reason)."
+    );
+    describe_counter!(
+        "aviary_messages_dropped_total",
+        "Message copies dropped, by reason (QoS 1/2 are never dropped silently)."
+    );
 }
 
 #[cfg(test)]

@@ -4,11 +4,13 @@
 //! at `/api/v1/openapi.json` is built from the same declarations as the router, so the
 //! two cannot disagree.
 //!
-//! Unauthenticated: `/api/v1/health`, `/api/v1/ready`, `/api/v1/openapi.json` and
-//! `/metrics` (probes and scrapers); everything else needs `Authorization: Bearer <key>`
+//! Unauthenticated: `/api/v1/health`, `/api/v1/ready`, `/api/v1/openapi.json`,
+//! `/metrics` (probes and scrapers) and the web console's static files under `/console/`
+//! (the page asks for a key); everything else needs `Authorization: Bearer <key>`
 //! (or `X-API-Key: <key>`).
 
 mod clients;
+mod console;
 pub(crate) mod error;
 mod health;
 pub(crate) mod keys;
@@ -99,6 +101,7 @@ pub(crate) fn router(state: AppState) -> Router {
             }),
         )
         .route("/metrics", get(metrics))
+        .merge(console::routes())
         .fallback(|| async { ApiError::not_found("no such route; see /api/v1/openapi.json") })
         .with_state(state)
 }

@@ -86,6 +86,9 @@ pub(crate) struct Ops {
     pub(crate) rates: Option<Arc<Rates>>,
     /// Refreshes the metrics on each tick (none in unit tests of the task).
     pub(crate) metrics: Option<crate::metrics::Metrics>,
+    /// When the broker started (for `$SYS/broker/uptime`; set at the first tick in unit
+    /// tests of the task).
+    started: Option<Instant>,
 }
 
 impl Ops {
@@ -95,6 +98,7 @@ impl Ops {
         Self {
             metrics: Some(metrics),
             rates: Some(rates),
+            started: Some(super::now()),
             ..Self::default()
         }
     }
@@ -380,11 +384,24 @@ impl BrokerTask {
         }
     }
 
-    /// Publishes the `$SYS/broker/...` statistics (QoS 0, not retained).
+    /// Publishes the `$SYS/broker/...` statistics (QoS 0, not retained), named as
+    /// Mosquitto names its own where there is an equivalent.
     fn publish_sys(&mut self) {
         let stats = self.broker.stats();
+        let started = *self.ops.started.get_or_insert_with(super::now);
+        let uptime = super::now().saturating_duration_since(started).as_secs();
+        self.publish_system("$SYS/broker/uptime", format!("{uptime} seconds"));
+        if let Some(metrics) = &self.ops.metrics {
+            let (received, sent) = metrics.wire().totals();
+            self.publish_system("$SYS/broker/bytes/received", received.to_string());
+            self.publish_system("$SYS/broker/bytes/sent", sent.to_string());
+        }
         let values = [
             ("$SYS/broker/clients/connected", stats.connections as u64),
+            (
+                "$SYS/broker/clients/disconnected",
+                stats.sessions.saturating_sub(stats.connections) as u64,
+            ),
             ("$SYS/broker/sessions", stats.sessions as u64),
             (
                 "$SYS/broker/subscriptions/count",

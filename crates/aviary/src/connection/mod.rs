@@ -59,6 +59,8 @@ pub(crate) struct ConnectionContext {
     /// The verified client certificate of this connection (set per connection by a TLS
     /// listener).
     pub(crate) certificate: Option<Arc<PeerCertificate>>,
+    /// The broker's wire byte counters (added to once per read and per written batch).
+    pub(crate) wire: Arc<crate::metrics::WireBytes>,
 }
 
 /// Why the read side stopped.
@@ -112,7 +114,7 @@ pub(crate) async fn run<T: Transport>(
 
     let tell_closed = {
         let reader = read_loop(&mut rd, (conn, peer), &version, &outbox, &ctx);
-        let writer = write_loop(wr, &outbox, &version);
+        let writer = write_loop(wr, &outbox, &version, &ctx.wire);
         tokio::pin!(reader, writer);
         tokio::select! {
             end = &mut reader => {

@@ -12,6 +12,7 @@ use tracing::debug;
 use super::{version_from_level, ConnectionContext, ReadEnd, NO_CONNECT_YET};
 use crate::auth::AuthService;
 use crate::broker_task::Event;
+use crate::metrics::WireBytes;
 use crate::outbox::Outbox;
 use crate::transport::TransportRead;
 
@@ -72,19 +73,36 @@ pub(super) async fn read_loop(
     }
 }
 
-/// Decodes every whole packet in `buf` and sends them to the broker; `Some` when reading
-/// must stop.
+/// Decodes every whole packet in `buf` and sends them to the broker, then counts their
+/// wire bytes (here, inside the boxed future, so idle connections do not hold the counts);
+/// `Some` when reading must stop.
 async fn decode_all(
     buf: &mut BytesMut,
     (conn, peer): (ConnId, SocketAddr),
     version: &AtomicU8,
     ctx: &ConnectionContext,
 ) -> Option<ReadEnd> {
+    let mut wire = [0; 4];
+    let end = decode_packets(buf, (conn, peer), version, ctx, &mut wire).await;
+    ctx.wire.add_received(&wire);
+    end
+}
+
+/// [`decode_all`], adding each packet's size to `wire` by its class.
+async fn decode_packets(
+    buf: &mut BytesMut,
+    (conn, peer): (ConnId, SocketAddr),
+    version: &AtomicU8,
+    ctx: &ConnectionContext,
+    wire: &mut [u64; 4],
+) -> Option<ReadEnd> {
     let mut packets = Vec::new();
     loop {
         let current = version_from_level(version.load(Ordering::Acquire));
+        let before = buf.len();
         match aviary_codec::decode(buf, current, ctx.max_packet_size.load(Ordering::Relaxed)) {
             Ok(Some(packet)) => {
+                wire[WireBytes::class(&packet)] += (before - buf.len()) as u64;
                 let mut first_connect = false;
                 if let Packet::Connect(connect) = &packet {
                     // Stored before the broker sees the CONNECT, so its CONNACK is encoded
@@ -108,6 +126,17 @@ async fn decode_all(
                     let batch = std::mem::take(&mut packets);
                     if send_packets(conn, batch, ctx).await.is_err() {
                         return Some(ReadEnd::BrokerGone);
+                    }
+                    // The connect rate is checked before authenticating: CONNECTs over it
+                    // are refused (0x9F) without costing an argon2 hash or an HTTP call.
+                    if !ctx.rates.admit_connect(connect.will.is_some()) {
+                        if let Packet::Connect(connect) = packet {
+                            let event = Event::ConnectOverRate { conn, connect };
+                            if ctx.events.send(event).await.is_err() {
+                                return Some(ReadEnd::BrokerGone);
+                            }
+                        }
+                        continue;
                     }
                     let outcome = auth.authenticate(&request).await;
                     if let Packet::Connect(connect) = packet {

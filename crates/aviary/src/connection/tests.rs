@@ -34,6 +34,7 @@ async fn harness() -> Harness {
         force_close: CancellationToken::new(),
         auth: None,
         certificate: None,
+        wire: Arc::default(),
     };
     let task = tokio::spawn(run(server, ConnId(7), peer, ctx));
     let Some(Event::Open { conn, outbox, .. }) = events.recv().await else {
@@ -212,6 +213,7 @@ async fn connection_future_stays_small() {
         force_close: CancellationToken::new(),
         auth: None,
         certificate: None,
+        wire: Arc::default(),
     };
     let peer = listener.local_addr().unwrap();
     let future = run(stream, ConnId(1), peer, ctx);

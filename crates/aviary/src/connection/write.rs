@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tracing::{debug, warn};
 
 use super::{version_from_level, WriteEnd};
+use crate::metrics::WireBytes;
 use crate::outbox::Outbox;
 
 /// Encoded bytes collected before they are written, so a batch of large packets is written
@@ -27,12 +28,13 @@ pub(super) async fn write_loop(
     mut wr: impl tokio::io::AsyncWrite + Unpin,
     outbox: &Outbox,
     version: &AtomicU8,
+    wire: &WireBytes,
 ) -> WriteEnd {
     while let Some(batch) = outbox.next_batch().await {
         let current = version_from_level(version.load(Ordering::Acquire));
         // Boxed (one allocation per batch) so the encoding and write state does not sit in
         // every idle connection's future.
-        if !Box::pin(write_batch(&mut wr, batch, current)).await {
+        if !Box::pin(write_batch(&mut wr, batch, current, wire)).await {
             return WriteEnd::Failed;
         }
     }
@@ -40,16 +42,21 @@ pub(super) async fn write_loop(
     WriteEnd::Done
 }
 
-/// Encodes `batch` in `version` and writes it, in pieces of about [`WRITE_CHUNK`] bytes;
-/// `false` when writing failed.
+/// Encodes `batch` in `version` and writes it, in pieces of about [`WRITE_CHUNK`] bytes,
+/// then adds the bytes written to `wire`; `false` when writing failed.
 async fn write_batch(
     wr: &mut (impl tokio::io::AsyncWrite + Unpin),
     batch: VecDeque<Packet>,
     version: ProtocolVersion,
+    wire: &WireBytes,
 ) -> bool {
     let mut out = BytesMut::new();
+    let mut sent = [0; 4];
     for packet in batch {
-        if let Err(error) = aviary_codec::encode(&packet, version, &mut out) {
+        let before = out.len();
+        let encoded = aviary_codec::encode(&packet, version, &mut out);
+        sent[WireBytes::class(&packet)] += (out.len() - before) as u64;
+        if let Err(error) = encoded {
             // The broker produced a packet this version cannot carry: a bug there, but not
             // a reason to drop the connection.
             warn!(%error, ?packet, "cannot encode packet; skipped");
@@ -62,7 +69,18 @@ async fn write_batch(
             out.clear();
         }
     }
-    out.is_empty() || write(wr, &out).await
+    if !out.is_empty() && !write(wr, &out).await {
+        return false;
+    }
+    // TLS may hold the last records until flushed (a no-op for TCP and WebSocket).
+    if !matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, wr.flush()).await,
+        Ok(Ok(()))
+    ) {
+        return false;
+    }
+    wire.add_sent(&sent);
+    true
 }
 
 /// Writes all of `bytes`; `false` on error or when the peer accepts nothing for
