@@ -59,6 +59,7 @@ impl FairInbox {
             Event::Open { conn, .. }
             | Event::Packets { conn, .. }
             | Event::Connect { conn, .. }
+            | Event::ConnectOverRate { conn, .. }
             | Event::Revoke { conn }
             | Event::DecodeError { conn, .. }
             | Event::Closed { conn } => Owner::Conn(*conn),
