@@ -7,8 +7,11 @@
 //! What is durable: sessions that outlive their connection (expiry > 0) with their
 //! subscriptions, expiry and delayed will; their QoS 1/2 message copies, queued or in
 //! flight (with the packet id and whether PUBREL was sent); their incoming QoS 2 packet
-//! ids awaiting PUBREL; retained messages. Times are `Instant`s; the shell converts them
-//! to wall-clock time so expiry keeps counting while the broker is down.
+//! ids awaiting PUBREL; retained messages; the will of every open connection that has one
+//! (a crash of the broker ends the connection abnormally, so the store hands the will back
+//! in [`Restore::wills`], or as the session's delayed will). Times are `Instant`s; the
+//! shell converts them to wall-clock time so expiry keeps counting while the broker is
+//! down.
 //!
 //! A persisted message copy (a delivery) has a store id, unique and increasing, which also
 //! orders a session's copies on load. A message body is written once (by the first copy
