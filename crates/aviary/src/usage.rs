@@ -327,7 +327,11 @@ mod tests {
             };
             usage.add(now, steady, 1);
             sum += 1 + i % 3 + 1;
-            assert!(usage.clients.len() <= BOUND, "{} clients", usage.clients.len());
+            assert!(
+                usage.clients.len() <= BOUND,
+                "{} clients",
+                usage.clients.len()
+            );
         }
         assert_eq!(usage.listeners["default"].total, sum);
         assert_eq!(

@@ -187,7 +187,11 @@ async fn subscribes_and_unsubscribes_over_the_rate_are_slowed_not_refused() {
     }
     assert!(early <= 9, "{early} SUBACKs within the first second");
     // All twelve take at least two seconds of pacing (theory: 2 s; measured loosely).
-    assert!(sent.elapsed() >= Duration::from_millis(1500), "{:?}", sent.elapsed());
+    assert!(
+        sent.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        sent.elapsed()
+    );
     for i in 1..=12u16 {
         c.expect_hex(&format!("b0 02 {:04x}", 100 + i)).await;
     }
@@ -244,8 +248,13 @@ async fn deliveries_count_toward_the_message_rate_and_pause_the_publisher() {
     let mut publisher = writer.await.unwrap();
     // Nothing lost, in order, at both subscribers.
     for got in &seen {
-        let payloads: Vec<_> = got.iter().map(|(_, body)| body[body.len() - 2..].to_vec()).collect();
-        let expected: Vec<_> = (0..MESSAGES as u16).map(|i| i.to_be_bytes().to_vec()).collect();
+        let payloads: Vec<_> = got
+            .iter()
+            .map(|(_, body)| body[body.len() - 2..].to_vec())
+            .collect();
+        let expected: Vec<_> = (0..MESSAGES as u16)
+            .map(|i| i.to_be_bytes().to_vec())
+            .collect();
         assert_eq!(payloads, expected);
     }
     // Over the first 1.5 s at most the burst (100) + 1.5 s of rate (150) units were spent:
@@ -253,10 +262,16 @@ async fn deliveries_count_toward_the_message_rate_and_pause_the_publisher() {
     // connect: at most 100. Without deliveries counted, all 150 pass within ~0.75 s.
     let window = Duration::from_millis(1500);
     let early = seen[0].iter().filter(|(at, _)| *at < window).count();
-    assert!(early <= 100, "{early} of {MESSAGES} messages delivered within {window:?}");
+    assert!(
+        early <= 100,
+        "{early} of {MESSAGES} messages delivered within {window:?}"
+    );
     // 450 units at 100/s after a burst of 100: ~3.5 s in theory; measured loosely.
     let last = seen.iter().map(|got| got[MESSAGES - 1].0).max().unwrap();
-    assert!(last >= Duration::from_millis(2500), "all delivered after {last:?}");
+    assert!(
+        last >= Duration::from_millis(2500),
+        "all delivered after {last:?}"
+    );
     // The publisher was paused, never refused: it still answers.
     publisher.send_hex("c0 00").await;
     publisher.expect_hex("d0 00").await;

@@ -182,7 +182,9 @@ async fn usage_per_user_is_exact_and_clients_are_paged() {
     assert_eq!(page["clients_total"], 2);
     assert_eq!(page["clients"].as_object().unwrap().len(), 1);
     assert_eq!(page["clients"]["al"]["total"], 5);
-    let (_, page) = api.call("GET", "/api/v1/usage?limit=1&offset=1", None).await;
+    let (_, page) = api
+        .call("GET", "/api/v1/usage?limit=1&offset=1", None)
+        .await;
     assert_eq!(page["clients"]["bo"]["total"], 6);
     assert_eq!(page["clients_offset"], 1);
     let (_, page) = api.call("GET", "/api/v1/usage?client_id=b*", None).await;
@@ -190,7 +192,11 @@ async fn usage_per_user_is_exact_and_clients_are_paged() {
     assert!(page["clients"].get("al").is_none(), "{page}");
     assert_eq!(page["clients_evicted"]["clients"], 0);
     let (status, body) = api.call("GET", "/api/v1/usage?limit=0", None).await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_field")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_field")),
+        "{body}"
+    );
     // Per-user units are exported as metrics too.
     let text = api
         .http

@@ -110,7 +110,10 @@ async fn connect_as(
 /// The SUBACK code of `client` subscribing to `filter` (QoS 0, 5.0) with packet id `id`.
 async fn suback_code(client: &mut RawClient, id: u16, filter: &str) -> u8 {
     client
-        .send_hex(&packet_hex(0x82, &format!("{id:04x} 00 {} 00", str_hex(filter))))
+        .send_hex(&packet_hex(
+            0x82,
+            &format!("{id:04x} 00 {} 00", str_hex(filter)),
+        ))
         .await;
     let suback = client.read_frame().await;
     assert_eq!(suback.first, 0x90, "{suback:?}");
@@ -187,7 +190,10 @@ async fn users_policies_devices_and_a_disabled_listener_survive_a_restart() {
         .as_secs()
         + 600;
     let token = aviary::auth::devices::make_token(&key, "meter-1", expiry).unwrap();
-    assert_eq!(connect_as(api.mqtt, "meter-1", "meter-1", &token).await.1, 0x00);
+    assert_eq!(
+        connect_as(api.mqtt, "meter-1", "meter-1", &token).await.1,
+        0x00
+    );
     // The listener switched off stays off, with no address bound.
     let (status, side) = api.call("GET", "/api/v1/listeners/side", None).await;
     assert_eq!(status, 200, "{side}");
