@@ -6,6 +6,11 @@ possession (a verification certificate whose CN is the registration code), two d
 certificates are registered, and paho clients connect with them. Then: a device certificate
 bound to another client id is refused with 0x87, and deactivating a connected device's
 certificate through the API disconnects it (DISCONNECT 0x87) while the other stays.
+
+On the same broker, TLS and secure WebSocket listeners are made through the API: paho over
+``tls_set`` and paho's websockets transport over TLS exchange messages, switching the TLS
+listener off disconnects its clients (0x98) but not the WSS one, and TLS 1.0 and 1.1
+handshakes are refused with an alert while TLS 1.2 keeps working.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import pytest
 
 from conftest import API_KEY, STARTUP_TIMEOUT, aviary_binary, aviary_config, free_port
 from interop_client import TIMEOUT
+from raw_mqtt import RawClient
+from raw_mqtt import connect as raw_connect
 
 x509 = pytest.importorskip("cryptography.x509")
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
@@ -201,3 +208,120 @@ def test_per_device_certificates_with_paho_tls_set(tls_broker) -> None:
     two.paho.publish("fleet/2", b"still here", qos=1).wait_for_publish(timeout=TIMEOUT)
     assert two.disconnects.empty()
     two.stop()
+
+
+def create_listener(api_port: int, body: dict) -> int:
+    """A listener made through the API; its port."""
+    created = api(api_port, "POST", "/api/v1/listeners", body)
+    return int(created["address"].rsplit(":", 1)[1])
+
+
+class OneWay:
+    """A paho client over TLS (one-way: the server certificate only), or over secure
+    WebSocket; events land in queues."""
+
+    def __init__(self, port: int, files: dict, client_id: str, protocol: int, websockets: bool = False) -> None:
+        self.connacks: "queue.Queue[int]" = queue.Queue()
+        self.disconnects: "queue.Queue[int]" = queue.Queue()
+        self.messages: "queue.Queue[mqtt.MQTTMessage]" = queue.Queue()
+        self.subacks: "queue.Queue[int]" = queue.Queue()
+        self.paho = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
+            transport="websockets" if websockets else "tcp",
+        )
+        if websockets:
+            self.paho.ws_set_options(path="/mqtt")
+        self.paho.tls_set(ca_certs=str(files["server_ca.pem"]))
+        self.paho.on_connect = lambda _c, _u, _f, rc, _p: self.connacks.put(rc.value)
+        self.paho.on_disconnect = lambda _c, _u, _f, rc, _p: self.disconnects.put(rc.value)
+        self.paho.on_message = lambda _c, _u, msg: self.messages.put(msg)
+        self.paho.on_subscribe = lambda _c, _u, mid, _rc, _p: self.subacks.put(mid)
+        self.paho.connect("localhost", port, keepalive=30)
+        self.paho.loop_start()
+        assert self.connacks.get(timeout=TIMEOUT) == 0
+
+    def subscribe(self, topic: str) -> None:
+        result, mid = self.paho.subscribe(topic, qos=1)
+        assert result == mqtt.MQTT_ERR_SUCCESS
+        assert self.subacks.get(timeout=TIMEOUT) == mid
+
+
+def test_tls_and_wss_listeners_made_through_the_api(tls_broker) -> None:
+    _tls_port, api_port, files, _tmp = tls_broker
+    identity = {"cert": str(files["server.pem"]), "key": str(files["server.key"])}
+    tls_port = create_listener(api_port, {"name": "secure", "kind": "tls", "bind": "127.0.0.1:0", **identity})
+    wss_port = create_listener(api_port, {"name": "web", "kind": "wss", "bind": "127.0.0.1:0", **identity})
+
+    over_tls = OneWay(tls_port, files, "over-tls", mqtt.MQTTv5)
+    over_wss = OneWay(wss_port, files, "over-wss", mqtt.MQTTv311, websockets=True)
+    over_tls.subscribe("both/#")
+    over_wss.subscribe("both/#")
+    over_wss.paho.publish("both/from-wss", b"via wss", qos=1).wait_for_publish(timeout=TIMEOUT)
+    over_tls.paho.publish("both/from-tls", b"via tls", qos=1).wait_for_publish(timeout=TIMEOUT)
+    got_tls = {over_tls.messages.get(timeout=TIMEOUT).payload for _ in range(2)}
+    got_wss = {over_wss.messages.get(timeout=TIMEOUT).payload for _ in range(2)}
+    assert got_tls == got_wss == {b"via wss", b"via tls"}
+
+    # A byte-level 5.0 client over TLS too: paho 2.1 drops the reason code of a DISCONNECT
+    # without properties (it reads it only when the remaining length exceeds 2).
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(files["server_ca.pem"]))
+    raw = RawClient(tls_port, host="localhost")
+    raw.sock = context.wrap_socket(raw.sock, server_hostname="localhost")
+    raw.send(raw_connect("raw-tls", level=5))
+    assert raw.expect(2).body[1] == 0  # CONNACK, success
+
+    # Switching the TLS listener off disconnects its 5.0 clients with 0x98 Administrative
+    # action; the WSS client stays.
+    over_tls.paho.reconnect_delay_set(min_delay=60, max_delay=60)
+    api(api_port, "PATCH", "/api/v1/listeners/secure", {"enabled": False})
+    assert raw.expect(14).body[0] == 0x98  # DISCONNECT
+    assert raw.closed_within(TIMEOUT)
+    raw.close()
+    over_tls.disconnects.get(timeout=TIMEOUT)
+    over_tls.paho.loop_stop()
+    over_wss.paho.publish("both/after", b"still here", qos=1).wait_for_publish(timeout=TIMEOUT)
+    assert over_wss.messages.get(timeout=TIMEOUT).payload == b"still here"
+    assert over_wss.disconnects.empty()
+    over_wss.paho.disconnect()
+    over_wss.paho.loop_stop()
+
+
+@pytest.mark.parametrize("version", ["TLSv1", "TLSv1_1"])
+def test_tls_1_0_and_1_1_are_refused(tls_broker, version: str) -> None:
+    import ssl
+
+    _tls_port, api_port, files, _tmp = tls_broker
+    port = create_listener(api_port, {
+        "name": f"old-{version.lower()}", "kind": "tls", "bind": "127.0.0.1:0",
+        "cert": str(files["server.pem"]), "key": str(files["server.key"]),
+    })
+
+    def handshake(tls_version):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_verify_locations(str(files["server_ca.pem"]))
+        try:
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")
+            context.minimum_version = tls_version
+            context.maximum_version = tls_version
+        except (ssl.SSLError, ValueError) as e:
+            pytest.skip(f"this Python/OpenSSL cannot offer {tls_version}: {e}")
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                return tls.version()
+
+    # Control: the same client code gets TLS 1.2.
+    assert handshake(ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    try:
+        got = handshake(getattr(ssl.TLSVersion, version))
+    except ssl.SSLError as e:
+        if "NO_PROTOCOLS_AVAILABLE" in str(e) or "NO_SUPPORTED_VERSIONS" in str(e):
+            pytest.skip(f"this OpenSSL refuses to offer {version} itself: {e}")
+        # The broker refused with an alert (rustls speaks neither version nor their suites).
+        message = str(e).upper()
+        assert "ALERT_HANDSHAKE_FAILURE" in message or "ALERT_PROTOCOL_VERSION" in message, e
+    else:
+        pytest.fail(f"{version} handshake succeeded: {got}")
+    # The listener still serves TLS 1.2 clients afterwards.
+    assert handshake(ssl.TLSVersion.TLSv1_2) == "TLSv1.2"

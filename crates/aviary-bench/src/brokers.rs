@@ -41,6 +41,52 @@ pub struct BrokerSettings {
     pub persistence: bool,
     /// Pin the broker to this CPU with `taskset -c`.
     pub pin_cpu: Option<usize>,
+    /// Also a TLS listener (one-way TLS, a test certificate for `localhost` made for the
+    /// run), for the TLS variant of the connection rate.
+    pub tls: bool,
+}
+
+/// A broker's TLS listener.
+#[derive(Debug)]
+pub struct TlsEndpoint {
+    pub addr: SocketAddr,
+    /// The CA that signed the server certificate (PEM file).
+    pub ca: PathBuf,
+    /// Server certificate and key (PEM files).
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl TlsEndpoint {
+    /// A CA and a server certificate for `localhost` / 127.0.0.1 signed by it, written to
+    /// `dir`, and a free port.
+    fn make(dir: &Path) -> anyhow::Result<Self> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "aviary-bench CA");
+        let ca_key = KeyPair::generate()?;
+        let ca_cert = ca_params.self_signed(&ca_key)?;
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &Issuer::from_params(&ca_params, &ca_key))?;
+        let endpoint = Self {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?)),
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        };
+        std::fs::write(&endpoint.ca, ca_cert.pem())?;
+        std::fs::write(&endpoint.cert, cert.pem())?;
+        std::fs::write(&endpoint.key, key.serialize_pem())?;
+        Ok(endpoint)
+    }
 }
 
 /// A broker process started by the harness.
@@ -49,6 +95,8 @@ pub struct RunningBroker {
     pub label: &'static str,
     pub addr: SocketAddr,
     pub pid: u32,
+    /// The TLS listener, when the settings asked for one.
+    pub tls: Option<TlsEndpoint>,
     child: Child,
     /// Config file and data live here; removed on drop.
     _dir: tempfile::TempDir,
@@ -66,10 +114,23 @@ impl RunningBroker {
         )?;
         let port = free_port()?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let tls = settings
+            .tls
+            .then(|| TlsEndpoint::make(dir.path()))
+            .transpose()?;
         let (program, args) = match kind {
             BrokerKind::Aviary(binary) => {
                 let config = dir.path().join("aviary.toml");
-                std::fs::write(&config, aviary_config(dir.path(), addr, settings))?;
+                let mut text = aviary_config(dir.path(), addr, settings);
+                if let Some(tls) = &tls {
+                    text.push_str(&format!(
+                        "\n[tls_listener]\nbind = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                        tls.addr,
+                        tls.cert.display(),
+                        tls.key.display()
+                    ));
+                }
+                std::fs::write(&config, text)?;
                 (
                     binary.clone(),
                     vec!["--config".into(), config.display().to_string()],
@@ -77,7 +138,16 @@ impl RunningBroker {
             }
             BrokerKind::Mosquitto(binary) => {
                 let config = dir.path().join("mosquitto.conf");
-                std::fs::write(&config, mosquitto_config(dir.path(), port, settings))?;
+                let mut text = mosquitto_config(dir.path(), port, settings);
+                if let Some(tls) = &tls {
+                    text.push_str(&format!(
+                        "listener {} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
+                        tls.addr.port(),
+                        tls.cert.display(),
+                        tls.key.display()
+                    ));
+                }
+                std::fs::write(&config, text)?;
                 (
                     binary.clone(),
                     vec!["-c".into(), config.display().to_string()],
@@ -109,6 +179,7 @@ impl RunningBroker {
             label: kind.label(),
             addr,
             pid,
+            tls,
             child,
             _dir: dir,
         };
@@ -141,7 +212,8 @@ impl RunningBroker {
                     .unwrap_or_default();
                 anyhow::bail!("{} exited at startup ({status}): {log}", self.label);
             }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+            let probe = |addr| TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok();
+            if probe(&self.addr) && self.tls.as_ref().is_none_or(|tls| probe(&tls.addr)) {
                 // A broker that binds before it fails would pass the probe: look once more.
                 std::thread::sleep(Duration::from_millis(200));
                 return self.check_alive();

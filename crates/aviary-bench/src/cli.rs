@@ -99,6 +99,10 @@ pub struct RunArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Conn-rate over TLS: the CA (PEM) of the broker's certificate for `localhost`;
+    /// `--broker` is then its TLS listener.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
     #[command(flatten)]
     pub scenario: ScenarioArgs,
 }
@@ -150,6 +154,10 @@ pub struct CompareArgs {
     /// Print every round's report and the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Conn-rate only: both brokers also get a TLS listener (a test certificate made for
+    /// the run) and the clients connect over TLS.
+    #[arg(long)]
+    pub tls: bool,
     #[command(flatten)]
     pub scenario: ScenarioArgs,
 }
@@ -296,6 +304,7 @@ impl ScenarioArgs {
             connect_concurrency: self.connect_concurrency.max(1),
             processes: self.processes.max(1),
             run_id: run_id(),
+            tls_ca: None,
         }
     }
 }

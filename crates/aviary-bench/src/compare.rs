@@ -61,11 +61,15 @@ pub struct Comparison {
 
 /// Runs the comparison.
 pub fn run(args: &CompareArgs) -> anyhow::Result<Comparison> {
+    if args.tls && args.scenario.scenario != Scenario::ConnRate {
+        anyhow::bail!("--tls is only for --scenario conn-rate");
+    }
     let settings = |pin| BrokerSettings {
         max_inflight: args.broker_inflight,
         max_queued: args.max_queued,
         persistence: args.scenario.scenario == Scenario::Persistent,
         pin_cpu: pin,
+        tls: args.tls,
     };
     let aviary = BrokerKind::Aviary(args.aviary.clone());
     let mosquitto = BrokerKind::Mosquitto(args.mosquitto.clone());
@@ -129,7 +133,14 @@ fn run_child(args: &CompareArgs, broker: &RunningBroker) -> anyhow::Result<RunRe
     };
     command
         .arg("run")
-        .arg(format!("--broker={}", broker.addr))
+        .args(match &broker.tls {
+            // The TLS variant runs against the TLS listener.
+            Some(tls) => vec![
+                format!("--broker={}", tls.addr),
+                format!("--tls-ca={}", tls.ca.display()),
+            ],
+            None => vec![format!("--broker={}", broker.addr)],
+        })
         .arg(format!("--broker-pid={}", broker.pid))
         .arg(format!("--label={}", broker.label))
         .arg("--json")

@@ -40,9 +40,10 @@ fn main() -> ExitCode {
 
 /// One scenario against one broker; `Ok(false)` when the run's verdict is not OK.
 fn run(args: &RunArgs) -> anyhow::Result<bool> {
-    let options = args
+    let mut options = args
         .scenario
         .options(args.broker, args.broker_pid, &args.label);
+    options.tls_ca = args.tls_ca.clone();
     let runtime = if args.scenario.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -12,6 +12,11 @@ use aviary_codec::{ProtocolVersion, QoS};
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 
 fn start_mosquitto() -> Option<RunningBroker> {
+    start_mosquitto_with(false)
+}
+
+/// Mosquitto, with a TLS listener as well when `tls`.
+fn start_mosquitto_with(tls: bool) -> Option<RunningBroker> {
     if !Path::new(MOSQUITTO).exists() {
         eprintln!("skipped: {MOSQUITTO} is not installed");
         return None;
@@ -21,6 +26,7 @@ fn start_mosquitto() -> Option<RunningBroker> {
         max_queued: 1000,
         persistence: false,
         pin_cpu: None,
+        tls,
     };
     Some(RunningBroker::start(&BrokerKind::Mosquitto(PathBuf::from(MOSQUITTO)), &settings).unwrap())
 }
@@ -47,6 +53,7 @@ fn options(broker: SocketAddr, pid: u32, scenario: Scenario, qos: QoS) -> RunOpt
         connect_concurrency: 8,
         processes: 1,
         run_id: format!("test{}", std::process::id()),
+        tls_ca: None,
     }
 }
 
@@ -101,6 +108,23 @@ async fn connection_rate_completes_round_trips() {
     let mut o = options(broker.addr, broker.pid, Scenario::ConnRate, QoS::AtMostOnce);
     o.duration = Duration::from_millis(300);
     o.run_id = format!("conn{}", std::process::id());
+    let report = scenario::run(&o).await.unwrap();
+    let figures = report.connections.expect("connection figures");
+    assert!(figures.opened > 0);
+    assert_eq!(figures.failed, 0);
+    assert!(report.ok, "{:?}", report.errors);
+}
+
+#[tokio::test]
+async fn connection_rate_over_tls_completes_round_trips() {
+    let Some(broker) = start_mosquitto_with(true) else {
+        return;
+    };
+    let tls = broker.tls.as_ref().expect("a TLS listener");
+    let mut o = options(tls.addr, broker.pid, Scenario::ConnRate, QoS::AtMostOnce);
+    o.tls_ca = Some(tls.ca.clone());
+    o.duration = Duration::from_millis(300);
+    o.run_id = format!("tls{}", std::process::id());
     let report = scenario::run(&o).await.unwrap();
     let figures = report.connections.expect("connection figures");
     assert!(figures.opened > 0);

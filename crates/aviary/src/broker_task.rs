@@ -61,12 +61,16 @@ pub(crate) enum Event {
         /// When they were decoded, for the publish-to-deliver latency.
         read_at: Instant,
     },
-    /// A CONNECT with the outcome of its authentication (listeners with authentication).
+    /// A CONNECT with the outcome of its authentication (listeners with authentication);
+    /// the connection task took its connect-rate tokens before authenticating.
     Connect {
         conn: ConnId,
         connect: Box<Connect>,
         outcome: Authentication,
     },
+    /// A CONNECT over the plan's connect rate, refused (CONNACK 0x9F) before any
+    /// authentication was attempted: a flood of CONNECTs costs no argon2 or HTTP call.
+    ConnectOverRate { conn: ConnId, connect: Box<Connect> },
     /// The credentials of the connection were withdrawn (its certificate revoked): the
     /// broker disconnects it (5.0: DISCONNECT 0x87).
     Revoke { conn: ConnId },
@@ -328,21 +332,25 @@ impl BrokerTask {
                 outcome,
             } => {
                 if self.outboxes.contains_key(&conn) {
-                    // The same accounting and connect-rate check as a plain CONNECT.
+                    // The same accounting as a plain CONNECT (its rate was checked by the
+                    // connection task, before authentication).
                     let packet = Packet::Connect(connect);
                     self.ops.inbound(conn, &packet);
                     if let Packet::Connect(connect) = packet {
-                        if self.ops.admit_connect(&connect) {
-                            self.broker
-                                .handle_connect_authenticated(conn, *connect, outcome, now);
-                        } else {
-                            self.broker.refuse_connect(
-                                conn,
-                                connect.protocol,
-                                ReasonCode::CONNECTION_RATE_EXCEEDED,
-                            );
-                        }
+                        self.broker
+                            .handle_connect_authenticated(conn, *connect, outcome, now);
                     }
+                }
+            }
+            Event::ConnectOverRate { conn, connect } => {
+                if self.outboxes.contains_key(&conn) {
+                    let protocol = connect.protocol;
+                    self.ops.inbound(conn, &Packet::Connect(connect));
+                    self.broker.refuse_connect(
+                        conn,
+                        protocol,
+                        ReasonCode::CONNECTION_RATE_EXCEEDED,
+                    );
                 }
             }
             Event::Revoke { conn } => {

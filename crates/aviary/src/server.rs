@@ -19,8 +19,10 @@ use crate::api::AppState;
 use crate::broker_task::{BrokerHandle, BrokerTask, Event, Ops};
 use crate::connection::ConnectionContext;
 use crate::limits::{PlanLimits, PlanLimitsState};
-use crate::listener::registry::Registry;
-use crate::listener::AcceptShared;
+use crate::listener::registry::{
+    ListenerSpec, Registry, TlsSettings, DEFAULT_LISTENER, TLS_LISTENER,
+};
+use crate::listener::{AcceptShared, ListenerKind};
 use crate::records::{RecordKind, Records};
 use crate::security::Security;
 use crate::Config;
@@ -60,12 +62,12 @@ pub struct RunningServer {
     store_progress: tokio::sync::watch::Receiver<crate::store::Progress>,
     /// Users, device identities, policies, certificates: changed at runtime.
     security: Arc<Security>,
-    /// Where the `[tls_listener]` is bound, if configured.
+    /// Where the `[tls_listener]` was bound at start, if configured.
     tls_addr: Option<SocketAddr>,
-    /// Stops the `[tls_listener]` accept loop.
-    stop_tls: CancellationToken,
-    /// The `[tls_listener]` accept loop.
-    tls_task: Option<JoinHandle<()>>,
+    /// Background tasks (JWKS refreshes); none outlives [`RunningServer::shutdown`].
+    background: TaskTracker,
+    /// Stops the background tasks.
+    stop_background: CancellationToken,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -115,17 +117,18 @@ async fn start_with_records(
         config.mqtt.max_connections,
     )));
     crate::auth::install_crypto_provider();
-    let security = Arc::new(Security::load(&config.security, &*records)?);
-    if let Some(jwt) = security.auth.jwt.clone() {
-        if jwt.jwks().is_some() {
-            let client = crate::auth::http_client_builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .context("cannot build the JWKS HTTP client")?;
-            // Ends with the runtime; holds no connection state.
-            tokio::spawn(jwt.refresh_loop(client));
-        }
-    }
+    let security = Arc::new(Security::load(&config.security, &records)?);
+    // Background tasks of the security side (JWKS refreshes), stopped at shutdown.
+    let background = TaskTracker::new();
+    let stop_background = CancellationToken::new();
+    // A start that fails further down stops them too.
+    let background_guard = stop_background.clone().drop_guard();
+    // Always running: JWT settings with a JWKS may arrive through the API.
+    let jwks_client = crate::auth::http_client_builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("cannot build the JWKS HTTP client")?;
+    background.spawn(Arc::clone(&security.auth).jwks_loop(jwks_client, stop_background.clone()));
     let crate::store::Opened {
         mut broker, writer, ..
     } = opened;
@@ -157,33 +160,6 @@ async fn start_with_records(
         wire: metrics.wire(),
     };
     let next_id = Arc::new(AtomicU64::new(0));
-    let stop_tls = CancellationToken::new();
-    let mut tls_addr = None;
-    let mut tls_task = None;
-    if let (Some(tls), Some(acceptor)) = (&config.security.tls_listener, &security.tls) {
-        let tls_listener = tokio::net::TcpListener::bind(tls.bind)
-            .await
-            .with_context(|| format!("cannot bind the TLS listener to {}", tls.bind))?;
-        let addr = tls_listener
-            .local_addr()
-            .context("cannot read the TLS listener's address")?;
-        info!("MQTT over TLS listener on {addr} ({:?})", tls.mode);
-        tls_addr = Some(addr);
-        // Its connections are attributed (usage, metrics) to a listener named "tls".
-        let mut tls_ctx = ctx.clone();
-        tls_ctx.listener = Arc::from("tls");
-        tls_task = Some(tokio::spawn(crate::tls::listener::run(
-            tls_listener,
-            acceptor.clone(),
-            tls_ctx,
-            AcceptShared {
-                tracker: connections.clone(),
-                sockets: sockets.clone(),
-                next_id: next_id.clone(),
-            },
-            stop_tls.clone(),
-        )));
-    }
     let shared = AcceptShared {
         tracker: connections.clone(),
         sockets,
@@ -194,15 +170,34 @@ async fn start_with_records(
         shared,
         handle.clone(),
         Arc::clone(&records),
+        Arc::clone(&security.certificates),
     ));
+    let mut configured = vec![ListenerSpec::default_tcp(config.listener.bind)];
+    if let Some(tls) = &config.security.tls_listener {
+        // `[tls_listener]` is the listener named "tls" (kind tls), like `[listener]` is
+        // `default`.
+        configured.push(ListenerSpec {
+            name: TLS_LISTENER.to_owned(),
+            kind: ListenerKind::Tls,
+            bind: tls.bind,
+            enabled: true,
+            allow: Vec::new(),
+            tls: Some(TlsSettings {
+                cert: tls.cert.clone(),
+                key: tls.key.clone(),
+                x509_mode: tls.mode,
+            }),
+        });
+    }
     listeners
-        .start_all(config.listener.bind)
+        .start_all(configured)
         .await
         .context("cannot start the MQTT listeners")?;
     let mqtt_addr = listeners
-        .default_address()
+        .address(DEFAULT_LISTENER)
         .await
         .unwrap_or(config.listener.bind);
+    let tls_addr = listeners.address(TLS_LISTENER).await;
 
     let stop_api = CancellationToken::new();
     let (api_addr, api_task) = if config.api.enabled {
@@ -234,6 +229,7 @@ async fn start_with_records(
         (None, None)
     };
 
+    background_guard.disarm();
     Ok(RunningServer {
         mqtt_addr,
         api_addr,
@@ -247,8 +243,8 @@ async fn start_with_records(
         store_progress,
         security,
         tls_addr,
-        stop_tls,
-        tls_task,
+        background,
+        stop_background,
     })
 }
 
@@ -300,10 +296,6 @@ impl RunningServer {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.stop_api.cancel();
         self.listeners.stop_accepting().await;
-        self.stop_tls.cancel();
-        if let Some(task) = self.tls_task {
-            let _ = task.await;
-        }
         // Fails only when the broker task is already gone; its result says why.
         let _ = self.events.send(Event::Shutdown).await;
         drop(self.events);
@@ -324,6 +316,9 @@ impl RunningServer {
         if let Some(api) = self.api_task {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, api).await;
         }
+        self.stop_background.cancel();
+        self.background.close();
+        self.background.wait().await;
         broker.context("the broker task failed")??;
         info!("shutdown complete");
         Ok(())

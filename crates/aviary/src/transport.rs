@@ -1,9 +1,11 @@
 //! The byte streams a connection can run over: plain TCP, and WebSocket adapted to a byte
 //! stream (binary frames in, binary frames out), so one connection driver and one codec
-//! serve every listener kind. A TLS stream plugs in the same way.
+//! serve every listener kind. TLS (`crate::tls::stream::TlsTransport`) is one more
+//! implementation; secure WebSocket is WebSocket over a TLS stream.
 //!
 //! The read side is readiness-based (`readable` then `try_read_buf`) so that an idle
-//! connection holds no read buffer; the write side is any `AsyncWrite`.
+//! connection holds no read buffer; the write side is any `AsyncWrite`, flushed by the
+//! driver after each batch (TLS holds records until then).
 
 use std::future::Future;
 use std::io;

@@ -1,109 +1,23 @@
-//! End to end over TLS: one-way TLS (1.2 and 1.3), mutual TLS with a registered CA, one
-//! certificate per device (registered by API and just in time), status changes and CRLs
-//! taking effect on live connections, the server certificate replaced at runtime, CA
-//! registration with proof of possession; real clients: tokio-rustls with literal MQTT
-//! bytes, and `mosquitto_pub --cafile --cert --key`. Certificates and CRLs are made with
-//! rcgen in the test.
+//! End to end over TLS, on the config's `[tls_listener]`: one-way TLS (1.2 and 1.3), mutual
+//! TLS with a registered CA, one certificate per device (registered by API and just in
+//! time), status changes and CRLs taking effect on live connections, CA registration with
+//! proof of possession; everything registered survives a restart. Real clients: tokio-rustls
+//! with literal MQTT bytes, and `mosquitto_pub --cafile --cert --key`. Certificates and CRLs
+//! are made with rcgen in the test. TLS listeners made through the API:
+//! `security_tls_listeners.rs`.
 
-use std::net::SocketAddr;
+mod api;
+mod tls_support;
+
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
 use aviary::config::TlsListenerConfig;
 use aviary::tls::{CaOptions, CaStatus, CertStatus, RegistryError, TlsMode};
 use aviary_codec::{Packet, ProtocolVersion};
-use bytes::BytesMut;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
-    KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
+
+use tls_support::{
+    client_config, register_ca, server_pki, try_connect, write, Ca, Got, ServerPki, WAIT,
 };
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
-
-const WAIT: Duration = Duration::from_secs(5);
-
-/// A CA: its parameters and key, to issue certificates and CRLs.
-struct Ca {
-    params: CertificateParams,
-    key: KeyPair,
-    pem: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        Self { params, key, pem }
-    }
-
-    /// A leaf certificate with this CN (and SANs), serial `serial`: (cert PEM, key PEM).
-    fn issue(&self, cn: &str, sans: &[&str], serial: u64) -> (String, String) {
-        let mut params =
-            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.serial_number = Some(SerialNumber::from(serial));
-        let key = KeyPair::generate().unwrap();
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    fn crl(&self, serials: &[u64]) -> String {
-        let now = time::OffsetDateTime::now_utc();
-        let params = CertificateRevocationListParams {
-            this_update: now - time::Duration::minutes(1),
-            next_update: now + time::Duration::days(1),
-            crl_number: SerialNumber::from(1u64),
-            issuing_distribution_point: None,
-            revoked_certs: serials
-                .iter()
-                .map(|s| RevokedCertParams {
-                    serial_number: SerialNumber::from(*s),
-                    revocation_time: now - time::Duration::minutes(1),
-                    reason_code: None,
-                    invalidity_date: None,
-                })
-                .collect(),
-            key_identifier_method: KeyIdMethod::Sha256,
-        };
-        params
-            .signed_by(&Issuer::from_params(&self.params, &self.key))
-            .unwrap()
-            .pem()
-            .unwrap()
-    }
-}
-
-/// The server's own CA and certificate for "localhost".
-struct ServerPki {
-    ca: Ca,
-    cert: String,
-    key: String,
-}
-
-fn server_pki() -> ServerPki {
-    let ca = Ca::new("Aviary test server CA");
-    let (cert, key) = ca.issue("localhost", &["localhost", "127.0.0.1"], 1000);
-    ServerPki { ca, cert, key }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 async fn start(dir: &Path, server: &ServerPki, mode: TlsMode) -> aviary::RunningServer {
     let mut config = aviary::Config {
@@ -125,140 +39,6 @@ async fn start(dir: &Path, server: &ServerPki, mode: TlsMode) -> aviary::Running
         .unwrap()
 }
 
-/// A TLS client config trusting `server_ca`, with an optional client certificate.
-fn client_config(
-    server_ca: &str,
-    client: Option<(&str, &str)>,
-    tls12_only: bool,
-) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(server_ca.as_bytes()).unwrap())
-        .unwrap();
-    let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
-        &[&rustls::version::TLS12]
-    } else {
-        &[&rustls::version::TLS13, &rustls::version::TLS12]
-    };
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(roots);
-    let config = match client {
-        None => builder.with_no_client_auth(),
-        Some((cert, key)) => builder
-            .with_client_auth_cert(
-                vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
-                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
-            )
-            .unwrap(),
-    };
-    Arc::new(config)
-}
-
-/// A byte-level MQTT client over TLS.
-struct TlsClient {
-    stream: TlsStream<TcpStream>,
-    buf: BytesMut,
-    version: ProtocolVersion,
-}
-
-/// What came back.
-#[derive(Debug)]
-#[allow(clippy::large_enum_variant)] // a test helper
-enum Got {
-    Packet(Packet),
-    /// EOF or a TLS alert / reset.
-    Closed,
-}
-
-impl TlsClient {
-    async fn open(
-        addr: SocketAddr,
-        config: Arc<rustls::ClientConfig>,
-        version: ProtocolVersion,
-    ) -> std::io::Result<Self> {
-        let tcp = TcpStream::connect(addr).await?;
-        let stream = tokio::time::timeout(
-            WAIT,
-            tokio_rustls::TlsConnector::from(config)
-                .connect(ServerName::try_from("localhost").unwrap(), tcp),
-        )
-        .await
-        .map_err(|_| std::io::Error::other("handshake timed out"))??;
-        Ok(Self {
-            stream,
-            buf: BytesMut::new(),
-            version,
-        })
-    }
-
-    async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes).await?;
-        self.stream.flush().await
-    }
-
-    async fn next(&mut self) -> Got {
-        for _ in 0..1000 {
-            if let Ok(Some(packet)) = aviary_codec::decode(&mut self.buf, self.version, 1 << 20) {
-                return Got::Packet(packet);
-            }
-            match tokio::time::timeout(WAIT, self.stream.read_buf(&mut self.buf)).await {
-                Err(_) => panic!("nothing from the broker within {WAIT:?}"),
-                Ok(Ok(0)) | Ok(Err(_)) => return Got::Closed,
-                Ok(Ok(_)) => {}
-            }
-        }
-        panic!("too many reads");
-    }
-
-    /// CONNECT (clean start, keep alive 60, no credentials) and the CONNACK code.
-    async fn connect(&mut self, client_id: &str) -> Option<u8> {
-        let id = client_id.as_bytes();
-        let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T'];
-        body.push(if self.version.is_v5() { 5 } else { 4 });
-        body.extend_from_slice(&[0x02, 0x00, 0x3c]);
-        if self.version.is_v5() {
-            body.push(0);
-        }
-        body.extend_from_slice(&(id.len() as u16).to_be_bytes());
-        body.extend_from_slice(id);
-        let mut packet = vec![0x10, body.len() as u8];
-        packet.extend_from_slice(&body);
-        if self.send(&packet).await.is_err() {
-            return None;
-        }
-        match self.next().await {
-            Got::Packet(Packet::ConnAck(ack)) => Some(ack.reason_code.0),
-            Got::Packet(other) => panic!("expected CONNACK, got {other:?}"),
-            Got::Closed => None,
-        }
-    }
-
-    async fn ping(&mut self) {
-        self.send(&[0xc0, 0x00]).await.unwrap();
-        assert!(matches!(self.next().await, Got::Packet(Packet::PingResp)));
-    }
-}
-
-/// Connects and returns the CONNACK code, or `None` if the handshake (or the first read
-/// after it, for TLS 1.3 client certificates) failed.
-async fn try_connect(
-    addr: SocketAddr,
-    config: Arc<rustls::ClientConfig>,
-    version: ProtocolVersion,
-    client_id: &str,
-) -> (Option<TlsClient>, Option<u8>) {
-    match TlsClient::open(addr, config, version).await {
-        Err(_) => (None, None),
-        Ok(mut c) => {
-            let code = c.connect(client_id).await;
-            (Some(c), code)
-        }
-    }
-}
-
 #[tokio::test]
 async fn one_way_tls_accepts_tls_1_2_and_1_3() {
     let dir = tempfile::tempdir().unwrap();
@@ -275,17 +55,6 @@ async fn one_way_tls_accepts_tls_1_2_and_1_3() {
         assert_eq!(version == rustls::ProtocolVersion::TLSv1_2, tls12);
     }
     server.shutdown().await.unwrap();
-}
-
-/// Registers `ca` with proof of possession.
-fn register_ca(server: &aviary::RunningServer, ca: &Ca, options: CaOptions) -> String {
-    let registry = &server.security().certificates;
-    let code = registry.registration_code().unwrap();
-    let (verification, _) = ca.issue(&code, &[], 77);
-    registry
-        .register_ca(ca.pem.as_bytes(), verification.as_bytes(), options)
-        .unwrap()
-        .id
 }
 
 #[tokio::test]
@@ -532,38 +301,6 @@ async fn mutual_tls_accepts_any_client_id_from_a_registered_ca() {
 }
 
 #[tokio::test]
-async fn server_certificate_is_replaced_without_dropping_connections() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = server_pki();
-    let server = start(dir.path(), &pki, TlsMode::OneWay).await;
-    let addr = server.tls_addr().unwrap();
-    let old = client_config(&pki.ca.pem, None, false);
-    let (open, code) = try_connect(addr, old.clone(), ProtocolVersion::V5, "old").await;
-    assert_eq!(code, Some(0));
-    let mut open = open.unwrap();
-
-    let next = server_pki();
-    server
-        .security()
-        .tls
-        .as_ref()
-        .unwrap()
-        .set_server_certificate(next.cert.as_bytes(), next.key.as_bytes())
-        .unwrap();
-    open.ping().await;
-    let new = client_config(&next.ca.pem, None, false);
-    assert_eq!(
-        try_connect(addr, new, ProtocolVersion::V5, "new").await.1,
-        Some(0)
-    );
-    assert_eq!(
-        try_connect(addr, old, ProtocolVersion::V5, "old-2").await.1,
-        None
-    );
-    server.shutdown().await.unwrap();
-}
-
-#[tokio::test]
 async fn mosquitto_pub_with_a_device_certificate() {
     if std::process::Command::new("mosquitto_pub")
         .arg("--help")
@@ -651,4 +388,157 @@ async fn mosquitto_pub_with_a_device_certificate() {
     let stderr = String::from_utf8_lossy(&out.1.stderr).to_lowercase();
     assert!(stderr.contains("not authori"), "{stderr}");
     server.shutdown().await.unwrap();
+}
+
+/// A TLS listener config (per-device mode) for the API harness, its PEMs written in `dir`.
+fn tls_listener(dir: &Path, pki: &ServerPki) -> TlsListenerConfig {
+    TlsListenerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        cert: write(dir, "server.pem", &pki.cert),
+        key: write(dir, "server.key", &pki.key),
+        mode: TlsMode::PerDevice,
+        ca: vec![],
+    }
+}
+
+/// Registers `ca` over the API with proof of possession; its id.
+async fn register_ca_over_api(api: &api::Api, ca: &Ca, extra: serde_json::Value) -> String {
+    let (status, code) = api
+        .call("GET", "/api/v1/ca-certificates/registration-code", None)
+        .await;
+    assert_eq!(status, 200, "{code}");
+    let (verification, _) = ca.issue(code["registration_code"].as_str().unwrap(), &[], 77);
+    let mut body = serde_json::json!({
+        "certificate_pem": ca.pem,
+        "verification_certificate_pem": verification,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let (status, body) = api
+        .call("POST", "/api/v1/ca-certificates", Some(body))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn cas_certificates_statuses_crls_and_jitp_survive_a_restart() {
+    let pems = tempfile::tempdir().unwrap();
+    let pki = server_pki();
+    let listener = tls_listener(pems.path(), &pki);
+    let tweak = |config: &mut aviary::Config| config.security.tls_listener = Some(listener.clone());
+    let api = api::start_api_in(tempfile::tempdir().unwrap(), tweak).await;
+    let fleet = Ca::new("Fleet CA");
+    let fleet_id = register_ca_over_api(
+        &api,
+        &fleet,
+        serde_json::json!({"auto_register": true, "auto_activate": true}),
+    )
+    .await;
+    let retired = Ca::new("Retired CA");
+    let retired_id = register_ca_over_api(&api, &retired, serde_json::json!({})).await;
+    let (status, _) = api
+        .call(
+            "PATCH",
+            &format!("/api/v1/ca-certificates/{retired_id}"),
+            Some(serde_json::json!({"status": "INACTIVE"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let active = fleet.issue("dev-active", &[], 41);
+    let revoked = fleet.issue("dev-revoked", &[], 42);
+    let crl_listed = fleet.issue("dev-crl", &[], 43);
+    let jitp = fleet.issue("dev-jitp", &[], 44);
+    let of_retired = retired.issue("dev-retired", &[], 45);
+    for (cert, _) in [&active, &revoked, &crl_listed] {
+        let (status, body) = api
+            .call(
+                "POST",
+                "/api/v1/device-certificates",
+                Some(serde_json::json!({"certificate_pem": cert, "status": "ACTIVE"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, _) = api
+        .call(
+            "PATCH",
+            "/api/v1/device-certificates/2a",
+            Some(serde_json::json!({"status": "REVOKED"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = api
+        .call(
+            "POST",
+            &format!("/api/v1/ca-certificates/{fleet_id}/crl"),
+            Some(serde_json::json!({"crl_pem": fleet.crl(&[43])})),
+        )
+        .await;
+    assert_eq!((status, &body["revoked"]), (200, &serde_json::json!(1)));
+    // dev-jitp is registered just in time by its first connection.
+    let addr = api.server.as_ref().unwrap().tls_addr().unwrap();
+    let config =
+        |(cert, key): &(String, String)| client_config(&pki.ca.pem, Some((cert, key)), false);
+    let (_, code) = try_connect(addr, config(&jitp), ProtocolVersion::V5, "dev-jitp").await;
+    assert_eq!(code, Some(0));
+    let dir = api.stop().await;
+
+    let api = api::start_api_in(dir, tweak).await;
+    let addr = api.server.as_ref().unwrap().tls_addr().unwrap();
+    let (_, cas) = api.call("GET", "/api/v1/ca-certificates", None).await;
+    let cas = cas.as_array().unwrap();
+    assert_eq!(cas.len(), 2, "{cas:?}");
+    let fleet_view = cas.iter().find(|c| c["id"] == fleet_id.as_str()).unwrap();
+    assert_eq!(fleet_view["status"], "ACTIVE");
+    assert_eq!(fleet_view["auto_register"], true);
+    assert_eq!(fleet_view["crl_revoked"], 1);
+    let retired_view = cas.iter().find(|c| c["id"] == retired_id.as_str()).unwrap();
+    assert_eq!(retired_view["status"], "INACTIVE");
+    // Before anyone connects again: the JITP certificate is stored, statuses are kept.
+    for (serial, expected) in [
+        ("29", "ACTIVE"),
+        ("2a", "REVOKED"),
+        ("2b", "REVOKED"),
+        ("2c", "ACTIVE"),
+    ] {
+        let (status, body) = api
+            .call(
+                "GET",
+                &format!("/api/v1/device-certificates/{serial}/status"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (200, Some(expected)),
+            "{serial}"
+        );
+    }
+    let (_, listed) = api
+        .call(
+            "GET",
+            "/api/v1/device-certificates?client_id=dev-jitp",
+            None,
+        )
+        .await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+
+    let (client, code) =
+        try_connect(addr, config(&active), ProtocolVersion::V5, "dev-active").await;
+    assert_eq!(code, Some(0));
+    client.unwrap().ping().await;
+    let (_, code) = try_connect(addr, config(&jitp), ProtocolVersion::V3_1_1, "dev-jitp").await;
+    assert_eq!(code, Some(0));
+    for (cert, id) in [
+        (&revoked, "dev-revoked"),
+        (&crl_listed, "dev-crl"),
+        (&of_retired, "dev-retired"),
+    ] {
+        let (_, code) = try_connect(addr, config(cert), ProtocolVersion::V5, id).await;
+        assert_eq!(code, None, "{id} must be refused after the restart");
+    }
+    api.shutdown().await;
 }

@@ -1,5 +1,6 @@
 //! The connection scenarios: idle connections (broker memory per connection) and the
-//! connection rate (CONNECT → CONNACK → DISCONNECT round trips per second).
+//! connection rate (CONNECT → CONNACK → DISCONNECT round trips per second), over TCP or,
+//! with `tls_ca`, over TLS (each round trip a full handshake: no session resumption).
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -11,7 +12,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 use tokio::sync::Mutex;
 
 use super::{broker_sample, open_all, Errors, RunOptions};
-use crate::client::Connection;
+use crate::client::{ClientError, ConnectOptions, Connection, HANDSHAKE_TIMEOUT};
 use crate::procstat;
 use crate::report::{BrokerUsage, ConnectionFigures, RunReport};
 use crate::stats::{Histogram, LatencySummary};
@@ -284,10 +285,12 @@ pub async fn rate(options: &RunOptions) -> anyhow::Result<RunReport> {
     let until = start + options.duration;
     let shared = Arc::new(Mutex::new((Histogram::default(), Errors::default(), 0u64)));
     let workers = options.connections.max(1);
+    let tls = options.tls_ca.as_deref().map(tls_connector).transpose()?;
     let mut tasks = Vec::new();
     for worker in 0..workers {
         let options = options.clone();
         let shared = Arc::clone(&shared);
+        let tls = tls.clone();
         tasks.push(tokio::spawn(async move {
             let mut local = Histogram::default();
             let mut local_errors = Errors::default();
@@ -298,6 +301,16 @@ pub async fn rate(options: &RunOptions) -> anyhow::Result<RunReport> {
                 let client = options.client("conn", worker + round * workers, true);
                 round += 1;
                 let t0 = Instant::now();
+                if let Some(tls) = &tls {
+                    match tls_round_trip(tls, &client, &mut local, t0).await {
+                        Ok(()) => {}
+                        Err(e) => {
+                            failed += 1;
+                            local_errors.add(format!("TLS connect: {e}"));
+                        }
+                    }
+                    continue;
+                }
                 match Connection::open(&client).await {
                     Ok(conn) => {
                         local.record(t0.elapsed().as_nanos() as u64);
@@ -358,4 +371,96 @@ pub async fn rate(options: &RunOptions) -> anyhow::Result<RunReport> {
         errors: errors.0,
         ..RunReport::default()
     })
+}
+
+/// A TLS client trusting the CA in `ca` (PEM), with the ring provider.
+fn tls_connector(ca: &std::path::Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca)? {
+        roots.add(cert?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// One connection-rate round trip over TLS: TCP connect, handshake, CONNECT → CONNACK
+/// (recorded in `latency` from `t0`), DISCONNECT, and a wait (at most a second) for the
+/// broker to close, as over TCP.
+async fn tls_round_trip(
+    tls: &tokio_rustls::TlsConnector,
+    client: &ConnectOptions,
+    latency: &mut Histogram,
+    t0: Instant,
+) -> Result<(), ClientError> {
+    use aviary_codec::{decode, encode, Connect, Disconnect, Packet, ReasonCode};
+    use bytes::BytesMut;
+    use tokio::io::AsyncWriteExt as _;
+
+    let tcp = tokio::net::TcpStream::connect(client.broker).await?;
+    tcp.set_nodelay(true)?;
+    let name = rustls_pki_types::ServerName::try_from("localhost")
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.connect(name, tcp))
+        .await
+        .map_err(|_| ClientError::Timeout("TLS handshake"))??;
+    let mut buf = BytesMut::with_capacity(256);
+    let connect = Packet::Connect(Box::new(Connect {
+        protocol: client.version,
+        clean_start: true,
+        keep_alive: client.keep_alive,
+        client_id: client.client_id.clone(),
+        will: None,
+        username: None,
+        password: None,
+        properties: Default::default(),
+    }));
+    encode(&connect, client.version, &mut buf)?;
+    stream.write_all(&buf).await?;
+    stream.flush().await?;
+    buf.clear();
+    let connack = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        loop {
+            if let Some(packet) = decode(&mut buf, client.version, 1 << 16)? {
+                return Ok(packet);
+            }
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Err(ClientError::Closed);
+            }
+        }
+    })
+    .await
+    .map_err(|_| ClientError::Timeout("CONNACK"))??;
+    match connack {
+        Packet::ConnAck(ack) if ack.reason_code == ReasonCode::SUCCESS => {}
+        Packet::ConnAck(ack) => return Err(ClientError::Refused(ack.reason_code.0)),
+        other => {
+            return Err(ClientError::Protocol(format!(
+                "expected CONNACK, got {:?}",
+                other.packet_type()
+            )))
+        }
+    }
+    latency.record(t0.elapsed().as_nanos() as u64);
+    buf.clear();
+    let disconnect = Packet::Disconnect(Disconnect::with_reason(ReasonCode::NORMAL_DISCONNECTION));
+    encode(&disconnect, client.version, &mut buf)?;
+    stream.write_all(&buf).await?;
+    stream.flush().await?;
+    let wait_close = async {
+        loop {
+            buf.clear();
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), wait_close).await;
+    Ok(())
 }

@@ -105,6 +105,9 @@ pub struct RunOptions {
     pub connect_concurrency: usize,
     /// A prefix for every topic and client id, unique per run, so runs do not mix.
     pub run_id: String,
+    /// Connection rate over TLS: the CA (PEM file) that signed the broker's certificate
+    /// for `localhost`; `None`: plain TCP.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// Runs the scenario and builds its report. Errors of individual clients are counted in the

@@ -1,9 +1,11 @@
-//! MQTT listeners at runtime: `/api/v1/listeners[/{name}]` — create (tcp, ws), switch on
-//! and off, change the IP allow-list, delete. Switching off disconnects the listener's
-//! clients (5.0: DISCONNECT 0x98).
+//! MQTT listeners at runtime: `/api/v1/listeners[/{name}]` — create (tcp, ws, tls, wss),
+//! switch on and off, change the IP allow-list, replace a TLS listener's server
+//! certificate, delete. Switching off disconnects the listener's clients (5.0: DISCONNECT
+//! 0x98).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,8 +15,11 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ErrorBody, Json, Path};
 use super::AppState;
 use crate::listener::cidr::Cidr;
-use crate::listener::registry::{ListenerError, ListenerSpec, ListenerState};
+use crate::listener::registry::{
+    ListenerChange, ListenerError, ListenerSpec, ListenerState, TlsSettings,
+};
 use crate::listener::ListenerKind;
+use crate::tls::TlsMode;
 
 /// A listener as the API shows it.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -30,6 +35,12 @@ pub(crate) struct Listener {
     address: Option<String>,
     /// Connected clients it accepted.
     clients: usize,
+    /// Server certificate chain (PEM file; tls and wss).
+    cert: Option<String>,
+    /// Server private key (PEM file; tls and wss).
+    key: Option<String>,
+    /// Client certificates (tls and wss).
+    x509_mode: Option<TlsMode>,
 }
 
 /// `POST /api/v1/listeners` body.
@@ -46,6 +57,17 @@ pub(crate) struct CreateListener {
     /// CIDR rules such as `10.0.0.0/8`; empty or absent: everyone.
     #[serde(default)]
     allow: Vec<String>,
+    /// Path of the server certificate chain (PEM) on the broker's host; required for kinds
+    /// tls and wss, refused for the others.
+    #[schema(value_type = Option<String>)]
+    cert: Option<PathBuf>,
+    /// Path of the server private key (PEM); required for kinds tls and wss.
+    #[schema(value_type = Option<String>)]
+    key: Option<PathBuf>,
+    /// `one-way` (the default), `mutual` (a client certificate chaining to a registered,
+    /// active CA) or `per-device` (also a registered, active device certificate, which
+    /// binds the client id); kinds tls and wss.
+    x509_mode: Option<TlsMode>,
 }
 
 /// `PATCH /api/v1/listeners/{name}` body: what to change.
@@ -55,6 +77,13 @@ pub(crate) struct UpdateListener {
     enabled: Option<bool>,
     /// Replaces the allow-list.
     allow: Option<Vec<String>>,
+    /// Replaces the server certificate chain (PEM file; tls and wss): new handshakes use
+    /// it, open connections stay.
+    #[schema(value_type = Option<String>)]
+    cert: Option<PathBuf>,
+    /// Replaces the server private key (PEM file; tls and wss).
+    #[schema(value_type = Option<String>)]
+    key: Option<PathBuf>,
 }
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -81,8 +110,12 @@ async fn client_counts(state: &AppState) -> Result<HashMap<String, usize>, ApiEr
 
 fn view(state: ListenerState, counts: &HashMap<String, usize>) -> Listener {
     let clients = counts.get(&state.spec.name).copied().unwrap_or(0);
+    let tls = state.spec.tls.as_ref();
     Listener {
         clients,
+        cert: tls.map(|t| t.cert.display().to_string()),
+        key: tls.map(|t| t.key.display().to_string()),
+        x509_mode: tls.map(|t| t.x509_mode),
         name: state.spec.name,
         kind: state.spec.kind,
         bind: state.spec.bind.to_string(),
@@ -107,9 +140,10 @@ impl From<ListenerError> for ApiError {
     fn from(e: ListenerError) -> Self {
         match e {
             ListenerError::NotFound(_) => Self::not_found(e.to_string()),
-            ListenerError::Exists(_) | ListenerError::DefaultUndeletable => {
+            ListenerError::Exists(_) | ListenerError::Configured(_) => {
                 Self::conflict(e.to_string())
             }
+            ListenerError::Tls { field, message } => Self::invalid(field, message),
             ListenerError::Bind { .. } => Self::conflict(e.to_string()),
             ListenerError::Store(e) => Self::internal(e.to_string()),
         }
@@ -155,12 +189,46 @@ async fn create_listener(
             ),
         )
     })?;
+    let tls = match (body.kind.is_tls(), body.cert, body.key) {
+        (true, Some(cert), Some(key)) => Some(TlsSettings {
+            cert,
+            key,
+            x509_mode: body.x509_mode.unwrap_or(TlsMode::OneWay),
+        }),
+        (true, None, _) => {
+            return Err(ApiError::invalid(
+                "cert",
+                "required for kinds tls and wss: the path of a PEM certificate chain",
+            ))
+        }
+        (true, _, None) => {
+            return Err(ApiError::invalid(
+                "key",
+                "required for kinds tls and wss: the path of a PEM private key",
+            ))
+        }
+        (false, cert, key) => {
+            let given = [
+                ("cert", cert.is_some()),
+                ("key", key.is_some()),
+                ("x509_mode", body.x509_mode.is_some()),
+            ];
+            if let Some((field, _)) = given.iter().find(|(_, set)| *set) {
+                return Err(ApiError::invalid(
+                    field,
+                    "only listeners of kind tls or wss take TLS settings",
+                ));
+            }
+            None
+        }
+    };
     let spec = ListenerSpec {
         name: body.name,
         kind: body.kind,
         bind,
         enabled: body.enabled.unwrap_or(true),
         allow: cidrs(&body.allow)?,
+        tls,
     };
     let created = state.listeners.create(spec).await?;
     Ok((StatusCode::CREATED, Json(view(created, &HashMap::new()))))
@@ -179,7 +247,8 @@ async fn get_listener(
     Ok(Json(view(listener, &client_counts(&state).await?)))
 }
 
-/// Switch a listener on or off and/or replace its allow-list, at once.
+/// Switch a listener on or off, replace its allow-list and/or (tls, wss) its server
+/// certificate, at once.
 #[utoipa::path(patch, path = "/api/v1/listeners/{name}", tag = "listeners",
     params(("name" = String, Path, description = "Listener name")),
     request_body = UpdateListener,
@@ -192,7 +261,13 @@ async fn update_listener(
     Json(body): Json<UpdateListener>,
 ) -> Result<Json<Listener>, ApiError> {
     let allow = body.allow.as_deref().map(cidrs).transpose()?;
-    let updated = state.listeners.update(&name, body.enabled, allow).await?;
+    let change = ListenerChange {
+        enabled: body.enabled,
+        allow,
+        cert: body.cert,
+        key: body.key,
+    };
+    let updated = state.listeners.update(&name, change).await?;
     Ok(Json(view(updated, &client_counts(&state).await?)))
 }
 

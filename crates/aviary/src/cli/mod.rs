@@ -1,11 +1,18 @@
 //! The `aviary` subcommands that manage a running broker through its management API:
 //! clients, listeners, retained messages, publish, shared groups, stats, limits, usage,
-//! API keys and health. Every command prints a readable table or text, or the API's JSON with
+//! API keys, health, and the security resources (`security.rs`: users, policies, device
+//! identities, CAs with CRLs, device certificates, the authentication chain). Every
+//! command prints a readable table or text, or the API's JSON with
 //! `--json`; errors say what to do. `--url` and `--api-key` also come from `AVIARY_URL`
 //! and `AVIARY_API_KEY`.
 
 mod http;
+mod security;
 mod table;
+
+pub use security::{
+    AuthCommand, CaCommand, CertCommand, DeviceCommand, PolicyCommand, UserCommand,
+};
 
 use std::process::ExitCode;
 
@@ -82,6 +89,24 @@ pub enum Command {
     /// Management API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// Built-in users (username/password).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Authorization policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Device identities (HMAC access tokens).
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// CA certificates (proof of possession, CRLs).
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Device certificates and their status.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// The authentication chain (order, anonymous access, JWT, HTTP service).
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Liveness and readiness (fails when the broker is not ready).
     Health,
 }
@@ -129,7 +154,7 @@ pub enum ListenerCommand {
     /// Create a listener.
     Create {
         name: String,
-        /// tcp or ws.
+        /// tcp, ws, tls or wss.
         #[arg(long, default_value = "tcp")]
         kind: String,
         /// ip:port to bind.
@@ -141,6 +166,25 @@ pub enum ListenerCommand {
         /// Allowed network (CIDR), repeatable; none: everyone.
         #[arg(long = "allow")]
         allow: Vec<String>,
+        /// tls, wss: server certificate chain, a PEM file on the broker's host.
+        #[arg(long)]
+        cert: Option<String>,
+        /// tls, wss: server private key, a PEM file on the broker's host.
+        #[arg(long)]
+        key: Option<String>,
+        /// tls, wss: one-way (default), mutual or per-device.
+        #[arg(long)]
+        x509_mode: Option<String>,
+    },
+    /// Replace a tls or wss listener's server certificate (open connections stay).
+    Certificate {
+        name: String,
+        /// Server certificate chain, a PEM file on the broker's host.
+        #[arg(long)]
+        cert: Option<String>,
+        /// Server private key, a PEM file on the broker's host.
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Switch a listener on.
     Enable { name: String },
@@ -274,6 +318,7 @@ const LISTENER_COLUMNS: &[(&str, &str)] = &[
     ("ADDRESS", "address"),
     ("CLIENTS", "clients"),
     ("ALLOW", "allow"),
+    ("X509", "x509_mode"),
 ];
 
 async fn execute(api: &ApiClient, as_json: bool, command: Command) -> Result<String, CliError> {
@@ -462,6 +507,12 @@ async fn execute(api: &ApiClient, as_json: bool, command: Command) -> Result<Str
             let usage = api.call(Method::GET, "/api/v1/usage", None).await?;
             Ok(show(usage, &usage_summary))
         }
+        Command::User(c) => security::user(api, as_json, c).await,
+        Command::Policy(c) => security::policy(api, as_json, c).await,
+        Command::Device(c) => security::device(api, as_json, c).await,
+        Command::Ca(c) => security::ca(api, as_json, c).await,
+        Command::Cert(c) => security::cert(api, as_json, c).await,
+        Command::Auth(c) => security::auth(api, as_json, c).await,
         Command::Health => {
             let live = api.call(Method::GET, "/api/v1/health", None).await?;
             let ready = api.call(Method::GET, "/api/v1/ready", None).await?;
@@ -543,11 +594,28 @@ async fn listener(
             bind,
             disabled,
             allow,
+            cert,
+            key,
+            x509_mode,
         } => {
-            let body = json!({"name": name, "kind": kind, "bind": bind, "enabled": !disabled, "allow": allow});
+            let mut body = json!({"name": name, "kind": kind, "bind": bind, "enabled": !disabled, "allow": allow});
+            for (field, value) in [("cert", cert), ("key", key), ("x509_mode", x509_mode)] {
+                if let Some(value) = value {
+                    body[field] = Value::String(value);
+                }
+            }
             Ok(one(api
                 .call(Method::POST, "/api/v1/listeners", Some(&body))
                 .await?))
+        }
+        ListenerCommand::Certificate { name, cert, key } => {
+            let mut body = json!({});
+            for (field, value) in [("cert", cert), ("key", key)] {
+                if let Some(value) = value {
+                    body[field] = Value::String(value);
+                }
+            }
+            Ok(one(patch(&name, body).await?))
         }
         ListenerCommand::Enable { name } => Ok(one(patch(&name, json!({"enabled": true})).await?)),
         ListenerCommand::Disable { name } => {

@@ -7,7 +7,7 @@
 
 mod env;
 mod file;
-mod security;
+pub(crate) mod security;
 mod validate;
 
 use std::net::{Ipv4Addr, SocketAddr};

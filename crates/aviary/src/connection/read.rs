@@ -127,6 +127,17 @@ async fn decode_packets(
                     if send_packets(conn, batch, ctx).await.is_err() {
                         return Some(ReadEnd::BrokerGone);
                     }
+                    // The connect rate is checked before authenticating: CONNECTs over it
+                    // are refused (0x9F) without costing an argon2 hash or an HTTP call.
+                    if !ctx.rates.admit_connect(connect.will.is_some()) {
+                        if let Packet::Connect(connect) = packet {
+                            let event = Event::ConnectOverRate { conn, connect };
+                            if ctx.events.send(event).await.is_err() {
+                                return Some(ReadEnd::BrokerGone);
+                            }
+                        }
+                        continue;
+                    }
                     let outcome = auth.authenticate(&request).await;
                     if let Packet::Connect(connect) = packet {
                         let event = Event::Connect {

@@ -69,11 +69,18 @@ async fn write_batch(
             out.clear();
         }
     }
-    let written = out.is_empty() || write(wr, &out).await;
-    if written {
-        wire.add_sent(&sent);
+    if !out.is_empty() && !write(wr, &out).await {
+        return false;
     }
-    written
+    // TLS may hold the last records until flushed (a no-op for TCP and WebSocket).
+    if !matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, wr.flush()).await,
+        Ok(Ok(()))
+    ) {
+        return false;
+    }
+    wire.add_sent(&sent);
+    true
 }
 
 /// Writes all of `bytes`; `false` on error or when the peer accepts nothing for

@@ -8,6 +8,8 @@
 
 pub(crate) mod cidr;
 pub(crate) mod registry;
+mod tls;
+mod tls_settings;
 mod ws;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +25,7 @@ use tracing::{debug, warn};
 
 use self::cidr::Cidr;
 use crate::connection::{self, ConnectionContext};
+use crate::tls::TlsAcceptorHandle;
 
 /// The transport a listener speaks.
 #[derive(
@@ -34,6 +37,30 @@ pub(crate) enum ListenerKind {
     Tcp,
     /// MQTT over WebSocket (path `/mqtt`, subprotocol `mqtt`).
     Ws,
+    /// MQTT over TLS.
+    Tls,
+    /// MQTT over WebSocket over TLS (path `/mqtt`, subprotocol `mqtt`).
+    Wss,
+}
+
+impl ListenerKind {
+    /// Whether connections start with a TLS handshake.
+    pub(crate) fn is_tls(self) -> bool {
+        matches!(self, Self::Tls | Self::Wss)
+    }
+}
+
+/// What an accept loop runs on each accepted socket.
+#[derive(Clone, Debug)]
+pub(crate) enum Protocol {
+    /// MQTT over the socket.
+    Tcp,
+    /// The WebSocket upgrade, then MQTT in binary frames.
+    Ws,
+    /// The TLS handshake with this acceptor, then MQTT.
+    Tls(Arc<TlsAcceptorHandle>),
+    /// The TLS handshake, then the WebSocket upgrade.
+    Wss(Arc<TlsAcceptorHandle>),
 }
 
 /// What every accept loop of one server shares.
@@ -68,7 +95,7 @@ pub(crate) fn socket_limit(max_connections: usize) -> usize {
 /// A peer outside a non-empty `allow` list is closed at once.
 pub(crate) async fn run(
     listener: TcpListener,
-    kind: ListenerKind,
+    protocol: Protocol,
     ctx: ConnectionContext,
     shared: AcceptShared,
     allow: Arc<RwLock<Vec<Cidr>>>,
@@ -110,16 +137,28 @@ pub(crate) async fn run(
         }
         let conn = ConnId(shared.next_id.fetch_add(1, Ordering::Relaxed) + 1);
         let ctx = ctx.clone();
-        match kind {
-            ListenerKind::Tcp => {
+        match protocol.clone() {
+            Protocol::Tcp => {
                 shared.tracker.spawn(async move {
                     connection::run(stream, conn, peer, ctx).await;
                     drop(permit);
                 });
             }
-            ListenerKind::Ws => {
+            Protocol::Ws => {
                 shared.tracker.spawn(async move {
                     ws::serve(stream, conn, peer, ctx).await;
+                    drop(permit);
+                });
+            }
+            Protocol::Tls(acceptor) => {
+                shared.tracker.spawn(async move {
+                    tls::serve(stream, conn, peer, ctx, acceptor).await;
+                    drop(permit);
+                });
+            }
+            Protocol::Wss(acceptor) => {
+                shared.tracker.spawn(async move {
+                    tls::serve_ws(stream, conn, peer, ctx, acceptor).await;
                     drop(permit);
                 });
             }

@@ -4,11 +4,16 @@
 //!
 //! Switching a listener off stops its accept loop (the port is released) and disconnects
 //! its clients (5.0: DISCONNECT 0x98 Administrative action); narrowing its allow-list
-//! disconnects the clients outside it the same way. A new listener kind (TLS,
-//! secure WebSocket) is one more [`ListenerKind`] and one more arm in the accept loop.
+//! disconnects the clients outside it the same way.
+//!
+//! TLS and secure WebSocket listeners carry their server certificate and key (PEM file
+//! paths) and X.509 mode; each has its own acceptor, made when the listener is created or
+//! loaded (unreadable files or PEM are refused then, naming the field), and its certificate
+//! can be replaced at runtime without dropping connections.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use tokio::net::TcpListener;
@@ -18,13 +23,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::cidr::Cidr;
-use super::{AcceptShared, ListenerKind};
+use super::tls_settings::tls_error;
+pub(crate) use super::tls_settings::TlsSettings;
+use super::{AcceptShared, ListenerKind, Protocol};
 use crate::broker_task::BrokerHandle;
 use crate::connection::ConnectionContext;
 use crate::records::{self, RecordError, RecordKind, Records};
+use crate::tls::{CertificateRegistry, TlsAcceptorHandle};
 
 /// The name of the listener from the config's `[listener]` section.
 pub(crate) const DEFAULT_LISTENER: &str = "default";
+
+/// The name of the listener from the config's `[tls_listener]` section.
+pub(crate) const TLS_LISTENER: &str = "tls";
 
 /// A listener as described by the API and kept in the store.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -39,6 +50,37 @@ pub(crate) struct ListenerSpec {
     pub(crate) enabled: bool,
     /// Peers allowed to connect; empty: everyone.
     pub(crate) allow: Vec<Cidr>,
+    /// The server certificate and X.509 mode of a `tls` or `wss` listener (absent in
+    /// records written before TLS listeners existed: `serde(default)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tls: Option<TlsSettings>,
+}
+
+/// A change to a listener; `None` leaves that part as it is.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ListenerChange {
+    /// Switch on or off.
+    pub(crate) enabled: Option<bool>,
+    /// Replace the allow-list.
+    pub(crate) allow: Option<Vec<Cidr>>,
+    /// Replace the server certificate (TLS kinds; new handshakes use it).
+    pub(crate) cert: Option<PathBuf>,
+    /// Replace the server key (TLS kinds).
+    pub(crate) key: Option<PathBuf>,
+}
+
+impl ListenerSpec {
+    /// The config's `[listener]`: plain TCP, named `default`.
+    pub(crate) fn default_tcp(bind: SocketAddr) -> Self {
+        Self {
+            name: DEFAULT_LISTENER.to_owned(),
+            kind: ListenerKind::Tcp,
+            bind,
+            enabled: true,
+            allow: Vec::new(),
+            tls: None,
+        }
+    }
 }
 
 /// A listener and its state.
@@ -59,9 +101,16 @@ pub(crate) enum ListenerError {
     /// The name is taken.
     #[error("a listener named {0:?} exists already")]
     Exists(String),
-    /// The default listener can be switched off but not deleted.
-    #[error("the default listener cannot be deleted; disable it instead")]
-    DefaultUndeletable,
+    /// Listeners from the config file can be switched off but not deleted.
+    #[error("listener {0:?} comes from the config file and cannot be deleted; disable it instead")]
+    Configured(String),
+    /// The TLS settings are missing, misplaced or unusable; `field` names the request
+    /// field (`cert`, `key`, `x509_mode`).
+    #[error("{field}: {message}")]
+    Tls {
+        field: &'static str,
+        message: String,
+    },
     /// Binding failed (address in use, not local, no permission).
     #[error("cannot bind {addr}: {source}")]
     Bind {
@@ -81,6 +130,10 @@ struct Entry {
     allow: Arc<RwLock<Vec<Cidr>>>,
     /// While enabled: the bound address, the stop signal and the accept loop.
     running: Option<Running>,
+    /// The handshakes of a TLS kind.
+    acceptor: Option<Arc<TlsAcceptorHandle>>,
+    /// Defined by the config file: not deletable, and its settings come from there.
+    configured: bool,
 }
 
 /// A running accept loop.
@@ -104,6 +157,14 @@ pub(crate) struct Registry {
     broker: BrokerHandle,
     /// Where API-made listeners and changes are kept.
     records: Arc<dyn Records>,
+    /// The CAs and device certificates TLS listeners check client certificates against.
+    certificates: Arc<CertificateRegistry>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
 }
 
 impl Registry {
@@ -112,6 +173,7 @@ impl Registry {
         shared: AcceptShared,
         broker: BrokerHandle,
         records: Arc<dyn Records>,
+        certificates: Arc<CertificateRegistry>,
     ) -> Self {
         Self {
             entries: Mutex::new(BTreeMap::new()),
@@ -119,36 +181,51 @@ impl Registry {
             shared,
             broker,
             records,
+            certificates,
         }
     }
 
-    /// Starts the default listener (from the config, with a stored change of its
-    /// `enabled`/`allow` applied) and every stored listener.
-    pub(crate) async fn start_all(&self, default_bind: SocketAddr) -> Result<(), ListenerError> {
+    /// Starts the listeners of the config file (`default`, and `tls` from
+    /// `[tls_listener]`), with a stored change of their `enabled`/`allow` applied, then
+    /// every stored listener.
+    pub(crate) async fn start_all(
+        &self,
+        configured: Vec<ListenerSpec>,
+    ) -> Result<(), ListenerError> {
         let stored: Vec<(String, ListenerSpec)> =
             records::list(&*self.records, RecordKind::Listener)?;
-        let mut default = ListenerSpec {
-            name: DEFAULT_LISTENER.to_owned(),
-            kind: ListenerKind::Tcp,
-            bind: default_bind,
-            enabled: true,
-            allow: Vec::new(),
-        };
+        let mut configured = configured;
         let mut others = Vec::new();
         for (_, spec) in stored {
-            if spec.name == DEFAULT_LISTENER {
-                default.enabled = spec.enabled;
-                default.allow = spec.allow;
-            } else {
-                others.push(spec);
+            match configured.iter_mut().find(|c| c.name == spec.name) {
+                Some(from_config) => {
+                    from_config.enabled = spec.enabled;
+                    from_config.allow = spec.allow;
+                }
+                None => others.push(spec),
             }
         }
         let mut entries = self.entries.lock().await;
-        // The config's listener must bind; a stored one that cannot (its port taken since)
-        // is kept unbound and logged, and readiness reports it, rather than the whole
-        // broker failing to start.
-        let entry = self.start_entry(default).await?;
-        entries.insert(entry.spec.name.clone(), entry);
+        // The config's listeners must bind; a stored one that cannot (its port taken
+        // since, its certificate file gone) is kept unbound and logged, and readiness
+        // reports it, rather than the whole broker failing to start.
+        for spec in configured {
+            let from_tls_section = spec.name == TLS_LISTENER;
+            let mut entry = self.start_entry(spec).await.map_err(|e| match e {
+                // Named as the config file's keys.
+                ListenerError::Tls { field, message } if from_tls_section => ListenerError::Tls {
+                    field: match field {
+                        "cert" => "tls_listener.cert",
+                        "key" => "tls_listener.key",
+                        _ => "tls_listener",
+                    },
+                    message,
+                },
+                other => other,
+            })?;
+            entry.configured = true;
+            entries.insert(entry.spec.name.clone(), entry);
+        }
         for spec in others {
             let entry = match self.start_entry(spec.clone()).await {
                 Ok(entry) => entry,
@@ -158,6 +235,8 @@ impl Registry {
                         allow: Arc::new(RwLock::new(spec.allow.clone())),
                         spec,
                         running: None,
+                        acceptor: None,
+                        configured: false,
                     }
                 }
             };
@@ -181,11 +260,11 @@ impl Registry {
             .ok_or_else(|| ListenerError::NotFound(name.to_owned()))
     }
 
-    /// The address of the default listener while it is enabled.
-    pub(crate) async fn default_address(&self) -> Option<SocketAddr> {
+    /// The address of listener `name` while it is enabled.
+    pub(crate) async fn address(&self, name: &str) -> Option<SocketAddr> {
         let entries = self.entries.lock().await;
         entries
-            .get(DEFAULT_LISTENER)
+            .get(name)
             .and_then(|e| e.running.as_ref().map(|r| r.address))
     }
 
@@ -215,17 +294,44 @@ impl Registry {
         Ok(view)
     }
 
-    /// Changes a listener's `enabled` flag and/or allow-list, at once, and stores it.
+    /// Changes a listener's `enabled` flag, allow-list and/or server certificate, at once,
+    /// and stores it. A new certificate is for new handshakes: open connections stay.
     pub(crate) async fn update(
         &self,
         name: &str,
-        enabled: Option<bool>,
-        allow: Option<Vec<Cidr>>,
+        change: ListenerChange,
     ) -> Result<ListenerState, ListenerError> {
+        let ListenerChange {
+            enabled,
+            allow,
+            cert,
+            key,
+        } = change;
         let mut entries = self.entries.lock().await;
         let entry = entries
             .get_mut(name)
             .ok_or_else(|| ListenerError::NotFound(name.to_owned()))?;
+        if cert.is_some() || key.is_some() {
+            let Some(tls) = &mut entry.spec.tls else {
+                let field = if cert.is_some() { "cert" } else { "key" };
+                return Err(tls_error(
+                    field,
+                    "only TLS and WSS listeners have a certificate",
+                ));
+            };
+            let next = TlsSettings {
+                cert: cert.unwrap_or_else(|| tls.cert.clone()),
+                key: key.unwrap_or_else(|| tls.key.clone()),
+                x509_mode: tls.x509_mode,
+            };
+            match &entry.acceptor {
+                Some(acceptor) => next.install(acceptor)?,
+                // Its files could not be loaded at start: the new ones make its acceptor.
+                None => entry.acceptor = Some(next.acceptor(&self.certificates)?),
+            }
+            info!(name, cert = %next.cert.display(), "server certificate replaced");
+            *tls = next;
+        }
         if let Some(allow) = allow {
             *entry
                 .allow
@@ -240,7 +346,12 @@ impl Registry {
         }
         match enabled {
             Some(true) if entry.running.is_none() => {
-                entry.running = Some(self.bind(&entry.spec, &entry.allow).await?);
+                if entry.acceptor.is_none() {
+                    // A stored TLS listener whose files could not be read at start: again.
+                    entry.acceptor = self.acceptor(&entry.spec)?;
+                }
+                let protocol = protocol(entry.spec.kind, entry.acceptor.as_ref())?;
+                entry.running = Some(self.bind(&entry.spec, protocol, &entry.allow).await?);
                 entry.spec.enabled = true;
             }
             Some(false) if entry.running.is_some() => {
@@ -256,13 +367,17 @@ impl Registry {
 
     /// Deletes a listener: stops it, disconnects its clients and forgets it.
     pub(crate) async fn delete(&self, name: &str) -> Result<(), ListenerError> {
-        if name == DEFAULT_LISTENER {
-            return Err(ListenerError::DefaultUndeletable);
-        }
         let mut entries = self.entries.lock().await;
-        let mut entry = entries
-            .remove(name)
-            .ok_or_else(|| ListenerError::NotFound(name.to_owned()))?;
+        match entries.get(name) {
+            None => return Err(ListenerError::NotFound(name.to_owned())),
+            Some(entry) if entry.configured => {
+                return Err(ListenerError::Configured(name.to_owned()))
+            }
+            Some(_) => {}
+        }
+        let Some(mut entry) = entries.remove(name) else {
+            return Err(ListenerError::NotFound(name.to_owned()));
+        };
         self.stop(&mut entry).await;
         self.records.delete(RecordKind::Listener, name)?;
         Ok(())
@@ -279,11 +394,13 @@ impl Registry {
         }
     }
 
-    /// Builds an entry and binds it if enabled.
+    /// Builds an entry (with its TLS acceptor for a TLS kind) and binds it if enabled.
     async fn start_entry(&self, spec: ListenerSpec) -> Result<Entry, ListenerError> {
+        let acceptor = self.acceptor(&spec)?;
         let allow = Arc::new(RwLock::new(spec.allow.clone()));
         let running = if spec.enabled {
-            Some(self.bind(&spec, &allow).await?)
+            let protocol = protocol(spec.kind, acceptor.as_ref())?;
+            Some(self.bind(&spec, protocol, &allow).await?)
         } else {
             None
         };
@@ -291,13 +408,35 @@ impl Registry {
             spec,
             allow,
             running,
+            acceptor,
+            configured: false,
         })
+    }
+
+    /// The TLS acceptor `spec` needs (`None` for TCP and WebSocket), from its PEM files.
+    fn acceptor(
+        &self,
+        spec: &ListenerSpec,
+    ) -> Result<Option<Arc<TlsAcceptorHandle>>, ListenerError> {
+        match (spec.kind.is_tls(), &spec.tls) {
+            (false, None) => Ok(None),
+            (false, Some(_)) => Err(tls_error(
+                "cert",
+                "only listeners of kind tls or wss take a certificate",
+            )),
+            (true, None) => Err(tls_error(
+                "cert",
+                "required for kind tls and wss: a PEM certificate chain file",
+            )),
+            (true, Some(tls)) => Ok(Some(tls.acceptor(&self.certificates)?)),
+        }
     }
 
     /// Binds `spec`'s address and spawns its accept loop.
     async fn bind(
         &self,
         spec: &ListenerSpec,
+        protocol: Protocol,
         allow: &Arc<RwLock<Vec<Cidr>>>,
     ) -> Result<Running, ListenerError> {
         let bind_error = |source| ListenerError::Bind {
@@ -313,7 +452,7 @@ impl Registry {
         ctx.listener_off = stop.clone();
         let task = tokio::spawn(super::run(
             listener,
-            spec.kind,
+            protocol,
             ctx,
             self.shared.clone(),
             Arc::clone(allow),
@@ -361,6 +500,24 @@ impl Registry {
     }
 }
 
+/// What the accept loop of a `kind` listener runs.
+fn protocol(
+    kind: ListenerKind,
+    acceptor: Option<&Arc<TlsAcceptorHandle>>,
+) -> Result<Protocol, ListenerError> {
+    let acceptor = || {
+        acceptor
+            .cloned()
+            .ok_or_else(|| tls_error("cert", "the listener's TLS settings could not be loaded"))
+    };
+    Ok(match kind {
+        ListenerKind::Tcp => Protocol::Tcp,
+        ListenerKind::Ws => Protocol::Ws,
+        ListenerKind::Tls => Protocol::Tls(acceptor()?),
+        ListenerKind::Wss => Protocol::Wss(acceptor()?),
+    })
+}
+
 /// The view of an entry.
 fn state(entry: &Entry) -> ListenerState {
     ListenerState {
@@ -381,6 +538,7 @@ mod tests {
     use crate::broker_task::BrokerTask;
     use crate::limits::PlanLimits;
     use crate::records::MemoryRecords;
+    use crate::tls::TlsMode;
 
     /// A registry over `records` with a broker task behind it.
     fn registry(records: Arc<dyn Records>) -> Registry {
@@ -403,7 +561,13 @@ mod tests {
             sockets: Arc::new(Semaphore::new(16)),
             next_id: Arc::new(AtomicU64::new(0)),
         };
-        Registry::new(ctx, shared, BrokerHandle { events }, records)
+        Registry::new(
+            ctx,
+            shared,
+            BrokerHandle { events },
+            records,
+            Arc::new(CertificateRegistry::default()),
+        )
     }
 
     fn spec(name: &str, kind: ListenerKind, bind: &str) -> ListenerSpec {
@@ -413,6 +577,7 @@ mod tests {
             bind: bind.parse().unwrap(),
             enabled: true,
             allow: Vec::new(),
+            tls: None,
         }
     }
 
@@ -421,20 +586,33 @@ mod tests {
         let records: Arc<dyn Records> = Arc::new(MemoryRecords::default());
         let first = registry(Arc::clone(&records));
         let any = "127.0.0.1:0".parse().unwrap();
-        first.start_all(any).await.unwrap();
+        first
+            .start_all(vec![ListenerSpec::default_tcp(any)])
+            .await
+            .unwrap();
         first
             .create(spec("web", ListenerKind::Ws, "127.0.0.1:0"))
             .await
             .unwrap();
         let allow = vec!["10.0.0.0/8".parse().unwrap()];
         first
-            .update(DEFAULT_LISTENER, Some(false), Some(allow.clone()))
+            .update(
+                DEFAULT_LISTENER,
+                ListenerChange {
+                    enabled: Some(false),
+                    allow: Some(allow.clone()),
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap();
         first.stop_accepting().await;
 
         let again = registry(records);
-        again.start_all(any).await.unwrap();
+        again
+            .start_all(vec![ListenerSpec::default_tcp(any)])
+            .await
+            .unwrap();
         let list = again.list().await;
         assert_eq!(list.len(), 2);
         assert_eq!(list[0].spec.name, DEFAULT_LISTENER);
@@ -455,15 +633,67 @@ mod tests {
         let stored = spec("fixed", ListenerKind::Tcp, &format!("127.0.0.1:{port}"));
         records::put(&*records, RecordKind::Listener, "fixed", &stored).unwrap();
         let reg = registry(records);
-        reg.start_all("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        reg.start_all(vec![ListenerSpec::default_tcp(
+            "127.0.0.1:0".parse().unwrap(),
+        )])
+        .await
+        .unwrap();
         let fixed = reg.get("fixed").await.unwrap();
         assert_eq!(fixed.address, None);
         assert!(!reg.all_bound().await, "readiness reports it");
         assert!(matches!(
-            reg.update("fixed", Some(true), None).await,
+            reg.update(
+                "fixed",
+                ListenerChange {
+                    enabled: Some(true),
+                    ..Default::default()
+                }
+            )
+            .await,
             Err(ListenerError::Bind { .. })
         ));
         drop(taken);
+        reg.stop_accepting().await;
+    }
+
+    #[tokio::test]
+    async fn a_stored_tls_listener_without_its_files_starts_unbound_and_binds_once_they_are_back() {
+        let records: Arc<dyn Records> = Arc::new(MemoryRecords::default());
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+        let mut stored = spec("secure", ListenerKind::Tls, "127.0.0.1:0");
+        stored.tls = Some(TlsSettings {
+            cert: cert.clone(),
+            key: key.clone(),
+            x509_mode: TlsMode::OneWay,
+        });
+        records::put(&*records, RecordKind::Listener, "secure", &stored).unwrap();
+        let reg = registry(records);
+        reg.start_all(vec![ListenerSpec::default_tcp(
+            "127.0.0.1:0".parse().unwrap(),
+        )])
+        .await
+        .unwrap();
+        assert_eq!(reg.get("secure").await.unwrap().address, None);
+        let enable = || ListenerChange {
+            enabled: Some(true),
+            ..Default::default()
+        };
+        assert!(matches!(
+            reg.update("secure", enable()).await,
+            Err(ListenerError::Tls { field: "cert", .. })
+        ));
+
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let made = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&pair)
+            .unwrap();
+        std::fs::write(&cert, made.pem()).unwrap();
+        std::fs::write(&key, pair.serialize_pem()).unwrap();
+        let on = reg.update("secure", enable()).await.unwrap();
+        assert!(on.address.is_some());
+        assert!(reg.all_bound().await);
         reg.stop_accepting().await;
     }
 }

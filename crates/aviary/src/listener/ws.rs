@@ -14,8 +14,7 @@ use std::time::Duration;
 use aviary_core::ConnId;
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::io::AsyncReadExt as _;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
@@ -42,13 +41,12 @@ const CHUNKS: usize = 8;
 /// Bytes read from the driver's side of the pipe per outgoing frame at most.
 const PIPE: usize = 64 * 1024;
 
-/// Upgrades `stream` and runs the MQTT connection over it.
-pub(crate) async fn serve(
-    stream: TcpStream,
-    conn: ConnId,
-    peer: SocketAddr,
-    ctx: ConnectionContext,
-) {
+/// Upgrades `stream` (TCP, or TLS for secure WebSocket) and runs the MQTT connection over
+/// it.
+pub(crate) async fn serve<S>(stream: S, conn: ConnId, peer: SocketAddr, ctx: ConnectionContext)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let max_packet = ctx
         .max_packet_size
         .load(std::sync::atomic::Ordering::Relaxed) as usize;

@@ -9,11 +9,12 @@
 //! * `verifier` — the client certificate verifier: webpki's chain and CRL check against the
 //!   active registered CAs, then the [`CertificateRegistry`] status (synchronous).
 //! * `registry` — CAs, CRLs, device certificates and their statuses.
-//! * `listener` — a standalone TLS listener for `[tls_listener]` until the listener
-//!   registry of the operations side takes the acceptor.
+//! * `stream` — a TLS connection after its handshake as a transport for the connection
+//!   driver. The listener registry (`crate::listener`) runs TLS and secure WebSocket
+//!   listeners with an acceptor each.
 
-pub mod listener;
 pub mod registry;
+pub(crate) mod stream;
 mod verifier;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,8 +36,11 @@ pub use registry::{
     DeviceCertInfo, RegistryError,
 };
 
-/// How a TLS listener treats client certificates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a TLS listener treats client certificates (its X.509 mode).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum TlsMode {
     /// Server certificate only; clients authenticate in CONNECT.
     OneWay,
