@@ -13,6 +13,7 @@
 //! it acknowledges is on disk. Later passes queue behind, in order. The broker itself
 //! keeps running meanwhile, so many passes share one commit (group commit).
 
+mod inbox;
 mod manage;
 
 use std::net::SocketAddr;
@@ -27,7 +28,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::outbox::{Delivery, OutboxSender};
-use crate::store::{convert_ops, Clock, CommitGate, Durability, StoreWriter};
+use crate::store::{convert_ops, Clock, CommitGate, StoreWriter};
+use inbox::FairInbox;
 
 /// Rounds of "deliver, which closed a stuck connection, whose end produced more output"
 /// run at the end of one pass; anything beyond waits for the next pass.
@@ -41,6 +43,10 @@ const TICK: Duration = Duration::from_secs(1);
 /// Events processed in one pass before the broker's output is routed and its timers are
 /// checked again, so a flood of events cannot starve them.
 const MAX_EVENTS_PER_PASS: usize = 256;
+
+/// Events taken from the channel ahead of their turn (see [`FairInbox`]): as many as the
+/// channel holds, so a connection's events never wait in the channel behind a flood.
+const INBOX_CAPACITY: usize = 4096;
 
 /// What connections (and the server, for shutdown) tell the broker task.
 #[derive(Debug)]
@@ -60,12 +66,16 @@ pub(crate) enum Event {
         /// When they were decoded, for the publish-to-deliver latency.
         read_at: Instant,
     },
-    /// A CONNECT with the outcome of its authentication (listeners with authentication).
+    /// A CONNECT with the outcome of its authentication (listeners with authentication);
+    /// the connection task took its connect-rate tokens before authenticating.
     Connect {
         conn: ConnId,
         connect: Box<Connect>,
         outcome: Authentication,
     },
+    /// A CONNECT over the plan's connect rate, refused (CONNACK 0x9F) before any
+    /// authentication was attempted: a flood of CONNECTs costs no argon2 or HTTP call.
+    ConnectOverRate { conn: ConnId, connect: Box<Connect> },
     /// The credentials of the connection were withdrawn (its certificate revoked): the
     /// broker disconnects it (5.0: DISCONNECT 0x87).
     Revoke { conn: ConnId },
@@ -86,6 +96,8 @@ pub(crate) struct BrokerTask {
     broker: Broker,
     /// Inbox of [`Event`]s.
     events: mpsc::Receiver<Event>,
+    /// Events taken from `events`, served round robin by connection.
+    inbox: FairInbox,
     /// Open connections the broker knows; removing an entry closes that outbox. An
     /// [`IdMap`]: it is looked up for every packet in and out.
     outboxes: IdMap<ConnId, OutboxSender>,
@@ -129,6 +141,7 @@ impl BrokerTask {
         Self {
             broker,
             events,
+            inbox: FairInbox::new(INBOX_CAPACITY),
             outboxes: IdMap::default(),
             dropped_qos0: 0,
             store: None,
@@ -165,12 +178,19 @@ impl BrokerTask {
             }
             let holding = self.store.as_ref().is_some_and(|s| s.gate.is_holding());
             let mut stop = false;
+            let backlog = !self.inbox.is_empty();
             tokio::select! {
-                event = self.events.recv() => {
+                event = self.events.recv(), if !backlog && !self.inbox.closed() => {
                     match event {
-                        Some(event) => stop = self.handle_batch(event) == Flow::Stop,
+                        Some(event) => {
+                            self.inbox.push(event);
+                            stop = self.handle_batch() == Flow::Stop;
+                        }
                         None => stop = true,
                     }
+                }
+                () = std::future::ready(()), if backlog => {
+                    stop = self.handle_batch() == Flow::Stop;
                 }
                 () = &mut timer, if deadline.is_some() => {}
                 changed = wait_commit(&mut self.store), if holding => {
@@ -217,11 +237,12 @@ impl BrokerTask {
                 self.ops.submitted(seq);
                 Some(seq)
             };
+            // Both modes wait for the commit (`relaxed` only skips its fsync): acknowledging
+            // at once let publishers run ahead of the writer by its whole channel, and of
+            // their subscribers, whose in-flight windows open far less often than
+            // publishers are acknowledged.
             let pass = std::mem::take(&mut store.pending);
-            let mut ready = match store.writer.durability() {
-                Durability::Immediate => store.gate.pass(batch, pass, |(t, _)| commit_class(t)),
-                Durability::Relaxed => pass,
-            };
+            let mut ready = store.gate.pass(batch, pass, |(t, _)| commit_class(t));
             let progress = *store.progress.borrow_and_update();
             if progress.failed {
                 return Err(crate::store::WriterGone);
@@ -258,20 +279,23 @@ impl BrokerTask {
         anyhow::bail!("the store writer stopped")
     }
 
-    /// Handles `first` and whatever else is already waiting, up to a bound.
-    fn handle_batch(&mut self, first: Event) -> Flow {
-        if self.handle(first) == Flow::Stop {
-            return Flow::Stop;
-        }
-        for _ in 1..MAX_EVENTS_PER_PASS {
-            let Ok(event) = self.events.try_recv() else {
+    /// Takes what waits in the channel into the inbox and handles up to a bound of events,
+    /// round robin by connection.
+    fn handle_batch(&mut self) -> Flow {
+        self.inbox.fill(&mut self.events);
+        for _ in 0..MAX_EVENTS_PER_PASS {
+            let Some(event) = self.inbox.next() else {
                 break;
             };
             if self.handle(event) == Flow::Stop {
                 return Flow::Stop;
             }
         }
-        Flow::Continue
+        if self.inbox.stopping() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
     }
 
     /// Feeds one event to the broker and routes its output.
@@ -295,6 +319,12 @@ impl BrokerTask {
             } => {
                 // Deliveries routed while these packets are handled are measured from here.
                 self.ops.read_at = Some(read_at);
+                // The reader took one provisional rate token per PUBLISH (crate::rates).
+                let provisional = packets
+                    .iter()
+                    .filter(|p| matches!(p, Packet::Publish(_)))
+                    .count() as u64
+                    * crate::rates::PROVISIONAL_UNITS;
                 for packet in packets {
                     // The broker may close the connection on any packet; what follows
                     // it on the wire is then ignored.
@@ -318,6 +348,9 @@ impl BrokerTask {
                     self.route_transmits();
                 }
                 self.ops.read_at = None;
+                // These packets' metered units (their deliveries included) go to the
+                // message rate: a debt pauses the publishers' next reads.
+                self.charge_rates(provisional);
             }
             Event::Connect {
                 conn,
@@ -325,21 +358,25 @@ impl BrokerTask {
                 outcome,
             } => {
                 if self.outboxes.contains_key(&conn) {
-                    // The same accounting and connect-rate check as a plain CONNECT.
+                    // The same accounting as a plain CONNECT (its rate was checked by the
+                    // connection task, before authentication).
                     let packet = Packet::Connect(connect);
                     self.ops.inbound(conn, &packet);
                     if let Packet::Connect(connect) = packet {
-                        if self.ops.admit_connect(&connect) {
-                            self.broker
-                                .handle_connect_authenticated(conn, *connect, outcome, now);
-                        } else {
-                            self.broker.refuse_connect(
-                                conn,
-                                connect.protocol,
-                                ReasonCode::CONNECTION_RATE_EXCEEDED,
-                            );
-                        }
+                        self.broker
+                            .handle_connect_authenticated(conn, *connect, outcome, now);
                     }
+                }
+            }
+            Event::ConnectOverRate { conn, connect } => {
+                if self.outboxes.contains_key(&conn) {
+                    let protocol = connect.protocol;
+                    self.ops.inbound(conn, &Packet::Connect(connect));
+                    self.broker.refuse_connect(
+                        conn,
+                        protocol,
+                        ReasonCode::CONNECTION_RATE_EXCEEDED,
+                    );
                 }
             }
             Event::Revoke { conn } => {
@@ -661,12 +698,19 @@ mod tests {
 
     #[tokio::test]
     async fn acknowledgements_wait_for_the_commit_of_their_pass() {
+        acknowledgements_wait_for_commits(crate::store::Durability::Immediate).await;
+    }
+
+    /// Relaxed skips the fsync, not the commit: publishers are paced by the store.
+    #[tokio::test]
+    async fn relaxed_acknowledgements_wait_for_the_commit_too() {
+        acknowledgements_wait_for_commits(crate::store::Durability::Relaxed).await;
+    }
+
+    async fn acknowledgements_wait_for_commits(durability: crate::store::Durability) {
         let (permits, gate) = std::sync::mpsc::channel();
-        let writer = crate::store::StoreWriter::spawn(
-            Box::new(PermitStore(gate)),
-            crate::store::Durability::Immediate,
-        )
-        .unwrap();
+        let writer =
+            crate::store::StoreWriter::spawn(Box::new(PermitStore(gate)), durability).unwrap();
         let (_tx, rx) = mpsc::channel(1);
         let config = aviary_core::BrokerConfig {
             persistence: true,

@@ -1,4 +1,5 @@
-//! Management records (API keys, listeners, plan limits): a small key-value seam of our
+//! Management records (API keys, listeners, plan limits, users, policies, device
+//! identities, CA and device certificates, authenticator settings): a small key-value seam of our
 //! own, by kind and id, with JSON-encoded values. [`MemoryRecords`] keeps them for the
 //! life of the process; the embedded store plugs in behind the same trait so they survive
 //! a restart.
@@ -26,6 +27,12 @@ pub(crate) enum RecordKind {
     AuthorizationPolicy,
     /// Device identities (with their keys: HMAC needs them).
     DeviceIdentity,
+    /// Registered CA certificates with their status, JITP options and imported CRL.
+    CaCertificate,
+    /// Device certificates (registered by API or just in time) and their status.
+    DeviceCertificate,
+    /// Authenticator settings changed through the API (order, anonymous, JWT, HTTP).
+    Authenticator,
 }
 
 /// Why a record could not be stored or read.

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::auth::policies::PolicyDoc;
-use crate::auth::{AuthService, PolicyStore};
+use crate::auth::{AuthService, AuthSettings, PolicyStore};
 use crate::auth::{DeviceIdentity, DeviceSpec, Secret, User};
 use crate::config::SecurityConfig;
 use crate::records::{self, RecordKind, Records};
-use crate::tls::{CaOptions, CertificateRegistry};
+use crate::tls::{CaOptions, CertificateRegistry, RegistryError};
 
 /// Everything security-related a management API needs.
 #[derive(Debug)]
@@ -28,8 +28,17 @@ pub struct Security {
 impl Security {
     /// Builds the registries from the stored records (what the API created), then adds
     /// the users and policies of the configuration that are not stored already.
-    pub(crate) fn load(config: &SecurityConfig, records: &dyn Records) -> anyhow::Result<Self> {
+    pub(crate) fn load(config: &SecurityConfig, store: &Arc<dyn Records>) -> anyhow::Result<Self> {
+        let records: &dyn Records = &**store;
         let auth = Arc::new(AuthService::new(config.auth.clone())?);
+        // Settings replaced through the API override the file's `[auth]`.
+        let stored_settings: Vec<(String, AuthSettings)> =
+            records::list(records, RecordKind::Authenticator)
+                .context("cannot load the authenticator settings")?;
+        for (_, settings) in stored_settings {
+            auth.replace(settings)
+                .context("the stored authenticator settings are unusable")?;
+        }
         let stored_users: Vec<(String, User)> =
             records::list(records, RecordKind::User).context("cannot load the users")?;
         for (_, user) in stored_users {
@@ -78,14 +87,21 @@ impl Security {
                     .with_context(|| format!("authorization.policies: {:?}", doc.id))?;
             }
         }
-        let certificates = Arc::new(CertificateRegistry::default());
+        let certificates = Arc::new(CertificateRegistry::with_records(Arc::clone(store)));
+        certificates
+            .restore()
+            .context("cannot load the CA and device certificates")?;
         // The `[tls_listener]` itself is started by the listener registry.
         for path in config.tls_listener.iter().flat_map(|tls| &tls.ca) {
             let pem = std::fs::read(path)
                 .with_context(|| format!("tls_listener.ca: cannot read {}", path.display()))?;
-            certificates
-                .register_ca_trusted(&pem, CaOptions::default())
-                .with_context(|| format!("tls_listener.ca: {}", path.display()))?;
+            match certificates.register_ca_trusted(&pem, CaOptions::default()) {
+                // Stored already (the API changed it): the stored settings win.
+                Ok(_) | Err(RegistryError::CaExists(_)) => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("tls_listener.ca: {}", path.display()))
+                }
+            }
         }
         Ok(Self {
             auth,
@@ -102,20 +118,21 @@ mod tests {
 
     #[test]
     fn stored_users_devices_and_policies_come_back() {
-        let records = MemoryRecords::default();
-        let first = Security::load(&SecurityConfig::default(), &records).unwrap();
+        let store: Arc<dyn Records> = Arc::new(MemoryRecords::default());
+        let records = &*store;
+        let first = Security::load(&SecurityConfig::default(), &store).unwrap();
         let user = first
             .auth
             .users
             .create("alice", Secret::Password("pw".into()), false)
             .unwrap();
-        records::put(&records, RecordKind::User, "alice", &user).unwrap();
+        records::put(records, RecordKind::User, "alice", &user).unwrap();
         let device = first
             .auth
             .devices
             .create("d1", DeviceSpec::default())
             .unwrap();
-        records::put(&records, RecordKind::DeviceIdentity, "d1", &device).unwrap();
+        records::put(records, RecordKind::DeviceIdentity, "d1", &device).unwrap();
         let doc = PolicyDoc {
             id: "p".into(),
             priority: 3,
@@ -128,9 +145,9 @@ mod tests {
             qos: vec![],
             retain: None,
         };
-        records::put(&records, RecordKind::AuthorizationPolicy, "p", &doc).unwrap();
+        records::put(records, RecordKind::AuthorizationPolicy, "p", &doc).unwrap();
 
-        let again = Security::load(&SecurityConfig::default(), &records).unwrap();
+        let again = Security::load(&SecurityConfig::default(), &store).unwrap();
         assert_eq!(again.auth.users.get("alice"), Some(user));
         assert_eq!(again.auth.devices.get("d1"), Some(device));
         assert_eq!(again.policies.get("p"), Some(doc));

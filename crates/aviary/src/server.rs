@@ -64,6 +64,10 @@ pub struct RunningServer {
     security: Arc<Security>,
     /// Where the `[tls_listener]` was bound at start, if configured.
     tls_addr: Option<SocketAddr>,
+    /// Background tasks (JWKS refreshes); none outlives [`RunningServer::shutdown`].
+    background: TaskTracker,
+    /// Stops the background tasks.
+    stop_background: CancellationToken,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -113,17 +117,18 @@ async fn start_with_records(
         config.mqtt.max_connections,
     )));
     crate::auth::install_crypto_provider();
-    let security = Arc::new(Security::load(&config.security, &*records)?);
-    if let Some(jwt) = security.auth.jwt.clone() {
-        if jwt.jwks().is_some() {
-            let client = crate::auth::http_client_builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .context("cannot build the JWKS HTTP client")?;
-            // Ends with the runtime; holds no connection state.
-            tokio::spawn(jwt.refresh_loop(client));
-        }
-    }
+    let security = Arc::new(Security::load(&config.security, &records)?);
+    // Background tasks of the security side (JWKS refreshes), stopped at shutdown.
+    let background = TaskTracker::new();
+    let stop_background = CancellationToken::new();
+    // A start that fails further down stops them too.
+    let background_guard = stop_background.clone().drop_guard();
+    // Always running: JWT settings with a JWKS may arrive through the API.
+    let jwks_client = crate::auth::http_client_builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .context("cannot build the JWKS HTTP client")?;
+    background.spawn(Arc::clone(&security.auth).jwks_loop(jwks_client, stop_background.clone()));
     let crate::store::Opened {
         mut broker, writer, ..
     } = opened;
@@ -224,6 +229,7 @@ async fn start_with_records(
         (None, None)
     };
 
+    background_guard.disarm();
     Ok(RunningServer {
         mqtt_addr,
         api_addr,
@@ -237,6 +243,8 @@ async fn start_with_records(
         store_progress,
         security,
         tls_addr,
+        background,
+        stop_background,
     })
 }
 
@@ -308,6 +316,9 @@ impl RunningServer {
         if let Some(api) = self.api_task {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, api).await;
         }
+        self.stop_background.cancel();
+        self.background.close();
+        self.background.wait().await;
         broker.context("the broker task failed")??;
         info!("shutdown complete");
         Ok(())

@@ -289,6 +289,266 @@ async fn errors_say_what_to_do() {
     );
 }
 
+/// CONNECT 5.0 with a user name and password; the CONNACK code.
+async fn login(api: &Api, client_id: &str, user: &str, password: &str) -> u8 {
+    let version = aviary_codec::ProtocolVersion::V5;
+    let mut c = RawClient::open(api.mqtt, version).await;
+    c.send_hex(&common::connect_with_credentials_hex(
+        version,
+        client_id,
+        Some(user),
+        Some(password.as_bytes()),
+    ))
+    .await;
+    let frame = c.read_frame().await;
+    assert_eq!(frame.first, 0x20);
+    frame.body[1]
+}
+
+#[tokio::test]
+async fn user_policy_and_device_commands() {
+    let api = start_api(|_| {}).await;
+    let added = ok(&api, &["user", "add", "alice", "--password", "pw-1"]).await;
+    assert!(
+        added.starts_with("USERNAME") && added.contains("alice"),
+        "{added}"
+    );
+    assert_eq!(login(&api, "a1", "alice", "pw-1").await, 0);
+    ok(&api, &["user", "passwd", "alice", "--password", "pw-2"]).await;
+    assert_eq!(login(&api, "a2", "alice", "pw-1").await, 0x86);
+    assert_eq!(login(&api, "a3", "alice", "pw-2").await, 0);
+    ok(&api, &["user", "disable", "alice"]).await;
+    assert_eq!(login(&api, "a4", "alice", "pw-2").await, 0x87);
+    let users: Value = serde_json::from_str(&ok(&api, &["user", "list", "--json"]).await).unwrap();
+    assert_eq!(users[0]["username"], "alice");
+    assert_eq!(users[0]["enabled"], false);
+    let err = fails(&api, &["user", "add", "bob"]).await;
+    assert!(err.contains("--password"), "{err}");
+    assert!(ok(&api, &["user", "delete", "alice"])
+        .await
+        .contains("deleted user alice"));
+    let err = fails(&api, &["user", "show", "alice"]).await;
+    assert!(err.contains("HTTP 404"), "{err}");
+
+    let created = ok(
+        &api,
+        &[
+            "policy",
+            "create",
+            "own",
+            "--effect",
+            "allow",
+            "--action",
+            "subscribe",
+            "--action",
+            "publish",
+            "--resource",
+            "users/${username}/#",
+            "--priority",
+            "5",
+        ],
+    )
+    .await;
+    assert!(
+        created.contains("own") && created.contains("users/${username}/#"),
+        "{created}"
+    );
+    let err = fails(
+        &api,
+        &[
+            "policy", "create", "bad", "--effect", "maybe", "--action", "publish",
+        ],
+    )
+    .await;
+    assert!(err.contains("effect"), "{err}");
+    let listed: Value =
+        serde_json::from_str(&ok(&api, &["policy", "list", "--json"]).await).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["priority"], 5);
+    ok(&api, &["policy", "delete", "own"]).await;
+
+    let device: Value =
+        serde_json::from_str(&ok(&api, &["device", "add", "d1", "--json"]).await).unwrap();
+    assert_eq!(device["device_id"], "d1");
+    assert!(device["primary_key"]
+        .as_str()
+        .is_some_and(|k| !k.is_empty()));
+    let disabled = ok(&api, &["device", "disable", "d1"]).await;
+    assert!(
+        disabled.contains("d1") && disabled.contains("false"),
+        "{disabled}"
+    );
+    ok(&api, &["device", "delete", "d1"]).await;
+
+    // The authentication chain: anonymous access off, then a JWT from a settings file.
+    let shown = ok(&api, &["auth", "show"]).await;
+    assert!(shown.contains("anonymous: auto"), "{shown}");
+    let set = ok(
+        &api,
+        &[
+            "auth",
+            "set",
+            "--anonymous",
+            "deny",
+            "--order",
+            "users,devices",
+        ],
+    )
+    .await;
+    assert!(set.contains("anonymous_allowed: false"), "{set}");
+    let mut anon = RawClient::open(api.mqtt, aviary_codec::ProtocolVersion::V5).await;
+    anon.send_hex(&common::connect_v5_hex("anon", 0x02, 60, ""))
+        .await;
+    anon.expect_connack(0x87).await;
+    let files = tempfile::tempdir().unwrap();
+    let jwt = files.path().join("jwt.json");
+    std::fs::write(
+        &jwt,
+        r#"{"secret": "s-0123456789", "algorithms": ["HS999"]}"#,
+    )
+    .unwrap();
+    let err = fails(&api, &["auth", "set", "--jwt", jwt.to_str().unwrap()]).await;
+    assert!(err.contains("jwt.algorithms"), "{err}");
+    std::fs::write(&jwt, r#"{"secret": "s-0123456789"}"#).unwrap();
+    let set: Value = serde_json::from_str(
+        &ok(
+            &api,
+            &["auth", "set", "--jwt", jwt.to_str().unwrap(), "--json"],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(set["jwt_configured"], true);
+    assert_eq!(set["anonymous"], "deny", "kept: not named in the change");
+    let set = ok(&api, &["auth", "set", "--no-jwt"]).await;
+    assert!(set.contains("jwt_configured: false"), "{set}");
+    assert!(!ok(&api, &["device", "list"]).await.contains("d1"));
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn ca_certificate_and_crl_commands() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
+        KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
+    };
+    let api = start_api(|_| {}).await;
+    let files = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "CLI CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = write("ca.pem", &ca.self_signed(&ca_key).unwrap().pem());
+    let issuer = Issuer::from_params(&ca, &ca_key);
+    let issue = |cn: &str, serial: u64| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.serial_number = Some(SerialNumber::from(serial));
+        params
+            .signed_by(&KeyPair::generate().unwrap(), &issuer)
+            .unwrap()
+            .pem()
+    };
+
+    let code = ok(&api, &["ca", "code"]).await;
+    let verification = write("verification.pem", &issue(code.trim(), 1));
+    let registered: Value = serde_json::from_str(
+        &ok(
+            &api,
+            &[
+                "ca",
+                "register",
+                "--cert",
+                &ca_pem,
+                "--verification",
+                &verification,
+                "--auto-register",
+                "--json",
+            ],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(registered["status"], "ACTIVE");
+    assert_eq!(registered["auto_register"], true);
+    let ca_id = registered["id"].as_str().unwrap().to_owned();
+    assert!(ok(&api, &["ca", "list"]).await.contains(&ca_id));
+    let err = fails(
+        &api,
+        &[
+            "ca",
+            "register",
+            "--cert",
+            &ca_pem,
+            "--verification",
+            "/nonexistent.pem",
+        ],
+    )
+    .await;
+    assert!(err.contains("/nonexistent.pem"), "{err}");
+
+    let device = write("device.pem", &issue("dev-1", 0x20));
+    let listed = ok(&api, &["cert", "register", &device]).await;
+    assert!(
+        listed.contains("20") && listed.contains("dev-1") && listed.contains("ACTIVE"),
+        "{listed}"
+    );
+    ok(&api, &["cert", "set-status", "20", "INACTIVE"]).await;
+    assert!(ok(&api, &["cert", "status", "20"])
+        .await
+        .contains("INACTIVE"));
+    let filtered: Value =
+        serde_json::from_str(&ok(&api, &["cert", "list", "--status", "INACTIVE", "--json"]).await)
+            .unwrap();
+    assert_eq!(filtered[0]["client_id"], "dev-1");
+
+    let now = time::OffsetDateTime::now_utc();
+    let crl = CertificateRevocationListParams {
+        this_update: now - time::Duration::minutes(1),
+        next_update: now + time::Duration::days(1),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![RevokedCertParams {
+            serial_number: SerialNumber::from(0x21u64),
+            revocation_time: now - time::Duration::minutes(1),
+            reason_code: None,
+            invalidity_date: None,
+        }],
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&issuer)
+    .unwrap()
+    .pem()
+    .unwrap();
+    let crl = write("crl.pem", &crl);
+    assert!(ok(&api, &["ca", "crl", &ca_id, &crl])
+        .await
+        .contains("1 serials revoked"));
+    assert!(ok(&api, &["cert", "status", "21"])
+        .await
+        .contains("REVOKED"));
+    assert!(ok(&api, &["cert", "status", "99"])
+        .await
+        .contains("UNKNOWN"));
+
+    ok(&api, &["cert", "delete", "20"]).await;
+    let err = fails(&api, &["ca", "delete", &ca_id]).await;
+    assert!(err.contains("deactivate"), "{err}");
+    assert!(ok(&api, &["ca", "deactivate", &ca_id])
+        .await
+        .contains("INACTIVE"));
+    assert!(ok(&api, &["ca", "delete", &ca_id])
+        .await
+        .contains("deleted CA"));
+    api.shutdown().await;
+}
+
 /// `aviary <args> --json`, parsed.
 async fn json(api: &Api, args: &[&str]) -> Value {
     let mut args = args.to_vec();

@@ -51,6 +51,7 @@ const ROUTES: &[&str] = &[
     "PUT /api/v1/authorization-policies/{id}",
     "DELETE /api/v1/authorization-policies/{id}",
     "GET /api/v1/authenticators",
+    "PATCH /api/v1/authenticators",
     "GET /api/v1/device-identities",
     "POST /api/v1/device-identities",
     "GET /api/v1/device-identities/{device_id}",

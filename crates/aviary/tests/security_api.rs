@@ -5,6 +5,7 @@ mod api;
 mod common;
 
 use api::start_api;
+use aviary_codec::Packet;
 use common::*;
 use serde_json::json;
 
@@ -214,4 +215,202 @@ async fn certificate_resources_answer_with_codes_and_statuses() {
     }
     let (status, _) = api.call_with_key("GET", "/api/v1/users", None, None).await;
     assert_eq!(status, 401);
+}
+
+/// SUBSCRIBE one filter at QoS 0; the SUBACK's code.
+async fn suback_code(c: &mut RawClient, packet_id: u16, filter: &str) -> u8 {
+    let pid = to_hex(&packet_id.to_be_bytes());
+    let props = if c.version.is_v5() { "00" } else { "" };
+    c.send_hex(&packet_hex(
+        0x82,
+        &format!("{pid} {props} {} 00", str_hex(filter)),
+    ))
+    .await;
+    let ack = c.read_frame().await;
+    assert_eq!(ack.first, 0x90, "{}", to_hex(&ack.raw()));
+    *ack.body.last().unwrap()
+}
+
+/// `$SYS/...` and `$events/...` subscriptions go through the policies like any other: an
+/// allow on `#` does not grant them, an allow naming them does.
+#[tokio::test]
+async fn system_topic_subscriptions_need_a_policy_that_grants_them() {
+    let api = start_api(|_| {}).await;
+    for policy in [
+        json!({"id": "ops-events", "priority": 1, "effect": "allow", "actions": ["subscribe"],
+            "resources": ["$events/#", "$SYS/#"], "client_ids": ["ops-*"]}),
+        json!({"id": "everyone", "priority": 2, "effect": "allow",
+            "actions": ["connect", "publish", "subscribe"], "resources": ["#"]}),
+    ] {
+        let (status, body) = api
+            .call("POST", "/api/v1/authorization-policies", Some(policy))
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let mut plain5 = RawClient::connect_v5(api.mqtt, "plain-5").await;
+    let mut plain3 = RawClient::connect_v311(api.mqtt, "plain-3").await;
+    for filter in ["$SYS/#", "$events/#", "$events/client_connected"] {
+        assert_eq!(suback_code(&mut plain5, 1, filter).await, 0x87, "{filter}");
+        assert_eq!(suback_code(&mut plain3, 1, filter).await, 0x80, "{filter}");
+    }
+    // Their own topics are granted by `#`.
+    assert_eq!(suback_code(&mut plain5, 2, "data/#").await, 0x00);
+
+    let mut ops = RawClient::connect_v5(api.mqtt, "ops-1").await;
+    ops.subscribe(1, "$events/client_connected", 0).await;
+    ops.subscribe(2, "$SYS/#", 0).await;
+    let _newcomer = RawClient::connect_v311(api.mqtt, "newcomer").await;
+    // The event for "newcomer" arrives (a `$SYS` statistic may come first: bounded loop).
+    let mut got_event = false;
+    let mut got_sys = false;
+    for _ in 0..200 {
+        let Next::Frame(frame) = ops.next(std::time::Duration::from_secs(15)).await else {
+            break;
+        };
+        if frame.kind() != 3 {
+            continue;
+        }
+        let Packet::Publish(publish) = ops.decode(&frame) else {
+            continue;
+        };
+        let topic = publish.topic.as_str().to_owned();
+        if topic == "$events/client_connected" {
+            let payload = String::from_utf8_lossy(&publish.payload).to_string();
+            if payload.contains("newcomer") {
+                got_event = true;
+            }
+        } else if topic.starts_with("$SYS/") {
+            got_sys = true;
+        }
+        if got_event && got_sys {
+            break;
+        }
+    }
+    assert!(got_event, "the granted subscriber never got the event");
+    assert!(got_sys, "the granted subscriber never got a $SYS statistic");
+    // The refused ones got nothing.
+    plain5.expect_silence().await;
+    plain3.expect_silence().await;
+    api.shutdown().await;
+}
+
+/// The authentication chain changed over the API applies to the next CONNECT (real
+/// clients, exact codes), a change keeps what it does not name, bad values name their
+/// field, and the settings survive a restart.
+#[tokio::test]
+async fn authenticator_settings_change_at_runtime_and_survive_a_restart() {
+    let api = start_api(|_| {}).await;
+    assert_eq!(connect_code(api.mqtt, "anon-1", "", "").await, 0);
+    let (status, body) = api
+        .call(
+            "PATCH",
+            "/api/v1/authenticators",
+            Some(json!({"anonymous": "deny"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["anonymous_allowed"], false);
+    let mut anon = RawClient::open(api.mqtt, aviary_codec::ProtocolVersion::V5).await;
+    anon.send_hex(&connect_v5_hex("anon-2", 0x02, 60, "")).await;
+    anon.expect_connack(0x87).await;
+
+    for (bad, field) in [
+        (json!({"anonymous": "sometimes"}), "anonymous"),
+        (json!({"order": ["users", "ldap"]}), "order"),
+        (
+            json!({"jwt": {"secret": "s", "algorithms": ["none"]}}),
+            "jwt.algorithms",
+        ),
+        (
+            json!({"jwt": {"secret": "s", "jwks_url": "http://x"}}),
+            "jwt",
+        ),
+        (json!({"http": {"url": "ftp://x"}}), "http.url"),
+        (json!({"jwt": {"secret": "s", "colour": "red"}}), "colour"),
+    ] {
+        let (status, body) = api
+            .call("PATCH", "/api/v1/authenticators", Some(bad.clone()))
+            .await;
+        assert_eq!(status, 400, "{bad} → {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(field),
+            "{bad} → {body}"
+        );
+    }
+
+    let secret = "runtime-secret-0123456789";
+    let settings = json!({"anonymous": "auto", "order": ["jwt", "users"],
+        "jwt": {"secret": secret, "algorithms": ["HS384"], "leeway": 0}});
+    let (status, body) = api
+        .call("PATCH", "/api/v1/authenticators", Some(settings))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["order"], json!(["jwt", "users"]));
+    assert_eq!(body["jwt_configured"], true);
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS384),
+        &json!({"sub": "u", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(connect_code(api.mqtt, "jwt-1", "x", &token).await, 0);
+    assert_eq!(
+        connect_code(api.mqtt, "jwt-2", "x", &format!("{token}x")).await,
+        0x86
+    );
+    // JWT configured and anonymous "auto": no anonymous access.
+    let mut anon = RawClient::open(api.mqtt, aviary_codec::ProtocolVersion::V5).await;
+    anon.send_hex(&connect_v5_hex("anon-3", 0x02, 60, "")).await;
+    anon.expect_connack(0x87).await;
+
+    let dir = api.stop().await;
+    let api = api::start_api_in(dir, |_| {}).await;
+    let (_, body) = api.call("GET", "/api/v1/authenticators", None).await;
+    assert_eq!(body["order"], json!(["jwt", "users"]), "{body}");
+    assert_eq!(connect_code(api.mqtt, "jwt-3", "x", &token).await, 0);
+    let mut anon = RawClient::open(api.mqtt, aviary_codec::ProtocolVersion::V5).await;
+    anon.send_hex(&connect_v5_hex("anon-4", 0x02, 60, "")).await;
+    anon.expect_connack(0x87).await;
+    // A change keeps what it does not name: a new order, JWT still there.
+    let (status, body) = api
+        .call(
+            "PATCH",
+            "/api/v1/authenticators",
+            Some(json!({"order": ["users", "jwt"]})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["jwt_configured"].as_bool()),
+        (200, Some(true))
+    );
+    assert_eq!(connect_code(api.mqtt, "jwt-4", "x", &token).await, 0);
+    // `null` switches JWT off: nobody recognises the token any more.
+    let (status, body) = api
+        .call(
+            "PATCH",
+            "/api/v1/authenticators",
+            Some(json!({"jwt": null, "anonymous": "deny"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["jwt_configured"].as_bool()),
+        (200, Some(false))
+    );
+    assert_eq!(connect_code(api.mqtt, "jwt-5", "x", &token).await, 0x86);
+    // Back to the open start: anonymous access allowed again at once.
+    let (status, _) = api
+        .call(
+            "PATCH",
+            "/api/v1/authenticators",
+            Some(json!({"anonymous": "allow"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(connect_code(api.mqtt, "anon-5", "", "").await, 0);
+    api.shutdown().await;
 }

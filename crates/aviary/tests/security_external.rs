@@ -1,6 +1,8 @@
-//! End to end: JWT (HS256 inline, ES256 from a JWKS served over HTTP) and the HTTP
-//! authentication service, each against a real HTTP server on a loopback port. Every
-//! refusal with its exact CONNACK code.
+//! End to end: JWT (every algorithm with inline keys; RSA and EC keys from a JWKS served
+//! over HTTP, refreshed and rotated) and the HTTP authentication service, each against a
+//! real HTTP server on a loopback port. Every refusal with its exact CONNACK code. Keys are
+//! made in the test: EC with rcgen, RSA with the `openssl` command (ring cannot generate
+//! RSA keys).
 
 mod common;
 
@@ -46,7 +48,8 @@ struct Seen {
 }
 
 /// A tiny HTTP/1.1 server on a loopback port: each request (one per connection) goes to
-/// `answer`, which returns the status and body. Counts the requests.
+/// `answer`, which returns the status and body. Counts the requests. It stops with the
+/// test's runtime.
 async fn http_server(
     answer: impl Fn(&Seen) -> (u16, String) + Send + Sync + 'static,
 ) -> (SocketAddr, Arc<AtomicUsize>) {
@@ -246,7 +249,7 @@ async fn jwt_es256_keys_come_from_a_jwks_url() {
     .await;
     let addr = server.mqtt_addr();
     // The refresh task fetches at start; fetch once more here so the keys are surely in.
-    let jwt = server.security().auth.jwt.clone().unwrap();
+    let jwt = server.security().auth.jwt().unwrap();
     let client = aviary::auth::http_client_builder().build().unwrap();
     assert_eq!(jwt.refresh(&client).await.unwrap(), 1);
     assert!(fetches.load(Ordering::SeqCst) >= 1);
@@ -338,5 +341,284 @@ async fn unreachable_http_service_refuses_with_server_unavailable() {
     let addr = server.mqtt_addr();
     expect_code(addr, V5, "x", Some("u"), Some(b"pw"), 0x88).await;
     expect_code(addr, V3, "y", Some("u"), Some(b"pw"), 0x03).await;
+    server.shutdown().await.unwrap();
+}
+
+/// An RSA key made by `openssl genrsa`: (private PKCS#1 PEM, public SPKI PEM, modulus).
+fn rsa_key() -> (String, String, Vec<u8>) {
+    let run = |args: &[&str], input: &str| {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("openssl")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the openssl command is needed for RSA test keys");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let private = run(&["genrsa", "-traditional", "2048"], "");
+    let public = run(&["rsa", "-pubout"], &private);
+    let modulus = run(&["rsa", "-noout", "-modulus"], &private);
+    let hex = modulus.trim().strip_prefix("Modulus=").unwrap();
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    (private, public, bytes)
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A JWK for an RSA public key (exponent 65537, as `openssl genrsa` makes).
+fn rsa_jwk(kid: &str, modulus: &[u8]) -> serde_json::Value {
+    serde_json::json!({"kty": "RSA", "kid": kid, "use": "sig",
+        "n": b64url(modulus), "e": b64url(&[1, 0, 1])})
+}
+
+/// A JWK for an EC public key (P-256 or P-384) from rcgen.
+fn ec_jwk(kid: &str, key: &rcgen::KeyPair) -> serde_json::Value {
+    let raw = key.public_key_raw(); // 0x04 || x || y
+    let half = (raw.len() - 1) / 2;
+    let crv = if half == 32 { "P-256" } else { "P-384" };
+    serde_json::json!({"kty": "EC", "crv": crv, "kid": kid, "use": "sig",
+        "x": b64url(&raw[1..1 + half]), "y": b64url(&raw[1 + half..])})
+}
+
+fn sign(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, claims: serde_json::Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(Into::into);
+    jsonwebtoken::encode(&header, &claims, key).unwrap()
+}
+
+fn jwt_settings(keys: JwtKeys, algorithms: Vec<Algorithm>) -> JwtSettings {
+    JwtSettings {
+        from: TokenField::Password,
+        keys,
+        algorithms,
+        client_id_claim: None,
+        username_claim: "sub".into(),
+        leeway: 0,
+    }
+}
+
+/// A token whose signature has one character changed (in the middle, so the decoded
+/// bytes surely differ).
+fn tampered(token: &str) -> String {
+    let sig_start = token.rfind('.').unwrap() + 1;
+    let at = sig_start + (token.len() - sig_start) / 2;
+    let mut bytes = token.as_bytes().to_vec();
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(bytes).unwrap()
+}
+
+#[tokio::test]
+async fn jwt_every_algorithm_with_inline_keys_checks_signature_exp_and_nbf() {
+    let secret = b"inline-secret-0123456789abcdef".to_vec();
+    let (rsa_private, rsa_public, _) = rsa_key();
+    let ec256 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let ec384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let hs = || EncodingKey::from_secret(&secret);
+    let rs = || EncodingKey::from_rsa_pem(rsa_private.as_bytes()).unwrap();
+    let es = |k: &rcgen::KeyPair| EncodingKey::from_ec_pem(k.serialize_pem().as_bytes()).unwrap();
+    let inline_secret = || JwtKeys::Secret(secret.clone());
+    let rsa_pem = || JwtKeys::PublicKeyPem(rsa_public.clone().into_bytes());
+    let cases = [
+        (Algorithm::HS256, inline_secret(), hs()),
+        (Algorithm::HS384, inline_secret(), hs()),
+        (Algorithm::HS512, inline_secret(), hs()),
+        (Algorithm::RS256, rsa_pem(), rs()),
+        (Algorithm::RS384, rsa_pem(), rs()),
+        (Algorithm::RS512, rsa_pem(), rs()),
+        (
+            Algorithm::ES256,
+            JwtKeys::PublicKeyPem(ec256.public_key_pem().into_bytes()),
+            es(&ec256),
+        ),
+        (
+            Algorithm::ES384,
+            JwtKeys::PublicKeyPem(ec384.public_key_pem().into_bytes()),
+            es(&ec384),
+        ),
+    ];
+    for (alg, keys, encoding) in cases {
+        let (server, _dir) =
+            start(|c| c.security.auth.jwt = Some(jwt_settings(keys, vec![alg]))).await;
+        let addr = server.mqtt_addr();
+        let token = |claims| sign(alg, None, &encoding, claims);
+        let good = token(serde_json::json!({"sub": "u", "exp": now() + 600}));
+        let mut v5 = expect_code(addr, V5, "good5", Some("x"), Some(good.as_bytes()), 0).await;
+        let mut v3 = expect_code(addr, V3, "good3", Some("x"), Some(good.as_bytes()), 0).await;
+        // Expired and not yet valid: 5.0 0x86, 3.x 4 (bad user name or password).
+        let expired = token(serde_json::json!({"exp": now() - 60}));
+        expect_code(addr, V5, "exp5", Some("x"), Some(expired.as_bytes()), 0x86).await;
+        expect_code(addr, V3, "exp3", Some("x"), Some(expired.as_bytes()), 0x04).await;
+        let early = token(serde_json::json!({"exp": now() + 600, "nbf": now() + 300}));
+        expect_code(addr, V5, "nbf5", Some("x"), Some(early.as_bytes()), 0x86).await;
+        expect_code(addr, V3, "nbf3", Some("x"), Some(early.as_bytes()), 0x04).await;
+        let forged = tampered(&good);
+        expect_code(addr, V5, "forged", Some("x"), Some(forged.as_bytes()), 0x86).await;
+        v5.ping().await;
+        v3.ping().await;
+        server.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn jwt_jwks_serves_rsa_and_ec_keys_and_a_refresh_picks_up_a_rotated_key() {
+    let (rsa_private, _, modulus) = rsa_key();
+    let ec256 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let ec384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let rotated = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let document = Arc::new(std::sync::Mutex::new(
+        serde_json::json!({"keys": [rsa_jwk("rsa", &modulus), ec_jwk("ec256", &ec256),
+            ec_jwk("ec384", &ec384)]})
+        .to_string(),
+    ));
+    let served = document.clone();
+    let (jwks_addr, fetches) = http_server(move |_| (200, served.lock().unwrap().clone())).await;
+    let (server, _dir) = start(|c| {
+        c.security.auth.jwt = Some(jwt_settings(
+            JwtKeys::Jwks {
+                url: format!("http://{jwks_addr}/jwks.json"),
+                refresh: Duration::from_millis(200),
+            },
+            vec![
+                Algorithm::RS256,
+                Algorithm::RS384,
+                Algorithm::RS512,
+                Algorithm::ES256,
+                Algorithm::ES384,
+            ],
+        ))
+    })
+    .await;
+    let addr = server.mqtt_addr();
+    let rs = EncodingKey::from_rsa_pem(rsa_private.as_bytes()).unwrap();
+    let es = |k: &rcgen::KeyPair| EncodingKey::from_ec_pem(k.serialize_pem().as_bytes()).unwrap();
+    let claims = || serde_json::json!({"sub": "dev", "exp": now() + 600});
+    let tokens = [
+        sign(Algorithm::RS256, Some("rsa"), &rs, claims()),
+        sign(Algorithm::RS384, Some("rsa"), &rs, claims()),
+        sign(Algorithm::RS512, Some("rsa"), &rs, claims()),
+        sign(Algorithm::ES256, Some("ec256"), &es(&ec256), claims()),
+        sign(Algorithm::ES384, Some("ec384"), &es(&ec384), claims()),
+    ];
+    // The first fetch may still be on its way: wait (bounded) for the first token.
+    let mut accepted = false;
+    for _ in 0..50 {
+        let (_, code) =
+            connect_code(addr, V5, "first", Some("x"), Some(tokens[0].as_bytes())).await;
+        if code == 0 {
+            accepted = true;
+            break;
+        }
+        assert_eq!(code, 0x88, "before the JWKS is fetched: server unavailable");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(accepted, "the JWKS was never fetched");
+    let mut clients = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let id = format!("jwks-{i}");
+        clients.push(expect_code(addr, V5, &id, Some("x"), Some(token.as_bytes()), 0).await);
+    }
+    let expired = sign(
+        Algorithm::ES384,
+        Some("ec384"),
+        &es(&ec384),
+        serde_json::json!({"exp": now() - 60}),
+    );
+    expect_code(addr, V3, "old", Some("x"), Some(expired.as_bytes()), 0x04).await;
+
+    // Rotation: the document now holds only a new key. A periodic refresh brings it in
+    // and the old keys stop working.
+    *document.lock().unwrap() =
+        serde_json::json!({"keys": [ec_jwk("rotated", &rotated)]}).to_string();
+    let new_token = sign(Algorithm::ES256, Some("rotated"), &es(&rotated), claims());
+    let mut rotated_in = false;
+    for i in 0..50 {
+        let id = format!("rot-{i}");
+        let (_, code) = connect_code(addr, V5, &id, Some("x"), Some(new_token.as_bytes())).await;
+        if code == 0 {
+            rotated_in = true;
+            break;
+        }
+        assert_eq!(code, 0x86, "unknown key until the refresh");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rotated_in, "the rotated key was never fetched");
+    expect_code(
+        addr,
+        V5,
+        "stale",
+        Some("x"),
+        Some(tokens[3].as_bytes()),
+        0x86,
+    )
+    .await;
+    for client in &mut clients {
+        client.ping().await;
+    }
+
+    // The refresh task stops with the server: no fetch after shutdown.
+    server.shutdown().await.unwrap();
+    let after_shutdown = fetches.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        after_shutdown,
+        "a JWKS refresh ran after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn connects_over_the_rate_get_0x9f_before_reaching_the_http_auth_service() {
+    let (auth_addr, calls) = http_server(|_| (200, r#"{"result":"allow"}"#.into())).await;
+    let (server, _dir) = start(|c| {
+        c.security.auth.http = Some(http_settings(auth_addr));
+        c.limits.connect_rate = Some(1);
+    })
+    .await;
+    let addr = server.mqtt_addr();
+    // A burst far over one CONNECT per second, each with its own credentials (no cache
+    // hit): every one admitted costs one call to the service, every refused one none.
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for i in 0..8 {
+        let version = if i % 2 == 0 { V5 } else { V3 };
+        let password = format!("pw-{i}");
+        let (client, code) = connect_code(
+            addr,
+            version,
+            &format!("burst-{i}"),
+            Some("u"),
+            Some(password.as_bytes()),
+        )
+        .await;
+        match (version, code) {
+            (_, 0) => admitted.push(client),
+            (ProtocolVersion::V5, 0x9f) | (ProtocolVersion::V3_1_1, 0x03) => refused += 1,
+            other => panic!("unexpected CONNACK {other:?}"),
+        }
+    }
+    assert!(refused >= 1, "no CONNECT was over the rate");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        admitted.len(),
+        "refused CONNECTs must not reach the auth service"
+    );
+    for client in &mut admitted {
+        client.ping().await;
+    }
     server.shutdown().await.unwrap();
 }

@@ -1,10 +1,12 @@
 //! End to end over TLS, on the config's `[tls_listener]`: one-way TLS (1.2 and 1.3), mutual
 //! TLS with a registered CA, one certificate per device (registered by API and just in
 //! time), status changes and CRLs taking effect on live connections, CA registration with
-//! proof of possession; real clients: tokio-rustls with literal MQTT bytes, and
-//! `mosquitto_pub --cafile --cert --key`. Certificates and CRLs are made with rcgen in the
-//! test. TLS listeners made through the API: `security_tls_listeners.rs`.
+//! proof of possession; everything registered survives a restart. Real clients: tokio-rustls
+//! with literal MQTT bytes, and `mosquitto_pub --cafile --cert --key`. Certificates and CRLs
+//! are made with rcgen in the test. TLS listeners made through the API:
+//! `security_tls_listeners.rs`.
 
+mod api;
 mod tls_support;
 
 use std::path::Path;
@@ -386,4 +388,157 @@ async fn mosquitto_pub_with_a_device_certificate() {
     let stderr = String::from_utf8_lossy(&out.1.stderr).to_lowercase();
     assert!(stderr.contains("not authori"), "{stderr}");
     server.shutdown().await.unwrap();
+}
+
+/// A TLS listener config (per-device mode) for the API harness, its PEMs written in `dir`.
+fn tls_listener(dir: &Path, pki: &ServerPki) -> TlsListenerConfig {
+    TlsListenerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        cert: write(dir, "server.pem", &pki.cert),
+        key: write(dir, "server.key", &pki.key),
+        mode: TlsMode::PerDevice,
+        ca: vec![],
+    }
+}
+
+/// Registers `ca` over the API with proof of possession; its id.
+async fn register_ca_over_api(api: &api::Api, ca: &Ca, extra: serde_json::Value) -> String {
+    let (status, code) = api
+        .call("GET", "/api/v1/ca-certificates/registration-code", None)
+        .await;
+    assert_eq!(status, 200, "{code}");
+    let (verification, _) = ca.issue(code["registration_code"].as_str().unwrap(), &[], 77);
+    let mut body = serde_json::json!({
+        "certificate_pem": ca.pem,
+        "verification_certificate_pem": verification,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let (status, body) = api
+        .call("POST", "/api/v1/ca-certificates", Some(body))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn cas_certificates_statuses_crls_and_jitp_survive_a_restart() {
+    let pems = tempfile::tempdir().unwrap();
+    let pki = server_pki();
+    let listener = tls_listener(pems.path(), &pki);
+    let tweak = |config: &mut aviary::Config| config.security.tls_listener = Some(listener.clone());
+    let api = api::start_api_in(tempfile::tempdir().unwrap(), tweak).await;
+    let fleet = Ca::new("Fleet CA");
+    let fleet_id = register_ca_over_api(
+        &api,
+        &fleet,
+        serde_json::json!({"auto_register": true, "auto_activate": true}),
+    )
+    .await;
+    let retired = Ca::new("Retired CA");
+    let retired_id = register_ca_over_api(&api, &retired, serde_json::json!({})).await;
+    let (status, _) = api
+        .call(
+            "PATCH",
+            &format!("/api/v1/ca-certificates/{retired_id}"),
+            Some(serde_json::json!({"status": "INACTIVE"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let active = fleet.issue("dev-active", &[], 41);
+    let revoked = fleet.issue("dev-revoked", &[], 42);
+    let crl_listed = fleet.issue("dev-crl", &[], 43);
+    let jitp = fleet.issue("dev-jitp", &[], 44);
+    let of_retired = retired.issue("dev-retired", &[], 45);
+    for (cert, _) in [&active, &revoked, &crl_listed] {
+        let (status, body) = api
+            .call(
+                "POST",
+                "/api/v1/device-certificates",
+                Some(serde_json::json!({"certificate_pem": cert, "status": "ACTIVE"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, _) = api
+        .call(
+            "PATCH",
+            "/api/v1/device-certificates/2a",
+            Some(serde_json::json!({"status": "REVOKED"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = api
+        .call(
+            "POST",
+            &format!("/api/v1/ca-certificates/{fleet_id}/crl"),
+            Some(serde_json::json!({"crl_pem": fleet.crl(&[43])})),
+        )
+        .await;
+    assert_eq!((status, &body["revoked"]), (200, &serde_json::json!(1)));
+    // dev-jitp is registered just in time by its first connection.
+    let addr = api.server.as_ref().unwrap().tls_addr().unwrap();
+    let config =
+        |(cert, key): &(String, String)| client_config(&pki.ca.pem, Some((cert, key)), false);
+    let (_, code) = try_connect(addr, config(&jitp), ProtocolVersion::V5, "dev-jitp").await;
+    assert_eq!(code, Some(0));
+    let dir = api.stop().await;
+
+    let api = api::start_api_in(dir, tweak).await;
+    let addr = api.server.as_ref().unwrap().tls_addr().unwrap();
+    let (_, cas) = api.call("GET", "/api/v1/ca-certificates", None).await;
+    let cas = cas.as_array().unwrap();
+    assert_eq!(cas.len(), 2, "{cas:?}");
+    let fleet_view = cas.iter().find(|c| c["id"] == fleet_id.as_str()).unwrap();
+    assert_eq!(fleet_view["status"], "ACTIVE");
+    assert_eq!(fleet_view["auto_register"], true);
+    assert_eq!(fleet_view["crl_revoked"], 1);
+    let retired_view = cas.iter().find(|c| c["id"] == retired_id.as_str()).unwrap();
+    assert_eq!(retired_view["status"], "INACTIVE");
+    // Before anyone connects again: the JITP certificate is stored, statuses are kept.
+    for (serial, expected) in [
+        ("29", "ACTIVE"),
+        ("2a", "REVOKED"),
+        ("2b", "REVOKED"),
+        ("2c", "ACTIVE"),
+    ] {
+        let (status, body) = api
+            .call(
+                "GET",
+                &format!("/api/v1/device-certificates/{serial}/status"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (200, Some(expected)),
+            "{serial}"
+        );
+    }
+    let (_, listed) = api
+        .call(
+            "GET",
+            "/api/v1/device-certificates?client_id=dev-jitp",
+            None,
+        )
+        .await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+
+    let (client, code) =
+        try_connect(addr, config(&active), ProtocolVersion::V5, "dev-active").await;
+    assert_eq!(code, Some(0));
+    client.unwrap().ping().await;
+    let (_, code) = try_connect(addr, config(&jitp), ProtocolVersion::V3_1_1, "dev-jitp").await;
+    assert_eq!(code, Some(0));
+    for (cert, id) in [
+        (&revoked, "dev-revoked"),
+        (&crl_listed, "dev-crl"),
+        (&of_retired, "dev-retired"),
+    ] {
+        let (_, code) = try_connect(addr, config(cert), ProtocolVersion::V5, id).await;
+        assert_eq!(code, None, "{id} must be refused after the restart");
+    }
+    api.shutdown().await;
 }

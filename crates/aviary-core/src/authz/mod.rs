@@ -145,14 +145,15 @@ pub(crate) fn decide(
     if let Some(grants) = &identity.principal.grants {
         let allowed = match request {
             Request::Connect => return authorizer.authorize(identity, request),
+            // Grants are allows: system topics need a grant naming them.
             Request::Publish { topic, .. } => grants
                 .publish
                 .iter()
-                .any(|p| p.matches_topic(topic.as_str(), identity)),
-            Request::Subscribe { filter, .. } => grants
-                .subscribe
-                .iter()
-                .any(|p| p.covers_filter(filter.match_filter(), identity)),
+                .any(|p| p.may_allow(topic.as_str()) && p.matches_topic(topic.as_str(), identity)),
+            Request::Subscribe { filter, .. } => grants.subscribe.iter().any(|p| {
+                p.may_allow(filter.match_filter())
+                    && p.covers_filter(filter.match_filter(), identity)
+            }),
         };
         return if allowed { Effect::Allow } else { Effect::Deny };
     }

@@ -4,7 +4,8 @@
 //! created; matching allocates nothing.
 //!
 //! Resource wildcards match every topic, `$` topics included (unlike subscription
-//! matching [MQTT-4.7.2-1]): a deny on `#` must also deny `$SYS/...`.
+//! matching [MQTT-4.7.2-1]): a deny on `#` must also deny `$SYS/...`. Allowing is
+//! narrower: see [`ResourcePattern::may_allow`].
 
 use std::fmt;
 use std::net::IpAddr;
@@ -88,6 +89,16 @@ impl ResourcePattern {
         self.covers_filter(topic, identity)
     }
 
+    /// Whether an allow on this pattern may grant `topic_or_filter`. A system topic (first
+    /// level starting with `$`: `$SYS/...`, `$events/...`) is granted only by a pattern
+    /// that names its first level literally (`$SYS/#`, `$events/+`): a client allowed
+    /// `#` for its own data does not thereby see every client's connect events (choice;
+    /// a deny on `#` still denies them, see the module doc).
+    pub fn may_allow(&self, topic_or_filter: &str) -> bool {
+        !is_system_topic(topic_or_filter)
+            || matches!(self.levels.first(), Some(Level::Literal(text)) if text.starts_with('$'))
+    }
+
     /// Whether every topic that `filter` (a valid topic filter, not shared) can match is
     /// matched by this pattern: `a/#` covers `a/+/b`, `+` covers `x` but not `#`. A topic
     /// name is the special case without wildcards.
@@ -114,6 +125,11 @@ impl ResourcePattern {
         }
         requested.next().is_none()
     }
+}
+
+/// Whether a topic or filter is a system topic (its first level starts with `$`).
+pub(crate) fn is_system_topic(topic_or_filter: &str) -> bool {
+    topic_or_filter.starts_with('$')
 }
 
 /// Splits a level into text and placeholders.

@@ -2,12 +2,19 @@
 //! the first policy (lowest priority number) whose action, resources and conditions all
 //! match decides. When none matches, the set's default decides (deny whenever the set
 //! has any policy, unless configured otherwise).
+//!
+//! System topics (`$SYS/...`, `$events/...`) are evaluated the same way, with two
+//! narrowings once the set has any policy: an allow covers them only through a resource
+//! that names `$...` as its first level ([`ResourcePattern::may_allow`]; an allow with
+//! no resources, i.e. all topics, does not either), and when no policy matches they are
+//! denied even under a configured default of allow. With no policy at all everything is
+//! allowed, as for every other topic (the broker's open start).
 
 use std::sync::Arc;
 
 use aviary_codec::QoS;
 
-use super::pattern::{Cidr, ResourcePattern, Wildcard};
+use super::pattern::{is_system_topic, Cidr, ResourcePattern, Wildcard};
 use super::{Authorizer, Identity, Request};
 
 /// What a policy (or the default) decides.
@@ -89,20 +96,29 @@ impl Policy {
             Request::Publish { topic, qos, retain } => {
                 (c.qos.is_empty() || c.qos.contains(qos))
                     && c.retain.is_none_or(|r| r == *retain)
-                    && (self.resources.is_empty()
-                        || self
-                            .resources
-                            .iter()
-                            .any(|r| r.matches_topic(topic.as_str(), identity)))
+                    && self.covers(topic.as_str(), |r| {
+                        r.matches_topic(topic.as_str(), identity)
+                    })
             }
             Request::Subscribe { filter, qos } => {
                 (c.qos.is_empty() || c.qos.contains(qos))
-                    && (self.resources.is_empty()
-                        || self
-                            .resources
-                            .iter()
-                            .any(|r| r.covers_filter(filter.match_filter(), identity)))
+                    && self.covers(filter.match_filter(), |r| {
+                        r.covers_filter(filter.match_filter(), identity)
+                    })
             }
+        }
+    }
+
+    /// Whether the resources cover `topic` (a topic or a filter) by `matches`, with the
+    /// narrower rule for allowing system topics.
+    fn covers(&self, topic: &str, matches: impl Fn(&ResourcePattern) -> bool) -> bool {
+        match self.effect {
+            Effect::Deny => self.resources.is_empty() || self.resources.iter().any(matches),
+            Effect::Allow if self.resources.is_empty() => !is_system_topic(topic),
+            Effect::Allow => self
+                .resources
+                .iter()
+                .any(|r| r.may_allow(topic) && matches(r)),
         }
     }
 }
@@ -143,12 +159,22 @@ impl PolicySet {
         self.default
     }
 
-    /// The first matching policy decides; else the default.
+    /// The first matching policy decides; else the default (deny for system topics once
+    /// there is any policy).
     pub fn evaluate(&self, identity: &Identity<'_>, request: &Request<'_>) -> Effect {
-        self.policies
-            .iter()
-            .find(|p| p.matches(identity, request))
-            .map_or(self.default, |p| p.effect)
+        if let Some(policy) = self.policies.iter().find(|p| p.matches(identity, request)) {
+            return policy.effect;
+        }
+        let system = match request {
+            Request::Connect => false,
+            Request::Publish { topic, .. } => is_system_topic(topic.as_str()),
+            Request::Subscribe { filter, .. } => is_system_topic(filter.match_filter()),
+        };
+        if system && !self.policies.is_empty() {
+            Effect::Deny
+        } else {
+            self.default
+        }
     }
 }
 

@@ -105,8 +105,9 @@ fn first_match_by_priority_decides() {
     );
     check_publish(&set, "c1", "secret/x", Effect::Deny);
     check_publish(&set, "c1", "public/x", Effect::Allow);
-    // The resource wildcard also covers `$` topics (a deny on `#` must hold there).
-    check_publish(&set, "c1", "$app/x", Effect::Allow);
+    // An allow on `#` does not grant `$` topics (they need an allow naming them; a deny
+    // on `#` does hold there: see the system topics test).
+    check_publish(&set, "c1", "$app/x", Effect::Deny);
 }
 
 #[test]
@@ -333,6 +334,79 @@ fn grants_from_the_authenticator_decide_publish_and_subscribe_alone() {
     };
     assert_eq!(decide(&set, &who, &subscribe), Effect::Allow);
     let _ = Arc::new(p.clone());
+}
+
+#[test]
+fn system_topics_need_a_policy_or_grant_that_names_them() {
+    use Effect::{Allow, Deny};
+    // No policy at all: the open start allows everything, system topics included.
+    check_subscribe(&PolicySet::default(), "c1", "$SYS/#", Allow);
+    let set = PolicySet::new(
+        vec![
+            policy("deny-secret", 1, Deny, &[Action::Subscribe], &["#"]),
+            policy("sys", 2, Allow, &[Action::Subscribe], &["$SYS/#"]),
+            policy(
+                "all",
+                3,
+                Allow,
+                &[Action::Subscribe, Action::Publish],
+                &["#"],
+            ),
+            policy("any", 4, Allow, &[Action::Subscribe], &[]),
+        ],
+        Some(Allow),
+    );
+    let only_c9 = |mut p: Policy| {
+        p.conditions.client_ids = vec![Wildcard::new("c9")];
+        p
+    };
+    let set = PolicySet::new(
+        set.policies()
+            .iter()
+            .cloned()
+            .map(|p| if p.id == "deny-secret" { only_c9(p) } else { p })
+            .collect(),
+        Some(Allow),
+    );
+    // A deny on `#` covers system topics too.
+    check_subscribe(&set, "c9", "$SYS/#", Deny);
+    // An allow names them, or does not cover them (`#`, no resources at all); with no
+    // match they are denied even though the configured default is allow.
+    check_subscribe(&set, "c1", "$SYS/#", Allow);
+    check_subscribe(&set, "c1", "$SYS/broker/sessions", Allow);
+    check_subscribe(&set, "c1", "$events/#", Deny);
+    check_subscribe(&set, "c1", "+/client_connected", Allow);
+    check_publish(&set, "c1", "$events/client_connected", Deny);
+    check_publish(&set, "c1", "a/b", Allow);
+    // Grants are allows: the same narrowing.
+    let p = Principal {
+        grants: Some(Grants {
+            publish: vec![],
+            subscribe: vec![
+                ResourcePattern::new("#").unwrap(),
+                ResourcePattern::new("$events/+").unwrap(),
+            ],
+        }),
+        ..principal(None)
+    };
+    let who = identity("d1", "10.0.0.1:1", &p);
+    for (filter, expected) in [
+        ("$SYS/#", Deny),
+        ("$events/client_connected", Allow),
+        ("$events/#", Deny),
+        ("x/#", Allow),
+    ] {
+        let filter = TopicFilter::new(filter).unwrap();
+        let request = Request::Subscribe {
+            filter: &filter,
+            qos: QoS::AtMostOnce,
+        };
+        assert_eq!(
+            decide(&PolicySet::default(), &who, &request),
+            expected,
+            "{filter}"
+        );
+    }
 }
 
 #[test]

@@ -26,14 +26,14 @@ use super::{AuthRequest, Verdict};
 const CACHE_MAX: usize = 10_000;
 
 /// GET or POST.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum HttpMethod {
     Get,
     Post,
 }
 
-/// Validated `[auth.http]` settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Validated `[auth.http]` settings (stored as they are when the API changes them).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HttpSettings {
     /// Endpoint URL template.
     pub url: String,

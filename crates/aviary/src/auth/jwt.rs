@@ -16,19 +16,20 @@ use arc_swap::ArcSwap;
 use aviary_core::authz::{AuthRefusal, Grants, Principal, ResourcePattern};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::{AuthRequest, Verdict};
 
 /// Which CONNECT field carries the token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TokenField {
     Password,
     Username,
 }
 
-/// Where the verification keys come from.
-#[derive(Clone, PartialEq, Eq)]
+/// Where the verification keys come from (stored as they are when the API changes them:
+/// a shared secret must be kept to check signatures, a hash will not do).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum JwtKeys {
     /// A shared secret (HS256/384/512).
     Secret(Vec<u8>),
@@ -49,7 +50,7 @@ impl std::fmt::Debug for JwtKeys {
 }
 
 /// Validated `[auth.jwt]` settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JwtSettings {
     pub from: TokenField,
     pub keys: JwtKeys,
@@ -155,20 +156,6 @@ impl JwtAuthenticator {
         let count = keys.len();
         self.keys.store(Arc::new(keys));
         Ok(count)
-    }
-
-    /// Runs JWKS refreshes until the task is dropped (spawned by the server).
-    pub async fn refresh_loop(self: Arc<Self>, client: reqwest::Client) {
-        let Some((_, period)) = self.jwks() else {
-            return;
-        };
-        loop {
-            match self.refresh(&client).await {
-                Ok(n) => debug!(keys = n, "JWKS refreshed"),
-                Err(e) => warn!(error = %e, "JWKS refresh failed; keeping the previous keys"),
-            }
-            tokio::time::sleep(period).await;
-        }
     }
 
     pub(super) fn authenticate(&self, request: &AuthRequest) -> Verdict {

@@ -8,7 +8,9 @@
 //!
 //! Authenticators are tried in the configured order. Each one either claims the CONNECT
 //! (accepts or refuses it) or skips it (not its kind of credentials: an unknown username,
-//! a client id that is no device). When every one skips, anonymous access decides.
+//! a client id that is no device). When every one skips, anonymous access decides. The
+//! order, anonymous access, JWT and HTTP settings can be replaced at runtime
+//! ([`AuthService::replace`]): the chain is swapped whole and the next CONNECT uses it.
 //!
 //! * `users` — built-in users (argon2id);
 //! * `devices` — device identities and their HMAC access tokens;
@@ -26,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use arc_swap::ArcSwap;
 use aviary_codec::Connect;
 use aviary_core::authz::{AuthRefusal, Authentication, Principal};
 use bytes::Bytes;
@@ -88,7 +91,7 @@ pub enum Verdict {
 }
 
 /// The authenticators, in the order they can be configured.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AuthenticatorKind {
     /// Built-in users.
     Users,
@@ -101,7 +104,7 @@ pub enum AuthenticatorKind {
 }
 
 /// When clients without credentials any authenticator claims may connect.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Anonymous {
     /// Allowed only while no user, device or other authenticator exists (the default:
     /// a fresh `aviary` accepts everybody; the first user switches anonymous access off).
@@ -111,7 +114,7 @@ pub enum Anonymous {
 }
 
 /// Validated `[auth]` settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuthSettings {
     pub anonymous: Anonymous,
     /// Authenticators tried in this order (a client certificate always comes first).
@@ -158,21 +161,30 @@ pub fn install_crypto_provider() {
 /// Authentication for every listener of a server.
 #[derive(Debug)]
 pub struct AuthService {
-    settings: AuthSettings,
+    /// The order, anonymous access and external authenticators; replaced whole.
+    chain: ArcSwap<Chain>,
+    /// Bumped on every [`Self::replace`] (the JWKS task refreshes at once).
+    changes: tokio::sync::watch::Sender<u64>,
     pub users: Arc<UserRegistry>,
     pub devices: Arc<DeviceRegistry>,
-    /// JWT, if configured.
-    pub jwt: Option<Arc<JwtAuthenticator>>,
-    /// The HTTP service, if configured.
-    pub http: Option<Arc<HttpAuthenticator>>,
     failures: FailureTracker,
     /// The principal of an anonymous connection without a username, shared by all of them
     /// (each would otherwise hold its own copy for its whole life).
     anonymous: Arc<Principal>,
 }
 
-impl AuthService {
-    pub fn new(settings: AuthSettings) -> anyhow::Result<Self> {
+/// The settings and the authenticators built from them.
+#[derive(Debug)]
+struct Chain {
+    settings: AuthSettings,
+    /// JWT, if configured.
+    jwt: Option<Arc<JwtAuthenticator>>,
+    /// The HTTP service, if configured.
+    http: Option<Arc<HttpAuthenticator>>,
+}
+
+impl Chain {
+    fn new(settings: AuthSettings) -> anyhow::Result<Self> {
         let jwt = settings
             .jwt
             .clone()
@@ -187,16 +199,79 @@ impl AuthService {
             .map(Arc::new);
         Ok(Self {
             settings,
-            users: Arc::default(),
-            devices: Arc::default(),
             jwt,
             http,
+        })
+    }
+}
+
+impl AuthService {
+    pub fn new(settings: AuthSettings) -> anyhow::Result<Self> {
+        Ok(Self {
+            chain: ArcSwap::from_pointee(Chain::new(settings)?),
+            changes: tokio::sync::watch::Sender::new(0),
+            users: Arc::default(),
+            devices: Arc::default(),
             failures: FailureTracker::default(),
             anonymous: Arc::new(Principal {
                 authenticator: "anonymous".into(),
                 ..Principal::default()
             }),
         })
+    }
+
+    /// Replaces the order, anonymous access and JWT/HTTP settings; the next CONNECT uses
+    /// them (one already being authenticated finishes with the old ones).
+    pub fn replace(&self, settings: AuthSettings) -> anyhow::Result<()> {
+        self.chain.store(Arc::new(Chain::new(settings)?));
+        self.changes.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// The current settings.
+    pub fn settings(&self) -> AuthSettings {
+        self.chain.load().settings.clone()
+    }
+
+    /// The JWT authenticator, if configured now.
+    pub fn jwt(&self) -> Option<Arc<JwtAuthenticator>> {
+        self.chain.load().jwt.clone()
+    }
+
+    /// The HTTP authentication service, if configured now.
+    pub fn http(&self) -> Option<Arc<HttpAuthenticator>> {
+        self.chain.load().http.clone()
+    }
+
+    /// Keeps the JWKS keys of the current JWT settings fresh until `stop` (the server's
+    /// shutdown): fetches at once and every refresh period, and again at once when the
+    /// settings are replaced. Idle while no JWKS is configured.
+    pub async fn jwks_loop(
+        self: Arc<Self>,
+        client: reqwest::Client,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut changes = self.changes.subscribe();
+        loop {
+            let jwt = self.jwt();
+            let period = jwt.as_ref().and_then(|j| j.jwks().map(|(_, p)| p));
+            if let (Some(jwt), Some(_)) = (&jwt, period) {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    result = jwt.refresh(&client) => match result {
+                        Ok(n) => debug!(keys = n, "JWKS refreshed"),
+                        Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; keeping the previous keys"),
+                    },
+                }
+            }
+            // No JWKS: wait for new settings only (a day at a time, to stay bounded).
+            let wait = period.unwrap_or(std::time::Duration::from_secs(86_400));
+            tokio::select! {
+                () = stop.cancelled() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
     }
 
     /// The request for a decoded CONNECT.
@@ -256,15 +331,16 @@ impl AuthService {
                 ..Principal::default()
             });
         }
-        for kind in &self.settings.order {
+        let chain = self.chain.load_full();
+        for kind in &chain.settings.order {
             let verdict = match kind {
                 AuthenticatorKind::Users => self.users.authenticate(request).await,
                 AuthenticatorKind::Devices => self.devices.authenticate(request, SystemTime::now()),
-                AuthenticatorKind::Jwt => match &self.jwt {
+                AuthenticatorKind::Jwt => match &chain.jwt {
                     Some(jwt) => jwt.authenticate(request),
                     None => Verdict::Skip,
                 },
-                AuthenticatorKind::Http => match &self.http {
+                AuthenticatorKind::Http => match &chain.http {
                     Some(http) => http.authenticate(request).await,
                     None => Verdict::Skip,
                 },
@@ -291,20 +367,21 @@ impl AuthService {
     }
 
     /// The configured order of authenticators.
-    pub fn order(&self) -> &[AuthenticatorKind] {
-        &self.settings.order
+    pub fn order(&self) -> Vec<AuthenticatorKind> {
+        self.chain.load().settings.order.clone()
     }
 
     /// Whether clients no authenticator claims may connect, now.
     pub fn anonymous_allowed(&self) -> bool {
-        match self.settings.anonymous {
+        let chain = self.chain.load();
+        match chain.settings.anonymous {
             Anonymous::Allow => true,
             Anonymous::Deny => false,
             Anonymous::Auto => {
                 self.users.is_empty()
                     && self.devices.is_empty()
-                    && self.jwt.is_none()
-                    && self.http.is_none()
+                    && chain.jwt.is_none()
+                    && chain.http.is_none()
             }
         }
     }

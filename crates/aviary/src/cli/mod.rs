@@ -1,11 +1,18 @@
 //! The `aviary` subcommands that manage a running broker through its management API:
 //! clients, listeners, retained messages, publish, shared groups, stats, limits, usage,
-//! API keys and health. Every command prints a readable table or text, or the API's JSON with
+//! API keys, health, and the security resources (`security.rs`: users, policies, device
+//! identities, CAs with CRLs, device certificates, the authentication chain). Every
+//! command prints a readable table or text, or the API's JSON with
 //! `--json`; errors say what to do. `--url` and `--api-key` also come from `AVIARY_URL`
 //! and `AVIARY_API_KEY`.
 
 mod http;
+mod security;
 mod table;
+
+pub use security::{
+    AuthCommand, CaCommand, CertCommand, DeviceCommand, PolicyCommand, UserCommand,
+};
 
 use std::process::ExitCode;
 
@@ -82,6 +89,24 @@ pub enum Command {
     /// Management API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// Built-in users (username/password).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Authorization policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Device identities (HMAC access tokens).
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// CA certificates (proof of possession, CRLs).
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Device certificates and their status.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// The authentication chain (order, anonymous access, JWT, HTTP service).
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Liveness and readiness (fails when the broker is not ready).
     Health,
 }
@@ -482,6 +507,12 @@ async fn execute(api: &ApiClient, as_json: bool, command: Command) -> Result<Str
             let usage = api.call(Method::GET, "/api/v1/usage", None).await?;
             Ok(show(usage, &usage_summary))
         }
+        Command::User(c) => security::user(api, as_json, c).await,
+        Command::Policy(c) => security::policy(api, as_json, c).await,
+        Command::Device(c) => security::device(api, as_json, c).await,
+        Command::Ca(c) => security::ca(api, as_json, c).await,
+        Command::Cert(c) => security::cert(api, as_json, c).await,
+        Command::Auth(c) => security::auth(api, as_json, c).await,
         Command::Health => {
             let live = api.call(Method::GET, "/api/v1/health", None).await?;
             let ready = api.call(Method::GET, "/api/v1/ready", None).await?;

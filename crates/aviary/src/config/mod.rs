@@ -7,7 +7,7 @@
 
 mod env;
 mod file;
-mod security;
+pub(crate) mod security;
 mod validate;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -46,7 +46,8 @@ pub struct Config {
 /// message size come from `[mqtt]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LimitsConfig {
-    /// Weighted message units per second received; default: no limit.
+    /// Metered units per second (messages received and delivered, connects, wills);
+    /// default: no limit.
     pub max_messages_per_second: Option<u32>,
     /// SUBSCRIBEs per second; default max(100, mqtt.max_connections / 100).
     pub subscribe_rate: Option<u32>,
@@ -64,7 +65,8 @@ pub struct LimitsConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreConfig {
     /// When acknowledgements may leave: after the fsync of their group commit
-    /// (`immediate`, the default), or at once (`relaxed`).
+    /// (`immediate`, the default), or after the commit without waiting for its fsync
+    /// (`relaxed`).
     pub durability: crate::store::Durability,
 }
 

@@ -33,8 +33,8 @@ pub(crate) struct AuthFile {
     pub(crate) http: Option<HttpFile>,
 }
 
-/// `[auth.jwt]` as written.
-#[derive(Clone, Default, PartialEq, serde::Deserialize)]
+/// `[auth.jwt]` as written (also the `jwt` object of the API's authenticator settings).
+#[derive(Clone, Default, PartialEq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct JwtFile {
     /// `"password"` (default) or `"username"`.
@@ -44,6 +44,7 @@ pub(crate) struct JwtFile {
     /// HMAC secret in standard base64.
     pub(crate) secret_base64: Option<String>,
     /// PEM file with an RSA or EC public key.
+    #[schema(value_type = Option<String>)]
     pub(crate) public_key: Option<PathBuf>,
     /// JWKS URL.
     pub(crate) jwks_url: Option<String>,
@@ -65,8 +66,8 @@ impl std::fmt::Debug for JwtFile {
     }
 }
 
-/// `[auth.http]` as written.
-#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+/// `[auth.http]` as written (also the `http` object of the API's authenticator settings).
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct HttpFile {
     pub(crate) url: Option<String>,
@@ -79,6 +80,55 @@ pub(crate) struct HttpFile {
     pub(crate) max_concurrency: Option<usize>,
     /// Seconds an answer is reused (0: never).
     pub(crate) cache_ttl: Option<u64>,
+}
+
+/// The authenticator settings a management API change gives: `[auth]` without the users
+/// (those are their own resource). Validated by [`validate_auth_settings`] with the same
+/// rules as the file.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct AuthSettingsDoc {
+    /// `"auto"`, `"allow"` or `"deny"`.
+    pub(crate) anonymous: Option<String>,
+    /// Authenticator names in order: `"devices"`, `"users"`, `"jwt"`, `"http"`.
+    pub(crate) order: Option<Vec<String>>,
+    /// The keys of `[auth.jwt]`.
+    pub(crate) jwt: Option<JwtFile>,
+    /// The keys of `[auth.http]`.
+    pub(crate) http: Option<HttpFile>,
+}
+
+/// Validates authenticator settings from the API; the error's key names
+/// the field as in the document (`jwt.algorithms`).
+pub(crate) fn validate_auth_settings(doc: &AuthSettingsDoc) -> Result<AuthSettings, ConfigError> {
+    let anonymous = match doc.anonymous.as_deref() {
+        None | Some("auto") => None,
+        Some("allow") => Some(toml::Value::Boolean(true)),
+        Some("deny") => Some(toml::Value::Boolean(false)),
+        Some(other) => {
+            return Err(invalid(
+                "anonymous",
+                format!("expected \"auto\", \"allow\" or \"deny\", got {other:?}"),
+            ))
+        }
+    };
+    let file = AuthFile {
+        anonymous,
+        order: doc.order.clone(),
+        users: Vec::new(),
+        jwt: doc.jwt.clone(),
+        http: doc.http.clone(),
+    };
+    let strip = |e: ConfigError| match e {
+        ConfigError::Invalid { key, var, message } => ConfigError::Invalid {
+            key: key.strip_prefix("auth.").unwrap_or(&key).to_owned(),
+            var,
+            message,
+        },
+        other => other,
+    };
+    validate(&file, &AuthorizationFile::default(), None)
+        .map(|security| security.auth)
+        .map_err(strip)
 }
 
 /// `[[auth.users]]`: a user with a plain password (hashed at start) or an argon2 hash.

@@ -160,6 +160,17 @@ async fn decode_packets(
                     if send_packets(conn, batch, ctx).await.is_err() {
                         return Some(ReadEnd::BrokerGone);
                     }
+                    // The connect rate is checked before authenticating: CONNECTs over it
+                    // are refused (0x9F) without costing an argon2 hash or an HTTP call.
+                    if !ctx.rates.admit_connect(connect.will.is_some()) {
+                        if let Packet::Connect(connect) = packet {
+                            let event = Event::ConnectOverRate { conn, connect };
+                            if ctx.events.send(event).await.is_err() {
+                                return Some(ReadEnd::BrokerGone);
+                            }
+                        }
+                        continue;
+                    }
                     let outcome = auth.authenticate(&request).await;
                     if let Packet::Connect(connect) = packet {
                         let event = Event::Connect {
@@ -172,6 +183,16 @@ async fn decode_packets(
                         }
                     }
                     continue;
+                }
+                // Over the plan's rates: forward what came before, then wait until the
+                // tokens are back (backpressure rather than refusal; crate::rates).
+                let pause = ctx.rates.pace(&packet);
+                if !pause.is_zero() {
+                    let batch = std::mem::take(&mut packets);
+                    if send_packets(conn, batch, ctx).await.is_err() {
+                        return Some(ReadEnd::BrokerGone);
+                    }
+                    tokio::time::sleep(pause).await;
                 }
                 packets.push(packet);
                 if packets.len() == MAX_PACKETS_PER_EVENT {
@@ -213,7 +234,6 @@ async fn send_packets(
     if packets.is_empty() {
         return Ok(());
     }
-    let pause = ctx.rates.pace(&packets);
     ctx.events
         .send(Event::Packets {
             conn,
@@ -221,11 +241,5 @@ async fn send_packets(
             read_at: tokio::time::Instant::now().into_std(),
         })
         .await
-        .map_err(|_| ())?;
-    // Over the plan's rates: read nothing more until the tokens are back (backpressure
-    // rather than refusal).
-    if !pause.is_zero() {
-        tokio::time::sleep(pause).await;
-    }
-    Ok(())
+        .map_err(|_| ())
 }

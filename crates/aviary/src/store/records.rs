@@ -1,5 +1,6 @@
-//! The management side's [`Records`] seam on the store: API keys, listeners and plan
-//! limits survive restarts in the same redb file as the sessions.
+//! The management side's [`Records`] seam on the store: every management record (API
+//! keys, listeners, plan limits, security) survives restarts in the same redb file as the
+//! sessions.
 
 use crate::records::{RecordError, RecordKind as Kind, Records};
 
@@ -14,6 +15,9 @@ fn kind(kind: Kind) -> RecordKind {
         Kind::User => RecordKind::User,
         Kind::AuthorizationPolicy => RecordKind::Policy,
         Kind::DeviceIdentity => RecordKind::DeviceIdentity,
+        Kind::CaCertificate => RecordKind::CaCertificate,
+        Kind::DeviceCertificate => RecordKind::DeviceCertificate,
+        Kind::Authenticator => RecordKind::Authenticator,
     }
 }
 

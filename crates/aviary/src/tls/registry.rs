@@ -6,16 +6,29 @@
 //! Locks: one `std::sync::Mutex` around the whole state, held for map operations only (never
 //! across an await). Handshakes are rare compared to messages, so contention is not a
 //! concern; the broker's message path never touches this.
+//!
+//! Persistence: with [`CertificateRegistry::with_records`], every change made through the
+//! API and every certificate registered just in time is written to the management records
+//! (`CaCertificate` — the CA with its settings and imported CRL; `DeviceCertificate` — one
+//! per serial) while the lock is held, so memory and disk change in the same order (a
+//! write blocks for one small commit: only on API changes and first JITP handshakes);
+//! [`CertificateRegistry::restore`] loads them at start. CAs from the configuration file
+//! are not stored (the file stays their source) unless the API changes them. The pending
+//! registration code is not stored: after a restart a new one is issued (choice: a code is
+//! free to ask for again, and one that outlives the process would only widen its use).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use base64::Engine as _;
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 use tokio_util::sync::CancellationToken;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
+
+use crate::records::{self, RecordKind, Records};
 
 /// Most CA certificates.
 pub const MAX_CAS: usize = 32;
@@ -67,6 +80,9 @@ pub enum RegistryError {
     BadCrl,
     #[error("cannot generate a registration code")]
     Random,
+    /// The management records could not be written (the change was not made).
+    #[error("{0}")]
+    Store(String),
 }
 
 /// A registered CA as the API shows it.
@@ -93,8 +109,8 @@ pub struct CaOptions {
     pub auto_activate: Option<bool>,
 }
 
-/// A registered device certificate as the API shows it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+/// A registered device certificate as the API shows it (and as it is stored).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceCertInfo {
     /// Lower-case hex, no separators, no leading zero bytes.
     pub serial: String,
@@ -141,6 +157,32 @@ struct DeviceCert {
     info: DeviceCertInfo,
 }
 
+/// A CA as stored in the management records (`RecordKind::CaCertificate`, id = its
+/// fingerprint): everything but what is derived from the certificate again at load.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredCa {
+    /// The CA certificate, DER in standard base64.
+    der: String,
+    status: CaStatus,
+    auto_register: bool,
+    auto_activate: bool,
+    /// The imported CRL, DER in standard base64.
+    crl: Option<String>,
+}
+
+impl StoredCa {
+    fn of(ca: &Ca) -> Self {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        Self {
+            der: b64.encode(ca.der.as_ref()),
+            status: ca.info.status,
+            auto_register: ca.info.auto_register,
+            auto_activate: ca.info.auto_activate,
+            crl: ca.crl.as_ref().map(|(der, _)| b64.encode(der.as_ref())),
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     cas: BTreeMap<String, Ca>,
@@ -168,6 +210,8 @@ pub struct CertificateRegistry {
     state: Mutex<State>,
     /// Bumped on every change of CAs or CRLs, so the acceptor knows to rebuild.
     generation: std::sync::atomic::AtomicU64,
+    /// Where changes are stored (`None`: memory only, as in unit tests).
+    records: Option<Arc<dyn Records>>,
 }
 
 impl std::fmt::Debug for CertificateRegistry {
@@ -214,7 +258,120 @@ fn common_name(cert: &X509Certificate<'_>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Parses a CRL (PEM or DER) and checks that `ca_der` signed it: its revoked serials.
+fn parse_crl(
+    ca_der: &[u8],
+    crl: &[u8],
+) -> Result<(CertificateRevocationListDer<'static>, HashSet<String>), RegistryError> {
+    let der = match CertificateRevocationListDer::from_pem_slice(crl) {
+        Ok(der) => der,
+        Err(_) => CertificateRevocationListDer::from(crl.to_vec()),
+    };
+    let revoked = {
+        let (_, parsed) =
+            CertificateRevocationList::from_der(&der).map_err(|_| RegistryError::BadCrl)?;
+        let (_, ca_cert) = X509Certificate::from_der(ca_der).map_err(|_| RegistryError::BadCrl)?;
+        parsed
+            .verify_signature(ca_cert.public_key())
+            .map_err(|_| RegistryError::BadCrl)?;
+        parsed
+            .iter_revoked_certificates()
+            .map(|r| serial_hex(r.raw_serial()))
+            .collect()
+    };
+    Ok((der, revoked))
+}
+
+fn store_error(e: records::RecordError) -> RegistryError {
+    RegistryError::Store(format!("the change could not be stored: {e}"))
+}
+
 impl CertificateRegistry {
+    /// A registry whose changes are stored in `records`; [`Self::restore`] loads them.
+    pub(crate) fn with_records(records: Arc<dyn Records>) -> Self {
+        Self {
+            records: Some(records),
+            ..Self::default()
+        }
+    }
+
+    /// Loads the stored CAs (with their CRLs) and device certificates; how many of each.
+    pub(crate) fn restore(&self) -> Result<(usize, usize), RegistryError> {
+        let Some(store) = &self.records else {
+            return Ok((0, 0));
+        };
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let bad = |id: &str, what: &str| {
+            RegistryError::Store(format!("stored CA {id}: {what} does not decode"))
+        };
+        let cas: Vec<(String, StoredCa)> =
+            records::list(&**store, RecordKind::CaCertificate).map_err(store_error)?;
+        let certs: Vec<(String, DeviceCertInfo)> =
+            records::list(&**store, RecordKind::DeviceCertificate).map_err(store_error)?;
+        let mut state = self.lock();
+        for (id, stored) in &cas {
+            let der = b64
+                .decode(&stored.der)
+                .map_err(|_| bad(id, "the certificate"))?;
+            let subject = X509Certificate::from_der(&der)
+                .map_err(|_| bad(id, "the certificate"))?
+                .1
+                .subject()
+                .to_string();
+            let crl = match &stored.crl {
+                None => None,
+                Some(crl) => {
+                    let crl = b64.decode(crl).map_err(|_| bad(id, "the CRL"))?;
+                    Some(parse_crl(&der, &crl).map_err(|_| bad(id, "the CRL"))?)
+                }
+            };
+            let info = CaInfo {
+                id: id.clone(),
+                subject,
+                status: stored.status,
+                auto_register: stored.auto_register,
+                auto_activate: stored.auto_activate,
+                crl_revoked: crl.as_ref().map_or(0, |(_, set)| set.len()),
+            };
+            let der = CertificateDer::from(der);
+            state.cas.insert(id.clone(), Ca { der, info, crl });
+        }
+        for (serial, info) in &certs {
+            state
+                .certs
+                .insert(serial.clone(), DeviceCert { info: info.clone() });
+        }
+        drop(state);
+        self.bump();
+        Ok((cas.len(), certs.len()))
+    }
+
+    /// Stores CA `id` as it is in `state` (no-op without records).
+    fn store_ca(&self, state: &State, id: &str) -> Result<(), RegistryError> {
+        let (Some(store), Some(ca)) = (&self.records, state.cas.get(id)) else {
+            return Ok(());
+        };
+        records::put(&**store, RecordKind::CaCertificate, id, &StoredCa::of(ca))
+            .map_err(store_error)
+    }
+
+    /// Stores a device certificate (no-op without records).
+    fn store_cert(&self, info: &DeviceCertInfo) -> Result<(), RegistryError> {
+        let Some(store) = &self.records else {
+            return Ok(());
+        };
+        records::put(&**store, RecordKind::DeviceCertificate, &info.serial, info)
+            .map_err(store_error)
+    }
+
+    /// Deletes a stored record (no-op without records).
+    fn unstore(&self, kind: RecordKind, id: &str) -> Result<(), RegistryError> {
+        let Some(store) = &self.records else {
+            return Ok(());
+        };
+        store.delete(kind, id).map(drop).map_err(store_error)
+    }
+
     /// The registration code a CA's verification certificate must carry as its CN.
     pub fn registration_code(&self) -> Result<String, RegistryError> {
         let mut state = self.lock();
@@ -253,7 +410,13 @@ impl CertificateRegistry {
         verification
             .verify_signature(Some(ca.public_key()))
             .map_err(|_| RegistryError::NotSignedByCa)?;
-        self.insert_ca(der.clone(), &ca, options)
+        let info = self.insert_ca(der.clone(), &ca, options)?;
+        let mut state = self.lock();
+        if let Err(e) = self.store_ca(&state, &info.id) {
+            state.cas.remove(&info.id);
+            return Err(e);
+        }
+        Ok(info)
     }
 
     /// Registers a CA without proof of possession (configuration file: the operator put
@@ -333,9 +496,10 @@ impl CertificateRegistry {
         if status == CaStatus::Inactive {
             state.close_where(|c| c.ca_id == id);
         }
+        let stored = self.store_ca(&state, id);
         drop(state);
         self.bump();
-        Ok(info)
+        stored.map(|()| info)
     }
 
     pub fn delete_ca(&self, id: &str) -> Result<(), RegistryError> {
@@ -345,6 +509,7 @@ impl CertificateRegistry {
             Some(ca) if ca.info.status == CaStatus::Active => return Err(RegistryError::CaActive),
             Some(_) => {}
         }
+        self.unstore(RecordKind::CaCertificate, id)?;
         state.cas.remove(id);
         drop(state);
         self.bump();
@@ -352,44 +517,34 @@ impl CertificateRegistry {
     }
 
     /// Imports a CRL for a CA (PEM or DER, signed by that CA): its serials become REVOKED
-    /// (registered or not) and live connections using them are closed.
+    /// (registered or not) and live connections using them are closed. A revocation
+    /// applies even when it cannot be stored (the safe direction); the error says so.
     pub fn import_crl(&self, ca_id: &str, crl: &[u8]) -> Result<usize, RegistryError> {
-        let der = match CertificateRevocationListDer::from_pem_slice(crl) {
-            Ok(der) => der,
-            Err(_) => CertificateRevocationListDer::from(crl.to_vec()),
-        };
         let mut state = self.lock();
         let ca = state
             .cas
             .get_mut(ca_id)
             .ok_or_else(|| RegistryError::NoCa(ca_id.to_owned()))?;
-        let revoked: HashSet<String> = {
-            let (_, parsed) =
-                CertificateRevocationList::from_der(&der).map_err(|_| RegistryError::BadCrl)?;
-            let (_, ca_cert) =
-                X509Certificate::from_der(&ca.der).map_err(|_| RegistryError::BadCrl)?;
-            parsed
-                .verify_signature(ca_cert.public_key())
-                .map_err(|_| RegistryError::BadCrl)?;
-            parsed
-                .iter_revoked_certificates()
-                .map(|r| serial_hex(r.raw_serial()))
-                .collect()
-        };
+        let (der, revoked) = parse_crl(&ca.der, crl)?;
         let count = revoked.len();
         ca.info.crl_revoked = count;
         ca.crl = Some((der, revoked.clone()));
+        let mut changed = Vec::new();
         for serial in &revoked {
             if let Some(cert) = state.certs.get_mut(serial) {
                 if cert.info.ca_id == ca_id {
                     cert.info.status = CertStatus::Revoked;
+                    changed.push(cert.info.clone());
                 }
             }
         }
         state.close_where(|c| c.ca_id == ca_id && revoked.contains(&c.serial));
+        let stored = self
+            .store_ca(&state, ca_id)
+            .and_then(|()| changed.iter().try_for_each(|info| self.store_cert(info)));
         drop(state);
         self.bump();
-        Ok(count)
+        stored.map(|()| count)
     }
 
     /// Registers a device certificate issued by a registered CA, bound to `client_id` (or
@@ -415,6 +570,7 @@ impl CertificateRegistry {
         if state.certs.contains_key(&info.serial) {
             return Err(RegistryError::CertExists(info.serial));
         }
+        self.store_cert(&info)?;
         state
             .certs
             .insert(info.serial.clone(), DeviceCert { info: info.clone() });
@@ -438,7 +594,8 @@ impl CertificateRegistry {
         if status != CertStatus::Active {
             state.close_where(|c| c.serial == serial);
         }
-        Ok(info)
+        // Like a CRL, a withdrawal applies even when it cannot be stored.
+        self.store_cert(&info).map(|()| info)
     }
 
     /// Changes the client id a certificate is bound to (new connections only).
@@ -453,15 +610,17 @@ impl CertificateRegistry {
             .get_mut(serial)
             .ok_or_else(|| RegistryError::NoCert(serial.to_owned()))?;
         cert.info.client_id = client_id;
-        Ok(cert.info.clone())
+        let info = cert.info.clone();
+        self.store_cert(&info).map(|()| info)
     }
 
     pub fn delete_cert(&self, serial: &str) -> Result<(), RegistryError> {
         let mut state = self.lock();
-        state
-            .certs
-            .remove(serial)
-            .ok_or_else(|| RegistryError::NoCert(serial.to_owned()))?;
+        if !state.certs.contains_key(serial) {
+            return Err(RegistryError::NoCert(serial.to_owned()));
+        }
+        self.unstore(RecordKind::DeviceCertificate, serial)?;
+        state.certs.remove(serial);
         state.close_where(|c| c.serial == serial);
         Ok(())
     }
@@ -575,6 +734,11 @@ impl CertificateRegistry {
                 status,
                 subject: cert.subject().to_string(),
             };
+            // Registered just in time: stored like one registered through the API. A
+            // store failure only means JITP happens again after a restart.
+            if let Err(e) = self.store_cert(&info) {
+                tracing::warn!(serial = %serial, error = %e, "JITP certificate not stored");
+            }
             state.certs.insert(serial.clone(), DeviceCert { info });
         }
         match state.certs.get(&serial).map(|c| &c.info) {
@@ -644,5 +808,145 @@ impl State {
                 true
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, IsCa, Issuer,
+        KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
+    };
+
+    use super::*;
+    use crate::records::MemoryRecords;
+
+    struct TestCa {
+        params: CertificateParams,
+        key: KeyPair,
+        pem: String,
+    }
+
+    impl TestCa {
+        fn new(name: &str) -> Self {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            let key = KeyPair::generate().unwrap();
+            let pem = params.self_signed(&key).unwrap().pem();
+            Self { params, key, pem }
+        }
+
+        /// A leaf certificate: (PEM, DER).
+        fn issue(&self, cn: &str, serial: u64) -> (String, Vec<u8>) {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.serial_number = Some(SerialNumber::from(serial));
+            let issuer = Issuer::from_params(&self.params, &self.key);
+            let cert = params
+                .signed_by(&KeyPair::generate().unwrap(), &issuer)
+                .unwrap();
+            (cert.pem(), cert.der().to_vec())
+        }
+
+        fn crl(&self, serial: u64) -> String {
+            let now = time::OffsetDateTime::now_utc();
+            CertificateRevocationListParams {
+                this_update: now - time::Duration::minutes(1),
+                next_update: now + time::Duration::days(1),
+                crl_number: SerialNumber::from(1u64),
+                issuing_distribution_point: None,
+                revoked_certs: vec![RevokedCertParams {
+                    serial_number: SerialNumber::from(serial),
+                    revocation_time: now - time::Duration::minutes(1),
+                    reason_code: None,
+                    invalidity_date: None,
+                }],
+                key_identifier_method: KeyIdMethod::Sha256,
+            }
+            .signed_by(&Issuer::from_params(&self.params, &self.key))
+            .unwrap()
+            .pem()
+            .unwrap()
+        }
+    }
+
+    fn register(registry: &CertificateRegistry, ca: &TestCa, options: CaOptions) -> String {
+        let code = registry.registration_code().unwrap();
+        let (proof, _) = ca.issue(&code, 999);
+        registry
+            .register_ca(ca.pem.as_bytes(), proof.as_bytes(), options)
+            .unwrap()
+            .id
+    }
+
+    #[test]
+    fn every_change_is_stored_and_a_new_registry_restores_it() {
+        let store: Arc<dyn Records> = Arc::new(MemoryRecords::default());
+        let first = CertificateRegistry::with_records(Arc::clone(&store));
+        let fleet = TestCa::new("Fleet");
+        let jitp = CaOptions {
+            auto_register: Some(true),
+            auto_activate: Some(true),
+            ..CaOptions::default()
+        };
+        let fleet_id = register(&first, &fleet, jitp);
+        // From the configuration file: not stored.
+        let configured = TestCa::new("Configured");
+        first
+            .register_ca_trusted(configured.pem.as_bytes(), CaOptions::default())
+            .unwrap();
+        let retired = TestCa::new("Retired");
+        let retired_id = register(&first, &retired, CaOptions::default());
+        first
+            .set_ca_status(&retired_id, CaStatus::Inactive)
+            .unwrap();
+        let (a, _) = fleet.issue("a", 1);
+        let (b, _) = fleet.issue("b", 2);
+        let (gone, _) = fleet.issue("gone", 3);
+        first
+            .register_cert(a.as_bytes(), Some("mapped".into()), CertStatus::Active)
+            .unwrap();
+        first
+            .register_cert(b.as_bytes(), None, CertStatus::Active)
+            .unwrap();
+        first
+            .register_cert(gone.as_bytes(), None, CertStatus::Active)
+            .unwrap();
+        first.delete_cert("03").unwrap();
+        first.set_cert_status("01", CertStatus::Inactive).unwrap();
+        assert_eq!(first.import_crl(&fleet_id, fleet.crl(2).as_bytes()), Ok(1));
+        let (_, jit_der) = fleet.issue("jit", 4);
+        assert!(matches!(
+            first.admit(&jit_der, true),
+            Admission::Allowed { .. }
+        ));
+
+        let again = CertificateRegistry::with_records(store);
+        assert_eq!(again.restore(), Ok((2, 3)));
+        let mut cas = again.list_cas();
+        cas.sort_by_key(|c| c.id.clone());
+        let mut expected = first.list_cas();
+        expected.retain(|c| c.id == fleet_id || c.id == retired_id);
+        expected.sort_by_key(|c| c.id.clone());
+        assert_eq!(cas, expected);
+        assert_eq!(
+            again.list_certs(&CertFilter::default()),
+            first.list_certs(&CertFilter::default())
+        );
+        assert_eq!(again.cert("01").unwrap().client_id, "mapped");
+        assert_eq!(again.status_of("01"), Some(CertStatus::Inactive));
+        assert_eq!(again.status_of("02"), Some(CertStatus::Revoked));
+        assert_eq!(again.status_of("03"), None);
+        assert_eq!(again.status_of("04"), Some(CertStatus::Active));
+        // The restored CRL still refuses its serial, and the trust has both CRL and roots.
+        let (_, b_der) = fleet.issue("b", 2);
+        assert_eq!(
+            again.admit(&b_der, false),
+            Admission::Refused("certificate revoked by CRL")
+        );
+        let (roots, crls) = again.trust();
+        assert_eq!((roots.len(), crls.len()), (1, 1));
     }
 }

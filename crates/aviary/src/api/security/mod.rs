@@ -6,6 +6,7 @@
 //! Secrets: passwords are hashed on arrival and never returned; device keys are returned to
 //! the operator (devices need them to sign tokens) but never logged.
 
+pub(crate) mod authenticators;
 mod certificates;
 mod devices;
 mod policies;
@@ -31,6 +32,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .merge(policies::routes())
         .merge(devices::routes())
         .merge(certificates::routes())
+        .merge(authenticators::routes())
 }
 
 /// The API error for a certificate registry failure.
@@ -41,7 +43,7 @@ fn registry_error(e: RegistryError) -> ApiError {
         | RegistryError::CertExists(_)
         | RegistryError::TooManyCas
         | RegistryError::CaActive => ApiError::conflict(e.to_string()),
-        RegistryError::Random => ApiError::internal(e.to_string()),
+        RegistryError::Random | RegistryError::Store(_) => ApiError::internal(e.to_string()),
         RegistryError::BadCrl => ApiError::invalid("crl_pem", e),
         RegistryError::WrongCode | RegistryError::NotSignedByCa => {
             ApiError::invalid("verification_certificate_pem", e)

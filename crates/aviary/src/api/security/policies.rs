@@ -1,4 +1,4 @@
-//! `/api/v1/authorization-policies` and the read-only `/api/v1/authenticators`.
+//! `/api/v1/authorization-policies`.
 
 // The resource modules share the parent's imports.
 use super::*;
@@ -7,7 +7,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_policies, create_policy))
         .routes(routes!(get_policy, replace_policy, delete_policy))
-        .routes(routes!(authenticators))
 }
 
 fn policy_error(e: PolicyError) -> ApiError {
@@ -107,36 +106,4 @@ async fn delete_policy(
     state.security.policies.delete(&id).map_err(policy_error)?;
     state.records.delete(RecordKind::AuthorizationPolicy, &id)?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// The authentication chain as configured (read-only: it comes from the config file).
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub(crate) struct Authenticators {
-    /// Authenticators in the order they are tried (a TLS client certificate comes first).
-    order: Vec<String>,
-    /// Whether clients no authenticator claims may connect right now.
-    anonymous_allowed: bool,
-    users: usize,
-    device_identities: usize,
-    jwt_configured: bool,
-    http_configured: bool,
-}
-
-/// The authentication chain.
-#[utoipa::path(get, path = "/api/v1/authenticators", tag = "security",
-    responses((status = 200, body = Authenticators), (status = 401, body = ErrorBody)))]
-async fn authenticators(State(state): State<AppState>) -> Json<Authenticators> {
-    let auth = &state.security.auth;
-    Json(Authenticators {
-        order: auth
-            .order()
-            .iter()
-            .map(|k| format!("{k:?}").to_lowercase())
-            .collect(),
-        anonymous_allowed: auth.anonymous_allowed(),
-        users: auth.users.list().len(),
-        device_identities: auth.devices.list().len(),
-        jwt_configured: auth.jwt.is_some(),
-        http_configured: auth.http.is_some(),
-    })
 }
