@@ -44,6 +44,11 @@ const TICK: Duration = Duration::from_secs(1);
 /// checked again, so a flood of events cannot starve them.
 const MAX_EVENTS_PER_PASS: usize = 256;
 
+/// Transmits one pass collects (for its commit) before it ends early, so that a burst of
+/// fan-out (256 messages to 1,000 subscribers each would be 256,000 transmits, some 60 MiB)
+/// does not set the broker's memory. One event's own output may exceed it.
+const MAX_TRANSMITS_PER_PASS: usize = 16 * 1024;
+
 /// Events taken from the channel ahead of their turn (see [`FairInbox`]): as many as the
 /// channel holds, so a connection's events never wait in the channel behind a flood.
 const INBOX_CAPACITY: usize = 4096;
@@ -256,9 +261,10 @@ impl BrokerTask {
                 self.send(transmit);
                 self.ops.read_at = current;
             }
-            // The next pass reuses the allocation (usually this pass's own `pending`).
+            // The next pass reuses the allocation (usually this pass's own `pending`),
+            // unless one large event made it larger than a pass needs.
             if let Some(store) = self.store.as_mut() {
-                if store.pending.capacity() == 0 {
+                if store.pending.capacity() == 0 && ready.capacity() <= MAX_TRANSMITS_PER_PASS {
                     store.pending = ready;
                 }
             }
@@ -284,6 +290,13 @@ impl BrokerTask {
     fn handle_batch(&mut self) -> Flow {
         self.inbox.fill(&mut self.events);
         for _ in 0..MAX_EVENTS_PER_PASS {
+            if self
+                .store
+                .as_ref()
+                .is_some_and(|s| s.pending.len() >= MAX_TRANSMITS_PER_PASS)
+            {
+                break; // the rest waits for the next pass (see the bound's comment)
+            }
             let Some(event) = self.inbox.next() else {
                 break;
             };
