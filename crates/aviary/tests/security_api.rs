@@ -205,7 +205,8 @@ async fn certificate_resources_answer_with_codes_and_statuses() {
         "/api/v1/authorization-policies",
         "/api/v1/device-identities",
         "/api/v1/ca-certificates",
-        "/api/v1/device-certificates/{serial}/status",
+        "/api/v1/device-certificates/{id}/status",
+        "/api/v1/ca-certificates/{id}/crl",
         "/api/v1/authenticators",
     ] {
         assert!(

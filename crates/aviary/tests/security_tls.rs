@@ -19,6 +19,13 @@ use tls_support::{
     client_config, register_ca, server_pki, try_connect, write, Ca, Got, ServerPki, WAIT,
 };
 
+/// The status of a serial that at most one CA knows.
+fn only_status(registry: &aviary::tls::CertificateRegistry, serial: &str) -> Option<CertStatus> {
+    let found = registry.status_of(serial, None);
+    assert!(found.len() <= 1, "{serial} known by several CAs");
+    found.first().map(|m| m.status)
+}
+
 async fn start(dir: &Path, server: &ServerPki, mode: TlsMode) -> aviary::RunningServer {
     let mut config = aviary::Config {
         data_dir: dir.join("data"),
@@ -188,9 +195,9 @@ async fn per_device_certificates_bind_client_ids_and_status_changes_close_live_c
         1
     );
     assert!(matches!(two.next().await, Got::Closed));
-    assert_eq!(registry.status_of("0c"), Some(CertStatus::Revoked));
-    assert_eq!(registry.status_of("0b"), Some(CertStatus::Active));
-    assert_eq!(registry.status_of("ff"), None);
+    assert_eq!(only_status(&registry, "0c"), Some(CertStatus::Revoked));
+    assert_eq!(only_status(&registry, "0b"), Some(CertStatus::Active));
+    assert_eq!(only_status(&registry, "ff"), None);
     assert_eq!(
         try_connect(addr, dev2, ProtocolVersion::V3_1_1, "dev-2")
             .await
@@ -235,7 +242,7 @@ async fn just_in_time_registration_waits_for_activation_unless_auto_activated() 
         None
     );
     assert_eq!(
-        registry.status_of("15"),
+        only_status(&registry, "15"),
         Some(CertStatus::PendingActivation)
     );
     registry.set_cert_status("15", CertStatus::Active).unwrap();
@@ -541,4 +548,95 @@ async fn cas_certificates_statuses_crls_and_jitp_survive_a_restart() {
         assert_eq!(code, None, "{id} must be refused after the restart");
     }
     api.shutdown().await;
+}
+
+/// Serials are unique per CA only: a certificate from CA B with the serial of CA A's
+/// registered device is not A's device (it cannot connect as A's client id), the same
+/// serial can be registered under both CAs, and revoking one leaves the other connected.
+#[tokio::test]
+async fn the_same_serial_from_two_cas_names_two_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = server_pki();
+    let server = start(dir.path(), &pki, TlsMode::PerDevice).await;
+    let addr = server.tls_addr().unwrap();
+    let registry = server.security().certificates.clone();
+    let fleet_a = Ca::new("Fleet A");
+    let fleet_b = Ca::new("Fleet B");
+    let a_id = register_ca(&server, &fleet_a, CaOptions::default());
+    let b_id = register_ca(&server, &fleet_b, CaOptions::default());
+    let (a_cert, a_key) = fleet_a.issue("dev-a", &[], 42);
+    let (b_cert, b_key) = fleet_b.issue("dev-a", &[], 42);
+    let a_info = registry
+        .register_cert(a_cert.as_bytes(), None, CertStatus::Active)
+        .unwrap();
+    assert_eq!(a_info.id, format!("{a_id}:2a"));
+    let dev_a = client_config(&pki.ca.pem, Some((&a_cert, &a_key)), false);
+    let dev_b = client_config(&pki.ca.pem, Some((&b_cert, &b_key)), false);
+
+    // B's certificate is not registered: refused, whatever client id it asks for.
+    for client_id in ["dev-a", "dev-b"] {
+        assert_eq!(
+            try_connect(addr, dev_b.clone(), ProtocolVersion::V5, client_id)
+                .await
+                .1,
+            None,
+            "CA B's serial 2a admitted as {client_id}"
+        );
+    }
+
+    // Registered under B too (no conflict with A's), bound to its own client id.
+    let b_info = registry
+        .register_cert(b_cert.as_bytes(), Some("dev-b".into()), CertStatus::Active)
+        .unwrap();
+    assert_eq!(b_info.id, format!("{b_id}:2a"));
+    let (_, code) = try_connect(addr, dev_b.clone(), ProtocolVersion::V5, "dev-a").await;
+    assert_eq!(
+        code,
+        Some(0x87),
+        "B's certificate may not connect as A's device"
+    );
+    assert_eq!(
+        registry.set_cert_status("2a", CertStatus::Revoked),
+        Err(RegistryError::AmbiguousSerial("2a".into()))
+    );
+    let mut statuses = registry.status_of("2a", None);
+    statuses.sort_by(|x, y| x.ca_id.cmp(&y.ca_id));
+    assert_eq!(statuses.len(), 2);
+    assert_eq!(
+        registry.status_of("2a", Some(&b_id))[0].id,
+        Some(b_info.id.clone())
+    );
+
+    let (one, code) = try_connect(addr, dev_a.clone(), ProtocolVersion::V5, "dev-a").await;
+    assert_eq!(code, Some(0));
+    let mut one = one.unwrap();
+    let (two, code) = try_connect(addr, dev_b.clone(), ProtocolVersion::V5, "dev-b").await;
+    assert_eq!(code, Some(0));
+    let mut two = two.unwrap();
+
+    // Revoking A's certificate closes A's connection (0x87) only.
+    registry
+        .set_cert_status(&a_info.id, CertStatus::Revoked)
+        .unwrap();
+    match one.next().await {
+        Got::Packet(Packet::Disconnect(d)) => assert_eq!(d.reason_code.0, 0x87),
+        other => panic!("expected DISCONNECT 0x87, got {other:?}"),
+    }
+    two.ping().await;
+    assert_eq!(
+        registry.cert(&b_info.id).unwrap().status,
+        CertStatus::Active
+    );
+    assert_eq!(
+        registry.status_of("2a", Some(&a_id))[0].status,
+        CertStatus::Revoked
+    );
+    // Deleting B's leaves A's record alone.
+    registry.delete_cert(&b_info.id).unwrap();
+    assert!(matches!(
+        two.next().await,
+        Got::Packet(Packet::Disconnect(_)) | Got::Closed
+    ));
+    assert_eq!(registry.cert("2a").unwrap().id, a_info.id);
+    server.shutdown().await.unwrap();
 }
