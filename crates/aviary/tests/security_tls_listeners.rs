@@ -550,3 +550,55 @@ async fn the_config_tls_listener_is_the_registry_listener_named_tls() {
     assert_eq!(off["address"], Value::Null);
     api.shutdown().await;
 }
+
+/// A CA's CRL can be read and deleted through the API; deleting it lets the device it
+/// listed connect again.
+#[tokio::test]
+async fn a_deleted_crl_no_longer_refuses_the_devices_it_listed() {
+    let api = start_api(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = server_pki();
+    let (cert, key) = files(dir.path(), "server", &pki);
+    let addr = create(
+        &api,
+        json!({"name": "secure", "kind": "tls", "bind": "127.0.0.1:0", "cert": cert, "key": key,
+               "x509_mode": "mutual"}),
+    )
+    .await;
+    let server = api.server.as_ref().unwrap();
+    let fleet = Ca::new("Fleet CA");
+    let ca_id = register_ca(server, &fleet, Default::default());
+    let (c1, k1) = fleet.issue("car-1", &[], 31);
+    let car = client_config(&pki.ca.pem, Some((&c1, &k1)), false);
+    let crl_path = format!("/api/v1/ca-certificates/{ca_id}/crl");
+    let (status, body) = api.call("GET", &crl_path, None).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = api
+        .call("POST", &crl_path, Some(json!({"crl_pem": fleet.crl(&[31])})))
+        .await;
+    assert_eq!((status, body["revoked"].as_u64()), (200, Some(1)), "{body}");
+    assert_eq!(
+        try_connect(addr, car.clone(), ProtocolVersion::V5, "car-1")
+            .await
+            .1,
+        None
+    );
+    let (status, body) = api.call("GET", &crl_path, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["revoked"], json!(["1f"]));
+    assert!(body["crl_pem"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN X509 CRL-----"));
+    let (status, body) = api.call("DELETE", &crl_path, None).await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = api.call("GET", &crl_path, None).await;
+    assert_eq!(status, 404, "{body}");
+    let (_, ca) = api
+        .call("GET", &format!("/api/v1/ca-certificates/{ca_id}"), None)
+        .await;
+    assert_eq!(ca["crl_revoked"], 0);
+    let (_, code) = try_connect(addr, car, ProtocolVersion::V5, "car-1").await;
+    assert_eq!(code, Some(0));
+    api.shutdown().await;
+}
