@@ -574,7 +574,11 @@ async fn a_deleted_crl_no_longer_refuses_the_devices_it_listed() {
     let (status, body) = api.call("GET", &crl_path, None).await;
     assert_eq!(status, 404, "{body}");
     let (status, body) = api
-        .call("POST", &crl_path, Some(json!({"crl_pem": fleet.crl(&[31])})))
+        .call(
+            "POST",
+            &crl_path,
+            Some(json!({"crl_pem": fleet.crl(&[31])})),
+        )
         .await;
     assert_eq!((status, body["revoked"].as_u64()), (200, Some(1)), "{body}");
     assert_eq!(

@@ -21,9 +21,9 @@ use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::AppState;
 use crate::auth::devices::{DeviceError, DeviceIdentity, DeviceSpec};
 use crate::auth::policies::{PolicyDoc, PolicyError};
-use crate::auth::users::UserError;
+use crate::auth::users::{User, UserError};
 use crate::auth::Secret;
-use crate::records::{self, RecordKind};
+use crate::records::{self, Persist, RecordKind, Records};
 use std::sync::Arc;
 
 use crate::tls::{CaOptions, CaStatus, CertFilter, CertStatus, CertificateRegistry, RegistryError};
