@@ -6,6 +6,7 @@
 
 // The resource modules share the parent's imports.
 use super::*;
+use crate::auth::SettingsChangeError;
 use crate::config::security::{validate_auth_settings, AuthSettingsDoc, HttpFile, JwtFile};
 use crate::config::ConfigError;
 
@@ -123,16 +124,22 @@ async fn change_authenticators(
     if change.http.is_some() {
         settings.http = checked.http;
     }
-    state
-        .security
-        .auth
-        .replace(settings.clone())
-        .map_err(|e| ApiError::invalid("jwt", format!("{e:#}")))?;
-    records::put(
-        &*state.records,
-        RecordKind::Authenticator,
-        SETTINGS_ID,
-        &settings,
-    )?;
+    let (auth, records) = (Arc::clone(&state.security.auth), Arc::clone(&state.records));
+    // Built, stored, then installed: a failed write leaves the chain as it was.
+    tokio::task::spawn_blocking(move || {
+        auth.replace_stored(settings, &|s| {
+            let Some(s) = s else {
+                return Ok(());
+            };
+            records::put(&*records, RecordKind::Authenticator, SETTINGS_ID, s)
+                .map_err(|e| format!("the change could not be stored: {e}"))
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| match e {
+        SettingsChangeError::Invalid(e) => ApiError::invalid("jwt", format!("{e:#}")),
+        SettingsChangeError::Store(e) => ApiError::internal(e),
+    })?;
     Ok(Json(view(&state.security.auth)))
 }
