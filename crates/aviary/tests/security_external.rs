@@ -232,7 +232,17 @@ async fn jwt_es256_keys_come_from_a_jwks_url() {
     let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
         "x": b64(&raw[1..33]), "y": b64(&raw[33..65])}]})
     .to_string();
-    let (jwks_addr, fetches) = http_server(move |_| (200, jwks.clone())).await;
+    // Switched to documents without a usable key later in the test.
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let serving = broken.clone();
+    let (jwks_addr, fetches) = http_server(move |_| {
+        if serving.load(Ordering::SeqCst) {
+            (200, r#"{"keys":[]}"#.into())
+        } else {
+            (200, jwks.clone())
+        }
+    })
+    .await;
     let (server, _dir) = start(|c| {
         c.security.auth.jwt = Some(JwtSettings {
             from: TokenField::Password,
@@ -270,6 +280,40 @@ async fn jwt_es256_keys_come_from_a_jwks_url() {
     let bad =
         jsonwebtoken::encode(&header, &serde_json::json!({"exp": now() + 600}), &other).unwrap();
     expect_code(addr, V5, "es2", Some("x"), Some(bad.as_bytes()), 0x86).await;
+    ok.ping().await;
+    // A JWKS with no usable key does not replace the keys: the token still works.
+    broken.store(true, Ordering::SeqCst);
+    assert!(jwt.refresh(&client).await.is_err());
+    drop(ok);
+    expect_code(addr, V5, "es", Some("x"), Some(token.as_bytes()), 0).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_jwt_can_come_in_the_username_field() {
+    let secret = b"username-field-secret".to_vec();
+    let (server, _dir) = start(|c| {
+        c.security.auth.jwt = Some(JwtSettings {
+            from: TokenField::Username,
+            keys: JwtKeys::Secret(secret.clone()),
+            algorithms: vec![Algorithm::HS256],
+            client_id_claim: None,
+            username_claim: "sub".into(),
+            leeway: 0,
+        });
+    })
+    .await;
+    let addr = server.mqtt_addr();
+    let token = hs256(
+        &secret,
+        serde_json::json!({"sub": "dev", "exp": now() + 600}),
+    );
+    let mut ok = expect_code(addr, V5, "u1", Some(&token), None, 0).await;
+    let bad = hs256(
+        b"another",
+        serde_json::json!({"sub": "dev", "exp": now() + 600}),
+    );
+    expect_code(addr, V5, "u2", Some(&bad), None, 0x86).await;
     ok.ping().await;
     server.shutdown().await.unwrap();
 }
