@@ -15,6 +15,7 @@ and config file; it is killed when its fixture ends.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -106,6 +108,18 @@ def toml_value(value: object) -> str:
 
 # The bootstrap key of the management API of every Aviary under test.
 API_KEY = "interop-test-api-key-0123456789"
+
+
+def api_call(api_port: int, method: str, path: str, body: object | None = None) -> object:
+    """One call to an Aviary's management API with the bootstrap key; the JSON answer."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{api_port}{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read() or b"null")
 
 
 def aviary_config(port: int, data_dir: Path, mqtt: dict[str, object], api_port: int = 0) -> str:

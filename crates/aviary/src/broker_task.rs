@@ -293,6 +293,12 @@ impl BrokerTask {
             } => {
                 // Deliveries routed while these packets are handled are measured from here.
                 self.ops.read_at = Some(read_at);
+                // The reader took one provisional rate token per PUBLISH (crate::rates).
+                let provisional = packets
+                    .iter()
+                    .filter(|p| matches!(p, Packet::Publish(_)))
+                    .count() as u64
+                    * crate::rates::PROVISIONAL_UNITS;
                 for packet in packets {
                     // The broker may close the connection on any packet; what follows
                     // it on the wire is then ignored.
@@ -316,6 +322,9 @@ impl BrokerTask {
                     self.route_transmits();
                 }
                 self.ops.read_at = None;
+                // These packets' metered units (their deliveries included) go to the
+                // message rate: a debt pauses the publishers' next reads.
+                self.charge_rates(provisional);
             }
             Event::Connect {
                 conn,

@@ -20,8 +20,9 @@ use crate::rates::Rates;
 pub(crate) struct PlanLimits {
     /// Connected clients at most; more get CONNACK 0x97 (5.0) / 0x03 (3.x).
     pub(crate) max_connections: u32,
-    /// Weighted message units per second received (see the usage metering); 4294967295
-    /// (the default): no limit.
+    /// Weighted units per second, as metered (messages received and delivered, connects,
+    /// disconnects, wills; see the usage metering); over it, publishers' reads pause.
+    /// 4294967295 (the default): no limit.
     pub(crate) max_messages_per_second: u32,
     /// Subscriptions per session; more are refused in SUBACK (0x97 / 0x80).
     pub(crate) max_subscriptions_per_session: u32,

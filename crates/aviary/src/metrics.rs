@@ -21,6 +21,10 @@ use aviary_core::BrokerStats;
 /// or password, 0x87 not authorized; 3.x return codes 4 and 5 map to them).
 const AUTH_FAILURES: [u8; 2] = [0x86, 0x87];
 
+/// Users with usage at most for which `aviary_usage_units_by_user_total` is exported (one
+/// series each); with more, none is (the API reports every user).
+const USER_SERIES_MAX: usize = 1000;
+
 /// The labels of QoS 0, 1, 2.
 const QOS: [&str; 3] = ["0", "1", "2"];
 
@@ -245,6 +249,14 @@ impl Metrics {
             for (listener, series) in &ops.usage.listeners {
                 counter!("aviary_usage_units_by_listener_total", "listener" => listener.clone())
                     .absolute(series.total);
+            }
+            // Per user while there are at most USER_SERIES_MAX of them (bounded label
+            // cardinality; the API has every user).
+            if ops.usage.users.len() <= USER_SERIES_MAX {
+                for (user, series) in &ops.usage.users {
+                    counter!("aviary_usage_units_by_user_total", "user" => user.clone())
+                        .absolute(series.total);
+                }
             }
             if let Some(rates) = &ops.rates {
                 use std::sync::atomic::Ordering::Relaxed;

@@ -1,9 +1,29 @@
 //! The plan's rate limits as token buckets (a small GCRA-like bucket of our own: one
-//! second of burst, continuous refill). Messages (in weighted units), SUBSCRIBEs and
-//! UNSUBSCRIBEs over the rate push back: the connection's reader takes the tokens, going
-//! into debt, and pauses its reads until the debt is paid, so nothing is refused. CONNECTs
-//! over the connect rate (or the rate of connects carrying a will) are refused with CONNACK
-//! 0x9F Connection rate exceeded (3.x: its return-code mapping).
+//! second of burst, continuous refill). Messages, SUBSCRIBEs and UNSUBSCRIBEs over the rate
+//! push back: tokens are taken into debt, and the readers pause until the debt is paid, so
+//! nothing is refused. CONNECTs over the connect rate (or the rate of connects carrying a
+//! will) are refused with CONNACK 0x9F Connection rate exceeded (3.x: its return-code
+//! mapping).
+//!
+//! The message rate is in the metering's weighted units (DESIGN.md, "Usage metering"), and
+//! counts exactly what the core meters: messages received *and* delivered, connects,
+//! disconnects and wills. The core computes the units (one multiplier table, in
+//! `aviary_core`); the broker task hands each increase of the core's unit counter to
+//! [`Rates::charge`], right after handling a connection's packets (so a publisher's batch is
+//! charged with its fan-out) and on every tick (timer work: wills, resends). Readers cannot
+//! know the units before the core has routed a message, so a reader takes one provisional
+//! token per PUBLISH (the smallest multiplier; it bounds how far a fast publisher runs
+//! ahead of the broker task) and the broker task's charge is net of it.
+//!
+//! Push-back: a reader takes the tokens of each packet as it decodes it, and when that puts
+//! a budget in debt it forwards what it decoded before, then waits until the debt is paid
+//! before forwarding the packet (a burst read at once is paced packet by packet, not let
+//! through whole). The message budget is broker-wide, so while it is in debt every reader
+//! that decodes a PUBLISH waits; the broker task's charge lags by at most the batches
+//! queued to it. deliveries over the rate thus
+//! pause the publishers that generate them, never the subscribers (their reads of acks go
+//! on, which keeps QoS 1/2 flows and keep-alives moving). Publishers share the pause
+//! equally: a publisher with a large fan-out spends more of the budget per message.
 //!
 //! One `std::sync::Mutex` for all buckets, held for a few arithmetic operations per batch
 //! of packets, never across an `.await`.
@@ -12,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use aviary_codec::{Packet, QoS};
+use aviary_codec::Packet;
 use tokio::time::Instant;
 
 use crate::limits::PlanLimits;
@@ -72,7 +92,7 @@ impl Bucket {
 /// All rate limits of one broker.
 #[derive(Debug)]
 struct Buckets {
-    /// Weighted message units received.
+    /// Weighted message units metered (received, delivered, connects, wills).
     messages: Bucket,
     subscribe: Bucket,
     unsubscribe: Bucket,
@@ -94,16 +114,9 @@ pub(crate) struct Rates {
     pub(crate) paused_micros: AtomicU64,
 }
 
-/// Weighted units of a PUBLISH as the reader can tell (the publisher's session kind is not
-/// known there, so QoS 1 counts 2, as for a clean session).
-fn publish_units(qos: QoS, retain: bool) -> f64 {
-    match (retain, qos) {
-        (true, _) => 10.0,
-        (false, QoS::AtMostOnce) => 1.0,
-        (false, QoS::AtLeastOnce) => 2.0,
-        (false, QoS::ExactlyOnce) => 5.0,
-    }
-}
+/// Provisional message tokens a reader takes per PUBLISH: the smallest multiplier; the
+/// broker task charges the rest once the core has metered it (see the module doc).
+pub(crate) const PROVISIONAL_UNITS: u64 = 1;
 
 impl Rates {
     pub(crate) fn new(limits: &PlanLimits) -> Self {
@@ -143,31 +156,41 @@ impl Rates {
         );
     }
 
-    /// Takes the tokens of a batch of packets read from one connection; how long the
-    /// reader pauses before reading more.
-    pub(crate) fn pace(&self, packets: &[Packet]) -> Duration {
-        let (mut units, mut subs, mut unsubs) = (0.0, 0.0, 0.0);
-        for packet in packets {
-            match packet {
-                Packet::Publish(p) => units += publish_units(p.qos, p.retain),
-                Packet::Subscribe(_) => subs += 1.0,
-                Packet::Unsubscribe(_) => unsubs += 1.0,
-                _ => {}
-            }
-        }
-        if !self.messages_limited.load(Ordering::Relaxed) {
-            units = 0.0;
-        }
-        if units == 0.0 && subs == 0.0 && unsubs == 0.0 {
-            return Duration::ZERO;
+    /// Whether the message rate is limited (when not, nothing needs charging).
+    pub(crate) fn messages_limited(&self) -> bool {
+        self.messages_limited.load(Ordering::Relaxed)
+    }
+
+    /// Charges metered units to the message budget (`units` may be negative: a refund of
+    /// provisional tokens the core did not meter, for PUBLISHes ignored after a close). A
+    /// debt pauses the next reads of every publisher.
+    pub(crate) fn charge(&self, units: f64) {
+        if units == 0.0 || !self.messages_limited() {
+            return;
         }
         let now = Instant::now();
-        let pause = {
-            let mut b = self.lock();
-            b.messages
-                .reserve(units, now)
-                .max(b.subscribe.reserve(subs, now))
-                .max(b.unsubscribe.reserve(unsubs, now))
+        let mut b = self.lock();
+        if units > 0.0 {
+            b.messages.reserve(units, now);
+        } else {
+            b.messages.refill(now);
+            b.messages.tokens = (b.messages.tokens - units).min(b.messages.rate);
+        }
+    }
+
+    /// Takes the tokens of one packet a reader decoded (one provisional message token per
+    /// PUBLISH, one per SUBSCRIBE and UNSUBSCRIBE); how long the reader waits before
+    /// forwarding it: until the budget it used is out of debt. Other packets (acks, pings)
+    /// never wait, and take no lock; nor do PUBLISHes while the message rate is unlimited.
+    pub(crate) fn pace(&self, packet: &Packet) -> Duration {
+        let pause = match packet {
+            Packet::Publish(_) if self.messages_limited() => {
+                let now = Instant::now();
+                self.lock().messages.reserve(PROVISIONAL_UNITS as f64, now)
+            }
+            Packet::Subscribe(_) => self.lock().subscribe.reserve(1.0, Instant::now()),
+            Packet::Unsubscribe(_) => self.lock().unsubscribe.reserve(1.0, Instant::now()),
+            _ => return Duration::ZERO,
         };
         if !pause.is_zero() {
             self.paused.fetch_add(1, Ordering::Relaxed);
@@ -205,6 +228,31 @@ mod tests {
         assert_eq!(bucket.reserve(5.0, now), Duration::from_millis(500));
         assert!(!bucket.has(1.0, now + Duration::from_millis(500)));
         assert!(bucket.has(1.0, now + Duration::from_millis(600)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn charged_deliveries_pause_publishers_only() {
+        let limits = PlanLimits {
+            max_messages_per_second: 10,
+            ..PlanLimits::defaults(&aviary_core::BrokerConfig::default())
+        };
+        let rates = Rates::new(&limits);
+        // PUBLISH QoS 0 "x" on "t", as a reader decodes it.
+        let mut wire = bytes::BytesMut::from(&[0x30, 0x04, 0x00, 0x01, b't', b'x'][..]);
+        let publish = aviary_codec::decode(&mut wire, aviary_codec::ProtocolVersion::V3_1_1, 64)
+            .ok()
+            .flatten()
+            .unwrap_or(Packet::PingReq);
+        assert!(matches!(publish, Packet::Publish(_)));
+        assert_eq!(rates.pace(&publish), Duration::ZERO);
+        // The broker metered 1 in + 14 delivered for it: 14 more than the provisional token.
+        rates.charge(14.0);
+        assert_eq!(rates.pace(&publish), Duration::from_millis(600));
+        // Other packets (acks, pings) are never held back by the publishers' debt.
+        assert_eq!(rates.pace(&Packet::PingReq), Duration::ZERO);
+        // A refund (PUBLISHes ignored after a close) pays the debt back.
+        rates.charge(-7.0);
+        assert_eq!(rates.pace(&publish), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]

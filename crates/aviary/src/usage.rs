@@ -2,6 +2,14 @@
 //! metering"), kept per second and per minute for the last 24 hours, in total and per
 //! listener, user and client. Fed by the broker task once per tick with exact deltas of
 //! the core's counters, so nothing is sampled: every unit lands in exactly one minute.
+//!
+//! Memory is bounded: minutes are sparse (only minutes with units, 8 bytes each), series
+//! with no units for 24 hours go, and at most [`MAX_CLIENTS`] client ids are tracked. When
+//! connect churn brings more, the least recently active tenth of the clients is folded into
+//! [`Usage::evicted`]: their totals stay counted there (so the clients' totals plus the
+//! evicted total always equal what the clients used), their per-client history is dropped,
+//! and a client that comes back starts a new series. The total, listener and user series
+//! are never evicted and stay exact.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -10,6 +18,9 @@ use serde::Serialize;
 /// Minutes of history kept (24 hours).
 pub(crate) const MINUTES_KEPT: u64 = 24 * 60;
 
+/// Client ids tracked at most (see the module doc).
+pub(crate) const MAX_CLIENTS: usize = 10_000;
+
 /// Units of one minute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub(crate) struct MinuteUnits {
@@ -17,6 +28,15 @@ pub(crate) struct MinuteUnits {
     pub(crate) minute: u64,
     /// Units counted in it.
     pub(crate) units: u64,
+}
+
+/// One minute with units, compact: the minute's number since the Unix epoch and its units
+/// (saturating at `u32::MAX`, some 71 million units per second for a whole minute; the
+/// series' total is exact regardless).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Minute {
+    number: u32,
+    units: u32,
 }
 
 /// The usage of one thing (the whole broker, a listener, a user, a client).
@@ -29,7 +49,12 @@ pub(crate) struct Series {
     /// Units of the last complete second.
     last_second: (u64, u64),
     /// Minutes with units, oldest first, at most [`MINUTES_KEPT`] of them.
-    minutes: VecDeque<MinuteUnits>,
+    minutes: VecDeque<Minute>,
+}
+
+/// The minute number of Unix second `second` (saturating far in the future).
+fn minute_number(second: u64) -> u32 {
+    u32::try_from(second / 60).unwrap_or(u32::MAX)
 }
 
 impl Series {
@@ -44,22 +69,30 @@ impl Series {
             self.current_second = (now, 0);
         }
         self.current_second.1 += units;
-        let minute = now - now % 60;
+        let number = minute_number(now);
+        let small = u32::try_from(units).unwrap_or(u32::MAX);
         match self.minutes.back_mut() {
-            Some(last) if last.minute == minute => last.units += units,
-            _ => self.minutes.push_back(MinuteUnits { minute, units }),
+            Some(last) if last.number == number => last.units = last.units.saturating_add(small),
+            _ => self.minutes.push_back(Minute {
+                number,
+                units: small,
+            }),
         }
         self.prune(now);
     }
 
-    /// Forgets minutes older than 24 hours before `now`.
+    /// Forgets minutes older than 24 hours before `now`, and spare capacity.
     fn prune(&mut self, now: u64) {
+        let oldest_kept = (now / 60).saturating_sub(MINUTES_KEPT - 1);
         while self
             .minutes
             .front()
-            .is_some_and(|m| m.minute + MINUTES_KEPT * 60 <= now)
+            .is_some_and(|m| u64::from(m.number) < oldest_kept)
         {
             self.minutes.pop_front();
+        }
+        if self.minutes.capacity() > 2 * self.minutes.len() + 4 {
+            self.minutes.shrink_to_fit();
         }
     }
 
@@ -77,19 +110,34 @@ impl Series {
 
     /// The minutes with units in the last 24 hours, oldest first.
     pub(crate) fn minutes(&self) -> impl Iterator<Item = MinuteUnits> + '_ {
-        self.minutes.iter().copied()
+        self.minutes.iter().map(|m| MinuteUnits {
+            minute: u64::from(m.number) * 60,
+            units: u64::from(m.units),
+        })
+    }
+
+    /// The Unix second of the last units (0: none yet).
+    fn last_active(&self) -> u64 {
+        self.current_second.0
     }
 
     /// Whether nothing was counted in the last 24 hours before `now`.
     fn is_stale(&self, now: u64) -> bool {
-        self.minutes
-            .back()
-            .is_none_or(|m| m.minute + MINUTES_KEPT * 60 <= now)
+        self.current_second.0 + MINUTES_KEPT * 60 <= now
     }
 }
 
+/// What was folded out of the per-client series (see the module doc).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub(crate) struct Evicted {
+    /// Client series evicted since the broker started.
+    pub(crate) clients: u64,
+    /// Their units (part of the listener, user and broker totals as ever).
+    pub(crate) total: u64,
+}
+
 /// All usage series of one broker.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Usage {
     /// The whole broker (includes will messages, which belong to no live connection).
     pub(crate) total: Series,
@@ -97,8 +145,18 @@ pub(crate) struct Usage {
     pub(crate) listeners: HashMap<String, Series>,
     /// By username (clients without one are not in this map).
     pub(crate) users: HashMap<String, Series>,
-    /// By client id.
+    /// By client id, at most `max_clients` of them.
     pub(crate) clients: HashMap<String, Series>,
+    /// Client series folded away to keep the bound.
+    pub(crate) evicted: Evicted,
+    /// The bound on `clients` ([`MAX_CLIENTS`]; smaller in tests).
+    max_clients: usize,
+}
+
+impl Default for Usage {
+    fn default() -> Self {
+        Self::with_max_clients(MAX_CLIENTS)
+    }
 }
 
 /// Whose units a delta is.
@@ -110,6 +168,18 @@ pub(crate) struct Owner<'a> {
 }
 
 impl Usage {
+    /// Usage tracking at most `max_clients` client ids (at least 10).
+    pub(crate) fn with_max_clients(max_clients: usize) -> Self {
+        Self {
+            total: Series::default(),
+            listeners: HashMap::new(),
+            users: HashMap::new(),
+            clients: HashMap::new(),
+            evicted: Evicted::default(),
+            max_clients: max_clients.max(10),
+        }
+    }
+
     /// Adds units to the broker total only (wills, whose connection is gone).
     pub(crate) fn add_total(&mut self, now: u64, units: u64) {
         self.total.add(now, units);
@@ -125,17 +195,45 @@ impl Usage {
         if let Some(user) = owner.user {
             entry(&mut self.users, user).add(now, units);
         }
+        if !self.clients.contains_key(owner.client) && self.clients.len() >= self.max_clients {
+            self.evict();
+        }
         entry(&mut self.clients, owner.client).add(now, units);
     }
 
+    /// Folds the least recently active tenth of the client series into `evicted` (one
+    /// pass over the map per tenth of the bound of new clients: amortised constant time).
+    fn evict(&mut self) {
+        let count = (self.max_clients / 10).max(1);
+        let mut by_age: Vec<(u64, &String)> = self
+            .clients
+            .iter()
+            .map(|(id, s)| (s.last_active(), id))
+            .collect();
+        if by_age.len() > count {
+            by_age.select_nth_unstable(count - 1);
+            by_age.truncate(count);
+        }
+        let victims: Vec<String> = by_age.into_iter().map(|(_, id)| id.clone()).collect();
+        for id in victims {
+            if let Some(series) = self.clients.remove(&id) {
+                self.evicted.clients += 1;
+                self.evicted.total += series.total;
+            }
+        }
+    }
+
     /// Drops the series with no units in the last 24 hours (called now and then, so
-    /// client churn cannot grow the maps without bound).
+    /// churn cannot grow the maps without bound).
     pub(crate) fn prune(&mut self, now: u64) {
         for map in [&mut self.listeners, &mut self.users, &mut self.clients] {
             map.retain(|_, s| {
                 s.prune(now);
                 !s.is_stale(now)
             });
+            if map.capacity() > 2 * map.len() + 16 {
+                map.shrink_to_fit();
+            }
         }
         self.total.prune(now);
     }
@@ -201,5 +299,51 @@ mod tests {
         assert_eq!(usage.clients["d"].total, 2);
         usage.prune(60 + MINUTES_KEPT * 60 + 61);
         assert!(usage.clients.is_empty());
+    }
+
+    #[test]
+    fn client_churn_stays_bounded_and_totals_stay_exact() {
+        const BOUND: usize = 1_000;
+        let mut usage = Usage::with_max_clients(BOUND);
+        let mut now = 1_000_000;
+        let mut sum = 0;
+        // A long-lived client active all along, and 50 000 one-off client ids, a few per
+        // second, in two users' names.
+        for i in 0..50_000u64 {
+            if i % 7 == 0 {
+                now += 1;
+            }
+            let id = format!("churn-{i}");
+            let user = if i % 2 == 0 { "even" } else { "odd" };
+            let owner = Owner {
+                listener: "default",
+                user: Some(user),
+                client: &id,
+            };
+            usage.add(now, owner, 1 + i % 3);
+            let steady = Owner {
+                client: "steady",
+                ..owner
+            };
+            usage.add(now, steady, 1);
+            sum += 1 + i % 3 + 1;
+            assert!(
+                usage.clients.len() <= BOUND,
+                "{} clients",
+                usage.clients.len()
+            );
+        }
+        assert_eq!(usage.listeners["default"].total, sum);
+        assert_eq!(
+            usage.users["even"].total + usage.users["odd"].total,
+            sum,
+            "users stay exact"
+        );
+        let kept: u64 = usage.clients.values().map(|s| s.total).sum();
+        assert_eq!(kept + usage.evicted.total, sum, "evicted units are folded");
+        assert!(usage.evicted.clients >= 49_000);
+        // The steady client, active every second, is never the least recently active.
+        assert_eq!(usage.clients["steady"].total, 50_000);
+        assert!(usage.clients["steady"].minutes().count() <= 2 + 50_000 / 7 / 60);
     }
 }

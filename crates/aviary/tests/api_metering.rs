@@ -114,3 +114,103 @@ async fn a_will_counts_10_in_the_total() {
     expect_units(&api, "willer", 2, 12).await;
     api.shutdown().await;
 }
+
+/// Connects a 3.1.1 client with a user name and password.
+async fn connect_as(api: &Api, client_id: &str, user: &str, password: &[u8]) -> RawClient {
+    let mut c = RawClient::open(api.mqtt, aviary_codec::ProtocolVersion::V3_1_1).await;
+    c.send_hex(&common::connect_with_credentials_hex(
+        aviary_codec::ProtocolVersion::V3_1_1,
+        client_id,
+        Some(user),
+        Some(password),
+    ))
+    .await;
+    c.expect_connack(0x00).await;
+    c
+}
+
+#[tokio::test]
+async fn usage_per_user_is_exact_and_clients_are_paged() {
+    let api = start_api(|_| {}).await;
+    for (user, password) in [("alice", "pw-a"), ("bob", "pw-b")] {
+        let (status, body) = api
+            .call(
+                "POST",
+                "/api/v1/users",
+                Some(serde_json::json!({"username": user, "password": password})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let mut alice = connect_as(&api, "al", "alice", b"pw-a").await;
+    alice
+        .send_hex(&packet_hex(0x82, &format!("0001 {} 00", str_hex("u/#"))))
+        .await;
+    alice.expect_hex("90 03 00 01 00").await;
+    let mut bob = connect_as(&api, "bo", "bob", b"pw-b").await;
+    // Bob: three QoS 0 messages and one QoS 1 (clean session), all delivered to Alice's QoS 0
+    // subscription.
+    for i in 0..3u8 {
+        bob.send_hex(&packet_hex(0x30, &format!("{} {i:02x}", str_hex("u/x"))))
+            .await;
+    }
+    bob.send_hex(&packet_hex(0x32, &format!("{} 0007 09", str_hex("u/x"))))
+        .await;
+    bob.expect_hex("40 02 00 07").await;
+    for _ in 0..4 {
+        assert_eq!(alice.read_frame().await.first, 0x30);
+    }
+    // Bob: CONNECT 1 + 3 × 1 + 2 = 6; Alice: CONNECT 1 + 4 deliveries at QoS 0 = 5.
+    let usage = api
+        .wait_for("/api/v1/usage", |u: &Value| {
+            u["users"]["alice"]["total"] == 5 && u["users"]["bob"]["total"] == 6
+        })
+        .await;
+    assert_eq!(usage["total"]["total"], 11);
+    assert_eq!(usage["listeners"]["default"]["total"], 11);
+    let (_, one) = api.call("GET", "/api/v1/usage/user/bob", None).await;
+    assert_eq!(one["total"], 6);
+    let minutes: u64 = one["per_minute"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["units"].as_u64().unwrap())
+        .sum();
+    assert_eq!(minutes, 6, "every unit is in one minute: {one}");
+    // The per-client part is filtered and paged, by client id.
+    let (_, page) = api.call("GET", "/api/v1/usage?limit=1", None).await;
+    assert_eq!(page["clients_total"], 2);
+    assert_eq!(page["clients"].as_object().unwrap().len(), 1);
+    assert_eq!(page["clients"]["al"]["total"], 5);
+    let (_, page) = api
+        .call("GET", "/api/v1/usage?limit=1&offset=1", None)
+        .await;
+    assert_eq!(page["clients"]["bo"]["total"], 6);
+    assert_eq!(page["clients_offset"], 1);
+    let (_, page) = api.call("GET", "/api/v1/usage?client_id=b*", None).await;
+    assert_eq!(page["clients_total"], 1);
+    assert!(page["clients"].get("al").is_none(), "{page}");
+    assert_eq!(page["clients_evicted"]["clients"], 0);
+    let (status, body) = api.call("GET", "/api/v1/usage?limit=0", None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_field")),
+        "{body}"
+    );
+    // Per-user units are exported as metrics too.
+    let text = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "aviary_usage_units_by_user_total{user=\"bob\"} 6"),
+        "{text}"
+    );
+    api.shutdown().await;
+}

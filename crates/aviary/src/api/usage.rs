@@ -1,6 +1,6 @@
 //! Metered usage: `/api/v1/usage` (now and per minute for the last 24 hours, in total and
-//! per listener and user; clients in total and now) and `/api/v1/usage/{scope}/{name}`
-//! (one listener, user or client with its minutes).
+//! per listener and user; clients in total and now, filtered and paged) and
+//! `/api/v1/usage/{scope}/{name}` (one listener, user or client with its minutes).
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -9,9 +9,13 @@ use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, ErrorBody, Json, Path};
+use super::clients::glob;
+use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::AppState;
-use crate::usage::{MinuteUnits, Series};
+use crate::usage::{Evicted, MinuteUnits, Series};
+
+/// Largest page of clients.
+const MAX_PAGE: usize = 1000;
 
 /// The usage of one thing.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -32,8 +36,29 @@ pub(crate) struct UsageReport {
     total: UsageSeries,
     listeners: BTreeMap<String, UsageSeries>,
     users: BTreeMap<String, UsageSeries>,
-    /// Per client: totals and the current rate only (ask `/usage/client/{id}` for minutes).
+    /// Per client (one page of those matching, by client id): totals and the current rate
+    /// only (ask `/usage/client/{id}` for minutes).
     clients: BTreeMap<String, UsageSeries>,
+    /// Clients matching the filter, in all pages.
+    clients_total: usize,
+    /// Matching clients skipped before this page.
+    clients_offset: usize,
+    /// Client series folded away to bound memory (the least recently active when more
+    /// client ids than the bound were seen): their units count in the listener, user and
+    /// broker totals, not per client.
+    clients_evicted: Evicted,
+}
+
+/// Filter and paging of the per-client part of the report.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UsageQuery {
+    /// Client id pattern: `*` any characters, `?` one character.
+    client_id: Option<String>,
+    /// Matching clients skipped, in client id order (default 0).
+    offset: Option<usize>,
+    /// Clients in the page (default 100, at most 1000).
+    limit: Option<usize>,
 }
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -56,10 +81,23 @@ fn series(s: &Series, now: u64, minutes: bool) -> UsageSeries {
     }
 }
 
-/// Usage in weighted units, in total and per listener, user and client.
-#[utoipa::path(get, path = "/api/v1/usage", tag = "usage",
-    responses((status = 200, body = UsageReport), (status = 401, body = ErrorBody)))]
-async fn usage(State(state): State<AppState>) -> Result<Json<UsageReport>, ApiError> {
+/// Usage in weighted units, in total and per listener, user and client (clients filtered
+/// and paged, sorted by client id).
+#[utoipa::path(get, path = "/api/v1/usage", tag = "usage", params(UsageQuery),
+    responses((status = 200, body = UsageReport), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+async fn usage(
+    State(state): State<AppState>,
+    Query(q): Query<UsageQuery>,
+) -> Result<Json<UsageReport>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be 1..={MAX_PAGE}"),
+        ));
+    }
+    let offset = q.offset.unwrap_or(0);
     let now = unix_now();
     let report = state
         .broker
@@ -70,11 +108,26 @@ async fn usage(State(state): State<AppState>) -> Result<Json<UsageReport>, ApiEr
                     .map(|(k, s)| (k.clone(), series(s, now, minutes)))
                     .collect()
             };
+            let mut ids: Vec<&String> = u
+                .clients
+                .keys()
+                .filter(|id| q.client_id.as_deref().is_none_or(|p| glob(p, id)))
+                .collect();
+            ids.sort_unstable();
+            let clients = ids
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .filter_map(|id| Some(((*id).clone(), series(u.clients.get(*id)?, now, false))))
+                .collect();
             UsageReport {
                 total: series(&u.total, now, true),
                 listeners: map(&u.listeners, true),
                 users: map(&u.users, true),
-                clients: map(&u.clients, false),
+                clients,
+                clients_total: ids.len(),
+                clients_offset: offset,
+                clients_evicted: u.evicted,
             }
         })
         .await?;

@@ -82,8 +82,10 @@ pub(crate) struct Ops {
     uncommitted: std::collections::VecDeque<(u64, Instant)>,
     /// When the packets being handled were read (deliveries are measured from it).
     pub(super) read_at: Option<Instant>,
-    /// The connect rates (none in unit tests of the task).
+    /// The plan's rates (none in unit tests of the task).
     pub(crate) rates: Option<Arc<Rates>>,
+    /// The core's total units already charged to the message rate.
+    charged_units: u64,
     /// Refreshes the metrics on each tick (none in unit tests of the task).
     pub(crate) metrics: Option<crate::metrics::Metrics>,
     /// When the broker started (for `$SYS/broker/uptime`; set at the first tick in unit
@@ -119,6 +121,17 @@ impl Ops {
             self.counters
                 .store_commit
                 .observe(now.saturating_duration_since(at));
+        }
+    }
+
+    /// Charges the units the core metered since the last charge to the plan's message
+    /// rate, net of the `provisional` tokens the reader already took for them
+    /// ([`crate::rates`]).
+    pub(super) fn charge_units(&mut self, units_now: u64, provisional: u64) {
+        let delta = units_now.saturating_sub(self.charged_units);
+        self.charged_units = units_now;
+        if let Some(rates) = &self.rates {
+            rates.charge(delta as f64 - provisional as f64);
         }
     }
 
@@ -255,6 +268,7 @@ impl BrokerTask {
         let unix = unix_now();
         self.drain_broker_events();
         self.attribute_usage(unix);
+        self.charge_rates(0);
         let ops = &mut self.ops;
         ops.conns.retain(|conn, _| self.outboxes.contains_key(conn));
         if unix / 60 != ops.last_prune_minute {
@@ -272,6 +286,20 @@ impl BrokerTask {
             self.publish_sys();
         }
         self.route_transmits();
+    }
+
+    /// Charges the units metered since the last charge to the plan's message rate (a
+    /// no-op while it is unlimited); `provisional`: the tokens readers already took.
+    pub(super) fn charge_rates(&mut self, provisional: u64) {
+        if self
+            .ops
+            .rates
+            .as_ref()
+            .is_some_and(|r| r.messages_limited())
+        {
+            let units = self.broker.stats().units;
+            self.ops.charge_units(units, provisional);
+        }
     }
 
     /// Attributes the units counted since the last tick: each connected client's delta to

@@ -46,7 +46,8 @@ pub struct Config {
 /// message size come from `[mqtt]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LimitsConfig {
-    /// Weighted message units per second received; default: no limit.
+    /// Metered units per second (messages received and delivered, connects, wills);
+    /// default: no limit.
     pub max_messages_per_second: Option<u32>,
     /// SUBSCRIBEs per second; default max(100, mqtt.max_connections / 100).
     pub subscribe_rate: Option<u32>,

@@ -151,6 +151,16 @@ async fn decode_packets(
                     }
                     continue;
                 }
+                // Over the plan's rates: forward what came before, then wait until the
+                // tokens are back (backpressure rather than refusal; crate::rates).
+                let pause = ctx.rates.pace(&packet);
+                if !pause.is_zero() {
+                    let batch = std::mem::take(&mut packets);
+                    if send_packets(conn, batch, ctx).await.is_err() {
+                        return Some(ReadEnd::BrokerGone);
+                    }
+                    tokio::time::sleep(pause).await;
+                }
                 packets.push(packet);
                 if packets.len() == MAX_PACKETS_PER_EVENT {
                     let batch = std::mem::take(&mut packets);
@@ -191,7 +201,6 @@ async fn send_packets(
     if packets.is_empty() {
         return Ok(());
     }
-    let pause = ctx.rates.pace(&packets);
     ctx.events
         .send(Event::Packets {
             conn,
@@ -199,11 +208,5 @@ async fn send_packets(
             read_at: tokio::time::Instant::now().into_std(),
         })
         .await
-        .map_err(|_| ())?;
-    // Over the plan's rates: read nothing more until the tokens are back (backpressure
-    // rather than refusal).
-    if !pause.is_zero() {
-        tokio::time::sleep(pause).await;
-    }
-    Ok(())
+        .map_err(|_| ())
 }

@@ -170,7 +170,8 @@ const views = {
       table('Broker', { total: u.total }), h('h3', {}, 'Last minutes'), minutes,
       h('h3', {}, 'Listeners'), table('Listener', u.listeners),
       h('h3', {}, 'Users'), table('User', u.users),
-      h('h3', {}, 'Clients'), table('Client', u.clients));
+      h('h3', {}, `Clients (first ${Object.keys(u.clients).length} of ${u.clients_total})`),
+      table('Client', u.clients));
   },
 
   async security() {
