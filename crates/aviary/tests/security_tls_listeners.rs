@@ -606,3 +606,65 @@ async fn a_deleted_crl_no_longer_refuses_the_devices_it_listed() {
     assert_eq!(code, Some(0));
     api.shutdown().await;
 }
+
+/// The config file's `[tls_listener]` given a new certificate through the API keeps it
+/// across a restart (and falls back to the file's when the stored one is gone).
+#[tokio::test]
+async fn the_config_tls_listener_keeps_an_api_certificate_across_a_restart() {
+    let files_dir = tempfile::tempdir().unwrap();
+    let pki = server_pki();
+    let (cert, key) = files(files_dir.path(), "server", &pki);
+    let section = aviary::config::TlsListenerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        cert: cert.clone().into(),
+        key: key.clone().into(),
+        mode: aviary::tls::TlsMode::OneWay,
+        ca: vec![],
+    };
+    let tweak = {
+        let section = section.clone();
+        move |c: &mut aviary::Config| c.security.tls_listener = Some(section.clone())
+    };
+    let api = start_api(tweak.clone()).await;
+    let next_pki = server_pki();
+    let (next_cert, next_key) = files(files_dir.path(), "next", &next_pki);
+    let (status, body) = api
+        .call(
+            "PATCH",
+            "/api/v1/listeners/tls",
+            Some(json!({"cert": next_cert, "key": next_key})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let old = client_config(&pki.ca.pem, None, false);
+    let new = client_config(&next_pki.ca.pem, None, false);
+
+    let dir = api.stop().await;
+    let api = api::start_api_in(dir, tweak.clone()).await;
+    let addr = api.server.as_ref().unwrap().tls_addr().unwrap();
+    let (_, shown) = api.call("GET", "/api/v1/listeners/tls", None).await;
+    assert_eq!(shown["cert"], next_cert.as_str(), "{shown}");
+    assert_eq!(
+        try_connect(addr, new.clone(), ProtocolVersion::V5, "new")
+            .await
+            .1,
+        Some(0)
+    );
+    assert_eq!(
+        try_connect(addr, old.clone(), ProtocolVersion::V5, "old")
+            .await
+            .1,
+        None
+    );
+
+    // The stored certificate's files gone: the file's certificate serves again.
+    let dir = api.stop().await;
+    std::fs::remove_file(&next_cert).unwrap();
+    let api = api::start_api_in(dir, tweak).await;
+    let addr = api.server.as_ref().unwrap().tls_addr().unwrap();
+    assert_eq!(
+        try_connect(addr, old, ProtocolVersion::V5, "old").await.1,
+        Some(0)
+    );
+    api.shutdown().await;
+}

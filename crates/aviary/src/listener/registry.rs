@@ -11,7 +11,7 @@
 //! loaded (unreadable files or PEM are refused then, naming the field), and its certificate
 //! can be replaced at runtime without dropping connections.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -186,8 +186,9 @@ impl Registry {
     }
 
     /// Starts the listeners of the config file (`default`, and `tls` from
-    /// `[tls_listener]`), with a stored change of their `enabled`/`allow` applied, then
-    /// every stored listener.
+    /// `[tls_listener]`), with a stored change of their `enabled`/`allow` (and, for `tls`,
+    /// server certificate and key) applied, then every stored listener. A stored
+    /// certificate that no longer loads falls back to the file's, with an error logged.
     pub(crate) async fn start_all(
         &self,
         configured: Vec<ListenerSpec>,
@@ -196,11 +197,20 @@ impl Registry {
             records::list(&*self.records, RecordKind::Listener)?;
         let mut configured = configured;
         let mut others = Vec::new();
+        // The file's certificate and key of a configured listener whose stored ones differ.
+        let mut file_tls: HashMap<String, TlsSettings> = HashMap::new();
         for (_, spec) in stored {
             match configured.iter_mut().find(|c| c.name == spec.name) {
                 Some(from_config) => {
                     from_config.enabled = spec.enabled;
                     from_config.allow = spec.allow;
+                    if let (Some(file), Some(stored)) = (&mut from_config.tls, spec.tls) {
+                        if (&file.cert, &file.key) != (&stored.cert, &stored.key) {
+                            file_tls.insert(from_config.name.clone(), file.clone());
+                            file.cert = stored.cert;
+                            file.key = stored.key;
+                        }
+                    }
                 }
                 None => others.push(spec),
             }
@@ -211,7 +221,20 @@ impl Registry {
         // reports it, rather than the whole broker failing to start.
         for spec in configured {
             let from_tls_section = spec.name == TLS_LISTENER;
-            let mut entry = self.start_entry(spec).await.map_err(|e| match e {
+            let started = match file_tls.remove(&spec.name) {
+                None => self.start_entry(spec).await,
+                Some(file) => match self.start_entry(spec.clone()).await {
+                    Err(e @ ListenerError::Tls { .. }) => {
+                        tracing::error!(name = %spec.name, error = %e,
+                            "stored server certificate not usable; using the configuration file's");
+                        let mut spec = spec;
+                        spec.tls = Some(file);
+                        self.start_entry(spec).await
+                    }
+                    other => other,
+                },
+            };
+            let mut entry = started.map_err(|e| match e {
                 // Named as the config file's keys.
                 ListenerError::Tls { field, message } if from_tls_section => ListenerError::Tls {
                     field: match field {
