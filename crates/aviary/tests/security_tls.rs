@@ -599,6 +599,20 @@ async fn the_same_serial_from_two_cas_names_two_certificates() {
         registry.set_cert_status("2a", CertStatus::Revoked),
         Err(RegistryError::AmbiguousSerial("2a".into()))
     );
+    // Listing filters by serial (both) and by CA (one each).
+    let by_serial = registry.list_certs(&aviary::tls::CertFilter {
+        serial: Some("2a".into()),
+        ..Default::default()
+    });
+    assert_eq!(by_serial.len(), 2);
+    let by_ca = registry.list_certs(&aviary::tls::CertFilter {
+        ca_id: Some(b_id.clone()),
+        ..Default::default()
+    });
+    assert_eq!(
+        by_ca.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        [b_info.id.as_str()]
+    );
     let mut statuses = registry.status_of("2a", None);
     statuses.sort_by(|x, y| x.ca_id.cmp(&y.ca_id));
     assert_eq!(statuses.len(), 2);

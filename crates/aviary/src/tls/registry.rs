@@ -1454,4 +1454,31 @@ mod tests {
             .is_err());
         assert_eq!(registry.ca(&fleet_id).unwrap().status, CaStatus::Inactive);
     }
+
+    #[test]
+    fn at_most_32_cas_are_registered() {
+        let registry = CertificateRegistry::default();
+        for i in 0..MAX_CAS {
+            let ca = TestCa::new(&format!("CA {i}"));
+            registry
+                .register_ca_trusted(ca.pem.as_bytes(), CaOptions::default())
+                .unwrap();
+        }
+        let one_more = TestCa::new("one more");
+        assert_eq!(
+            registry.register_ca_trusted(one_more.pem.as_bytes(), CaOptions::default()),
+            Err(RegistryError::TooManyCas)
+        );
+        let code = registry.registration_code().unwrap();
+        let (proof, _) = one_more.issue(&code, 5);
+        assert_eq!(
+            registry.register_ca(
+                one_more.pem.as_bytes(),
+                proof.as_bytes(),
+                CaOptions::default()
+            ),
+            Err(RegistryError::TooManyCas)
+        );
+        assert_eq!(registry.list_cas().len(), MAX_CAS);
+    }
 }
