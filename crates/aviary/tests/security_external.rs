@@ -821,3 +821,67 @@ async fn http_get_and_a_body_template_carry_the_placeholders() {
     expect_code(server.mqtt_addr(), V5, "p2", Some("u"), Some(b"s3"), 0x86).await;
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn no_more_http_auth_requests_are_in_flight_than_max_concurrency() {
+    // Each request is held 200 ms; the server records the most it saw at once.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let service = listener.local_addr().unwrap();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (now_in, peak) = (in_flight.clone(), most.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (now_in, peak) = (now_in.clone(), peak.clone());
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let current = now_in.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(current, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                now_in.fetch_sub(1, Ordering::SeqCst);
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    let (server, _dir) = start(|c| {
+        let mut http = http_settings(service);
+        http.max_concurrency = 2;
+        http.cache_ttl = Duration::ZERO;
+        http.timeout = Duration::from_secs(5);
+        c.security.auth.http = Some(http);
+    })
+    .await;
+    let addr = server.mqtt_addr();
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            tokio::spawn(async move {
+                let password = format!("pw-{i}");
+                connect_code(
+                    addr,
+                    V5,
+                    &format!("c{i}"),
+                    Some("u"),
+                    Some(password.as_bytes()),
+                )
+                .await
+                .1
+            })
+        })
+        .collect();
+    for client in clients {
+        let code = tokio::time::timeout(Duration::from_secs(10), client)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(code, 0);
+    }
+    let seen = most.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&seen), "{seen} requests in flight at once");
+    server.shutdown().await.unwrap();
+}
