@@ -13,6 +13,7 @@
 //! it acknowledges is on disk. Later passes queue behind, in order. The broker itself
 //! keeps running meanwhile, so many passes share one commit (group commit).
 
+mod inbox;
 mod manage;
 
 use std::collections::HashMap;
@@ -28,7 +29,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::outbox::{Delivery, OutboxSender};
-use crate::store::{convert_ops, Clock, CommitGate, Durability, StoreWriter};
+use crate::store::{convert_ops, Clock, CommitGate, StoreWriter};
+use inbox::FairInbox;
 
 /// Rounds of "deliver, which closed a stuck connection, whose end produced more output"
 /// run at the end of one pass; anything beyond waits for the next pass.
@@ -42,6 +44,10 @@ const TICK: Duration = Duration::from_secs(1);
 /// Events processed in one pass before the broker's output is routed and its timers are
 /// checked again, so a flood of events cannot starve them.
 const MAX_EVENTS_PER_PASS: usize = 256;
+
+/// Events taken from the channel ahead of their turn (see [`FairInbox`]): as many as the
+/// channel holds, so a connection's events never wait in the channel behind a flood.
+const INBOX_CAPACITY: usize = 4096;
 
 /// What connections (and the server, for shutdown) tell the broker task.
 #[derive(Debug)]
@@ -91,6 +97,8 @@ pub(crate) struct BrokerTask {
     broker: Broker,
     /// Inbox of [`Event`]s.
     events: mpsc::Receiver<Event>,
+    /// Events taken from `events`, served round robin by connection.
+    inbox: FairInbox,
     /// Open connections the broker knows; removing an entry closes that outbox.
     outboxes: HashMap<ConnId, OutboxSender>,
     /// QoS 0 PUBLISHes dropped because a subscriber's outbox was full.
@@ -133,6 +141,7 @@ impl BrokerTask {
         Self {
             broker,
             events,
+            inbox: FairInbox::new(INBOX_CAPACITY),
             outboxes: HashMap::new(),
             dropped_qos0: 0,
             store: None,
@@ -169,12 +178,19 @@ impl BrokerTask {
             }
             let holding = self.store.as_ref().is_some_and(|s| s.gate.is_holding());
             let mut stop = false;
+            let backlog = !self.inbox.is_empty();
             tokio::select! {
-                event = self.events.recv() => {
+                event = self.events.recv(), if !backlog && !self.inbox.closed() => {
                     match event {
-                        Some(event) => stop = self.handle_batch(event) == Flow::Stop,
+                        Some(event) => {
+                            self.inbox.push(event);
+                            stop = self.handle_batch() == Flow::Stop;
+                        }
                         None => stop = true,
                     }
+                }
+                () = std::future::ready(()), if backlog => {
+                    stop = self.handle_batch() == Flow::Stop;
                 }
                 () = &mut timer, if deadline.is_some() => {}
                 changed = wait_commit(&mut self.store), if holding => {
@@ -221,11 +237,12 @@ impl BrokerTask {
                 self.ops.submitted(seq);
                 Some(seq)
             };
+            // Both modes wait for the commit (`relaxed` only skips its fsync): acknowledging
+            // at once let publishers run ahead of the writer by its whole channel, and of
+            // their subscribers, whose in-flight windows open far less often than
+            // publishers are acknowledged.
             let pass = std::mem::take(&mut store.pending);
-            let mut ready = match store.writer.durability() {
-                Durability::Immediate => store.gate.pass(batch, pass, |(t, _)| commit_class(t)),
-                Durability::Relaxed => pass,
-            };
+            let mut ready = store.gate.pass(batch, pass, |(t, _)| commit_class(t));
             let progress = *store.progress.borrow_and_update();
             if progress.failed {
                 return Err(crate::store::WriterGone);
@@ -256,20 +273,23 @@ impl BrokerTask {
         anyhow::bail!("the store writer stopped")
     }
 
-    /// Handles `first` and whatever else is already waiting, up to a bound.
-    fn handle_batch(&mut self, first: Event) -> Flow {
-        if self.handle(first) == Flow::Stop {
-            return Flow::Stop;
-        }
-        for _ in 1..MAX_EVENTS_PER_PASS {
-            let Ok(event) = self.events.try_recv() else {
+    /// Takes what waits in the channel into the inbox and handles up to a bound of events,
+    /// round robin by connection.
+    fn handle_batch(&mut self) -> Flow {
+        self.inbox.fill(&mut self.events);
+        for _ in 0..MAX_EVENTS_PER_PASS {
+            let Some(event) = self.inbox.next() else {
                 break;
             };
             if self.handle(event) == Flow::Stop {
                 return Flow::Stop;
             }
         }
-        Flow::Continue
+        if self.inbox.stopping() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
     }
 
     /// Feeds one event to the broker and routes its output.
@@ -671,12 +691,19 @@ mod tests {
 
     #[tokio::test]
     async fn acknowledgements_wait_for_the_commit_of_their_pass() {
+        acknowledgements_wait_for_commits(crate::store::Durability::Immediate).await;
+    }
+
+    /// Relaxed skips the fsync, not the commit: publishers are paced by the store.
+    #[tokio::test]
+    async fn relaxed_acknowledgements_wait_for_the_commit_too() {
+        acknowledgements_wait_for_commits(crate::store::Durability::Relaxed).await;
+    }
+
+    async fn acknowledgements_wait_for_commits(durability: crate::store::Durability) {
         let (permits, gate) = std::sync::mpsc::channel();
-        let writer = crate::store::StoreWriter::spawn(
-            Box::new(PermitStore(gate)),
-            crate::store::Durability::Immediate,
-        )
-        .unwrap();
+        let writer =
+            crate::store::StoreWriter::spawn(Box::new(PermitStore(gate)), durability).unwrap();
         let (_tx, rx) = mpsc::channel(1);
         let config = aviary_core::BrokerConfig {
             persistence: true,

@@ -1,6 +1,7 @@
 //! Crash tests: the `aviary` binary as a child process on a temporary data directory,
 //! killed with SIGKILL at random moments while persistent publishers and subscribers
-//! work, restarted on the same directory each time, then drained. Asserts the durability
+//! work and once more while the offline subscribers drain, restarted on the same
+//! directory each time. Asserts the durability
 //! contract: no acknowledged message is lost for any persistent subscriber (online or
 //! offline), no QoS 2 message is delivered twice, order per publisher is kept, and the
 //! retained message is the last one acknowledged.
@@ -381,6 +382,12 @@ async fn acknowledged_messages_survive_kill_9() {
             deadline,
         )));
     }
+    // Once more while the offline subscribers drain their backlog: copies in flight (QoS 2
+    // ones sent or released) survive too.
+    let wait = 50 + rng.next() % 300;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    eprintln!("kill during the drain after {wait} ms");
+    broker.crash_and_restart();
     for task in sub_tasks {
         tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
     }

@@ -1,15 +1,18 @@
 //! The store across restarts of the `aviary` binary: expiry keeps counting while the
-//! broker is down, queue limits bound what is stored, and a damaged or newer store stops
-//! the start with a message that says what to do.
+//! broker is down (from the crash for sessions that were connected), the wills of
+//! connections open at a crash are published after the restart, queue limits bound what
+//! is stored, and a damaged or newer store stops the start with a message that says what
+//! to do.
 
 mod store_support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aviary_codec::properties::PublishProperties;
+use aviary_codec::properties::{PublishProperties, WillProperties};
 use aviary_codec::{
-    Packet, ProtocolVersion, Publish, QoS, Subscribe, SubscriptionOptions, TopicFilter, TopicName,
+    Disconnect, Packet, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
+    TopicFilter, TopicName, Will,
 };
 use bytes::Bytes;
 use store_support::{ack, connect_packet, free_addr, pid, Broker, Conn};
@@ -92,6 +95,9 @@ async fn session_and_message_expiry_keep_counting_while_the_broker_is_down() {
         subscribe(&mut conn, "e/#").await;
         drop(conn);
     }
+    // The messages must find both sessions offline (queued, not in flight): give the
+    // broker a moment to see the connections close.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let (mut publisher, _) = v5(addr, "pub", 0).await;
     publish(&mut publisher, "e/brief", b"brief", Some(1), 1).await;
     publish(&mut publisher, "e/lasting", b"lasting", Some(600), 2).await;
@@ -116,6 +122,139 @@ async fn session_and_message_expiry_keep_counting_while_the_broker_is_down() {
     // The remaining expiry counts the time the broker was down [MQTT-3.3.2-6].
     let remaining = got[0].properties.message_expiry_interval.unwrap();
     assert!(remaining <= 597, "remaining expiry {remaining}");
+}
+
+#[tokio::test]
+async fn sessions_connected_at_a_crash_count_their_expiry_from_the_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut broker = Broker::spawn(addr, dir.path(), &[]);
+
+    // Both stay connected until the broker is killed: "short" lives 2 s after its
+    // connection ends, "long" an hour.
+    let (mut short, _) = v5(addr, "short", 2).await;
+    subscribe(&mut short, "e/#").await;
+    let (mut long, _) = v5(addr, "long", 3600).await;
+    subscribe(&mut long, "e/#").await;
+    let (mut publisher, _) = v5(addr, "pub", 0).await;
+    publish(&mut publisher, "e/lasting", b"lasting", Some(600), 1).await;
+    // Delivered to "long" but never acknowledged: in flight at the crash.
+    match long.recv(WAIT).await {
+        Ok(Some(Packet::Publish(p))) => assert_eq!(p.payload, Bytes::from_static(b"lasting")),
+        other => panic!("no delivery: {other:?}"),
+    }
+
+    broker.child.kill().unwrap();
+    broker.child.wait().unwrap();
+    drop((short, long, publisher));
+    // Down for 3 s: longer than "short" lives after the crash.
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    broker.crash_and_restart();
+
+    let (_, present) = v5(addr, "short", 2).await;
+    assert!(!present, "the 2 s session ended with the crash, 3 s ago");
+    let (mut long, present) = v5(addr, "long", 3600).await;
+    assert!(present);
+    let got = drain(&mut long).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].dup, "resent in flight");
+    // The message's expiry kept counting while the broker was down [MQTT-3.3.2-6].
+    let remaining = got[0].properties.message_expiry_interval.unwrap();
+    assert!(remaining <= 597, "remaining expiry {remaining}");
+}
+
+/// A 5.0 CONNECT of `id` with session expiry `expiry` and a will on `will/<id>` with
+/// `delay`.
+fn with_will(id: &str, version: ProtocolVersion, expiry: u32, delay: u32) -> aviary_codec::Connect {
+    let v5 = version == ProtocolVersion::V5;
+    let mut connect = connect_packet(version, id, !v5, v5.then_some(expiry));
+    connect.will = Some(Will {
+        topic: TopicName::new(&format!("will/{id}")).unwrap(),
+        payload: Bytes::from_static(b"offline"),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        properties: WillProperties {
+            will_delay_interval: (v5 && delay > 0).then_some(delay),
+            ..WillProperties::default()
+        },
+    });
+    connect
+}
+
+#[tokio::test]
+async fn the_wills_of_connections_open_at_a_crash_are_published_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut broker = Broker::spawn(addr, dir.path(), &[]);
+    let deadline = Instant::now() + WAIT;
+    let mut watcher = Conn::open(addr, "watcher", deadline).await.unwrap();
+    subscribe(&mut watcher, "will/#").await;
+    drop(watcher);
+
+    let mut open = Vec::new();
+    for connect in [
+        // A clean session: its will is published at once after the restart.
+        with_will("clean", ProtocolVersion::V3_1_1, 0, 0),
+        // A session that outlives the connection, will delayed 1 s.
+        with_will("delayed", ProtocolVersion::V5, 600, 1),
+        // The will delay (an hour) is cut short by the session's end (1 s)
+        // [MQTT-3.1.3-9].
+        with_will("bounded", ProtocolVersion::V5, 1, 3600),
+        // Its will is due in an hour: not during this test.
+        with_will("later", ProtocolVersion::V5, 7200, 3600),
+    ] {
+        let (conn, _) = Conn::open_with(addr, connect, deadline).await.unwrap();
+        open.push(conn);
+    }
+    // A normal DISCONNECT discards the will [MQTT-3.14.4-3].
+    let (mut polite, _) = Conn::open_with(
+        addr,
+        with_will("polite", ProtocolVersion::V3_1_1, 0, 0),
+        deadline,
+    )
+    .await
+    .unwrap();
+    polite
+        .send(&Packet::Disconnect(Disconnect::with_reason(
+            ReasonCode::NORMAL_DISCONNECTION,
+        )))
+        .await
+        .unwrap();
+    // The CONNACKs waited for their commits (the wills are on disk); let the DISCONNECT
+    // be committed too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    broker.crash_and_restart();
+    drop(open);
+    let mut watcher = Conn::open(addr, "watcher", deadline).await.unwrap();
+    let mut topics = Vec::new();
+    let until = Instant::now() + Duration::from_secs(10);
+    while topics.len() < 3 && Instant::now() < until {
+        if let Ok(Some(Packet::Publish(p))) = watcher.recv(Duration::from_millis(200)).await {
+            assert_eq!(p.payload, Bytes::from_static(b"offline"));
+            if let Some(id) = p.packet_id {
+                watcher.send(&Packet::PubAck(ack(id))).await.unwrap();
+            }
+            topics.push(p.topic.as_str().to_owned());
+        }
+    }
+    // Nothing else until quiet for a second ("later" is an hour away, "polite" never).
+    topics.extend(
+        drain(&mut watcher)
+            .await
+            .iter()
+            .map(|p| p.topic.as_str().to_owned()),
+    );
+    topics.sort();
+    assert_eq!(topics, ["will/bounded", "will/clean", "will/delayed"]);
+
+    // Published as PUBLISHes from their clients: retained as asked.
+    let mut check = Conn::open(addr, "check", deadline).await.unwrap();
+    subscribe(&mut check, "will/clean").await;
+    match check.recv(WAIT).await {
+        Ok(Some(Packet::Publish(p))) => assert!(p.retain && p.payload == "offline"),
+        other => panic!("no retained will: {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -226,7 +365,7 @@ fn a_store_from_a_newer_aviary_stops_the_start() {
     assert!(!status.success());
     assert!(
         stderr.contains(&format!(
-            "{} was written by a newer Aviary (schema 3, this build reads 1): upgrade Aviary \
+            "{} was written by a newer Aviary (schema 3, this build reads 2): upgrade Aviary \
              or point data_dir elsewhere",
             file.display()
         )),

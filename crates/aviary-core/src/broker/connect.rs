@@ -12,6 +12,7 @@ use aviary_codec::{ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
 
 use super::alias::OutboundAliases;
 use super::connection::{Accepted, Connection};
+use super::message::Message;
 use super::session::{Link, Session, SessionId};
 use super::timers::Timer;
 use super::{fit, server_disconnect, Broker, ConnId, EndReason, Event};
@@ -210,6 +211,15 @@ impl Broker {
             },
             now,
         );
+        if let (true, Some(will)) = (self.fx.persist, &connected.will) {
+            // Kept while the connection is open: a crash of the broker is an abnormal end
+            // for the client, and its will is published after the restart.
+            self.fx.store(super::StoreOp::WillSet {
+                client_id: client_id.clone(),
+                delay: will.properties.will_delay_interval.unwrap_or(0),
+                message: Arc::new(Message::from_will(will.clone(), client_id.clone(), now)),
+            });
+        }
         self.connections
             .insert(conn, Connection::Connected(connected));
         self.connected += 1;

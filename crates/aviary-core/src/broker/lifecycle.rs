@@ -61,6 +61,11 @@ impl Broker {
         };
         self.connected -= 1;
         self.fx.stats.units += DISCONNECT_UNITS;
+        if c.will.is_some() {
+            // Whatever becomes of it below, it is no longer the will of an open connection.
+            let client_id = c.client_id.clone();
+            self.fx.store(super::StoreOp::WillCleared { client_id });
+        }
         let sid = c.session;
         let Some(session) = self.sessions.get_mut(&sid) else {
             return;
@@ -157,7 +162,7 @@ impl Broker {
     }
 
     /// Publishes a will message like a PUBLISH from its client (retained if asked).
-    fn publish_will(&mut self, message: Arc<Message>, now: Instant) {
+    pub(super) fn publish_will(&mut self, message: Arc<Message>, now: Instant) {
         self.fx.stats.wills_published += 1;
         self.fx.stats.units += WILL_UNITS;
         self.store_retained(&message, now);

@@ -7,8 +7,11 @@
 //! What is durable: sessions that outlive their connection (expiry > 0) with their
 //! subscriptions, expiry and delayed will; their QoS 1/2 message copies, queued or in
 //! flight (with the packet id and whether PUBREL was sent); their incoming QoS 2 packet
-//! ids awaiting PUBREL; retained messages. Times are `Instant`s; the shell converts them
-//! to wall-clock time so expiry keeps counting while the broker is down.
+//! ids awaiting PUBREL; retained messages; the will of every open connection that has one
+//! (a crash of the broker ends the connection abnormally, so the store hands the will back
+//! in [`Restore::wills`], or as the session's delayed will). Times are `Instant`s; the
+//! shell converts them to wall-clock time so expiry keeps counting while the broker is
+//! down.
 //!
 //! A persisted message copy (a delivery) has a store id, unique and increasing, which also
 //! orders a session's copies on load. A message body is written once (by the first copy
@@ -67,6 +70,20 @@ pub enum StoreOp {
     RetainedSet(Arc<Message>),
     /// The retained message of a topic was removed (cleared or expired).
     RetainedCleared(TopicName),
+    /// A connection with a will was accepted for `client_id`. Kept until the connection
+    /// ends, so that a crash of the broker counts as the abnormal end it is for the
+    /// client: the will is published after the restart.
+    WillSet {
+        client_id: Arc<str>,
+        /// 5.0 Will Delay Interval, seconds.
+        delay: u32,
+        /// The will (its receive time is the CONNECT's; the store sets it when the will
+        /// is published).
+        message: Arc<Message>,
+    },
+    /// The connection holding `client_id`'s will ended (its will was published,
+    /// scheduled with the session, or discarded), or a restored will was published.
+    WillCleared { client_id: Arc<str> },
 }
 
 /// A session's durable part.
@@ -130,6 +147,10 @@ pub struct Restore {
     pub retained: Vec<Arc<Message>>,
     /// Larger than every store id on disk (message and delivery ids).
     pub next_id: u64,
+    /// Wills to publish at once, by client id: of connections open when the broker
+    /// stopped whose session did not outlive them, and of sessions that expired while it
+    /// was down.
+    pub wills: Vec<(Arc<str>, Arc<Message>)>,
 }
 
 /// One persisted session.
@@ -296,8 +317,10 @@ impl Broker {
     }
 
     /// Rebuilds sessions and retained messages from a store, before any connection is
-    /// opened. Sessions come back disconnected: their expiry runs from their stored expiry
-    /// time, or from `now` if they were connected when the broker stopped.
+    /// opened, and publishes the wills the store says are due. Sessions come back
+    /// disconnected: their expiry runs from their stored expiry time (the store gives
+    /// sessions that were connected when the broker stopped one), or from `now` if they
+    /// have none.
     pub fn restore(&mut self, restore: Restore, now: Instant) {
         self.fx.next_store_id = self.fx.next_store_id.max(restore.next_id);
         for message in restore.retained {
@@ -307,6 +330,11 @@ impl Broker {
         }
         for restored in restore.sessions {
             self.restore_session(restored, now);
+        }
+        // After the sessions, so persistent subscribers get them.
+        for (client_id, message) in restore.wills {
+            self.publish_will(message, now);
+            self.fx.store(StoreOp::WillCleared { client_id });
         }
     }
 

@@ -65,7 +65,8 @@ pub struct LimitsConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreConfig {
     /// When acknowledgements may leave: after the fsync of their group commit
-    /// (`immediate`, the default), or at once (`relaxed`).
+    /// (`immediate`, the default), or after the commit without waiting for its fsync
+    /// (`relaxed`).
     pub durability: crate::store::Durability,
 }
 

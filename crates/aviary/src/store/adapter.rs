@@ -16,7 +16,7 @@ use aviary_core::{
 use bytes::Bytes;
 
 use super::record::{
-    DeliveryRecord, DeliveryState, MessageRecord, SessionRecord, Snapshot, StoreOp,
+    DeliveryRecord, DeliveryState, LiveWillRecord, MessageRecord, SessionRecord, Snapshot, StoreOp,
     SubscriptionRecord, WallMillis, WillRecord,
 };
 use super::{wall_millis, StoreError};
@@ -143,6 +143,21 @@ fn convert_op(
         CoreOp::RetainedCleared(topic) => StoreOp::DeleteRetained {
             topic: topic.as_str().to_owned(),
         },
+        CoreOp::WillSet {
+            client_id,
+            delay,
+            message,
+        } => StoreOp::PutWill {
+            client_id: client_id.to_string(),
+            will: LiveWillRecord {
+                delay,
+                ended_at: None,
+                message: message_record(&message, clock),
+            },
+        },
+        CoreOp::WillCleared { client_id } => StoreOp::DeleteWill {
+            client_id: client_id.to_string(),
+        },
     }
 }
 
@@ -220,6 +235,13 @@ pub fn restore_from(
         restore.retained.push(Arc::new(
             core_message(None, &record, clock).map_err(damaged)?,
         ));
+    }
+    for (client_id, record) in snapshot.wills {
+        let message = core_message(None, &record, clock)
+            .map_err(|e| damaged(format!("will of {client_id:?}: {e}")))?;
+        restore
+            .wills
+            .push((client_id.as_str().into(), Arc::new(message)));
     }
     // Messages shared by several deliveries become one `Arc` again.
     let mut shared: std::collections::HashMap<u64, Arc<Message>> = Default::default();

@@ -36,14 +36,15 @@ pub use adapter::{convert_ops, restore_from, Clock};
 pub use error::StoreError;
 pub use gate::CommitGate;
 pub use record::{
-    DeliveryRecord, DeliveryState, ExpiredCounts, MessageRecord, SessionRecord, Snapshot, StoreOp,
-    StoredDelivery, StoredSession, SubscriptionRecord, WallMillis, WillRecord,
+    DeliveryRecord, DeliveryState, ExpiredCounts, LiveWillRecord, MessageRecord, SessionRecord,
+    Snapshot, StoreOp, StoredDelivery, StoredSession, SubscriptionRecord, WallMillis, WillRecord,
 };
 pub use redb_store::{RedbManagement, RedbStore, FILE_NAME};
 pub use writer::{Progress, StoreWriter, WriterGone};
 
-/// The schema this build writes and reads. A store with a larger number is refused.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema this build writes and reads. A store with a larger number is refused; one
+/// with a smaller number is migrated at open (see `redb_store::MIGRATIONS`).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// `store.durability`: when acknowledgements may leave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -52,9 +53,11 @@ pub enum Durability {
     /// holding the message is on disk (fsync). One fsync per group commit.
     #[default]
     Immediate,
-    /// Acknowledgements leave at once; commits are written without waiting for the disk,
-    /// which is synced when the writer is idle and at least once a second. A crash may
-    /// lose the last second of acknowledged messages.
+    /// Acknowledgements still wait for their commit, but commits do not wait for the disk,
+    /// which is synced when the writer is idle (50 ms without work) and at least once a
+    /// second. A crash may lose about the last second of acknowledged messages. (Waiting
+    /// for the commit paces publishers by the store and keeps them from running ahead of
+    /// their subscribers.)
     Relaxed,
 }
 
@@ -214,6 +217,8 @@ pub(crate) async fn open_broker(
     let loaded = tokio::task::spawn_blocking(move || {
         let mut store = open_in(&data_dir)?;
         let snapshot = store.load(wall_millis(std::time::SystemTime::now()))?;
+        // After the load, which removed what expired while the broker was down.
+        store.compact_if_sparse()?;
         Ok::<_, StoreError>((store, snapshot))
     })
     .await

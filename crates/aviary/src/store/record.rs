@@ -79,13 +79,28 @@ pub struct WillRecord {
     pub message: MessageRecord,
 }
 
+/// The will of a connection that is open, kept so that a crash counts as the abnormal end
+/// it is: at the next start the will is published (after its delay, bounded by the
+/// session's expiry, both counted from the store's last sign of life).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveWillRecord {
+    /// 5.0 Will Delay Interval, seconds (0: at once).
+    pub delay: u32,
+    /// When the connection ended: `None` while it is open; set by the first start after
+    /// a crash (to the last sign of life), so a later start does not move it.
+    pub ended_at: Option<WallMillis>,
+    /// The will as a message (its receive time is set when it is published).
+    pub message: MessageRecord,
+}
+
 /// A persistent session (clean session 0 / session expiry > 0), without its messages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
     /// Seconds the session outlives its connection (u32::MAX: never expires).
     pub expiry_interval: u32,
     /// When the session expires, once its connection ended; `None` while connected (after
-    /// a crash the expiry then counts from the restart) or when it never expires.
+    /// a crash the expiry then counts from the store's last sign of life) or when it never
+    /// expires.
     pub expires_at: Option<WallMillis>,
     /// Subscriptions, in no particular order.
     pub subscriptions: Vec<SubscriptionRecord>,
@@ -181,6 +196,15 @@ pub enum StoreOp {
     PutRetained { message: Arc<MessageRecord> },
     /// The retained message of a topic was cleared.
     DeleteRetained { topic: String },
+    /// A connection with a will was accepted for `client_id`: its will is kept until the
+    /// connection ends.
+    PutWill {
+        client_id: String,
+        will: LiveWillRecord,
+    },
+    /// The connection holding `client_id`'s will ended (or its will was published after a
+    /// restart).
+    DeleteWill { client_id: String },
 }
 
 /// A session as loaded at startup, with everything that hangs off it.
@@ -216,6 +240,10 @@ pub struct Snapshot {
     pub sessions: Vec<StoredSession>,
     /// Retained messages that had not expired.
     pub retained: Vec<Arc<MessageRecord>>,
+    /// Wills to publish at once: of connections open at the crash whose session did not
+    /// outlive them, and of sessions that expired while the broker was down. Each stays
+    /// on disk until the broker reports it published ([`StoreOp::DeleteWill`]).
+    pub wills: Vec<(String, Arc<MessageRecord>)>,
     /// Larger than every delivery id and message id on disk: where the broker's counters
     /// continue.
     pub next_id: u64,

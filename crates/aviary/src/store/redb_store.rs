@@ -11,10 +11,21 @@
 //!   queued, so a PUBLISH sent or a PUBREL sent writes four bytes, not the record;
 //! * `incoming_qos2` — (client id, packet id) → ();
 //! * `retained` — topic → [`MessageRecord`];
+//! * `wills` — client id → [`LiveWillRecord`]: the will of each open connection that has
+//!   one, so a crash publishes it at the next start (schema 2);
+//! * `liveness` — `"alive_at"` → the wall-clock time of the last commit or heartbeat
+//!   (written at least once a second while the broker runs): at the next start, sessions
+//!   that were connected count their expiry, and open connections' wills their delay,
+//!   from it (schema 2);
 //! * `management` — (kind, id) → bytes of the management side's own records.
 //!
+//! A store written by an older schema is migrated at open, in the opening transaction,
+//! by the steps of [`MIGRATIONS`] (version N to N + 1 each).
+//!
 //! Space is reused: deleting a delivery (once acknowledged) frees its pages and redb
-//! allocates from freed pages first, so a steady flow does not grow the file.
+//! allocates from freed pages first, so a steady flow does not grow the file. A file left
+//! mostly empty (a backlog drained, sessions expired) is compacted at start
+//! ([`RedbStore::compact_if_sparse`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,8 +36,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::record::{
-    DeliveryRecord, DeliveryState, ExpiredCounts, MessageRecord, SessionRecord, Snapshot, StoreOp,
-    StoredDelivery, StoredSession, WallMillis,
+    DeliveryRecord, DeliveryState, ExpiredCounts, LiveWillRecord, MessageRecord, SessionRecord,
+    Snapshot, StoreOp, StoredDelivery, StoredSession, WallMillis, WillRecord,
 };
 use super::{Fsync, ManagementStore, RecordKind, SessionStore, StoreError, SCHEMA_VERSION};
 
@@ -38,6 +49,33 @@ const DELIVERY_STATE: TableDefinition<(&str, u64), u32> = TableDefinition::new("
 const INCOMING_QOS2: TableDefinition<(&str, u16), ()> = TableDefinition::new("incoming_qos2");
 const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
 const MANAGEMENT: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("management");
+const WILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("wills");
+const LIVENESS: TableDefinition<&str, u64> = TableDefinition::new("liveness");
+
+/// The key of the last sign of life in `liveness`.
+const ALIVE_KEY: &str = "alive_at";
+
+/// One schema step: migrates an open store from version N to N + 1 inside the opening
+/// transaction (which then records the new version, so a failed step changes nothing).
+type Migration = fn(&redb::WriteTransaction) -> Result<(), Fail>;
+
+/// `MIGRATIONS[i]` takes a store from version `i + 1` to `i + 2`. A schema bump appends
+/// its step here; a released step is never changed.
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize - 1] = [v1_to_v2];
+
+/// Version 2 keeps the wills of open connections and the broker's last sign of life.
+/// A version 1 store has neither: its connected sessions count from the start, as
+/// version 1 did.
+fn v1_to_v2(txn: &redb::WriteTransaction) -> Result<(), Fail> {
+    txn.open_table(WILLS)?;
+    txn.open_table(LIVENESS)?;
+    Ok(())
+}
+
+/// A file at least this large…
+const COMPACT_MIN_BYTES: u64 = 16 * 1024 * 1024;
+/// …and with at most this share in use (1/n) is compacted at start.
+const COMPACT_SPARSE_RATIO: u64 = 4;
 
 /// The key of the schema version in `meta`.
 const SCHEMA_KEY: &str = "schema";
@@ -57,6 +95,8 @@ enum Fail {
     Decode { what: String, error: String },
     /// The schema version is newer than this build's.
     Newer(u32),
+    /// The schema version is one no build wrote.
+    BadVersion(u32),
     /// The file has tables but no schema record.
     Foreign,
 }
@@ -77,6 +117,10 @@ impl Fail {
                 supported: SCHEMA_VERSION,
             },
             Self::Foreign => StoreError::Foreign { path },
+            Self::BadVersion(found) => StoreError::Damaged {
+                path,
+                detail: format!("schema version {found} does not exist"),
+            },
         }
     }
 }
@@ -140,7 +184,23 @@ impl RedbStore {
             let found = meta.get(SCHEMA_KEY)?.map(|v| v.value());
             match found {
                 Some(found) if found > SCHEMA_VERSION => return Err(Fail::Newer(found)),
-                Some(_) => {}
+                Some(SCHEMA_VERSION) => {}
+                Some(found) => {
+                    let steps = usize::try_from(found)
+                        .ok()
+                        .and_then(|n| MIGRATIONS.get(n.checked_sub(1)?..))
+                        .ok_or(Fail::BadVersion(found))?;
+                    for step in steps {
+                        step(&txn)?;
+                    }
+                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+                    tracing::info!(
+                        path = %self.path.display(),
+                        from = found,
+                        to = SCHEMA_VERSION,
+                        "store schema migrated"
+                    );
+                }
                 None if existing.iter().all(|name| name == META.name()) => {
                     meta.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
                 }
@@ -153,9 +213,44 @@ impl RedbStore {
             txn.open_table(INCOMING_QOS2)?;
             txn.open_table(RETAINED)?;
             txn.open_table(MANAGEMENT)?;
+            txn.open_table(WILLS)?;
+            txn.open_table(LIVENESS)?;
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Compacts the file when it is large and mostly free space (a drained backlog, many
+    /// sessions gone): redb reuses freed pages but only compaction gives them back to the
+    /// file system. Call before [`Self::management`] shares the database; returns whether
+    /// it compacted.
+    pub fn compact_if_sparse(&mut self) -> Result<bool, StoreError> {
+        let len = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        if len < COMPACT_MIN_BYTES {
+            return Ok(false);
+        }
+        let used = (|| -> Result<u64, Fail> {
+            let txn = self.db.begin_write()?;
+            let stats = txn.stats()?;
+            let used = stats.allocated_pages() * stats.page_size() as u64;
+            txn.abort()?;
+            Ok(used)
+        })()
+        .map_err(|f| self.error(f))?;
+        if used.saturating_mul(COMPACT_SPARSE_RATIO) > len {
+            return Ok(false);
+        }
+        let path = self.path.clone();
+        let Some(db) = Arc::get_mut(&mut self.db) else {
+            return Ok(false);
+        };
+        db.compact().map_err(|e| StoreError::Write {
+            path: path.clone(),
+            detail: format!("compaction failed: {e}"),
+        })?;
+        let after = std::fs::metadata(&path).map_or(0, |m| m.len());
+        tracing::info!(path = %path.display(), before = len, after, "store compacted");
+        Ok(true)
     }
 
     /// Words a failure for the operator.
@@ -190,19 +285,71 @@ impl RedbStore {
             }
         }
 
-        // Sessions: drop the expired ones with everything hanging off them.
+        // The broker's last sign of life: what was connected then ended then.
+        let alive_at = {
+            let mut table = txn.open_table(LIVENESS)?;
+            let alive_at = table.get(ALIVE_KEY)?.map_or(now, |v| v.value()).min(now);
+            table.insert(ALIVE_KEY, now)?;
+            alive_at
+        };
+        let mut live_wills: HashMap<String, LiveWillRecord> = HashMap::new();
+        for entry in txn.open_table(WILLS)?.iter()? {
+            let (key, value) = entry?;
+            let client_id = key.value().to_owned();
+            let mut will: LiveWillRecord =
+                decode(value.value(), || format!("will of {client_id:?}"))?;
+            // The connection ended at the last sign of life, unless an earlier start
+            // decided already.
+            let ended_at = *will.ended_at.get_or_insert(alive_at);
+            will.message.received_at = ended_at;
+            live_wills.insert(client_id, will);
+        }
+
+        // Sessions: those connected at the crash ended then; drop the expired ones with
+        // everything hanging off them, keeping their wills to publish.
         let mut sessions: Vec<StoredSession> = Vec::new();
         let mut expired_ids = Vec::new();
+        let mut changed: Vec<(String, SessionRecord)> = Vec::new();
         {
             let table = txn.open_table(SESSIONS)?;
             for entry in table.iter()? {
                 let (key, value) = entry?;
                 let client_id = key.value().to_owned();
-                let session: SessionRecord =
+                let mut session: SessionRecord =
                     decode(value.value(), || format!("session {client_id:?}"))?;
+                let was_connected = session.expires_at.is_none();
+                if was_connected && session.expiry_interval != u32::MAX {
+                    let interval = u64::from(session.expiry_interval) * 1000;
+                    session.expires_at = Some(alive_at.saturating_add(interval));
+                }
+                if let Some(live) = live_wills.remove(&client_id) {
+                    // The connection's abnormal end: its will after the delay, or when the
+                    // session ends if that is sooner [MQTT-3.1.3-9].
+                    let ended_at = live.message.received_at;
+                    let due = ended_at.saturating_add(u64::from(live.delay) * 1000);
+                    let at = session.expires_at.map_or(due, |end| due.min(end));
+                    session.will = Some(WillRecord {
+                        at,
+                        message: live.message,
+                    });
+                }
                 if session.expires_at.is_some_and(|at| now > at) {
+                    if let Some(will) = session.will.take() {
+                        let mut message = will.message;
+                        let ended_at = will.at.min(now);
+                        message.received_at = ended_at;
+                        let will = LiveWillRecord {
+                            delay: 0,
+                            ended_at: Some(ended_at),
+                            message,
+                        };
+                        live_wills.insert(client_id.clone(), will);
+                    }
                     expired_ids.push(client_id);
                 } else {
+                    if was_connected {
+                        changed.push((client_id.clone(), session.clone()));
+                    }
                     sessions.push(StoredSession {
                         client_id,
                         session,
@@ -215,6 +362,36 @@ impl RedbStore {
         expired.sessions = expired_ids.len();
         for client_id in &expired_ids {
             delete_session(&txn, &mut HashMap::new(), client_id)?;
+        }
+        {
+            // Written back, so a second crash does not move these times again.
+            let mut table = txn.open_table(SESSIONS)?;
+            for (client_id, session) in &changed {
+                table.insert(client_id.as_str(), encode(session).as_slice())?;
+            }
+        }
+        // What is left are wills to publish at once; they stay on disk until published.
+        let mut wills = Vec::with_capacity(live_wills.len());
+        {
+            let mut table = txn.open_table(WILLS)?;
+            let stored: Vec<String> = table
+                .iter()?
+                .map(|e| e.map(|(k, _)| k.value().to_owned()))
+                .collect::<Result<_, _>>()?;
+            for client_id in stored {
+                if !live_wills.contains_key(&client_id) {
+                    table.remove(client_id.as_str())?;
+                }
+            }
+            let mut ids: Vec<String> = live_wills.keys().cloned().collect();
+            ids.sort_unstable();
+            for client_id in ids {
+                let Some(live) = live_wills.remove(&client_id) else {
+                    continue;
+                };
+                table.insert(client_id.as_str(), encode(&live).as_slice())?;
+                wills.push((client_id, Arc::new(live.message)));
+            }
         }
         // Sorted by client id (the table's order), so lookups can binary search.
         let position = |sessions: &[StoredSession], id: &str| {
@@ -322,6 +499,7 @@ impl RedbStore {
         Ok(Snapshot {
             sessions,
             retained,
+            wills,
             next_id: max_id + 1,
             expired,
         })
@@ -339,6 +517,9 @@ impl RedbStore {
             let mut states = txn.open_table(DELIVERY_STATE)?;
             let mut qos2 = txn.open_table(INCOMING_QOS2)?;
             let mut retained = txn.open_table(RETAINED)?;
+            let mut wills = txn.open_table(WILLS)?;
+            txn.open_table(LIVENESS)?
+                .insert(ALIVE_KEY, super::wall_millis(std::time::SystemTime::now()))?;
             for op in ops {
                 match op {
                     StoreOp::PutSession { client_id, session } => {
@@ -419,6 +600,12 @@ impl RedbStore {
                     }
                     StoreOp::DeleteRetained { topic } => {
                         retained.remove(topic.as_str())?;
+                    }
+                    StoreOp::PutWill { client_id, will } => {
+                        wills.insert(client_id.as_str(), encode(will).as_slice())?;
+                    }
+                    StoreOp::DeleteWill { client_id } => {
+                        wills.remove(client_id.as_str())?;
                     }
                 }
             }

@@ -135,7 +135,10 @@ fn sessions_deliveries_states_and_qos2_survive_a_reopen() {
     assert_eq!(snapshot.sessions.len(), 2);
     let c1 = &snapshot.sessions[0];
     assert_eq!(c1.client_id, "c1");
-    assert_eq!(c1.session, session(None));
+    // Connected when the store was last written (no expiry time): ended at the last sign
+    // of life (the load's `now` here, as the commit's wall clock is later), and written
+    // back so.
+    assert_eq!(c1.session, session(Some(2_000 + 3_600_000)));
     assert_eq!(c1.incoming_qos2, vec![9]);
     let ids: Vec<u64> = c1.deliveries.iter().map(|d| d.delivery_id).collect();
     assert_eq!(ids, [10, 11]);
@@ -355,7 +358,7 @@ fn newer_schema_is_refused_with_what_to_do() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{} was written by a newer Aviary (schema 3, this build reads 1): upgrade Aviary \
+            "{} was written by a newer Aviary (schema 3, this build reads 2): upgrade Aviary \
              or point data_dir elsewhere",
             path.display()
         )
@@ -611,4 +614,243 @@ async fn writer_over_redb_commits_what_a_reload_sees() {
     assert_eq!(progress.committed, 22);
     let snapshot = open_in(dir.path()).unwrap().load(0).unwrap();
     assert_eq!(snapshot.sessions[0].deliveries.len(), 19);
+}
+
+/// A version 1 store as that version wrote it: its tables (no `wills`, no `liveness`)
+/// and schema 1, holding one session with one queued message.
+fn write_version_1_store(path: &std::path::Path) {
+    use redb::TableDefinition as T;
+    let db = redb::Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(T::<&str, u32>::new("meta"))
+        .unwrap()
+        .insert("schema", 1)
+        .unwrap();
+    let record = SessionRecord {
+        will: None,
+        ..session(Some(9_000_000))
+    };
+    txn.open_table(T::<&str, &[u8]>::new("sessions"))
+        .unwrap()
+        .insert("c", postcard::to_stdvec(&record).unwrap().as_slice())
+        .unwrap();
+    let body = postcard::to_stdvec(&*message("a/1", 1_000, None)).unwrap();
+    txn.open_table(T::<u64, &[u8]>::new("messages"))
+        .unwrap()
+        .insert(1, body.as_slice())
+        .unwrap();
+    let delivery = DeliveryRecord {
+        message_id: 1,
+        qos: 1,
+        retain: false,
+        subscription_ids: vec![],
+        shared: None,
+    };
+    txn.open_table(T::<(&str, u64), &[u8]>::new("deliveries"))
+        .unwrap()
+        .insert(("c", 2), postcard::to_stdvec(&delivery).unwrap().as_slice())
+        .unwrap();
+    txn.open_table(T::<(&str, u64), u32>::new("delivery_state"))
+        .unwrap();
+    txn.open_table(T::<(&str, u16), ()>::new("incoming_qos2"))
+        .unwrap();
+    txn.open_table(T::<&str, &[u8]>::new("retained")).unwrap();
+    txn.open_table(T::<(&str, &str), &[u8]>::new("management"))
+        .unwrap();
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_version_1_store_is_migrated_at_open_and_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store_path(dir.path());
+    write_version_1_store(&path);
+    let mut store = open_in(dir.path()).unwrap();
+    let snapshot = store.load(5_000).unwrap();
+    assert_eq!(snapshot.sessions.len(), 1);
+    assert_eq!(snapshot.sessions[0].client_id, "c");
+    assert_eq!(snapshot.sessions[0].session.expires_at, Some(9_000_000));
+    assert_eq!(snapshot.sessions[0].deliveries.len(), 1);
+    assert_eq!(snapshot.sessions[0].deliveries[0].message.topic, "a/1");
+    // The new tables work.
+    store
+        .commit(
+            &[StoreOp::PutWill {
+                client_id: "c".into(),
+                will: LiveWillRecord {
+                    delay: 0,
+                    ended_at: None,
+                    message: (*message("w", 1_000, None)).clone(),
+                },
+            }],
+            Fsync::Now,
+        )
+        .unwrap();
+    drop(store);
+    let db = redb::Database::open(&path).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let meta = txn
+        .open_table(redb::TableDefinition::<&str, u32>::new("meta"))
+        .unwrap();
+    assert_eq!(
+        redb::ReadableTable::get(&meta, "schema")
+            .unwrap()
+            .unwrap()
+            .value(),
+        SCHEMA_VERSION
+    );
+}
+
+#[test]
+fn a_schema_version_no_build_wrote_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store_path(dir.path());
+    write_version_1_store(&path);
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(redb::TableDefinition::<&str, u32>::new("meta"))
+            .unwrap()
+            .insert("schema", 0)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let err = open_in(dir.path()).unwrap_err();
+    assert!(
+        err.to_string().contains("schema version 0 does not exist"),
+        "{err}"
+    );
+}
+
+fn live_will(client_id: &str, delay: u32, at: WallMillis) -> StoreOp {
+    StoreOp::PutWill {
+        client_id: client_id.into(),
+        will: LiveWillRecord {
+            delay,
+            ended_at: None,
+            message: (*message(&format!("will/{client_id}"), at, None)).clone(),
+        },
+    }
+}
+
+#[test]
+fn sessions_connected_at_a_crash_end_at_the_last_sign_of_life_and_their_wills_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let connected = |interval: u32| SessionRecord {
+        expiry_interval: interval,
+        expires_at: None,
+        will: None,
+        ..session(None)
+    };
+    let before = wall_millis(std::time::SystemTime::now());
+    let ops = [
+        StoreOp::PutSession {
+            client_id: "short".into(),
+            session: connected(2),
+        },
+        live_will("short", 0, before),
+        StoreOp::PutSession {
+            client_id: "long".into(),
+            session: connected(3600),
+        },
+        live_will("long", 60, before),
+        // A clean session: no session record, only the will of its connection.
+        live_will("clean", 0, before),
+        // A connection that ended normally: its will is gone.
+        live_will("polite", 0, before),
+        StoreOp::DeleteWill {
+            client_id: "polite".into(),
+        },
+    ];
+    {
+        let mut store = open_in(dir.path()).unwrap();
+        store.load(0).unwrap();
+        store.commit(&ops, Fsync::Now).unwrap();
+    }
+    let after = wall_millis(std::time::SystemTime::now());
+    // Started again 10 s later: "short" (2 s) ended while the broker was down.
+    let now = after + 10_000;
+    let mut store = open_in(dir.path()).unwrap();
+    let snapshot = store.load(now).unwrap();
+    assert_eq!(snapshot.expired.sessions, 1);
+    assert_eq!(snapshot.sessions.len(), 1);
+    let long = &snapshot.sessions[0].session;
+    let alive_at = long.expires_at.unwrap() - 3_600_000;
+    assert!((before..=after).contains(&alive_at), "{alive_at}");
+    let will = long.will.as_ref().unwrap();
+    assert_eq!(
+        will.at,
+        alive_at + 60_000,
+        "the delay counts from the crash"
+    );
+    assert_eq!(will.message.received_at, alive_at);
+    // The wills to publish at once: the clean session's and the expired session's.
+    let wills: Vec<(&str, &str, WallMillis)> = snapshot
+        .wills
+        .iter()
+        .map(|(c, m)| (c.as_str(), m.topic.as_str(), m.received_at))
+        .collect();
+    assert_eq!(
+        wills,
+        [
+            ("clean", "will/clean", alive_at),
+            ("short", "will/short", alive_at)
+        ]
+    );
+    drop(store);
+
+    // Down again before anything was published: the same wills, and "long" keeps the
+    // times it was given (written back, not moved by the later start).
+    let mut store = open_in(dir.path()).unwrap();
+    let again = store.load(now + 5_000).unwrap();
+    assert_eq!(again.sessions[0].session, *long);
+    assert_eq!(again.wills, snapshot.wills);
+    // Published: gone for good.
+    let published: Vec<StoreOp> = ["clean", "short"]
+        .iter()
+        .map(|c| StoreOp::DeleteWill {
+            client_id: (*c).into(),
+        })
+        .collect();
+    store.commit(&published, Fsync::Now).unwrap();
+    drop(store);
+    let mut store = open_in(dir.path()).unwrap();
+    assert!(store.load(now + 6_000).unwrap().wills.is_empty());
+}
+
+#[test]
+fn a_mostly_empty_file_is_compacted_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store_path(dir.path());
+    let payload = "y".repeat(4_000);
+    {
+        let mut store = open_in(dir.path()).unwrap();
+        store.load(0).unwrap();
+        store.commit(&[put_session("c", None)], Fsync::Now).unwrap();
+        // A 24 MB backlog for an offline session, then drained.
+        for round in 0..6u64 {
+            let ops: Vec<StoreOp> = (0..1_000u64)
+                .map(|i| {
+                    let id = round * 1_000 + i + 1;
+                    deliver("c", id, id, &message(&format!("{payload}/{id}"), 0, None))
+                })
+                .collect();
+            store.commit(&ops, Fsync::Now).unwrap();
+        }
+        let acks: Vec<StoreOp> = (1..=6_000).map(|i| done("c", i)).collect();
+        store.commit(&acks, Fsync::Now).unwrap();
+        // Not compacted while small; this one is large and nearly empty.
+        assert_eq!(store.stored_messages(), 0);
+    }
+    let big = std::fs::metadata(&path).unwrap().len();
+    assert!(big >= 16 << 20, "{big} bytes");
+    let mut store = open_in(dir.path()).unwrap();
+    let snapshot = store.load(0).unwrap();
+    assert!(store.compact_if_sparse().unwrap());
+    let small = std::fs::metadata(&path).unwrap().len();
+    assert!(small < big / 4, "{big} -> {small} bytes");
+    assert!(!store.compact_if_sparse().unwrap(), "once is enough");
+    drop(store);
+    let mut store = open_in(dir.path()).unwrap();
+    assert_eq!(store.load(0).unwrap().sessions, snapshot.sessions);
 }

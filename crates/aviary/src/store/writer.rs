@@ -25,6 +25,15 @@ const MAX_OPS_PER_COMMIT: usize = 100_000;
 /// In relaxed mode, the longest time a commit stays unsynced while the writer is busy.
 const RELAXED_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
+/// In relaxed mode, a pause without batches this long counts as idle: the writer syncs.
+/// (Acknowledgements wait for commits in both modes, so the channel is briefly empty
+/// between most batches; syncing at each of those would make every commit durable.)
+const RELAXED_IDLE: Duration = Duration::from_millis(50);
+
+/// While idle, the writer commits this often anyway: every commit records the time, and
+/// after a crash that last sign of life is when connected sessions ended.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
 /// One pass's operations.
 #[derive(Debug)]
 struct Batch {
@@ -45,6 +54,8 @@ pub struct Progress {
     pub syncs: u64,
     /// Operations applied.
     pub ops: u64,
+    /// Empty commits made while idle, to record that the broker was alive.
+    pub heartbeats: u64,
     /// The writer stopped on an error (logged): nothing more will be committed.
     pub failed: bool,
 }
@@ -152,25 +163,38 @@ fn run(
     // Relaxed mode: a deferred commit is waiting for a sync since this instant.
     let mut unsynced_since: Option<Instant> = None;
     let mut ops: Vec<StoreOp> = Vec::new();
+    // Only to wait for a batch with a timeout (the heartbeat); nothing is spawned on it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| StoreError::Write {
+            path: Default::default(),
+            detail: format!("cannot start the writer's timer: {e}"),
+        })?;
     loop {
-        let first = if unsynced_since.is_some() {
-            match rx.try_recv() {
-                Ok(batch) => batch,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    // Idle: sync what the deferred commits wrote.
-                    store.commit(&[], Fsync::Now)?;
-                    unsynced_since = None;
-                    state.commits += 1;
-                    state.syncs += 1;
-                    progress.send_replace(state);
-                    continue;
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-            }
+        let wait = if unsynced_since.is_some() {
+            RELAXED_IDLE
         } else {
-            match rx.blocking_recv() {
-                Some(batch) => batch,
-                None => break,
+            HEARTBEAT
+        };
+        let first = match runtime.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
+            Ok(Some(batch)) => batch,
+            Ok(None) => break,
+            Err(_) if unsynced_since.is_some() => {
+                // Idle: sync what the deferred commits wrote.
+                store.commit(&[], Fsync::Now)?;
+                unsynced_since = None;
+                state.commits += 1;
+                state.syncs += 1;
+                progress.send_replace(state);
+                continue;
+            }
+            Err(_) => {
+                // Idle for a while: record that the broker is alive.
+                store.commit(&[], Fsync::Now)?;
+                state.heartbeats += 1;
+                progress.send_replace(state);
+                continue;
             }
         };
         ops.clear();

@@ -21,6 +21,9 @@ struct Model {
     deliveries: BTreeMap<(Arc<str>, u64), (PersistedDelivery, DeliveryState)>,
     qos2: BTreeSet<(Arc<str>, PacketId)>,
     retained: BTreeMap<String, Arc<Message>>,
+    /// Wills of open connections (the model publishes them all at the restart, as a store
+    /// does for connections without a session that outlives them).
+    wills: BTreeMap<Arc<str>, Arc<Message>>,
     max_id: u64,
 }
 
@@ -81,6 +84,14 @@ impl Model {
                 StoreOp::RetainedCleared(topic) => {
                     self.retained.remove(topic.as_str());
                 }
+                StoreOp::WillSet {
+                    client_id, message, ..
+                } => {
+                    self.wills.insert(client_id, message);
+                }
+                StoreOp::WillCleared { client_id } => {
+                    self.wills.remove(&client_id);
+                }
             }
         }
     }
@@ -113,6 +124,11 @@ impl Model {
                 .collect(),
             retained: self.retained.values().cloned().collect(),
             next_id: self.max_id + 1,
+            wills: self
+                .wills
+                .iter()
+                .map(|(c, m)| (c.clone(), m.clone()))
+                .collect(),
         }
     }
 }
@@ -346,6 +362,41 @@ fn a_delayed_will_survives_a_restart() {
     h.advance_secs(31);
     let packets = h.drain_packets(9);
     assert_eq!(packets, [delivered("w", QoS::AtLeastOnce, 1, "gone")]);
+}
+
+#[test]
+fn the_will_of_a_connection_open_at_a_crash_is_published_after_the_restart() {
+    let mut h = Harness::with_config(persistent());
+    let mut model = Model::default();
+    h.connected(9, connect(V3_1_1, "watcher", false));
+    h.subscribe(9, "w/#", QoS::AtLeastOnce);
+    h.close(9);
+    let mut c = connect(V3_1_1, "dev", true);
+    c.will = Some(will("w/dev", "gone", QoS::AtLeastOnce, false));
+    h.connected(1, c);
+    let mut c = connect(V3_1_1, "polite", true);
+    c.will = Some(will("w/polite", "gone", QoS::AtLeastOnce, false));
+    h.connected(2, c);
+    // A normal DISCONNECT discards the will [MQTT-3.14.4-3]: nothing to publish later.
+    h.send(2, disconnect(ReasonCode::NORMAL_DISCONNECTION));
+    model.apply(&mut h.broker);
+    assert_eq!(
+        model.wills.keys().map(|c| &**c).collect::<Vec<_>>(),
+        ["dev"]
+    );
+    // The broker dies with "dev" connected.
+    restart(&mut h, &mut model);
+    model.apply(&mut h.broker);
+    assert!(model.wills.is_empty(), "published, then cleared");
+    let out = h.connect(9, connect(V3_1_1, "watcher", false));
+    let wills: Vec<&Packet> = out
+        .iter()
+        .filter_map(|t| match t {
+            Transmit::Packet { packet, .. } if matches!(packet, Packet::Publish(_)) => Some(packet),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(wills, [&delivered("w/dev", QoS::AtLeastOnce, 1, "gone")]);
 }
 
 #[test]
