@@ -829,7 +829,7 @@ impl CertificateRegistry {
             let key = state.resolve(id)?;
             let info = state.certs.get(&key).map(|c| c.info.clone());
             (
-                key.clone(),
+                key,
                 info.ok_or_else(|| RegistryError::NoCert(id.to_owned()))?,
             )
         };
