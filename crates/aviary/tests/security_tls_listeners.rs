@@ -668,3 +668,72 @@ async fn the_config_tls_listener_keeps_an_api_certificate_across_a_restart() {
     );
     api.shutdown().await;
 }
+
+/// Over the API, a serial two CAs issued names two certificates: paths take the
+/// `ca_id:serial` id (a bare serial is ambiguous: 409), the status answers per CA.
+#[tokio::test]
+async fn the_api_names_device_certificates_by_ca_and_serial() {
+    let api = start_api(|_| {}).await;
+    let server = api.server.as_ref().unwrap();
+    let fleet_a = Ca::new("Fleet A");
+    let fleet_b = Ca::new("Fleet B");
+    let a_id = register_ca(server, &fleet_a, Default::default());
+    let b_id = register_ca(server, &fleet_b, Default::default());
+    let mut ids = Vec::new();
+    for (ca, client) in [(&fleet_a, "dev-a"), (&fleet_b, "dev-b")] {
+        let (pem, _) = ca.issue(client, &[], 42);
+        let (status, body) = api
+            .call(
+                "POST",
+                "/api/v1/device-certificates",
+                Some(json!({"certificate_pem": pem, "client_id": client})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids, [format!("{a_id}:2a"), format!("{b_id}:2a")]);
+    assert_error(
+        api.call("GET", "/api/v1/device-certificates/2a", None)
+            .await,
+        409,
+        "conflict",
+        "several CAs",
+    );
+    let (status, body) = api
+        .call(
+            "PATCH",
+            &format!("/api/v1/device-certificates/{}", ids[0]),
+            Some(json!({"status": "REVOKED"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("REVOKED")),
+        "{body}"
+    );
+    let (_, status) = api
+        .call("GET", "/api/v1/device-certificates/2a/status", None)
+        .await;
+    assert_eq!(status["status"], "AMBIGUOUS", "{status}");
+    assert_eq!(status["matches"].as_array().unwrap().len(), 2);
+    let (_, status) = api
+        .call(
+            "GET",
+            &format!("/api/v1/device-certificates/2a/status?ca_id={b_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status["status"], "ACTIVE", "{status}");
+    assert_eq!(status["matches"][0]["id"], ids[1].as_str());
+    let (_, listed) = api
+        .call(
+            "GET",
+            &format!("/api/v1/device-certificates?ca_id={a_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["client_id"], "dev-a");
+    api.shutdown().await;
+}
