@@ -10,10 +10,13 @@ mod api;
 mod tls_support;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aviary::config::TlsListenerConfig;
 use aviary::tls::{CaOptions, CaStatus, CertStatus, RegistryError, TlsMode};
 use aviary_codec::{Packet, ProtocolVersion};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tls_support::{
     client_config, register_ca, server_pki, try_connect, write, Ca, Got, ServerPki, WAIT,
@@ -27,6 +30,15 @@ fn only_status(registry: &aviary::tls::CertificateRegistry, serial: &str) -> Opt
 }
 
 async fn start(dir: &Path, server: &ServerPki, mode: TlsMode) -> aviary::RunningServer {
+    start_with(dir, server, mode, |_| {}).await
+}
+
+async fn start_with(
+    dir: &Path,
+    server: &ServerPki,
+    mode: TlsMode,
+    tweak: impl FnOnce(&mut aviary::Config),
+) -> aviary::RunningServer {
     let mut config = aviary::Config {
         data_dir: dir.join("data"),
         ..Default::default()
@@ -40,6 +52,7 @@ async fn start(dir: &Path, server: &ServerPki, mode: TlsMode) -> aviary::Running
         mode,
         ca: vec![],
     });
+    tweak(&mut config);
     tokio::time::timeout(WAIT, aviary::start(config))
         .await
         .unwrap()
@@ -652,5 +665,85 @@ async fn the_same_serial_from_two_cas_names_two_certificates() {
         Got::Packet(Packet::Disconnect(_)) | Got::Closed
     ));
     assert_eq!(registry.cert("2a").unwrap().id, a_info.id);
+    server.shutdown().await.unwrap();
+}
+
+/// An HTTP auth service on a loopback port that allows a body naming `cert_cn` "dev-ok",
+/// answers "ignore" for "dev-ignored" and refuses the rest; the bodies it saw.
+async fn cert_cn_auth_service() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let bodies = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers and the small JSON body arrive together; read until the body closes.
+            while !request.ends_with(b"}") {
+                match tokio::time::timeout(WAIT, stream.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => request.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+            let text = String::from_utf8_lossy(&request).into_owned();
+            let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+            let answer = if body.contains(r#""cert_cn":"dev-ok""#) {
+                "200 OK\r\ncontent-length: 18\r\n\r\n{\"result\":\"allow\"}"
+            } else if body.contains(r#""cert_cn":"dev-ignored""#) {
+                "200 OK\r\ncontent-length: 19\r\n\r\n{\"result\":\"ignore\"}"
+            } else {
+                "403 Forbidden\r\ncontent-length: 0\r\n\r\n"
+            };
+            bodies.lock().unwrap().push(body);
+            let reply = format!("HTTP/1.1 {answer}");
+            let _ = stream.write_all(reply.as_bytes()).await;
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn an_http_auth_service_decides_for_certificate_clients_by_their_cn() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = server_pki();
+    let (service, bodies) = cert_cn_auth_service().await;
+    let server = start_with(dir.path(), &pki, TlsMode::Mutual, |config| {
+        config.security.auth.http = Some(aviary::auth::HttpSettings {
+            url: format!("http://{service}/auth"),
+            method: aviary::auth::HttpMethod::Post,
+            body: Some(r#"{"clientid":"${clientid}","cert_cn":"${cert_cn}"}"#.into()),
+            timeout: Duration::from_secs(3),
+            ..aviary::auth::HttpSettings::default()
+        });
+    })
+    .await;
+    let addr = server.tls_addr().unwrap();
+    let fleet = Ca::new("Fleet CA");
+    register_ca(&server, &fleet, CaOptions::default());
+    let config = |cn: &str, serial: u64| {
+        let (cert, key) = fleet.issue(cn, &[], serial);
+        client_config(&pki.ca.pem, Some((&cert, &key)), false)
+    };
+    let (ok, code) = try_connect(addr, config("dev-ok", 61), ProtocolVersion::V5, "any-id").await;
+    assert_eq!(code, Some(0));
+    let (_, code) = try_connect(addr, config("dev-no", 62), ProtocolVersion::V5, "other").await;
+    assert_eq!(code, Some(0x87), "the service refused dev-no (403)");
+    let (_, code) = try_connect(addr, config("dev-no", 62), ProtocolVersion::V3_1_1, "o3").await;
+    assert_eq!(code, Some(0x87), "3.1.1 return code 5");
+    let (_, code) = try_connect(addr, config("dev-ignored", 63), ProtocolVersion::V5, "ig").await;
+    assert_eq!(
+        code,
+        Some(0),
+        "ignore leaves the certificate's word standing"
+    );
+    ok.unwrap().ping().await;
+    let bodies = bodies.lock().unwrap().clone();
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b == r#"{"clientid":"any-id","cert_cn":"dev-ok"}"#),
+        "{bodies:?}"
+    );
     server.shutdown().await.unwrap();
 }

@@ -338,6 +338,22 @@ impl AuthService {
                     return Err(AuthRefusal::NotAuthorized);
                 }
             }
+            // Choice: a verified certificate is the credential, so users, device tokens and
+            // JWTs are not consulted; an HTTP service in the chain still is (it sees
+            // `${cert_cn}`), so a back end can allow, refuse or grant per device. Its
+            // "ignore" leaves the certificate's word standing.
+            let chain = self.chain.load_full();
+            if let Some(http) = chain
+                .http
+                .as_ref()
+                .filter(|_| chain.settings.order.contains(&AuthenticatorKind::Http))
+            {
+                match http.authenticate(request).await {
+                    Verdict::Accept(principal) => return Ok(principal),
+                    Verdict::Refuse(refusal) => return Err(refusal),
+                    Verdict::Skip => {}
+                }
+            }
             return Ok(Principal {
                 username: request.username.as_deref().map(Into::into),
                 certificate_cn: cert.common_name.as_deref().map(Into::into),
