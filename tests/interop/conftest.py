@@ -259,9 +259,13 @@ class Broker:
                 raise RuntimeError(
                     f"{self.kind} exited with {self.process.returncode} at start:\n{self.log_tail()}"
                 )
+            # Aviary binds its management API after the MQTT listener: wait for both.
+            ports = [self.port] + ([self.api_port] if self.api_port else [])
             try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return
+                for port in ports:
+                    with socket.create_connection((self.host, port), timeout=0.5):
+                        pass
+                return
             except OSError:
                 time.sleep(0.05)
         self.stop()

@@ -61,6 +61,11 @@ pub(crate) trait Records: Send + Sync {
     fn delete(&self, kind: RecordKind, id: &str) -> Result<bool, RecordError>;
 }
 
+/// Writes a resource's record (`Some`) or deletes it (`None`); `Err` says why it could not.
+/// Registries call it before a change applies (or after, for a withdrawal), outside their
+/// locks, so a failed write leaves the live state as it was.
+pub(crate) type Persist<'a, T> = &'a dyn Fn(Option<&T>) -> Result<(), String>;
+
 /// Typed access on top of [`Records`].
 pub(crate) fn put<T: Serialize>(
     records: &dyn Records,

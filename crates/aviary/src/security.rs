@@ -152,4 +152,138 @@ mod tests {
         assert_eq!(again.auth.devices.get("d1"), Some(device));
         assert_eq!(again.policies.get("p"), Some(doc));
     }
+
+    /// Records whose writes fail (a full disk).
+    struct FailingRecords;
+
+    impl Records for FailingRecords {
+        fn put_bytes(
+            &self,
+            _: RecordKind,
+            _: &str,
+            _: Vec<u8>,
+        ) -> Result<(), records::RecordError> {
+            Err(records::RecordError::Backend("disk full".into()))
+        }
+        fn list_bytes(
+            &self,
+            _: RecordKind,
+        ) -> Result<Vec<(String, Vec<u8>)>, records::RecordError> {
+            Ok(Vec::new())
+        }
+        fn delete(&self, _: RecordKind, _: &str) -> Result<bool, records::RecordError> {
+            Err(records::RecordError::Backend("disk full".into()))
+        }
+    }
+
+    /// A persist function over `records` for `kind`/`id`, as the API passes.
+    fn persist_to<T: serde::Serialize>(
+        records: &dyn Records,
+        kind: RecordKind,
+        id: &str,
+        value: Option<&T>,
+    ) -> Result<(), String> {
+        match value {
+            Some(v) => records::put(records, kind, id, v),
+            None => records.delete(kind, id).map(drop),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn changes_that_cannot_be_stored_are_not_made_but_withdrawals_are() {
+        use crate::auth::devices::DeviceError;
+        use crate::auth::devices::DeviceSpec;
+        use crate::auth::policies::PolicyDoc;
+        use crate::auth::users::UserError;
+        use crate::auth::Secret;
+        let store: Arc<dyn Records> = Arc::new(MemoryRecords::default());
+        let security = Security::load(&SecurityConfig::default(), &store).unwrap();
+        let (users, devices) = (&security.auth.users, &security.auth.devices);
+        users
+            .create("alice", Secret::Password("pw-1".into()), true)
+            .unwrap();
+        devices.create("d1", DeviceSpec::default()).unwrap();
+        let failing = FailingRecords;
+        let user_persist =
+            |u: Option<&crate::auth::users::User>| persist_to(&failing, RecordKind::User, "x", u);
+        let device_persist = |d: Option<&crate::auth::DeviceIdentity>| {
+            persist_to(&failing, RecordKind::DeviceIdentity, "x", d)
+        };
+        let policy_persist =
+            |p: Option<&PolicyDoc>| persist_to(&failing, RecordKind::AuthorizationPolicy, "x", p);
+
+        // Users: nothing created, changed or deleted.
+        let hash = users.get("alice").unwrap().password_hash;
+        assert!(matches!(
+            users.create_stored("bob", Secret::Password("pw".into()), true, &user_persist),
+            Err(UserError::Store(_))
+        ));
+        assert!(users.get("bob").is_none());
+        assert!(users
+            .update_stored(
+                "alice",
+                Some(Secret::Password("pw-2".into())),
+                None,
+                &user_persist
+            )
+            .is_err());
+        assert_eq!(users.get("alice").unwrap().password_hash, hash);
+        assert!(users.delete_stored("alice", &user_persist).is_err());
+        assert!(users.get("alice").is_some());
+        // Disabling is a withdrawal: it applies although the write fails.
+        assert!(users
+            .update_stored("alice", None, Some(false), &user_persist)
+            .is_err());
+        assert!(!users.get("alice").unwrap().enabled);
+
+        // Devices.
+        let key = devices.get("d1").unwrap().primary_key;
+        assert!(matches!(
+            devices.create_stored("d2", DeviceSpec::default(), &device_persist),
+            Err(DeviceError::Store(_))
+        ));
+        assert!(devices.get("d2").is_none());
+        let rotate = DeviceSpec {
+            primary_key: Some(String::new()),
+            ..DeviceSpec::default()
+        };
+        assert!(devices
+            .update_stored("d1", rotate, &device_persist)
+            .is_err());
+        assert_eq!(devices.get("d1").unwrap().primary_key, key);
+        assert!(devices.delete_stored("d1", &device_persist).is_err());
+        let disable = DeviceSpec {
+            enabled: Some(false),
+            ..DeviceSpec::default()
+        };
+        assert!(devices
+            .update_stored("d1", disable, &device_persist)
+            .is_err());
+        assert!(!devices.get("d1").unwrap().enabled);
+
+        // Policies.
+        let doc: PolicyDoc = serde_json::from_value(serde_json::json!({
+            "id": "p", "effect": "deny", "actions": ["publish"], "resources": ["a/#"]
+        }))
+        .unwrap();
+        assert!(security
+            .policies
+            .create_stored(doc.clone(), &policy_persist)
+            .is_err());
+        assert!(security.policies.get("p").is_none());
+        security.policies.create(doc.clone()).unwrap();
+        let mut changed = doc;
+        changed.effect = "allow".into();
+        assert!(security
+            .policies
+            .replace_stored(changed, &policy_persist)
+            .is_err());
+        assert_eq!(security.policies.get("p").unwrap().effect, "deny");
+        assert!(security
+            .policies
+            .delete_stored("p", &policy_persist)
+            .is_err());
+        assert!(security.policies.get("p").is_some());
+    }
 }

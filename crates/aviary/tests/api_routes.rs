@@ -63,13 +63,15 @@ const ROUTES: &[&str] = &[
     "GET /api/v1/ca-certificates/{id}",
     "PATCH /api/v1/ca-certificates/{id}",
     "DELETE /api/v1/ca-certificates/{id}",
+    "GET /api/v1/ca-certificates/{id}/crl",
     "POST /api/v1/ca-certificates/{id}/crl",
+    "DELETE /api/v1/ca-certificates/{id}/crl",
     "GET /api/v1/device-certificates",
     "POST /api/v1/device-certificates",
-    "GET /api/v1/device-certificates/{serial}",
-    "PATCH /api/v1/device-certificates/{serial}",
-    "DELETE /api/v1/device-certificates/{serial}",
-    "GET /api/v1/device-certificates/{serial}/status",
+    "GET /api/v1/device-certificates/{id}",
+    "PATCH /api/v1/device-certificates/{id}",
+    "DELETE /api/v1/device-certificates/{id}",
+    "GET /api/v1/device-certificates/{id}/status",
 ];
 
 /// SUBSCRIBE (packet id 1) to one filter at `qos`; 5.0 has an empty property block.

@@ -205,7 +205,8 @@ async fn certificate_resources_answer_with_codes_and_statuses() {
         "/api/v1/authorization-policies",
         "/api/v1/device-identities",
         "/api/v1/ca-certificates",
-        "/api/v1/device-certificates/{serial}/status",
+        "/api/v1/device-certificates/{id}/status",
+        "/api/v1/ca-certificates/{id}/crl",
         "/api/v1/authenticators",
     ] {
         assert!(
@@ -372,6 +373,42 @@ async fn authenticator_settings_change_at_runtime_and_survive_a_restart() {
     let api = api::start_api_in(dir, |_| {}).await;
     let (_, body) = api.call("GET", "/api/v1/authenticators", None).await;
     assert_eq!(body["order"], json!(["jwt", "users"]), "{body}");
+    // The stored settings are shown, the secret redacted.
+    assert_eq!(body["jwt"]["secret"], "<redacted>", "{body}");
+    assert_eq!(body["jwt"]["algorithms"], json!(["HS384"]));
+    assert_eq!(body["jwt"]["leeway"], 0);
+    assert!(!body.to_string().contains(secret), "{body}");
+    assert_eq!(body["http"], serde_json::Value::Null);
+    let (status, body) = api
+        .call(
+            "PATCH",
+            "/api/v1/authenticators",
+            Some(
+                json!({"http": {"url": "http://svc:pa55@127.0.0.1:9/auth?c=${clientid}",
+                "method": "get", "headers": {"authorization": "Bearer t0ken"}, "timeout_ms": 700}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["http"]["url"],
+        "http://svc:<redacted>@127.0.0.1:9/auth?c=${clientid}"
+    );
+    assert_eq!(body["http"]["method"], "get");
+    assert_eq!(body["http"]["timeout_ms"], 700);
+    assert_eq!(body["http"]["headers"]["authorization"], "<redacted>");
+    assert!(
+        !body.to_string().contains("pa55") && !body.to_string().contains("t0ken"),
+        "{body}"
+    );
+    let (status, _) = api
+        .call(
+            "PATCH",
+            "/api/v1/authenticators",
+            Some(json!({"http": null})),
+        )
+        .await;
+    assert_eq!(status, 200);
     assert_eq!(connect_code(api.mqtt, "jwt-3", "x", &token).await, 0);
     let mut anon = RawClient::open(api.mqtt, aviary_codec::ProtocolVersion::V5).await;
     anon.send_hex(&connect_v5_hex("anon-4", 0x02, 60, "")).await;

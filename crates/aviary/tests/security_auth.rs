@@ -369,6 +369,7 @@ async fn repeated_failures_are_still_answered_with_the_same_code() {
         )
         .await;
     }
+    let started = std::time::Instant::now();
     let (_ok, code) = tokio::time::timeout(
         Duration::from_secs(10),
         connect_code(
@@ -381,7 +382,13 @@ async fn repeated_failures_are_still_answered_with_the_same_code() {
     )
     .await
     .unwrap();
-    // Same address, so slowed down too, but accepted.
+    // Same address, so slowed down too (4 failures: 0.5 s; a loose lower bound), but
+    // accepted.
     assert_eq!(code, 0);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "the answer was not delayed: {:?}",
+        started.elapsed()
+    );
     server.shutdown().await.unwrap();
 }

@@ -232,7 +232,17 @@ async fn jwt_es256_keys_come_from_a_jwks_url() {
     let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
         "x": b64(&raw[1..33]), "y": b64(&raw[33..65])}]})
     .to_string();
-    let (jwks_addr, fetches) = http_server(move |_| (200, jwks.clone())).await;
+    // Switched to documents without a usable key later in the test.
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let serving = broken.clone();
+    let (jwks_addr, fetches) = http_server(move |_| {
+        if serving.load(Ordering::SeqCst) {
+            (200, r#"{"keys":[]}"#.into())
+        } else {
+            (200, jwks.clone())
+        }
+    })
+    .await;
     let (server, _dir) = start(|c| {
         c.security.auth.jwt = Some(JwtSettings {
             from: TokenField::Password,
@@ -270,6 +280,40 @@ async fn jwt_es256_keys_come_from_a_jwks_url() {
     let bad =
         jsonwebtoken::encode(&header, &serde_json::json!({"exp": now() + 600}), &other).unwrap();
     expect_code(addr, V5, "es2", Some("x"), Some(bad.as_bytes()), 0x86).await;
+    ok.ping().await;
+    // A JWKS with no usable key does not replace the keys: the token still works.
+    broken.store(true, Ordering::SeqCst);
+    assert!(jwt.refresh(&client).await.is_err());
+    drop(ok);
+    expect_code(addr, V5, "es", Some("x"), Some(token.as_bytes()), 0).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_jwt_can_come_in_the_username_field() {
+    let secret = b"username-field-secret".to_vec();
+    let (server, _dir) = start(|c| {
+        c.security.auth.jwt = Some(JwtSettings {
+            from: TokenField::Username,
+            keys: JwtKeys::Secret(secret.clone()),
+            algorithms: vec![Algorithm::HS256],
+            client_id_claim: None,
+            username_claim: "sub".into(),
+            leeway: 0,
+        });
+    })
+    .await;
+    let addr = server.mqtt_addr();
+    let token = hs256(
+        &secret,
+        serde_json::json!({"sub": "dev", "exp": now() + 600}),
+    );
+    let mut ok = expect_code(addr, V5, "u1", Some(&token), None, 0).await;
+    let bad = hs256(
+        b"another",
+        serde_json::json!({"sub": "dev", "exp": now() + 600}),
+    );
+    expect_code(addr, V5, "u2", Some(&bad), None, 0x86).await;
     ok.ping().await;
     server.shutdown().await.unwrap();
 }
@@ -620,5 +664,224 @@ async fn connects_over_the_rate_get_0x9f_before_reaching_the_http_auth_service()
     for client in &mut admitted {
         client.ping().await;
     }
+    server.shutdown().await.unwrap();
+}
+
+/// A loopback server that answers every request with `head` and then `body_len` bytes of
+/// `body` padding (no content-length when `length` is false: the body runs to the close),
+/// or, with `hold`, never answers (holding the connection until the test ends).
+async fn raw_http_server(
+    prefix: &'static str,
+    body_len: usize,
+    length: bool,
+    hold: bool,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                if hold {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    return;
+                }
+                let total = prefix.len() + body_len;
+                let head = if length {
+                    format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {total}\r\nconnection: close\r\n\r\n")
+                } else {
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n"
+                        .to_owned()
+                };
+                if stream.write_all(head.as_bytes()).await.is_err()
+                    || stream.write_all(prefix.as_bytes()).await.is_err()
+                {
+                    return;
+                }
+                let spaces = vec![b' '; 16 * 1024];
+                let mut sent = 0;
+                while sent < body_len {
+                    let n = spaces.len().min(body_len - sent);
+                    if stream.write_all(&spaces[..n]).await.is_err() {
+                        return;
+                    }
+                    sent += n;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_http_answer_over_64_kib_is_refused_as_server_unavailable() {
+    let allow = r#"{"result":"allow"}"#;
+    // Within the cap: allowed (the padding is JSON whitespace).
+    let small = raw_http_server(allow, 1024, true, false).await;
+    // Over the cap, announced by content-length, and streamed without a length.
+    let announced = raw_http_server(allow, 1 << 20, true, false).await;
+    let streamed = raw_http_server(allow, 1 << 20, false, false).await;
+    for (service, code) in [(small, 0), (announced, 0x88), (streamed, 0x88)] {
+        let (server, _dir) = start(|c| c.security.auth.http = Some(http_settings(service))).await;
+        expect_code(server.mqtt_addr(), V5, "big", Some("u"), Some(b"pw"), code).await;
+        server.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_slow_http_service_times_out_as_server_unavailable_and_bystanders_carry_on() {
+    let silent = raw_http_server("", 0, true, true).await;
+    let (server, _dir) = start(|c| {
+        let mut http = http_settings(silent);
+        http.timeout = Duration::from_millis(300);
+        http.connect_timeout = Duration::from_millis(300);
+        c.security.auth.http = Some(http);
+        c.security.users.push((
+            "alice".into(),
+            aviary::auth::Secret::Password("s3cret".into()),
+        ));
+    })
+    .await;
+    let addr = server.mqtt_addr();
+    // Two CONNECTs wait on the hanging service...
+    let slow5 = tokio::spawn(expect_code(
+        addr,
+        V5,
+        "slow-5",
+        Some("u"),
+        Some(b"pw"),
+        0x88,
+    ));
+    let slow3 = tokio::spawn(expect_code(
+        addr,
+        V3,
+        "slow-3",
+        Some("u"),
+        Some(b"pw"),
+        0x03,
+    ));
+    // ...while a built-in user (tried before the HTTP service) connects and is served.
+    let mut bystander = expect_code(addr, V5, "bystander", Some("alice"), Some(b"s3cret"), 0).await;
+    bystander.ping().await;
+    tokio::time::timeout(WAIT, slow5).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, slow3).await.unwrap().unwrap();
+    bystander.ping().await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn http_get_and_a_body_template_carry_the_placeholders() {
+    let (get_addr, _) = http_server(|seen| {
+        let line = seen.head.lines().next().unwrap_or_default().to_owned();
+        if line.starts_with("GET /auth?client=g%2F1&user=al%20ice ") {
+            (200, r#"{"result":"allow"}"#.into())
+        } else {
+            (403, line)
+        }
+    })
+    .await;
+    let (server, _dir) = start(|c| {
+        let mut http = http_settings(get_addr);
+        http.method = HttpMethod::Get;
+        http.url = format!("http://{get_addr}/auth?client=${{clientid}}&user=${{username}}");
+        http.body = None;
+        c.security.auth.http = Some(http);
+    })
+    .await;
+    expect_code(
+        server.mqtt_addr(),
+        V5,
+        "g/1",
+        Some("al ice"),
+        Some(b"pw"),
+        0,
+    )
+    .await;
+    expect_code(server.mqtt_addr(), V5, "g2", Some("bob"), Some(b"pw"), 0x87).await;
+    server.shutdown().await.unwrap();
+
+    let (post_addr, _) = http_server(|seen| {
+        let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap_or_default();
+        let ok = body["who"] == "p\"1" && body["secret"] == "s3" && body["peer"] == "127.0.0.1";
+        (if ok { 200 } else { 401 }, String::new())
+    })
+    .await;
+    let (server, _dir) = start(|c| {
+        let mut http = http_settings(post_addr);
+        http.body =
+            Some(r#"{"who":"${clientid}","secret":"${password}","peer":"${peerhost}"}"#.into());
+        c.security.auth.http = Some(http);
+    })
+    .await;
+    expect_code(server.mqtt_addr(), V5, "p\"1", Some("u"), Some(b"s3"), 0).await;
+    expect_code(server.mqtt_addr(), V5, "p2", Some("u"), Some(b"s3"), 0x86).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn no_more_http_auth_requests_are_in_flight_than_max_concurrency() {
+    // Each request is held 200 ms; the server records the most it saw at once.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let service = listener.local_addr().unwrap();
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let (now_in, peak) = (in_flight.clone(), most.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (now_in, peak) = (now_in.clone(), peak.clone());
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let current = now_in.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(current, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                now_in.fetch_sub(1, Ordering::SeqCst);
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    let (server, _dir) = start(|c| {
+        let mut http = http_settings(service);
+        http.max_concurrency = 2;
+        http.cache_ttl = Duration::ZERO;
+        http.timeout = Duration::from_secs(5);
+        c.security.auth.http = Some(http);
+    })
+    .await;
+    let addr = server.mqtt_addr();
+    let clients: Vec<_> = (0..6)
+        .map(|i| {
+            tokio::spawn(async move {
+                let password = format!("pw-{i}");
+                connect_code(
+                    addr,
+                    V5,
+                    &format!("c{i}"),
+                    Some("u"),
+                    Some(password.as_bytes()),
+                )
+                .await
+                .1
+            })
+        })
+        .collect();
+    for client in clients {
+        let code = tokio::time::timeout(Duration::from_secs(10), client)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(code, 0);
+    }
+    let seen = most.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&seen), "{seen} requests in flight at once");
     server.shutdown().await.unwrap();
 }

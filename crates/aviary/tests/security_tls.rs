@@ -10,16 +10,35 @@ mod api;
 mod tls_support;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aviary::config::TlsListenerConfig;
 use aviary::tls::{CaOptions, CaStatus, CertStatus, RegistryError, TlsMode};
 use aviary_codec::{Packet, ProtocolVersion};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use tls_support::{
     client_config, register_ca, server_pki, try_connect, write, Ca, Got, ServerPki, WAIT,
 };
 
+/// The status of a serial that at most one CA knows.
+fn only_status(registry: &aviary::tls::CertificateRegistry, serial: &str) -> Option<CertStatus> {
+    let found = registry.status_of(serial, None);
+    assert!(found.len() <= 1, "{serial} known by several CAs");
+    found.first().map(|m| m.status)
+}
+
 async fn start(dir: &Path, server: &ServerPki, mode: TlsMode) -> aviary::RunningServer {
+    start_with(dir, server, mode, |_| {}).await
+}
+
+async fn start_with(
+    dir: &Path,
+    server: &ServerPki,
+    mode: TlsMode,
+    tweak: impl FnOnce(&mut aviary::Config),
+) -> aviary::RunningServer {
     let mut config = aviary::Config {
         data_dir: dir.join("data"),
         ..Default::default()
@@ -33,6 +52,7 @@ async fn start(dir: &Path, server: &ServerPki, mode: TlsMode) -> aviary::Running
         mode,
         ca: vec![],
     });
+    tweak(&mut config);
     tokio::time::timeout(WAIT, aviary::start(config))
         .await
         .unwrap()
@@ -188,9 +208,9 @@ async fn per_device_certificates_bind_client_ids_and_status_changes_close_live_c
         1
     );
     assert!(matches!(two.next().await, Got::Closed));
-    assert_eq!(registry.status_of("0c"), Some(CertStatus::Revoked));
-    assert_eq!(registry.status_of("0b"), Some(CertStatus::Active));
-    assert_eq!(registry.status_of("ff"), None);
+    assert_eq!(only_status(&registry, "0c"), Some(CertStatus::Revoked));
+    assert_eq!(only_status(&registry, "0b"), Some(CertStatus::Active));
+    assert_eq!(only_status(&registry, "ff"), None);
     assert_eq!(
         try_connect(addr, dev2, ProtocolVersion::V3_1_1, "dev-2")
             .await
@@ -235,7 +255,7 @@ async fn just_in_time_registration_waits_for_activation_unless_auto_activated() 
         None
     );
     assert_eq!(
-        registry.status_of("15"),
+        only_status(&registry, "15"),
         Some(CertStatus::PendingActivation)
     );
     registry.set_cert_status("15", CertStatus::Active).unwrap();
@@ -541,4 +561,189 @@ async fn cas_certificates_statuses_crls_and_jitp_survive_a_restart() {
         assert_eq!(code, None, "{id} must be refused after the restart");
     }
     api.shutdown().await;
+}
+
+/// Serials are unique per CA only: a certificate from CA B with the serial of CA A's
+/// registered device is not A's device (it cannot connect as A's client id), the same
+/// serial can be registered under both CAs, and revoking one leaves the other connected.
+#[tokio::test]
+async fn the_same_serial_from_two_cas_names_two_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = server_pki();
+    let server = start(dir.path(), &pki, TlsMode::PerDevice).await;
+    let addr = server.tls_addr().unwrap();
+    let registry = server.security().certificates.clone();
+    let fleet_a = Ca::new("Fleet A");
+    let fleet_b = Ca::new("Fleet B");
+    let a_id = register_ca(&server, &fleet_a, CaOptions::default());
+    let b_id = register_ca(&server, &fleet_b, CaOptions::default());
+    let (a_cert, a_key) = fleet_a.issue("dev-a", &[], 42);
+    let (b_cert, b_key) = fleet_b.issue("dev-a", &[], 42);
+    let a_info = registry
+        .register_cert(a_cert.as_bytes(), None, CertStatus::Active)
+        .unwrap();
+    assert_eq!(a_info.id, format!("{a_id}:2a"));
+    let dev_a = client_config(&pki.ca.pem, Some((&a_cert, &a_key)), false);
+    let dev_b = client_config(&pki.ca.pem, Some((&b_cert, &b_key)), false);
+
+    // B's certificate is not registered: refused, whatever client id it asks for.
+    for client_id in ["dev-a", "dev-b"] {
+        assert_eq!(
+            try_connect(addr, dev_b.clone(), ProtocolVersion::V5, client_id)
+                .await
+                .1,
+            None,
+            "CA B's serial 2a admitted as {client_id}"
+        );
+    }
+
+    // Registered under B too (no conflict with A's), bound to its own client id.
+    let b_info = registry
+        .register_cert(b_cert.as_bytes(), Some("dev-b".into()), CertStatus::Active)
+        .unwrap();
+    assert_eq!(b_info.id, format!("{b_id}:2a"));
+    let (_, code) = try_connect(addr, dev_b.clone(), ProtocolVersion::V5, "dev-a").await;
+    assert_eq!(
+        code,
+        Some(0x87),
+        "B's certificate may not connect as A's device"
+    );
+    assert_eq!(
+        registry.set_cert_status("2a", CertStatus::Revoked),
+        Err(RegistryError::AmbiguousSerial("2a".into()))
+    );
+    // Listing filters by serial (both) and by CA (one each).
+    let by_serial = registry.list_certs(&aviary::tls::CertFilter {
+        serial: Some("2a".into()),
+        ..Default::default()
+    });
+    assert_eq!(by_serial.len(), 2);
+    let by_ca = registry.list_certs(&aviary::tls::CertFilter {
+        ca_id: Some(b_id.clone()),
+        ..Default::default()
+    });
+    assert_eq!(
+        by_ca.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        [b_info.id.as_str()]
+    );
+    let mut statuses = registry.status_of("2a", None);
+    statuses.sort_by(|x, y| x.ca_id.cmp(&y.ca_id));
+    assert_eq!(statuses.len(), 2);
+    assert_eq!(
+        registry.status_of("2a", Some(&b_id))[0].id,
+        Some(b_info.id.clone())
+    );
+
+    let (one, code) = try_connect(addr, dev_a.clone(), ProtocolVersion::V5, "dev-a").await;
+    assert_eq!(code, Some(0));
+    let mut one = one.unwrap();
+    let (two, code) = try_connect(addr, dev_b.clone(), ProtocolVersion::V5, "dev-b").await;
+    assert_eq!(code, Some(0));
+    let mut two = two.unwrap();
+
+    // Revoking A's certificate closes A's connection (0x87) only.
+    registry
+        .set_cert_status(&a_info.id, CertStatus::Revoked)
+        .unwrap();
+    match one.next().await {
+        Got::Packet(Packet::Disconnect(d)) => assert_eq!(d.reason_code.0, 0x87),
+        other => panic!("expected DISCONNECT 0x87, got {other:?}"),
+    }
+    two.ping().await;
+    assert_eq!(
+        registry.cert(&b_info.id).unwrap().status,
+        CertStatus::Active
+    );
+    assert_eq!(
+        registry.status_of("2a", Some(&a_id))[0].status,
+        CertStatus::Revoked
+    );
+    // Deleting B's leaves A's record alone.
+    registry.delete_cert(&b_info.id).unwrap();
+    assert!(matches!(
+        two.next().await,
+        Got::Packet(Packet::Disconnect(_)) | Got::Closed
+    ));
+    assert_eq!(registry.cert("2a").unwrap().id, a_info.id);
+    server.shutdown().await.unwrap();
+}
+
+/// An HTTP auth service on a loopback port that allows a body naming `cert_cn` "dev-ok",
+/// answers "ignore" for "dev-ignored" and refuses the rest; the bodies it saw.
+async fn cert_cn_auth_service() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let bodies = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers and the small JSON body arrive together; read until the body closes.
+            while !request.ends_with(b"}") {
+                match tokio::time::timeout(WAIT, stream.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => request.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+            let text = String::from_utf8_lossy(&request).into_owned();
+            let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+            let answer = if body.contains(r#""cert_cn":"dev-ok""#) {
+                "200 OK\r\ncontent-length: 18\r\n\r\n{\"result\":\"allow\"}"
+            } else if body.contains(r#""cert_cn":"dev-ignored""#) {
+                "200 OK\r\ncontent-length: 19\r\n\r\n{\"result\":\"ignore\"}"
+            } else {
+                "403 Forbidden\r\ncontent-length: 0\r\n\r\n"
+            };
+            bodies.lock().unwrap().push(body);
+            let reply = format!("HTTP/1.1 {answer}");
+            let _ = stream.write_all(reply.as_bytes()).await;
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn an_http_auth_service_decides_for_certificate_clients_by_their_cn() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = server_pki();
+    let (service, bodies) = cert_cn_auth_service().await;
+    let server = start_with(dir.path(), &pki, TlsMode::Mutual, |config| {
+        config.security.auth.http = Some(aviary::auth::HttpSettings {
+            url: format!("http://{service}/auth"),
+            method: aviary::auth::HttpMethod::Post,
+            body: Some(r#"{"clientid":"${clientid}","cert_cn":"${cert_cn}"}"#.into()),
+            timeout: Duration::from_secs(3),
+            ..aviary::auth::HttpSettings::default()
+        });
+    })
+    .await;
+    let addr = server.tls_addr().unwrap();
+    let fleet = Ca::new("Fleet CA");
+    register_ca(&server, &fleet, CaOptions::default());
+    let config = |cn: &str, serial: u64| {
+        let (cert, key) = fleet.issue(cn, &[], serial);
+        client_config(&pki.ca.pem, Some((&cert, &key)), false)
+    };
+    let (ok, code) = try_connect(addr, config("dev-ok", 61), ProtocolVersion::V5, "any-id").await;
+    assert_eq!(code, Some(0));
+    let (_, code) = try_connect(addr, config("dev-no", 62), ProtocolVersion::V5, "other").await;
+    assert_eq!(code, Some(0x87), "the service refused dev-no (403)");
+    let (_, code) = try_connect(addr, config("dev-no", 62), ProtocolVersion::V3_1_1, "o3").await;
+    assert_eq!(code, Some(0x87), "3.1.1 return code 5");
+    let (_, code) = try_connect(addr, config("dev-ignored", 63), ProtocolVersion::V5, "ig").await;
+    assert_eq!(
+        code,
+        Some(0),
+        "ignore leaves the certificate's word standing"
+    );
+    ok.unwrap().ping().await;
+    let bodies = bodies.lock().unwrap().clone();
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b == r#"{"clientid":"any-id","cert_cn":"dev-ok"}"#),
+        "{bodies:?}"
+    );
+    server.shutdown().await.unwrap();
 }

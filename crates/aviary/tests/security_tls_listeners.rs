@@ -550,3 +550,190 @@ async fn the_config_tls_listener_is_the_registry_listener_named_tls() {
     assert_eq!(off["address"], Value::Null);
     api.shutdown().await;
 }
+
+/// A CA's CRL can be read and deleted through the API; deleting it lets the device it
+/// listed connect again.
+#[tokio::test]
+async fn a_deleted_crl_no_longer_refuses_the_devices_it_listed() {
+    let api = start_api(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = server_pki();
+    let (cert, key) = files(dir.path(), "server", &pki);
+    let addr = create(
+        &api,
+        json!({"name": "secure", "kind": "tls", "bind": "127.0.0.1:0", "cert": cert, "key": key,
+               "x509_mode": "mutual"}),
+    )
+    .await;
+    let server = api.server.as_ref().unwrap();
+    let fleet = Ca::new("Fleet CA");
+    let ca_id = register_ca(server, &fleet, Default::default());
+    let (c1, k1) = fleet.issue("car-1", &[], 31);
+    let car = client_config(&pki.ca.pem, Some((&c1, &k1)), false);
+    let crl_path = format!("/api/v1/ca-certificates/{ca_id}/crl");
+    let (status, body) = api.call("GET", &crl_path, None).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = api
+        .call(
+            "POST",
+            &crl_path,
+            Some(json!({"crl_pem": fleet.crl(&[31])})),
+        )
+        .await;
+    assert_eq!((status, body["revoked"].as_u64()), (200, Some(1)), "{body}");
+    assert_eq!(
+        try_connect(addr, car.clone(), ProtocolVersion::V5, "car-1")
+            .await
+            .1,
+        None
+    );
+    let (status, body) = api.call("GET", &crl_path, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["revoked"], json!(["1f"]));
+    assert!(body["crl_pem"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN X509 CRL-----"));
+    let (status, body) = api.call("DELETE", &crl_path, None).await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = api.call("GET", &crl_path, None).await;
+    assert_eq!(status, 404, "{body}");
+    let (_, ca) = api
+        .call("GET", &format!("/api/v1/ca-certificates/{ca_id}"), None)
+        .await;
+    assert_eq!(ca["crl_revoked"], 0);
+    let (_, code) = try_connect(addr, car, ProtocolVersion::V5, "car-1").await;
+    assert_eq!(code, Some(0));
+    api.shutdown().await;
+}
+
+/// The config file's `[tls_listener]` given a new certificate through the API keeps it
+/// across a restart (and falls back to the file's when the stored one is gone).
+#[tokio::test]
+async fn the_config_tls_listener_keeps_an_api_certificate_across_a_restart() {
+    let files_dir = tempfile::tempdir().unwrap();
+    let pki = server_pki();
+    let (cert, key) = files(files_dir.path(), "server", &pki);
+    let section = aviary::config::TlsListenerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        cert: cert.clone().into(),
+        key: key.clone().into(),
+        mode: aviary::tls::TlsMode::OneWay,
+        ca: vec![],
+    };
+    let tweak = {
+        let section = section.clone();
+        move |c: &mut aviary::Config| c.security.tls_listener = Some(section.clone())
+    };
+    let api = start_api(tweak.clone()).await;
+    let next_pki = server_pki();
+    let (next_cert, next_key) = files(files_dir.path(), "next", &next_pki);
+    let (status, body) = api
+        .call(
+            "PATCH",
+            "/api/v1/listeners/tls",
+            Some(json!({"cert": next_cert, "key": next_key})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let old = client_config(&pki.ca.pem, None, false);
+    let new = client_config(&next_pki.ca.pem, None, false);
+
+    let dir = api.stop().await;
+    let api = api::start_api_in(dir, tweak.clone()).await;
+    let addr = api.server.as_ref().unwrap().tls_addr().unwrap();
+    let (_, shown) = api.call("GET", "/api/v1/listeners/tls", None).await;
+    assert_eq!(shown["cert"], next_cert.as_str(), "{shown}");
+    assert_eq!(
+        try_connect(addr, new.clone(), ProtocolVersion::V5, "new")
+            .await
+            .1,
+        Some(0)
+    );
+    assert_eq!(
+        try_connect(addr, old.clone(), ProtocolVersion::V5, "old")
+            .await
+            .1,
+        None
+    );
+
+    // The stored certificate's files gone: the file's certificate serves again.
+    let dir = api.stop().await;
+    std::fs::remove_file(&next_cert).unwrap();
+    let api = api::start_api_in(dir, tweak).await;
+    let addr = api.server.as_ref().unwrap().tls_addr().unwrap();
+    assert_eq!(
+        try_connect(addr, old, ProtocolVersion::V5, "old").await.1,
+        Some(0)
+    );
+    api.shutdown().await;
+}
+
+/// Over the API, a serial two CAs issued names two certificates: paths take the
+/// `ca_id:serial` id (a bare serial is ambiguous: 409), the status answers per CA.
+#[tokio::test]
+async fn the_api_names_device_certificates_by_ca_and_serial() {
+    let api = start_api(|_| {}).await;
+    let server = api.server.as_ref().unwrap();
+    let fleet_a = Ca::new("Fleet A");
+    let fleet_b = Ca::new("Fleet B");
+    let a_id = register_ca(server, &fleet_a, Default::default());
+    let b_id = register_ca(server, &fleet_b, Default::default());
+    let mut ids = Vec::new();
+    for (ca, client) in [(&fleet_a, "dev-a"), (&fleet_b, "dev-b")] {
+        let (pem, _) = ca.issue(client, &[], 42);
+        let (status, body) = api
+            .call(
+                "POST",
+                "/api/v1/device-certificates",
+                Some(json!({"certificate_pem": pem, "client_id": client})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids, [format!("{a_id}:2a"), format!("{b_id}:2a")]);
+    assert_error(
+        api.call("GET", "/api/v1/device-certificates/2a", None)
+            .await,
+        409,
+        "conflict",
+        "several CAs",
+    );
+    let (status, body) = api
+        .call(
+            "PATCH",
+            &format!("/api/v1/device-certificates/{}", ids[0]),
+            Some(json!({"status": "REVOKED"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("REVOKED")),
+        "{body}"
+    );
+    let (_, status) = api
+        .call("GET", "/api/v1/device-certificates/2a/status", None)
+        .await;
+    assert_eq!(status["status"], "AMBIGUOUS", "{status}");
+    assert_eq!(status["matches"].as_array().unwrap().len(), 2);
+    let (_, status) = api
+        .call(
+            "GET",
+            &format!("/api/v1/device-certificates/2a/status?ca_id={b_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status["status"], "ACTIVE", "{status}");
+    assert_eq!(status["matches"][0]["id"], ids[1].as_str());
+    let (_, listed) = api
+        .call(
+            "GET",
+            &format!("/api/v1/device-certificates?ca_id={a_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["client_id"], "dev-a");
+    api.shutdown().await;
+}

@@ -26,6 +26,7 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::{AuthRequest, Verdict};
+use crate::records::Persist;
 
 /// Bytes of a generated key.
 const KEY_LEN: usize = 32;
@@ -47,6 +48,10 @@ pub enum DeviceError {
     NotFound(String),
     #[error("cannot generate a key")]
     Random,
+    /// The change could not be stored (it was not made, unless it disables a device:
+    /// that applies anyway).
+    #[error("{0}")]
+    Store(String),
 }
 
 /// A device identity as stored and shown by the API.
@@ -88,6 +93,16 @@ impl DeviceRegistry {
     }
 
     pub fn create(&self, device_id: &str, spec: DeviceSpec) -> Result<DeviceIdentity, DeviceError> {
+        self.create_stored(device_id, spec, &|_| Ok(()))
+    }
+
+    /// [`Self::create`], stored by `persist` before the device exists.
+    pub(crate) fn create_stored(
+        &self,
+        device_id: &str,
+        spec: DeviceSpec,
+        persist: Persist<'_, DeviceIdentity>,
+    ) -> Result<DeviceIdentity, DeviceError> {
         if device_id.is_empty() || device_id.len() > 256 {
             return Err(DeviceError::BadId);
         }
@@ -98,16 +113,27 @@ impl DeviceRegistry {
             secondary_key: key_or_generate(spec.secondary_key)?,
             properties: checked_properties(spec.properties.unwrap_or_default())?,
         };
-        let mut devices = self.lock();
-        if devices.contains_key(device_id) {
+        if self.lock().contains_key(device_id) {
             return Err(DeviceError::Exists(device_id.to_owned()));
         }
-        devices.insert(device_id.to_owned(), device.clone());
+        persist(Some(&device)).map_err(DeviceError::Store)?;
+        self.lock().insert(device_id.to_owned(), device.clone());
         Ok(device)
     }
 
     /// Changes the given fields; a key given as an empty string is regenerated.
     pub fn update(&self, device_id: &str, spec: DeviceSpec) -> Result<DeviceIdentity, DeviceError> {
+        self.update_stored(device_id, spec, &|_| Ok(()))
+    }
+
+    /// [`Self::update`], stored by `persist` first; disabling applies first and is stored
+    /// after (a withdrawal takes effect even if it cannot be stored).
+    pub(crate) fn update_stored(
+        &self,
+        device_id: &str,
+        spec: DeviceSpec,
+        persist: Persist<'_, DeviceIdentity>,
+    ) -> Result<DeviceIdentity, DeviceError> {
         let primary = spec
             .primary_key
             .map(|k| key_or_generate(Some(k)))
@@ -117,9 +143,8 @@ impl DeviceRegistry {
             .map(|k| key_or_generate(Some(k)))
             .transpose()?;
         let properties = spec.properties.map(checked_properties).transpose()?;
-        let mut devices = self.lock();
-        let device = devices
-            .get_mut(device_id)
+        let mut device = self
+            .get(device_id)
             .ok_or_else(|| DeviceError::NotFound(device_id.to_owned()))?;
         if let Some(enabled) = spec.enabled {
             device.enabled = enabled;
@@ -133,14 +158,40 @@ impl DeviceRegistry {
         if let Some(properties) = properties {
             device.properties = properties;
         }
-        Ok(device.clone())
+        let withdrawal = spec.enabled == Some(false);
+        if !withdrawal {
+            persist(Some(&device)).map_err(DeviceError::Store)?;
+        }
+        {
+            let mut devices = self.lock();
+            let slot = devices
+                .get_mut(device_id)
+                .ok_or_else(|| DeviceError::NotFound(device_id.to_owned()))?;
+            *slot = device.clone();
+        }
+        if withdrawal {
+            persist(Some(&device))
+                .map_err(|e| DeviceError::Store(format!("{e} (applied until a restart)")))?;
+        }
+        Ok(device)
     }
 
     pub fn delete(&self, device_id: &str) -> Result<(), DeviceError> {
-        self.lock()
-            .remove(device_id)
-            .map(|_| ())
-            .ok_or_else(|| DeviceError::NotFound(device_id.to_owned()))
+        self.delete_stored(device_id, &|_| Ok(()))
+    }
+
+    /// [`Self::delete`], the record deleted by `persist(None)` first.
+    pub(crate) fn delete_stored(
+        &self,
+        device_id: &str,
+        persist: Persist<'_, DeviceIdentity>,
+    ) -> Result<(), DeviceError> {
+        if !self.lock().contains_key(device_id) {
+            return Err(DeviceError::NotFound(device_id.to_owned()));
+        }
+        persist(None).map_err(DeviceError::Store)?;
+        self.lock().remove(device_id);
+        Ok(())
     }
 
     pub fn get(&self, device_id: &str) -> Option<DeviceIdentity> {

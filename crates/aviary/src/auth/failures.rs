@@ -2,6 +2,11 @@
 //! client id counts; from the third one on, the next attempt from that address or for
 //! that client id waits before it is even checked, doubling per failure up to a cap. A
 //! quiet period forgets the count; a success forgets the client id's.
+//!
+//! The table is bounded without ever being reset: when full, stale keys go first, then the
+//! least useful ones — keys that do not slow anyone down yet before those that do, then
+//! client ids before addresses, the least recent first — so rotating client ids (or addresses)
+//! cannot wipe the count of the address or client id being slowed down.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,8 +21,8 @@ const BASE_DELAY: Duration = Duration::from_millis(250);
 const MAX_DELAY: Duration = Duration::from_secs(8);
 /// A key without failures for this long starts again from zero.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
-/// Keys tracked at most; beyond, stale ones are swept and, if still full, all forgotten
-/// (an attacker spraying addresses gains nothing the cap would not give anyway).
+/// Keys tracked at most; beyond, stale ones are swept and, if still full, a tenth is evicted
+/// (see the module doc for which).
 const MAX_KEYS: usize = 100_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -27,13 +32,28 @@ enum Key {
 }
 
 /// Failure counts per address and per client id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FailureTracker {
     /// Key → (failures, last failure). A mutex held for one map operation.
     entries: Mutex<HashMap<Key, (u32, Instant)>>,
+    /// Most keys kept ([`MAX_KEYS`]; smaller in tests).
+    max_keys: usize,
+}
+
+impl Default for FailureTracker {
+    fn default() -> Self {
+        Self::with_max_keys(MAX_KEYS)
+    }
 }
 
 impl FailureTracker {
+    fn with_max_keys(max_keys: usize) -> Self {
+        Self {
+            entries: Mutex::default(),
+            max_keys: max_keys.max(10),
+        }
+    }
+
     /// How long the next attempt from `ip` for `client_id` waits.
     pub fn delay(&self, ip: IpAddr, client_id: &str) -> Duration {
         let now = Instant::now();
@@ -50,11 +70,8 @@ impl FailureTracker {
     pub fn failure(&self, ip: IpAddr, client_id: &str) {
         let now = Instant::now();
         let mut entries = self.lock();
-        if entries.len() >= MAX_KEYS {
-            entries.retain(|_, (_, last)| now.duration_since(*last) < FORGET_AFTER);
-            if entries.len() >= MAX_KEYS {
-                entries.clear();
-            }
+        if entries.len() + 2 > self.max_keys {
+            make_room(&mut entries, now, self.max_keys);
         }
         for key in [
             Key::Address(ip.to_canonical()),
@@ -76,6 +93,31 @@ impl FailureTracker {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (u32, Instant)>> {
         // Counters only: a poisoned map is still usable.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Sweeps stale keys and, if still full, evicts down to nine tenths of `max_keys`: keys not
+/// (yet) slowing anyone down before those that do, then client ids before addresses, least
+/// recent first. Runs once per tenth of the table filled, so its sort is amortised.
+fn make_room(entries: &mut HashMap<Key, (u32, Instant)>, now: Instant, max_keys: usize) {
+    entries.retain(|_, (_, last)| now.duration_since(*last) < FORGET_AFTER);
+    if entries.len() + 2 <= max_keys {
+        return;
+    }
+    let target = max_keys - max_keys / 10;
+    let excess = entries.len().saturating_sub(target);
+    let mut order: Vec<((bool, bool, Instant), Key)> = entries
+        .iter()
+        .map(|(key, (count, last))| {
+            let is_address = matches!(key, Key::Address(_));
+            ((*count > FREE_FAILURES, is_address, *last), key.clone())
+        })
+        .collect();
+    if excess < order.len() {
+        order.select_nth_unstable_by_key(excess, |(rank, _)| *rank);
+    }
+    for (_, key) in order.into_iter().take(excess) {
+        entries.remove(&key);
     }
 }
 
@@ -114,5 +156,36 @@ mod tests {
         assert!(t.delay(b, "y").is_zero(), "unrelated");
         t.success("x");
         assert!(t.delay(b, "x").is_zero());
+    }
+
+    #[test]
+    fn a_full_table_evicts_rotating_client_ids_not_the_counts_that_slow_down() {
+        let t = FailureTracker::with_max_keys(20);
+        let attacker: IpAddr = "10.0.0.9".parse().unwrap();
+        let other: IpAddr = "10.0.0.7".parse().unwrap();
+        for _ in 0..4 {
+            t.failure(other, "victim");
+        }
+        // One address rotating client ids, far beyond the table's size.
+        for i in 0..500 {
+            t.failure(attacker, &format!("rotating-{i}"));
+            assert!(t.lock().len() <= 20);
+        }
+        assert_eq!(
+            t.delay(attacker, "fresh-id"),
+            MAX_DELAY,
+            "the address's count survived"
+        );
+        assert!(
+            !t.delay("10.0.0.8".parse().unwrap(), "victim").is_zero(),
+            "the slowed-down client id survived"
+        );
+        // Rotating addresses too: the slowed-down keys still outlive one-off ones.
+        for i in 0..200u32 {
+            let ip = IpAddr::from([192, 168, (i / 250) as u8, (i % 250) as u8]);
+            t.failure(ip, &format!("spray-{i}"));
+        }
+        assert!(!t.delay(attacker, "x").is_zero());
+        assert!(!t.delay("10.0.0.8".parse().unwrap(), "victim").is_zero());
     }
 }

@@ -10,7 +10,8 @@
 //! The answer: 2xx with `{"result": "allow" | "deny" | "ignore"}` (an empty body is "allow"),
 //! optionally `"publish"` / `"subscribe"` arrays of topic filters (the grants) and a
 //! `"username"`; 401 is bad credentials, 403 not authorized. Anything else, a timeout or an
-//! unreachable service refuses with "server unavailable" (0x88 / 3.x 3), never allows.
+//! unreachable service refuses with "server unavailable" (0x88 / 3.x 3), never allows; so
+//! does an answer body longer than [`MAX_ANSWER_BYTES`] (64 KiB).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,6 +25,9 @@ use super::{AuthRequest, Verdict};
 
 /// Most cached answers (cleared when full).
 const CACHE_MAX: usize = 10_000;
+/// Largest answer body read; a longer one refuses as "server unavailable" (a broken or
+/// hostile service cannot make the broker buffer without bound).
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// GET or POST.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -177,7 +181,7 @@ impl HttpAuthenticator {
                 return Verdict::Refuse(AuthRefusal::ServerUnavailable);
             }
         }
-        let Ok(bytes) = response.bytes().await else {
+        let Some(bytes) = read_capped(response).await else {
             return Verdict::Refuse(AuthRefusal::ServerUnavailable);
         };
         let answer: Answer = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -265,6 +269,26 @@ fn fill(template: &str, request: &AuthRequest, escape: Escape) -> String {
         }
     }
     out
+}
+
+/// The answer body, if it arrives whole and within [`MAX_ANSWER_BYTES`].
+async fn read_capped(mut response: reqwest::Response) -> Option<Vec<u8>> {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        debug!("HTTP auth answer too long");
+        return None;
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.ok()? {
+        if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+            debug!("HTTP auth answer too long");
+            return None;
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Some(bytes)
 }
 
 fn escaped(value: &str, escape: Escape) -> String {

@@ -94,6 +94,8 @@ pub enum JwtError {
     Key(jsonwebtoken::errors::Error),
     #[error("cannot fetch the JWKS: {0}")]
     Fetch(String),
+    #[error("the JWKS has no usable key")]
+    NoUsableKeys,
 }
 
 impl JwtAuthenticator {
@@ -126,7 +128,9 @@ impl JwtAuthenticator {
         }
     }
 
-    /// Fetches the JWKS document and swaps its keys in (unsupported keys are skipped).
+    /// Fetches the JWKS document and swaps its keys in (unsupported keys are skipped). A
+    /// document without a usable key is refused ([`JwtError::NoUsableKeys`]): the previous
+    /// keys stay, so a broken or emptied endpoint does not lock every device out.
     pub async fn refresh(&self, client: &reqwest::Client) -> Result<usize, JwtError> {
         let Some((url, _)) = self.jwks() else {
             return Ok(self.keys.load().len());
@@ -154,6 +158,9 @@ impl JwtAuthenticator {
             })
             .collect();
         let count = keys.len();
+        if count == 0 {
+            return Err(JwtError::NoUsableKeys);
+        }
         self.keys.store(Arc::new(keys));
         Ok(count)
     }

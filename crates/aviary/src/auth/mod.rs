@@ -35,6 +35,15 @@ use bytes::Bytes;
 use tracing::debug;
 
 pub use devices::{DeviceIdentity, DeviceRegistry, DeviceSpec};
+
+/// Why new authenticator settings were not installed.
+#[derive(Debug)]
+pub(crate) enum SettingsChangeError {
+    /// The settings do not build (e.g. an unusable JWT key).
+    Invalid(anyhow::Error),
+    /// They could not be stored (nothing changed).
+    Store(String),
+}
 pub use failures::FailureTracker;
 pub use http::{HttpAuthenticator, HttpMethod, HttpSettings};
 pub use jwt::{JwtAuthenticator, JwtKeys, JwtSettings, TokenField};
@@ -228,6 +237,21 @@ impl AuthService {
         Ok(())
     }
 
+    /// [`Self::replace`], stored by `persist` in between: the new chain is built (so
+    /// invalid settings are refused before anything is stored), then stored, then
+    /// installed; a failed write changes nothing.
+    pub(crate) fn replace_stored(
+        &self,
+        settings: AuthSettings,
+        persist: crate::records::Persist<'_, AuthSettings>,
+    ) -> Result<(), SettingsChangeError> {
+        let chain = Chain::new(settings.clone()).map_err(SettingsChangeError::Invalid)?;
+        persist(Some(&settings)).map_err(SettingsChangeError::Store)?;
+        self.chain.store(Arc::new(chain));
+        self.changes.send_modify(|n| *n += 1);
+        Ok(())
+    }
+
     /// The current settings.
     pub fn settings(&self) -> AuthSettings {
         self.chain.load().settings.clone()
@@ -324,6 +348,22 @@ impl AuthService {
                     return Err(AuthRefusal::NotAuthorized);
                 }
             }
+            // Choice: a verified certificate is the credential, so users, device tokens and
+            // JWTs are not consulted; an HTTP service in the chain still is (it sees
+            // `${cert_cn}`), so a back end can allow, refuse or grant per device. Its
+            // "ignore" leaves the certificate's word standing.
+            let chain = self.chain.load_full();
+            if let Some(http) = chain
+                .http
+                .as_ref()
+                .filter(|_| chain.settings.order.contains(&AuthenticatorKind::Http))
+            {
+                match http.authenticate(request).await {
+                    Verdict::Accept(principal) => return Ok(principal),
+                    Verdict::Refuse(refusal) => return Err(refusal),
+                    Verdict::Skip => {}
+                }
+            }
             return Ok(Principal {
                 username: request.username.as_deref().map(Into::into),
                 certificate_cn: cert.common_name.as_deref().map(Into::into),
@@ -384,5 +424,24 @@ impl AuthService {
                     && chain.http.is_none()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_that_cannot_be_stored_are_not_installed() {
+        let auth = AuthService::new(AuthSettings::default()).unwrap();
+        let before = auth.settings();
+        let mut changed = before.clone();
+        changed.order.reverse();
+        changed.order.pop();
+        let refused = auth.replace_stored(changed.clone(), &|_| Err("disk full".into()));
+        assert!(matches!(refused, Err(SettingsChangeError::Store(_))));
+        assert_eq!(auth.settings().order, before.order);
+        auth.replace_stored(changed.clone(), &|_| Ok(())).unwrap();
+        assert_eq!(auth.settings().order, changed.order);
     }
 }

@@ -5,6 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::records::Persist;
 use arc_swap::ArcSwap;
 use aviary_codec::QoS;
 use aviary_core::authz::{
@@ -34,6 +35,9 @@ pub enum PolicyError {
     BadQos,
     #[error(transparent)]
     Pattern(#[from] PatternError),
+    /// The change could not be stored (it was not made).
+    #[error("{0}")]
+    Store(String),
     #[error("at most {MAX_POLICIES} policies")]
     TooMany,
 }
@@ -154,6 +158,16 @@ impl PolicyStore {
     }
 
     pub fn create(&self, doc: PolicyDoc) -> Result<(), PolicyError> {
+        self.create_stored(doc, &|_| Ok(()))
+    }
+
+    /// [`Self::create`], stored by `persist` before it applies. The documents' lock is held
+    /// across the write: only management changes take it (checks read the published set).
+    pub(crate) fn create_stored(
+        &self,
+        doc: PolicyDoc,
+        persist: Persist<'_, PolicyDoc>,
+    ) -> Result<(), PolicyError> {
         doc.parse()?;
         let mut docs = self.lock();
         if docs.iter().any(|d| d.id == doc.id) {
@@ -162,28 +176,47 @@ impl PolicyStore {
         if docs.len() >= MAX_POLICIES {
             return Err(PolicyError::TooMany);
         }
+        persist(Some(&doc)).map_err(PolicyError::Store)?;
         docs.push(doc);
         self.publish(&docs)
     }
 
     pub fn replace(&self, doc: PolicyDoc) -> Result<(), PolicyError> {
+        self.replace_stored(doc, &|_| Ok(()))
+    }
+
+    /// [`Self::replace`], stored by `persist` before it applies.
+    pub(crate) fn replace_stored(
+        &self,
+        doc: PolicyDoc,
+        persist: Persist<'_, PolicyDoc>,
+    ) -> Result<(), PolicyError> {
         doc.parse()?;
         let mut docs = self.lock();
-        let slot = docs
-            .iter_mut()
-            .find(|d| d.id == doc.id)
-            .ok_or_else(|| PolicyError::NotFound(doc.id.clone()))?;
-        *slot = doc;
+        let Some(at) = docs.iter().position(|d| d.id == doc.id) else {
+            return Err(PolicyError::NotFound(doc.id));
+        };
+        persist(Some(&doc)).map_err(PolicyError::Store)?;
+        docs[at] = doc;
         self.publish(&docs)
     }
 
     pub fn delete(&self, id: &str) -> Result<(), PolicyError> {
+        self.delete_stored(id, &|_| Ok(()))
+    }
+
+    /// [`Self::delete`], the record deleted by `persist(None)` first.
+    pub(crate) fn delete_stored(
+        &self,
+        id: &str,
+        persist: Persist<'_, PolicyDoc>,
+    ) -> Result<(), PolicyError> {
         let mut docs = self.lock();
-        let before = docs.len();
-        docs.retain(|d| d.id != id);
-        if docs.len() == before {
+        if !docs.iter().any(|d| d.id == id) {
             return Err(PolicyError::NotFound(id.to_owned()));
         }
+        persist(None).map_err(PolicyError::Store)?;
+        docs.retain(|d| d.id != id);
         self.publish(&docs)
     }
 

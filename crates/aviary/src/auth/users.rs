@@ -13,6 +13,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::Semaphore;
 
 use super::{AuthRequest, Verdict};
+use crate::records::Persist;
 
 /// How long a successful verification is remembered.
 const SUCCESS_TTL: Duration = Duration::from_secs(60);
@@ -34,6 +35,10 @@ pub enum UserError {
     NotFound(String),
     #[error("not an argon2 PHC hash string")]
     BadHash,
+    /// The change could not be stored (it was not made, unless it disables a user: that
+    /// applies anyway).
+    #[error("{0}")]
+    Store(String),
 }
 
 /// A user as stored (and listed by the API: no secret but the hash, which is never shown).
@@ -92,6 +97,17 @@ impl UserRegistry {
 
     /// Adds a user with a plain password (hashed here) or a ready PHC hash.
     pub fn create(&self, username: &str, secret: Secret, enabled: bool) -> Result<User, UserError> {
+        self.create_stored(username, secret, enabled, &|_| Ok(()))
+    }
+
+    /// [`Self::create`], stored by `persist` before the user exists.
+    pub(crate) fn create_stored(
+        &self,
+        username: &str,
+        secret: Secret,
+        enabled: bool,
+        persist: Persist<'_, User>,
+    ) -> Result<User, UserError> {
         if username.is_empty() || username.len() > 256 {
             return Err(UserError::BadUsername);
         }
@@ -101,11 +117,11 @@ impl UserRegistry {
             password_hash,
             enabled,
         };
-        let mut users = self.lock();
-        if users.contains_key(username) {
+        if self.lock().contains_key(username) {
             return Err(UserError::Exists(username.to_owned()));
         }
-        users.insert(username.to_owned(), user.clone());
+        persist(Some(&user)).map_err(UserError::Store)?;
+        self.lock().insert(username.to_owned(), user.clone());
         Ok(user)
     }
 
@@ -116,10 +132,21 @@ impl UserRegistry {
         secret: Option<Secret>,
         enabled: Option<bool>,
     ) -> Result<User, UserError> {
+        self.update_stored(username, secret, enabled, &|_| Ok(()))
+    }
+
+    /// [`Self::update`], stored by `persist` first; disabling applies first and is stored
+    /// after (a withdrawal takes effect even if it cannot be stored).
+    pub(crate) fn update_stored(
+        &self,
+        username: &str,
+        secret: Option<Secret>,
+        enabled: Option<bool>,
+        persist: Persist<'_, User>,
+    ) -> Result<User, UserError> {
         let hash = secret.map(Secret::into_hash).transpose()?;
-        let mut users = self.lock();
-        let user = users
-            .get_mut(username)
+        let mut user = self
+            .get(username)
             .ok_or_else(|| UserError::NotFound(username.to_owned()))?;
         if let Some(hash) = hash {
             user.password_hash = hash;
@@ -127,16 +154,40 @@ impl UserRegistry {
         if let Some(enabled) = enabled {
             user.enabled = enabled;
         }
-        let user = user.clone();
-        drop(users);
+        let withdrawal = enabled == Some(false);
+        if !withdrawal {
+            persist(Some(&user)).map_err(UserError::Store)?;
+        }
+        {
+            let mut users = self.lock();
+            let slot = users
+                .get_mut(username)
+                .ok_or_else(|| UserError::NotFound(username.to_owned()))?;
+            *slot = user.clone();
+        }
         self.forget_successes(username);
+        if withdrawal {
+            persist(Some(&user))
+                .map_err(|e| UserError::Store(format!("{e} (applied until a restart)")))?;
+        }
         Ok(user)
     }
 
     pub fn delete(&self, username: &str) -> Result<(), UserError> {
-        self.lock()
-            .remove(username)
-            .ok_or_else(|| UserError::NotFound(username.to_owned()))?;
+        self.delete_stored(username, &|_| Ok(()))
+    }
+
+    /// [`Self::delete`], the record deleted by `persist(None)` first.
+    pub(crate) fn delete_stored(
+        &self,
+        username: &str,
+        persist: Persist<'_, User>,
+    ) -> Result<(), UserError> {
+        if !self.lock().contains_key(username) {
+            return Err(UserError::NotFound(username.to_owned()));
+        }
+        persist(None).map_err(UserError::Store)?;
+        self.lock().remove(username);
         self.forget_successes(username);
         Ok(())
     }

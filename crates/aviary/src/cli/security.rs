@@ -139,6 +139,10 @@ pub enum CaCommand {
         id: String,
         file: std::path::PathBuf,
     },
+    /// Show the CA's imported CRL (PEM and revoked serials).
+    ShowCrl { id: String },
+    /// Remove the CA's imported CRL (its serials are no longer refused).
+    DeleteCrl { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,7 +159,7 @@ pub enum CertCommand {
         #[arg(long)]
         status: Option<String>,
     },
-    /// Show one device certificate.
+    /// Show one device certificate (id `ca_id:serial`, or a serial only one CA has).
     Show { serial: String },
     /// Register a device certificate (PEM file) issued by a registered CA.
     Register {
@@ -167,11 +171,18 @@ pub enum CertCommand {
         #[arg(long)]
         status: Option<String>,
     },
-    /// Change a certificate's status (anything but ACTIVE closes its connections).
+    /// Change a certificate's status (anything but ACTIVE closes its connections). The
+    /// certificate: `ca_id:serial`, or a serial only one CA has.
     SetStatus { serial: String, status: String },
-    /// The status of any serial: registered, REVOKED by a CRL, or UNKNOWN.
-    Status { serial: String },
-    /// Delete a device certificate.
+    /// The status of any serial under each CA that knows it: registered, REVOKED by a CRL,
+    /// or UNKNOWN.
+    Status {
+        serial: String,
+        /// Only this CA's answer.
+        #[arg(long)]
+        ca_id: Option<String>,
+    },
+    /// Delete a device certificate (`ca_id:serial`, or a serial only one CA has).
     Delete { serial: String },
 }
 
@@ -212,6 +223,7 @@ const CA_COLUMNS: &[(&str, &str)] = &[
 ];
 
 const CERT_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "id"),
     ("SERIAL", "serial"),
     ("CLIENT ID", "client_id"),
     ("STATUS", "status"),
@@ -460,6 +472,30 @@ pub(super) async fn ca(
                 )
             });
         }
+        CaCommand::ShowCrl { id } => {
+            let v = api
+                .call(Method::GET, &format!("{}/crl", path(&id)), None)
+                .await?;
+            return Ok(if as_json {
+                pretty(&v)
+            } else {
+                let serials: Vec<String> = v["revoked"]
+                    .as_array()
+                    .map(|a| a.iter().map(table::cell).collect())
+                    .unwrap_or_default();
+                format!(
+                    "revoked: {}\n{}",
+                    serials.join(", "),
+                    v["crl_pem"].as_str().unwrap_or_default()
+                )
+            });
+        }
+        CaCommand::DeleteCrl { id } => {
+            let v = api
+                .call(Method::DELETE, &format!("{}/crl", path(&id)), None)
+                .await?;
+            return Ok(deleted(as_json, &v, format!("CRL of CA {id}")));
+        }
     };
     Ok(output(as_json, &value, CA_COLUMNS))
 }
@@ -510,9 +546,10 @@ pub(super) async fn cert(
             let body = json!({ "status": status });
             api.call(Method::PATCH, &path(&serial), Some(&body)).await?
         }
-        CertCommand::Status { serial } => {
+        CertCommand::Status { serial, ca_id } => {
+            let q = super::query(&[("ca_id", ca_id)]);
             let v = api
-                .call(Method::GET, &format!("{}/status", path(&serial)), None)
+                .call(Method::GET, &format!("{}/status{q}", path(&serial)), None)
                 .await?;
             return Ok(if as_json { pretty(&v) } else { fields(&v) });
         }

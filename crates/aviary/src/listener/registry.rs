@@ -11,7 +11,7 @@
 //! loaded (unreadable files or PEM are refused then, naming the field), and its certificate
 //! can be replaced at runtime without dropping connections.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::cidr::Cidr;
 use super::tls_settings::tls_error;
@@ -186,8 +186,9 @@ impl Registry {
     }
 
     /// Starts the listeners of the config file (`default`, and `tls` from
-    /// `[tls_listener]`), with a stored change of their `enabled`/`allow` applied, then
-    /// every stored listener.
+    /// `[tls_listener]`), with a stored change of their `enabled`/`allow` (and, for `tls`,
+    /// server certificate and key) applied, then every stored listener. A stored
+    /// certificate that no longer loads falls back to the file's, with an error logged.
     pub(crate) async fn start_all(
         &self,
         configured: Vec<ListenerSpec>,
@@ -196,11 +197,20 @@ impl Registry {
             records::list(&*self.records, RecordKind::Listener)?;
         let mut configured = configured;
         let mut others = Vec::new();
+        // The file's certificate and key of a configured listener whose stored ones differ.
+        let mut file_tls: HashMap<String, TlsSettings> = HashMap::new();
         for (_, spec) in stored {
             match configured.iter_mut().find(|c| c.name == spec.name) {
                 Some(from_config) => {
                     from_config.enabled = spec.enabled;
                     from_config.allow = spec.allow;
+                    if let (Some(file), Some(stored)) = (&mut from_config.tls, spec.tls) {
+                        if (&file.cert, &file.key) != (&stored.cert, &stored.key) {
+                            file_tls.insert(from_config.name.clone(), file.clone());
+                            file.cert = stored.cert;
+                            file.key = stored.key;
+                        }
+                    }
                 }
                 None => others.push(spec),
             }
@@ -211,7 +221,20 @@ impl Registry {
         // reports it, rather than the whole broker failing to start.
         for spec in configured {
             let from_tls_section = spec.name == TLS_LISTENER;
-            let mut entry = self.start_entry(spec).await.map_err(|e| match e {
+            let started = match file_tls.remove(&spec.name) {
+                None => self.start_entry(spec).await,
+                Some(file) => match self.start_entry(spec.clone()).await {
+                    Err(e @ ListenerError::Tls { .. }) => {
+                        tracing::error!(name = %spec.name, error = %e,
+                            "stored server certificate not usable; using the configuration file's");
+                        let mut spec = spec;
+                        spec.tls = Some(file);
+                        self.start_entry(spec).await
+                    }
+                    other => other,
+                },
+            };
+            let mut entry = started.map_err(|e| match e {
                 // Named as the config file's keys.
                 ListenerError::Tls { field, message } if from_tls_section => ListenerError::Tls {
                     field: match field {
@@ -276,19 +299,32 @@ impl Registry {
             .all(|e| !e.spec.enabled || e.running.is_some())
     }
 
-    /// Creates (and, if enabled, binds) a listener and stores it.
+    /// Stores (`Some`) or deletes (`None`) listener `name`'s record on a blocking thread.
+    async fn persist(&self, name: &str, spec: Option<&ListenerSpec>) -> Result<(), ListenerError> {
+        let records = Arc::clone(&self.records);
+        let (name, spec) = (name.to_owned(), spec.cloned());
+        tokio::task::spawn_blocking(move || match spec {
+            Some(spec) => records::put(&*records, RecordKind::Listener, &name, &spec),
+            None => records.delete(RecordKind::Listener, &name).map(drop),
+        })
+        .await
+        .map_err(|e| RecordError::Backend(format!("record task failed: {e}")))?
+        .map_err(ListenerError::from)
+    }
+
+    /// Creates (and, if enabled, binds) a listener and stores it. Binding comes first (it
+    /// checks the address and certificate); if the record cannot be written the listener
+    /// is stopped again, so nothing changed.
     pub(crate) async fn create(&self, spec: ListenerSpec) -> Result<ListenerState, ListenerError> {
         let mut entries = self.entries.lock().await;
         if entries.contains_key(&spec.name) {
             return Err(ListenerError::Exists(spec.name));
         }
-        let entry = self.start_entry(spec).await?;
-        records::put(
-            &*self.records,
-            RecordKind::Listener,
-            &entry.spec.name,
-            &entry.spec,
-        )?;
+        let mut entry = self.start_entry(spec).await?;
+        if let Err(e) = self.persist(&entry.spec.name, Some(&entry.spec)).await {
+            self.stop(&mut entry).await;
+            return Err(e);
+        }
         let view = state(&entry);
         entries.insert(entry.spec.name.clone(), entry);
         Ok(view)
@@ -296,21 +332,71 @@ impl Registry {
 
     /// Changes a listener's `enabled` flag, allow-list and/or server certificate, at once,
     /// and stores it. A new certificate is for new handshakes: open connections stay.
+    /// The changed record is stored first (a failed write changes nothing); if applying
+    /// then fails, the record is written again as the listener now is. Switching off is a
+    /// withdrawal: it applies first and is stored after.
     pub(crate) async fn update(
         &self,
         name: &str,
         change: ListenerChange,
     ) -> Result<ListenerState, ListenerError> {
+        let mut entries = self.entries.lock().await;
+        let entry = entries
+            .get_mut(name)
+            .ok_or_else(|| ListenerError::NotFound(name.to_owned()))?;
+        let withdrawal = change.enabled == Some(false);
+        if !withdrawal {
+            let mut next = entry.spec.clone();
+            if let Some(enabled) = change.enabled {
+                next.enabled = enabled;
+            }
+            if let Some(allow) = &change.allow {
+                next.allow = allow.clone();
+            }
+            if change.cert.is_some() || change.key.is_some() {
+                let Some(tls) = &mut next.tls else {
+                    let field = if change.cert.is_some() { "cert" } else { "key" };
+                    return Err(tls_error(
+                        field,
+                        "only TLS and WSS listeners have a certificate",
+                    ));
+                };
+                if let Some(cert) = &change.cert {
+                    tls.cert = cert.clone();
+                }
+                if let Some(key) = &change.key {
+                    tls.key = key.clone();
+                }
+            }
+            self.persist(name, Some(&next)).await?;
+        }
+        let applied = self.apply(name, entry, change).await;
+        if applied.is_err() && !withdrawal {
+            // Stored ahead of a change that did not (fully) apply: store what is live.
+            if let Err(e) = self.persist(name, Some(&entry.spec)).await {
+                warn!(name, error = %e, "listener record not restored after a failed change");
+            }
+        }
+        applied?;
+        if withdrawal {
+            self.persist(name, Some(&entry.spec)).await?;
+        }
+        Ok(state(entry))
+    }
+
+    /// Applies a change to a listener's live state (and its in-memory spec).
+    async fn apply(
+        &self,
+        name: &str,
+        entry: &mut Entry,
+        change: ListenerChange,
+    ) -> Result<(), ListenerError> {
         let ListenerChange {
             enabled,
             allow,
             cert,
             key,
         } = change;
-        let mut entries = self.entries.lock().await;
-        let entry = entries
-            .get_mut(name)
-            .ok_or_else(|| ListenerError::NotFound(name.to_owned()))?;
         if cert.is_some() || key.is_some() {
             let Some(tls) = &mut entry.spec.tls else {
                 let field = if cert.is_some() { "cert" } else { "key" };
@@ -361,11 +447,11 @@ impl Registry {
             Some(enabled) => entry.spec.enabled = enabled,
             None => {}
         }
-        records::put(&*self.records, RecordKind::Listener, name, &entry.spec)?;
-        Ok(state(entry))
+        Ok(())
     }
 
-    /// Deletes a listener: stops it, disconnects its clients and forgets it.
+    /// Deletes a listener: its record first, then stops it, disconnects its clients and
+    /// forgets it.
     pub(crate) async fn delete(&self, name: &str) -> Result<(), ListenerError> {
         let mut entries = self.entries.lock().await;
         match entries.get(name) {
@@ -375,11 +461,11 @@ impl Registry {
             }
             Some(_) => {}
         }
+        self.persist(name, None).await?;
         let Some(mut entry) = entries.remove(name) else {
             return Err(ListenerError::NotFound(name.to_owned()));
         };
         self.stop(&mut entry).await;
-        self.records.delete(RecordKind::Listener, name)?;
         Ok(())
     }
 
@@ -694,6 +780,76 @@ mod tests {
         let on = reg.update("secure", enable()).await.unwrap();
         assert!(on.address.is_some());
         assert!(reg.all_bound().await);
+        reg.stop_accepting().await;
+    }
+
+    /// Memory records whose writes fail while `fail` is set.
+    #[derive(Default)]
+    struct Flaky {
+        inner: MemoryRecords,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl Records for Flaky {
+        fn put_bytes(&self, kind: RecordKind, id: &str, value: Vec<u8>) -> Result<(), RecordError> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(RecordError::Backend("disk full".into()));
+            }
+            self.inner.put_bytes(kind, id, value)
+        }
+        fn list_bytes(&self, kind: RecordKind) -> Result<Vec<(String, Vec<u8>)>, RecordError> {
+            self.inner.list_bytes(kind)
+        }
+        fn delete(&self, kind: RecordKind, id: &str) -> Result<bool, RecordError> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(RecordError::Backend("disk full".into()));
+            }
+            self.inner.delete(kind, id)
+        }
+    }
+
+    #[tokio::test]
+    async fn listener_changes_that_cannot_be_stored_are_not_made() {
+        let flaky = Arc::new(Flaky::default());
+        let reg = registry(flaky.clone());
+        let any = "127.0.0.1:0".parse().unwrap();
+        reg.start_all(vec![ListenerSpec::default_tcp(any)])
+            .await
+            .unwrap();
+        reg.create(spec("web", ListenerKind::Ws, "127.0.0.1:0"))
+            .await
+            .unwrap();
+        flaky.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Create: refused, and the socket it bound is closed again.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        drop(taken);
+        let fixed = spec("extra", ListenerKind::Tcp, &format!("127.0.0.1:{port}"));
+        assert!(matches!(
+            reg.create(fixed).await,
+            Err(ListenerError::Store(_))
+        ));
+        assert!(reg.get("extra").await.is_err());
+        std::net::TcpListener::bind(("127.0.0.1", port))
+            .expect("the refused listener still holds its port");
+        // Update: the allow-list stays as it was.
+        let allow = vec!["10.0.0.0/8".parse().unwrap()];
+        let change = ListenerChange {
+            allow: Some(allow),
+            ..Default::default()
+        };
+        assert!(reg.update("web", change).await.is_err());
+        assert!(reg.get("web").await.unwrap().spec.allow.is_empty());
+        // Delete: still there, still bound.
+        assert!(reg.delete("web").await.is_err());
+        assert!(reg.address("web").await.is_some());
+        // Switching off is a withdrawal: it applies although the write fails.
+        let off = ListenerChange {
+            enabled: Some(false),
+            ..Default::default()
+        };
+        assert!(reg.update("web", off).await.is_err());
+        assert!(reg.address("web").await.is_none());
         reg.stop_accepting().await;
     }
 }

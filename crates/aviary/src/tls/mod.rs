@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::PeerCertificate;
 pub use registry::{
-    Admission, CaInfo, CaOptions, CaStatus, CertFilter, CertStatus, CertificateRegistry,
-    DeviceCertInfo, RegistryError,
+    cert_id, Admission, CaInfo, CaOptions, CaStatus, CertFilter, CertStatus, CertificateRegistry,
+    CrlInfo, DeviceCertInfo, RegistryError, SerialStatus,
 };
 
 /// How a TLS listener treats client certificates (its X.509 mode).

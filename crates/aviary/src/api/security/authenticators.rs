@@ -6,6 +6,7 @@
 
 // The resource modules share the parent's imports.
 use super::*;
+use crate::auth::SettingsChangeError;
 use crate::config::security::{validate_auth_settings, AuthSettingsDoc, HttpFile, JwtFile};
 use crate::config::ConfigError;
 
@@ -59,6 +60,113 @@ pub(crate) struct Authenticators {
     device_identities: usize,
     jwt_configured: bool,
     http_configured: bool,
+    /// The JWT settings (the keys of `[auth.jwt]`; a shared secret shows as "<redacted>").
+    jwt: Option<JwtView>,
+    /// The HTTP service settings (the keys of `[auth.http]`; header values and any password
+    /// in the URL show as "<redacted>").
+    http: Option<HttpView>,
+}
+
+/// What a secret shows as.
+const REDACTED: &str = "<redacted>";
+
+/// JWT settings as shown (secrets redacted).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct JwtView {
+    /// "password" or "username".
+    from: String,
+    /// "<redacted>" when a shared secret is set.
+    secret: Option<String>,
+    /// The RSA or EC public key, PEM.
+    public_key_pem: Option<String>,
+    jwks_url: Option<String>,
+    /// Seconds between JWKS fetches.
+    jwks_refresh: Option<u64>,
+    algorithms: Vec<String>,
+    client_id_claim: Option<String>,
+    username_claim: String,
+    /// Seconds of clock skew allowed.
+    leeway: u64,
+}
+
+/// HTTP service settings as shown (secrets redacted).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct HttpView {
+    url: String,
+    /// "get" or "post".
+    method: String,
+    /// Header names; every value shows as "<redacted>" (they often carry credentials).
+    headers: std::collections::BTreeMap<String, String>,
+    body: Option<String>,
+    connect_timeout_ms: u64,
+    timeout_ms: u64,
+    max_concurrency: usize,
+    /// Seconds an answer is reused.
+    cache_ttl: u64,
+}
+
+fn jwt_view(jwt: &crate::auth::JwtSettings) -> JwtView {
+    use crate::auth::{JwtKeys, TokenField};
+    let (secret, public_key_pem, jwks_url, jwks_refresh) = match &jwt.keys {
+        JwtKeys::Secret(_) => (Some(REDACTED.to_owned()), None, None, None),
+        JwtKeys::PublicKeyPem(pem) => (
+            None,
+            Some(String::from_utf8_lossy(pem).into_owned()),
+            None,
+            None,
+        ),
+        JwtKeys::Jwks { url, refresh } => (None, None, Some(url.clone()), Some(refresh.as_secs())),
+    };
+    JwtView {
+        from: match jwt.from {
+            TokenField::Password => "password".into(),
+            TokenField::Username => "username".into(),
+        },
+        secret,
+        public_key_pem,
+        jwks_url,
+        jwks_refresh,
+        algorithms: jwt.algorithms.iter().map(|a| format!("{a:?}")).collect(),
+        client_id_claim: jwt.client_id_claim.clone(),
+        username_claim: jwt.username_claim.clone(),
+        leeway: jwt.leeway,
+    }
+}
+
+/// `url` with the password of its user info (`scheme://user:password@host`) redacted.
+fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((info, host)) => {
+            let user = info.split_once(':').map_or(info, |(user, _)| user);
+            format!("{scheme}://{user}:{REDACTED}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn http_view(http: &crate::auth::HttpSettings) -> HttpView {
+    HttpView {
+        url: redacted_url(&http.url),
+        method: match http.method {
+            crate::auth::HttpMethod::Get => "get".into(),
+            crate::auth::HttpMethod::Post => "post".into(),
+        },
+        headers: http
+            .headers
+            .iter()
+            .map(|(name, _)| (name.clone(), REDACTED.to_owned()))
+            .collect(),
+        body: http.body.clone(),
+        connect_timeout_ms: u64::try_from(http.connect_timeout.as_millis()).unwrap_or(u64::MAX),
+        timeout_ms: u64::try_from(http.timeout.as_millis()).unwrap_or(u64::MAX),
+        max_concurrency: http.max_concurrency,
+        cache_ttl: http.cache_ttl.as_secs(),
+    }
 }
 
 fn view(auth: &crate::auth::AuthService) -> Authenticators {
@@ -75,6 +183,8 @@ fn view(auth: &crate::auth::AuthService) -> Authenticators {
         device_identities: auth.devices.list().len(),
         jwt_configured: settings.jwt.is_some(),
         http_configured: settings.http.is_some(),
+        jwt: settings.jwt.as_ref().map(jwt_view),
+        http: settings.http.as_ref().map(http_view),
     }
 }
 
@@ -123,16 +233,22 @@ async fn change_authenticators(
     if change.http.is_some() {
         settings.http = checked.http;
     }
-    state
-        .security
-        .auth
-        .replace(settings.clone())
-        .map_err(|e| ApiError::invalid("jwt", format!("{e:#}")))?;
-    records::put(
-        &*state.records,
-        RecordKind::Authenticator,
-        SETTINGS_ID,
-        &settings,
-    )?;
+    let (auth, records) = (Arc::clone(&state.security.auth), Arc::clone(&state.records));
+    // Built, stored, then installed: a failed write leaves the chain as it was.
+    tokio::task::spawn_blocking(move || {
+        auth.replace_stored(settings, &|s| {
+            let Some(s) = s else {
+                return Ok(());
+            };
+            records::put(&*records, RecordKind::Authenticator, SETTINGS_ID, s)
+                .map_err(|e| format!("the change could not be stored: {e}"))
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| match e {
+        SettingsChangeError::Invalid(e) => ApiError::invalid("jwt", format!("{e:#}")),
+        SettingsChangeError::Store(e) => ApiError::internal(e),
+    })?;
     Ok(Json(view(&state.security.auth)))
 }

@@ -1,4 +1,8 @@
-//! `/api/v1/ca-certificates` (registration code, proof of possession, CRLs) and `/api/v1/device-certificates` (statuses, the status of any serial).
+//! `/api/v1/ca-certificates` (registration code, proof of possession, CRLs) and
+//! `/api/v1/device-certificates` (statuses, the status of any serial). A device certificate
+//! is named by its id, `ca_id:serial` (serials are unique per CA only); a bare serial works
+//! while a single CA has it. Changes run on a blocking thread: the registry writes the
+//! management records (see `tls::registry`).
 
 // The resource modules share the parent's imports.
 use super::*;
@@ -8,10 +12,22 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(registration_code))
         .routes(routes!(list_cas, register_ca))
         .routes(routes!(get_ca, update_ca, delete_ca))
-        .routes(routes!(import_crl))
+        .routes(routes!(get_crl, import_crl, delete_crl))
         .routes(routes!(list_certs, register_cert))
         .routes(routes!(get_cert, update_cert, delete_cert))
         .routes(routes!(cert_status))
+}
+
+/// Runs a registry change on a blocking thread (it may write the records).
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    change: impl FnOnce(&CertificateRegistry) -> Result<T, RegistryError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let registry = Arc::clone(&state.security.certificates);
+    tokio::task::spawn_blocking(move || change(&registry))
+        .await
+        .map_err(|e| ApiError::internal(format!("certificate registry task failed: {e}")))?
+        .map_err(registry_error)
 }
 
 /// The current registration code.
@@ -122,19 +138,19 @@ async fn register_ca(
     State(state): State<AppState>,
     Json(body): Json<NewCa>,
 ) -> Result<(StatusCode, Json<CaView>), ApiError> {
-    let info = state
-        .security
-        .certificates
-        .register_ca(
+    let options = CaOptions {
+        activate: body.activate,
+        auto_register: body.auto_register,
+        auto_activate: body.auto_activate,
+    };
+    let info = blocking(&state, move |r| {
+        r.register_ca(
             body.certificate_pem.as_bytes(),
             body.verification_certificate_pem.as_bytes(),
-            CaOptions {
-                activate: body.activate,
-                auto_register: body.auto_register,
-                auto_activate: body.auto_activate,
-            },
+            options,
         )
-        .map_err(registry_error)?;
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(ca_view(info))))
 }
 
@@ -175,11 +191,7 @@ async fn update_ca(
             ))
         }
     };
-    let info = state
-        .security
-        .certificates
-        .set_ca_status(&id, status)
-        .map_err(registry_error)?;
+    let info = blocking(&state, move |r| r.set_ca_status(&id, status)).await?;
     Ok(Json(ca_view(info)))
 }
 
@@ -192,11 +204,7 @@ async fn delete_ca(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .security
-        .certificates
-        .delete_ca(&id)
-        .map_err(registry_error)?;
+    blocking(&state, move |r| r.delete_ca(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -210,17 +218,59 @@ async fn import_crl(
     Path(id): Path<String>,
     Json(body): Json<CrlImport>,
 ) -> Result<Json<CrlImported>, ApiError> {
-    let revoked = state
+    let revoked = blocking(&state, move |r| r.import_crl(&id, body.crl_pem.as_bytes())).await?;
+    Ok(Json(CrlImported { revoked }))
+}
+
+/// A CA's imported CRL.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct CrlView {
+    ca_id: String,
+    /// The CRL, PEM.
+    crl_pem: String,
+    /// The serials it revokes (lower-case hex), sorted.
+    revoked: Vec<String>,
+}
+
+/// Read a CA's imported CRL.
+#[utoipa::path(get, path = "/api/v1/ca-certificates/{id}/crl", tag = "security",
+    params(("id" = String, Path)),
+    responses((status = 200, body = CrlView), (status = 404, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+async fn get_crl(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<CrlView>, ApiError> {
+    let crl = state
         .security
         .certificates
-        .import_crl(&id, body.crl_pem.as_bytes())
+        .crl(&id)
         .map_err(registry_error)?;
-    Ok(Json(CrlImported { revoked }))
+    Ok(Json(CrlView {
+        ca_id: id,
+        crl_pem: crl.pem,
+        revoked: crl.revoked,
+    }))
+}
+
+/// Remove a CA's imported CRL: the serials it listed are no longer refused for that CA
+/// (registered certificates keep their own status).
+#[utoipa::path(delete, path = "/api/v1/ca-certificates/{id}/crl", tag = "security",
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+async fn delete_crl(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    blocking(&state, move |r| r.delete_crl(&id)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A registered device certificate.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct CertView {
+    /// `ca_id:serial`: names the certificate in the paths below.
+    id: String,
     serial: String,
     client_id: String,
     ca_id: String,
@@ -255,6 +305,7 @@ fn parse_status(text: &str) -> Result<CertStatus, ApiError> {
 
 fn cert_view(info: crate::tls::DeviceCertInfo) -> CertView {
     CertView {
+        id: info.id,
         serial: info.serial,
         client_id: info.client_id,
         ca_id: info.ca_id,
@@ -284,7 +335,7 @@ pub(crate) struct NewCert {
     status: Option<String>,
 }
 
-/// `PATCH /api/v1/device-certificates/{serial}`.
+/// `PATCH /api/v1/device-certificates/{id}`.
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CertChange {
@@ -297,8 +348,28 @@ pub(crate) struct CertChange {
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct CertStatusView {
     serial: String,
-    /// ACTIVE, INACTIVE, REVOKED, PENDING_ACTIVATION, or UNKNOWN.
+    /// ACTIVE, INACTIVE, REVOKED, PENDING_ACTIVATION; UNKNOWN when no CA knows the
+    /// serial; AMBIGUOUS when several CAs know it with different statuses (see `matches`).
     status: String,
+    /// One entry per CA that knows the serial (only the CA asked for, with `ca_id`).
+    matches: Vec<SerialStatusView>,
+}
+
+/// The status of a serial under one CA.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct SerialStatusView {
+    ca_id: String,
+    /// The registered certificate's id; absent when only the CA's CRL lists the serial.
+    id: Option<String>,
+    status: String,
+}
+
+/// `GET /api/v1/device-certificates/{id}/status`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StatusQuery {
+    /// Only this CA's answer.
+    ca_id: Option<String>,
 }
 
 /// List device certificates, filtered.
@@ -340,91 +411,118 @@ async fn register_cert(
         .map(parse_status)
         .transpose()?
         .unwrap_or(CertStatus::Active);
-    let info = state
-        .security
-        .certificates
-        .register_cert(body.certificate_pem.as_bytes(), body.client_id, status)
-        .map_err(registry_error)?;
+    let info = blocking(&state, move |r| {
+        r.register_cert(body.certificate_pem.as_bytes(), body.client_id, status)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(cert_view(info))))
 }
 
 /// Read a device certificate.
-#[utoipa::path(get, path = "/api/v1/device-certificates/{serial}", tag = "security",
-    params(("serial" = String, Path, description = "hex")),
+#[utoipa::path(get, path = "/api/v1/device-certificates/{id}", tag = "security",
+    params(("id" = String, Path, description = "ca_id:serial, or a serial only one CA has")),
     responses((status = 200, body = CertView), (status = 404, body = ErrorBody),
-        (status = 401, body = ErrorBody)))]
+        (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn get_cert(
     State(state): State<AppState>,
-    Path(serial): Path<String>,
+    Path(id): Path<String>,
 ) -> Result<Json<CertView>, ApiError> {
     state
         .security
         .certificates
-        .cert(&serial.to_lowercase())
+        .cert(&id)
         .map(|c| Json(cert_view(c)))
-        .ok_or_else(|| ApiError::not_found(format!("no certificate with serial {serial}")))
+        .map_err(registry_error)
 }
 
 /// Change a certificate's status (activate, deactivate, revoke) or client id.
-#[utoipa::path(patch, path = "/api/v1/device-certificates/{serial}", tag = "security",
-    params(("serial" = String, Path, description = "hex")), request_body = CertChange,
+#[utoipa::path(patch, path = "/api/v1/device-certificates/{id}", tag = "security",
+    params(("id" = String, Path, description = "ca_id:serial, or a serial only one CA has")),
+    request_body = CertChange,
     responses((status = 200, body = CertView), (status = 400, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
 async fn update_cert(
     State(state): State<AppState>,
-    Path(serial): Path<String>,
+    Path(id): Path<String>,
     Json(body): Json<CertChange>,
 ) -> Result<Json<CertView>, ApiError> {
-    let serial = serial.to_lowercase();
-    let registry = &state.security.certificates;
-    let mut info = registry
-        .cert(&serial)
-        .ok_or_else(|| ApiError::not_found(format!("no certificate with serial {serial}")))?;
-    if let Some(client_id) = body.client_id {
-        info = registry
-            .set_cert_client_id(&serial, client_id)
-            .map_err(registry_error)?;
-    }
-    if let Some(status) = body.status {
-        info = registry
-            .set_cert_status(&serial, parse_status(&status)?)
-            .map_err(registry_error)?;
-    }
+    let status = body.status.as_deref().map(parse_status).transpose()?;
+    let info = blocking(&state, move |r| {
+        let mut info = r.cert(&id)?;
+        if let Some(client_id) = body.client_id {
+            info = r.set_cert_client_id(&info.id, client_id)?;
+        }
+        if let Some(status) = status {
+            info = r.set_cert_status(&info.id, status)?;
+        }
+        Ok(info)
+    })
+    .await?;
     Ok(Json(cert_view(info)))
 }
 
 /// Delete a device certificate (its live connections are closed).
-#[utoipa::path(delete, path = "/api/v1/device-certificates/{serial}", tag = "security",
-    params(("serial" = String, Path, description = "hex")),
-    responses((status = 204), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/device-certificates/{id}", tag = "security",
+    params(("id" = String, Path, description = "ca_id:serial, or a serial only one CA has")),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
 async fn delete_cert(
     State(state): State<AppState>,
-    Path(serial): Path<String>,
+    Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .security
-        .certificates
-        .delete_cert(&serial.to_lowercase())
-        .map_err(registry_error)?;
+    blocking(&state, move |r| r.delete_cert(&id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The status of any serial: registered status, REVOKED if a CRL lists it, else UNKNOWN.
-#[utoipa::path(get, path = "/api/v1/device-certificates/{serial}/status", tag = "security",
-    params(("serial" = String, Path, description = "hex")),
-    responses((status = 200, body = CertStatusView), (status = 401, body = ErrorBody)))]
+/// The status of any serial under each CA that knows it (or the CA given): registered
+/// status, REVOKED if the CA's CRL lists it; UNKNOWN when none does.
+#[utoipa::path(get, path = "/api/v1/device-certificates/{id}/status", tag = "security",
+    params(("id" = String, Path, description = "a serial (hex), or ca_id:serial"), StatusQuery),
+    responses((status = 200, body = CertStatusView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
 async fn cert_status(
     State(state): State<AppState>,
-    Path(serial): Path<String>,
-) -> Json<CertStatusView> {
-    let serial = serial.to_lowercase();
-    let status = state
+    Path(id): Path<String>,
+    Query(q): Query<StatusQuery>,
+) -> Result<Json<CertStatusView>, ApiError> {
+    let id = id.to_lowercase();
+    let (ca_id, serial) = match id.split_once(':') {
+        Some((ca, serial)) => {
+            if q.ca_id
+                .as_ref()
+                .is_some_and(|given| given.to_lowercase() != ca)
+            {
+                return Err(ApiError::invalid(
+                    "ca_id",
+                    "names another CA than the certificate id",
+                ));
+            }
+            (Some(ca.to_owned()), serial.to_owned())
+        }
+        None => (q.ca_id.map(|c| c.to_lowercase()), id.clone()),
+    };
+    let matches = state
         .security
         .certificates
-        .status_of(&serial)
-        .map_or("UNKNOWN", status_name);
-    Json(CertStatusView {
+        .status_of(&serial, ca_id.as_deref());
+    let status = match matches.split_first() {
+        None => "UNKNOWN",
+        Some((first, rest)) if rest.iter().all(|m| m.status == first.status) => {
+            status_name(first.status)
+        }
+        Some(_) => "AMBIGUOUS",
+    };
+    Ok(Json(CertStatusView {
         serial,
         status: status.to_owned(),
-    })
+        matches: matches
+            .into_iter()
+            .map(|m| SerialStatusView {
+                ca_id: m.ca_id,
+                id: m.id,
+                status: status_name(m.status).to_owned(),
+            })
+            .collect(),
+    }))
 }

@@ -60,8 +60,23 @@ fn device_error(e: DeviceError) -> ApiError {
         DeviceError::BadId => ApiError::invalid("device_id", e),
         DeviceError::BadKey => ApiError::invalid("primary_key", e),
         DeviceError::TooManyProperties => ApiError::invalid("properties", e),
-        DeviceError::Random => ApiError::internal(e.to_string()),
+        DeviceError::Random | DeviceError::Store(_) => ApiError::internal(e.to_string()),
     }
+}
+
+/// Stores (`Some`) or deletes (`None`) device `device_id`'s record.
+fn persist(
+    records: &Arc<dyn Records>,
+    device_id: &str,
+    device: Option<&DeviceIdentity>,
+) -> Result<(), String> {
+    let done = match device {
+        Some(device) => records::put(&**records, RecordKind::DeviceIdentity, device_id, device),
+        None => records
+            .delete(RecordKind::DeviceIdentity, device_id)
+            .map(drop),
+    };
+    done.map_err(|e| format!("the change could not be stored: {e}"))
 }
 
 /// List device identities.
@@ -95,18 +110,17 @@ async fn create_device(
         secondary_key: body.secondary_key,
         properties: body.properties,
     };
-    let device = state
-        .security
-        .auth
-        .devices
-        .create(&body.device_id, spec)
-        .map_err(device_error)?;
-    records::put(
-        &*state.records,
-        RecordKind::DeviceIdentity,
-        &device.device_id,
-        &device,
-    )?;
+    let (devices, records) = (
+        state.security.auth.devices.clone(),
+        Arc::clone(&state.records),
+    );
+    let device = tokio::task::spawn_blocking(move || {
+        let id = body.device_id;
+        devices.create_stored(&id, spec, &|d| persist(&records, &id, d))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(device_error)?;
     Ok((StatusCode::CREATED, Json(device.into())))
 }
 
@@ -144,18 +158,16 @@ async fn update_device(
         secondary_key: body.secondary_key,
         properties: body.properties,
     };
-    let device = state
-        .security
-        .auth
-        .devices
-        .update(&device_id, spec)
-        .map_err(device_error)?;
-    records::put(
-        &*state.records,
-        RecordKind::DeviceIdentity,
-        &device.device_id,
-        &device,
-    )?;
+    let (devices, records) = (
+        state.security.auth.devices.clone(),
+        Arc::clone(&state.records),
+    );
+    let device = tokio::task::spawn_blocking(move || {
+        devices.update_stored(&device_id, spec, &|d| persist(&records, &device_id, d))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(device_error)?;
     Ok(Json(device.into()))
 }
 
@@ -167,14 +179,15 @@ async fn delete_device(
     State(state): State<AppState>,
     Path(device_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .security
-        .auth
-        .devices
-        .delete(&device_id)
-        .map_err(device_error)?;
-    state
-        .records
-        .delete(RecordKind::DeviceIdentity, &device_id)?;
+    let (devices, records) = (
+        state.security.auth.devices.clone(),
+        Arc::clone(&state.records),
+    );
+    tokio::task::spawn_blocking(move || {
+        devices.delete_stored(&device_id, &|d| persist(&records, &device_id, d))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(device_error)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -21,10 +21,12 @@ use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::AppState;
 use crate::auth::devices::{DeviceError, DeviceIdentity, DeviceSpec};
 use crate::auth::policies::{PolicyDoc, PolicyError};
-use crate::auth::users::UserError;
+use crate::auth::users::{User, UserError};
 use crate::auth::Secret;
-use crate::records::{self, RecordKind};
-use crate::tls::{CaOptions, CaStatus, CertFilter, CertStatus, RegistryError};
+use crate::records::{self, Persist, RecordKind, Records};
+use std::sync::Arc;
+
+use crate::tls::{CaOptions, CaStatus, CertFilter, CertStatus, CertificateRegistry, RegistryError};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -38,9 +40,12 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 /// The API error for a certificate registry failure.
 fn registry_error(e: RegistryError) -> ApiError {
     match e {
-        RegistryError::NoCa(_) | RegistryError::NoCert(_) => ApiError::not_found(e.to_string()),
+        RegistryError::NoCa(_) | RegistryError::NoCert(_) | RegistryError::NoCrl(_) => {
+            ApiError::not_found(e.to_string())
+        }
         RegistryError::CaExists(_)
         | RegistryError::CertExists(_)
+        | RegistryError::AmbiguousSerial(_)
         | RegistryError::TooManyCas
         | RegistryError::CaActive => ApiError::conflict(e.to_string()),
         RegistryError::Random | RegistryError::Store(_) => ApiError::internal(e.to_string()),

@@ -18,7 +18,37 @@ fn policy_error(e: PolicyError) -> ApiError {
         PolicyError::BadEffect(_) => ApiError::invalid("effect", e),
         PolicyError::BadQos => ApiError::invalid("qos", e),
         PolicyError::Pattern(p) => ApiError::invalid("resources", p),
+        PolicyError::Store(_) => ApiError::internal(e.to_string()),
     }
+}
+
+/// Stores (`Some`) or deletes (`None`) policy `id`'s record.
+fn persist(records: &Arc<dyn Records>, id: &str, doc: Option<&PolicyDoc>) -> Result<(), String> {
+    let done = match doc {
+        Some(doc) => records::put(&**records, RecordKind::AuthorizationPolicy, id, doc),
+        None => records
+            .delete(RecordKind::AuthorizationPolicy, id)
+            .map(drop),
+    };
+    done.map_err(|e| format!("the change could not be stored: {e}"))
+}
+
+/// Runs a policy change with its record write on a blocking thread.
+async fn stored(
+    state: &AppState,
+    id: String,
+    change: impl FnOnce(
+            &crate::auth::policies::PolicyStore,
+            Persist<'_, PolicyDoc>,
+        ) -> Result<(), PolicyError>
+        + Send
+        + 'static,
+) -> Result<(), ApiError> {
+    let (policies, records) = (state.security.policies.clone(), Arc::clone(&state.records));
+    tokio::task::spawn_blocking(move || change(&policies, &|d| persist(&records, &id, d)))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(policy_error)
 }
 
 /// List the policies in evaluation order.
@@ -37,17 +67,11 @@ async fn create_policy(
     State(state): State<AppState>,
     Json(doc): Json<PolicyDoc>,
 ) -> Result<(StatusCode, Json<PolicyDoc>), ApiError> {
-    state
-        .security
-        .policies
-        .create(doc.clone())
-        .map_err(policy_error)?;
-    records::put(
-        &*state.records,
-        RecordKind::AuthorizationPolicy,
-        &doc.id,
-        &doc,
-    )?;
+    let given = doc.clone();
+    stored(&state, doc.id.clone(), move |p, persist| {
+        p.create_stored(given, persist)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(doc)))
 }
 
@@ -81,17 +105,11 @@ async fn replace_policy(
     if doc.id != id {
         return Err(ApiError::invalid("id", "must equal the id in the path"));
     }
-    state
-        .security
-        .policies
-        .replace(doc.clone())
-        .map_err(policy_error)?;
-    records::put(
-        &*state.records,
-        RecordKind::AuthorizationPolicy,
-        &doc.id,
-        &doc,
-    )?;
+    let given = doc.clone();
+    stored(&state, id, move |p, persist| {
+        p.replace_stored(given, persist)
+    })
+    .await?;
     Ok(Json(doc))
 }
 
@@ -103,7 +121,10 @@ async fn delete_policy(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.security.policies.delete(&id).map_err(policy_error)?;
-    state.records.delete(RecordKind::AuthorizationPolicy, &id)?;
+    let target = id.clone();
+    stored(&state, id, move |p, persist| {
+        p.delete_stored(&target, persist)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -48,7 +48,17 @@ fn user_error(e: UserError) -> ApiError {
         UserError::BadUsername => ApiError::invalid("username", e),
         UserError::BadPassword => ApiError::invalid("password", e),
         UserError::BadHash => ApiError::invalid("password_hash", e),
+        UserError::Store(_) => ApiError::internal(e.to_string()),
     }
+}
+
+/// Stores (`Some`) or deletes (`None`) user `username`'s record.
+fn persist(records: &Arc<dyn Records>, username: &str, user: Option<&User>) -> Result<(), String> {
+    let done = match user {
+        Some(user) => records::put(&**records, RecordKind::User, username, user),
+        None => records.delete(RecordKind::User, username).map(drop),
+    };
+    done.map_err(|e| format!("the change could not be stored: {e}"))
 }
 
 /// List the built-in users.
@@ -92,11 +102,16 @@ async fn create_user(
     let username = body.username;
     let enabled = body.enabled;
     // argon2 takes tens of milliseconds: off the async threads.
-    let user = tokio::task::spawn_blocking(move || users.create(&username, secret, enabled))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(user_error)?;
-    records::put(&*state.records, RecordKind::User, &user.username, &user)?;
+    let records = Arc::clone(&state.records);
+    // argon2 and the store write block: off the async threads.
+    let user = tokio::task::spawn_blocking(move || {
+        users.create_stored(&username, secret, enabled, &|u| {
+            persist(&records, &username, u)
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(user_error)?;
     Ok((
         StatusCode::CREATED,
         Json(UserView {
@@ -140,11 +155,15 @@ async fn update_user(
     let users = state.security.auth.users.clone();
     let secret = body.password.map(Secret::Password);
     let enabled = body.enabled;
-    let user = tokio::task::spawn_blocking(move || users.update(&username, secret, enabled))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(user_error)?;
-    records::put(&*state.records, RecordKind::User, &user.username, &user)?;
+    let records = Arc::clone(&state.records);
+    let user = tokio::task::spawn_blocking(move || {
+        users.update_stored(&username, secret, enabled, &|u| {
+            persist(&records, &username, u)
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(user_error)?;
     Ok(Json(UserView {
         username: user.username,
         enabled: user.enabled,
@@ -159,12 +178,15 @@ async fn delete_user(
     State(state): State<AppState>,
     Path(username): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .security
-        .auth
-        .users
-        .delete(&username)
-        .map_err(user_error)?;
-    state.records.delete(RecordKind::User, &username)?;
+    let (users, records) = (
+        state.security.auth.users.clone(),
+        Arc::clone(&state.records),
+    );
+    tokio::task::spawn_blocking(move || {
+        users.delete_stored(&username, &|u| persist(&records, &username, u))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(user_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
