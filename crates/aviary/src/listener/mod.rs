@@ -148,26 +148,24 @@ pub(crate) async fn run(
             shared.tracker.spawn(driver.map(move |()| drop(permit)));
             continue;
         }
+        // The same `map` for the other kinds (see above).
         let ctx = ConnectionContext::clone(&ctx);
         match protocol.clone() {
             Protocol::Tcp => {}
             Protocol::Ws => {
-                shared.tracker.spawn(async move {
-                    ws::serve(stream, conn, peer, ctx).await;
-                    drop(permit);
-                });
+                shared
+                    .tracker
+                    .spawn(ws::serve(stream, conn, peer, ctx).map(move |()| drop(permit)));
             }
             Protocol::Tls(acceptor) => {
-                shared.tracker.spawn(async move {
-                    tls::serve(stream, conn, peer, ctx, acceptor).await;
-                    drop(permit);
-                });
+                shared.tracker.spawn(
+                    tls::serve(stream, conn, peer, ctx, acceptor).map(move |()| drop(permit)),
+                );
             }
             Protocol::Wss(acceptor) => {
-                shared.tracker.spawn(async move {
-                    tls::serve_ws(stream, conn, peer, ctx, acceptor).await;
-                    drop(permit);
-                });
+                shared.tracker.spawn(
+                    tls::serve_ws(stream, conn, peer, ctx, acceptor).map(move |()| drop(permit)),
+                );
             }
         }
     }
