@@ -10,27 +10,22 @@ use common::*;
 use serde_json::json;
 
 /// CONNECT 5.0 with user name and password; returns the CONNACK code.
-async fn connect_code(
+async fn connect_v5_code(
     addr: std::net::SocketAddr,
     client_id: &str,
     user: &str,
     password: &str,
 ) -> u8 {
-    let mut c = RawClient::open(addr, aviary_codec::ProtocolVersion::V5).await;
-    let payload = format!(
-        "{} {} {}",
-        str_hex(client_id),
-        str_hex(user),
-        str_hex(password)
-    );
-    c.send_hex(&packet_hex(
-        0x10,
-        &format!("00 04 4d 51 54 54 05 c2 00 3c 00 {payload}"),
-    ))
-    .await;
-    let frame = c.read_frame().await;
-    assert_eq!(frame.first, 0x20, "{}", to_hex(&frame.raw()));
-    frame.body[1]
+    let version = aviary_codec::ProtocolVersion::V5;
+    connect_code(
+        addr,
+        version,
+        client_id,
+        Some(user),
+        Some(password.as_bytes()),
+    )
+    .await
+    .1
 }
 
 #[tokio::test]
@@ -67,8 +62,8 @@ async fn users_policies_and_devices_over_the_api_apply_to_mqtt_clients() {
         (status, body["code"].as_str()),
         (400, Some("invalid_field"))
     );
-    assert_eq!(connect_code(api.mqtt, "a1", "alice", "pw-1").await, 0);
-    assert_eq!(connect_code(api.mqtt, "a2", "alice", "nope").await, 0x86);
+    assert_eq!(connect_v5_code(api.mqtt, "a1", "alice", "pw-1").await, 0);
+    assert_eq!(connect_v5_code(api.mqtt, "a2", "alice", "nope").await, 0x86);
     let (status, _) = api
         .call(
             "PATCH",
@@ -77,7 +72,7 @@ async fn users_policies_and_devices_over_the_api_apply_to_mqtt_clients() {
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(connect_code(api.mqtt, "a3", "alice", "pw-1").await, 0x87);
+    assert_eq!(connect_v5_code(api.mqtt, "a3", "alice", "pw-1").await, 0x87);
     api.call(
         "PATCH",
         "/api/v1/users/alice",
@@ -144,7 +139,7 @@ async fn users_policies_and_devices_over_the_api_apply_to_mqtt_clients() {
         + 600;
     let token = aviary::auth::devices::make_token(key, "meter-1", expiry).unwrap();
     assert_eq!(
-        connect_code(api.mqtt, "meter-1", "meter-1", &token).await,
+        connect_v5_code(api.mqtt, "meter-1", "meter-1", &token).await,
         0
     );
     // Rotating the primary key ("" regenerates it) invalidates tokens made with the old one.
@@ -157,7 +152,7 @@ async fn users_policies_and_devices_over_the_api_apply_to_mqtt_clients() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(
-        connect_code(api.mqtt, "meter-1", "meter-1", &token).await,
+        connect_v5_code(api.mqtt, "meter-1", "meter-1", &token).await,
         0x86
     );
     c.ping().await;
@@ -301,7 +296,7 @@ async fn system_topic_subscriptions_need_a_policy_that_grants_them() {
 #[tokio::test]
 async fn authenticator_settings_change_at_runtime_and_survive_a_restart() {
     let api = start_api(|_| {}).await;
-    assert_eq!(connect_code(api.mqtt, "anon-1", "", "").await, 0);
+    assert_eq!(connect_v5_code(api.mqtt, "anon-1", "", "").await, 0);
     let (status, body) = api
         .call(
             "PATCH",
@@ -359,9 +354,9 @@ async fn authenticator_settings_change_at_runtime_and_survive_a_restart() {
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .unwrap();
-    assert_eq!(connect_code(api.mqtt, "jwt-1", "x", &token).await, 0);
+    assert_eq!(connect_v5_code(api.mqtt, "jwt-1", "x", &token).await, 0);
     assert_eq!(
-        connect_code(api.mqtt, "jwt-2", "x", &format!("{token}x")).await,
+        connect_v5_code(api.mqtt, "jwt-2", "x", &format!("{token}x")).await,
         0x86
     );
     // JWT configured and anonymous "auto": no anonymous access.
@@ -409,7 +404,7 @@ async fn authenticator_settings_change_at_runtime_and_survive_a_restart() {
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(connect_code(api.mqtt, "jwt-3", "x", &token).await, 0);
+    assert_eq!(connect_v5_code(api.mqtt, "jwt-3", "x", &token).await, 0);
     let mut anon = RawClient::open(api.mqtt, aviary_codec::ProtocolVersion::V5).await;
     anon.send_hex(&connect_v5_hex("anon-4", 0x02, 60, "")).await;
     anon.expect_connack(0x87).await;
@@ -425,7 +420,7 @@ async fn authenticator_settings_change_at_runtime_and_survive_a_restart() {
         (status, body["jwt_configured"].as_bool()),
         (200, Some(true))
     );
-    assert_eq!(connect_code(api.mqtt, "jwt-4", "x", &token).await, 0);
+    assert_eq!(connect_v5_code(api.mqtt, "jwt-4", "x", &token).await, 0);
     // `null` switches JWT off: nobody recognises the token any more.
     let (status, body) = api
         .call(
@@ -438,7 +433,7 @@ async fn authenticator_settings_change_at_runtime_and_survive_a_restart() {
         (status, body["jwt_configured"].as_bool()),
         (200, Some(false))
     );
-    assert_eq!(connect_code(api.mqtt, "jwt-5", "x", &token).await, 0x86);
+    assert_eq!(connect_v5_code(api.mqtt, "jwt-5", "x", &token).await, 0x86);
     // Back to the open start: anonymous access allowed again at once.
     let (status, _) = api
         .call(
@@ -448,6 +443,6 @@ async fn authenticator_settings_change_at_runtime_and_survive_a_restart() {
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(connect_code(api.mqtt, "anon-5", "", "").await, 0);
+    assert_eq!(connect_v5_code(api.mqtt, "anon-5", "", "").await, 0);
     api.shutdown().await;
 }

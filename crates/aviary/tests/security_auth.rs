@@ -31,30 +31,6 @@ async fn start(
     (server, dir)
 }
 
-/// Sends CONNECT and returns the CONNACK code (then, for a refusal, the connection closes).
-async fn connect_code(
-    addr: SocketAddr,
-    version: ProtocolVersion,
-    client_id: &str,
-    user: Option<&str>,
-    password: Option<&[u8]>,
-) -> (RawClient, u8) {
-    let mut c = RawClient::open(addr, version).await;
-    c.send_hex(&connect_with_credentials_hex(
-        version, client_id, user, password,
-    ))
-    .await;
-    let frame = c.read_frame().await;
-    assert_eq!(
-        frame.first,
-        0x20,
-        "expected CONNACK, got {}",
-        to_hex(&frame.raw())
-    );
-    let code = frame.body[1];
-    (c, code)
-}
-
 async fn refused(
     addr: SocketAddr,
     version: ProtocolVersion,

@@ -185,6 +185,30 @@ pub fn connect_with_credentials_hex(
     )
 }
 
+/// Sends CONNECT with user name and password (see [`connect_with_credentials_hex`]) and
+/// returns the client with the CONNACK code (after a refusal the connection closes).
+pub async fn connect_code(
+    addr: SocketAddr,
+    version: ProtocolVersion,
+    client_id: &str,
+    user: Option<&str>,
+    password: Option<&[u8]>,
+) -> (RawClient, u8) {
+    let mut c = RawClient::open(addr, version).await;
+    c.send_hex(&connect_with_credentials_hex(
+        version, client_id, user, password,
+    ))
+    .await;
+    let frame = c.read_frame().await;
+    assert_eq!(
+        frame.first,
+        0x20,
+        "expected CONNACK, got {}",
+        to_hex(&frame.raw())
+    );
+    (c, frame.body[1])
+}
+
 /// One whole packet as read from the broker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
