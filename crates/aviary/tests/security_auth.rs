@@ -12,25 +12,6 @@ use aviary::auth::{DeviceSpec, Secret};
 use aviary_codec::ProtocolVersion;
 use common::*;
 
-/// A broker on 127.0.0.1:0 with `tweak` applied to its whole configuration.
-async fn start(
-    tweak: impl FnOnce(&mut aviary::Config),
-) -> (aviary::RunningServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = aviary::Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    };
-    config.listener.bind = "127.0.0.1:0".parse().unwrap();
-    config.api.enabled = false;
-    tweak(&mut config);
-    let server = tokio::time::timeout(WAIT, aviary::start(config))
-        .await
-        .unwrap()
-        .unwrap();
-    (server, dir)
-}
-
 async fn refused(
     addr: SocketAddr,
     version: ProtocolVersion,
@@ -53,7 +34,7 @@ fn with_user(config: &mut aviary::Config) {
 
 #[tokio::test]
 async fn users_authenticate_and_refusals_carry_exact_codes() {
-    let (server, _dir) = start(with_user).await;
+    let (server, _dir) = start_server(with_user).await;
     let addr = server.mqtt_addr();
     let v3 = ProtocolVersion::V3_1_1;
     let v5 = ProtocolVersion::V5;
@@ -78,7 +59,7 @@ async fn users_authenticate_and_refusals_carry_exact_codes() {
 
 #[tokio::test]
 async fn disabled_user_is_not_authorized_and_anonymous_can_be_switched_on() {
-    let (server, _dir) = start(|c| {
+    let (server, _dir) = start_server(|c| {
         with_user(c);
         c.security.auth.anonymous = aviary::auth::Anonymous::Allow;
     })
@@ -123,7 +104,7 @@ fn unix_now() -> u64 {
 
 #[tokio::test]
 async fn device_tokens_signed_with_either_key_are_accepted_and_add_properties() {
-    let (server, _dir) = start(|_| {}).await;
+    let (server, _dir) = start_server(|_| {}).await;
     let addr = server.mqtt_addr();
     let devices = &server.security().auth.devices;
     let device = devices
@@ -253,7 +234,7 @@ fn doc(id: &str, priority: i32, effect: &str, actions: &[&str], resources: &[&st
 
 #[tokio::test]
 async fn policies_from_config_and_api_apply_to_open_connections() {
-    let (server, _dir) = start(|c| {
+    let (server, _dir) = start_server(|c| {
         c.security.policies = vec![
             doc("connect", 0, "allow", &["connect"], &[]),
             doc(
@@ -332,7 +313,7 @@ async fn policies_from_config_and_api_apply_to_open_connections() {
 #[tokio::test]
 async fn repeated_failures_are_still_answered_with_the_same_code() {
     // The slow-down delays answers (0.25 s from the third failure); the code stays exact.
-    let (server, _dir) = start(with_user).await;
+    let (server, _dir) = start_server(with_user).await;
     let addr = server.mqtt_addr();
     for _ in 0..4 {
         refused(

@@ -22,24 +22,6 @@ use tokio::net::TcpListener;
 const V3: ProtocolVersion = ProtocolVersion::V3_1_1;
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
-async fn start(
-    tweak: impl FnOnce(&mut aviary::Config),
-) -> (aviary::RunningServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = aviary::Config {
-        data_dir: dir.path().to_path_buf(),
-        ..Default::default()
-    };
-    config.listener.bind = "127.0.0.1:0".parse().unwrap();
-    config.api.enabled = false;
-    tweak(&mut config);
-    let server = tokio::time::timeout(WAIT, aviary::start(config))
-        .await
-        .unwrap()
-        .unwrap();
-    (server, dir)
-}
-
 /// One HTTP request as the test server saw it.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -144,7 +126,7 @@ fn hs256(secret: &[u8], claims: serde_json::Value) -> String {
 #[tokio::test]
 async fn jwt_hs256_checks_signature_expiry_client_id_and_grants() {
     let secret = b"test-secret-0123456789".to_vec();
-    let (server, _dir) = start(|c| {
+    let (server, _dir) = start_server(|c| {
         c.security.auth.jwt = Some(JwtSettings {
             from: TokenField::Password,
             keys: JwtKeys::Secret(secret.clone()),
@@ -221,7 +203,7 @@ async fn jwt_es256_keys_come_from_a_jwks_url() {
         }
     })
     .await;
-    let (server, _dir) = start(|c| {
+    let (server, _dir) = start_server(|c| {
         c.security.auth.jwt = Some(JwtSettings {
             from: TokenField::Password,
             keys: JwtKeys::Jwks {
@@ -270,7 +252,7 @@ async fn jwt_es256_keys_come_from_a_jwks_url() {
 #[tokio::test]
 async fn a_jwt_can_come_in_the_username_field() {
     let secret = b"username-field-secret".to_vec();
-    let (server, _dir) = start(|c| {
+    let (server, _dir) = start_server(|c| {
         c.security.auth.jwt = Some(JwtSettings {
             from: TokenField::Username,
             keys: JwtKeys::Secret(secret.clone()),
@@ -329,7 +311,8 @@ async fn http_service_allows_denies_grants_and_caches() {
         }
     })
     .await;
-    let (server, _dir) = start(|c| c.security.auth.http = Some(http_settings(auth_addr))).await;
+    let (server, _dir) =
+        start_server(|c| c.security.auth.http = Some(http_settings(auth_addr))).await;
     let addr = server.mqtt_addr();
     let mut h1 = expect_code(addr, V5, "h1", Some("u"), Some(b"good"), 0).await;
     let mut h2 = expect_code(addr, V3, "h2", Some("u"), Some(b"plain"), 0).await;
@@ -359,7 +342,7 @@ async fn unreachable_http_service_refuses_with_server_unavailable() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         l.local_addr().unwrap()
     };
-    let (server, _dir) = start(|c| c.security.auth.http = Some(http_settings(closed))).await;
+    let (server, _dir) = start_server(|c| c.security.auth.http = Some(http_settings(closed))).await;
     let addr = server.mqtt_addr();
     expect_code(addr, V5, "x", Some("u"), Some(b"pw"), 0x88).await;
     expect_code(addr, V3, "y", Some("u"), Some(b"pw"), 0x03).await;
@@ -475,7 +458,7 @@ async fn jwt_every_algorithm_with_inline_keys_checks_signature_exp_and_nbf() {
     ];
     for (alg, keys, encoding) in cases {
         let (server, _dir) =
-            start(|c| c.security.auth.jwt = Some(jwt_settings(keys, vec![alg]))).await;
+            start_server(|c| c.security.auth.jwt = Some(jwt_settings(keys, vec![alg]))).await;
         let addr = server.mqtt_addr();
         let token = |claims| sign(alg, None, &encoding, claims);
         let good = token(serde_json::json!({"sub": "u", "exp": now() + 600}));
@@ -509,7 +492,7 @@ async fn jwt_jwks_serves_rsa_and_ec_keys_and_a_refresh_picks_up_a_rotated_key() 
     ));
     let served = document.clone();
     let (jwks_addr, fetches) = http_server(move |_| (200, served.lock().unwrap().clone())).await;
-    let (server, _dir) = start(|c| {
+    let (server, _dir) = start_server(|c| {
         c.security.auth.jwt = Some(jwt_settings(
             JwtKeys::Jwks {
                 url: format!("http://{jwks_addr}/jwks.json"),
@@ -606,7 +589,7 @@ async fn jwt_jwks_serves_rsa_and_ec_keys_and_a_refresh_picks_up_a_rotated_key() 
 #[tokio::test]
 async fn connects_over_the_rate_get_0x9f_before_reaching_the_http_auth_service() {
     let (auth_addr, calls) = http_server(|_| (200, r#"{"result":"allow"}"#.into())).await;
-    let (server, _dir) = start(|c| {
+    let (server, _dir) = start_server(|c| {
         c.security.auth.http = Some(http_settings(auth_addr));
         c.limits.connect_rate = Some(1);
     })
@@ -704,7 +687,8 @@ async fn an_http_answer_over_64_kib_is_refused_as_server_unavailable() {
     let announced = raw_http_server(allow, 1 << 20, true, false).await;
     let streamed = raw_http_server(allow, 1 << 20, false, false).await;
     for (service, code) in [(small, 0), (announced, 0x88), (streamed, 0x88)] {
-        let (server, _dir) = start(|c| c.security.auth.http = Some(http_settings(service))).await;
+        let (server, _dir) =
+            start_server(|c| c.security.auth.http = Some(http_settings(service))).await;
         expect_code(server.mqtt_addr(), V5, "big", Some("u"), Some(b"pw"), code).await;
         server.shutdown().await.unwrap();
     }
@@ -713,7 +697,7 @@ async fn an_http_answer_over_64_kib_is_refused_as_server_unavailable() {
 #[tokio::test]
 async fn a_slow_http_service_times_out_as_server_unavailable_and_bystanders_carry_on() {
     let silent = raw_http_server("", 0, true, true).await;
-    let (server, _dir) = start(|c| {
+    let (server, _dir) = start_server(|c| {
         let mut http = http_settings(silent);
         http.timeout = Duration::from_millis(300);
         http.connect_timeout = Duration::from_millis(300);
@@ -762,7 +746,7 @@ async fn http_get_and_a_body_template_carry_the_placeholders() {
         }
     })
     .await;
-    let (server, _dir) = start(|c| {
+    let (server, _dir) = start_server(|c| {
         let mut http = http_settings(get_addr);
         http.method = HttpMethod::Get;
         http.url = format!("http://{get_addr}/auth?client=${{clientid}}&user=${{username}}");
@@ -788,7 +772,7 @@ async fn http_get_and_a_body_template_carry_the_placeholders() {
         (if ok { 200 } else { 401 }, String::new())
     })
     .await;
-    let (server, _dir) = start(|c| {
+    let (server, _dir) = start_server(|c| {
         let mut http = http_settings(post_addr);
         http.body =
             Some(r#"{"who":"${clientid}","secret":"${password}","peer":"${peerhost}"}"#.into());
@@ -827,7 +811,7 @@ async fn no_more_http_auth_requests_are_in_flight_than_max_concurrency() {
             });
         }
     });
-    let (server, _dir) = start(|c| {
+    let (server, _dir) = start_server(|c| {
         let mut http = http_settings(service);
         http.max_concurrency = 2;
         http.cache_ttl = Duration::ZERO;

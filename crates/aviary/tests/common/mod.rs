@@ -40,6 +40,26 @@ impl TestBroker {
     }
 }
 
+/// A whole server on 127.0.0.1:0 (no management API) with `tweak` applied to its whole
+/// configuration; its data directory lives as long as the returned `TempDir`.
+pub async fn start_server(
+    tweak: impl FnOnce(&mut aviary::Config),
+) -> (aviary::RunningServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = aviary::Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    config.listener.bind = "127.0.0.1:0".parse().unwrap();
+    config.api.enabled = false;
+    tweak(&mut config);
+    let server = tokio::time::timeout(WAIT, aviary::start(config))
+        .await
+        .unwrap()
+        .unwrap();
+    (server, dir)
+}
+
 /// Starts a broker on 127.0.0.1:0 with the defaults, changed by `tweak`.
 pub async fn start_broker(tweak: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
     let dir = tempfile::tempdir().expect("tempdir");
