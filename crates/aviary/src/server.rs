@@ -319,6 +319,9 @@ impl RunningServer {
         self.stop_background.cancel();
         self.background.close();
         self.background.wait().await;
+        // Certificates registered just in time by the last handshakes are written off the
+        // handshake; they are stored (and let go of the store) before the server is gone.
+        self.security.certificates.writes_done().await;
         broker.context("the broker task failed")??;
         info!("shutdown complete");
         Ok(())

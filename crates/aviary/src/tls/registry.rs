@@ -37,6 +37,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
 
@@ -282,6 +283,8 @@ pub struct CertificateRegistry {
     generation: std::sync::atomic::AtomicU64,
     /// Where changes are stored (`None`: memory only, as in unit tests).
     records: Option<Arc<dyn Records>>,
+    /// The JITP writes still running on blocking threads (see [`Self::writes_done`]).
+    pending_writes: TaskTracker,
 }
 
 impl std::fmt::Debug for CertificateRegistry {
@@ -1037,9 +1040,17 @@ impl CertificateRegistry {
             }
         };
         match tokio::runtime::Handle::try_current() {
-            Ok(handle) => drop(handle.spawn_blocking(write)),
+            Ok(handle) => drop(self.pending_writes.spawn_blocking_on(write, &handle)),
             Err(_) => write(),
         }
+    }
+
+    /// Completes once every JITP write started so far has finished: the server waits for
+    /// it at shutdown, so the record is stored and the store is no longer held.
+    pub(crate) async fn writes_done(&self) {
+        self.pending_writes.close();
+        self.pending_writes.wait().await;
+        self.pending_writes.reopen();
     }
 
     /// Registers a live connection using certificate `serial` of CA `ca_id`; the token is
