@@ -46,7 +46,8 @@ const MAX_EVENTS_PER_PASS: usize = 256;
 
 /// Transmits one pass collects (for its commit) before it ends early, so that a burst of
 /// fan-out (256 messages to 1,000 subscribers each would be 256,000 transmits, some 60 MiB)
-/// does not set the broker's memory. One event's own output may exceed it.
+/// does not set the broker's memory. Checked between packets, so one packet's own output
+/// (a message to more subscribers than this) may exceed it.
 const MAX_TRANSMITS_PER_PASS: usize = 16 * 1024;
 
 /// Events taken from the channel ahead of their turn (see [`FairInbox`]): as many as the
@@ -290,11 +291,7 @@ impl BrokerTask {
     fn handle_batch(&mut self) -> Flow {
         self.inbox.fill(&mut self.events);
         for _ in 0..MAX_EVENTS_PER_PASS {
-            if self
-                .store
-                .as_ref()
-                .is_some_and(|s| s.pending.len() >= MAX_TRANSMITS_PER_PASS)
-            {
+            if self.pass_is_full() {
                 break; // the rest waits for the next pass (see the bound's comment)
             }
             let Some(event) = self.inbox.next() else {
@@ -309,6 +306,14 @@ impl BrokerTask {
         } else {
             Flow::Continue
         }
+    }
+
+    /// Whether the pass holds [`MAX_TRANSMITS_PER_PASS`] transmits: no more events (and no
+    /// more packets of the event in hand) are handled before they are routed.
+    fn pass_is_full(&self) -> bool {
+        self.store
+            .as_ref()
+            .is_some_and(|s| s.pending.len() >= MAX_TRANSMITS_PER_PASS)
     }
 
     /// Feeds one event to the broker and routes its output.
@@ -332,17 +337,34 @@ impl BrokerTask {
             } => {
                 // Deliveries routed while these packets are handled are measured from here.
                 self.ops.read_at = Some(read_at);
-                // The reader took one provisional rate token per PUBLISH (crate::rates).
-                let provisional = packets
-                    .iter()
-                    .filter(|p| matches!(p, Packet::Publish(_)))
-                    .count() as u64
-                    * crate::rates::PROVISIONAL_UNITS;
-                for packet in packets {
+                // The reader took one provisional rate token per PUBLISH (crate::rates);
+                // those of the packets handled here are settled below.
+                let mut provisional = 0;
+                let mut packets = packets.into_iter();
+                let mut first = true;
+                while let Some(packet) = packets.next() {
                     // The broker may close the connection on any packet; what follows
                     // it on the wire is then ignored.
                     if !self.outboxes.contains_key(&conn) {
                         break;
+                    }
+                    if !first && self.pass_is_full() {
+                        // A read of many PUBLISHes to many subscribers: the rest waits for
+                        // the next pass, ahead of this connection's later events, so that
+                        // one read cannot fill the broker's memory with transmits.
+                        let mut rest = Vec::with_capacity(packets.len() + 1);
+                        rest.push(packet);
+                        rest.extend(packets);
+                        self.inbox.push_front(Event::Packets {
+                            conn,
+                            packets: rest,
+                            read_at,
+                        });
+                        break;
+                    }
+                    first = false;
+                    if matches!(packet, Packet::Publish(_)) {
+                        provisional += crate::rates::PROVISIONAL_UNITS;
                     }
                     self.ops.inbound(conn, &packet);
                     if let Packet::Connect(connect) = &packet {
@@ -704,7 +726,7 @@ mod tests {
     async fn queued(outbox: &crate::outbox::Outbox) -> Vec<Packet> {
         match tokio::time::timeout(std::time::Duration::from_millis(100), outbox.next_batch()).await
         {
-            Ok(Some(batch)) => batch.into_iter().collect(),
+            Ok(Some(batch)) => batch.into_iter().map(Packet::from).collect(),
             _ => Vec::new(),
         }
     }

@@ -26,6 +26,13 @@ const READ_CHUNK: usize = 4 * 1024;
 /// unbounded batch.
 const MAX_PACKETS_PER_EVENT: usize = 256;
 
+/// The size of an acknowledgement (PUBACK, PUBREC, ...), the smallest packet that comes
+/// in numbers: a buffer of `n` bytes holds at most about `n / 4` packets.
+const MIN_PACKET_LEN: usize = 4;
+
+/// Most packets the batch of one read is first sized for (it grows beyond if needed).
+const FIRST_BATCH_CAPACITY: usize = 32;
+
 /// Reads and decodes until the stream ends or breaks, sending packets to the broker task;
 /// pauses while the connection's outbox is long.
 ///
@@ -193,6 +200,13 @@ async fn decode_packets(
                         return Some(ReadEnd::BrokerGone);
                     }
                     tokio::time::sleep(pause).await;
+                }
+                if packets.capacity() == 0 {
+                    // Sized once from what is buffered rather than grown (each step a copy of
+                    // packets of some 200 bytes): at most one packet per 4 bytes (an
+                    // acknowledgement), the size of the smallest frequent packet.
+                    let estimate = (before / MIN_PACKET_LEN).clamp(1, FIRST_BATCH_CAPACITY);
+                    packets.reserve_exact(estimate);
                 }
                 packets.push(packet);
                 if packets.len() == MAX_PACKETS_PER_EVENT {
