@@ -40,10 +40,14 @@ impl TopicName {
             return Err(TopicError::TooLong);
         }
         // NUL, '+' and '#' are ASCII, so a byte scan is exact on UTF-8; one pass over the
-        // bytes for all three (this runs for every PUBLISH decoded).
-        if let Some(b) = name.bytes().find(|&b| b == 0 || b == b'+' || b == b'#') {
+        // bytes for all three, without an early exit so that it vectorises (this runs for
+        // every PUBLISH decoded).
+        let special = name
+            .bytes()
+            .fold(false, |any, b| any | (b == 0) | (b == b'+') | (b == b'#'));
+        if special {
             // A NUL anywhere is reported before a wildcard, as the two checks did before.
-            return Err(if b == 0 || name.as_bytes().contains(&0) {
+            return Err(if name.as_bytes().contains(&0) {
                 TopicError::NulCharacter
             } else {
                 TopicError::WildcardInName

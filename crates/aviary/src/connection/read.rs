@@ -178,7 +178,9 @@ async fn decode_packets(
                         }
                         continue;
                     }
-                    let outcome = auth.authenticate(&request).await;
+                    // Boxed: authentication (HTTP, JWKS, argon2) is a large future, and
+                    // inline it would be copied into every burst of reads, CONNECT or not.
+                    let outcome = Box::pin(auth.authenticate(&request)).await;
                     if let Packet::Connect(connect) = packet {
                         let event = Event::Connect {
                             conn,
@@ -199,7 +201,7 @@ async fn decode_packets(
                     if send_packets(conn, batch, ctx).await.is_err() {
                         return Some(ReadEnd::BrokerGone);
                     }
-                    tokio::time::sleep(pause).await;
+                    Box::pin(tokio::time::sleep(pause)).await;
                 }
                 if packets.capacity() == 0 {
                     // Sized once from what is buffered rather than grown (each step a copy of
