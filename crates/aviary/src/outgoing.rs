@@ -10,14 +10,30 @@
 //! acknowledgements of the QoS flows are a few bytes inline; every other packet (CONNACK,
 //! SUBACK, DISCONNECT, ...: once per connection or per request) is boxed whole.
 //!
-//! The writer turns an item back into the [`Packet`] the broker produced and encodes that
-//! with the codec, so what goes on the wire is byte for byte what the packet encodes to.
+//! The writer encodes an item with the codec, a PUBLISH from its parts
+//! (`aviary_codec::encode_publish`), so what goes on the wire is byte for byte what the
+//! packet the broker produced encodes to.
 
 use std::num::NonZeroU16;
 
 use aviary_codec::properties::{AckProperties, PublishProperties};
-use aviary_codec::{Ack, Packet, PacketId, Publish, QoS, ReasonCode, TopicName};
-use bytes::Bytes;
+use aviary_codec::{
+    Ack, EncodeError, Packet, PacketId, ProtocolVersion, Publish, PublishRef, QoS, ReasonCode,
+    TopicName,
+};
+use bytes::{Bytes, BytesMut};
+
+/// The properties of a PUBLISH that has none (what most deliveries have).
+static NO_PROPERTIES: PublishProperties = PublishProperties {
+    payload_format_indicator: None,
+    message_expiry_interval: None,
+    topic_alias: None,
+    response_topic: None,
+    correlation_data: None,
+    user_properties: Vec::new(),
+    subscription_identifiers: Vec::new(),
+    content_type: None,
+};
 
 /// One packet waiting in an outbox. `Packet::from` gives back the packet it was made from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +81,58 @@ pub(crate) struct QueuedPublish {
 }
 
 impl Outgoing {
+    /// Appends the packet's encoding in `version`: the bytes `aviary_codec::encode` gives
+    /// for `Packet::from(self)`, a PUBLISH encoded from its parts without rebuilding it.
+    pub(crate) fn encode(
+        &mut self,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        match self {
+            Self::Publish(p) => {
+                let with_alias;
+                let properties = match (&mut p.properties, p.topic_alias) {
+                    (Some(properties), alias) => {
+                        properties.topic_alias = alias;
+                        &**properties
+                    }
+                    (None, None) => &NO_PROPERTIES,
+                    (None, alias) => {
+                        with_alias = PublishProperties {
+                            topic_alias: alias,
+                            ..PublishProperties::default()
+                        };
+                        &with_alias
+                    }
+                };
+                let publish = PublishRef {
+                    dup: p.dup,
+                    qos: p.qos,
+                    retain: p.retain,
+                    topic: p.topic.as_str(),
+                    packet_id: p.packet_id,
+                    properties,
+                    payload: &p.payload,
+                };
+                aviary_codec::encode_publish(&publish, version, out)
+            }
+            Self::Other(packet) => aviary_codec::encode(packet, version, out),
+            Self::Ack { .. } | Self::PingResp => {
+                aviary_codec::encode(&Packet::from(self.clone()), version, out)
+            }
+        }
+    }
+
+    /// The QoS of a PUBLISH (0, 1, 2), 3 for any other packet: the wire byte counters'
+    /// class.
+    pub(crate) fn wire_class(&self) -> usize {
+        match self {
+            Self::Publish(p) => p.qos as usize,
+            Self::Other(packet) => crate::metrics::WireBytes::class(packet),
+            Self::Ack { .. } | Self::PingResp => 3,
+        }
+    }
+
     /// Bytes of payload and topic name (zero for packets other than PUBLISH), for sizing
     /// the write buffer.
     pub(crate) fn message_len(&self) -> usize {
@@ -204,10 +272,10 @@ impl From<Outgoing> for Packet {
 mod tests {
     use std::num::NonZeroU32;
 
-    use aviary_codec::{ConnAck, ProtocolVersion};
-    use bytes::BytesMut;
+    use aviary_codec::ConnAck;
 
     use super::*;
+    use crate::metrics::WireBytes;
 
     fn publish(qos: QoS, topic: &str) -> Publish {
         Publish {
@@ -296,11 +364,16 @@ mod tests {
             for packet in packets() {
                 let mut expected = BytesMut::new();
                 let expected_result = aviary_codec::encode(&packet, version, &mut expected);
+                let mut item = Outgoing::from(packet.clone());
                 let mut got = BytesMut::new();
-                let item = Outgoing::from(packet.clone());
-                let got_result = aviary_codec::encode(&Packet::from(item), version, &mut got);
+                let got_result = item.encode(version, &mut got);
                 assert_eq!(got_result, expected_result, "{packet:?} in {version:?}");
                 assert_eq!(got, expected, "{packet:?} in {version:?}");
+                assert_eq!(item.wire_class(), WireBytes::class(&packet));
+                // Encoding again (a resend of the same item) gives the same bytes.
+                let mut again = BytesMut::new();
+                let _ = item.encode(version, &mut again);
+                assert_eq!(again, expected, "{packet:?} in {version:?}, again");
             }
         }
     }

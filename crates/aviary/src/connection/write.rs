@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use aviary_codec::{Packet, ProtocolVersion};
+use aviary_codec::ProtocolVersion;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
@@ -176,15 +176,14 @@ fn estimate(batch: &Batch) -> usize {
 }
 
 /// Encodes one queued packet onto `out`, adding its size to `sent` by its class.
-fn encode(item: Outgoing, version: ProtocolVersion, out: &mut BytesMut, sent: &mut [u64; 4]) {
-    let packet = Packet::from(item);
+fn encode(mut item: Outgoing, version: ProtocolVersion, out: &mut BytesMut, sent: &mut [u64; 4]) {
     let before = out.len();
-    let encoded = aviary_codec::encode(&packet, version, out);
-    sent[WireBytes::class(&packet)] += (out.len() - before) as u64;
+    let encoded = item.encode(version, out);
+    sent[item.wire_class()] += (out.len() - before) as u64;
     if let Err(error) = encoded {
         // The broker produced a packet this version cannot carry: a bug there, but not
         // a reason to drop the connection.
-        warn!(%error, ?packet, "cannot encode packet; skipped");
+        warn!(%error, packet = ?item, "cannot encode packet; skipped");
     }
 }
 
