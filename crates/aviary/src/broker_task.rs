@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::outbox::{Delivery, OutboxSender};
+use crate::outgoing::Outgoing;
 use crate::store::{convert_ops, Clock, CommitGate, StoreWriter};
 use inbox::FairInbox;
 
@@ -45,8 +46,8 @@ const TICK: Duration = Duration::from_secs(1);
 const MAX_EVENTS_PER_PASS: usize = 256;
 
 /// Transmits one pass collects (for its commit) before it ends early, so that a burst of
-/// fan-out (256 messages to 1,000 subscribers each would be 256,000 transmits, some 60 MiB)
-/// does not set the broker's memory. Checked between packets, so one packet's own output
+/// fan-out (256 messages to 1,000 subscribers each would be 256,000 transmits, some 25 MiB
+/// even in their compact form) does not set the broker's memory. Checked between packets, so one packet's own output
 /// (a message to more subscribers than this) may exceed it.
 const MAX_TRANSMITS_PER_PASS: usize = 16 * 1024;
 
@@ -126,9 +127,20 @@ struct StoreLink {
     progress: tokio::sync::watch::Receiver<crate::store::Progress>,
     /// Transmits waiting for their pass's commit, each with the read time of the packets
     /// that caused it (for the publish-to-deliver latency, which then includes the wait).
-    gate: CommitGate<(Transmit, Option<Instant>)>,
+    gate: CommitGate<(Routed, Option<Instant>)>,
     /// Transmits of the pass in progress, likewise stamped.
-    pending: Vec<(Transmit, Option<Instant>)>,
+    pending: Vec<(Routed, Option<Instant>)>,
+}
+
+/// A [`Transmit`] as the broker task holds it until its pass ends: the packet already in
+/// the compact form it waits in in the outbox (a pass holds up to
+/// [`MAX_TRANSMITS_PER_PASS`] of these, and each is moved a few times on its way).
+#[derive(Debug)]
+enum Routed {
+    /// Queue `item` for `conn`.
+    Packet { conn: ConnId, item: Outgoing },
+    /// Close `conn` after what was queued.
+    Close { conn: ConnId },
 }
 
 /// The current instant from tokio's clock, so `tokio::time::pause()` drives the broker's
@@ -442,21 +454,28 @@ impl BrokerTask {
             // Counted (and publish-to-deliver latency measured) when the broker routes
             // the packet, so the figures are the same with or without a store holding it
             // for its commit.
-            if let Transmit::Packet { packet, .. } = &transmit {
-                self.ops.outbound(packet, &mut routed_at);
-            }
+            let routed = match transmit {
+                Transmit::Packet { conn, packet } => {
+                    self.ops.outbound(&packet, &mut routed_at);
+                    Routed::Packet {
+                        conn,
+                        item: packet.into(),
+                    }
+                }
+                Transmit::Close { conn } => Routed::Close { conn },
+            };
             match &mut self.store {
-                Some(store) => store.pending.push((transmit, self.ops.read_at)),
-                None => self.send(transmit),
+                Some(store) => store.pending.push((routed, self.ops.read_at)),
+                None => self.send(routed),
             }
         }
     }
 
     /// Writes one transmit to its connection.
-    fn send(&mut self, transmit: Transmit) {
-        match transmit {
-            Transmit::Packet { conn, packet } => self.deliver(conn, packet),
-            Transmit::Close { conn } => {
+    fn send(&mut self, routed: Routed) {
+        match routed {
+            Routed::Packet { conn, item } => self.deliver(conn, item),
+            Routed::Close { conn } => {
                 // Dropping the sender closes the outbox: the writer flushes and closes.
                 self.outboxes.remove(&conn);
             }
@@ -469,12 +488,12 @@ impl BrokerTask {
     /// up is dropped and counted (see [`delivery`]); any other packet is refused only when
     /// the connection is stuck, and the connection is then closed, since QoS 1/2 flows and
     /// acknowledgements must never be dropped silently.
-    fn deliver(&mut self, conn: ConnId, packet: Packet) {
+    fn deliver(&mut self, conn: ConnId, item: Outgoing) {
         let Some(outbox) = self.outboxes.get(&conn) else {
             return; // closed in the meantime
         };
-        let delivery = delivery(&packet);
-        if outbox.push(packet, delivery).is_ok() {
+        let delivery = delivery(&item);
+        if outbox.push(item, delivery).is_ok() {
             return;
         }
         if delivery == Delivery::BestEffort {
@@ -532,9 +551,9 @@ impl BrokerTask {
 }
 
 /// The connection of a transmit.
-fn transmit_conn(transmit: &Transmit) -> ConnId {
-    match transmit {
-        Transmit::Packet { conn, .. } | Transmit::Close { conn } => *conn,
+fn transmit_conn(routed: &Routed) -> ConnId {
+    match routed {
+        Routed::Packet { conn, .. } | Routed::Close { conn } => *conn,
     }
 }
 
@@ -544,19 +563,19 @@ fn transmit_conn(transmit: &Transmit) -> ConnId {
 /// publishers (PUBACK, PUBREC, PUBCOMP), QoS 2 deliveries and PUBRELs (their packet id
 /// state must be on disk, or a resend after a crash could duplicate), SUBACK, CONNACK,
 /// closes.
-fn commit_class(transmit: &Transmit) -> (u64, bool) {
-    let may_precede = match transmit {
-        Transmit::Packet {
-            packet: Packet::Publish(p),
+fn commit_class(routed: &Routed) -> (u64, bool) {
+    let may_precede = match routed {
+        Routed::Packet {
+            item: Outgoing::Publish(p),
             ..
-        } => p.qos != QoS::ExactlyOnce,
-        Transmit::Packet {
-            packet: Packet::PingResp,
+        } => p.qos() != QoS::ExactlyOnce,
+        Routed::Packet {
+            item: Outgoing::PingResp,
             ..
         } => true,
         _ => false,
     };
-    (transmit_conn(transmit).0, may_precede)
+    (transmit_conn(routed).0, may_precede)
 }
 
 /// Waits for the writer's next report; an error if the writer is gone.
@@ -573,15 +592,10 @@ async fn wait_commit(
 /// is best effort, unless it sets up a topic alias (a topic together with an alias): losing
 /// that would leave the client unable to resolve the alias in later PUBLISHes
 /// [MQTT-3.3.2-12].
-fn delivery(packet: &Packet) -> Delivery {
-    match packet {
-        Packet::Publish(p) => {
-            let sets_alias = p.properties.topic_alias.is_some() && !p.topic.is_empty();
-            if p.qos == QoS::AtMostOnce && !sets_alias {
-                Delivery::BestEffort
-            } else {
-                Delivery::Reliable
-            }
+fn delivery(item: &Outgoing) -> Delivery {
+    match item {
+        Outgoing::Publish(p) if p.qos() == QoS::AtMostOnce && !p.sets_topic_alias() => {
+            Delivery::BestEffort
         }
         _ => Delivery::Reliable,
     }
@@ -661,14 +675,14 @@ mod tests {
         let (mut task, _outbox) = task_with_stuck_connection();
         // The CONNACK is queued already; fill up to the soft limit.
         for _ in 1..crate::outbox::SOFT_LIMIT {
-            task.deliver(ConnId(1), Packet::PingResp);
+            task.deliver(ConnId(1), Packet::PingResp.into());
         }
-        task.deliver(ConnId(1), publish(QoS::AtMostOnce, "a", None));
-        task.deliver(ConnId(1), publish(QoS::AtMostOnce, "a", None));
+        task.deliver(ConnId(1), publish(QoS::AtMostOnce, "a", None).into());
+        task.deliver(ConnId(1), publish(QoS::AtMostOnce, "a", None).into());
         assert_eq!(task.dropped_qos0, 2);
         // A burst of acknowledgements beyond the soft limit is not a reason to close.
-        task.deliver(ConnId(1), publish(QoS::AtLeastOnce, "a", None));
-        task.deliver(ConnId(1), Packet::PingResp);
+        task.deliver(ConnId(1), publish(QoS::AtLeastOnce, "a", None).into());
+        task.deliver(ConnId(1), Packet::PingResp.into());
         assert!(task.outboxes.contains_key(&ConnId(1)), "still connected");
     }
 
@@ -676,9 +690,9 @@ mod tests {
     fn stuck_connection_is_closed_rather_than_lose_qos_1() {
         let (mut task, outbox) = task_with_stuck_connection();
         for _ in 1..crate::outbox::HARD_LIMIT {
-            task.deliver(ConnId(1), Packet::PingResp);
+            task.deliver(ConnId(1), Packet::PingResp.into());
         }
-        task.deliver(ConnId(1), publish(QoS::AtLeastOnce, "a", None));
+        task.deliver(ConnId(1), publish(QoS::AtLeastOnce, "a", None).into());
         assert!(!task.outboxes.contains_key(&ConnId(1)), "closed");
         assert_eq!(task.dropped_qos0, 0);
         // The writer still gets everything queued before the close, then the end.
@@ -692,7 +706,8 @@ mod tests {
 
     #[test]
     fn only_plain_qos_0_publishes_are_best_effort() {
-        let check = |packet: Packet, expected: Delivery| assert_eq!(delivery(&packet), expected);
+        let check =
+            |packet: Packet, expected: Delivery| assert_eq!(delivery(&packet.into()), expected);
         check(publish(QoS::AtMostOnce, "a/b", None), Delivery::BestEffort);
         check(publish(QoS::AtMostOnce, "", Some(3)), Delivery::BestEffort);
         check(publish(QoS::AtMostOnce, "a/b", Some(3)), Delivery::Reliable);

@@ -80,6 +80,19 @@ pub(crate) struct QueuedPublish {
     retain: bool,
 }
 
+impl QueuedPublish {
+    /// The QoS of this delivery.
+    pub(crate) fn qos(&self) -> QoS {
+        self.qos
+    }
+
+    /// Whether it binds a topic alias (carries both the topic and an alias), which the
+    /// client needs to resolve later PUBLISHes that carry only the alias [MQTT-3.3.2-12].
+    pub(crate) fn sets_topic_alias(&self) -> bool {
+        self.topic_alias.is_some() && !self.topic.is_empty()
+    }
+}
+
 impl Outgoing {
     /// Appends the packet's encoding in `version`: the bytes `aviary_codec::encode` gives
     /// for `Packet::from(self)`, a PUBLISH encoded from its parts without rebuilding it.
