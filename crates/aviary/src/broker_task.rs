@@ -746,6 +746,104 @@ mod tests {
         }
     }
 
+    /// Opens connection `conn` with a 3.1.1 CONNECT (client id `id`) followed by `more`
+    /// wire bytes, as one read.
+    fn open_with(task: &mut BrokerTask, conn: u64, id: u8, more: &[u8]) -> crate::outbox::Outbox {
+        let (sender, outbox) = crate::outbox::outbox();
+        task.handle(Event::Open {
+            conn: ConnId(conn),
+            peer: "127.0.0.1:50000".parse().unwrap(),
+            outbox: sender,
+            listener: "default".into(),
+        });
+        let mut wire = BytesMut::from(
+            &[
+                0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x00, 0x00, 0x01,
+                id,
+            ][..],
+        );
+        wire.extend_from_slice(more);
+        let mut packets = Vec::new();
+        while let Some(p) =
+            aviary_codec::decode(&mut wire, ProtocolVersion::V3_1_1, 1 << 20).unwrap()
+        {
+            packets.push(p);
+        }
+        task.handle(Event::Packets {
+            conn: ConnId(conn),
+            packets,
+            read_at: now(),
+        });
+        outbox
+    }
+
+    #[tokio::test]
+    async fn one_read_of_many_publishes_is_cut_at_the_transmit_bound() {
+        let (_permits, gate) = std::sync::mpsc::channel();
+        let writer = crate::store::StoreWriter::spawn(
+            Box::new(PermitStore(gate)),
+            crate::store::Durability::Immediate,
+        )
+        .unwrap();
+        let (_tx, rx) = mpsc::channel(1);
+        let mut task = BrokerTask::new(Broker::new(Default::default()), rx).with_store(writer);
+        // 17 subscribers of "t" at QoS 0 (no store operations: nothing waits for a commit).
+        let subscribers: Vec<_> = (0..17u8)
+            .map(|i| {
+                let subscribe = [0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b't', 0x00];
+                open_with(&mut task, u64::from(i) + 1, b'a' + i, &subscribe)
+            })
+            .collect();
+        task.end_pass().await.unwrap();
+        for outbox in &subscribers {
+            let _connack_and_suback = outbox.next_batch().await;
+        }
+        // One read of 1,000 PUBLISHes (payload: their index): 17,000 transmits, more than
+        // one pass holds.
+        let mut publishes = Vec::new();
+        for i in 0..1000u16 {
+            let [hi, lo] = i.to_be_bytes();
+            publishes.extend_from_slice(&[0x30, 0x05, 0x00, 0x01, b't', hi, lo]);
+        }
+        let _publisher = open_with(&mut task, 100, b'z', &[]);
+        let mut wire = BytesMut::from(&publishes[..]);
+        let mut packets = Vec::new();
+        while let Some(p) = aviary_codec::decode(&mut wire, ProtocolVersion::V3_1_1, 1024).unwrap()
+        {
+            packets.push(p);
+        }
+        task.inbox.push(Event::Packets {
+            conn: ConnId(100),
+            packets,
+            read_at: now(),
+        });
+        let mut passes = 0;
+        while !task.inbox.is_empty() {
+            assert_eq!(task.handle_batch(), Flow::Continue);
+            let held = task.store.as_ref().unwrap().pending.len();
+            assert!(
+                held < MAX_TRANSMITS_PER_PASS + 17,
+                "{held} transmits in one pass"
+            );
+            task.end_pass().await.unwrap();
+            passes += 1;
+            assert!(passes <= 3, "the rest is handled in the next pass");
+        }
+        assert_eq!(passes, 2);
+        // Every subscriber has every message, once, in order.
+        for outbox in &subscribers {
+            let got: Vec<u16> = queued(outbox)
+                .await
+                .into_iter()
+                .map(|p| match p {
+                    Packet::Publish(p) => u16::from_be_bytes([p.payload[0], p.payload[1]]),
+                    other => panic!("unexpected {other:?}"),
+                })
+                .collect();
+            assert_eq!(got, (0..1000).collect::<Vec<_>>());
+        }
+    }
+
     #[tokio::test]
     async fn acknowledgements_wait_for_the_commit_of_their_pass() {
         acknowledgements_wait_for_commits(crate::store::Durability::Immediate).await;

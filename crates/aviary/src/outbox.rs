@@ -204,11 +204,7 @@ impl Shared {
 
 impl OutboxSender {
     /// Queues `packet` unless the queue is at the limit for `delivery`.
-    pub(crate) fn push(
-        &self,
-        packet: impl Into<Outgoing>,
-        delivery: Delivery,
-    ) -> Result<(), Full> {
+    pub(crate) fn push(&self, packet: impl Into<Outgoing>, delivery: Delivery) -> Result<(), Full> {
         let writer = {
             let mut state = self.shared.lock();
             let limit = match delivery {

@@ -20,11 +20,11 @@ mod tests;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+pub use self::publish::PublishRef;
 use crate::properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
     PublishProperties, SubscribeProperties, UnsubscribeProperties, WillProperties,
 };
-pub use self::publish::PublishRef;
 use crate::wire::{vbi_len, Counter, Reader, Sink, VBI_MAX};
 use crate::{
     DecodeError, EncodeError, PacketId, ProtocolVersion, QoS, ReasonCode, TopicFilter, TopicName,
