@@ -55,10 +55,14 @@ pub(crate) enum Outgoing {
 /// Which acknowledgement an [`Outgoing::Ack`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum AckKind {
-    PubAck,
-    PubRec,
-    PubRel,
-    PubComp,
+    /// PUBACK.
+    Ack,
+    /// PUBREC.
+    Rec,
+    /// PUBREL.
+    Rel,
+    /// PUBCOMP.
+    Comp,
 }
 
 /// A queued PUBLISH: the shared topic and payload, and what is per delivery.
@@ -160,10 +164,10 @@ impl From<Packet> for Outgoing {
     fn from(packet: Packet) -> Self {
         match packet {
             Packet::Publish(publish) => Self::Publish(QueuedPublish::from(publish)),
-            Packet::PubAck(ack) if has_no_properties(&ack) => Self::ack(AckKind::PubAck, &ack),
-            Packet::PubRec(ack) if has_no_properties(&ack) => Self::ack(AckKind::PubRec, &ack),
-            Packet::PubRel(ack) if has_no_properties(&ack) => Self::ack(AckKind::PubRel, &ack),
-            Packet::PubComp(ack) if has_no_properties(&ack) => Self::ack(AckKind::PubComp, &ack),
+            Packet::PubAck(ack) if has_no_properties(&ack) => Self::ack(AckKind::Ack, &ack),
+            Packet::PubRec(ack) if has_no_properties(&ack) => Self::ack(AckKind::Rec, &ack),
+            Packet::PubRel(ack) if has_no_properties(&ack) => Self::ack(AckKind::Rel, &ack),
+            Packet::PubComp(ack) if has_no_properties(&ack) => Self::ack(AckKind::Comp, &ack),
             Packet::PingResp => Self::PingResp,
             other => Self::Other(Box::new(other)),
         }
@@ -257,7 +261,7 @@ impl From<QueuedPublish> for Publish {
 impl From<Outgoing> for Packet {
     fn from(item: Outgoing) -> Self {
         match item {
-            Outgoing::Publish(publish) => Packet::Publish(publish.into()),
+            Outgoing::Publish(publish) => Self::Publish(publish.into()),
             Outgoing::Ack {
                 kind,
                 packet_id,
@@ -269,13 +273,13 @@ impl From<Outgoing> for Packet {
                     properties: AckProperties::default(),
                 };
                 match kind {
-                    AckKind::PubAck => Packet::PubAck(ack),
-                    AckKind::PubRec => Packet::PubRec(ack),
-                    AckKind::PubRel => Packet::PubRel(ack),
-                    AckKind::PubComp => Packet::PubComp(ack),
+                    AckKind::Ack => Self::PubAck(ack),
+                    AckKind::Rec => Self::PubRec(ack),
+                    AckKind::Rel => Self::PubRel(ack),
+                    AckKind::Comp => Self::PubComp(ack),
                 }
             }
-            Outgoing::PingResp => Packet::PingResp,
+            Outgoing::PingResp => Self::PingResp,
             Outgoing::Other(packet) => *packet,
         }
     }
