@@ -22,6 +22,14 @@ use crate::transport::TransportRead;
 /// header, which caps the growth).
 const READ_CHUNK: usize = 4 * 1024;
 
+/// Room below which the buffer is grown before the next read.
+const MIN_READ: usize = 256;
+
+/// Bytes reserved for the first read of a burst: most bursts are a few small packets (a
+/// PUBLISH, a run of acknowledgements), and a buffer this small comes from the allocator's
+/// per-thread cache; a read that fills it is followed by [`READ_CHUNK`]-sized ones.
+const FIRST_READ: usize = 1024;
+
 /// Most packets sent to the broker task in one event, so one huge read cannot build an
 /// unbounded batch.
 const MAX_PACKETS_PER_EVENT: usize = 256;
@@ -87,7 +95,13 @@ async fn read_burst(
 ) -> Option<ReadEnd> {
     let mut buf = BytesMut::new();
     loop {
-        buf.reserve(READ_CHUNK.max(buf.len()));
+        // Decoded packets keep their slices of the buffer, so growing it means a new
+        // allocation: done only when little room is left for the next read.
+        if buf.capacity() == 0 {
+            buf.reserve(FIRST_READ);
+        } else if buf.capacity() - buf.len() < MIN_READ {
+            buf.reserve(READ_CHUNK.max(buf.len()));
+        }
         match rd.try_read_buf(&mut buf) {
             Ok(0) => return Some(ReadEnd::Closed),
             Ok(_) => {}
