@@ -4,7 +4,6 @@
 
 use std::hint::black_box;
 
-use aviary_codec::properties::PublishProperties;
 use aviary_codec::{
     decode, encode, Ack, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode, TopicName,
 };
@@ -20,7 +19,7 @@ fn publish(payload: usize) -> Packet {
         retain: false,
         topic: TopicName::new("fleet/42/vehicle/8731/telemetry").unwrap(),
         packet_id: PacketId::new(17),
-        properties: PublishProperties::default(),
+        properties: Default::default(),
         payload: vec![0xA5; payload].into(),
     })
 }

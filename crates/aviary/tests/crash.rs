@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aviary_codec::properties::PublishProperties;
 use aviary_codec::{
     Disconnect, Packet, PacketId, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,
     TopicFilter, TopicName,
@@ -86,7 +85,7 @@ async fn publisher(
             retain,
             topic: TopicName::new(&topic).unwrap(),
             packet_id: Some(packet_id),
-            properties: PublishProperties::default(),
+            properties: Default::default(),
             payload: Bytes::from(format!("{name}:{seq}")),
         })
     };

@@ -48,7 +48,8 @@ async fn publish(conn: &mut Conn, topic: &str, payload: &[u8], expiry: Option<u3
         properties: PublishProperties {
             message_expiry_interval: expiry,
             ..PublishProperties::default()
-        },
+        }
+        .into(),
         payload: Bytes::copy_from_slice(payload),
     }))
     .await

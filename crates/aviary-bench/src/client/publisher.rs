@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aviary_codec::properties::PublishProperties;
 use aviary_codec::{
     decode, encode, Ack, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode, TopicName,
 };
@@ -132,7 +131,7 @@ impl Template {
             retain: false,
             topic: topic.clone(),
             packet_id,
-            properties: PublishProperties::default(),
+            properties: Default::default(),
             payload: vec![0u8; payload_len].into(),
         });
         let mut buf = BytesMut::new();

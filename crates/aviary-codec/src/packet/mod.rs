@@ -23,7 +23,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub use self::publish::PublishRef;
 use crate::properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
-    PublishProperties, SubscribeProperties, UnsubscribeProperties, WillProperties,
+    PublishPropertiesBox, SubscribeProperties, UnsubscribeProperties, WillProperties,
 };
 use crate::wire::{vbi_len, Counter, Reader, Sink, VBI_MAX};
 use crate::{
@@ -34,7 +34,7 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Packet {
     Connect(Box<Connect>),
-    ConnAck(ConnAck),
+    ConnAck(Box<ConnAck>),
     Publish(Publish),
     PubAck(Ack),
     PubRec(Ack),
@@ -48,7 +48,7 @@ pub enum Packet {
     PingResp,
     Disconnect(Disconnect),
     /// 5.0 only.
-    Auth(Auth),
+    Auth(Box<Auth>),
 }
 
 /// The control packet type, the high nibble of the first byte.
@@ -141,7 +141,7 @@ pub struct Publish {
     pub topic: TopicName,
     /// Present exactly when `qos` > 0.
     pub packet_id: Option<PacketId>,
-    pub properties: PublishProperties,
+    pub properties: PublishPropertiesBox,
     pub payload: Bytes,
 }
 
@@ -311,7 +311,7 @@ pub fn decode(
     let mut r = Reader::new(frame.slice(header_len..));
     let packet = match kind {
         1 => Packet::Connect(Box::new(connect::decode(&mut r)?)),
-        2 => Packet::ConnAck(connack::decode(&mut r, version)?),
+        2 => Packet::ConnAck(Box::new(connack::decode(&mut r, version)?)),
         3 => Packet::Publish(publish::decode(&mut r, flags, version)?),
         4 => Packet::PubAck(ack::decode(&mut r, version, PacketType::PubAck)?),
         5 => Packet::PubRec(ack::decode(&mut r, version, PacketType::PubRec)?),
@@ -325,7 +325,7 @@ pub fn decode(
         13 => Packet::PingResp,
         14 => Packet::Disconnect(disconnect::decode(&mut r, version)?),
         // check_fixed_header let through 15 only for 5.0.
-        _ => Packet::Auth(auth::decode(&mut r)?),
+        _ => Packet::Auth(Box::new(auth::decode(&mut r)?)),
     };
     r.finish()?;
     Ok(Some(packet))

@@ -56,7 +56,7 @@ pub(super) fn decode(
         retain: flags & 0x01 != 0,
         topic,
         packet_id,
-        properties,
+        properties: properties.into(),
         payload: r.rest(),
     })
 }

@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
 use super::*;
+use crate::properties::PublishProperties;
 use crate::ProtocolVersion::{V3_1, V3_1_1, V5};
 
 fn text() -> impl Strategy<Value = String> {
@@ -240,7 +241,7 @@ const CONNACK_V3: &[u8] = &[0x00, 0x84, 0x85, 0x88, 0x86, 0x87];
 fn connack(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
     let codes = if v.is_v5() { CONNACK_V5 } else { CONNACK_V3 };
     (any::<bool>(), code(codes), connack_properties()).prop_map(move |(sp, reason_code, props)| {
-        Packet::ConnAck(ConnAck {
+        Packet::ConnAck(Box::new(ConnAck {
             // [MQTT-3.2.2-6]; 3.1 has no session present flag.
             session_present: sp && reason_code == ReasonCode::SUCCESS && v != V3_1,
             reason_code,
@@ -249,7 +250,7 @@ fn connack(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
             } else {
                 ConnAckProperties::default()
             },
-        })
+        }))
     })
 }
 
@@ -309,7 +310,7 @@ fn publish(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                     retain,
                     topic,
                     packet_id: (!at_most_once).then_some(id),
-                    properties,
+                    properties: properties.into(),
                     payload,
                 })
             },
@@ -479,7 +480,7 @@ fn auth() -> impl Strategy<Value = Packet> {
         users(),
     )
         .prop_map(|(reason_code, am, ad, rs, user_properties)| {
-            Packet::Auth(Auth {
+            Packet::Auth(Box::new(Auth {
                 reason_code,
                 properties: AuthProperties {
                     authentication_method: am,
@@ -487,7 +488,7 @@ fn auth() -> impl Strategy<Value = Packet> {
                     reason_string: rs,
                     user_properties,
                 },
-            })
+            }))
         })
 }
 

@@ -116,6 +116,69 @@ pub struct PublishProperties {
     pub content_type: Option<String>,
 }
 
+/// No PUBLISH property: what an empty [`PublishPropertiesBox`] dereferences to.
+static NO_PUBLISH_PROPERTIES: PublishProperties = PublishProperties {
+    payload_format_indicator: None,
+    message_expiry_interval: None,
+    topic_alias: None,
+    response_topic: None,
+    correlation_data: None,
+    user_properties: Vec::new(),
+    subscription_identifiers: Vec::new(),
+    content_type: None,
+};
+
+/// The [`PublishProperties`] of a [`crate::Publish`], on the heap only when some property is
+/// present: most PUBLISHes carry none, and inline they would make every `Packet` moved
+/// between decoder, broker and writer three times larger. Reads go through `Deref`; the
+/// first write through `DerefMut` allocates.
+#[derive(Clone, Default)]
+pub struct PublishPropertiesBox(Option<Box<PublishProperties>>);
+
+impl PublishPropertiesBox {
+    /// The properties by value (no allocation when there are none).
+    pub fn into_inner(self) -> PublishProperties {
+        self.0.map(|b| *b).unwrap_or_default()
+    }
+}
+
+impl From<PublishProperties> for PublishPropertiesBox {
+    fn from(properties: PublishProperties) -> Self {
+        if properties == NO_PUBLISH_PROPERTIES {
+            Self(None)
+        } else {
+            Self(Some(Box::new(properties)))
+        }
+    }
+}
+
+impl std::ops::Deref for PublishPropertiesBox {
+    type Target = PublishProperties;
+    fn deref(&self) -> &PublishProperties {
+        self.0.as_deref().unwrap_or(&NO_PUBLISH_PROPERTIES)
+    }
+}
+
+impl std::ops::DerefMut for PublishPropertiesBox {
+    fn deref_mut(&mut self) -> &mut PublishProperties {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl PartialEq for PublishPropertiesBox {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for PublishPropertiesBox {}
+
+impl std::fmt::Debug for PublishPropertiesBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
 /// Properties of PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK and UNSUBACK: a reason string and
 /// user properties.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

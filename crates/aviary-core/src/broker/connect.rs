@@ -251,11 +251,11 @@ impl Broker {
         };
         self.fx.send(
             conn,
-            Packet::ConnAck(ConnAck {
+            Packet::ConnAck(Box::new(ConnAck {
                 session_present,
                 reason_code: ReasonCode::SUCCESS,
                 properties,
-            }),
+            })),
         );
 
         let clean_start = connect.clean_start;
@@ -295,11 +295,11 @@ impl Broker {
             (code, ConnAckProperties::default())
         };
         self.fx.stats.connects_refused += 1;
-        let connack = Packet::ConnAck(ConnAck {
+        let connack = Packet::ConnAck(Box::new(ConnAck {
             session_present: false, // [MQTT-3.2.2-6]
             reason_code,
             properties,
-        });
+        }));
         self.fx.send(conn, fit(connack, max_packet_size));
         self.fx.close(conn);
     }

@@ -75,7 +75,7 @@ impl Message {
         publisher: Arc<str>,
         now: Instant,
     ) -> Self {
-        let mut properties = publish.properties;
+        let mut properties = publish.properties.into_inner();
         properties.topic_alias = None;
         properties.subscription_identifiers.clear();
         Self {

@@ -73,7 +73,7 @@ pub(crate) fn send_publish(
         retain: delivery.retain,
         topic,
         packet_id,
-        properties,
+        properties: properties.into(),
         payload: message.payload.clone(),
     });
     if let Some(max) = link.max_packet_size {

@@ -96,7 +96,7 @@ async fn packets_of_one_read_arrive_in_order_and_connect_sets_the_version() {
         properties: Default::default(),
     };
     h.outbox
-        .push(Packet::ConnAck(connack), Delivery::Reliable)
+        .push(Packet::ConnAck(Box::new(connack)), Delivery::Reliable)
         .unwrap();
     drop(h.outbox);
     assert_eq!(
@@ -128,7 +128,7 @@ async fn mqtt_3_1_2_2_refused_version_is_answered_in_3_1_1() {
         properties: Default::default(),
     };
     h.outbox
-        .push(Packet::ConnAck(connack), Delivery::Reliable)
+        .push(Packet::ConnAck(Box::new(connack)), Delivery::Reliable)
         .unwrap();
     drop(h.outbox);
     // 3.1.1 return code 0x01: unacceptable protocol version [MQTT-3.1.2-2].

@@ -133,7 +133,7 @@ impl Conn {
                     if let Ok(Some(Packet::ConnAck(ack))) = conn.recv(Duration::from_secs(10)).await
                     {
                         if ack.reason_code == ReasonCode::SUCCESS {
-                            return Some((conn, ack));
+                            return Some((conn, *ack));
                         }
                     }
                 }

@@ -205,11 +205,11 @@ fn connect_missing_payload_is_malformed() {
 // ---- CONNACK --------------------------------------------------------------------------------
 
 fn connack(session_present: bool, reason_code: ReasonCode) -> Packet {
-    Packet::ConnAck(ConnAck {
+    Packet::ConnAck(Box::new(ConnAck {
         session_present,
         reason_code,
         properties: ConnAckProperties::default(),
-    })
+    }))
 }
 
 #[test]
@@ -253,7 +253,7 @@ fn connack_5() {
         "2003 00 8c 00",
         connack(false, ReasonCode::BAD_AUTHENTICATION_METHOD),
     );
-    let p = Packet::ConnAck(ConnAck {
+    let p = Packet::ConnAck(Box::new(ConnAck {
         session_present: true,
         reason_code: ReasonCode::SUCCESS,
         properties: ConnAckProperties {
@@ -261,7 +261,7 @@ fn connack_5() {
             topic_alias_maximum: Some(10),
             ..Default::default()
         },
-    });
+    }));
     check(V5, "2008 01 00 05 2401 22000a", p);
 }
 

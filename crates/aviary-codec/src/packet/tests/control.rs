@@ -28,13 +28,13 @@ fn disconnect() {
 #[test]
 fn auth() {
     let a = |code, method: Option<&str>| {
-        Packet::Auth(Auth {
+        Packet::Auth(Box::new(Auth {
             reason_code: code,
             properties: AuthProperties {
                 authentication_method: method.map(Into::into),
                 ..Default::default()
             },
-        })
+        }))
     };
     check(V5, "f000", a(ReasonCode::SUCCESS, None));
     check(V5, "f00118", a(ReasonCode::CONTINUE_AUTHENTICATION, None));
@@ -53,10 +53,10 @@ fn auth_before_5_is_malformed_and_not_encodable() {
     check_err(V3_1_1, "f000", malformed());
     check_err(V3_1, "f000", malformed());
     let mut out = BytesMut::from(&b"x"[..]);
-    let auth = Packet::Auth(Auth {
+    let auth = Packet::Auth(Box::new(Auth {
         reason_code: ReasonCode::SUCCESS,
         properties: AuthProperties::default(),
-    });
+    }));
     assert_eq!(
         encode(&auth, V3_1_1, &mut out),
         Err(EncodeError::NotInVersion)

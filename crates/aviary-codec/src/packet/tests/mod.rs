@@ -119,7 +119,7 @@ pub(super) fn publish(qos: QoS, id: Option<u16>) -> Publish {
         retain: false,
         topic: topic("a/b"),
         packet_id: id.map(pid),
-        properties: PublishProperties::default(),
+        properties: Default::default(),
         payload: Bytes::from_static(b"hi"),
     }
 }
@@ -128,3 +128,20 @@ mod connect;
 mod control;
 mod publish;
 mod subscribe;
+
+/// Every `Packet` is moved several times between reader, broker task and writer: the rare
+/// large variants and PUBLISH properties are boxed so that these moves stay small.
+#[cfg(target_pointer_width = "64")]
+#[test]
+fn packet_stays_small() {
+    assert!(
+        std::mem::size_of::<Packet>() <= 96,
+        "{}",
+        std::mem::size_of::<Packet>()
+    );
+    assert!(
+        std::mem::size_of::<Publish>() <= 64,
+        "{}",
+        std::mem::size_of::<Publish>()
+    );
+}

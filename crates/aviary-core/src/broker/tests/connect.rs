@@ -9,11 +9,11 @@ use aviary_codec::{ConnAck, DecodeError, Packet, QoS, ReasonCode};
 use super::*;
 
 fn connack_v5(session_present: bool, properties: ConnAckProperties) -> Packet {
-    Packet::ConnAck(ConnAck {
+    Packet::ConnAck(Box::new(ConnAck {
         session_present,
         reason_code: ReasonCode::SUCCESS,
         properties,
-    })
+    }))
 }
 
 #[test]

@@ -293,11 +293,11 @@ pub(super) fn will(topic_name: &str, payload: &str, qos: QoS, retain: bool) -> W
 }
 
 pub(super) fn connack(session_present: bool, reason_code: ReasonCode) -> Packet {
-    Packet::ConnAck(ConnAck {
+    Packet::ConnAck(Box::new(ConnAck {
         session_present,
         reason_code,
         properties: ConnAckProperties::default(),
-    })
+    }))
 }
 
 /// The CONNACK properties a default-configured broker sends to every 5.0 client.
@@ -322,7 +322,7 @@ pub(super) fn publish(topic_name: &str, qos: QoS, packet_id: u16, payload: &str)
         retain: false,
         topic: topic(topic_name),
         packet_id: PacketId::new(packet_id),
-        properties: PublishProperties::default(),
+        properties: Default::default(),
         payload: Bytes::copy_from_slice(payload.as_bytes()),
     })
 }

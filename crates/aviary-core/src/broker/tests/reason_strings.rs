@@ -65,14 +65,14 @@ fn refusing_v5_connack_carries_a_reason_string_and_3_x_none() {
         h.drain_raw()[0],
         packet(
             1,
-            Packet::ConnAck(ConnAck {
+            Packet::ConnAck(Box::new(ConnAck {
                 session_present: false,
                 reason_code: ReasonCode::BAD_AUTHENTICATION_METHOD,
                 properties: ConnAckProperties {
                     reason_string: Some("enhanced authentication is not supported".into()),
                     ..ConnAckProperties::default()
                 },
-            })
+            }))
         )
     );
     h.open(2);

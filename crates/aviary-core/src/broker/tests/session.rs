@@ -112,11 +112,11 @@ fn v5_session_expires_after_its_interval() {
         h.connect(2, connect_v5_expiry("sub", false, 60)),
         vec![packet(
             2,
-            aviary_codec::Packet::ConnAck(aviary_codec::ConnAck {
+            aviary_codec::Packet::ConnAck(Box::new(aviary_codec::ConnAck {
                 session_present: false,
                 reason_code: ReasonCode::SUCCESS,
                 properties: v5_connack_properties(),
-            })
+            }))
         )]
     );
 }

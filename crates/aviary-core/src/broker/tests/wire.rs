@@ -63,11 +63,11 @@ fn v5_connect_gets_connack_with_the_brokers_properties() {
         sent,
         vec![packet(
             1,
-            Packet::ConnAck(aviary_codec::ConnAck {
+            Packet::ConnAck(Box::new(aviary_codec::ConnAck {
                 session_present: false,
                 reason_code: ReasonCode::SUCCESS,
                 properties: v5_connack_properties(),
-            })
+            }))
         )]
     );
     // And it encodes and decodes back to the same packet.
