@@ -12,6 +12,7 @@ mod validate;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use aviary_core::BrokerConfig;
 
@@ -117,6 +118,12 @@ pub enum LogFormat {
 pub struct ListenerConfig {
     /// Address to bind; port 0 picks a free port (see `RunningServer::mqtt_addr`).
     pub bind: SocketAddr,
+    /// A plain TCP connection whose reader and writer have had nothing to do for about
+    /// this long (between one and two times it) is parked: its task and its tokio I/O
+    /// registration are given up until it has work again (`crate::parking`), which is what
+    /// keeps an idle connection under 1 KiB. Zero never parks. Applies to every plain TCP
+    /// listener, including those created through the API.
+    pub park_after: Duration,
 }
 
 impl Default for Config {
@@ -130,6 +137,7 @@ impl Default for Config {
             },
             listener: ListenerConfig {
                 bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 1883)),
+                park_after: Duration::from_secs(10),
             },
             mqtt: BrokerConfig::default(),
             store: StoreConfig {

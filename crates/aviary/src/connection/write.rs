@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{version_from_level, WriteEnd};
+use super::{version_from_level, Idleness, WriteEnd};
 use crate::metrics::WireBytes;
 use crate::outbox::Outbox;
 
@@ -43,9 +43,15 @@ pub(super) fn write_loop<'a>(
     version: &'a AtomicU8,
     force_close: &'a CancellationToken,
     wire: &'a WireBytes,
+    idle: &'a Idleness,
 ) -> impl Future<Output = WriteEnd> + Send + 'a {
     async move {
-        while let Some(batch) = outbox.next_batch().await {
+        loop {
+            idle.waiting(Idleness::WRITER);
+            let Some(batch) = outbox.next_batch().await else {
+                break;
+            };
+            idle.woke(Idleness::WRITER);
             let current = version_from_level(version.load(Ordering::Acquire));
             // Boxed (one allocation per batch) so the encoding and write state does not
             // sit in every idle connection's future. A forced close (end of graceful
