@@ -1,5 +1,6 @@
-//! Parked connections: plain TCP connections that have had nothing to read or write for
-//! `listener.park_after`, held without a task. This is what keeps an idle connection under
+//! Parked connections: plain TCP connections that have had nothing to read or write for a
+//! while ([`Parker::idle_period`]: 100 ms at first, doubling each time the connection
+//! parks, up to `listener.park_after`), held without a task. This is what keeps an idle connection under
 //! 1 KiB: a running connection costs a tokio task (~512 B with its future) and a tokio I/O
 //! registration (~256 B), where a parked one is a slot of a few dozen bytes here plus a
 //! small waker in its outbox.
@@ -31,6 +32,15 @@ use tracing::{debug, warn};
 
 use crate::broker_task::Event;
 use crate::connection::Resumable;
+
+/// How long a connection that has never parked must stay idle to park. Short, so that a
+/// burst of connections (a fleet reconnecting after a restart) does not hold a task and a
+/// tokio registration each for long: those are freed while the burst lasts, and reused
+/// by the next connections, instead of raising the peak that the process's memory keeps.
+/// Every resume doubles a connection's period (up to `listener.park_after`), so one
+/// that talks periodically stops parking after a few rounds instead of paying a resume
+/// per message.
+const FIRST_PARK: Duration = Duration::from_millis(100);
 
 /// The token of the poll's own waker (slot indices are below it).
 const WAKE_TOKEN: Token = Token(usize::MAX);
@@ -182,9 +192,12 @@ impl Parker {
         Ok(Arc::new(Self { shared }))
     }
 
-    /// How long a connection is idle before it parks.
-    pub(crate) fn park_after(&self) -> Duration {
-        self.shared.park_after
+    /// How long a connection that has parked `parks` times before must stay idle to park
+    /// again: [`FIRST_PARK`], doubled at each park, up to `listener.park_after` (zero:
+    /// never).
+    pub(crate) fn idle_period(&self, parks: u8) -> Duration {
+        let after = self.shared.park_after;
+        FIRST_PARK.saturating_mul(1 << parks.min(20)).min(after)
     }
 
     /// Parks a connection whose task is ending. If it cannot be parked (the poll refuses
@@ -328,6 +341,24 @@ mod tests {
     use crate::connection::ConnectionContext;
     use aviary_core::ConnId;
 
+    #[tokio::test]
+    async fn the_idle_period_doubles_at_each_park_up_to_park_after() {
+        let parker = Parker::start(
+            Duration::from_secs(1),
+            TaskTracker::new(),
+            Arc::new(AtomicU64::new(0)),
+        )
+        .unwrap();
+        let periods: Vec<_> = (0..6).map(|n| parker.idle_period(n)).collect();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            periods,
+            [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]
+        );
+        assert_eq!(parker.idle_period(u8::MAX), ms(1000));
+        parker.stop();
+    }
+
     #[test]
     fn slots_are_reused_and_stale_generations_resume_nothing() {
         let mut slots = Slots::default();
@@ -358,6 +389,7 @@ mod tests {
             conn: ConnId(conn),
             peer,
             level: 4,
+            parks: 0,
             outbox,
             ctx: Arc::clone(ctx),
             permit: Some(Arc::clone(permits).try_acquire_owned().unwrap()),

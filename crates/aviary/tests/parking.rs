@@ -145,7 +145,9 @@ async fn a_kick_through_the_api_ends_a_parked_connection() {
     let api = start().await;
     let mut v5 = RawClient::connect_v5(api.mqtt, "parked-kick").await;
     wait_parked(&api, 1).await;
-    let (status, _) = api.call("DELETE", "/api/v1/clients/parked-kick", None).await;
+    let (status, _) = api
+        .call("DELETE", "/api/v1/clients/parked-kick", None)
+        .await;
     assert_eq!(status, 204);
     match v5.read_packet().await {
         Packet::Disconnect(d) => assert_eq!(d.reason_code, ReasonCode::ADMINISTRATIVE_ACTION),

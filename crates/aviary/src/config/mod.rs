@@ -118,11 +118,11 @@ pub enum LogFormat {
 pub struct ListenerConfig {
     /// Address to bind; port 0 picks a free port (see `RunningServer::mqtt_addr`).
     pub bind: SocketAddr,
-    /// A plain TCP connection whose reader and writer have had nothing to do for about
-    /// this long (between one and two times it) is parked: its task and its tokio I/O
-    /// registration are given up until it has work again (`crate::parking`), which is what
-    /// keeps an idle connection under 1 KiB. Zero never parks. Applies to every plain TCP
-    /// listener, including those created through the API.
+    /// The longest a plain TCP connection stays idle before it is parked: its task and its
+    /// tokio I/O registration are given up until it has work again (`crate::parking`),
+    /// which is what keeps an idle connection under 1 KiB. A connection parks after 100 ms
+    /// of silence at first, and each resume doubles that, up to this. Zero never parks.
+    /// Applies to every plain TCP listener, including those created through the API.
     pub park_after: Duration,
 }
 

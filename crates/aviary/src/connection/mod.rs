@@ -6,7 +6,7 @@
 //! Reading and writing run concurrently in the same task (so a client that writes without
 //! reading cannot deadlock us against it), and an idle connection holds no buffers: the
 //! read buffer is allocated once the socket is readable and dropped when it is empty again.
-//! A plain TCP connection idle for `listener.park_after` goes further: its task ends and
+//! A plain TCP connection idle for a while goes further (`crate::parking`): its task ends and
 //! the socket waits in [`crate::parking`] until there is work, then [`resume`] runs it again.
 
 mod read;
@@ -106,6 +106,9 @@ pub(crate) struct Resumable {
     pub(crate) peer: SocketAddr,
     /// The protocol level of its first CONNECT, or [`NO_CONNECT_YET`].
     pub(crate) level: u8,
+    /// How many times it has parked: each time, it waits longer before parking again
+    /// ([`crate::parking::Parker::idle_period`]).
+    pub(crate) parks: u8,
     /// Where the broker task routes its packets.
     pub(crate) outbox: Outbox,
     /// Its listener's context.
@@ -145,6 +148,7 @@ pub(crate) fn run<T: Transport>(
         conn,
         peer,
         level: NO_CONNECT_YET,
+        parks: 0,
         outbox,
         ctx: ctx.into(),
         permit,
@@ -219,8 +223,8 @@ fn serve<T: Transport>(
             );
             // Boxed while it waits: the timer is not part of every connection's future.
             let park = async {
-                let after = ctx.parker.as_ref().map(|parker| parker.park_after());
-                match after.filter(|after| T::PARKABLE && !after.is_zero()) {
+                let period = ctx.parker.as_ref().map(|p| p.idle_period(state.parks));
+                match period.filter(|after| T::PARKABLE && !after.is_zero()) {
                     Some(after) => Box::pin(idle.settled_for(after)).await,
                     None => std::future::pending().await,
                 }
@@ -266,6 +270,7 @@ fn serve<T: Transport>(
                     (Ok(stream), Some(parker)) => {
                         debug!(conn = conn.0, peer = %state.peer, "connection parked");
                         state.level = version.into_inner();
+                        state.parks = state.parks.saturating_add(1);
                         parker.park(stream, state);
                     }
                     (Err(e), _) => {
