@@ -1,6 +1,6 @@
 //! Parked connections: plain TCP connections that have had nothing to read or write for a
 //! while ([`Parker::idle_period`]: 100 ms at first, doubling each time the connection
-//! parks, up to `listener.park_after`), held without a task. This is what keeps an idle connection under
+//! parks or is found busy, up to `listener.park_after`), held without a task. This is what keeps an idle connection under
 //! 1 KiB: a running connection costs a tokio task (~512 B with its future) and a tokio I/O
 //! registration (~256 B), where a parked one is a slot of a few dozen bytes here plus a
 //! small waker in its outbox.
@@ -37,10 +37,14 @@ use crate::connection::Resumable;
 /// burst of connections (a fleet reconnecting after a restart) does not hold a task and a
 /// tokio registration each for long: those are freed while the burst lasts, and reused
 /// by the next connections, instead of raising the peak that the process's memory keeps.
-/// Every resume doubles a connection's period (up to `listener.park_after`), so one
-/// that talks periodically stops parking after a few rounds instead of paying a resume
-/// per message.
+/// Every park, and every check that finds the connection busy, doubles its period (up to
+/// `listener.park_after`), so one that talks periodically stops parking after a few rounds
+/// instead of paying a resume per message, and a busy one is soon checked rarely.
 const FIRST_PARK: Duration = Duration::from_millis(100);
+
+/// Doublings beyond which the idle period stops growing (100 ms × 2^20 is 29 hours, over
+/// any `listener.park_after`).
+pub(crate) const MAX_DOUBLINGS: u8 = 20;
 
 /// The token of the poll's own waker (slot indices are below it).
 const WAKE_TOKEN: Token = Token(usize::MAX);
@@ -192,12 +196,17 @@ impl Parker {
         Ok(Arc::new(Self { shared }))
     }
 
-    /// How long a connection that has parked `parks` times before must stay idle to park
-    /// again: [`FIRST_PARK`], doubled at each park, up to `listener.park_after` (zero:
-    /// never).
-    pub(crate) fn idle_period(&self, parks: u8) -> Duration {
-        let after = self.shared.park_after;
-        FIRST_PARK.saturating_mul(1 << parks.min(20)).min(after)
+    /// Whether connections park at all (`listener.park_after` is not zero).
+    pub(crate) fn parks(&self) -> bool {
+        !self.shared.park_after.is_zero()
+    }
+
+    /// How long a connection whose idle period has doubled `doublings` times must stay idle
+    /// to park: [`FIRST_PARK`] doubled that often, up to `listener.park_after`.
+    pub(crate) fn idle_period(&self, doublings: u8) -> Duration {
+        FIRST_PARK
+            .saturating_mul(1 << doublings.min(MAX_DOUBLINGS))
+            .min(self.shared.park_after)
     }
 
     /// Parks a connection whose task is ending. If it cannot be parked (the poll refuses
@@ -389,7 +398,7 @@ mod tests {
             conn: ConnId(conn),
             peer,
             level: 4,
-            parks: 0,
+            doublings: 0,
             outbox,
             ctx: Arc::clone(ctx),
             permit: Some(Arc::clone(permits).try_acquire_owned().unwrap()),

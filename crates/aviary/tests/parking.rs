@@ -1,9 +1,10 @@
-//! Parked connections (`listener.park_after`, here 1 s): an idle plain TCP connection gives
-//! up its task, and everything a connection can be asked to do still reaches it. Each test
-//! waits until `aviary_connections_parked` on `/metrics` says its clients are parked, then
-//! drives them with real traffic: deliveries at QoS 0 and 1 and their acknowledgement,
-//! PINGREQ and PUBLISH from the client, keep-alive expiry with its will, a kick through the
-//! management API, a takeover, and graceful shutdown.
+//! Parked connections (`listener.park_after`, here 1 s; a connection first parks after
+//! 100 ms of silence): an idle plain TCP connection gives up its task, and everything a
+//! connection can be asked to do still reaches it. Each test waits until
+//! `aviary_connections_parked` on `/metrics` says its clients are parked, then drives them
+//! with real traffic: deliveries at QoS 0 and 1 and their acknowledgement, PINGREQ and
+//! PUBLISH from the client, its hang-up, keep-alive expiry with its will, a kick through the
+//! management API, a takeover, its listener switched off, and graceful shutdown.
 
 mod api;
 mod common;
@@ -182,4 +183,55 @@ async fn graceful_shutdown_sends_0x8b_to_a_parked_5_0_client() {
         .await
         .expect("shutdown waits for parked connections to close, boundedly")
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_parked_client_that_hangs_up_is_gone_at_once_and_its_will_published() {
+    let api = start().await;
+    let mut watcher = RawClient::connect_v311(api.mqtt, "hangup-watcher").await;
+    watcher.subscribe(1, "park/hangup", 0).await;
+    let mut leaving = RawClient::open(api.mqtt, ProtocolVersion::V3_1_1).await;
+    leaving
+        .send_hex(&packet_hex(
+            0x10,
+            &format!(
+                "00 04 4d 51 54 54 04 06 00 3c {} {} {}",
+                str_hex("parked-hangup"),
+                str_hex("park/hangup"),
+                str_hex("bye")
+            ),
+        ))
+        .await;
+    leaving.expect_connack(0x00).await;
+    wait_parked(&api, 2).await;
+    // Keep alive is 60 s: only the socket's end, seen by the parking poll, explains a will
+    // within the wait.
+    drop(leaving);
+    match watcher.read_packet().await {
+        Packet::Publish(p) => assert_eq!(&p.payload[..], b"bye"),
+        other => panic!("expected the will, got {other:?}"),
+    }
+    wait_metric(&api, "aviary_connections", 1.0).await;
+    api.shutdown().await;
+}
+
+#[tokio::test]
+async fn switching_the_listener_off_ends_its_parked_connections() {
+    let api = start().await;
+    let mut v5 = RawClient::connect_v5(api.mqtt, "parked-listener-off").await;
+    wait_parked(&api, 1).await;
+    let (status, off) = api
+        .call(
+            "PATCH",
+            "/api/v1/listeners/default",
+            Some(serde_json::json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(status, 200, "{off}");
+    match v5.read_packet().await {
+        Packet::Disconnect(d) => assert_eq!(d.reason_code, ReasonCode::ADMINISTRATIVE_ACTION),
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    v5.expect_closed().await;
+    api.shutdown().await;
 }

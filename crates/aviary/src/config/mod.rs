@@ -121,7 +121,8 @@ pub struct ListenerConfig {
     /// The longest a plain TCP connection stays idle before it is parked: its task and its
     /// tokio I/O registration are given up until it has work again (`crate::parking`),
     /// which is what keeps an idle connection under 1 KiB. A connection parks after 100 ms
-    /// of silence at first, and each resume doubles that, up to this. Zero never parks.
+    /// of silence at first; each park, and each check finding it busy, doubles that, up to
+    /// this. Zero never parks.
     /// Applies to every plain TCP listener, including those created through the API.
     pub park_after: Duration,
 }

@@ -92,8 +92,9 @@ enum TaskEnd {
     TellClosed,
     /// The connection is closed on our side: read out what the peer still sends.
     Linger,
-    /// Idle for long enough: hand the connection to the parker.
-    Park,
+    /// Idle for long enough: hand the connection to the parker (with the doublings of
+    /// its idle period so far).
+    Park(u8),
 }
 
 /// Everything a connection holds besides its socket and its task: what it starts with,
@@ -106,9 +107,9 @@ pub(crate) struct Resumable {
     pub(crate) peer: SocketAddr,
     /// The protocol level of its first CONNECT, or [`NO_CONNECT_YET`].
     pub(crate) level: u8,
-    /// How many times it has parked: each time, it waits longer before parking again
-    /// ([`crate::parking::Parker::idle_period`]).
-    pub(crate) parks: u8,
+    /// How many times its idle period has doubled: at each park, and at each check that
+    /// found it busy ([`crate::parking::Parker::idle_period`]).
+    pub(crate) doublings: u8,
     /// Where the broker task routes its packets.
     pub(crate) outbox: Outbox,
     /// Its listener's context.
@@ -148,7 +149,7 @@ pub(crate) fn run<T: Transport>(
         conn,
         peer,
         level: NO_CONNECT_YET,
-        parks: 0,
+        doublings: 0,
         outbox,
         ctx: ctx.into(),
         permit,
@@ -223,9 +224,8 @@ fn serve<T: Transport>(
             );
             // Boxed while it waits: the timer is not part of every connection's future.
             let park = async {
-                let period = ctx.parker.as_ref().map(|p| p.idle_period(state.parks));
-                match period.filter(|after| T::PARKABLE && !after.is_zero()) {
-                    Some(after) => Box::pin(idle.settled_for(after)).await,
+                match ctx.parker.as_deref().filter(|p| T::PARKABLE && p.parks()) {
+                    Some(parker) => Box::pin(idle.settled(parker, state.doublings)).await,
                     None => std::future::pending().await,
                 }
             };
@@ -256,7 +256,7 @@ fn serve<T: Transport>(
                 },
                 // Both halves wait with nothing to do (checked when the timer fires, in this
                 // poll: dropping them now loses nothing).
-                () = &mut park => TaskEnd::Park,
+                doublings = &mut park => TaskEnd::Park(doublings),
             }
         };
         match end {
@@ -264,13 +264,13 @@ fn serve<T: Transport>(
                 let _ = Box::pin(ctx.events.send(Event::Closed { conn })).await;
             }
             TaskEnd::Linger => Box::pin(linger(&mut rd, &ctx.force_close)).await,
-            TaskEnd::Park => {
+            TaskEnd::Park(doublings) => {
                 drop(panic_guard);
                 match (T::into_std(rd, wr), state.ctx.parker.clone()) {
                     (Ok(stream), Some(parker)) => {
                         debug!(conn = conn.0, peer = %state.peer, "connection parked");
                         state.level = version.into_inner();
-                        state.parks = state.parks.saturating_add(1);
+                        state.doublings = doublings.saturating_add(1);
                         parker.park(stream, state);
                     }
                     (Err(e), _) => {
@@ -315,17 +315,22 @@ impl Idleness {
             .store((bits & !side) | Self::ACTIVE, Ordering::Relaxed);
     }
 
-    /// Completes once both halves have waited through a whole period of `after` (so
-    /// between one and two periods after the last activity). One timer per period, not per
-    /// packet: a busy connection costs a check every `after`.
-    async fn settled_for(&self, after: Duration) {
+    /// Completes once both halves have waited through a whole idle period (so between one
+    /// and two periods after the last activity); returns the doublings of the period by
+    /// then. The period starts at `parker.idle_period(doublings)` and doubles at every check
+    /// that finds the connection busy: a busy connection soon costs one timer every
+    /// `listener.park_after`, not one per packet nor ten a second.
+    async fn settled(&self, parker: &crate::parking::Parker, mut doublings: u8) -> u8 {
         loop {
-            tokio::time::sleep(after).await;
+            tokio::time::sleep(parker.idle_period(doublings)).await;
             let bits = self.0.load(Ordering::Relaxed);
             self.0.store(bits & !Self::ACTIVE, Ordering::Relaxed);
             if bits == Self::READER | Self::WRITER {
-                return;
+                return doublings;
             }
+            doublings = doublings
+                .saturating_add(1)
+                .min(crate::parking::MAX_DOUBLINGS);
         }
     }
 }
