@@ -1,9 +1,8 @@
 //! Parked connections: plain TCP connections that have had nothing to read or write for a
-//! while ([`Parker::idle_period`]: 100 ms at first, doubling each time the connection
-//! parks or is found busy, up to `listener.park_after`), held without a task. This is what keeps an idle connection under
-//! 1 KiB: a running connection costs a tokio task (~512 B with its future) and a tokio I/O
-//! registration (~256 B), where a parked one is a slot of a few dozen bytes here plus a
-//! small waker in its outbox.
+//! while ([`Parker::idle_period`]: 100 ms, then 200 ms, just after they connect; then
+//! `listener.park_after`), held without a task. A running
+//! connection costs a tokio task (~640 B with its future) and a tokio I/O registration
+//! (~256 B); a parked one costs a slot here (~100 B) and a small waker in its outbox.
 //!
 //! One thread owns a `mio::Poll` on which every parked socket is registered, with its slot
 //! index as the token. A connection leaves the table (resumes: it is registered with tokio
@@ -20,31 +19,35 @@
 //! resumed does not resume the connection that reuses its slot.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Wake, Waker};
 use std::time::Duration;
 
+use aviary_core::ConnId;
 use mio::{Events, Interest, Poll, Token};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::broker_task::Event;
-use crate::connection::Resumable;
+use crate::connection::{ConnectionContext, Resumable};
+use crate::outbox::Outbox;
 
-/// How long a connection that has never parked must stay idle to park. Short, so that a
-/// burst of connections (a fleet reconnecting after a restart) does not hold a task and a
-/// tokio registration each for long: those are freed while the burst lasts, and reused
-/// by the next connections, instead of raising the peak that the process's memory keeps.
-/// Every park, and every check that finds the connection busy, doubles its period (up to
-/// `listener.park_after`), so one that talks periodically stops parking after a few rounds
-/// instead of paying a resume per message, and a busy one is soon checked rarely.
+/// How long a new connection must stay idle to park. Short, so that a burst of
+/// connections (a fleet reconnecting after a restart) does not hold a task and a tokio
+/// registration each for long: those are freed while the burst lasts, and reused by the
+/// next connections, instead of raising the peak that the process's memory keeps. The
+/// next check waits twice as long; after that (at the third check, or once the
+/// connection has parked and resumed), the period is `listener.park_after`, so a client
+/// that talks even now and then parks at most once more and a busy one is checked rarely.
 const FIRST_PARK: Duration = Duration::from_millis(100);
 
-/// Doublings beyond which the idle period stops growing (100 ms × 2^20 is 29 hours, over
-/// any `listener.park_after`).
-pub(crate) const MAX_DOUBLINGS: u8 = 20;
+/// The step from which the idle period is `listener.park_after` (steps count the checks
+/// that found the connection busy and its parks).
+pub(crate) const MAX_STEPS: u8 = 2;
 
 /// The token of the poll's own waker (slot indices are below it).
 const WAKE_TOKEN: Token = Token(usize::MAX);
@@ -58,10 +61,59 @@ struct Entry {
     /// The socket.
     stream: mio::net::TcpStream,
     /// The connection's state.
-    parked: Resumable,
+    parked: Held,
     /// Keeps the server's connection tracker from counting this connection as finished:
     /// graceful shutdown waits for parked connections to resume and close.
     _tracked: TaskTrackerToken,
+}
+
+/// A parked connection's state: [`Resumable`] without the client's address, which the
+/// socket gives back at resume (32 bytes less per parked connection).
+#[derive(Debug)]
+struct Held {
+    /// See [`Resumable::conn`].
+    conn: ConnId,
+    /// See [`Resumable::level`].
+    level: u8,
+    /// See [`Resumable::steps`].
+    steps: u8,
+    /// See [`Resumable::outbox`].
+    outbox: Outbox,
+    /// See [`Resumable::ctx`].
+    ctx: Arc<ConnectionContext>,
+    /// See [`Resumable::permit`].
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Held {
+    /// The state of `r`, less its address.
+    fn new(r: Resumable) -> Self {
+        Self {
+            conn: r.conn,
+            level: r.level,
+            steps: r.steps,
+            outbox: r.outbox,
+            ctx: r.ctx,
+            permit: r.permit,
+        }
+    }
+
+    /// The state to resume with, the client's address read from `stream` (unspecified in
+    /// the logs if the socket has already failed; the next read ends it).
+    fn resume(self, stream: &mio::net::TcpStream) -> Resumable {
+        let peer = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        Resumable {
+            conn: self.conn,
+            peer,
+            level: self.level,
+            steps: self.steps,
+            outbox: self.outbox,
+            ctx: self.ctx,
+            permit: self.permit,
+        }
+    }
 }
 
 /// A slot of the table.
@@ -201,12 +253,15 @@ impl Parker {
         !self.shared.park_after.is_zero()
     }
 
-    /// How long a connection whose idle period has doubled `doublings` times must stay idle
-    /// to park: [`FIRST_PARK`] doubled that often, up to `listener.park_after`.
-    pub(crate) fn idle_period(&self, doublings: u8) -> Duration {
-        FIRST_PARK
-            .saturating_mul(1 << doublings.min(MAX_DOUBLINGS))
-            .min(self.shared.park_after)
+    /// How long a connection at idle step `steps` must stay idle to park: [`FIRST_PARK`],
+    /// twice that, then `listener.park_after` (never more than that).
+    pub(crate) fn idle_period(&self, steps: u8) -> Duration {
+        let period = match steps {
+            0 => FIRST_PARK,
+            1 => 2 * FIRST_PARK,
+            _ => self.shared.park_after,
+        };
+        period.min(self.shared.park_after)
     }
 
     /// Parks a connection whose task is ending. If it cannot be parked (the poll refuses
@@ -236,7 +291,7 @@ impl Parker {
         })));
         slots.slots[index].entry = Some(Entry {
             stream,
-            parked,
+            parked: Held::new(parked),
             _tracked: shared.tracker.token(),
         });
         shared.parked.fetch_add(1, Ordering::Relaxed);
@@ -315,6 +370,7 @@ fn resume(shared: &Shared, index: usize, generation: Option<u32>) {
     if let Err(e) = shared.registry.deregister(&mut stream) {
         debug!(conn = parked.conn.0, error = %e, "cannot deregister a parked socket");
     }
+    let parked = parked.resume(&stream);
     spawn_resumed(shared, stream, parked);
     // `_tracked` drops only now, after the resumed task is tracked.
 }
@@ -347,25 +403,23 @@ fn spawn_resumed(shared: &Shared, stream: mio::net::TcpStream, parked: Resumable
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::ConnectionContext;
-    use aviary_core::ConnId;
 
     #[tokio::test]
-    async fn the_idle_period_doubles_at_each_park_up_to_park_after() {
+    async fn the_idle_period_is_short_just_after_connecting_then_park_after() {
         let parker = Parker::start(
-            Duration::from_secs(1),
+            Duration::from_secs(10),
             TaskTracker::new(),
             Arc::new(AtomicU64::new(0)),
         )
         .unwrap();
-        let periods: Vec<_> = (0..6).map(|n| parker.idle_period(n)).collect();
+        let periods: Vec<_> = (0..4).map(|n| parker.idle_period(n)).collect();
         let ms = Duration::from_millis;
-        assert_eq!(
-            periods,
-            [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]
-        );
-        assert_eq!(parker.idle_period(u8::MAX), ms(1000));
+        assert_eq!(periods, [ms(100), ms(200), ms(10_000), ms(10_000)]);
+        assert_eq!(parker.idle_period(u8::MAX), ms(10_000));
         parker.stop();
+        let short = Parker::start(ms(150), TaskTracker::new(), Arc::default()).unwrap();
+        assert_eq!(short.idle_period(1), ms(150), "never beyond park_after");
+        short.stop();
     }
 
     #[test]
@@ -398,7 +452,7 @@ mod tests {
             conn: ConnId(conn),
             peer,
             level: 4,
-            doublings: 0,
+            steps: 0,
             outbox,
             ctx: Arc::clone(ctx),
             permit: Some(Arc::clone(permits).try_acquire_owned().unwrap()),

@@ -31,6 +31,7 @@ use self::write::write_loop;
 use crate::auth::{AuthService, PeerCertificate};
 use crate::broker_task::Event;
 use crate::outbox::{outbox, Outbox, OutboxSender};
+use crate::parking::MAX_STEPS;
 use crate::transport::{Transport, TransportRead};
 
 /// After we close our side, how long we keep reading (and discarding) so that unread bytes
@@ -92,8 +93,7 @@ enum TaskEnd {
     TellClosed,
     /// The connection is closed on our side: read out what the peer still sends.
     Linger,
-    /// Idle for long enough: hand the connection to the parker (with the doublings of
-    /// its idle period so far).
+    /// Idle for long enough: hand the connection to the parker (with its idle step).
     Park(u8),
 }
 
@@ -107,9 +107,9 @@ pub(crate) struct Resumable {
     pub(crate) peer: SocketAddr,
     /// The protocol level of its first CONNECT, or [`NO_CONNECT_YET`].
     pub(crate) level: u8,
-    /// How many times its idle period has doubled: at each park, and at each check that
-    /// found it busy ([`crate::parking::Parker::idle_period`]).
-    pub(crate) doublings: u8,
+    /// Its idle step: the checks that found it busy and its parks so far, which set how
+    /// long it must be idle to park ([`crate::parking::Parker::idle_period`]).
+    pub(crate) steps: u8,
     /// Where the broker task routes its packets.
     pub(crate) outbox: Outbox,
     /// Its listener's context.
@@ -149,7 +149,7 @@ pub(crate) fn run<T: Transport>(
         conn,
         peer,
         level: NO_CONNECT_YET,
-        doublings: 0,
+        steps: 0,
         outbox,
         ctx: ctx.into(),
         permit,
@@ -225,7 +225,7 @@ fn serve<T: Transport>(
             // Boxed while it waits: the timer is not part of every connection's future.
             let park = async {
                 match ctx.parker.as_deref().filter(|p| T::PARKABLE && p.parks()) {
-                    Some(parker) => Box::pin(idle.settled(parker, state.doublings)).await,
+                    Some(parker) => Box::pin(idle.settled(parker, state.steps)).await,
                     None => std::future::pending().await,
                 }
             };
@@ -256,7 +256,7 @@ fn serve<T: Transport>(
                 },
                 // Both halves wait with nothing to do (checked when the timer fires, in this
                 // poll: dropping them now loses nothing).
-                doublings = &mut park => TaskEnd::Park(doublings),
+                steps = &mut park => TaskEnd::Park(steps),
             }
         };
         match end {
@@ -264,13 +264,13 @@ fn serve<T: Transport>(
                 let _ = Box::pin(ctx.events.send(Event::Closed { conn })).await;
             }
             TaskEnd::Linger => Box::pin(linger(&mut rd, &ctx.force_close)).await,
-            TaskEnd::Park(doublings) => {
+            TaskEnd::Park(steps) => {
                 drop(panic_guard);
                 match (T::into_std(rd, wr), state.ctx.parker.clone()) {
                     (Ok(stream), Some(parker)) => {
                         debug!(conn = conn.0, peer = %state.peer, "connection parked");
                         state.level = version.into_inner();
-                        state.doublings = doublings.saturating_add(1);
+                        state.steps = steps.saturating_add(1).min(MAX_STEPS);
                         parker.park(stream, state);
                     }
                     (Err(e), _) => {
@@ -316,21 +316,18 @@ impl Idleness {
     }
 
     /// Completes once both halves have waited through a whole idle period (so between one
-    /// and two periods after the last activity); returns the doublings of the period by
-    /// then. The period starts at `parker.idle_period(doublings)` and doubles at every check
-    /// that finds the connection busy: a busy connection soon costs one timer every
-    /// `listener.park_after`, not one per packet nor ten a second.
-    async fn settled(&self, parker: &crate::parking::Parker, mut doublings: u8) -> u8 {
+    /// and two periods after the last activity); returns the idle step reached. The period
+    /// is `parker.idle_period(steps)`, and every check that finds the connection busy moves
+    /// it a step on: a busy connection is soon checked once every `listener.park_after`.
+    async fn settled(&self, parker: &crate::parking::Parker, mut steps: u8) -> u8 {
         loop {
-            tokio::time::sleep(parker.idle_period(doublings)).await;
+            tokio::time::sleep(parker.idle_period(steps)).await;
             let bits = self.0.load(Ordering::Relaxed);
             self.0.store(bits & !Self::ACTIVE, Ordering::Relaxed);
             if bits == Self::READER | Self::WRITER {
-                return doublings;
+                return steps;
             }
-            doublings = doublings
-                .saturating_add(1)
-                .min(crate::parking::MAX_DOUBLINGS);
+            steps = steps.saturating_add(1).min(MAX_STEPS);
         }
     }
 }
