@@ -170,7 +170,12 @@ pub(crate) fn resume(
 /// The body of a connection's task: announces a new connection to the broker (`open`,
 /// the broker's end of its outbox), then reads and writes until the connection closes or
 /// parks. Takes everything by value and uses it in place (no field is moved out), so the
-/// future holds one copy of each.
+/// future holds one copy of each: an `async move` block rather than an `async fn`, which
+/// would keep a second copy of its arguments.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` would keep a second copy of its arguments (see above)"
+)]
 fn serve<T: Transport>(
     mut rd: T::Reader,
     mut wr: T::Writer,
