@@ -316,6 +316,15 @@ impl Parker {
     }
 }
 
+impl Drop for Parker {
+    /// A server that fails to start (or is dropped without its shutdown) does not leave
+    /// the thread behind. While connections are parked they hold the parker (through their
+    /// context), so this runs only once none is.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// The parking thread: waits on the poll and resumes the connections it reports, and those
 /// their outboxes woke, until stopped.
 fn serve(mut poll: Poll, shared: &Shared) {
