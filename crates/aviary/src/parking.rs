@@ -1,6 +1,7 @@
 //! Parked connections: plain TCP connections that have had nothing to read or write for a
-//! while ([`Parker::idle_period`]: 100 ms, then 200 ms, just after they connect; then
-//! `listener.park_after`), held without a task. A running
+//! while ([`Parker::idle_period`]: 100 ms just after they connect, doubling while they
+//! are busy; `listener.park_after` once they have parked and resumed), held without a
+//! task. A running
 //! connection costs a tokio task (~640 B with its future) and a tokio I/O registration
 //! (~256 B); a parked one costs a slot here (~100 B) and a small waker in its outbox.
 //!
@@ -39,15 +40,17 @@ use crate::outbox::Outbox;
 /// How long a new connection must stay idle to park. Short, so that a burst of
 /// connections (a fleet reconnecting after a restart) does not hold a task and a tokio
 /// registration each for long: those are freed while the burst lasts, and reused by the
-/// next connections, instead of raising the peak that the process's memory keeps. The
-/// next check waits twice as long; after that (at the third check, or once the
-/// connection has parked and resumed), the period is `listener.park_after`, so a client
-/// that talks even now and then parks at most once more and a busy one is checked rarely.
+/// next connections, instead of raising the peak that the process's memory keeps. Each
+/// check that finds the connection busy doubles the period (a burst that keeps the broker
+/// busy delays a CONNACK by more than a period, and a busy connection is soon checked
+/// rarely); once the connection has parked and resumed, the period is
+/// `listener.park_after`, so a client that talks even now and then parks at most once.
 const FIRST_PARK: Duration = Duration::from_millis(100);
 
-/// The step from which the idle period is `listener.park_after` (steps count the checks
-/// that found the connection busy and its parks).
-pub(crate) const MAX_STEPS: u8 = 2;
+/// The idle step of a connection that has parked and resumed: its period is
+/// `listener.park_after` (100 ms × 2^20 is 29 hours, beyond any). Below it, steps count
+/// the checks that found the connection busy.
+pub(crate) const MAX_STEPS: u8 = 20;
 
 /// The token of the poll's own waker (slot indices are below it).
 const WAKE_TOKEN: Token = Token(usize::MAX);
@@ -253,15 +256,12 @@ impl Parker {
         !self.shared.park_after.is_zero()
     }
 
-    /// How long a connection at idle step `steps` must stay idle to park: [`FIRST_PARK`],
-    /// twice that, then `listener.park_after` (never more than that).
+    /// How long a connection at idle step `steps` must stay idle to park: [`FIRST_PARK`]
+    /// doubled `steps` times, never more than `listener.park_after`.
     pub(crate) fn idle_period(&self, steps: u8) -> Duration {
-        let period = match steps {
-            0 => FIRST_PARK,
-            1 => 2 * FIRST_PARK,
-            _ => self.shared.park_after,
-        };
-        period.min(self.shared.park_after)
+        FIRST_PARK
+            .saturating_mul(1 << steps.min(MAX_STEPS))
+            .min(self.shared.park_after)
     }
 
     /// Parks a connection whose task is ending. If it cannot be parked (the poll refuses
@@ -414,21 +414,22 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn the_idle_period_is_short_just_after_connecting_then_park_after() {
+    async fn the_idle_period_doubles_from_100_ms_up_to_park_after() {
         let parker = Parker::start(
-            Duration::from_secs(10),
+            Duration::from_secs(1),
             TaskTracker::new(),
             Arc::new(AtomicU64::new(0)),
         )
         .unwrap();
-        let periods: Vec<_> = (0..4).map(|n| parker.idle_period(n)).collect();
+        let periods: Vec<_> = (0..6).map(|n| parker.idle_period(n)).collect();
         let ms = Duration::from_millis;
-        assert_eq!(periods, [ms(100), ms(200), ms(10_000), ms(10_000)]);
-        assert_eq!(parker.idle_period(u8::MAX), ms(10_000));
+        assert_eq!(
+            periods,
+            [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]
+        );
+        assert_eq!(parker.idle_period(MAX_STEPS), ms(1000), "parked once");
+        assert_eq!(parker.idle_period(u8::MAX), ms(1000));
         parker.stop();
-        let short = Parker::start(ms(150), TaskTracker::new(), Arc::default()).unwrap();
-        assert_eq!(short.idle_period(1), ms(150), "never beyond park_after");
-        short.stop();
     }
 
     #[test]

@@ -121,8 +121,8 @@ pub struct ListenerConfig {
     /// The longest a plain TCP connection stays idle before it is parked: its task and its
     /// tokio I/O registration are given up until it has work again (`crate::parking`),
     /// which is what keeps an idle connection under 1 KiB. Just after connecting, a
-    /// connection parks after 100 ms (then 200 ms) of silence; after that, or once it has
-    /// parked and resumed, after this long. Zero never parks.
+    /// connection parks after 100 ms of silence (doubled at every check that finds it
+    /// busy); once it has parked and resumed, after this long. Zero never parks.
     /// Applies to every plain TCP listener, including those created through the API.
     pub park_after: Duration,
 }

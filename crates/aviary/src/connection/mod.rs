@@ -107,8 +107,8 @@ pub(crate) struct Resumable {
     pub(crate) peer: SocketAddr,
     /// The protocol level of its first CONNECT, or [`NO_CONNECT_YET`].
     pub(crate) level: u8,
-    /// Its idle step: the checks that found it busy and its parks so far, which set how
-    /// long it must be idle to park ([`crate::parking::Parker::idle_period`]).
+    /// Its idle step: how many checks found it busy ([`MAX_STEPS`] once it has parked),
+    /// which sets how long it must be idle to park ([`crate::parking::Parker::idle_period`]).
     pub(crate) steps: u8,
     /// Where the broker task routes its packets.
     pub(crate) outbox: Outbox,
@@ -275,7 +275,8 @@ fn serve<T: Transport>(
                     (Ok(stream), Some(parker)) => {
                         debug!(conn = conn.0, peer = %state.peer, "connection parked");
                         state.level = version.into_inner();
-                        state.steps = steps.saturating_add(1).min(MAX_STEPS);
+                        // Once resumed, it parks only after `listener.park_after`.
+                        state.steps = MAX_STEPS;
                         parker.park(stream, state);
                     }
                     (Err(e), _) => {
