@@ -93,8 +93,8 @@ enum TaskEnd {
     TellClosed,
     /// The connection is closed on our side: read out what the peer still sends.
     Linger,
-    /// Idle for long enough: hand the connection to the parker (with its idle step).
-    Park(u8),
+    /// Idle for long enough: hand the connection to the parker.
+    Park,
 }
 
 /// Everything a connection holds besides its socket and its task: what it starts with,
@@ -261,7 +261,7 @@ fn serve<T: Transport>(
                 },
                 // Both halves wait with nothing to do (checked when the timer fires, in this
                 // poll: dropping them now loses nothing).
-                steps = &mut park => TaskEnd::Park(steps),
+                () = &mut park => TaskEnd::Park,
             }
         };
         match end {
@@ -269,7 +269,7 @@ fn serve<T: Transport>(
                 let _ = Box::pin(ctx.events.send(Event::Closed { conn })).await;
             }
             TaskEnd::Linger => Box::pin(linger(&mut rd, &ctx.force_close)).await,
-            TaskEnd::Park(steps) => {
+            TaskEnd::Park => {
                 drop(panic_guard);
                 match (T::into_std(rd, wr), state.ctx.parker.clone()) {
                     (Ok(stream), Some(parker)) => {
@@ -322,16 +322,16 @@ impl Idleness {
     }
 
     /// Completes once both halves have waited through a whole idle period (so between one
-    /// and two periods after the last activity); returns the idle step reached. The period
-    /// is `parker.idle_period(steps)`, and every check that finds the connection busy moves
-    /// it a step on: a busy connection is soon checked once every `listener.park_after`.
-    async fn settled(&self, parker: &crate::parking::Parker, mut steps: u8) -> u8 {
+    /// and two periods after the last activity). The period is
+    /// `parker.idle_period(steps)`, and every check that finds the connection busy moves it
+    /// a step on: a busy connection is soon checked once every `listener.park_after`.
+    async fn settled(&self, parker: &crate::parking::Parker, mut steps: u8) {
         loop {
             tokio::time::sleep(parker.idle_period(steps)).await;
             let bits = self.0.load(Ordering::Relaxed);
             self.0.store(bits & !Self::ACTIVE, Ordering::Relaxed);
             if bits == Self::READER | Self::WRITER {
-                return steps;
+                return;
             }
             steps = steps.saturating_add(1).min(MAX_STEPS);
         }
