@@ -184,6 +184,7 @@ impl BrokerTask {
             let holding = self.store.as_ref().is_some_and(|s| s.gate.is_holding());
             let mut stop = false;
             let backlog = !self.inbox.is_empty();
+            let attributing = self.attribution_pending();
             tokio::select! {
                 event = self.events.recv(), if !backlog && !self.inbox.closed() => {
                     match event {
@@ -196,6 +197,10 @@ impl BrokerTask {
                 }
                 () = std::future::ready(()), if backlog => {
                     stop = self.handle_batch() == Flow::Stop;
+                }
+                // Usage attribution, a slice per turn (see `attribute_slice`).
+                () = std::future::ready(()), if attributing => {
+                    self.attribute_slice();
                 }
                 () = &mut timer, if deadline.is_some() => {}
                 changed = wait_commit(&mut self.store), if holding => {
