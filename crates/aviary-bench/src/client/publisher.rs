@@ -281,7 +281,9 @@ async fn drive(
             break;
         }
         // Wake for the next rate slot or the end of sending, or at the drain deadline.
-        let next_due = schedule.as_ref().map_or(plan.first_send, Schedule::next_due);
+        let next_due = schedule
+            .as_ref()
+            .map_or(plan.first_send, Schedule::next_due);
         let wake = if sending {
             if credit_wait {
                 (now + CREDIT_POLL).min(plan.send_until)
