@@ -338,6 +338,32 @@ mod tests {
         assert!(usage.clients.is_empty());
     }
 
+    /// More clients than the bound, all active in the same second (the IoT case): each
+    /// eviction folds exactly a tenth, oldest first, and totals stay exact.
+    #[test]
+    fn eviction_among_equally_recent_clients_takes_a_tenth() {
+        let mut usage = Usage::with_max_clients(100);
+        fn owner(client: &str) -> Owner<'_> {
+            Owner {
+                listener: "l",
+                user: None,
+                client,
+            }
+        }
+        usage.add(10, owner("old"), 5);
+        for i in 0..99 {
+            usage.add(20, owner(&format!("c{i}")), 1);
+        }
+        assert_eq!(usage.clients.len(), 100);
+        usage.add(20, owner("new"), 1);
+        assert_eq!(usage.clients.len(), 91, "ten evicted, one added");
+        assert_eq!(usage.evicted.clients, 10);
+        assert!(!usage.clients.contains_key("old"), "the oldest goes first");
+        let kept: u64 = usage.clients.values().map(|s| s.total).sum();
+        assert_eq!(kept + usage.evicted.total, 5 + 99 + 1);
+        assert_eq!(usage.evicted.total, 5 + 9);
+    }
+
     #[test]
     fn client_churn_stays_bounded_and_totals_stay_exact() {
         const BOUND: usize = 1_000;
