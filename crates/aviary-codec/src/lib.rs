@@ -20,8 +20,9 @@ mod wire;
 
 pub use error::{DecodeError, EncodeError};
 pub use packet::{
-    decode, encode, encoded_len, Ack, Auth, ConnAck, Connect, Disconnect, Packet, PacketType,
-    Publish, RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
+    decode, encode, encode_publish, encoded_len, Ack, Auth, ConnAck, Connect, Disconnect, Packet,
+    PacketType, Publish, PublishRef, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
+    UnsubAck, Unsubscribe, Will,
 };
 pub use reason::ReasonCode;
 pub use topic::{topic_matches, SharedFilter, TopicError, TopicFilter, TopicName};

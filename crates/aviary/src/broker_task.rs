@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::outbox::{Delivery, OutboxSender};
+use crate::outgoing::Outgoing;
 use crate::store::{convert_ops, Clock, CommitGate, StoreWriter};
 use inbox::FairInbox;
 
@@ -51,8 +52,9 @@ const ATTRIBUTION_PAUSE: Duration = Duration::from_millis(1);
 const MAX_EVENTS_PER_PASS: usize = 256;
 
 /// Transmits one pass collects (for its commit) before it ends early, so that a burst of
-/// fan-out (256 messages to 1,000 subscribers each would be 256,000 transmits, some 60 MiB)
-/// does not set the broker's memory. One event's own output may exceed it.
+/// fan-out (256 messages to 1,000 subscribers each would be 256,000 transmits, some 25 MiB
+/// even in their compact form) does not set the broker's memory. Checked between packets, so one packet's own output
+/// (a message to more subscribers than this) may exceed it.
 const MAX_TRANSMITS_PER_PASS: usize = 16 * 1024;
 
 /// Events taken from the channel ahead of their turn (see [`FairInbox`]): as many as the
@@ -131,9 +133,20 @@ struct StoreLink {
     progress: tokio::sync::watch::Receiver<crate::store::Progress>,
     /// Transmits waiting for their pass's commit, each with the read time of the packets
     /// that caused it (for the publish-to-deliver latency, which then includes the wait).
-    gate: CommitGate<(Transmit, Option<Instant>)>,
+    gate: CommitGate<(Routed, Option<Instant>)>,
     /// Transmits of the pass in progress, likewise stamped.
-    pending: Vec<(Transmit, Option<Instant>)>,
+    pending: Vec<(Routed, Option<Instant>)>,
+}
+
+/// A [`Transmit`] as the broker task holds it until its pass ends: the packet already in
+/// the compact form it waits in in the outbox (a pass holds up to
+/// [`MAX_TRANSMITS_PER_PASS`] of these, and each is moved a few times on its way).
+#[derive(Debug)]
+enum Routed {
+    /// Queue `item` for `conn`.
+    Packet { conn: ConnId, item: Outgoing },
+    /// Close `conn` after what was queued.
+    Close { conn: ConnId },
 }
 
 /// The current instant from tokio's clock, so `tokio::time::pause()` drives the broker's
@@ -305,11 +318,7 @@ impl BrokerTask {
     fn handle_batch(&mut self) -> Flow {
         self.inbox.fill(&mut self.events);
         for _ in 0..MAX_EVENTS_PER_PASS {
-            if self
-                .store
-                .as_ref()
-                .is_some_and(|s| s.pending.len() >= MAX_TRANSMITS_PER_PASS)
-            {
+            if self.pass_is_full() {
                 break; // the rest waits for the next pass (see the bound's comment)
             }
             let Some(event) = self.inbox.next() else {
@@ -324,6 +333,14 @@ impl BrokerTask {
         } else {
             Flow::Continue
         }
+    }
+
+    /// Whether the pass holds [`MAX_TRANSMITS_PER_PASS`] transmits: no more events (and no
+    /// more packets of the event in hand) are handled before they are routed.
+    fn pass_is_full(&self) -> bool {
+        self.store
+            .as_ref()
+            .is_some_and(|s| s.pending.len() >= MAX_TRANSMITS_PER_PASS)
     }
 
     /// Feeds one event to the broker and routes its output.
@@ -347,17 +364,34 @@ impl BrokerTask {
             } => {
                 // Deliveries routed while these packets are handled are measured from here.
                 self.ops.read_at = Some(read_at);
-                // The reader took one provisional rate token per PUBLISH (crate::rates).
-                let provisional = packets
-                    .iter()
-                    .filter(|p| matches!(p, Packet::Publish(_)))
-                    .count() as u64
-                    * crate::rates::PROVISIONAL_UNITS;
-                for packet in packets {
+                // The reader took one provisional rate token per PUBLISH (crate::rates);
+                // those of the packets handled here are settled below.
+                let mut provisional = 0;
+                let mut packets = packets.into_iter();
+                let mut first = true;
+                while let Some(packet) = packets.next() {
                     // The broker may close the connection on any packet; what follows
                     // it on the wire is then ignored.
                     if !self.outboxes.contains_key(&conn) {
                         break;
+                    }
+                    if !first && self.pass_is_full() {
+                        // A read of many PUBLISHes to many subscribers: the rest waits for
+                        // the next pass, ahead of this connection's later events, so that
+                        // one read cannot fill the broker's memory with transmits.
+                        let mut rest = Vec::with_capacity(packets.len() + 1);
+                        rest.push(packet);
+                        rest.extend(packets);
+                        self.inbox.push_front(Event::Packets {
+                            conn,
+                            packets: rest,
+                            read_at,
+                        });
+                        break;
+                    }
+                    first = false;
+                    if matches!(packet, Packet::Publish(_)) {
+                        provisional += crate::rates::PROVISIONAL_UNITS;
                     }
                     self.ops.inbound(conn, &packet);
                     if let Packet::Connect(connect) = &packet {
@@ -435,21 +469,28 @@ impl BrokerTask {
             // Counted (and publish-to-deliver latency measured) when the broker routes
             // the packet, so the figures are the same with or without a store holding it
             // for its commit.
-            if let Transmit::Packet { packet, .. } = &transmit {
-                self.ops.outbound(packet, &mut routed_at);
-            }
+            let routed = match transmit {
+                Transmit::Packet { conn, packet } => {
+                    self.ops.outbound(&packet, &mut routed_at);
+                    Routed::Packet {
+                        conn,
+                        item: packet.into(),
+                    }
+                }
+                Transmit::Close { conn } => Routed::Close { conn },
+            };
             match &mut self.store {
-                Some(store) => store.pending.push((transmit, self.ops.read_at)),
-                None => self.send(transmit),
+                Some(store) => store.pending.push((routed, self.ops.read_at)),
+                None => self.send(routed),
             }
         }
     }
 
     /// Writes one transmit to its connection.
-    fn send(&mut self, transmit: Transmit) {
-        match transmit {
-            Transmit::Packet { conn, packet } => self.deliver(conn, packet),
-            Transmit::Close { conn } => {
+    fn send(&mut self, routed: Routed) {
+        match routed {
+            Routed::Packet { conn, item } => self.deliver(conn, item),
+            Routed::Close { conn } => {
                 // Dropping the sender closes the outbox: the writer flushes and closes.
                 self.outboxes.remove(&conn);
             }
@@ -462,12 +503,12 @@ impl BrokerTask {
     /// up is dropped and counted (see [`delivery`]); any other packet is refused only when
     /// the connection is stuck, and the connection is then closed, since QoS 1/2 flows and
     /// acknowledgements must never be dropped silently.
-    fn deliver(&mut self, conn: ConnId, packet: Packet) {
+    fn deliver(&mut self, conn: ConnId, item: Outgoing) {
         let Some(outbox) = self.outboxes.get(&conn) else {
             return; // closed in the meantime
         };
-        let delivery = delivery(&packet);
-        if outbox.push(packet, delivery).is_ok() {
+        let delivery = delivery(&item);
+        if outbox.push(item, delivery).is_ok() {
             return;
         }
         if delivery == Delivery::BestEffort {
@@ -525,9 +566,9 @@ impl BrokerTask {
 }
 
 /// The connection of a transmit.
-fn transmit_conn(transmit: &Transmit) -> ConnId {
-    match transmit {
-        Transmit::Packet { conn, .. } | Transmit::Close { conn } => *conn,
+fn transmit_conn(routed: &Routed) -> ConnId {
+    match routed {
+        Routed::Packet { conn, .. } | Routed::Close { conn } => *conn,
     }
 }
 
@@ -537,19 +578,19 @@ fn transmit_conn(transmit: &Transmit) -> ConnId {
 /// publishers (PUBACK, PUBREC, PUBCOMP), QoS 2 deliveries and PUBRELs (their packet id
 /// state must be on disk, or a resend after a crash could duplicate), SUBACK, CONNACK,
 /// closes.
-fn commit_class(transmit: &Transmit) -> (u64, bool) {
-    let may_precede = match transmit {
-        Transmit::Packet {
-            packet: Packet::Publish(p),
+fn commit_class(routed: &Routed) -> (u64, bool) {
+    let may_precede = match routed {
+        Routed::Packet {
+            item: Outgoing::Publish(p),
             ..
-        } => p.qos != QoS::ExactlyOnce,
-        Transmit::Packet {
-            packet: Packet::PingResp,
+        } => p.qos() != QoS::ExactlyOnce,
+        Routed::Packet {
+            item: Outgoing::PingResp,
             ..
         } => true,
         _ => false,
     };
-    (transmit_conn(transmit).0, may_precede)
+    (transmit_conn(routed).0, may_precede)
 }
 
 /// Waits for the writer's next report; an error if the writer is gone.
@@ -566,15 +607,10 @@ async fn wait_commit(
 /// is best effort, unless it sets up a topic alias (a topic together with an alias): losing
 /// that would leave the client unable to resolve the alias in later PUBLISHes
 /// [MQTT-3.3.2-12].
-fn delivery(packet: &Packet) -> Delivery {
-    match packet {
-        Packet::Publish(p) => {
-            let sets_alias = p.properties.topic_alias.is_some() && !p.topic.is_empty();
-            if p.qos == QoS::AtMostOnce && !sets_alias {
-                Delivery::BestEffort
-            } else {
-                Delivery::Reliable
-            }
+fn delivery(item: &Outgoing) -> Delivery {
+    match item {
+        Outgoing::Publish(p) if p.qos() == QoS::AtMostOnce && !p.sets_topic_alias() => {
+            Delivery::BestEffort
         }
         _ => Delivery::Reliable,
     }
@@ -654,14 +690,14 @@ mod tests {
         let (mut task, _outbox) = task_with_stuck_connection();
         // The CONNACK is queued already; fill up to the soft limit.
         for _ in 1..crate::outbox::SOFT_LIMIT {
-            task.deliver(ConnId(1), Packet::PingResp);
+            task.deliver(ConnId(1), Packet::PingResp.into());
         }
-        task.deliver(ConnId(1), publish(QoS::AtMostOnce, "a", None));
-        task.deliver(ConnId(1), publish(QoS::AtMostOnce, "a", None));
+        task.deliver(ConnId(1), publish(QoS::AtMostOnce, "a", None).into());
+        task.deliver(ConnId(1), publish(QoS::AtMostOnce, "a", None).into());
         assert_eq!(task.dropped_qos0, 2);
         // A burst of acknowledgements beyond the soft limit is not a reason to close.
-        task.deliver(ConnId(1), publish(QoS::AtLeastOnce, "a", None));
-        task.deliver(ConnId(1), Packet::PingResp);
+        task.deliver(ConnId(1), publish(QoS::AtLeastOnce, "a", None).into());
+        task.deliver(ConnId(1), Packet::PingResp.into());
         assert!(task.outboxes.contains_key(&ConnId(1)), "still connected");
     }
 
@@ -669,9 +705,9 @@ mod tests {
     fn stuck_connection_is_closed_rather_than_lose_qos_1() {
         let (mut task, outbox) = task_with_stuck_connection();
         for _ in 1..crate::outbox::HARD_LIMIT {
-            task.deliver(ConnId(1), Packet::PingResp);
+            task.deliver(ConnId(1), Packet::PingResp.into());
         }
-        task.deliver(ConnId(1), publish(QoS::AtLeastOnce, "a", None));
+        task.deliver(ConnId(1), publish(QoS::AtLeastOnce, "a", None).into());
         assert!(!task.outboxes.contains_key(&ConnId(1)), "closed");
         assert_eq!(task.dropped_qos0, 0);
         // The writer still gets everything queued before the close, then the end.
@@ -685,7 +721,8 @@ mod tests {
 
     #[test]
     fn only_plain_qos_0_publishes_are_best_effort() {
-        let check = |packet: Packet, expected: Delivery| assert_eq!(delivery(&packet), expected);
+        let check =
+            |packet: Packet, expected: Delivery| assert_eq!(delivery(&packet.into()), expected);
         check(publish(QoS::AtMostOnce, "a/b", None), Delivery::BestEffort);
         check(publish(QoS::AtMostOnce, "", Some(3)), Delivery::BestEffort);
         check(publish(QoS::AtMostOnce, "a/b", Some(3)), Delivery::Reliable);
@@ -719,8 +756,106 @@ mod tests {
     async fn queued(outbox: &crate::outbox::Outbox) -> Vec<Packet> {
         match tokio::time::timeout(std::time::Duration::from_millis(100), outbox.next_batch()).await
         {
-            Ok(Some(batch)) => batch.into_iter().collect(),
+            Ok(Some(batch)) => batch.into_iter().map(Packet::from).collect(),
             _ => Vec::new(),
+        }
+    }
+
+    /// Opens connection `conn` with a 3.1.1 CONNECT (client id `id`) followed by `more`
+    /// wire bytes, as one read.
+    fn open_with(task: &mut BrokerTask, conn: u64, id: u8, more: &[u8]) -> crate::outbox::Outbox {
+        let (sender, outbox) = crate::outbox::outbox();
+        task.handle(Event::Open {
+            conn: ConnId(conn),
+            peer: "127.0.0.1:50000".parse().unwrap(),
+            outbox: sender,
+            listener: "default".into(),
+        });
+        let mut wire = BytesMut::from(
+            &[
+                0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x00, 0x00, 0x01,
+                id,
+            ][..],
+        );
+        wire.extend_from_slice(more);
+        let mut packets = Vec::new();
+        while let Some(p) =
+            aviary_codec::decode(&mut wire, ProtocolVersion::V3_1_1, 1 << 20).unwrap()
+        {
+            packets.push(p);
+        }
+        task.handle(Event::Packets {
+            conn: ConnId(conn),
+            packets,
+            read_at: now(),
+        });
+        outbox
+    }
+
+    #[tokio::test]
+    async fn one_read_of_many_publishes_is_cut_at_the_transmit_bound() {
+        let (_permits, gate) = std::sync::mpsc::channel();
+        let writer = crate::store::StoreWriter::spawn(
+            Box::new(PermitStore(gate)),
+            crate::store::Durability::Immediate,
+        )
+        .unwrap();
+        let (_tx, rx) = mpsc::channel(1);
+        let mut task = BrokerTask::new(Broker::new(Default::default()), rx).with_store(writer);
+        // 17 subscribers of "t" at QoS 0 (no store operations: nothing waits for a commit).
+        let subscribers: Vec<_> = (0..17u8)
+            .map(|i| {
+                let subscribe = [0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b't', 0x00];
+                open_with(&mut task, u64::from(i) + 1, b'a' + i, &subscribe)
+            })
+            .collect();
+        task.end_pass().await.unwrap();
+        for outbox in &subscribers {
+            let _connack_and_suback = outbox.next_batch().await;
+        }
+        // One read of 1,000 PUBLISHes (payload: their index): 17,000 transmits, more than
+        // one pass holds.
+        let mut publishes = Vec::new();
+        for i in 0..1000u16 {
+            let [hi, lo] = i.to_be_bytes();
+            publishes.extend_from_slice(&[0x30, 0x05, 0x00, 0x01, b't', hi, lo]);
+        }
+        let _publisher = open_with(&mut task, 100, b'z', &[]);
+        let mut wire = BytesMut::from(&publishes[..]);
+        let mut packets = Vec::new();
+        while let Some(p) = aviary_codec::decode(&mut wire, ProtocolVersion::V3_1_1, 1024).unwrap()
+        {
+            packets.push(p);
+        }
+        task.inbox.push(Event::Packets {
+            conn: ConnId(100),
+            packets,
+            read_at: now(),
+        });
+        let mut passes = 0;
+        while !task.inbox.is_empty() {
+            assert_eq!(task.handle_batch(), Flow::Continue);
+            let held = task.store.as_ref().unwrap().pending.len();
+            assert!(
+                held < MAX_TRANSMITS_PER_PASS + 17,
+                "{held} transmits in one pass"
+            );
+            task.end_pass().await.unwrap();
+            passes += 1;
+            assert!(passes <= 3, "the rest is handled in the next pass");
+        }
+        assert_eq!(passes, 2);
+        // Every subscriber has every message, once, in order.
+        for outbox in &subscribers {
+            let got: Vec<u16> = queued(outbox)
+                .await
+                .into_iter()
+                .map(|p| match p {
+                    Packet::Publish(p) => u16::from_be_bytes([p.payload[0], p.payload[1]]),
+                    other => panic!("unexpected {other:?}"),
+                })
+                .collect();
+            assert_eq!(got, (0..1000).collect::<Vec<_>>());
         }
     }
 

@@ -17,6 +17,7 @@ mod limits;
 mod listener;
 mod metrics;
 mod outbox;
+mod outgoing;
 mod rates;
 mod records;
 pub mod security;

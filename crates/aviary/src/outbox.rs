@@ -18,8 +18,10 @@
 //!
 //! Why not a `tokio::sync::mpsc` channel per connection: tokio allocates its channel
 //! storage in blocks of 32 slots, and a `Packet` is over 200 bytes, so every idle
-//! connection would hold ~7 KiB before sending anything. This queue is a `VecDeque` that
-//! is empty (unallocated) while idle, plus the wakers of the writer and of a paused reader;
+//! connection would hold ~7 KiB before sending anything. This queue is a [`Batch`] that
+//! is empty (unallocated) while idle and allocates nothing for a single packet, plus the
+//! wakers of the writer and of a paused reader; items are [`Outgoing`]s, a third of a
+//! `Packet`, since a fan-out burst queues a window of deliveries for every subscriber;
 //! the writer takes the whole queue at once, which also batches everything pending into
 //! one write. The `std::sync::Mutex` is held only to push one packet, to take the queue or
 //! to store a waker, never across an `.await`.
@@ -34,7 +36,7 @@ use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use aviary_codec::Packet;
+use crate::outgoing::Outgoing;
 
 /// Queued packets at which best-effort packets are refused and reading pauses.
 pub(crate) const SOFT_LIMIT: usize = 1024;
@@ -61,8 +63,8 @@ struct Shared {
 /// What is behind the mutex.
 #[derive(Debug, Default)]
 struct State {
-    /// Packets in the order the broker produced them.
-    queue: VecDeque<Packet>,
+    /// Packets in the order the broker produced them, each in its compact queued form.
+    queue: Batch,
     /// How many of `queue` are [`Delivery::Reliable`] (what pauses the reader).
     reliable: usize,
     /// The broker side is gone: after the queue drains, the writer closes the connection.
@@ -104,6 +106,94 @@ pub(crate) fn outbox() -> (OutboxSender, Outbox) {
     )
 }
 
+/// The capacity of the queue a [`Batch`] allocates at its second packet: a few growth
+/// steps (each a copy) fewer than starting from two.
+const FIRST_QUEUE_CAPACITY: usize = 8;
+
+/// What the writer takes from the outbox: everything queued, in order. Most batches are a
+/// single packet (an acknowledgement to a publisher, a delivery to a subscriber that keeps
+/// up), held without allocating a queue; a second packet moves them into a `VecDeque`.
+#[derive(Debug, Default)]
+pub(crate) enum Batch {
+    #[default]
+    Empty,
+    One(Outgoing),
+    Many(VecDeque<Outgoing>),
+}
+
+impl Batch {
+    /// Packets in the batch.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::Empty => 0,
+            Self::One(_) => 1,
+            Self::Many(queue) => queue.len(),
+        }
+    }
+
+    /// Whether the batch has no packet.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds `item` after the others.
+    fn push(&mut self, item: Outgoing) {
+        match self {
+            Self::Empty => *self = Self::One(item),
+            Self::Many(queue) => queue.push_back(item),
+            Self::One(_) => {
+                let Self::One(first) = std::mem::take(self) else {
+                    unreachable!("matched just above")
+                };
+                let mut queue = VecDeque::with_capacity(FIRST_QUEUE_CAPACITY);
+                queue.push_back(first);
+                queue.push_back(item);
+                *self = Self::Many(queue);
+            }
+        }
+    }
+
+    /// Calls `f` with each packet, in order, by reference.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Outgoing)) {
+        match self {
+            Self::Empty => {}
+            Self::One(item) => f(item),
+            Self::Many(queue) => queue.iter().for_each(f),
+        }
+    }
+}
+
+/// The packets of a [`Batch`], in order.
+#[derive(Debug)]
+pub(crate) enum BatchIter {
+    One(Option<Outgoing>),
+    Many(std::collections::vec_deque::IntoIter<Outgoing>),
+}
+
+impl Iterator for BatchIter {
+    type Item = Outgoing;
+
+    fn next(&mut self) -> Option<Outgoing> {
+        match self {
+            Self::One(item) => item.take(),
+            Self::Many(items) => items.next(),
+        }
+    }
+}
+
+impl IntoIterator for Batch {
+    type Item = Outgoing;
+    type IntoIter = BatchIter;
+
+    fn into_iter(self) -> BatchIter {
+        match self {
+            Self::Empty => BatchIter::One(None),
+            Self::One(item) => BatchIter::One(Some(item)),
+            Self::Many(queue) => BatchIter::Many(queue.into_iter()),
+        }
+    }
+}
+
 impl Shared {
     /// The state; a poisoned lock is still usable (the state is a queue and a flag, and
     /// every critical section leaves it consistent).
@@ -114,7 +204,7 @@ impl Shared {
 
 impl OutboxSender {
     /// Queues `packet` unless the queue is at the limit for `delivery`.
-    pub(crate) fn push(&self, packet: Packet, delivery: Delivery) -> Result<(), Full> {
+    pub(crate) fn push(&self, packet: impl Into<Outgoing>, delivery: Delivery) -> Result<(), Full> {
         let writer = {
             let mut state = self.shared.lock();
             let limit = match delivery {
@@ -124,7 +214,7 @@ impl OutboxSender {
             if state.queue.len() >= limit {
                 return Err(Full);
             }
-            state.queue.push_back(packet);
+            state.queue.push(packet.into());
             if delivery == Delivery::Reliable {
                 state.reliable += 1;
             }
@@ -153,12 +243,12 @@ impl Drop for OutboxSender {
 impl Outbox {
     /// Waits until packets are queued and takes all of them, in order; `None` once the
     /// sender is gone and nothing is left.
-    pub(crate) async fn next_batch(&self) -> Option<VecDeque<Packet>> {
+    pub(crate) async fn next_batch(&self) -> Option<Batch> {
         poll_fn(|cx| self.poll_next_batch(cx)).await
     }
 
     /// [`Outbox::next_batch`] as a poll function: the waker is kept in the shared state.
-    fn poll_next_batch(&self, cx: &mut Context<'_>) -> Poll<Option<VecDeque<Packet>>> {
+    fn poll_next_batch(&self, cx: &mut Context<'_>) -> Poll<Option<Batch>> {
         let mut state = self.shared.lock();
         if !state.queue.is_empty() {
             // Take rather than drain: the idle connection then holds no queue memory.
@@ -205,6 +295,8 @@ fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
 
 #[cfg(test)]
 mod tests {
+    use aviary_codec::Packet;
+
     use super::*;
 
     #[tokio::test]
@@ -222,6 +314,30 @@ mod tests {
             "queued packets outlive the sender"
         );
         assert!(rx.next_batch().await.is_none());
+    }
+
+    #[test]
+    fn a_batch_keeps_order_from_one_packet_to_many() {
+        let ack = |id: u16| {
+            Packet::PubAck(aviary_codec::Ack {
+                packet_id: aviary_codec::PacketId::new(id).unwrap(),
+                reason_code: aviary_codec::ReasonCode::SUCCESS,
+                properties: Default::default(),
+            })
+        };
+        for n in [0u16, 1, 2, 3, 8, 9, 100] {
+            let mut batch = Batch::default();
+            for id in 1..=n {
+                batch.push(ack(id).into());
+            }
+            assert_eq!(batch.len(), usize::from(n));
+            assert_eq!(batch.is_empty(), n == 0);
+            let mut seen = 0;
+            batch.for_each(|_| seen += 1);
+            assert_eq!(seen, n);
+            let out: Vec<Packet> = batch.into_iter().map(Packet::from).collect();
+            assert_eq!(out, (1..=n).map(ack).collect::<Vec<_>>());
+        }
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ mod tests;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+pub use self::publish::PublishRef;
 use crate::properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
     PublishProperties, SubscribeProperties, UnsubscribeProperties, WillProperties,
@@ -376,6 +377,31 @@ pub fn encode(
     written
 }
 
+/// Appends a PUBLISH given by its parts: the same bytes as [`encode`] of the
+/// corresponding `Packet::Publish`, without building one.
+pub fn encode_publish(
+    publish: &PublishRef<'_>,
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let mut counter = Counter::default();
+    publish.write(version, &mut counter)?;
+    let remaining = counter.0;
+    if remaining > VBI_MAX as usize {
+        return Err(EncodeError::TooLarge(remaining));
+    }
+    buf.reserve(1 + vbi_len(remaining) + remaining);
+    let start = buf.len();
+    BufMut::put_u8(buf, ((PacketType::Publish as u8) << 4) | publish.flags());
+    let written = buf
+        .put_vbi(remaining)
+        .and_then(|()| publish.write(version, buf));
+    if written.is_err() {
+        buf.truncate(start);
+    }
+    written
+}
+
 /// The number of bytes [`encode`] would append for `packet` in `version` (meaningless when
 /// `encode` would fail).
 pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> usize {
@@ -388,7 +414,7 @@ pub fn encoded_len(packet: &Packet, version: ProtocolVersion) -> usize {
 /// The first byte of the fixed header: type and flags.
 fn first_byte(packet: &Packet) -> u8 {
     let flags = match packet {
-        Packet::Publish(p) => p.flags(),
+        Packet::Publish(p) => p.as_ref().flags(),
         Packet::PubRel(_) | Packet::Subscribe(_) | Packet::Unsubscribe(_) => 0b0010,
         _ => 0,
     };
@@ -404,7 +430,7 @@ fn write_body<S: Sink>(
     match packet {
         Packet::Connect(c) => c.write(s),
         Packet::ConnAck(c) => c.write(version, s),
-        Packet::Publish(p) => p.write(version, s),
+        Packet::Publish(p) => p.as_ref().write(version, s),
         Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
             a.write(version, s)
         }

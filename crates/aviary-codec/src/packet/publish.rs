@@ -4,7 +4,7 @@
 use super::{read_packet_id, Publish};
 use crate::properties::{decode_properties, encode_properties, PublishProperties};
 use crate::wire::{Reader, Sink};
-use crate::{DecodeError, EncodeError, ProtocolVersion, QoS, TopicName};
+use crate::{DecodeError, EncodeError, PacketId, ProtocolVersion, QoS, TopicName};
 
 /// Decodes a PUBLISH body; `flags` is the low nibble of the fixed header.
 pub(super) fn decode(
@@ -62,6 +62,38 @@ pub(super) fn decode(
 }
 
 impl Publish {
+    /// The packet as a [`PublishRef`] (the one implementation of the body's encoding).
+    pub(super) fn as_ref(&self) -> PublishRef<'_> {
+        PublishRef {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: self.topic.as_str(),
+            packet_id: self.packet_id,
+            properties: &self.properties,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// A PUBLISH by reference to its parts, for a sender that keeps them elsewhere than in a
+/// [`Publish`] (a queued delivery sharing its message's topic and payload).
+/// [`encode_publish`] appends exactly the bytes [`crate::encode`] appends for the same
+/// `Packet::Publish`.
+#[derive(Clone, Copy, Debug)]
+pub struct PublishRef<'a> {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    /// Empty only in 5.0 with a topic alias property.
+    pub topic: &'a str,
+    /// Present exactly when `qos` > 0.
+    pub packet_id: Option<PacketId>,
+    pub properties: &'a PublishProperties,
+    pub payload: &'a [u8],
+}
+
+impl PublishRef<'_> {
     /// The low nibble of the fixed header: DUP, QoS, RETAIN.
     pub(super) fn flags(&self) -> u8 {
         (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
@@ -72,16 +104,16 @@ impl Publish {
         version: ProtocolVersion,
         s: &mut S,
     ) -> Result<(), EncodeError> {
-        s.put_str(self.topic.as_str(), "topic name")?;
+        s.put_str(self.topic, "topic name")?;
         if self.qos != QoS::AtMostOnce {
             // A QoS > 0 PUBLISH without an id is a caller bug; 0 goes out and the peer
             // refuses it rather than the codec inventing an id.
             s.put_u16(self.packet_id.map_or(0, |id| id.get()));
         }
         if version.is_v5() {
-            encode_properties(&self.properties, s)?;
+            encode_properties(self.properties, s)?;
         }
-        s.put_slice(&self.payload);
+        s.put_slice(self.payload);
         Ok(())
     }
 }

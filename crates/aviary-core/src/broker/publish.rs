@@ -83,7 +83,7 @@ impl Broker {
             _ => publish.topic.clone(),
         };
         // Our limit on topic depth: refused like an invalid topic name (DISCONNECT 0x90).
-        if topic.levels().count() > self.config.max_topic_levels {
+        if topic.level_count() > self.config.max_topic_levels {
             return self.fail(
                 conn,
                 ReasonCode::TOPIC_NAME_INVALID,

@@ -103,6 +103,41 @@ impl FairInbox {
         self.len += 1;
     }
 
+    /// Puts `event` back ahead of its owner's other events (the rest of an event whose
+    /// handling was cut short); the owner keeps its place in the turns, or, if it has no
+    /// other event, takes the last.
+    pub(super) fn push_front(&mut self, event: Event) {
+        let owner = match &event {
+            Event::Manage(_) => Owner::Server,
+            Event::Shutdown => return self.push(event),
+            Event::Open { conn, .. }
+            | Event::Packets { conn, .. }
+            | Event::Connect { conn, .. }
+            | Event::ConnectOverRate { conn, .. }
+            | Event::Revoke { conn }
+            | Event::DecodeError { conn, .. }
+            | Event::Closed { conn } => Owner::Conn(*conn),
+        };
+        match self.queues.entry(owner) {
+            Entry::Vacant(slot) => {
+                slot.insert(Waiting::One(event));
+                self.turns.push_back(owner);
+            }
+            Entry::Occupied(mut slot) => {
+                let waiting = slot.get_mut();
+                let queue = match std::mem::replace(waiting, Waiting::Many(VecDeque::new())) {
+                    Waiting::One(next) => VecDeque::from([event, next]),
+                    Waiting::Many(mut queue) => {
+                        queue.push_front(event);
+                        queue
+                    }
+                };
+                *waiting = Waiting::Many(queue);
+            }
+        }
+        self.len += 1;
+    }
+
     /// Takes what is waiting in the channel, up to the capacity (none after a shutdown).
     /// Every sender gone counts as a shutdown.
     pub(super) fn fill(&mut self, channel: &mut mpsc::Receiver<Event>) {
@@ -194,6 +229,30 @@ mod tests {
                 (1, true)
             ]
         );
+        assert!(inbox.is_empty());
+    }
+
+    #[test]
+    fn an_event_put_back_comes_before_its_owners_later_events() {
+        let mut inbox = FairInbox::new(100);
+        inbox.push(closed(1));
+        inbox.push(closed(2));
+        inbox.push(Event::Revoke { conn: ConnId(2) });
+        // Connection 2's first event was cut short: it goes back ahead of its Revoke.
+        let Some(event) = inbox.next().filter(|e| conn_of(e) == 1) else {
+            panic!("connection 1 first");
+        };
+        drop(event);
+        let cut = inbox.next().unwrap();
+        assert_eq!(conn_of(&cut), 2);
+        inbox.push_front(cut);
+        // Connection 3 has nothing waiting: put back, it takes the last turn.
+        inbox.push_front(closed(3));
+        let mut order = Vec::new();
+        while let Some(event) = inbox.next() {
+            order.push((conn_of(&event), matches!(event, Event::Revoke { .. })));
+        }
+        assert_eq!(order, [(2, false), (3, false), (2, true)]);
         assert!(inbox.is_empty());
     }
 

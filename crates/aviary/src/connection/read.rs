@@ -22,9 +22,24 @@ use crate::transport::TransportRead;
 /// header, which caps the growth).
 const READ_CHUNK: usize = 4 * 1024;
 
+/// Room below which the buffer is grown before the next read.
+const MIN_READ: usize = 256;
+
+/// Bytes reserved for the first read of a burst: most bursts are a few small packets (a
+/// PUBLISH, a run of acknowledgements), and a buffer this small comes from the allocator's
+/// per-thread cache; a read that fills it is followed by [`READ_CHUNK`]-sized ones.
+const FIRST_READ: usize = 1024;
+
 /// Most packets sent to the broker task in one event, so one huge read cannot build an
 /// unbounded batch.
 const MAX_PACKETS_PER_EVENT: usize = 256;
+
+/// The size of an acknowledgement (PUBACK, PUBREC, ...), the smallest packet that comes
+/// in numbers: a buffer of `n` bytes holds at most about `n / 4` packets.
+const MIN_PACKET_LEN: usize = 4;
+
+/// Most packets the batch of one read is first sized for (it grows beyond if needed).
+const FIRST_BATCH_CAPACITY: usize = 32;
 
 /// Reads and decodes until the stream ends or breaks, sending packets to the broker task;
 /// pauses while the connection's outbox is long.
@@ -80,7 +95,13 @@ async fn read_burst(
 ) -> Option<ReadEnd> {
     let mut buf = BytesMut::new();
     loop {
-        buf.reserve(READ_CHUNK.max(buf.len()));
+        // Decoded packets keep their slices of the buffer, so growing it means a new
+        // allocation: done only when little room is left for the next read.
+        if buf.capacity() == 0 {
+            buf.reserve(FIRST_READ);
+        } else if buf.capacity() - buf.len() < MIN_READ {
+            buf.reserve(READ_CHUNK.max(buf.len()));
+        }
         match rd.try_read_buf(&mut buf) {
             Ok(0) => return Some(ReadEnd::Closed),
             Ok(_) => {}
@@ -171,7 +192,9 @@ async fn decode_packets(
                         }
                         continue;
                     }
-                    let outcome = auth.authenticate(&request).await;
+                    // Boxed: authentication (HTTP, JWKS, argon2) is a large future, and
+                    // inline it would be copied into every burst of reads, CONNECT or not.
+                    let outcome = Box::pin(auth.authenticate(&request)).await;
                     if let Packet::Connect(connect) = packet {
                         let event = Event::Connect {
                             conn,
@@ -192,7 +215,14 @@ async fn decode_packets(
                     if send_packets(conn, batch, ctx).await.is_err() {
                         return Some(ReadEnd::BrokerGone);
                     }
-                    tokio::time::sleep(pause).await;
+                    Box::pin(tokio::time::sleep(pause)).await;
+                }
+                if packets.capacity() == 0 {
+                    // Sized once from what is buffered rather than grown (each step a copy of
+                    // packets of some 200 bytes): at most one packet per 4 bytes (an
+                    // acknowledgement), the size of the smallest frequent packet.
+                    let estimate = (before / MIN_PACKET_LEN).clamp(1, FIRST_BATCH_CAPACITY);
+                    packets.reserve_exact(estimate);
                 }
                 packets.push(packet);
                 if packets.len() == MAX_PACKETS_PER_EVENT {

@@ -1,12 +1,13 @@
 //! The write side of a connection: batches from the outbox, encoded into one buffer and
 //! written with one `write_all` (in pieces for large batches).
 
-use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use aviary_codec::{Packet, ProtocolVersion};
+use aviary_codec::ProtocolVersion;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +15,8 @@ use tracing::{debug, warn};
 
 use super::{version_from_level, WriteEnd};
 use crate::metrics::WireBytes;
-use crate::outbox::Outbox;
+use crate::outbox::{Batch, Outbox};
+use crate::outgoing::Outgoing;
 
 /// Encoded bytes collected before they are written, so a batch of large packets is written
 /// in pieces instead of being encoded into one huge buffer.
@@ -47,12 +49,27 @@ pub(super) fn write_loop<'a>(
     async move {
         while let Some(batch) = outbox.next_batch().await {
             let current = version_from_level(version.load(Ordering::Acquire));
+            // Most batches are small and the socket takes them at once: encoded and
+            // written right here, with no future to box and no timeout to arm.
+            let rest = match write_now(&mut *wr, batch, current, wire) {
+                Now::Written => continue,
+                Now::Failed => return WriteEnd::Failed,
+                Now::Later(rest) => rest,
+            };
             // Boxed (one allocation per batch) so the encoding and write state does not
             // sit in every idle connection's future. A forced close (end of graceful
             // shutdown) stops a write to a peer that does not read.
             let written = Box::pin(async {
+                let write = async {
+                    match rest {
+                        Later::Batch(batch) => write_batch(&mut *wr, batch, current, wire).await,
+                        Later::Encoded { out, from, sent } => {
+                            finish(&mut *wr, &out[from..], &sent, wire).await
+                        }
+                    }
+                };
                 tokio::select! {
-                    ok = write_batch(&mut *wr, batch, current, wire) => ok,
+                    ok = write => ok,
                     () = force_close.cancelled() => false,
                 }
             });
@@ -65,35 +82,134 @@ pub(super) fn write_loop<'a>(
     }
 }
 
+/// What [`write_now`] did with a batch.
+enum Now {
+    /// Written and flushed.
+    Written,
+    /// Writing failed.
+    Failed,
+    /// The socket cannot take it all at once (or the batch is large): the rest is
+    /// written by a future that waits.
+    Later(Later),
+}
+
+/// What is left of a batch for the waiting write.
+enum Later {
+    /// Not encoded yet (larger than [`WRITE_CHUNK`]: encoded and written in pieces).
+    Batch(Batch),
+    /// Encoded into `out`, written up to `from`; `sent` counts the whole batch.
+    Encoded {
+        out: BytesMut,
+        from: usize,
+        sent: [u64; 4],
+    },
+}
+
+/// Encodes `batch` and writes it if the socket takes all of it and the flush completes
+/// without waiting (the usual case on a socket whose peer reads), polling each once.
+fn write_now(
+    wr: &mut (impl tokio::io::AsyncWrite + Unpin),
+    batch: Batch,
+    version: ProtocolVersion,
+    wire: &WireBytes,
+) -> Now {
+    let estimate = estimate(&batch);
+    if estimate > WRITE_CHUNK {
+        return Now::Later(Later::Batch(batch));
+    }
+    let mut out = BytesMut::with_capacity(estimate);
+    let mut sent = [0; 4];
+    for item in batch {
+        encode(item, version, &mut out, &mut sent);
+    }
+    // Polled without a waker: a write or flush that would wait is left to the waiting
+    // future, which polls again with the task's own waker.
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut from = 0;
+    while from < out.len() {
+        match Pin::new(&mut *wr).poll_write(&mut cx, &out[from..]) {
+            Poll::Ready(Ok(0)) => {
+                debug!("write accepted nothing");
+                return Now::Failed;
+            }
+            Poll::Ready(Ok(n)) => from += n,
+            Poll::Ready(Err(e)) => {
+                debug!(error = %e, "write failed");
+                return Now::Failed;
+            }
+            Poll::Pending => return Now::Later(Later::Encoded { out, from, sent }),
+        }
+    }
+    match Pin::new(&mut *wr).poll_flush(&mut cx) {
+        Poll::Ready(Ok(())) => {
+            wire.add_sent(&sent);
+            Now::Written
+        }
+        Poll::Ready(Err(e)) => {
+            debug!(error = %e, "flush failed");
+            Now::Failed
+        }
+        Poll::Pending => Now::Later(Later::Encoded { out, from, sent }),
+    }
+}
+
+/// Writes the rest of an encoded batch and flushes, then counts the batch's bytes;
+/// `false` when writing failed.
+async fn finish(
+    wr: &mut (impl tokio::io::AsyncWrite + Unpin),
+    rest: &[u8],
+    sent: &[u64; 4],
+    wire: &WireBytes,
+) -> bool {
+    if !write(wr, rest).await || !flush(wr).await {
+        return false;
+    }
+    wire.add_sent(sent);
+    true
+}
+
+/// Bytes a batch is expected to encode to (payloads plus a typical header).
+fn estimate(batch: &Batch) -> usize {
+    let mut bytes = 0;
+    batch.for_each(|item| bytes += item.message_len() + TYPICAL_OVERHEAD);
+    bytes
+}
+
+/// Encodes one queued packet onto `out`, adding its size to `sent` by its class.
+fn encode(mut item: Outgoing, version: ProtocolVersion, out: &mut BytesMut, sent: &mut [u64; 4]) {
+    let before = out.len();
+    let encoded = item.encode(version, out);
+    sent[item.wire_class()] += (out.len() - before) as u64;
+    if let Err(error) = encoded {
+        // The broker produced a packet this version cannot carry: a bug there, but not
+        // a reason to drop the connection.
+        warn!(%error, packet = ?item, "cannot encode packet; skipped");
+    }
+}
+
+/// Flushes (TLS may hold the last records until then; a no-op for TCP and WebSocket);
+/// `false` on error or when it makes no progress for [`WRITE_TIMEOUT`].
+async fn flush(wr: &mut (impl tokio::io::AsyncWrite + Unpin)) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, wr.flush()).await,
+        Ok(Ok(()))
+    )
+}
+
 /// Encodes `batch` in `version` and writes it, in pieces of about [`WRITE_CHUNK`] bytes,
 /// then adds the bytes written to `wire`; `false` when writing failed.
 async fn write_batch(
     wr: &mut (impl tokio::io::AsyncWrite + Unpin),
-    batch: VecDeque<Packet>,
+    batch: Batch,
     version: ProtocolVersion,
     wire: &WireBytes,
 ) -> bool {
-    // Sized for the whole batch (up to a chunk) at once, from an estimate (payloads plus a
-    // typical header): growing by doubling would copy the buffer several times over.
-    let estimate: usize = batch
-        .iter()
-        .map(|p| match p {
-            Packet::Publish(p) => p.payload.len() + p.topic.as_str().len() + TYPICAL_OVERHEAD,
-            _ => TYPICAL_OVERHEAD,
-        })
-        .sum();
-    let mut out = BytesMut::with_capacity(estimate.min(WRITE_CHUNK));
+    // Sized for the whole batch (up to a chunk) at once, from an estimate: growing by
+    // doubling would copy the buffer several times over.
+    let mut out = BytesMut::with_capacity(estimate(&batch).min(WRITE_CHUNK));
     let mut sent = [0; 4];
-    for packet in batch {
-        let before = out.len();
-        let encoded = aviary_codec::encode(&packet, version, &mut out);
-        sent[WireBytes::class(&packet)] += (out.len() - before) as u64;
-        if let Err(error) = encoded {
-            // The broker produced a packet this version cannot carry: a bug there, but not
-            // a reason to drop the connection.
-            warn!(%error, ?packet, "cannot encode packet; skipped");
-            continue;
-        }
+    for item in batch {
+        encode(item, version, &mut out, &mut sent);
         if out.len() >= WRITE_CHUNK {
             if !write(wr, &out).await {
                 return false;
@@ -104,11 +220,7 @@ async fn write_batch(
     if !out.is_empty() && !write(wr, &out).await {
         return false;
     }
-    // TLS may hold the last records until flushed (a no-op for TCP and WebSocket).
-    if !matches!(
-        tokio::time::timeout(WRITE_TIMEOUT, wr.flush()).await,
-        Ok(Ok(()))
-    ) {
+    if !flush(wr).await {
         return false;
     }
     wire.add_sent(&sent);

@@ -46,6 +46,12 @@ pub(crate) fn check(v: ProtocolVersion, hex: &str, expected: Packet) {
     encode(&expected, v, &mut out).unwrap();
     assert_eq!(out, bytes(hex), "encoding of {expected:?}");
     assert_eq!(encoded_len(&expected, v), out.len());
+    if let Packet::Publish(p) = &expected {
+        // The same packet from its parts.
+        let mut parts = BytesMut::new();
+        encode_publish(&p.as_ref(), v, &mut parts).unwrap();
+        assert_eq!(parts, out, "encode_publish of {expected:?}");
+    }
 }
 
 /// Decoding `hex` fails with `expected`'s variant (messages are not compared, except for the
