@@ -32,6 +32,11 @@ pub struct RunReport {
     pub delivery: DeliveryCheck,
     /// Publish-to-receive latency.
     pub latency: LatencySummary,
+    /// At a fixed `--rate`: how late the publishers queued each message after it was due
+    /// (the generator's own lateness, and the broker's hold-back); large values mean the
+    /// offered load was not the one asked for.
+    #[serde(default)]
+    pub send_lag: Option<LatencySummary>,
     pub broker_usage: Option<BrokerUsage>,
     /// CPU seconds the generator itself used (to tell when it, not the broker, was the limit).
     pub generator_cpu_s: f64,
@@ -145,6 +150,16 @@ impl RunReport {
             row(
                 &mut out,
                 "latency p50/p99/p999",
+                format!(
+                    "{:.0} / {:.0} / {:.0} µs (max {:.0})",
+                    l.p50_us, l.p99_us, l.p999_us, l.max_us
+                ),
+            );
+        }
+        if let Some(l) = &self.send_lag {
+            row(
+                &mut out,
+                "send lag p50/p99/p999",
                 format!(
                     "{:.0} / {:.0} / {:.0} µs (max {:.0})",
                     l.p50_us, l.p99_us, l.p999_us, l.max_us

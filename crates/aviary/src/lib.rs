@@ -18,6 +18,7 @@ mod listener;
 mod metrics;
 mod outbox;
 mod outgoing;
+mod parking;
 mod rates;
 mod records;
 pub mod security;

@@ -131,6 +131,8 @@ pub(crate) struct Metrics {
     latency: Arc<Mutex<[Histogram; 2]>>,
     /// Wire bytes, counted by the connection tasks.
     wire: Arc<WireBytes>,
+    /// Connections parked now, kept by the parker (`crate::parking`).
+    parked: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -147,7 +149,13 @@ impl Metrics {
             recorder: Arc::new(recorder),
             latency: Arc::default(),
             wire: Arc::default(),
+            parked: Arc::default(),
         }
+    }
+
+    /// The gauge of parked connections, for the parker.
+    pub(crate) fn parked(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.parked)
     }
 
     /// The wire byte counters, for the connection tasks.
@@ -205,6 +213,7 @@ impl Metrics {
             gauge!("aviary_subscriptions").set(stats.subscriptions as f64);
             gauge!("aviary_retained_messages").set(stats.retained as f64);
             gauge!("aviary_open_sockets").set(ops.conns.len() as f64);
+            gauge!("aviary_connections_parked").set(self.parked.load(Ordering::Relaxed) as f64);
             counter!("aviary_connects_refused_total").absolute(stats.connects_refused);
             counter!("aviary_wills_published_total").absolute(stats.wills_published);
             counter!("aviary_usage_units_total").absolute(stats.units);

@@ -284,6 +284,24 @@ impl Outbox {
     }
 }
 
+impl Outbox {
+    /// Hands the outbox's wake-up to `waker` while the connection is parked and no task
+    /// polls it (`crate::parking`): it replaces the writer's waker and is woken by the next
+    /// push or by the close, at once if either already happened. The wakers of the task
+    /// that parks are dropped, so they do not keep that task's memory alive.
+    pub(crate) fn park(&self, waker: Waker) {
+        let mut state = self.shared.lock();
+        state.reader = None;
+        if !state.queue.is_empty() || state.closed {
+            state.writer = None;
+            drop(state);
+            waker.wake();
+            return;
+        }
+        state.writer = Some(waker);
+    }
+}
+
 /// Keeps the waker of the task polling now in `slot` (one waiter per slot: the connection's
 /// writer, or its reader).
 fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
@@ -379,6 +397,36 @@ mod tests {
         reader.await.unwrap();
         // Room is there at once otherwise.
         rx.wait_for_room().await;
+    }
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct CountWakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_parked_outbox_wakes_its_parker_on_push_close_or_pending_work() {
+        let wakes = |c: &Arc<CountWakes>| c.0.load(std::sync::atomic::Ordering::SeqCst);
+        let (tx, rx) = outbox();
+        let counter = Arc::new(CountWakes::default());
+        rx.park(Waker::from(Arc::clone(&counter)));
+        assert_eq!(wakes(&counter), 0, "nothing to do yet");
+        tx.push(Packet::PingResp, Delivery::Reliable).unwrap();
+        assert_eq!(wakes(&counter), 1, "a push wakes the parker");
+        // Parking again with work queued wakes at once.
+        let again = Arc::new(CountWakes::default());
+        rx.park(Waker::from(Arc::clone(&again)));
+        assert_eq!(wakes(&again), 1);
+        let (tx, rx) = outbox();
+        let closed = Arc::new(CountWakes::default());
+        rx.park(Waker::from(Arc::clone(&closed)));
+        drop(tx);
+        assert_eq!(wakes(&closed), 1, "a close wakes the parker");
     }
 
     #[tokio::test]

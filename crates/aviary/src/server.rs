@@ -23,6 +23,7 @@ use crate::listener::registry::{
     ListenerSpec, Registry, TlsSettings, DEFAULT_LISTENER, TLS_LISTENER,
 };
 use crate::listener::{AcceptShared, ListenerKind};
+use crate::parking::Parker;
 use crate::records::{RecordKind, Records};
 use crate::security::Security;
 use crate::Config;
@@ -58,6 +59,8 @@ pub struct RunningServer {
     connections: TaskTracker,
     /// Drops connections that do not finish within the grace period.
     force_close: CancellationToken,
+    /// Idle plain TCP connections; stopped once every connection is done.
+    parker: Option<Arc<Parker>>,
     /// The store writer's reports (commits, syncs, operations).
     store_progress: tokio::sync::watch::Receiver<crate::store::Progress>,
     /// Users, device identities, policies, certificates: changed at runtime.
@@ -148,6 +151,17 @@ async fn start_with_records(
 
     let connections = TaskTracker::new();
     let force_close = CancellationToken::new();
+    let parker = if config.listener.park_after.is_zero() {
+        None
+    } else {
+        let parker = Parker::start(
+            config.listener.park_after,
+            connections.clone(),
+            metrics.parked(),
+        )
+        .context("cannot start the parked-connection thread")?;
+        Some(parker)
+    };
     let ctx = ConnectionContext {
         events: events.clone(),
         max_packet_size: Arc::clone(&limits.max_packet_size),
@@ -158,6 +172,7 @@ async fn start_with_records(
         auth: Some(Arc::clone(&security.auth)),
         certificate: None,
         wire: metrics.wire(),
+        parker: parker.clone(),
     };
     let next_id = Arc::new(AtomicU64::new(0));
     let shared = AcceptShared {
@@ -240,6 +255,7 @@ async fn start_with_records(
         broker_task,
         connections,
         force_close,
+        parker,
         store_progress,
         security,
         tls_addr,
@@ -312,6 +328,9 @@ impl RunningServer {
             );
             self.force_close.cancel();
             let _ = tokio::time::timeout(FORCE_CLOSE_WAIT, self.connections.wait()).await;
+        }
+        if let Some(parker) = &self.parker {
+            parker.stop();
         }
         if let Some(api) = self.api_task {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, api).await;

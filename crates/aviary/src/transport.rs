@@ -22,8 +22,17 @@ pub(crate) trait Transport: Send + 'static {
     type Reader: TransportRead;
     /// The write half.
     type Writer: AsyncWrite + Unpin + Send;
+    /// Whether an idle connection over this transport may be parked
+    /// (`crate::parking`): only plain TCP, whose socket alone is the whole transport.
+    const PARKABLE: bool = false;
     /// Splits the transport into halves used concurrently.
     fn split(self) -> (Self::Reader, Self::Writer);
+    /// The halves put back together as a standard socket, deregistered from tokio, to be
+    /// parked; only for [`Transport::PARKABLE`] transports.
+    fn into_std(reader: Self::Reader, writer: Self::Writer) -> io::Result<std::net::TcpStream> {
+        drop((reader, writer));
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// The read half of a transport: wait until readable, then read what is there without
@@ -41,8 +50,17 @@ impl Transport for TcpStream {
     type Reader = OwnedReadHalf;
     type Writer = OwnedWriteHalf;
 
+    const PARKABLE: bool = true;
+
     fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
         self.into_split()
+    }
+
+    fn into_std(reader: OwnedReadHalf, writer: OwnedWriteHalf) -> io::Result<std::net::TcpStream> {
+        reader
+            .reunite(writer)
+            .map_err(|_| io::Error::other("halves of different sockets"))?
+            .into_std()
     }
 }
 

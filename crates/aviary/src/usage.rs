@@ -216,32 +216,48 @@ impl Usage {
         if let Some(user) = user {
             entry(&mut self.users, user).add(now, units);
         }
-        if !self.clients.contains_key(client) && self.clients.len() >= self.max_clients {
+        // One lookup for a known client (this runs for every active client every second).
+        if let Some(series) = self.clients.get_mut(client) {
+            series.add(now, units);
+            return;
+        }
+        if self.clients.len() >= self.max_clients {
             self.evict();
         }
-        entry(&mut self.clients, client).add(now, units);
+        let mut series = Series::default();
+        series.add(now, units);
+        self.clients.insert(client.to_owned(), series);
     }
 
     /// Folds the least recently active tenth of the client series into `evicted` (one
     /// pass over the map per tenth of the bound of new clients: amortised constant time).
     fn evict(&mut self) {
         let count = (self.max_clients / 10).max(1);
-        let mut by_age: Vec<(u64, &String)> = self
-            .clients
-            .iter()
-            .map(|(id, s)| (s.last_active(), id))
-            .collect();
-        if by_age.len() > count {
-            by_age.select_nth_unstable(count - 1);
-            by_age.truncate(count);
+        if self.clients.len() <= count {
+            self.evicted.clients += self.clients.len() as u64;
+            self.evicted.total += self.clients.values().map(|s| s.total).sum::<u64>();
+            self.clients.clear();
+            return;
         }
-        let victims: Vec<String> = by_age.into_iter().map(|(_, id)| id.clone()).collect();
-        for id in victims {
-            if let Some(series) = self.clients.remove(&id) {
-                self.evicted.clients += 1;
-                self.evicted.total += series.total;
+        // The age of the count-th least recently active client; those older go, and of
+        // those that age, as many as make up the count (no key is copied or looked up
+        // again: this runs with the broker's deliveries waiting).
+        let mut ages: Vec<u64> = self.clients.values().map(Series::last_active).collect();
+        let (older, &mut cutoff, _) = ages.select_nth_unstable(count - 1);
+        let mut at_cutoff = count - older.iter().filter(|&&a| a < cutoff).count();
+        let evicted = &mut self.evicted;
+        self.clients.retain(|_, series| {
+            let age = series.last_active();
+            let goes = age < cutoff || (age == cutoff && at_cutoff > 0);
+            if goes {
+                if age == cutoff {
+                    at_cutoff -= 1;
+                }
+                evicted.clients += 1;
+                evicted.total += series.total;
             }
-        }
+            !goes
+        });
     }
 
     /// Drops the series with no units in the last 24 hours (called now and then, so
@@ -320,6 +336,32 @@ mod tests {
         assert_eq!(usage.clients["d"].total, 2);
         usage.prune(60 + MINUTES_KEPT * 60 + 61);
         assert!(usage.clients.is_empty());
+    }
+
+    /// More clients than the bound, all active in the same second (the IoT case): each
+    /// eviction folds exactly a tenth, oldest first, and totals stay exact.
+    #[test]
+    fn eviction_among_equally_recent_clients_takes_a_tenth() {
+        let mut usage = Usage::with_max_clients(100);
+        fn owner(client: &str) -> Owner<'_> {
+            Owner {
+                listener: "l",
+                user: None,
+                client,
+            }
+        }
+        usage.add(10, owner("old"), 5);
+        for i in 0..99 {
+            usage.add(20, owner(&format!("c{i}")), 1);
+        }
+        assert_eq!(usage.clients.len(), 100);
+        usage.add(20, owner("new"), 1);
+        assert_eq!(usage.clients.len(), 91, "ten evicted, one added");
+        assert_eq!(usage.evicted.clients, 10);
+        assert!(!usage.clients.contains_key("old"), "the oldest goes first");
+        let kept: u64 = usage.clients.values().map(|s| s.total).sum();
+        assert_eq!(kept + usage.evicted.total, 5 + 99 + 1);
+        assert_eq!(usage.evicted.total, 5 + 9);
     }
 
     #[test]

@@ -136,6 +136,10 @@ async fn every_listed_metric_counts_real_traffic() {
     );
     let wanted: &[(&str, f64)] = &[
         ("aviary_connections", 2.0),
+        // Both connections have been idle for far longer than a new connection's first
+        // idle period (100 ms, then 200 ms): both are parked (tests/parking.rs drives
+        // parked connections).
+        ("aviary_connections_parked", 2.0),
         ("aviary_connacks_total{reason=\"0x00\"}", 3.0),
         ("aviary_connacks_total{reason=\"0x86\"}", 1.0),
         ("aviary_connects_refused_total", 1.0),

@@ -6,8 +6,10 @@
 //!
 //! * [`Connection::open`] does TCP connect + CONNECT/CONNACK;
 //! * [`Connection::subscribe`] does SUBSCRIBE/SUBACK;
-//! * [`publisher::run`] and [`subscriber::run`] then drive the connection to the end.
+//! * [`publisher::run`] and [`subscriber::run`] then drive the connection to the end;
+//! * [`pace`]: fixed-rate publishers' due times, stamps and sub-millisecond timer.
 
+pub mod pace;
 pub mod publisher;
 pub mod subscriber;
 

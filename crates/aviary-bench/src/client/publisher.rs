@@ -17,8 +17,10 @@ use aviary_codec::{
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::pace::{Pacer, Schedule};
 use super::{ClientError, Connection, Progress, MAX_PACKET};
 use crate::payload::{Stamp, HEADER_LEN};
+use crate::stats::Histogram;
 
 /// Stop queueing new messages once this many bytes wait to be written.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
@@ -65,6 +67,9 @@ pub struct PublishPlan {
     pub drain_until: Instant,
     /// Time between messages for a fixed offered rate; `None`: as fast as possible.
     pub interval: Option<Duration>,
+    /// Wakes a fixed-rate publisher when its next message is due (tokio's timers are too
+    /// coarse for it); without one, tokio's timers are used.
+    pub pacer: Option<Arc<Pacer>>,
     /// Most QoS 1/2 exchanges open at once (1..=65535).
     pub max_inflight: u16,
     /// Timestamps in payloads are nanoseconds since this instant.
@@ -89,6 +94,9 @@ pub struct PublisherReport {
     pub unfinished: u64,
     /// When the last message was sent (for the throughput window).
     pub last_send: Option<Instant>,
+    /// At a fixed rate: how late each message was queued after it was due (nanoseconds),
+    /// the generator's own lateness plus any hold-back by the broker.
+    pub send_lag: Histogram,
     /// The first error, if the connection failed.
     pub error: Option<String>,
 }
@@ -188,7 +196,11 @@ async fn drive(
     let mut inflight: HashMap<u16, Stage> = HashMap::new();
     let window = usize::from(plan.max_inflight.max(1));
     let mut next_packet_id: u16 = 1;
-    let mut next_send = plan.first_send;
+    // At a fixed rate, when each message is due; otherwise "now" for every message.
+    let mut schedule = plan
+        .interval
+        .map(|interval| Schedule::new(plan.first_send, interval));
+    let timer = plan.pacer.as_ref().map(|p| p.timer());
     let mut sending = true;
     let mut credit_wait;
 
@@ -206,9 +218,17 @@ async fn drive(
                 sending = false;
                 break;
             }
+            let rate_wait = schedule.as_ref().is_some_and(|s| !s.is_due(now))
+                || (schedule.is_none() && now < plan.first_send);
+            if rate_wait {
+                break;
+            }
             let window_full = plan.qos != QoS::AtMostOnce && inflight.len() >= window;
-            let rate_wait = now < next_send;
-            if window_full || rate_wait || wbuf.len() >= WRITE_HIGH_WATER {
+            if window_full || wbuf.len() >= WRITE_HIGH_WATER {
+                // A due message the broker does not let us send yet.
+                if let Some(s) = &mut schedule {
+                    s.held_back();
+                }
                 break;
             }
             if let Some((credit, _)) = &plan.credit {
@@ -229,29 +249,29 @@ async fn drive(
                 inflight.insert(id, Stage::Published);
                 id
             };
+            // At a fixed rate: when queued, or when due if the broker held it back (see
+            // `Schedule`); the schedule does not move after a stall: the messages that
+            // were due go at once (bounded by the window and the write buffer).
+            let queued = Instant::now();
+            let stamped = match &mut schedule {
+                Some(s) => {
+                    let slot = s.take(queued);
+                    report.send_lag.record(slot.lag.as_nanos() as u64);
+                    slot.stamp
+                }
+                None => queued,
+            };
             let stamp = Stamp {
                 publisher: plan.publisher,
                 sequence: report.sent as u32,
-                // At a fixed rate the message is stamped with the time it was due, not the
-                // time it went: a stall of the generator or of the broker's flow control
-                // then shows in the latency instead of being hidden by sending late
-                // ("coordinated omission").
-                sent_ns: match plan.interval {
-                    Some(_) => next_send.saturating_duration_since(plan.epoch).as_nanos() as u64,
-                    None => plan.epoch.elapsed().as_nanos() as u64,
-                },
+                sent_ns: stamped.saturating_duration_since(plan.epoch).as_nanos() as u64,
             };
             template.append(&mut wbuf, packet_id, &stamp);
             report.sent += 1;
             if let Some((credit, fanout)) = &plan.credit {
                 credit.owed.fetch_add(*fanout, Ordering::Relaxed);
             }
-            report.last_send = Some(now);
-            if let Some(interval) = plan.interval {
-                // The schedule does not move after a stall: the messages that were due go
-                // at once (bounded by the window, the credit and the write buffer).
-                next_send += interval;
-            }
+            report.last_send = Some(queued);
         }
         if !sending && inflight.is_empty() && wbuf.is_empty() {
             break;
@@ -260,17 +280,22 @@ async fn drive(
             break;
         }
         // Wake for the next rate slot or the end of sending, or at the drain deadline.
+        let next_due = schedule
+            .as_ref()
+            .map_or(plan.first_send, Schedule::next_due);
         let wake = if sending {
             if credit_wait {
                 (now + CREDIT_POLL).min(plan.send_until)
-            } else if now < next_send {
-                next_send.min(plan.send_until)
+            } else if now < next_due {
+                next_due.min(plan.send_until)
             } else {
                 plan.send_until
             }
         } else {
             plan.drain_until
         };
+        // The next message is due before anything else: the fine timer wakes for it.
+        let paced = sending && !credit_wait && now < next_due && next_due < plan.send_until;
         tokio::select! {
             read = rd.read_buf(&mut rbuf) => {
                 if read? == 0 {
@@ -283,7 +308,8 @@ async fn drive(
             written = wr.write(&wbuf), if !wbuf.is_empty() => {
                 bytes::Buf::advance(&mut wbuf, written?);
             }
-            () = tokio::time::sleep_until(wake.into()) => {}
+            () = tokio::time::sleep_until(wake.into()), if !(paced && timer.is_some()) => {}
+            () = fine_sleep(&timer, wake), if paced && timer.is_some() => {}
             () = credit_wake(&plan.credit), if credit_wait => {}
         }
     }
@@ -305,6 +331,14 @@ async fn drive(
         ));
     }
     conn.disconnect().await
+}
+
+/// Resolves at `at` on the pacer's timer (never without one).
+async fn fine_sleep(timer: &Option<super::pace::PaceTimer>, at: Instant) {
+    match timer {
+        Some(timer) => timer.sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves when the subscribers made progress (never without credit).

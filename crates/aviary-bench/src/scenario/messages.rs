@@ -15,6 +15,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use super::{broker_sample, open_all, Errors, RunOptions, Scenario};
+use crate::client::pace::Pacer;
 use crate::client::publisher::{self, Credit, PublishPlan, PublisherReport};
 use crate::client::subscriber::{self, SubscriberControl, SubscriberReport};
 use crate::client::{Connection, Progress};
@@ -238,6 +239,11 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
             limit: options.e2e_window * subscriber_count.max(1) as u64,
         })
     });
+    // Fixed-rate publishers are woken by a timer finer than tokio's millisecond.
+    let pacer = match interval {
+        Some(_) => Some(Arc::new(Pacer::start()?)),
+        None => None,
+    };
     let broker_before = broker_sample(options, &mut errors);
     let start = Instant::now() + Duration::from_millis(20);
     let send_until = start + options.duration;
@@ -263,6 +269,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
             send_until,
             drain_until: send_until + options.drain_timeout,
             interval,
+            pacer: pacer.clone(),
             max_inflight: options.max_inflight,
             epoch,
             first_send: start + stagger,
@@ -272,6 +279,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
     }
     let mut sent_by: Vec<u64> = vec![0; topo.publishers.len()];
     let mut last_send = start;
+    let mut send_lag = Histogram::default();
     if let Some(offline) = &offline_sent {
         sent_by[0] = offline.sent;
     }
@@ -279,6 +287,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         match task.await {
             Ok(report) => {
                 sent_by[report.publisher as usize] = report.sent;
+                send_lag.merge(&report.send_lag);
                 if let Some(t) = report.last_send {
                     last_send = last_send.max(t);
                 }
@@ -366,6 +375,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         },
         delivery,
         latency: latency.summary(),
+        send_lag: (!send_lag.is_empty()).then(|| send_lag.summary()),
         broker_usage,
         errors: errors.0,
         ok,
@@ -463,6 +473,7 @@ async fn offline_phase(
         send_until: now + options.duration,
         drain_until: now + options.duration + options.drain_timeout,
         interval: None,
+        pacer: None,
         max_inflight: options.max_inflight,
         epoch,
         first_send: now,

@@ -242,19 +242,25 @@ impl Broker {
     }
 
     /// For every connected client, without allocating: its connection, client id, metered
-    /// units so far, and outgoing QoS 1/2 messages in flight and queued (metering and
-    /// metrics walk this once a second).
+    /// units so far, and outgoing QoS 1/2 messages in flight and queued (metrics walk this
+    /// once a second).
     pub fn client_counters(&self) -> impl Iterator<Item = ClientCounters<'_>> + '_ {
-        self.connections.iter().filter_map(|(conn, c)| {
-            let c = c.connected()?;
-            let session = self.sessions.get(&c.session)?;
-            Some(ClientCounters {
-                conn: *conn,
-                client_id: &c.client_id,
-                units: c.units + session.link.as_ref().map_or(0, |l| l.units),
-                inflight: session.inflight.len(),
-                queued: session.queue.len(),
-            })
+        self.connections
+            .keys()
+            .filter_map(|conn| self.client_counter(*conn))
+    }
+
+    /// [`Broker::client_counters`] of one connection; `None` unless it is connected
+    /// (usage metering walks the connections a slice at a time, by id).
+    pub fn client_counter(&self, conn: ConnId) -> Option<ClientCounters<'_>> {
+        let c = self.connections.get(&conn)?.connected()?;
+        let session = self.sessions.get(&c.session)?;
+        Some(ClientCounters {
+            conn,
+            client_id: &c.client_id,
+            units: c.units + session.link.as_ref().map_or(0, |l| l.units),
+            inflight: session.inflight.len(),
+            queued: session.queue.len(),
         })
     }
 

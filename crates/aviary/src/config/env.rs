@@ -76,6 +76,10 @@ fn apply_var(
             file.listener.bind = text();
             "listener.bind"
         }
+        "AVIARY_LISTENER_PARK_AFTER" => {
+            file.listener.park_after = Some(RawDuration::Text(value.to_owned()));
+            "listener.park_after"
+        }
         "AVIARY_API_ENABLED" => {
             file.api.enabled = Some(parse_bool(var, value)?);
             "api.enabled"

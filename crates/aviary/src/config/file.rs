@@ -59,6 +59,8 @@ pub(crate) struct LogSection {
 pub(crate) struct ListenerSection {
     /// `host:port` to bind the MQTT TCP listener to.
     pub(crate) bind: Option<String>,
+    /// Idle time after which a plain TCP connection is parked (`0` never parks).
+    pub(crate) park_after: Option<RawDuration>,
 }
 
 /// `[store]`.

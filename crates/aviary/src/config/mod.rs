@@ -12,6 +12,7 @@ mod validate;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use aviary_core::BrokerConfig;
 
@@ -117,6 +118,13 @@ pub enum LogFormat {
 pub struct ListenerConfig {
     /// Address to bind; port 0 picks a free port (see `RunningServer::mqtt_addr`).
     pub bind: SocketAddr,
+    /// The longest a plain TCP connection stays idle before it is parked: its task and its
+    /// tokio I/O registration are given up until it has work again (`crate::parking`),
+    /// which is what keeps an idle connection under 1 KiB. Just after connecting, a
+    /// connection parks after 100 ms of silence (doubled at every check that finds it
+    /// busy); once it has parked and resumed, after this long. Zero never parks.
+    /// Applies to every plain TCP listener, including those created through the API.
+    pub park_after: Duration,
 }
 
 impl Default for Config {
@@ -130,6 +138,7 @@ impl Default for Config {
             },
             listener: ListenerConfig {
                 bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 1883)),
+                park_after: Duration::from_secs(10),
             },
             mqtt: BrokerConfig::default(),
             store: StoreConfig {

@@ -57,6 +57,12 @@ pub(crate) fn validate(file: &FileConfig) -> Result<Config, ConfigError> {
         })?,
         None => defaults.listener.bind,
     };
+    let park_after = match &file.listener.park_after {
+        Some(raw) => {
+            parse_duration(raw).map_err(|message| check.invalid("listener.park_after", message))?
+        }
+        None => defaults.listener.park_after,
+    };
 
     let api = ApiConfig {
         enabled: file.api.enabled.unwrap_or(defaults.api.enabled),
@@ -103,7 +109,7 @@ pub(crate) fn validate(file: &FileConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         data_dir,
         log: LogConfig { level, format },
-        listener: ListenerConfig { bind },
+        listener: ListenerConfig { bind, park_after },
         mqtt: check.mqtt(defaults.mqtt)?,
         store: StoreConfig {
             durability: match file.store.durability.as_deref() {

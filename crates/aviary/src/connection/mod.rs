@@ -6,21 +6,23 @@
 //! Reading and writing run concurrently in the same task (so a client that writes without
 //! reading cannot deadlock us against it), and an idle connection holds no buffers: the
 //! read buffer is allocated once the socket is readable and dropped when it is empty again.
+//! A plain TCP connection idle for a while goes further (`crate::parking`): its task ends and
+//! the socket waits in [`crate::parking`] until there is work, then [`resume`] runs it again.
 
 mod read;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod write;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU8};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use aviary_codec::ProtocolVersion;
 use aviary_core::ConnId;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -28,7 +30,8 @@ use self::read::read_loop;
 use self::write::write_loop;
 use crate::auth::{AuthService, PeerCertificate};
 use crate::broker_task::Event;
-use crate::outbox::outbox;
+use crate::outbox::{outbox, Outbox, OutboxSender};
+use crate::parking::MAX_STEPS;
 use crate::transport::{Transport, TransportRead};
 
 /// After we close our side, how long we keep reading (and discarding) so that unread bytes
@@ -62,6 +65,8 @@ pub(crate) struct ConnectionContext {
     pub(crate) certificate: Option<Arc<PeerCertificate>>,
     /// The broker's wire byte counters (added to once per read and per written batch).
     pub(crate) wire: Arc<crate::metrics::WireBytes>,
+    /// Where idle plain TCP connections are parked; `None`: they never are.
+    pub(crate) parker: Option<Arc<crate::parking::Parker>>,
 }
 
 /// Why the read side stopped.
@@ -82,7 +87,44 @@ enum WriteEnd {
     Failed,
 }
 
-/// Drives connection `conn` until it is closed by either side or by shutdown.
+/// How a connection's task ends.
+enum TaskEnd {
+    /// The transport failed: the broker must be told.
+    TellClosed,
+    /// The connection is closed on our side: read out what the peer still sends.
+    Linger,
+    /// Idle for long enough: hand the connection to the parker.
+    Park,
+}
+
+/// Everything a connection holds besides its socket and its task: what it starts with,
+/// and what it is parked with (`crate::parking`) and resumed from.
+#[derive(Debug)]
+pub(crate) struct Resumable {
+    /// The connection.
+    pub(crate) conn: ConnId,
+    /// The client's address (logs, and the authentication of its CONNECT).
+    pub(crate) peer: SocketAddr,
+    /// The protocol level of its first CONNECT, or [`NO_CONNECT_YET`].
+    pub(crate) level: u8,
+    /// Its idle step: how many checks found it busy ([`MAX_STEPS`] once it has parked),
+    /// which sets how long it must be idle to park ([`crate::parking::Parker::idle_period`]).
+    pub(crate) steps: u8,
+    /// Where the broker task routes its packets.
+    pub(crate) outbox: Outbox,
+    /// Its listener's context.
+    pub(crate) ctx: Arc<ConnectionContext>,
+    /// Its socket permit (see `crate::listener`), released when the connection ends;
+    /// `None` where the listener holds it (the kinds that never park).
+    #[allow(
+        dead_code,
+        reason = "held, never read: dropping it releases the permit"
+    )]
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Drives connection `conn` until it is closed by either side or by shutdown, or until it
+/// parks (plain TCP only, see [`crate::parking`]).
 ///
 /// Memory: an idle connection is this future waiting in two places, the socket becoming
 /// readable and the outbox getting packets; everything else (decoding, writing, sends to
@@ -99,37 +141,100 @@ pub(crate) fn run<T: Transport>(
     conn: ConnId,
     peer: SocketAddr,
     ctx: impl Into<Arc<ConnectionContext>>,
+    permit: Option<OwnedSemaphorePermit>,
 ) -> impl Future<Output = ()> + Send {
-    let (mut rd, mut wr) = stream.split();
-    let ctx: Arc<ConnectionContext> = ctx.into();
+    let (rd, wr) = stream.split();
+    let (sender, outbox) = outbox();
+    let state = Resumable {
+        conn,
+        peer,
+        level: NO_CONNECT_YET,
+        steps: 0,
+        outbox,
+        ctx: ctx.into(),
+        permit,
+    };
+    serve::<T>(rd, wr, state, Some(sender))
+}
+
+/// Runs a parked connection again (its socket registered with tokio by the caller), as
+/// [`run`] does after the open.
+pub(crate) fn resume(
+    stream: tokio::net::TcpStream,
+    state: Resumable,
+) -> impl Future<Output = ()> + Send {
+    let (rd, wr) = stream.into_split();
+    serve::<tokio::net::TcpStream>(rd, wr, state, None)
+}
+
+/// The body of a connection's task: announces a new connection to the broker (`open`,
+/// the broker's end of its outbox), then reads and writes until the connection closes or
+/// parks. Takes everything by value and uses it in place (no field is moved out), so the
+/// future holds one copy of each: an `async move` block rather than an `async fn`, which
+/// would keep a second copy of its arguments.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an `async fn` would keep a second copy of its arguments (see above)"
+)]
+fn serve<T: Transport>(
+    mut rd: T::Reader,
+    mut wr: T::Writer,
+    mut state: Resumable,
+    open: Option<OutboxSender>,
+) -> impl Future<Output = ()> + Send {
     async move {
-        if ctx.listener_off.is_cancelled() {
-            return; // its listener was switched off in the meantime
+        let conn = state.conn;
+        if let Some(sender) = open {
+            if state.ctx.listener_off.is_cancelled() {
+                return; // its listener was switched off in the meantime
+            }
+            let open = Event::Open {
+                conn,
+                peer: state.peer,
+                outbox: sender,
+                listener: Arc::clone(&state.ctx.listener),
+            };
+            // Sends in this function are boxed: they happen once per connection, and inline
+            // they would enlarge every connection's future for its whole life.
+            if Box::pin(state.ctx.events.send(open)).await.is_err() {
+                return; // shutting down
+            }
+            debug!(conn = conn.0, peer = %state.peer, "connection open");
         }
-        let (sender, outbox) = outbox();
-        let open = Event::Open {
-            conn,
-            peer,
-            outbox: sender,
-            listener: Arc::clone(&ctx.listener),
-        };
-        // Sends in this function are boxed: they happen once per connection, and inline they
-        // would enlarge every connection's future for its whole life.
-        if Box::pin(ctx.events.send(open)).await.is_err() {
-            return; // shutting down
-        }
-        debug!(conn = conn.0, %peer, "connection open");
-        let _panic_guard = PanicGuard {
+        let ctx = &*state.ctx;
+        let panic_guard = PanicGuard {
             conn,
             events: &ctx.events,
         };
-        // The protocol level of the connection's first CONNECT, or `NO_CONNECT_YET`.
-        let version = AtomicU8::new(NO_CONNECT_YET);
+        let version = AtomicU8::new(state.level);
+        let idle = Idleness::default();
 
-        let tell_closed = {
-            let reader = read_loop(&mut rd, conn, &peer, &version, &outbox, &ctx);
-            let writer = write_loop(&mut wr, &outbox, &version, &ctx.force_close, &ctx.wire);
-            tokio::pin!(reader, writer);
+        let end = {
+            let reader = read_loop(
+                &mut rd,
+                conn,
+                &state.peer,
+                &version,
+                &state.outbox,
+                ctx,
+                &idle,
+            );
+            let writer = write_loop(
+                &mut wr,
+                &state.outbox,
+                &version,
+                &ctx.force_close,
+                &ctx.wire,
+                &idle,
+            );
+            // Boxed while it waits: the timer is not part of every connection's future.
+            let park = async {
+                match ctx.parker.as_deref().filter(|p| T::PARKABLE && p.parks()) {
+                    Some(parker) => Box::pin(idle.settled(parker, state.steps)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(reader, writer, park);
             tokio::select! {
                 end = &mut reader => {
                     let tell = matches!(end, ReadEnd::Closed);
@@ -148,17 +253,88 @@ pub(crate) fn run<T: Transport>(
                         }
                     })
                     .await;
-                    false
+                    TaskEnd::Linger
                 }
-                end = &mut writer => matches!(end, WriteEnd::Failed),
+                end = &mut writer => match end {
+                    WriteEnd::Failed => TaskEnd::TellClosed,
+                    WriteEnd::Done => TaskEnd::Linger,
+                },
+                // Both halves wait with nothing to do (checked when the timer fires, in this
+                // poll: dropping them now loses nothing).
+                () = &mut park => TaskEnd::Park,
             }
         };
-        if tell_closed {
-            let _ = Box::pin(ctx.events.send(Event::Closed { conn })).await;
-        } else {
-            Box::pin(linger(&mut rd, &ctx.force_close)).await;
+        match end {
+            TaskEnd::TellClosed => {
+                let _ = Box::pin(ctx.events.send(Event::Closed { conn })).await;
+            }
+            TaskEnd::Linger => Box::pin(linger(&mut rd, &ctx.force_close)).await,
+            TaskEnd::Park => {
+                drop(panic_guard);
+                match (T::into_std(rd, wr), state.ctx.parker.clone()) {
+                    (Ok(stream), Some(parker)) => {
+                        debug!(conn = conn.0, peer = %state.peer, "connection parked");
+                        state.level = version.into_inner();
+                        // Once resumed, it parks only after `listener.park_after`.
+                        state.steps = MAX_STEPS;
+                        parker.park(stream, state);
+                    }
+                    (Err(e), _) => {
+                        debug!(conn = conn.0, error = %e, "cannot park; connection dropped");
+                        let _ = Box::pin(state.ctx.events.send(Event::Closed { conn })).await;
+                    }
+                    // Unreachable: parking needs a parker.
+                    (Ok(_), None) => {}
+                }
+                return;
+            }
         }
-        debug!(conn = conn.0, %peer, "connection closed");
+        debug!(conn = conn.0, peer = %state.peer, "connection closed");
+    }
+}
+
+/// Which halves of a connection wait with nothing to do, and whether either did anything
+/// since the last check: what decides parking. Touched by the reader once per burst of
+/// reads and by the writer once per batch; the same task polls both, so relaxed loads and
+/// stores are enough.
+#[derive(Debug, Default)]
+pub(super) struct Idleness(AtomicU8);
+
+impl Idleness {
+    /// The reader waits for the socket to become readable.
+    pub(super) const READER: u8 = 1;
+    /// The writer waits for packets in the outbox.
+    pub(super) const WRITER: u8 = 2;
+    /// Either half did something since the last check.
+    const ACTIVE: u8 = 4;
+
+    /// `side` starts waiting with nothing to do.
+    pub(super) fn waiting(&self, side: u8) {
+        let bits = self.0.load(Ordering::Relaxed);
+        self.0.store(bits | side, Ordering::Relaxed);
+    }
+
+    /// `side` has work.
+    pub(super) fn woke(&self, side: u8) {
+        let bits = self.0.load(Ordering::Relaxed);
+        self.0
+            .store((bits & !side) | Self::ACTIVE, Ordering::Relaxed);
+    }
+
+    /// Completes once both halves have waited through a whole idle period (so between one
+    /// and two periods after the last activity). The period is
+    /// `parker.idle_period(steps)`, and every check that finds the connection busy moves it
+    /// a step on: a busy connection is soon checked once every `listener.park_after`.
+    async fn settled(&self, parker: &crate::parking::Parker, mut steps: u8) {
+        loop {
+            tokio::time::sleep(parker.idle_period(steps)).await;
+            let bits = self.0.load(Ordering::Relaxed);
+            self.0.store(bits & !Self::ACTIVE, Ordering::Relaxed);
+            if bits == Self::READER | Self::WRITER {
+                return;
+            }
+            steps = steps.saturating_add(1).min(MAX_STEPS);
+        }
     }
 }
 

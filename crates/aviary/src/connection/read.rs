@@ -10,7 +10,7 @@ use aviary_core::ConnId;
 use bytes::BytesMut;
 use tracing::debug;
 
-use super::{version_from_level, ConnectionContext, ReadEnd, NO_CONNECT_YET};
+use super::{version_from_level, ConnectionContext, Idleness, ReadEnd, NO_CONNECT_YET};
 use crate::auth::AuthService;
 use crate::broker_task::Event;
 use crate::metrics::WireBytes;
@@ -57,6 +57,7 @@ pub(super) fn read_loop<'a>(
     version: &'a AtomicU8,
     outbox: &'a Outbox,
     ctx: &'a ConnectionContext,
+    idle: &'a Idleness,
 ) -> impl Future<Output = ReadEnd> + Send + 'a {
     async move {
         loop {
@@ -64,9 +65,11 @@ pub(super) fn read_loop<'a>(
             // from it (everything it sends would only add answers to the queue).
             outbox.wait_for_room().await;
             // Idle: wait for data holding nothing, not even a buffer.
+            idle.waiting(Idleness::READER);
             if rd.readable().await.is_err() {
                 return ReadEnd::Closed;
             }
+            idle.woke(Idleness::READER);
             // Boxed (one allocation per burst of reads) so the buffer and the decoding
             // state exist only while data flows. A forced close (end of graceful shutdown)
             // also ends a burst waiting, e.g. for its authentication or for room in the

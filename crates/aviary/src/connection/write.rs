@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{version_from_level, WriteEnd};
+use super::{version_from_level, Idleness, WriteEnd};
 use crate::metrics::WireBytes;
 use crate::outbox::{Batch, Outbox};
 use crate::outgoing::Outgoing;
@@ -45,9 +45,15 @@ pub(super) fn write_loop<'a>(
     version: &'a AtomicU8,
     force_close: &'a CancellationToken,
     wire: &'a WireBytes,
+    idle: &'a Idleness,
 ) -> impl Future<Output = WriteEnd> + Send + 'a {
     async move {
-        while let Some(batch) = outbox.next_batch().await {
+        loop {
+            idle.waiting(Idleness::WRITER);
+            let Some(batch) = outbox.next_batch().await else {
+                break;
+            };
+            idle.woke(Idleness::WRITER);
             let current = version_from_level(version.load(Ordering::Acquire));
             // Most batches are small and the socket takes them at once: encoded and
             // written right here, with no future to box and no timeout to arm.

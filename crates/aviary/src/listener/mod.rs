@@ -141,14 +141,14 @@ pub(crate) async fn run(
         }
         let conn = ConnId(shared.next_id.fetch_add(1, Ordering::Relaxed) + 1);
         if let Protocol::Tcp = protocol {
-            // `map` rather than an `async` block around the driver: the block would keep a
-            // second copy of the driver's future (its captured value beside the one it
-            // awaits) in every connection's task for the connection's whole life.
-            let driver = connection::run(stream, conn, peer, Arc::clone(&ctx));
-            shared.tracker.spawn(driver.map(move |()| drop(permit)));
+            // The driver holds the socket permit (a parked connection keeps it too).
+            let driver = connection::run(stream, conn, peer, Arc::clone(&ctx), Some(permit));
+            shared.tracker.spawn(driver);
             continue;
         }
-        // The same `map` for the other kinds (see above).
+        // `map` rather than an `async` block around the driver: the block would keep a
+        // second copy of the driver's future (its captured value beside the one it awaits)
+        // in every connection's task for the connection's whole life.
         let ctx = ConnectionContext::clone(&ctx);
         match protocol.clone() {
             Protocol::Tcp => {}

@@ -641,6 +641,7 @@ mod tests {
             auth: None,
             certificate: None,
             wire: Arc::default(),
+            parker: None,
         };
         let shared = AcceptShared {
             tracker: TaskTracker::new(),

@@ -37,7 +37,7 @@ pub(super) async fn serve(
     ctx.certificate = accepted.certificate;
     let (tcp, tls) = accepted.stream.into_inner();
     let events = ctx.events.clone();
-    let driver = connection::run(TlsTransport::new(tcp, tls), conn, peer, ctx);
+    let driver = connection::run(TlsTransport::new(tcp, tls), conn, peer, ctx, None);
     watched(driver, accepted.revoked, &acceptor, events, conn).await;
 }
 

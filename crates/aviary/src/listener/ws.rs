@@ -72,7 +72,7 @@ where
         reader: ChunkReader::new(chunks_rx),
         writer: driver_side,
     };
-    let driver = connection::run(transport, conn, peer, ctx);
+    let driver = connection::run(transport, conn, peer, ctx, None);
     let pump = async move {
         let (mut sink, mut frames) = ws.split();
         let mut out = BytesMut::with_capacity(PIPE);

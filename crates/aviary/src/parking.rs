@@ -1,0 +1,534 @@
+//! Parked connections: plain TCP connections that have had nothing to read or write for a
+//! while ([`Parker::idle_period`]: 100 ms just after they connect, doubling while they
+//! are busy; `listener.park_after` once they have parked and resumed), held without a
+//! task. A running
+//! connection costs a tokio task (~640 B with its future) and a tokio I/O registration
+//! (~256 B); a parked one costs a slot here (~100 B) and a small waker in its outbox.
+//!
+//! One thread owns a `mio::Poll` on which every parked socket is registered, with its slot
+//! index as the token. A connection leaves the table (resumes: it is registered with tokio
+//! again and a new task runs the same driver, `crate::connection::resume`) when
+//! * its socket becomes readable, or is hung up or in error (a mio event);
+//! * the broker pushes into its outbox or closes it, which covers every way the broker ends
+//!   a connection (keep-alive expiry, kick, takeover, listener switched off, plan limits,
+//!   graceful shutdown): the outbox's writer waker is a [`SlotWaker`] while parked, which
+//!   queues the slot and wakes the poll;
+//! * the parker stops (end of shutdown): its sockets are then closed.
+//!
+//! Keep-alive needs no timer here: the broker task enforces it and closes the outbox.
+//! A slot carries a generation, so a waker or event meant for a connection that has since
+//! resumed does not resume the connection that reuses its slot.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Wake, Waker};
+use std::time::Duration;
+
+use aviary_core::ConnId;
+use mio::{Events, Interest, Poll, Token};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::broker_task::Event;
+use crate::connection::{ConnectionContext, Resumable};
+use crate::outbox::Outbox;
+
+/// How long a new connection must stay idle to park. Short, so that a burst of
+/// connections (a fleet reconnecting after a restart) does not hold a task and a tokio
+/// registration each for long: those are freed while the burst lasts, and reused by the
+/// next connections, instead of raising the peak that the process's memory keeps. Each
+/// check that finds the connection busy doubles the period (a burst that keeps the broker
+/// busy delays a CONNACK by more than a period, and a busy connection is soon checked
+/// rarely); once the connection has parked and resumed, the period is
+/// `listener.park_after`, so a client that talks even now and then parks at most once.
+const FIRST_PARK: Duration = Duration::from_millis(100);
+
+/// The idle step of a connection that has parked and resumed: its period is
+/// `listener.park_after` (100 ms × 2^20 is 29 hours, beyond any). Below it, steps count
+/// the checks that found the connection busy.
+pub(crate) const MAX_STEPS: u8 = 20;
+
+/// The token of the poll's own waker (slot indices are below it).
+const WAKE_TOKEN: Token = Token(usize::MAX);
+
+/// Events taken from the poll per wait.
+const EVENTS_PER_WAIT: usize = 1024;
+
+/// One parked connection: its socket as registered with the poll, and the rest.
+#[derive(Debug)]
+struct Entry {
+    /// The socket.
+    stream: mio::net::TcpStream,
+    /// The connection's state.
+    parked: Held,
+    /// Keeps the server's connection tracker from counting this connection as finished:
+    /// graceful shutdown waits for parked connections to resume and close.
+    _tracked: TaskTrackerToken,
+}
+
+/// A parked connection's state: [`Resumable`] without the client's address, which the
+/// socket gives back at resume (32 bytes less per parked connection).
+#[derive(Debug)]
+struct Held {
+    /// See [`Resumable::conn`].
+    conn: ConnId,
+    /// See [`Resumable::level`].
+    level: u8,
+    /// See [`Resumable::steps`].
+    steps: u8,
+    /// See [`Resumable::outbox`].
+    outbox: Outbox,
+    /// See [`Resumable::ctx`].
+    ctx: Arc<ConnectionContext>,
+    /// See [`Resumable::permit`].
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Held {
+    /// The state of `r`, less its address.
+    fn new(r: Resumable) -> Self {
+        Self {
+            conn: r.conn,
+            level: r.level,
+            steps: r.steps,
+            outbox: r.outbox,
+            ctx: r.ctx,
+            permit: r.permit,
+        }
+    }
+
+    /// The state to resume with, the client's address read from `stream` (unspecified in
+    /// the logs if the socket has already failed; the next read ends it).
+    fn resume(self, stream: &mio::net::TcpStream) -> Resumable {
+        let peer = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        Resumable {
+            conn: self.conn,
+            peer,
+            level: self.level,
+            steps: self.steps,
+            outbox: self.outbox,
+            ctx: self.ctx,
+            permit: self.permit,
+        }
+    }
+}
+
+/// A slot of the table.
+#[derive(Debug, Default)]
+struct Slot {
+    /// Incremented each time the slot is vacated.
+    generation: u32,
+    /// The connection parked here, if any.
+    entry: Option<Entry>,
+}
+
+/// The parked connections by slot, and the vacant slots for reuse.
+#[derive(Debug, Default)]
+struct Slots {
+    /// Every slot ever used (the table never shrinks: it is as large as the most
+    /// connections parked at once).
+    slots: Vec<Slot>,
+    /// Indices of vacant slots.
+    vacant: Vec<usize>,
+}
+
+impl Slots {
+    /// A vacant slot (reused first) and its generation.
+    fn vacant(&mut self) -> (usize, u32) {
+        let index = self.vacant.pop().unwrap_or_else(|| {
+            self.slots.push(Slot::default());
+            self.slots.len() - 1
+        });
+        (index, self.slots[index].generation)
+    }
+
+    /// Takes the entry of slot `index` (of `generation`, if given) and vacates the slot.
+    fn take(&mut self, index: usize, generation: Option<u32>) -> Option<Entry> {
+        let slot = self.slots.get_mut(index)?;
+        if generation.is_some_and(|g| g != slot.generation) {
+            return None;
+        }
+        let entry = slot.entry.take()?;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.vacant.push(index);
+        Some(entry)
+    }
+}
+
+/// What the parking thread and the connection tasks share.
+#[derive(Debug)]
+struct Shared {
+    /// Registers parked sockets with the thread's poll.
+    registry: mio::Registry,
+    /// Wakes the thread's poll (woken slots, stop).
+    waker: mio::Waker,
+    /// The parked connections.
+    slots: Mutex<Slots>,
+    /// Slots (index, generation) whose outbox woke them, not yet resumed.
+    woken: Mutex<Vec<(usize, u32)>>,
+    /// Set by [`Parker::stop`].
+    stop: AtomicBool,
+    /// Where resumed connections run.
+    runtime: tokio::runtime::Handle,
+    /// The server's connection tracker (resumed tasks are spawned on it).
+    tracker: TaskTracker,
+    /// How long a connection is idle before it parks.
+    park_after: Duration,
+    /// Connections parked now (the `aviary_connections_parked` gauge).
+    parked: Arc<AtomicU64>,
+}
+
+/// The parked-connection table and its thread. Shared by every plain TCP listener of a
+/// server; stopped by [`Parker::stop`] at the end of shutdown.
+#[derive(Debug)]
+pub(crate) struct Parker {
+    /// State shared with the thread and the wakers.
+    shared: Arc<Shared>,
+}
+
+/// The waker a parked connection's outbox holds: queues the slot and wakes the thread.
+/// Holds the table weakly, so a waker left in an outbox keeps nothing alive.
+struct SlotWaker {
+    /// The table.
+    shared: Weak<Shared>,
+    /// The slot.
+    index: usize,
+    /// The slot's generation when the connection parked.
+    generation: u32,
+}
+
+impl Wake for SlotWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(shared) = self.shared.upgrade() {
+            lock(&shared.woken).push((self.index, self.generation));
+            if let Err(e) = shared.waker.wake() {
+                warn!(error = %e, "cannot wake the parking thread");
+            }
+        }
+    }
+}
+
+/// A lock that a panic elsewhere does not make unusable (every critical section here leaves
+/// the table consistent).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Parker {
+    /// Starts the parking thread. Must be called inside the tokio runtime the connections
+    /// run on; `parked` is the gauge of parked connections.
+    pub(crate) fn start(
+        park_after: Duration,
+        tracker: TaskTracker,
+        parked: Arc<AtomicU64>,
+    ) -> io::Result<Arc<Self>> {
+        let poll = Poll::new()?;
+        let shared = Arc::new(Shared {
+            registry: poll.registry().try_clone()?,
+            waker: mio::Waker::new(poll.registry(), WAKE_TOKEN)?,
+            slots: Mutex::default(),
+            woken: Mutex::default(),
+            stop: AtomicBool::new(false),
+            runtime: tokio::runtime::Handle::current(),
+            tracker,
+            park_after,
+            parked,
+        });
+        let thread_shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("aviary-parking".to_owned())
+            .spawn(move || serve(poll, &thread_shared))?;
+        Ok(Arc::new(Self { shared }))
+    }
+
+    /// Whether connections park at all (`listener.park_after` is not zero).
+    pub(crate) fn parks(&self) -> bool {
+        !self.shared.park_after.is_zero()
+    }
+
+    /// How long a connection at idle step `steps` must stay idle to park: [`FIRST_PARK`]
+    /// doubled `steps` times, never more than `listener.park_after`.
+    pub(crate) fn idle_period(&self, steps: u8) -> Duration {
+        FIRST_PARK
+            .saturating_mul(1 << steps.min(MAX_STEPS))
+            .min(self.shared.park_after)
+    }
+
+    /// Parks a connection whose task is ending. If it cannot be parked (the poll refuses
+    /// the socket), it resumes at once.
+    pub(crate) fn park(&self, stream: std::net::TcpStream, parked: Resumable) {
+        let shared = &self.shared;
+        let mut stream = mio::net::TcpStream::from_std(stream);
+        let mut slots = lock(&shared.slots);
+        let (index, generation) = slots.vacant();
+        if let Err(e) = shared
+            .registry
+            .register(&mut stream, Token(index), Interest::READABLE)
+        {
+            // The slot stays vacant (it was not filled).
+            slots.vacant.push(index);
+            drop(slots);
+            debug!(conn = parked.conn.0, error = %e, "cannot park; resuming");
+            spawn_resumed(shared, stream, parked);
+            return;
+        }
+        // Under the table's lock, so a wake (which needs the lock to resume) finds the
+        // entry in place.
+        parked.outbox.park(Waker::from(Arc::new(SlotWaker {
+            shared: Arc::downgrade(shared),
+            index,
+            generation,
+        })));
+        slots.slots[index].entry = Some(Entry {
+            stream,
+            parked: Held::new(parked),
+            _tracked: shared.tracker.token(),
+        });
+        shared.parked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Stops the thread and closes the sockets still parked (their broker is gone).
+    pub(crate) fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Err(e) = self.shared.waker.wake() {
+            warn!(error = %e, "cannot wake the parking thread to stop it");
+        }
+    }
+
+    /// Connections parked now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        lock(&self.shared.slots)
+            .slots
+            .iter()
+            .filter(|s| s.entry.is_some())
+            .count()
+    }
+}
+
+impl Drop for Parker {
+    /// A server that fails to start (or is dropped without its shutdown) does not leave
+    /// the thread behind. While connections are parked they hold the parker (through their
+    /// context), so this runs only once none is.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The parking thread: waits on the poll and resumes the connections it reports, and those
+/// their outboxes woke, until stopped.
+fn serve(mut poll: Poll, shared: &Shared) {
+    let mut events = Events::with_capacity(EVENTS_PER_WAIT);
+    let mut woken = Vec::new();
+    loop {
+        if let Err(e) = poll.poll(&mut events, None) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            warn!(error = %e, "the parking poll failed; parked connections are closed");
+            break;
+        }
+        if shared.stop.load(Ordering::Acquire) {
+            break;
+        }
+        for event in &events {
+            if event.token() != WAKE_TOKEN {
+                resume(shared, event.token().0, None);
+            }
+        }
+        std::mem::swap(&mut woken, &mut *lock(&shared.woken));
+        for (index, generation) in woken.drain(..) {
+            resume(shared, index, Some(generation));
+        }
+    }
+    // Stopping: the broker is gone, so nothing is left to do for these connections.
+    let mut slots = lock(&shared.slots);
+    let closed = slots
+        .slots
+        .iter_mut()
+        .filter_map(|s| s.entry.take())
+        .count();
+    shared.parked.store(0, Ordering::Relaxed);
+    if closed > 0 {
+        debug!(closed, "parked connections closed at stop");
+    }
+}
+
+/// Resumes the connection in slot `index` (if it is still there, and of `generation` when
+/// given).
+fn resume(shared: &Shared, index: usize, generation: Option<u32>) {
+    let Some(entry) = lock(&shared.slots).take(index, generation) else {
+        return; // resumed already: a second event, or a stale one
+    };
+    shared.parked.fetch_sub(1, Ordering::Relaxed);
+    let Entry {
+        mut stream,
+        parked,
+        _tracked,
+    } = entry;
+    if let Err(e) = shared.registry.deregister(&mut stream) {
+        debug!(conn = parked.conn.0, error = %e, "cannot deregister a parked socket");
+    }
+    let parked = parked.resume(&stream);
+    spawn_resumed(shared, stream, parked);
+    // `_tracked` drops only now, after the resumed task is tracked.
+}
+
+/// Runs a connection again in a new task on the runtime.
+fn spawn_resumed(shared: &Shared, stream: mio::net::TcpStream, parked: Resumable) {
+    // Registered with tokio here (inside the runtime's context), so the task's future is
+    // the driver's alone.
+    let registered = {
+        let _runtime = shared.runtime.enter();
+        tokio::net::TcpStream::from_std(std::net::TcpStream::from(stream))
+    };
+    match registered {
+        Ok(stream) => {
+            let task = crate::connection::resume(stream, parked);
+            shared.runtime.spawn(shared.tracker.track_future(task));
+        }
+        Err(e) => {
+            // The socket is closed; the broker must learn that the connection is gone.
+            debug!(conn = parked.conn.0, error = %e, "cannot resume a parked connection");
+            let closed = async move {
+                let conn = parked.conn;
+                let _ = parked.ctx.events.send(Event::Closed { conn }).await;
+            };
+            shared.runtime.spawn(shared.tracker.track_future(closed));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_idle_period_doubles_from_100_ms_up_to_park_after() {
+        let parker = Parker::start(
+            Duration::from_secs(1),
+            TaskTracker::new(),
+            Arc::new(AtomicU64::new(0)),
+        )
+        .unwrap();
+        let periods: Vec<_> = (0..6).map(|n| parker.idle_period(n)).collect();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            periods,
+            [ms(100), ms(200), ms(400), ms(800), ms(1000), ms(1000)]
+        );
+        assert_eq!(parker.idle_period(MAX_STEPS), ms(1000), "parked once");
+        assert_eq!(parker.idle_period(u8::MAX), ms(1000));
+        parker.stop();
+    }
+
+    #[test]
+    fn slots_are_reused_and_stale_generations_resume_nothing() {
+        let mut slots = Slots::default();
+        let (a, gen_a) = slots.vacant();
+        assert_eq!((a, gen_a), (0, 0));
+        // Filling is the parker's job; a vacant slot has nothing to take.
+        assert!(slots.take(a, None).is_none());
+        let (b, _) = slots.vacant();
+        assert_eq!(b, 1, "an unfilled slot is not handed out twice");
+        slots.vacant.push(a);
+        let (again, generation) = slots.vacant();
+        assert_eq!((again, generation), (a, 0));
+    }
+
+    /// A parked loopback connection: the parker's end and the client's end.
+    async fn park_one(
+        parker: &Parker,
+        ctx: &Arc<ConnectionContext>,
+        permits: &Arc<tokio::sync::Semaphore>,
+        conn: u64,
+    ) -> (crate::outbox::OutboxSender, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let (sender, outbox) = crate::outbox::outbox();
+        let parked = Resumable {
+            conn: ConnId(conn),
+            peer,
+            level: 4,
+            steps: 0,
+            outbox,
+            ctx: Arc::clone(ctx),
+            permit: Some(Arc::clone(permits).try_acquire_owned().unwrap()),
+        };
+        parker.park(server, parked);
+        (sender, client)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_vacated_slot_is_reused_and_an_old_waker_does_not_resume_its_new_occupant() {
+        let (events, mut inbox) = tokio::sync::mpsc::channel(16);
+        let ctx = Arc::new(crate::connection::tests::context(events));
+        let tracker = TaskTracker::new();
+        let gauge = Arc::new(AtomicU64::new(0));
+        let parker =
+            Parker::start(Duration::from_secs(60), tracker.clone(), Arc::clone(&gauge)).unwrap();
+        let permits = Arc::new(tokio::sync::Semaphore::new(4));
+
+        let (first, _first_client) = park_one(&parker, &ctx, &permits, 1).await;
+        assert_eq!((parker.len(), gauge.load(Ordering::Relaxed)), (1, 1));
+        // Keep the first connection's parked waker, as a late wake would use it.
+        let stale = {
+            let slots = lock(&parker.shared.slots);
+            let entry = slots.slots[0].entry.as_ref().unwrap();
+            (0, slots.slots[0].generation, entry.parked.conn)
+        };
+        // The broker closes the first connection: it resumes (its task ends once the
+        // socket closes), and its slot is vacated.
+        drop(first);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while parker.len() > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "not resumed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(gauge.load(Ordering::Relaxed), 0);
+
+        let (_second, _second_client) = park_one(&parker, &ctx, &permits, 2).await;
+        {
+            let slots = lock(&parker.shared.slots);
+            assert_eq!(slots.slots.len(), 1, "the vacated slot was reused");
+            let entry = slots.slots[0].entry.as_ref().unwrap();
+            assert_eq!(entry.parked.conn, ConnId(2));
+            assert_ne!(slots.slots[0].generation, stale.1);
+        }
+        // A wake meant for the first connection leaves the second one parked.
+        Waker::from(Arc::new(SlotWaker {
+            shared: Arc::downgrade(&parker.shared),
+            index: stale.0,
+            generation: stale.1,
+        }))
+        .wake();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            parker.len(),
+            1,
+            "a stale wake resumed the slot's new occupant"
+        );
+        assert_eq!(stale.2, ConnId(1));
+
+        parker.stop();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while parker.len() > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "not closed at stop");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The broker closed the first connection itself: it was not told of a close.
+        assert!(inbox.try_recv().is_err());
+    }
+}
