@@ -58,6 +58,8 @@ async fn every_listed_metric_counts_real_traffic() {
         // QoS 1/2 message to a session that does not acknowledge is a drop (queue_full).
         c.mqtt.max_inflight = 1;
         c.mqtt.max_queued_messages = 1;
+        // Parking is off by default; on here so that the parked gauge counts something.
+        c.listener.park_after = std::time::Duration::from_secs(10);
     })
     .await;
     let mut sub = RawClient::connect_v311(api.mqtt, "m-sub").await;

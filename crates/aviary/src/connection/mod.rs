@@ -207,7 +207,8 @@ fn serve<T: Transport>(
             events: &ctx.events,
         };
         let version = AtomicU8::new(state.level);
-        let idle = Idleness::default();
+        // A resumed connection has parked before, so its CONNACK is long written.
+        let idle = Idleness::new(state.steps == MAX_STEPS);
 
         let end = {
             let reader = read_loop(
@@ -307,6 +308,16 @@ impl Idleness {
     pub(super) const WRITER: u8 = 2;
     /// Either half did something since the last check.
     const ACTIVE: u8 = 4;
+    /// The writer has written (the CONNACK first): a connection still waiting for its
+    /// CONNACK never parks, or a connect burst that keeps the broker task busy for longer
+    /// than the first idle period would park and resume every connection it holds up.
+    const STARTED: u8 = 8;
+
+    /// The state of a connection's halves at the start of its task; `started`: its
+    /// CONNACK was written by an earlier task (it is resuming).
+    pub(super) fn new(started: bool) -> Self {
+        Self(AtomicU8::new(if started { Self::STARTED } else { 0 }))
+    }
 
     /// `side` starts waiting with nothing to do.
     pub(super) fn waiting(&self, side: u8) {
@@ -317,8 +328,13 @@ impl Idleness {
     /// `side` has work.
     pub(super) fn woke(&self, side: u8) {
         let bits = self.0.load(Ordering::Relaxed);
+        let started = if side == Self::WRITER {
+            Self::STARTED
+        } else {
+            0
+        };
         self.0
-            .store((bits & !side) | Self::ACTIVE, Ordering::Relaxed);
+            .store((bits & !side) | Self::ACTIVE | started, Ordering::Relaxed);
     }
 
     /// Completes once both halves have waited through a whole idle period (so between one
@@ -330,7 +346,7 @@ impl Idleness {
             tokio::time::sleep(parker.idle_period(steps)).await;
             let bits = self.0.load(Ordering::Relaxed);
             self.0.store(bits & !Self::ACTIVE, Ordering::Relaxed);
-            if bits == Self::READER | Self::WRITER {
+            if bits == Self::READER | Self::WRITER | Self::STARTED {
                 return;
             }
             steps = steps.saturating_add(1).min(MAX_STEPS);
