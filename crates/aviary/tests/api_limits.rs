@@ -135,15 +135,7 @@ async fn messages_over_the_rate_are_slowed_not_refused() {
     // The pause is counted.
     let mut paused = false;
     for _ in 0..100 {
-        let text = api
-            .http
-            .get(format!("{}/metrics", api.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = api.metrics_text().await;
         let count = text
             .lines()
             .find_map(|l| l.strip_prefix("aviary_reads_paused_total "))

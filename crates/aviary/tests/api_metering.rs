@@ -198,15 +198,7 @@ async fn usage_per_user_is_exact_and_clients_are_paged() {
         "{body}"
     );
     // Per-user units are exported as metrics too.
-    let text = api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = api.metrics_text().await;
     assert!(
         text.lines()
             .any(|l| l == "aviary_usage_units_by_user_total{user=\"bob\"} 6"),

@@ -12,30 +12,16 @@ use std::time::{Duration, Instant};
 use aviary_codec::{Packet, ProtocolVersion};
 use serde_json::json;
 
-use api::{start_api, Api, WAIT};
+use api::{sample, start_api, Api, WAIT};
 use common::{connect_with_credentials_hex, RawClient};
 
 /// The value of the sample `name` (with its labels, as rendered) in `text`.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// `/metrics` once every `(sample, value)` is there (refreshed once a second), or the
 /// last text after `WAIT`.
 async fn metrics_with(api: &Api, wanted: &[(&str, f64)]) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
-        let text = api
-            .http
-            .get(format!("{}/metrics", api.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = api.metrics_text().await;
         let all = wanted.iter().all(|(n, v)| sample(&text, n) == Some(*v));
         if all || Instant::now() > deadline {
             return text;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use aviary_codec::{Packet, ProtocolVersion, QoS, ReasonCode};
 use tokio::time::Instant;
 
-use api::{start_api, Api, WAIT};
+use api::{sample, start_api, Api, WAIT};
 use common::{packet_hex, str_hex, Next, RawClient};
 
 /// A broker whose plain TCP connections park after one idle second.
@@ -22,27 +22,12 @@ async fn start() -> Api {
     start_api(|config| config.listener.park_after = Duration::from_secs(1)).await
 }
 
-/// The value of the sample `name` in the Prometheus text `text`.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// Waits until `/metrics` reports `name` at `value` (connections park one to two
 /// `park_after` after their last activity; the gauge is refreshed once a second).
 async fn wait_metric(api: &Api, name: &str, value: f64) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let text = api
-            .http
-            .get(format!("{}/metrics", api.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = api.metrics_text().await;
         let got = sample(&text, name);
         if got == Some(value) {
             return;

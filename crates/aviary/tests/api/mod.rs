@@ -103,6 +103,18 @@ impl Api {
         (status, value)
     }
 
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Polls `GET path` until `done` holds for its body (at most 100 tries, 50 ms apart).
     pub async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
         let mut last = Value::Null;
@@ -136,6 +148,13 @@ impl Api {
                 .unwrap();
         }
     }
+}
+
+/// The value of the sample `name` (with its labels, if any) in the Prometheus text `text`.
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Asserts an error response: status, code, and that the message mentions `mentions`.
