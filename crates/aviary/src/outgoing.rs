@@ -24,16 +24,7 @@ use aviary_codec::{
 use bytes::{Bytes, BytesMut};
 
 /// The properties of a PUBLISH that has none (what most deliveries have).
-static NO_PROPERTIES: PublishProperties = PublishProperties {
-    payload_format_indicator: None,
-    message_expiry_interval: None,
-    topic_alias: None,
-    response_topic: None,
-    correlation_data: None,
-    user_properties: Vec::new(),
-    subscription_identifiers: Vec::new(),
-    content_type: None,
-};
+static NO_PROPERTIES: PublishProperties = PublishProperties::NONE;
 
 /// One packet waiting in an outbox. `Packet::from` gives back the packet it was made from.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -116,17 +116,22 @@ pub struct PublishProperties {
     pub content_type: Option<String>,
 }
 
+impl PublishProperties {
+    /// No PUBLISH property (what most PUBLISHes carry).
+    pub const NONE: Self = Self {
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        topic_alias: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: Vec::new(),
+        subscription_identifiers: Vec::new(),
+        content_type: None,
+    };
+}
+
 /// No PUBLISH property: what an empty [`PublishPropertiesBox`] dereferences to.
-static NO_PUBLISH_PROPERTIES: PublishProperties = PublishProperties {
-    payload_format_indicator: None,
-    message_expiry_interval: None,
-    topic_alias: None,
-    response_topic: None,
-    correlation_data: None,
-    user_properties: Vec::new(),
-    subscription_identifiers: Vec::new(),
-    content_type: None,
-};
+static NO_PUBLISH_PROPERTIES: PublishProperties = PublishProperties::NONE;
 
 /// The [`PublishProperties`] of a [`crate::Publish`], on the heap only when some property is
 /// present: most PUBLISHes carry none, and inline they would make every `Packet` moved

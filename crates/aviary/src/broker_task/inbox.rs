@@ -66,19 +66,9 @@ impl FairInbox {
 
     /// Adds `event` behind its owner's earlier events.
     pub(super) fn push(&mut self, event: Event) {
-        let owner = match &event {
-            Event::Open { conn, .. }
-            | Event::Packets { conn, .. }
-            | Event::Connect { conn, .. }
-            | Event::ConnectOverRate { conn, .. }
-            | Event::Revoke { conn }
-            | Event::DecodeError { conn, .. }
-            | Event::Closed { conn } => Owner::Conn(*conn),
-            Event::Manage(_) => Owner::Server,
-            Event::Shutdown => {
-                self.shutdown = true;
-                return;
-            }
+        let Some(owner) = owner_of(&event) else {
+            self.shutdown = true; // a shutdown is no one's event: it ends the serving
+            return;
         };
         match self.queues.entry(owner) {
             Entry::Vacant(slot) => {
@@ -107,16 +97,8 @@ impl FairInbox {
     /// handling was cut short); the owner keeps its place in the turns, or, if it has no
     /// other event, takes the last.
     pub(super) fn push_front(&mut self, event: Event) {
-        let owner = match &event {
-            Event::Manage(_) => Owner::Server,
-            Event::Shutdown => return self.push(event),
-            Event::Open { conn, .. }
-            | Event::Packets { conn, .. }
-            | Event::Connect { conn, .. }
-            | Event::ConnectOverRate { conn, .. }
-            | Event::Revoke { conn }
-            | Event::DecodeError { conn, .. }
-            | Event::Closed { conn } => Owner::Conn(*conn),
+        let Some(owner) = owner_of(&event) else {
+            return self.push(event);
         };
         match self.queues.entry(owner) {
             Entry::Vacant(slot) => {
@@ -185,6 +167,21 @@ impl FairInbox {
     /// Whether nothing more is taken from the channel.
     pub(super) fn closed(&self) -> bool {
         self.shutdown
+    }
+}
+
+/// Whose turn `event` waits in (`None`: a shutdown, which is no one's).
+fn owner_of(event: &Event) -> Option<Owner> {
+    match event {
+        Event::Open { conn, .. }
+        | Event::Packets { conn, .. }
+        | Event::Connect { conn, .. }
+        | Event::ConnectOverRate { conn, .. }
+        | Event::Revoke { conn }
+        | Event::DecodeError { conn, .. }
+        | Event::Closed { conn } => Some(Owner::Conn(*conn)),
+        Event::Manage(_) => Some(Owner::Server),
+        Event::Shutdown => None,
     }
 }
 
