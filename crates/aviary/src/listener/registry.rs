@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -529,7 +529,7 @@ impl Registry {
             addr: spec.bind,
             source,
         };
-        let listener = TcpListener::bind(spec.bind).await.map_err(bind_error)?;
+        let listener = bind_listener(spec.bind).map_err(bind_error)?;
         let address = listener.local_addr().map_err(bind_error)?;
         info!(name = %spec.name, kind = ?spec.kind, %address, "MQTT listener on");
         let stop = CancellationToken::new();
@@ -610,6 +610,25 @@ fn state(entry: &Entry) -> ListenerState {
         spec: entry.spec.clone(),
         address: entry.running.as_ref().map(|r| r.address),
     }
+}
+
+/// How many connections the kernel may hold completed but not yet accepted (capped by
+/// `net.core.somaxconn`). tokio's default of 1,024 overflows when a fleet reconnects at
+/// once (every client after a restart): the kernel then drops SYNs, and each dropped
+/// client waits a second or more for its retransmission.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr` (address reuse on, as tokio's `TcpListener::bind` does,
+/// so that a restarted broker can bind while old connections linger in TIME_WAIT).
+fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
 }
 
 #[cfg(test)]
