@@ -108,8 +108,8 @@ impl Broker {
                 peer: c.peer,
                 keep_alive: c.keep_alive_seconds,
                 subscriptions: session.subscriptions.len(),
-                inflight: session.inflight.len(),
-                queued: session.queue.len(),
+                inflight: session.inflight_len(),
+                queued: session.queued_len(),
                 units: c.units + session.link.as_ref().map_or(0, |l| l.units),
             })
         })

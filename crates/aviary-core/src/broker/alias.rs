@@ -19,8 +19,14 @@ pub(crate) enum AliasError {
 /// The client's topic aliases towards us.
 #[derive(Debug, Default)]
 pub(crate) struct InboundAliases {
-    /// Index `alias - 1`; grows on demand up to the maximum.
-    topics: Vec<Option<TopicName>>,
+    /// Index `alias - 1`; grows on demand up to the maximum. Created with the first
+    /// alias: every connection holds this and most clients send none (an empty `Vec` is
+    /// 24 bytes, the box 8).
+    #[allow(
+        clippy::box_collection,
+        reason = "boxing keeps every connection 16 bytes smaller; few clients use aliases"
+    )]
+    topics: Option<Box<Vec<Option<TopicName>>>>,
 }
 
 impl InboundAliases {
@@ -39,15 +45,17 @@ impl InboundAliases {
         if topic.is_empty() {
             return self
                 .topics
-                .get(slot)
+                .as_ref()
+                .and_then(|topics| topics.get(slot))
                 .cloned()
                 .flatten()
                 .ok_or(AliasError::Unknown);
         }
-        if self.topics.len() <= slot {
-            self.topics.resize(slot + 1, None);
+        let topics = self.topics.get_or_insert_default();
+        if topics.len() <= slot {
+            topics.resize(slot + 1, None);
         }
-        self.topics[slot] = Some(topic.clone());
+        topics[slot] = Some(topic.clone());
         Ok(topic)
     }
 }
@@ -65,41 +73,42 @@ pub(crate) enum OutboundTopic {
 
 /// The aliases we assigned on this connection. Policy: give each new topic the next free
 /// alias until the client's maximum is used up, then send full topics for new ones.
+/// Nothing is allocated for a client that allows no aliases (every 3.x client, most 5.0
+/// ones): every connected session holds this, and it is one pointer.
 #[derive(Debug, Default)]
-pub(crate) struct OutboundAliases {
-    /// The client's Topic Alias Maximum (0: no aliases).
+pub(crate) struct OutboundAliases(Option<Box<Bound>>);
+
+/// The aliases of a client that allows some.
+#[derive(Debug)]
+struct Bound {
+    /// The client's Topic Alias Maximum (not 0).
     maximum: u16,
-    /// Topic → alias announced on this connection; created with the first alias (most
-    /// clients allow none, and every connected session holds this: an empty map is 48
-    /// bytes, the box 8).
-    #[allow(
-        clippy::box_collection,
-        reason = "boxing keeps every connected session 40 bytes smaller"
-    )]
-    bound: Option<Box<HashMap<TopicName, NonZeroU16>>>,
+    /// Topic → alias announced on this connection.
+    topics: HashMap<TopicName, NonZeroU16>,
 }
 
 impl OutboundAliases {
     pub(crate) fn new(maximum: u16) -> Self {
-        Self {
-            maximum,
-            bound: None,
-        }
+        Self((maximum > 0).then(|| {
+            Box::new(Bound {
+                maximum,
+                topics: HashMap::new(),
+            })
+        }))
     }
 
     /// How to name `topic` in the next PUBLISH.
     pub(crate) fn lookup(&self, topic: &TopicName) -> OutboundTopic {
-        if self.maximum == 0 {
+        let Some(bound) = self.0.as_deref() else {
             return OutboundTopic::Full;
-        }
-        let bound = self.bound.as_deref();
-        if let Some(alias) = bound.and_then(|b| b.get(topic)) {
+        };
+        if let Some(alias) = bound.topics.get(topic) {
             return OutboundTopic::Alias(*alias);
         }
-        // bound.len() < maximum ≤ u16::MAX, so the conversion and the + 1 cannot overflow.
-        match u16::try_from(bound.map_or(0, HashMap::len) + 1)
+        // topics.len() < maximum ≤ u16::MAX, so the conversion and the + 1 cannot overflow.
+        match u16::try_from(bound.topics.len() + 1)
             .ok()
-            .filter(|n| *n <= self.maximum)
+            .filter(|n| *n <= bound.maximum)
             .and_then(NonZeroU16::new)
         {
             Some(alias) => OutboundTopic::Bind(alias),
@@ -107,9 +116,12 @@ impl OutboundAliases {
         }
     }
 
-    /// Records a binding announced in a PUBLISH that was really sent.
+    /// Records a binding announced in a PUBLISH that was really sent (only bindings
+    /// [`OutboundAliases::lookup`] offered, so the client allows aliases).
     pub(crate) fn bind(&mut self, topic: TopicName, alias: NonZeroU16) {
-        self.bound.get_or_insert_default().insert(topic, alias);
+        if let Some(bound) = &mut self.0 {
+            bound.topics.insert(topic, alias);
+        }
     }
 }
 

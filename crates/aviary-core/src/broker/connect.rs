@@ -4,7 +4,6 @@
 
 use std::num::{NonZeroU16, NonZeroU32};
 use std::sync::Arc;
-use std::time::Duration;
 use std::time::Instant;
 
 use aviary_codec::properties::ConnAckProperties;
@@ -176,7 +175,7 @@ impl Broker {
         let link = Link {
             conn,
             protocol,
-            window: usize::from(window.max(1)),
+            window: window.max(1),
             max_packet_size: client_max,
             aliases: OutboundAliases::new(connect.properties.topic_alias_maximum.unwrap_or(0)),
             retry: !v5 || self.config.retry_v5,
@@ -194,14 +193,11 @@ impl Broker {
         // the store.
         self.persist_session(sid);
 
-        let keep_alive_period = (keep_alive.seconds > 0)
-            .then(|| Duration::from_millis(u64::from(keep_alive.seconds) * 1500));
         let connected = pending.accept(
             Accepted {
                 protocol,
                 session: sid,
                 client_id: client_id.clone(),
-                keep_alive: keep_alive_period,
                 keep_alive_seconds: keep_alive.seconds,
                 will,
                 connect_expiry_zero: requested_expiry == 0,
@@ -220,6 +216,7 @@ impl Broker {
                 message: Arc::new(Message::from_will((**will).clone(), client_id.clone(), now)),
             });
         }
+        let keep_alive_period = connected.keep_alive_period();
         self.connections
             .insert(conn, Connection::Connected(Box::new(connected)));
         self.connected += 1;

@@ -42,7 +42,9 @@ pub(crate) struct Connecting {
     pub(crate) opened_at: Instant,
 }
 
-/// A connection with an accepted CONNECT.
+/// A connection with an accepted CONNECT. Every connected client holds one, so its size
+/// is paid per idle connection (`connected_stays_small` pins it): what can be derived is
+/// not stored, and what few connections use is boxed on first use.
 #[derive(Debug)]
 pub(crate) struct Connected {
     /// The client's address (management API, logs).
@@ -53,9 +55,8 @@ pub(crate) struct Connected {
     pub(crate) session: SessionId,
     /// The client identifier (assigned ones included).
     pub(crate) client_id: Arc<str>,
-    /// 1.5 × the granted keep alive, `None` when keep alive is off [MQTT-3.1.2-24].
-    pub(crate) keep_alive: Option<Duration>,
-    /// The granted keep alive in seconds, as shown by the management API.
+    /// The granted keep alive in seconds (0: off), as shown by the management API; the
+    /// period enforced is derived from it ([`Connected::keep_alive_period`]).
     pub(crate) keep_alive_seconds: u16,
     /// When the last packet arrived (any packet resets keep alive).
     pub(crate) last_seen: Instant,
@@ -87,7 +88,6 @@ impl Connecting {
             protocol: accepted.protocol,
             session: accepted.session,
             client_id: accepted.client_id,
-            keep_alive: accepted.keep_alive,
             keep_alive_seconds: accepted.keep_alive_seconds,
             last_seen: now,
             aliases: InboundAliases::default(),
@@ -111,13 +111,20 @@ pub(crate) struct Accepted {
     pub(crate) session: SessionId,
     /// As given, or assigned.
     pub(crate) client_id: Arc<str>,
-    pub(crate) keep_alive: Option<Duration>,
     pub(crate) keep_alive_seconds: u16,
     pub(crate) will: Option<Box<Will>>,
     pub(crate) connect_expiry_zero: bool,
     pub(crate) problem_info: bool,
     pub(crate) max_packet_size: Option<u32>,
     pub(crate) principal: Arc<Principal>,
+}
+
+impl Connected {
+    /// 1.5 × the granted keep alive, `None` when keep alive is off [MQTT-3.1.2-24].
+    pub(crate) fn keep_alive_period(&self) -> Option<Duration> {
+        (self.keep_alive_seconds > 0)
+            .then(|| Duration::from_millis(u64::from(self.keep_alive_seconds) * 1500))
+    }
 }
 
 impl Connection {

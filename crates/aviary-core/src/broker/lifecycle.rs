@@ -70,7 +70,7 @@ impl Broker {
         let Some(session) = self.sessions.get_mut(&sid) else {
             return;
         };
-        let sent_units = session.link.take().map_or(0, |l| l.units);
+        let sent_units = session.unlink().map_or(0, |l| l.units);
         let units = c.units + sent_units + DISCONNECT_UNITS;
         self.fx.event(|| Event::Disconnected {
             conn,
@@ -78,7 +78,6 @@ impl Broker {
             reason,
             units,
         });
-        session.retry_at = None;
         let mut will_now = None;
         if let (true, Some(will)) = (reason.publishes_will(), c.will) {
             let delay = will.properties.will_delay_interval.unwrap_or(0);
@@ -88,7 +87,7 @@ impl Broker {
             } else {
                 // Published after the delay, or when the session ends if that is sooner.
                 let at = now + Duration::from_secs(u64::from(delay));
-                session.pending_will = Some(PendingWill { at, message });
+                session.pending_will = Some(Box::new(PendingWill { at, message }));
                 self.fx.timers.schedule(at, Timer::Will(sid));
             }
         }
@@ -127,7 +126,7 @@ impl Broker {
             Timer::KeepAlive(conn) => {
                 matches!(connections.get(&conn), Some(Connection::Connected(_)))
             }
-            Timer::Retry(sid) => sessions.get(&sid).is_some_and(|s| s.retry_at == Some(at)),
+            Timer::Retry(sid) => sessions.get(&sid).is_some_and(|s| s.retry_at() == Some(at)),
             Timer::Will(sid) => sessions
                 .get(&sid)
                 .is_some_and(|s| s.pending_will.as_ref().is_some_and(|w| w.at == at)),
@@ -186,7 +185,9 @@ impl Broker {
                 let Some(c) = self.connections.get(&conn).and_then(Connection::connected) else {
                     return;
                 };
-                let Some(period) = c.keep_alive else { return };
+                let Some(period) = c.keep_alive_period() else {
+                    return;
+                };
                 let deadline = c.last_seen + period;
                 if deadline > now {
                     self.fx.timers.schedule(deadline, Timer::KeepAlive(conn));

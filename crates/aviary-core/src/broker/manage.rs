@@ -226,12 +226,8 @@ impl Broker {
                 });
                 group.members.push(session.client_id.to_string());
                 let tagged = |d: &super::message::Delivery| d.shared.as_ref() == Some(filter);
-                group.backlog += session.queue.iter().filter(|d| tagged(d)).count()
-                    + session
-                        .inflight
-                        .iter()
-                        .filter(|i| tagged(&i.delivery))
-                        .count();
+                group.backlog += session.queued().filter(|d| tagged(d)).count()
+                    + session.inflight().filter(|i| tagged(&i.delivery)).count();
             }
         }
         let mut groups: Vec<SharedGroupInfo> = groups.into_values().collect();
@@ -259,8 +255,8 @@ impl Broker {
             conn,
             client_id: &c.client_id,
             units: c.units + session.link.as_ref().map_or(0, |l| l.units),
-            inflight: session.inflight.len(),
-            queued: session.queue.len(),
+            inflight: session.inflight_len(),
+            queued: session.queued_len(),
         })
     }
 

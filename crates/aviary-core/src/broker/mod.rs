@@ -15,7 +15,7 @@
 //! * `manage` — more of them: session subscriptions, retained, shared groups, limits;
 //! * `events` — opt-in [`Event`]s for the management side;
 //! * `metering` — usage units per message, connect and disconnect;
-//! * `alias`, `timers`, `message`, `stats`, `idmap` — small pieces used by the above.
+//! * `alias`, `timers`, `message`, `stats`, `idmap`, `lazy` — small pieces used by the above.
 //!
 //! The broker is owned by one task of the I/O shell: no locks inside. Its output queue of
 //! [`Transmit`]s is unbounded by construction but bounded in practice: every entry is
@@ -51,6 +51,7 @@ mod connect;
 mod connection;
 mod events;
 mod idmap;
+mod lazy;
 mod lifecycle;
 mod manage;
 mod message;

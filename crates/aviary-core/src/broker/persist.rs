@@ -305,11 +305,13 @@ impl Broker {
         } else if session.persisted {
             session.persisted = false;
             // Its copies are deleted with it; they are no longer persisted.
-            for entry in &mut session.inflight {
-                entry.delivery.store_id = None;
-            }
-            for delivery in &mut session.queue {
-                delivery.store_id = None;
+            if let Some(out) = &mut session.outbound {
+                for entry in &mut out.inflight {
+                    entry.delivery.store_id = None;
+                }
+                for delivery in &mut out.queue {
+                    delivery.store_id = None;
+                }
             }
             let client_id = session.client_id.clone();
             self.fx.store(StoreOp::SessionDeleted { client_id });
@@ -385,19 +387,23 @@ impl Broker {
                 DeliveryState::Released(id) => (id, Awaiting::PubComp),
             };
             max_packet_id = max_packet_id.max(packet_id.get());
-            session.inflight.push_back(Inflight {
-                packet_id,
-                delivery,
-                state,
-                sent_at: now,
-            });
+            session
+                .outbound
+                .get_or_insert_default()
+                .inflight
+                .push_back(Inflight {
+                    packet_id,
+                    delivery,
+                    state,
+                    sent_at: now,
+                });
         }
         session.next_packet_id = max_packet_id.checked_add(1).unwrap_or(1);
         session.incoming_qos2.extend(incoming_qos2);
         if let Some((at, message)) = persisted.will {
             // A will whose time passed while the broker was down goes out at once.
             let at = at.max(now);
-            session.pending_will = Some(PendingWill { at, message });
+            session.pending_will = Some(Box::new(PendingWill { at, message }));
             self.fx.timers.schedule(at, Timer::Will(sid));
         }
         let expiry = persisted.expiry_interval;

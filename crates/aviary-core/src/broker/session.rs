@@ -14,7 +14,7 @@
 //!                                 Awaiting::PubComp ──PUBCOMP──▶ done     (QoS 2)
 //! ```
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,6 +22,7 @@ use std::time::Instant;
 use aviary_codec::{PacketId, ProtocolVersion, QoS, ReasonCode, SubscriptionOptions, TopicFilter};
 
 use super::alias::OutboundAliases;
+use super::lazy::{PacketIds, Subscriptions};
 use super::message::{Delivery, Message};
 use super::outgoing::{pubrel, resend, send_publish};
 use super::persist::{store_done, store_state, DeliveryState};
@@ -90,7 +91,7 @@ pub(crate) struct Link {
     /// The dialect PUBLISHes are built for.
     pub(crate) protocol: ProtocolVersion,
     /// In-flight window: 3.x `max_inflight`; 5.0 the client's Receive Maximum (capped).
-    pub(crate) window: usize,
+    pub(crate) window: u16,
     /// The client's Maximum Packet Size (5.0) [MQTT-3.1.2-25].
     pub(crate) max_packet_size: Option<u32>,
     /// Topic aliases we assigned on this connection.
@@ -104,79 +105,18 @@ pub(crate) struct Link {
     pub(crate) retry: bool,
 }
 
-/// A set of packet ids, allocated on first use: every session holds one (incoming QoS 2
-/// ids awaiting PUBREL) and most never use it; an empty `HashSet` would cost 48 bytes in
-/// each, the box 8. A hash set because a peer chooses the ids (up to 65,535 of them).
+/// The outgoing QoS 1/2 state of a session. Allocated with its first QoS 1/2 message
+/// (an idle session never has one, and the two deques alone are 64 bytes) and kept while
+/// the session stays connected, so a subscriber receiving QoS 1/2 allocates it once;
+/// freed when the connection ends if nothing is left in it ([`Session::unlink`]).
 #[derive(Debug, Default)]
-#[allow(
-    clippy::box_collection,
-    reason = "boxing keeps every session 40 bytes smaller; few sessions receive QoS 2"
-)]
-pub(crate) struct PacketIds(Option<Box<HashSet<PacketId>>>);
-
-impl PacketIds {
-    pub(crate) fn contains(&self, id: &PacketId) -> bool {
-        self.0.as_ref().is_some_and(|set| set.contains(id))
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |set| set.len())
-    }
-
-    /// Adds `id`; false if it was there already.
-    pub(crate) fn insert(&mut self, id: PacketId) -> bool {
-        self.0.get_or_insert_default().insert(id)
-    }
-
-    /// Removes `id`; false if it was not there. The set stays allocated (a QoS 2
-    /// publisher would otherwise allocate it again for every message).
-    pub(crate) fn remove(&mut self, id: &PacketId) -> bool {
-        self.0.as_mut().is_some_and(|set| set.remove(id))
-    }
-}
-
-impl Extend<PacketId> for PacketIds {
-    fn extend<I: IntoIterator<Item = PacketId>>(&mut self, ids: I) {
-        for id in ids {
-            self.insert(id);
-        }
-    }
-}
-
-/// One session.
-#[derive(Debug)]
-pub(crate) struct Session {
-    /// This instance's id (the index key).
-    pub(crate) id: SessionId,
-    /// The client identifier owning the session.
-    pub(crate) client_id: Arc<str>,
-    /// At most one per filter [MQTT-3.8.4-3]; mirrored in the broker's index.
-    pub(crate) subscriptions: HashMap<TopicFilter, Subscription>,
-    /// Seconds the session outlives its connection; 0 ends it with the connection,
-    /// u32::MAX never expires.
-    pub(crate) expiry_interval: u32,
-    /// When a disconnected session expires (`None` while connected or never).
-    pub(crate) expires_at: Option<Instant>,
+pub(crate) struct Outbound {
     /// Sent and unacknowledged, in send order (the order resends keep [MQTT-4.6.0-1]).
     pub(crate) inflight: VecDeque<Inflight>,
     /// QoS 1/2 messages waiting for room in the window (bounded, see [`QueueOverflow`]).
     ///
     /// [`QueueOverflow`]: super::QueueOverflow
     pub(crate) queue: VecDeque<Delivery>,
-    /// The next packet id to try; ids still in flight are skipped.
-    pub(crate) next_packet_id: u16,
-    /// Incoming QoS 2 packet ids whose PUBLISH was accepted and whose PUBREL has not come:
-    /// a re-sent PUBLISH with one of them is not delivered again (spec 4.3.3).
-    pub(crate) incoming_qos2: PacketIds,
-    /// A will waiting for its delay after the connection was lost.
-    pub(crate) pending_will: Option<PendingWill>,
-    /// The retry timer currently scheduled (lazy timers: others are stale).
-    pub(crate) retry_at: Option<Instant>,
-    /// The connection, while connected.
-    pub(crate) link: Option<Link>,
-    /// Whether the store holds this session (it outlives its connection and persistence
-    /// is on): its QoS 1/2 copies are then persisted too.
-    pub(crate) persisted: bool,
     /// Sum of [`Delivery::size`] over `queue` (bounded by `max_queued_bytes`).
     pub(crate) queued_bytes: usize,
     /// No message in `queue` expires before this (`None`: none of them can expire). A
@@ -184,6 +124,41 @@ pub(crate) struct Session {
     /// expired messages only when one may be there, not on every message that arrives
     /// while it is full (a scan of up to `max_queued_messages` each time).
     pub(crate) queue_expiry: Option<Instant>,
+    /// The retry timer currently scheduled (lazy timers: others are stale).
+    pub(crate) retry_at: Option<Instant>,
+}
+
+/// One session. Every connection has one (clean ones too), so its size is paid per idle
+/// connection: what most sessions never use is boxed on first use ([`Outbound`],
+/// [`Subscriptions`], [`PacketIds`], the delayed will); `session_stays_small` pins the
+/// size.
+#[derive(Debug)]
+pub(crate) struct Session {
+    /// This instance's id (the index key).
+    pub(crate) id: SessionId,
+    /// The client identifier owning the session.
+    pub(crate) client_id: Arc<str>,
+    /// At most one per filter [MQTT-3.8.4-3]; mirrored in the broker's index.
+    pub(crate) subscriptions: Subscriptions,
+    /// Seconds the session outlives its connection; 0 ends it with the connection,
+    /// u32::MAX never expires.
+    pub(crate) expiry_interval: u32,
+    /// The next packet id to try; ids still in flight are skipped.
+    pub(crate) next_packet_id: u16,
+    /// Whether the store holds this session (it outlives its connection and persistence
+    /// is on): its QoS 1/2 copies are then persisted too.
+    pub(crate) persisted: bool,
+    /// When a disconnected session expires (`None` while connected or never).
+    pub(crate) expires_at: Option<Instant>,
+    /// In-flight window, queue and retry timer; `None` until the first QoS 1/2 message.
+    pub(crate) outbound: Option<Box<Outbound>>,
+    /// Incoming QoS 2 packet ids whose PUBLISH was accepted and whose PUBREL has not come:
+    /// a re-sent PUBLISH with one of them is not delivered again (spec 4.3.3).
+    pub(crate) incoming_qos2: PacketIds,
+    /// A will waiting for its delay after the connection was lost (boxed: rare).
+    pub(crate) pending_will: Option<Box<PendingWill>>,
+    /// The connection, while connected.
+    pub(crate) link: Option<Link>,
 }
 
 impl Session {
@@ -191,25 +166,59 @@ impl Session {
         Self {
             id,
             client_id,
-            subscriptions: HashMap::new(),
+            subscriptions: Subscriptions::default(),
             expiry_interval: 0,
-            expires_at: None,
-            inflight: VecDeque::new(),
-            queue: VecDeque::new(),
             next_packet_id: 1,
+            persisted: false,
+            expires_at: None,
+            outbound: None,
             incoming_qos2: PacketIds::default(),
             pending_will: None,
-            retry_at: None,
             link: None,
-            persisted: false,
-            queued_bytes: 0,
-            queue_expiry: None,
         }
     }
 
     /// Whether a connection is attached.
     pub(crate) fn is_connected(&self) -> bool {
         self.link.is_some()
+    }
+
+    /// The messages sent and unacknowledged, in send order.
+    pub(crate) fn inflight(&self) -> impl Iterator<Item = &Inflight> {
+        self.outbound.iter().flat_map(|o| o.inflight.iter())
+    }
+
+    /// The messages waiting for room in the window, in order.
+    pub(crate) fn queued(&self) -> impl Iterator<Item = &Delivery> {
+        self.outbound.iter().flat_map(|o| o.queue.iter())
+    }
+
+    /// How many messages are in flight.
+    pub(crate) fn inflight_len(&self) -> usize {
+        self.outbound.as_ref().map_or(0, |o| o.inflight.len())
+    }
+
+    /// How many messages are queued.
+    pub(crate) fn queued_len(&self) -> usize {
+        self.outbound.as_ref().map_or(0, |o| o.queue.len())
+    }
+
+    /// The retry timer currently scheduled.
+    pub(crate) fn retry_at(&self) -> Option<Instant> {
+        self.outbound.as_ref().and_then(|o| o.retry_at)
+    }
+
+    /// The connection ended: detaches its link (returned) and cancels the retry timer;
+    /// an outbound state with nothing left in it is freed (a disconnected session keeps
+    /// only what it must deliver later).
+    pub(crate) fn unlink(&mut self) -> Option<Link> {
+        if let Some(out) = &mut self.outbound {
+            out.retry_at = None;
+            if out.inflight.is_empty() && out.queue.is_empty() {
+                self.outbound = None;
+            }
+        }
+        self.link.take()
     }
 
     /// Hands one message copy to the session: sent now, queued, or dropped (counted).
@@ -235,7 +244,11 @@ impl Session {
         };
         if delivery.qos == QoS::AtMostOnce {
             send_publish(link, &delivery, None, false, fx, now);
-        } else if self.queue.is_empty() && self.inflight.len() < link.window {
+        } else if self
+            .outbound
+            .as_ref()
+            .is_none_or(|o| o.queue.is_empty() && o.inflight.len() < usize::from(link.window))
+        {
             self.start_inflight(delivery, fx, config, now);
         } else {
             self.enqueue(delivery, fx, config, now);
@@ -252,16 +265,18 @@ impl Session {
         now: Instant,
     ) {
         let size = delivery.size();
-        let full = |s: &Self| {
-            s.queue.len() >= config.max_queued_messages
-                || s.queued_bytes + size > config.max_queued_bytes
+        let full = |o: &Outbound| {
+            o.queue.len() >= config.max_queued_messages
+                || o.queued_bytes + size > config.max_queued_bytes
         };
-        if full(self) && self.queue_expiry.is_some_and(|at| now > at) {
+        let client_id = &self.client_id;
+        let out = &mut **self.outbound.get_or_insert_default();
+        if full(out) && out.queue_expiry.is_some_and(|at| now > at) {
             // Make room from expired messages before dropping live ones.
-            let before = self.queue.len();
-            let (client_id, bytes) = (&self.client_id, &mut self.queued_bytes);
+            let before = out.queue.len();
+            let bytes = &mut out.queued_bytes;
             let mut earliest: Option<Instant> = None;
-            self.queue.retain(|d| {
+            out.queue.retain(|d| {
                 let keep = !d.message.is_expired(now);
                 if keep {
                     earliest = earlier(earliest, d.message.expires_at());
@@ -271,22 +286,22 @@ impl Session {
                 }
                 keep
             });
-            self.queue_expiry = earliest;
-            fx.stats.dropped.expired += (before - self.queue.len()) as u64;
+            out.queue_expiry = earliest;
+            fx.stats.dropped.expired += (before - out.queue.len()) as u64;
         }
-        if full(self) {
+        if full(out) {
             fx.stats.dropped.queue_full += 1;
             match config.queue_overflow {
                 super::QueueOverflow::DropNew => return,
                 super::QueueOverflow::DropOldest => {
                     // Each pass removes one message, so this ends.
-                    while full(self) {
-                        let Some(oldest) = self.queue.pop_front() else {
+                    while full(out) {
+                        let Some(oldest) = out.queue.pop_front() else {
                             // Nothing can wait (a limit of 0, or one message too large).
                             return;
                         };
-                        self.queued_bytes -= oldest.size();
-                        store_done(&self.client_id, &oldest, fx);
+                        out.queued_bytes -= oldest.size();
+                        store_done(client_id, &oldest, fx);
                     }
                 }
             }
@@ -297,23 +312,26 @@ impl Session {
 
     /// Appends to the queue, keeping `queued_bytes` and `queue_expiry` true.
     pub(crate) fn push_queued(&mut self, delivery: Delivery) {
-        self.queued_bytes += delivery.size();
-        self.queue_expiry = earlier(self.queue_expiry, delivery.message.expires_at());
-        self.queue.push_back(delivery);
+        let out = self.outbound.get_or_insert_default();
+        out.queued_bytes += delivery.size();
+        out.queue_expiry = earlier(out.queue_expiry, delivery.message.expires_at());
+        out.queue.push_back(delivery);
     }
 
     /// Moves queued messages into the window while it has room.
     pub(crate) fn pump(&mut self, fx: &mut Effects, config: &BrokerConfig, now: Instant) {
         // Each pass removes one queued message, so this ends.
         loop {
-            let Some(link) = &self.link else { return };
-            if self.inflight.len() >= link.window {
-                return;
-            }
-            let Some(delivery) = self.queue.pop_front() else {
+            let (Some(link), Some(out)) = (&self.link, &mut self.outbound) else {
                 return;
             };
-            self.queued_bytes -= delivery.size();
+            if out.inflight.len() >= usize::from(link.window) {
+                return;
+            }
+            let Some(delivery) = out.queue.pop_front() else {
+                return;
+            };
+            out.queued_bytes -= delivery.size();
             if delivery.message.is_expired(now) {
                 fx.stats.dropped.expired += 1;
                 store_done(&self.client_id, &delivery, fx);
@@ -348,12 +366,15 @@ impl Session {
         } else {
             Awaiting::PubRec
         };
-        self.inflight.push_back(Inflight {
-            packet_id,
-            delivery,
-            state,
-            sent_at: now,
-        });
+        self.outbound
+            .get_or_insert_default()
+            .inflight
+            .push_back(Inflight {
+                packet_id,
+                delivery,
+                state,
+                sent_at: now,
+            });
         if retry {
             self.schedule_retry(fx, config, now);
         }
@@ -362,23 +383,36 @@ impl Session {
     /// The next packet id not in flight. Callers guarantee a free id exists: the window
     /// is at most 65,535 and they only allocate while `inflight.len() < window`.
     fn allocate_packet_id(&mut self) -> PacketId {
+        let inflight = self.outbound.as_deref().map(|o| &o.inflight);
         loop {
             let raw = self.next_packet_id;
             self.next_packet_id = raw.checked_add(1).unwrap_or(1);
             let Some(id) = PacketId::new(raw) else {
                 continue;
             };
-            if !self.inflight.iter().any(|e| e.packet_id == id) {
+            if !inflight.is_some_and(|f| f.iter().any(|e| e.packet_id == id)) {
                 return id;
             }
         }
     }
 
+    /// Schedules the retry timer if none is (only called with messages in flight).
     fn schedule_retry(&mut self, fx: &mut Effects, config: &BrokerConfig, now: Instant) {
-        if let (Some(interval), None) = (config.retry_interval(), self.retry_at) {
+        let Some(out) = &mut self.outbound else {
+            return;
+        };
+        if let (Some(interval), None) = (config.retry_interval(), out.retry_at) {
             let at = now + interval;
-            self.retry_at = Some(at);
+            out.retry_at = Some(at);
             fx.timers.schedule(at, Timer::Retry(self.id));
+        }
+    }
+
+    /// Removes the in-flight entry at `pos` (from [`Session::position`]): its message is
+    /// done.
+    fn complete(&mut self, pos: usize, fx: &mut Effects) {
+        if let Some(done) = self.outbound.as_mut().and_then(|o| o.inflight.remove(pos)) {
+            store_done(&self.client_id, &done.delivery, fx);
         }
     }
 
@@ -391,9 +425,7 @@ impl Session {
         now: Instant,
     ) {
         if let Some(pos) = self.position(packet_id, |s| s == Awaiting::PubAck) {
-            if let Some(done) = self.inflight.remove(pos) {
-                store_done(&self.client_id, &done.delivery, fx);
-            }
+            self.complete(pos, fx);
             self.pump(fx, config, now);
         }
     }
@@ -412,13 +444,13 @@ impl Session {
             return false;
         };
         if reason_code.is_error() {
-            if let Some(done) = self.inflight.remove(pos) {
-                store_done(&self.client_id, &done.delivery, fx);
-            }
+            self.complete(pos, fx);
             self.pump(fx, config, now);
             return true;
         }
-        let entry = &mut self.inflight[pos];
+        let Some(entry) = self.outbound.as_mut().and_then(|o| o.inflight.get_mut(pos)) else {
+            return false;
+        };
         entry.state = Awaiting::PubComp;
         entry.sent_at = now;
         store_state(
@@ -442,9 +474,7 @@ impl Session {
         now: Instant,
     ) {
         if let Some(pos) = self.position(packet_id, |s| s == Awaiting::PubComp) {
-            if let Some(done) = self.inflight.remove(pos) {
-                store_done(&self.client_id, &done.delivery, fx);
-            }
+            self.complete(pos, fx);
             self.pump(fx, config, now);
         }
     }
@@ -452,7 +482,9 @@ impl Session {
     /// Index of the in-flight entry with `packet_id` in an accepted state. Acks mostly come
     /// in order, so the match is usually at the front.
     fn position(&self, packet_id: PacketId, state: impl Fn(Awaiting) -> bool) -> Option<usize> {
-        self.inflight
+        self.outbound
+            .as_ref()?
+            .inflight
             .iter()
             .position(|e| e.packet_id == packet_id && state(e.state))
     }
@@ -460,11 +492,12 @@ impl Session {
     /// Session resumed on a new connection: resend every unacknowledged message in its
     /// original order, PUBLISH with DUP=1 or PUBREL [MQTT-4.4.0-1], then fill the window.
     pub(crate) fn resume(&mut self, fx: &mut Effects, config: &BrokerConfig, now: Instant) {
-        let Some(link) = self.link.as_mut() else {
+        let (Some(link), Some(out)) = (self.link.as_mut(), self.outbound.as_mut()) else {
+            // Nothing in flight or queued.
             return;
         };
         let client_id = &self.client_id;
-        self.inflight.retain_mut(|entry| {
+        out.inflight.retain_mut(|entry| {
             entry.sent_at = now;
             let keep = resend(link, entry, fx, now);
             if !keep {
@@ -472,9 +505,8 @@ impl Session {
             }
             keep
         });
-        let retry = link.retry;
-        self.retry_at = None;
-        if retry && !self.inflight.is_empty() {
+        out.retry_at = None;
+        if link.retry && !out.inflight.is_empty() {
             self.schedule_retry(fx, config, now);
         }
         self.pump(fx, config, now);
@@ -488,15 +520,15 @@ impl Session {
         config: &BrokerConfig,
         now: Instant,
     ) {
-        if self.retry_at != Some(at) {
+        let Some(out) = self.outbound.as_mut().filter(|o| o.retry_at == Some(at)) else {
             return; // stale entry
-        }
-        self.retry_at = None;
+        };
+        out.retry_at = None;
         let (Some(link), Some(interval)) = (self.link.as_mut(), config.retry_interval()) else {
             return;
         };
         let client_id = &self.client_id;
-        self.inflight.retain_mut(|entry| {
+        out.inflight.retain_mut(|entry| {
             if entry.sent_at + interval > now {
                 return true;
             }
@@ -507,9 +539,9 @@ impl Session {
             }
             keep
         });
-        if let Some(oldest) = self.inflight.iter().map(|e| e.sent_at).min() {
+        if let Some(oldest) = out.inflight.iter().map(|e| e.sent_at).min() {
             let at = oldest + interval;
-            self.retry_at = Some(at);
+            out.retry_at = Some(at);
             fx.timers.schedule(at, Timer::Retry(self.id));
         }
     }
@@ -521,11 +553,10 @@ impl Session {
     pub(crate) fn shared_filters_pending(&self, only: Option<&TopicFilter>) -> Vec<TopicFilter> {
         let mut filters: Vec<TopicFilter> = Vec::new();
         let inflight = self
-            .inflight
-            .iter()
+            .inflight()
             .filter(|e| e.state == Awaiting::PubAck)
             .map(|e| &e.delivery);
-        for delivery in inflight.chain(self.queue.iter()) {
+        for delivery in inflight.chain(self.queued()) {
             if let Some(filter) = &delivery.shared {
                 if only.is_none_or(|o| o == filter) && !filters.contains(filter) {
                     filters.push(filter.clone());
@@ -544,9 +575,12 @@ impl Session {
         fx: &mut Effects,
     ) -> Vec<Delivery> {
         let mut taken = Vec::new();
+        let Some(out) = self.outbound.as_mut() else {
+            return taken;
+        };
         let tagged = |d: &Delivery| d.shared.as_ref().is_some_and(|f| filters.contains(f));
         let client_id = &self.client_id;
-        self.inflight.retain(|e| {
+        out.inflight.retain(|e| {
             let take = e.state == Awaiting::PubAck && tagged(&e.delivery);
             if take {
                 store_done(client_id, &e.delivery, fx);
@@ -557,8 +591,8 @@ impl Session {
             }
             !take
         });
-        let bytes = &mut self.queued_bytes;
-        self.queue.retain(|d| {
+        let bytes = &mut out.queued_bytes;
+        out.queue.retain(|d| {
             let take = tagged(d);
             if take {
                 *bytes -= d.size();

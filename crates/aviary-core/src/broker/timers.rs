@@ -33,28 +33,67 @@ pub(crate) enum Timer {
     RetainedSweep,
 }
 
-/// A min-heap of deadlines.
+/// A min-heap of deadlines. Every connection has one entry (its keep alive), so an entry
+/// is kept at 24 bytes: the deadline is stored as nanoseconds after `base` rather than as
+/// an `Instant` (16 bytes). The offset is exact, so the instant handed back is the one
+/// scheduled (owners compare it with their own deadline to tell stale entries).
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
-    /// Ordered by instant first; ties broken by the timer (deterministic order).
-    heap: BinaryHeap<Reverse<(Instant, Timer)>>,
+    /// The instant offsets count from: the first one scheduled, moved back if an earlier
+    /// one comes (every offset is then shifted, which keeps the heap's order).
+    base: Option<Instant>,
+    /// Ordered by offset first; ties broken by the timer (deterministic order).
+    heap: BinaryHeap<Reverse<(u64, Timer)>>,
+}
+
+/// Nanoseconds from `base` to `at` (`at` not earlier); saturates 584 years out, which
+/// never comes due.
+fn nanos(base: Instant, at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Timers {
     /// Adds a deadline.
     pub(crate) fn schedule(&mut self, at: Instant, timer: Timer) {
-        self.heap.push(Reverse((at, timer)));
+        let base = *self.base.get_or_insert(at);
+        if at < base {
+            let shift = nanos(at, base);
+            let entries = std::mem::take(&mut self.heap).into_vec();
+            self.heap = entries
+                .into_iter()
+                .map(|Reverse((offset, t))| Reverse((offset.saturating_add(shift), t)))
+                .collect();
+            self.base = Some(at);
+        }
+        let offset = self.base.map_or(0, |base| nanos(base, at));
+        self.heap.push(Reverse((offset, timer)));
+    }
+
+    /// The instant of an offset.
+    fn instant(&self, offset: u64) -> Option<Instant> {
+        self.base?
+            .checked_add(std::time::Duration::from_nanos(offset))
     }
 
     /// The earliest deadline (possibly of a stale entry, which then fires harmlessly).
     pub(crate) fn next(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((at, _))| *at)
+        self.heap
+            .peek()
+            .and_then(|Reverse((offset, _))| self.instant(*offset))
     }
 
     /// Removes and returns the earliest entry that is due at `now`.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, Timer)> {
+        let base = self.base?;
+        if now < base {
+            return None;
+        }
+        let due = nanos(base, now);
         match self.heap.peek() {
-            Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse(e)| e),
+            Some(Reverse((offset, _))) if *offset <= due => {
+                let Reverse((offset, timer)) = self.heap.pop()?;
+                Some((self.instant(offset)?, timer))
+            }
             _ => None,
         }
     }
@@ -66,8 +105,14 @@ impl Timers {
 
     /// Drops the entries for which `keep` is false (stale ones), in O(n).
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(Instant, Timer) -> bool) {
+        let Some(base) = self.base else {
+            return;
+        };
         let mut entries = std::mem::take(&mut self.heap).into_vec();
-        entries.retain(|Reverse((at, timer))| keep(*at, *timer));
+        entries.retain(|Reverse((offset, timer))| {
+            base.checked_add(std::time::Duration::from_nanos(*offset))
+                .is_none_or(|at| keep(at, *timer))
+        });
         self.heap = BinaryHeap::from(entries);
     }
 }
@@ -96,5 +141,34 @@ mod tests {
         );
         assert_eq!(timers.pop_due(t0 + Duration::from_secs(6)), None);
         assert_eq!(timers.len(), 0);
+    }
+
+    #[test]
+    fn an_earlier_deadline_than_the_first_keeps_order_and_exact_instants() {
+        let t0 = Instant::now() + Duration::from_secs(100);
+        let mut timers = Timers::default();
+        let late = t0 + Duration::from_nanos(1_234_567_891);
+        timers.schedule(late, Timer::KeepAlive(ConnId(1)));
+        timers.schedule(t0 - Duration::from_secs(50), Timer::KeepAlive(ConnId(2)));
+        timers.schedule(t0 + Duration::from_secs(1), Timer::KeepAlive(ConnId(3)));
+        assert_eq!(timers.pop_due(t0 - Duration::from_secs(51)), None);
+        assert_eq!(
+            timers.pop_due(t0),
+            Some((t0 - Duration::from_secs(50), Timer::KeepAlive(ConnId(2))))
+        );
+        assert_eq!(timers.pop_due(t0), None);
+        assert_eq!(timers.next(), Some(t0 + Duration::from_secs(1)));
+        timers.retain(|_, timer| timer != Timer::KeepAlive(ConnId(3)));
+        assert_eq!(
+            timers.pop_due(late),
+            Some((late, Timer::KeepAlive(ConnId(1))))
+        );
+        assert_eq!(timers.len(), 0);
+    }
+
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn an_entry_is_24_bytes() {
+        assert_eq!(std::mem::size_of::<Reverse<(u64, Timer)>>(), 24);
     }
 }

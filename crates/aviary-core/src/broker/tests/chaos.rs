@@ -168,13 +168,13 @@ fn check_invariants(h: &Harness) {
                 "a session without connection must persist"
             );
         }
-        let ids: HashSet<_> = session.inflight.iter().map(|e| e.packet_id).collect();
+        let ids: HashSet<_> = session.inflight().map(|e| e.packet_id).collect();
         assert_eq!(
             ids.len(),
-            session.inflight.len(),
+            session.inflight_len(),
             "packet ids in flight are unique"
         );
-        assert!(session.queue.len() <= b.config.max_queued_messages);
+        assert!(session.queued_len() <= b.config.max_queued_messages);
         subscriptions += session.subscriptions.len();
     }
     assert_eq!(b.index.len(), subscriptions);

@@ -8,6 +8,7 @@ mod chaos;
 mod connect;
 mod events;
 mod flow;
+mod footprint;
 mod manage;
 mod metering;
 mod perf;
