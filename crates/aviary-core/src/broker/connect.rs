@@ -218,7 +218,7 @@ impl Broker {
         }
         let keep_alive_period = connected.keep_alive_period();
         self.connections
-            .insert(conn, Connection::Connected(Box::new(connected)));
+            .insert(conn, Connection::Connected(connected));
         self.connected += 1;
         self.fx.stats.units += super::metering::CONNECT_UNITS;
         if let Some(period) = keep_alive_period {

@@ -19,18 +19,59 @@ use aviary_codec::{ProtocolVersion, Will};
 use super::alias::InboundAliases;
 use super::metering::CONNECT_UNITS;
 use super::session::SessionId;
+use super::{ConnId, IdMap};
 use crate::authz::Principal;
 
-/// The state of one transport connection. Both states are boxed: the broker's table then
-/// holds a pointer per connection, and a hash table's spare buckets (up to half of them
-/// after it doubles) cost 16 bytes each instead of the size of `Connected`; every idle
-/// connection pays for that.
+/// The state of one transport connection. No larger than `Connected` (`Connecting` fits
+/// beside its niche, `connection_stays_small` checks it), and boxed as a whole in
+/// [`Connections`].
 #[derive(Debug)]
 pub(crate) enum Connection {
     /// Transport open, CONNECT not yet received [MQTT-3.1.0-1].
-    Connecting(Box<Connecting>),
+    Connecting(Connecting),
     /// CONNECT accepted; bound to a session.
-    Connected(Box<Connected>),
+    Connected(Connected),
+}
+
+/// The broker's table of open connections, by the shell's id. Each state is boxed whole:
+/// a bucket is then an id and a pointer (16 bytes), where an enum of two boxes would add
+/// 8 bytes of tag, and a hash table's spare buckets (up to half of them after it doubles)
+/// are paid by every idle connection.
+#[derive(Debug, Default)]
+pub(crate) struct Connections(IdMap<ConnId, Box<Connection>>);
+
+impl Connections {
+    pub(crate) fn get(&self, conn: &ConnId) -> Option<&Connection> {
+        self.0.get(conn).map(|c| &**c)
+    }
+
+    pub(crate) fn get_mut(&mut self, conn: &ConnId) -> Option<&mut Connection> {
+        self.0.get_mut(conn).map(|c| &mut **c)
+    }
+
+    pub(crate) fn contains_key(&self, conn: &ConnId) -> bool {
+        self.0.contains_key(conn)
+    }
+
+    pub(crate) fn insert(&mut self, conn: ConnId, state: Connection) {
+        self.0.insert(conn, Box::new(state));
+    }
+
+    pub(crate) fn remove(&mut self, conn: &ConnId) -> Option<Connection> {
+        self.0.remove(conn).map(|c| *c)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &ConnId> {
+        self.0.keys()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&ConnId, &Connection)> {
+        self.0.iter().map(|(id, c)| (id, &**c))
+    }
 }
 
 /// Waiting for CONNECT.

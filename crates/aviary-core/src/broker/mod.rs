@@ -94,7 +94,7 @@ pub use persist::{
 };
 pub use stats::{BrokerStats, DropStats};
 
-use connection::{Connecting, Connection};
+use connection::{Connecting, Connection, Connections};
 pub use idmap::IdMap;
 use session::{Session, SessionId, Subscription};
 use timers::Timers;
@@ -200,7 +200,7 @@ struct PlainMatch {
 pub struct Broker {
     config: BrokerConfig,
     /// Open transports, by the shell's id.
-    connections: IdMap<ConnId, Connection>,
+    connections: Connections,
     /// Every session, connected or not.
     sessions: IdMap<SessionId, Box<Session>>,
     /// Client identifier → its session (at most one session per client id).
@@ -238,7 +238,7 @@ impl Broker {
         };
         Self {
             config,
-            connections: IdMap::default(),
+            connections: Connections::default(),
             sessions: IdMap::default(),
             client_ids: HashMap::new(),
             index: SubscriptionIndex::new(),
@@ -259,10 +259,10 @@ impl Broker {
     pub fn handle_open(&mut self, conn: ConnId, peer: SocketAddr, now: Instant) {
         self.connections.insert(
             conn,
-            Connection::Connecting(Box::new(Connecting {
+            Connection::Connecting(Connecting {
                 peer,
                 opened_at: now,
-            })),
+            }),
         );
         if let Some(timeout) = self.config.connect_timeout() {
             self.fx
