@@ -39,12 +39,16 @@ pub(crate) enum Timer {
 /// scheduled (owners compare it with their own deadline to tell stale entries).
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
-    /// The instant offsets count from: the first one scheduled, moved back if an earlier
-    /// one comes (every offset is then shifted, which keeps the heap's order).
+    /// The instant offsets count from: a day before the first one scheduled, moved back if
+    /// an earlier one comes (every offset is then shifted, in O(n), which keeps the heap's
+    /// order; the day's margin makes that a case for tests, not for a running broker).
     base: Option<Instant>,
     /// Ordered by offset first; ties broken by the timer (deterministic order).
     heap: BinaryHeap<Reverse<(u64, Timer)>>,
 }
+
+/// How far before the first deadline offsets start.
+const BASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 /// Nanoseconds from `base` to `at` (`at` not earlier); saturates 584 years out, which
 /// never comes due.
@@ -55,7 +59,9 @@ fn nanos(base: Instant, at: Instant) -> u64 {
 impl Timers {
     /// Adds a deadline.
     pub(crate) fn schedule(&mut self, at: Instant, timer: Timer) {
-        let base = *self.base.get_or_insert(at);
+        let base = *self
+            .base
+            .get_or_insert_with(|| at.checked_sub(BASE_MARGIN).unwrap_or(at));
         if at < base {
             let shift = nanos(at, base);
             let entries = std::mem::take(&mut self.heap).into_vec();
@@ -145,16 +151,18 @@ mod tests {
 
     #[test]
     fn an_earlier_deadline_than_the_first_keeps_order_and_exact_instants() {
-        let t0 = Instant::now() + Duration::from_secs(100);
+        // Two days earlier than the first: past the base's margin.
+        let early = Duration::from_secs(2 * 86_400);
+        let t0 = Instant::now() + early + early;
         let mut timers = Timers::default();
         let late = t0 + Duration::from_nanos(1_234_567_891);
         timers.schedule(late, Timer::KeepAlive(ConnId(1)));
-        timers.schedule(t0 - Duration::from_secs(50), Timer::KeepAlive(ConnId(2)));
+        timers.schedule(t0 - early, Timer::KeepAlive(ConnId(2)));
         timers.schedule(t0 + Duration::from_secs(1), Timer::KeepAlive(ConnId(3)));
-        assert_eq!(timers.pop_due(t0 - Duration::from_secs(51)), None);
+        assert_eq!(timers.pop_due(t0 - early - Duration::from_secs(1)), None);
         assert_eq!(
             timers.pop_due(t0),
-            Some((t0 - Duration::from_secs(50), Timer::KeepAlive(ConnId(2))))
+            Some((t0 - early, Timer::KeepAlive(ConnId(2))))
         );
         assert_eq!(timers.pop_due(t0), None);
         assert_eq!(timers.next(), Some(t0 + Duration::from_secs(1)));
