@@ -193,44 +193,47 @@ impl Effects {
     }
 }
 
-impl Session {
-    /// A copy enters this session in `state`: persisted (with a new id) if the session is.
-    pub(crate) fn store_delivered(
-        &self,
-        delivery: &mut Delivery,
-        state: DeliveryState,
-        fx: &mut Effects,
-    ) {
-        if !self.persisted || delivery.qos == QoS::AtMostOnce {
-            return;
-        }
-        if let Some(delivery_id) = delivery.store_id {
-            // Already persisted in this session (moved from the queue into the window).
-            fx.store(StoreOp::DeliveryState {
-                client_id: self.client_id.clone(),
-                delivery_id,
-                state,
-            });
-            return;
-        }
-        let delivery_id = fx.next_store_id();
-        let message_id = *delivery.message.store_id.get_or_init(|| fx.next_store_id());
-        delivery.store_id = Some(delivery_id);
-        fx.store(StoreOp::Delivered {
-            client_id: self.client_id.clone(),
+/// A copy enters the session of `client_id` in `state`: persisted (with a new id) if the
+/// session is (a function of the session's fields rather than a method, so that the
+/// session code can call it while it holds its outbound state).
+pub(crate) fn store_delivered(
+    persisted: bool,
+    client_id: &Arc<str>,
+    delivery: &mut Delivery,
+    state: DeliveryState,
+    fx: &mut Effects,
+) {
+    if !persisted || delivery.qos == QoS::AtMostOnce {
+        return;
+    }
+    if let Some(delivery_id) = delivery.store_id {
+        // Already persisted in this session (moved from the queue into the window).
+        fx.store(StoreOp::DeliveryState {
+            client_id: client_id.clone(),
             delivery_id,
-            delivery: PersistedDelivery {
-                message_id,
-                message: delivery.message.clone(),
-                qos: delivery.qos,
-                retain: delivery.retain,
-                subscription_ids: delivery.subscription_ids.clone(),
-                shared: delivery.shared.clone(),
-            },
             state,
         });
+        return;
     }
+    let delivery_id = fx.next_store_id();
+    let message_id = *delivery.message.store_id.get_or_init(|| fx.next_store_id());
+    delivery.store_id = Some(delivery_id);
+    fx.store(StoreOp::Delivered {
+        client_id: client_id.clone(),
+        delivery_id,
+        delivery: PersistedDelivery {
+            message_id,
+            message: delivery.message.clone(),
+            qos: delivery.qos,
+            retain: delivery.retain,
+            subscription_ids: delivery.subscription_ids.clone(),
+            shared: delivery.shared.clone(),
+        },
+        state,
+    });
+}
 
+impl Session {
     /// The durable part of the session.
     fn persisted_view(&self) -> PersistedSession {
         PersistedSession {

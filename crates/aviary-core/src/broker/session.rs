@@ -25,7 +25,7 @@ use super::alias::OutboundAliases;
 use super::lazy::{PacketIds, Subscriptions};
 use super::message::{Delivery, Message};
 use super::outgoing::{pubrel, resend, send_publish};
-use super::persist::{store_done, store_state, DeliveryState};
+use super::persist::{store_delivered, store_done, store_state, DeliveryState};
 use super::timers::Timer;
 use super::{BrokerConfig, ConnId, Effects};
 
@@ -126,6 +126,47 @@ pub(crate) struct Outbound {
     pub(crate) queue_expiry: Option<Instant>,
     /// The retry timer currently scheduled (lazy timers: others are stale).
     pub(crate) retry_at: Option<Instant>,
+}
+
+impl Outbound {
+    /// Appends to the queue, keeping `queued_bytes` and `queue_expiry` true.
+    fn push(&mut self, delivery: Delivery) {
+        self.queued_bytes += delivery.size();
+        self.queue_expiry = earlier(self.queue_expiry, delivery.message.expires_at());
+        self.queue.push_back(delivery);
+    }
+
+    /// The next packet id from `next` that is not in flight. Callers guarantee a free id
+    /// exists: the window is at most 65,535 and they only allocate while
+    /// `inflight.len() < window`.
+    fn allocate_packet_id(&self, next: &mut u16) -> PacketId {
+        loop {
+            let raw = *next;
+            *next = raw.checked_add(1).unwrap_or(1);
+            let Some(id) = PacketId::new(raw) else {
+                continue;
+            };
+            if !self.inflight.iter().any(|e| e.packet_id == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Schedules the retry timer of session `sid` if none is (called with messages in
+    /// flight).
+    fn schedule_retry(
+        &mut self,
+        sid: SessionId,
+        fx: &mut Effects,
+        config: &BrokerConfig,
+        now: Instant,
+    ) {
+        if let (Some(interval), None) = (config.retry_interval(), self.retry_at) {
+            let at = now + interval;
+            self.retry_at = Some(at);
+            fx.timers.schedule(at, Timer::Retry(sid));
+        }
+    }
 }
 
 /// One session. Every connection has one (clean ones too), so its size is paid per idle
@@ -306,16 +347,19 @@ impl Session {
                 }
             }
         }
-        self.store_delivered(&mut delivery, DeliveryState::Queued, fx);
-        self.push_queued(delivery);
+        store_delivered(
+            self.persisted,
+            client_id,
+            &mut delivery,
+            DeliveryState::Queued,
+            fx,
+        );
+        out.push(delivery);
     }
 
-    /// Appends to the queue, keeping `queued_bytes` and `queue_expiry` true.
+    /// Appends to the queue (restoring a session).
     pub(crate) fn push_queued(&mut self, delivery: Delivery) {
-        let out = self.outbound.get_or_insert_default();
-        out.queued_bytes += delivery.size();
-        out.queue_expiry = earlier(out.queue_expiry, delivery.message.expires_at());
-        out.queue.push_back(delivery);
+        self.outbound.get_or_insert_default().push(delivery);
     }
 
     /// Moves queued messages into the window while it has room.
@@ -349,7 +393,8 @@ impl Session {
         config: &BrokerConfig,
         now: Instant,
     ) {
-        let packet_id = self.allocate_packet_id();
+        let out = &mut **self.outbound.get_or_insert_default();
+        let packet_id = out.allocate_packet_id(&mut self.next_packet_id);
         let Some(link) = self.link.as_mut() else {
             return;
         };
@@ -360,51 +405,26 @@ impl Session {
             return;
         }
         let retry = link.retry;
-        self.store_delivered(&mut delivery, DeliveryState::Sent(packet_id), fx);
+        store_delivered(
+            self.persisted,
+            &self.client_id,
+            &mut delivery,
+            DeliveryState::Sent(packet_id),
+            fx,
+        );
         let state = if delivery.qos == QoS::AtLeastOnce {
             Awaiting::PubAck
         } else {
             Awaiting::PubRec
         };
-        self.outbound
-            .get_or_insert_default()
-            .inflight
-            .push_back(Inflight {
-                packet_id,
-                delivery,
-                state,
-                sent_at: now,
-            });
+        out.inflight.push_back(Inflight {
+            packet_id,
+            delivery,
+            state,
+            sent_at: now,
+        });
         if retry {
-            self.schedule_retry(fx, config, now);
-        }
-    }
-
-    /// The next packet id not in flight. Callers guarantee a free id exists: the window
-    /// is at most 65,535 and they only allocate while `inflight.len() < window`.
-    fn allocate_packet_id(&mut self) -> PacketId {
-        let inflight = self.outbound.as_deref().map(|o| &o.inflight);
-        loop {
-            let raw = self.next_packet_id;
-            self.next_packet_id = raw.checked_add(1).unwrap_or(1);
-            let Some(id) = PacketId::new(raw) else {
-                continue;
-            };
-            if !inflight.is_some_and(|f| f.iter().any(|e| e.packet_id == id)) {
-                return id;
-            }
-        }
-    }
-
-    /// Schedules the retry timer if none is (only called with messages in flight).
-    fn schedule_retry(&mut self, fx: &mut Effects, config: &BrokerConfig, now: Instant) {
-        let Some(out) = &mut self.outbound else {
-            return;
-        };
-        if let (Some(interval), None) = (config.retry_interval(), out.retry_at) {
-            let at = now + interval;
-            out.retry_at = Some(at);
-            fx.timers.schedule(at, Timer::Retry(self.id));
+            out.schedule_retry(self.id, fx, config, now);
         }
     }
 
@@ -507,7 +527,7 @@ impl Session {
         });
         out.retry_at = None;
         if link.retry && !out.inflight.is_empty() {
-            self.schedule_retry(fx, config, now);
+            out.schedule_retry(self.id, fx, config, now);
         }
         self.pump(fx, config, now);
     }
