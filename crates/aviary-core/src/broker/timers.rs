@@ -45,6 +45,9 @@ pub(crate) struct Timers {
     base: Option<Instant>,
     /// Ordered by offset first; ties broken by the timer (deterministic order).
     heap: BinaryHeap<Reverse<(u64, Timer)>>,
+    /// The instant of the heap's first entry, kept as entries come and go: the shell asks
+    /// for it after every batch of events, more often than entries are popped.
+    earliest: Option<Instant>,
 }
 
 /// How far before the first deadline offsets start.
@@ -73,6 +76,9 @@ impl Timers {
         }
         let offset = self.base.map_or(0, |base| nanos(base, at));
         self.heap.push(Reverse((offset, timer)));
+        if self.earliest.is_none_or(|earliest| at < earliest) {
+            self.earliest = Some(at);
+        }
     }
 
     /// The instant of an offset.
@@ -83,9 +89,15 @@ impl Timers {
 
     /// The earliest deadline (possibly of a stale entry, which then fires harmlessly).
     pub(crate) fn next(&self) -> Option<Instant> {
-        self.heap
+        self.earliest
+    }
+
+    /// Recomputes `earliest` from the heap.
+    fn update_earliest(&mut self) {
+        self.earliest = self
+            .heap
             .peek()
-            .and_then(|Reverse((offset, _))| self.instant(*offset))
+            .and_then(|Reverse((offset, _))| self.instant(*offset));
     }
 
     /// Removes and returns the earliest entry that is due at `now`.
@@ -98,6 +110,7 @@ impl Timers {
         match self.heap.peek() {
             Some(Reverse((offset, _))) if *offset <= due => {
                 let Reverse((offset, timer)) = self.heap.pop()?;
+                self.update_earliest();
                 Some((self.instant(offset)?, timer))
             }
             _ => None,
@@ -120,6 +133,7 @@ impl Timers {
                 .is_none_or(|at| keep(at, *timer))
         });
         self.heap = BinaryHeap::from(entries);
+        self.update_earliest();
     }
 }
 
