@@ -10,7 +10,8 @@ use super::*;
 
 /// A connected client holds one `Session` and one `Connected`, both boxed in the
 /// broker's tables; these bounds keep them from growing back unnoticed. 120 bytes is what
-/// fits glibc's 128-byte chunk (8 bytes of header); 121 would take 144.
+/// fits a 128-byte block under both allocators we run with: mimalloc's 128-byte size class
+/// (its next is 160) and glibc's 128-byte chunk (8 bytes of header; 121 would take 144).
 #[cfg(target_pointer_width = "64")]
 #[test]
 fn session_stays_small() {
