@@ -21,6 +21,7 @@ use tracing_subscriber::EnvFilter;
 /// 1.3-1.36 KB in every run (crates/aviary-bench/README.md). Its v2 is used, without
 /// transparent huge pages (`no_thp`): with them a 2 MiB page backs each touched region
 /// of its arenas, which raised the idle broker's RSS from 14 to 27 MiB.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
