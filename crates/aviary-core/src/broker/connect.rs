@@ -12,7 +12,7 @@ use aviary_codec::{ConnAck, Connect, Packet, ProtocolVersion, ReasonCode};
 use super::alias::OutboundAliases;
 use super::connection::{Accepted, Connection};
 use super::message::Message;
-use super::session::{Link, Session, SessionId};
+use super::session::{Attachment, Link, Session, SessionId};
 use super::timers::Timer;
 use super::{fit, server_disconnect, Broker, ConnId, EndReason, Event};
 use crate::authz::{self, Authentication, Effect, Identity, Request};
@@ -184,10 +184,9 @@ impl Broker {
         };
         if let Some(session) = self.sessions.get_mut(&sid) {
             session.expiry_interval = expiry;
-            session.expires_at = None;
             // A new connection before the will delay passed: no will [MQTT-3.1.3-9].
             session.pending_will = None;
-            session.link = Some(link);
+            session.link = Attachment::Connected(link);
         }
         // Saved if it outlives the connection; a resumed one that no longer does leaves
         // the store.

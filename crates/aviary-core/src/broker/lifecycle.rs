@@ -94,7 +94,7 @@ impl Broker {
         let expiry = session.expiry_interval;
         if expiry != 0 && expiry != u32::MAX {
             let at = now + Duration::from_secs(u64::from(expiry));
-            session.expires_at = Some(at);
+            session.link.set_expires_at(at);
             self.fx.timers.schedule(at, Timer::SessionExpiry(sid));
         }
         if let Some(message) = will_now {
@@ -130,9 +130,9 @@ impl Broker {
             Timer::Will(sid) => sessions
                 .get(&sid)
                 .is_some_and(|s| s.pending_will.as_ref().is_some_and(|w| w.at == at)),
-            Timer::SessionExpiry(sid) => {
-                sessions.get(&sid).is_some_and(|s| s.expires_at == Some(at))
-            }
+            Timer::SessionExpiry(sid) => sessions
+                .get(&sid)
+                .is_some_and(|s| s.link.expires_at() == Some(at)),
             Timer::RetainedSweep => sweep_at == Some(at),
         });
     }
@@ -224,7 +224,7 @@ impl Broker {
                 let expired = self
                     .sessions
                     .get(&sid)
-                    .is_some_and(|s| !s.is_connected() && s.expires_at == Some(at));
+                    .is_some_and(|s| !s.is_connected() && s.link.expires_at() == Some(at));
                 if expired {
                     self.end_session(sid, now);
                 }

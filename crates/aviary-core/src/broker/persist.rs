@@ -238,7 +238,7 @@ impl Session {
     fn persisted_view(&self) -> PersistedSession {
         PersistedSession {
             expiry_interval: self.expiry_interval,
-            expires_at: self.expires_at,
+            expires_at: self.link.expires_at(),
             subscriptions: self
                 .subscriptions
                 .values()
@@ -415,7 +415,7 @@ impl Broker {
                 .expires_at
                 .unwrap_or_else(|| now + std::time::Duration::from_secs(u64::from(expiry)))
                 .max(now);
-            session.expires_at = Some(at);
+            session.link.set_expires_at(at);
             self.fx.timers.schedule(at, Timer::SessionExpiry(sid));
         }
         self.client_ids.insert(client_id, sid);

@@ -160,7 +160,7 @@ fn check_invariants(h: &Harness) {
     let mut subscriptions = 0;
     for (sid, session) in &b.sessions {
         assert_eq!(b.client_ids.get(&session.client_id), Some(sid));
-        if let Some(link) = &session.link {
+        if let Some(link) = session.link.as_ref() {
             assert!(b.connections.contains_key(&link.conn));
         } else {
             assert!(
