@@ -3,8 +3,8 @@
 //! incoming QoS 2 packet ids awaiting PUBREL, the expiry, a delayed will — plus the
 //! outbound half of the current connection ([`Link`]).
 //!
-//! Everything except the `link` is plain data, so a store can save and load it later
-//! (the persistence seam of the durability work).
+//! Everything except the connection's [`Link`] is plain data, so a store can save and
+//! load it later (the persistence seam of the durability work).
 //!
 //! Outgoing QoS 1/2 flow for one message (the spec's 4.3.2 / 4.3.3 from the sender side):
 //!
