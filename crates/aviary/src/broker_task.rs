@@ -845,7 +845,10 @@ mod tests {
         assert!(idle_units > 0, "its CONNECT counts");
         // Nothing happened since: the next round visits nobody.
         task.start_attribution(t0 + 1);
-        assert!(!task.attribution_pending(), "idle connections are not visited");
+        assert!(
+            !task.attribution_pending(),
+            "idle connections are not visited"
+        );
         // Three QoS 1 messages: the subscriber's window (1) takes one, two wait queued.
         let publish = |id: u8| [0x32, 0x06, 0x00, 0x01, b't', 0x00, id, b'x'];
         let three: Vec<u8> = (1..=3).flat_map(publish).collect();
