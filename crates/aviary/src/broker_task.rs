@@ -841,6 +841,10 @@ mod tests {
         };
         round(&mut task, 0);
         exact(&task);
+        // The series' key is the core's client id, shared, not a copy.
+        let (key, _) = task.ops.usage.clients.get_key_value("i").unwrap();
+        let core_id = task.broker.client_counter(ConnId(3)).unwrap().client_id;
+        assert!(Arc::ptr_eq(key, core_id));
         let idle_units = task.ops.usage.clients["i"].total;
         assert!(idle_units > 0, "its CONNECT counts");
         // Nothing happened since: the next round visits nobody.

@@ -13,6 +13,7 @@
 //! are never evicted and stay exact.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -177,11 +178,12 @@ pub(crate) struct Usage {
     /// The whole broker (includes will messages, which belong to no live connection).
     pub(crate) total: Series,
     /// By listener name.
-    pub(crate) listeners: HashMap<Box<str>, Series>,
+    pub(crate) listeners: HashMap<Arc<str>, Series>,
     /// By username (clients without one are not in this map).
-    pub(crate) users: HashMap<Box<str>, Series>,
-    /// By client id, at most `max_clients` of them.
-    pub(crate) clients: HashMap<Box<str>, Series>,
+    pub(crate) users: HashMap<Arc<str>, Series>,
+    /// By client id, at most `max_clients` of them (keys shared with the core's client
+    /// ids when they come from a connection's counters).
+    pub(crate) clients: HashMap<Arc<str>, Series>,
     /// Client series folded away to keep the bound.
     pub(crate) evicted: Evicted,
     /// The bound on `clients` ([`MAX_CLIENTS`]; smaller in tests).
@@ -199,7 +201,8 @@ impl Default for Usage {
 pub(crate) struct Owner<'a> {
     pub(crate) listener: &'a str,
     pub(crate) user: Option<&'a str>,
-    pub(crate) client: &'a str,
+    /// Shared with the core (the key of a new client series).
+    pub(crate) client: &'a Arc<str>,
 }
 
 impl Usage {
@@ -224,7 +227,9 @@ impl Usage {
     /// through [`Usage::add_total`]).
     pub(crate) fn add(&mut self, now: u64, owner: Owner<'_>, units: u64) {
         self.add_listener(now, owner.listener, units);
-        self.add_user_and_client(now, owner.user, owner.client, units);
+        self.add_user_and_client(now, owner.user, owner.client, units, || {
+            Arc::clone(owner.client)
+        });
     }
 
     /// Adds units to a listener only. The once-a-second attribution sums its connections'
@@ -237,13 +242,14 @@ impl Usage {
     }
 
     /// Adds units of one connection to its user (if any) and client, not to its listener
-    /// (see [`Usage::add_listener`]).
+    /// (see [`Usage::add_listener`]); `key` makes the client's key if it is new.
     pub(crate) fn add_user_and_client(
         &mut self,
         now: u64,
         user: Option<&str>,
         client: &str,
         units: u64,
+        key: impl FnOnce() -> Arc<str>,
     ) {
         if units == 0 {
             return;
@@ -261,7 +267,7 @@ impl Usage {
         }
         let mut series = Series::default();
         series.add(now, units);
-        self.clients.insert(client.into(), series);
+        self.clients.insert(key(), series);
     }
 
     /// Folds the least recently active tenth of the client series into `evicted` (one
@@ -312,7 +318,7 @@ impl Usage {
 }
 
 /// The series of `key`, created on first use.
-fn entry<'m>(map: &'m mut HashMap<Box<str>, Series>, key: &str) -> &'m mut Series {
+fn entry<'m>(map: &'m mut HashMap<Arc<str>, Series>, key: &str) -> &'m mut Series {
     if !map.contains_key(key) {
         map.insert(key.into(), Series::default());
     }
@@ -371,14 +377,14 @@ mod tests {
         let owner = Owner {
             listener: "default",
             user: Some("u"),
-            client: "c",
+            client: &"c".into(),
         };
         usage.add(60, owner, 5);
         usage.add(
             61,
             Owner {
                 user: None,
-                client: "d",
+                client: &"d".into(),
                 ..owner
             },
             2,
@@ -395,19 +401,19 @@ mod tests {
     #[test]
     fn eviction_among_equally_recent_clients_takes_a_tenth() {
         let mut usage = Usage::with_max_clients(100);
-        fn owner(client: &str) -> Owner<'_> {
+        fn owner(client: &Arc<str>) -> Owner<'_> {
             Owner {
                 listener: "l",
                 user: None,
                 client,
             }
         }
-        usage.add(10, owner("old"), 5);
+        usage.add(10, owner(&"old".into()), 5);
         for i in 0..99 {
-            usage.add(20, owner(&format!("c{i}")), 1);
+            usage.add(20, owner(&format!("c{i}").into()), 1);
         }
         assert_eq!(usage.clients.len(), 100);
-        usage.add(20, owner("new"), 1);
+        usage.add(20, owner(&"new".into()), 1);
         assert_eq!(usage.clients.len(), 91, "ten evicted, one added");
         assert_eq!(usage.evicted.clients, 10);
         assert!(!usage.clients.contains_key("old"), "the oldest goes first");
@@ -419,6 +425,7 @@ mod tests {
     #[test]
     fn client_churn_stays_bounded_and_totals_stay_exact() {
         const BOUND: usize = 1_000;
+        let steady_id: Arc<str> = "steady".into();
         let mut usage = Usage::with_max_clients(BOUND);
         let mut now = 1_000_000;
         let mut sum = 0;
@@ -428,7 +435,7 @@ mod tests {
             if i % 7 == 0 {
                 now += 1;
             }
-            let id = format!("churn-{i}");
+            let id: Arc<str> = format!("churn-{i}").into();
             let user = if i % 2 == 0 { "even" } else { "odd" };
             let owner = Owner {
                 listener: "default",
@@ -437,7 +444,7 @@ mod tests {
             };
             usage.add(now, owner, 1 + i % 3);
             let steady = Owner {
-                client: "steady",
+                client: &steady_id,
                 ..owner
             };
             usage.add(now, steady, 1);

@@ -103,7 +103,7 @@ async fn usage(
         .broker
         .call(move |ctx| {
             let u = &ctx.ops.usage;
-            let map = |m: &std::collections::HashMap<Box<str>, Series>, minutes| {
+            let map = |m: &std::collections::HashMap<std::sync::Arc<str>, Series>, minutes| {
                 m.iter()
                     .map(|(k, s)| (k.to_string(), series(s, now, minutes)))
                     .collect()

@@ -389,6 +389,7 @@ impl BrokerTask {
                 owner.username.as_deref(),
                 client.client_id,
                 delta,
+                || Arc::clone(client.client_id),
             );
             // Summed per listener (a handful), added once each at the end.
             match round
