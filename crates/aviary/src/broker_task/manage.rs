@@ -1,7 +1,8 @@
 //! The operations side of the broker task: management requests run on the broker
-//! ([`BrokerHandle::call`]), the table of connections ([`ConnTable`]: outboxes and what the
-//! core does not keep, listener and username), usage attribution, traffic counters for metrics, and the system event topics
-//! (`$events/...` on every client event, `$SYS/broker/...` periodically).
+//! ([`BrokerHandle::call`]), the table of connections ([`ConnTable`]: outboxes and what
+//! the core does not keep, listener and username), usage attribution, traffic counters
+//! for metrics, and the system event topics (`$events/...` on every client event,
+//! `$SYS/broker/...` periodically).
 //!
 //! A management request is a closure sent through the broker task's own inbox with a
 //! oneshot for the reply: it runs between two events, with the broker to itself, so it sees
