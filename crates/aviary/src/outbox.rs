@@ -66,7 +66,9 @@ struct State {
     /// Packets in the order the broker produced them, each in its compact queued form.
     queue: Batch,
     /// How many of `queue` are [`Delivery::Reliable`] (what pauses the reader).
-    reliable: usize,
+    /// (`u32`: at most [`HARD_LIMIT`]; with `closed` it fits where a `usize` would not,
+    /// keeping every connection's outbox at 128 bytes, an allocator size class.)
+    reliable: u32,
     /// The broker side is gone: after the queue drains, the writer closes the connection.
     closed: bool,
     /// The writer waiting for packets (woken after a push or a close).
@@ -274,7 +276,7 @@ impl Outbox {
     pub(crate) async fn wait_for_room(&self) {
         poll_fn(|cx| {
             let mut state = self.shared.lock();
-            if state.reliable < SOFT_LIMIT || state.closed {
+            if (state.reliable as usize) < SOFT_LIMIT || state.closed {
                 return Poll::Ready(());
             }
             register(&mut state.reader, cx);
@@ -316,6 +318,13 @@ mod tests {
     use aviary_codec::Packet;
 
     use super::*;
+
+    #[test]
+    fn an_outbox_stays_in_the_128_byte_size_class() {
+        // Every connection holds one: the shared state plus the `Arc`'s two counters.
+        let allocated = size_of::<Shared>() + 2 * size_of::<usize>();
+        assert!(allocated <= 128, "an outbox allocates {allocated} bytes");
+    }
 
     #[tokio::test]
     async fn batches_everything_pending_then_reports_close() {

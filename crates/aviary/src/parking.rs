@@ -52,7 +52,7 @@ const FIRST_PARK: Duration = Duration::from_millis(100);
 /// the checks that found the connection busy.
 pub(crate) const MAX_STEPS: u8 = 20;
 
-/// The token of the poll's own waker (slot indices are below it).
+/// The token of the poll's own waker (slot indices are `u32`s, far below it).
 const WAKE_TOKEN: Token = Token(usize::MAX);
 
 /// Events taken from the poll per wait.
@@ -128,36 +128,84 @@ struct Slot {
     entry: Option<Entry>,
 }
 
+/// Slots per page of the table: the table grows a page at a time, so it holds at most one
+/// page of slots beyond the most connections parked at once (a `Vec` doubling its
+/// capacity would hold up to as many again: ~50 bytes per parked connection at 19,000).
+const SLOTS_PER_PAGE: usize = 512;
+
 /// The parked connections by slot, and the vacant slots for reuse.
 #[derive(Debug, Default)]
 struct Slots {
-    /// Every slot ever used (the table never shrinks: it is as large as the most
-    /// connections parked at once).
-    slots: Vec<Slot>,
-    /// Indices of vacant slots.
-    vacant: Vec<usize>,
+    /// Every slot ever used, [`SLOTS_PER_PAGE`] to a page (the table never shrinks: it is
+    /// as large as the most connections parked at once).
+    pages: Vec<Box<[Slot]>>,
+    /// Slots handed out so far (the first free one of the last page is at this index).
+    /// `u32`, as the slot is in every parked connection's waker: the table cannot hold
+    /// more connections than the process has files.
+    used: u32,
+    /// Indices of vacant slots below `used`.
+    vacant: Vec<u32>,
 }
 
 impl Slots {
     /// A vacant slot (reused first) and its generation.
-    fn vacant(&mut self) -> (usize, u32) {
+    fn vacant(&mut self) -> (u32, u32) {
         let index = self.vacant.pop().unwrap_or_else(|| {
-            self.slots.push(Slot::default());
-            self.slots.len() - 1
+            if self.used as usize == self.pages.len() * SLOTS_PER_PAGE {
+                self.pages
+                    .push((0..SLOTS_PER_PAGE).map(|_| Slot::default()).collect());
+            }
+            self.used += 1;
+            self.used - 1
         });
-        (index, self.slots[index].generation)
+        (index, self.slot(index).map_or(0, |s| s.generation))
+    }
+
+    /// Gives slot `index` back unfilled (its generation unchanged).
+    fn unused(&mut self, index: u32) {
+        self.vacant.push(index);
+    }
+
+    /// Slot `index`, if it was ever handed out.
+    fn slot(&self, index: u32) -> Option<&Slot> {
+        if index >= self.used {
+            return None;
+        }
+        let index = index as usize;
+        self.pages
+            .get(index / SLOTS_PER_PAGE)
+            .and_then(|page| page.get(index % SLOTS_PER_PAGE))
+    }
+
+    /// Slot `index` to fill or vacate, if it was ever handed out.
+    fn slot_mut(&mut self, index: u32) -> Option<&mut Slot> {
+        if index >= self.used {
+            return None;
+        }
+        let index = index as usize;
+        self.pages
+            .get_mut(index / SLOTS_PER_PAGE)
+            .and_then(|page| page.get_mut(index % SLOTS_PER_PAGE))
     }
 
     /// Takes the entry of slot `index` (of `generation`, if given) and vacates the slot.
-    fn take(&mut self, index: usize, generation: Option<u32>) -> Option<Entry> {
-        let slot = self.slots.get_mut(index)?;
+    fn take(&mut self, index: u32, generation: Option<u32>) -> Option<Entry> {
+        let slot = self.slot_mut(index)?;
         if generation.is_some_and(|g| g != slot.generation) {
             return None;
         }
         let entry = slot.entry.take()?;
         slot.generation = slot.generation.wrapping_add(1);
-        self.vacant.push(index);
+        self.unused(index);
         Some(entry)
+    }
+
+    /// Takes every parked entry (at stop).
+    fn take_all(&mut self) -> impl Iterator<Item = Entry> + '_ {
+        self.pages
+            .iter_mut()
+            .flat_map(|page| page.iter_mut())
+            .filter_map(|slot| slot.entry.take())
     }
 }
 
@@ -171,7 +219,7 @@ struct Shared {
     /// The parked connections.
     slots: Mutex<Slots>,
     /// Slots (index, generation) whose outbox woke them, not yet resumed.
-    woken: Mutex<Vec<(usize, u32)>>,
+    woken: Mutex<Vec<(u32, u32)>>,
     /// Set by [`Parker::stop`].
     stop: AtomicBool,
     /// Where resumed connections run.
@@ -197,8 +245,8 @@ pub(crate) struct Parker {
 struct SlotWaker {
     /// The table.
     shared: Weak<Shared>,
-    /// The slot.
-    index: usize,
+    /// The slot (u32: the waker is allocated per parked connection).
+    index: u32,
     /// The slot's generation when the connection parked.
     generation: u32,
 }
@@ -271,12 +319,13 @@ impl Parker {
         let mut stream = mio::net::TcpStream::from_std(stream);
         let mut slots = lock(&shared.slots);
         let (index, generation) = slots.vacant();
-        if let Err(e) = shared
-            .registry
-            .register(&mut stream, Token(index), Interest::READABLE)
+        if let Err(e) =
+            shared
+                .registry
+                .register(&mut stream, Token(index as usize), Interest::READABLE)
         {
             // The slot stays vacant (it was not filled).
-            slots.vacant.push(index);
+            slots.unused(index);
             drop(slots);
             debug!(conn = parked.conn.0, error = %e, "cannot park; resuming");
             spawn_resumed(shared, stream, parked);
@@ -289,11 +338,13 @@ impl Parker {
             index,
             generation,
         })));
-        slots.slots[index].entry = Some(Entry {
-            stream,
-            parked: Held::new(parked),
-            _tracked: shared.tracker.token(),
-        });
+        if let Some(slot) = slots.slot_mut(index) {
+            slot.entry = Some(Entry {
+                stream,
+                parked: Held::new(parked),
+                _tracked: shared.tracker.token(),
+            });
+        }
         shared.parked.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -308,10 +359,9 @@ impl Parker {
     /// Connections parked now.
     #[cfg(test)]
     fn len(&self) -> usize {
-        lock(&self.shared.slots)
-            .slots
-            .iter()
-            .filter(|s| s.entry.is_some())
+        let slots = lock(&self.shared.slots);
+        (0..slots.used)
+            .filter(|&i| slots.slot(i).is_some_and(|s| s.entry.is_some()))
             .count()
     }
 }
@@ -342,8 +392,8 @@ fn serve(mut poll: Poll, shared: &Shared) {
             break;
         }
         for event in &events {
-            if event.token() != WAKE_TOKEN {
-                resume(shared, event.token().0, None);
+            if let Ok(index) = u32::try_from(event.token().0) {
+                resume(shared, index, None); // not the poll's own waker
             }
         }
         std::mem::swap(&mut woken, &mut *lock(&shared.woken));
@@ -353,11 +403,7 @@ fn serve(mut poll: Poll, shared: &Shared) {
     }
     // Stopping: the broker is gone, so nothing is left to do for these connections.
     let mut slots = lock(&shared.slots);
-    let closed = slots
-        .slots
-        .iter_mut()
-        .filter_map(|s| s.entry.take())
-        .count();
+    let closed = slots.take_all().count();
     shared.parked.store(0, Ordering::Relaxed);
     if closed > 0 {
         debug!(closed, "parked connections closed at stop");
@@ -366,7 +412,7 @@ fn serve(mut poll: Poll, shared: &Shared) {
 
 /// Resumes the connection in slot `index` (if it is still there, and of `generation` when
 /// given).
-fn resume(shared: &Shared, index: usize, generation: Option<u32>) {
+fn resume(shared: &Shared, index: u32, generation: Option<u32>) {
     let Some(entry) = lock(&shared.slots).take(index, generation) else {
         return; // resumed already: a second event, or a stale one
     };
@@ -441,9 +487,27 @@ mod tests {
         assert!(slots.take(a, None).is_none());
         let (b, _) = slots.vacant();
         assert_eq!(b, 1, "an unfilled slot is not handed out twice");
-        slots.vacant.push(a);
+        slots.unused(a);
         let (again, generation) = slots.vacant();
         assert_eq!((again, generation), (a, 0));
+    }
+
+    #[test]
+    fn the_table_grows_a_page_at_a_time_and_every_slot_is_reachable() {
+        let mut slots = Slots::default();
+        let page = SLOTS_PER_PAGE as u32;
+        for expected in 0..=page {
+            let (index, generation) = slots.vacant();
+            assert_eq!((index, generation), (expected, 0));
+            assert!(slots.slot(index).is_some());
+        }
+        assert_eq!(
+            slots.pages.len(),
+            2,
+            "a second page only for the slot beyond the first"
+        );
+        assert!(slots.slot(page + 1).is_none(), "not handed out yet");
+        assert!(slots.take(page * 4, None).is_none());
     }
 
     /// A parked loopback connection: the parker's end and the client's end.
@@ -486,8 +550,9 @@ mod tests {
         // Keep the first connection's parked waker, as a late wake would use it.
         let stale = {
             let slots = lock(&parker.shared.slots);
-            let entry = slots.slots[0].entry.as_ref().unwrap();
-            (0, slots.slots[0].generation, entry.parked.conn)
+            let slot = slots.slot(0).unwrap();
+            let entry = slot.entry.as_ref().unwrap();
+            (0, slot.generation, entry.parked.conn)
         };
         // The broker closes the first connection: it resumes (its task ends once the
         // socket closes), and its slot is vacated.
@@ -502,10 +567,11 @@ mod tests {
         let (_second, _second_client) = park_one(&parker, &ctx, &permits, 2).await;
         {
             let slots = lock(&parker.shared.slots);
-            assert_eq!(slots.slots.len(), 1, "the vacated slot was reused");
-            let entry = slots.slots[0].entry.as_ref().unwrap();
+            assert_eq!(slots.used, 1, "the vacated slot was reused");
+            let slot = slots.slot(0).unwrap();
+            let entry = slot.entry.as_ref().unwrap();
             assert_eq!(entry.parked.conn, ConnId(2));
-            assert_ne!(slots.slots[0].generation, stale.1);
+            assert_ne!(slot.generation, stale.1);
         }
         // A wake meant for the first connection leaves the second one parked.
         Waker::from(Arc::new(SlotWaker {
