@@ -13,6 +13,7 @@
 //! it acknowledges is on disk. Later passes queue behind, in order. The broker itself
 //! keeps running meanwhile, so many passes share one commit (group commit).
 
+mod conns;
 mod inbox;
 mod manage;
 
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use aviary_codec::{Connect, DecodeError, Packet, QoS, ReasonCode};
 use aviary_core::authz::Authentication;
-use aviary_core::{Broker, ConnId, IdMap, Transmit};
+use aviary_core::{Broker, ConnId, Transmit};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -111,9 +112,6 @@ pub(crate) struct BrokerTask {
     events: mpsc::Receiver<Event>,
     /// Events taken from `events`, served round robin by connection.
     inbox: FairInbox,
-    /// Open connections the broker knows; removing an entry closes that outbox. An
-    /// [`IdMap`]: it is looked up for every packet in and out.
-    outboxes: IdMap<ConnId, OutboxSender>,
     /// QoS 0 PUBLISHes dropped because a subscriber's outbox was full.
     dropped_qos0: u64,
     /// The store, when the broker persists (the server always gives one; unit tests of
@@ -121,7 +119,8 @@ pub(crate) struct BrokerTask {
     store: Option<StoreLink>,
     /// `deliver` closed a stuck connection: the broker has new output to route.
     reentered: bool,
-    /// The operations side: connection metadata, usage, counters, events, metrics.
+    /// The operations side: the connections (their outboxes, whose they are, what usage
+    /// saw of them), usage, counters, events, metrics.
     ops: Ops,
 }
 
@@ -166,7 +165,6 @@ impl BrokerTask {
             broker,
             events,
             inbox: FairInbox::new(INBOX_CAPACITY),
-            outboxes: IdMap::default(),
             dropped_qos0: 0,
             store: None,
             reentered: false,
@@ -305,7 +303,7 @@ impl BrokerTask {
 
     /// The store failed: stop, never sending what waited for it. Returns the store's error.
     async fn fail(mut self) -> anyhow::Result<()> {
-        self.outboxes.clear();
+        self.ops.conns.clear();
         let Some(store) = self.store.take() else {
             anyhow::bail!("the store writer stopped");
         };
@@ -353,8 +351,7 @@ impl BrokerTask {
                 outbox,
                 listener,
             } => {
-                self.outboxes.insert(conn, outbox);
-                self.ops.opened(conn, listener);
+                self.ops.conns.open(conn, outbox, listener);
                 self.broker.handle_open(conn, peer, now);
             }
             Event::Packets {
@@ -371,8 +368,9 @@ impl BrokerTask {
                 let mut first = true;
                 while let Some(packet) = packets.next() {
                     // The broker may close the connection on any packet; what follows
-                    // it on the wire is then ignored.
-                    if !self.outboxes.contains_key(&conn) {
+                    // it on the wire is then ignored. Listed for usage attribution: the
+                    // packet may count units or free its in-flight window.
+                    if self.ops.conns.touch(conn).is_none() {
                         break;
                     }
                     if !first && self.pass_is_full() {
@@ -419,7 +417,7 @@ impl BrokerTask {
                 connect,
                 outcome,
             } => {
-                if self.outboxes.contains_key(&conn) {
+                if self.ops.conns.touch(conn).is_some() {
                     // The same accounting as a plain CONNECT (its rate was checked by the
                     // connection task, before authentication).
                     let packet = Packet::Connect(connect);
@@ -431,7 +429,7 @@ impl BrokerTask {
                 }
             }
             Event::ConnectOverRate { conn, connect } => {
-                if self.outboxes.contains_key(&conn) {
+                if self.ops.conns.is_open(conn) {
                     let protocol = connect.protocol;
                     self.ops.inbound(conn, &Packet::Connect(connect));
                     self.broker.refuse_connect(
@@ -445,12 +443,12 @@ impl BrokerTask {
                 self.broker.revoke_connection(conn, now);
             }
             Event::DecodeError { conn, error } => {
-                if self.outboxes.contains_key(&conn) {
+                if self.ops.conns.is_open(conn) {
                     self.broker.handle_decode_error(conn, &error, now);
                 }
             }
             Event::Closed { conn } => {
-                if self.outboxes.remove(&conn).is_some() {
+                if self.ops.conns.close(conn) {
                     self.broker.handle_closed(conn, now);
                 }
             }
@@ -492,7 +490,7 @@ impl BrokerTask {
             Routed::Packet { conn, item } => self.deliver(conn, item),
             Routed::Close { conn } => {
                 // Dropping the sender closes the outbox: the writer flushes and closes.
-                self.outboxes.remove(&conn);
+                self.ops.conns.close(conn);
             }
         }
         // The core's events are drained by `drain_broker_events` after each pass (usage,
@@ -504,7 +502,8 @@ impl BrokerTask {
     /// the connection is stuck, and the connection is then closed, since QoS 1/2 flows and
     /// acknowledgements must never be dropped silently.
     fn deliver(&mut self, conn: ConnId, item: Outgoing) {
-        let Some(outbox) = self.outboxes.get(&conn) else {
+        // Listed for usage attribution: the delivery counted units.
+        let Some(outbox) = self.ops.conns.touch(conn) else {
             return; // closed in the meantime
         };
         let delivery = delivery(&item);
@@ -522,7 +521,7 @@ impl BrokerTask {
             return;
         }
         warn!(conn = conn.0, "closing slow consumer: outbox full");
-        self.outboxes.remove(&conn);
+        self.ops.conns.close(conn);
         self.broker.handle_closed(conn, now());
         // What `handle_closed` produced (wills) is routed by the running `route_transmits`,
         // or, when this runs from `end_pass`, by its next round.
@@ -545,7 +544,7 @@ impl BrokerTask {
                 return self.fail().await;
             }
         }
-        self.outboxes.clear();
+        self.ops.conns.clear();
         if self.dropped_qos0 > 0 {
             info!(
                 dropped = self.dropped_qos0,
@@ -681,7 +680,7 @@ mod tests {
             packets: vec![connect],
             read_at: now(),
         });
-        assert!(task.outboxes.contains_key(&conn), "CONNECT accepted");
+        assert!(task.ops.conns.is_open(conn), "CONNECT accepted");
         (task, outbox)
     }
 
@@ -698,7 +697,7 @@ mod tests {
         // A burst of acknowledgements beyond the soft limit is not a reason to close.
         task.deliver(ConnId(1), publish(QoS::AtLeastOnce, "a", None).into());
         task.deliver(ConnId(1), Packet::PingResp.into());
-        assert!(task.outboxes.contains_key(&ConnId(1)), "still connected");
+        assert!(task.ops.conns.is_open(ConnId(1)), "still connected");
     }
 
     #[test]
@@ -708,7 +707,7 @@ mod tests {
             task.deliver(ConnId(1), Packet::PingResp.into());
         }
         task.deliver(ConnId(1), publish(QoS::AtLeastOnce, "a", None).into());
-        assert!(!task.outboxes.contains_key(&ConnId(1)), "closed");
+        assert!(!task.ops.conns.is_open(ConnId(1)), "closed");
         assert_eq!(task.dropped_qos0, 0);
         // The writer still gets everything queued before the close, then the end.
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -790,6 +789,114 @@ mod tests {
             read_at: now(),
         });
         outbox
+    }
+
+    /// Decodes 3.1.1 wire bytes into packets.
+    fn packets(wire: &[u8]) -> Vec<Packet> {
+        let mut wire = BytesMut::from(wire);
+        let mut packets = Vec::new();
+        while let Some(p) = aviary_codec::decode(&mut wire, ProtocolVersion::V3_1_1, 1024).unwrap()
+        {
+            packets.push(p);
+        }
+        packets
+    }
+
+    /// Attribution visits only the connections that had a packet in or out (or messages
+    /// waiting) since the last round; every unit still lands in usage once, and the queue
+    /// gauges follow messages queued without any packet to their connection.
+    #[test]
+    fn attribution_visits_only_connections_with_news() {
+        let (_tx, rx) = mpsc::channel(1);
+        let config = aviary_core::BrokerConfig {
+            max_inflight: 1,
+            emit_events: true, // as the server sets it: usage of ends comes with them
+            ..Default::default()
+        };
+        let mut task = BrokerTask::new(Broker::new(config), rx);
+        // Subscriber "s" (QoS 1 on "t"), publisher "p", idle "i".
+        let subscribe = [0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b't', 0x01];
+        let _s = open_with(&mut task, 1, b's', &subscribe);
+        let _p = open_with(&mut task, 2, b'p', &[]);
+        let _i = open_with(&mut task, 3, b'i', &[]);
+        // Seconds from now (the tick below reads the wall clock).
+        let t0 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let round = |task: &mut BrokerTask, second: u64| {
+            task.start_attribution(t0 + second);
+            let mut slices = 0;
+            while task.attribute_slice() {
+                slices += 1;
+                assert!(slices < 10);
+            }
+        };
+        // Usage of each client equals the core's count of its units.
+        let exact = |task: &BrokerTask| {
+            for (conn, id) in [(1, "s"), (2, "p"), (3, "i")] {
+                let units = task.broker.client_counter(ConnId(conn)).unwrap().units;
+                assert_eq!(task.ops.usage.clients[id].total, units, "client {id}");
+            }
+        };
+        round(&mut task, 0);
+        exact(&task);
+        // The series' key is the core's client id, shared, not a copy.
+        let (key, _) = task.ops.usage.clients.get_key_value("i").unwrap();
+        let core_id = task.broker.client_counter(ConnId(3)).unwrap().client_id;
+        assert!(Arc::ptr_eq(key, core_id));
+        let idle_units = task.ops.usage.clients["i"].total;
+        assert!(idle_units > 0, "its CONNECT counts");
+        // Nothing happened since: the next round visits nobody.
+        task.start_attribution(t0 + 1);
+        assert!(
+            !task.attribution_pending(),
+            "idle connections are not visited"
+        );
+        // Three QoS 1 messages: the subscriber's window (1) takes one, two wait queued.
+        let publish = |id: u8| [0x32, 0x06, 0x00, 0x01, b't', 0x00, id, b'x'];
+        let three: Vec<u8> = (1..=3).flat_map(publish).collect();
+        task.handle(Event::Packets {
+            conn: ConnId(2),
+            packets: packets(&three),
+            read_at: now(),
+        });
+        round(&mut task, 2);
+        exact(&task);
+        assert_eq!((task.ops.queued, task.ops.inflight), (2, 1));
+        // Two more while the window is full: nothing goes to the subscriber, yet it is
+        // visited (it has messages waiting) and the gauge follows.
+        let two: Vec<u8> = (4..=5).flat_map(publish).collect();
+        task.handle(Event::Packets {
+            conn: ConnId(2),
+            packets: packets(&two),
+            read_at: now(),
+        });
+        round(&mut task, 3);
+        exact(&task);
+        assert_eq!((task.ops.queued, task.ops.inflight), (4, 1));
+        // The idle client becomes active (QoS 0 to a topic nobody subscribed): its new
+        // units are attributed.
+        task.handle(Event::Packets {
+            conn: ConnId(3),
+            packets: packets(&[0x30, 0x04, 0x00, 0x01, b'u', b'x']),
+            read_at: now(),
+        });
+        round(&mut task, 4);
+        exact(&task);
+        assert!(task.ops.usage.clients["i"].total > idle_units);
+        // The subscriber goes: its share leaves the gauges, the units of its end land.
+        task.handle(Event::Closed { conn: ConnId(1) });
+        task.drain_broker_events();
+        assert_eq!((task.ops.queued, task.ops.inflight), (0, 0));
+        round(&mut task, 5);
+        task.tick();
+        assert_eq!(task.ops.conns.open_count(), 2);
+        let units = task.broker.stats().units;
+        assert_eq!(task.ops.usage.total.total, units);
+        assert_eq!(task.ops.usage.listeners["default"].total, units);
+        let clients: u64 = task.ops.usage.clients.values().map(|s| s.total).sum();
+        assert_eq!(clients, units, "every unit once");
     }
 
     #[tokio::test]

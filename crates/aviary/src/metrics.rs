@@ -212,7 +212,7 @@ impl Metrics {
             gauge!("aviary_sessions").set(stats.sessions as f64);
             gauge!("aviary_subscriptions").set(stats.subscriptions as f64);
             gauge!("aviary_retained_messages").set(stats.retained as f64);
-            gauge!("aviary_open_sockets").set(ops.conns.len() as f64);
+            gauge!("aviary_open_sockets").set(ops.conns.open_count() as f64);
             gauge!("aviary_connections_parked").set(self.parked.load(Ordering::Relaxed) as f64);
             counter!("aviary_connects_refused_total").absolute(stats.connects_refused);
             counter!("aviary_wills_published_total").absolute(stats.wills_published);
@@ -256,14 +256,14 @@ impl Metrics {
                 counter!("aviary_messages_dropped_total", "reason" => reason).absolute(count);
             }
             for (listener, series) in &ops.usage.listeners {
-                counter!("aviary_usage_units_by_listener_total", "listener" => listener.clone())
+                counter!("aviary_usage_units_by_listener_total", "listener" => listener.to_string())
                     .absolute(series.total);
             }
             // Per user while there are at most USER_SERIES_MAX of them (bounded label
             // cardinality; the API has every user).
             if ops.usage.users.len() <= USER_SERIES_MAX {
                 for (user, series) in &ops.usage.users {
-                    counter!("aviary_usage_units_by_user_total", "user" => user.clone())
+                    counter!("aviary_usage_units_by_user_total", "user" => user.to_string())
                         .absolute(series.total);
                 }
             }

@@ -3,7 +3,8 @@
 //! listener, user and client. Fed by the broker task once per tick with exact deltas of
 //! the core's counters, so nothing is sampled: every unit lands in exactly one minute.
 //!
-//! Memory is bounded: minutes are sparse (only minutes with units, 8 bytes each), series
+//! Memory is bounded: minutes are sparse (only minutes with units, 8 bytes each, the
+//! current one inline in its [`Series`]), series
 //! with no units for 24 hours go, and at most [`MAX_CLIENTS`] client ids are tracked. When
 //! connect churn brings more, the least recently active tenth of the clients is folded into
 //! [`Usage::evicted`]: their totals stay counted there (so the clients' totals plus the
@@ -11,7 +12,8 @@
 //! and a client that comes back starts a new series. The total, listener and user series
 //! are never evicted and stay exact.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -39,22 +41,38 @@ struct Minute {
     units: u32,
 }
 
-/// The usage of one thing (the whole broker, a listener, a user, a client).
+/// The usage of one thing (the whole broker, a listener, a user, a client). 48 bytes, and
+/// nothing allocated until it has units in a second minute: there is one per client id
+/// (up to [`MAX_CLIENTS`]), and most of an idle fleet's clients only ever count their
+/// CONNECT. Seconds are Unix seconds in a `u32` (until 2106) and per-second and per-minute
+/// units saturate at `u32::MAX`; the total is exact.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Series {
     /// Units since the broker started.
     pub(crate) total: u64,
     /// The second (Unix) of the last recorded units and the units counted in it.
-    current_second: (u64, u64),
+    current_second: (u32, u32),
     /// Units of the last complete second.
-    last_second: (u64, u64),
-    /// Minutes with units, oldest first, at most [`MINUTES_KEPT`] of them.
-    minutes: VecDeque<Minute>,
+    last_second: (u32, u32),
+    /// Units of the minute of `current_second` (0: none within the last 24 hours).
+    current_minute: u32,
+    /// Earlier minutes with units, oldest first, within the last 24 hours.
+    earlier: Box<[Minute]>,
 }
 
 /// The minute number of Unix second `second` (saturating far in the future).
 fn minute_number(second: u64) -> u32 {
     u32::try_from(second / 60).unwrap_or(u32::MAX)
+}
+
+/// Unix second `now` in 32 bits (saturating in 2106).
+fn second_of(now: u64) -> u32 {
+    u32::try_from(now).unwrap_or(u32::MAX)
+}
+
+/// `units` in 32 bits, saturating.
+fn small(units: u64) -> u32 {
+    u32::try_from(units).unwrap_or(u32::MAX)
 }
 
 impl Series {
@@ -64,66 +82,84 @@ impl Series {
             return;
         }
         self.total += units;
-        if self.current_second.0 != now {
+        let second = second_of(now);
+        if self.current_second.0 != second {
+            let previous = minute_number(self.current_second.0.into());
+            if previous != minute_number(now) {
+                if self.current_minute > 0 {
+                    // A new minute: the previous one joins the earlier ones (one
+                    // allocation per minute with units).
+                    let mut earlier = Vec::with_capacity(self.earlier.len() + 1);
+                    earlier.extend_from_slice(&self.earlier);
+                    earlier.push(Minute {
+                        number: previous,
+                        units: self.current_minute,
+                    });
+                    self.earlier = earlier.into_boxed_slice();
+                }
+                self.current_minute = 0;
+            }
             self.last_second = self.current_second;
-            self.current_second = (now, 0);
+            self.current_second = (second, 0);
         }
-        self.current_second.1 += units;
-        let number = minute_number(now);
-        let small = u32::try_from(units).unwrap_or(u32::MAX);
-        match self.minutes.back_mut() {
-            Some(last) if last.number == number => last.units = last.units.saturating_add(small),
-            _ => self.minutes.push_back(Minute {
-                number,
-                units: small,
-            }),
-        }
+        self.current_second.1 = self.current_second.1.saturating_add(small(units));
+        self.current_minute = self.current_minute.saturating_add(small(units));
         self.prune(now);
     }
 
-    /// Forgets minutes older than 24 hours before `now`, and spare capacity.
+    /// Forgets minutes older than 24 hours before `now`.
     fn prune(&mut self, now: u64) {
         let oldest_kept = (now / 60).saturating_sub(MINUTES_KEPT - 1);
-        while self
-            .minutes
-            .front()
-            .is_some_and(|m| u64::from(m.number) < oldest_kept)
-        {
-            self.minutes.pop_front();
+        let stale = self
+            .earlier
+            .iter()
+            .take_while(|m| u64::from(m.number) < oldest_kept)
+            .count();
+        if stale > 0 {
+            self.earlier = self.earlier[stale..].into();
         }
-        if self.minutes.capacity() > 2 * self.minutes.len() + 4 {
-            self.minutes.shrink_to_fit();
+        if u64::from(minute_number(self.current_second.0.into())) < oldest_kept {
+            self.current_minute = 0;
         }
     }
 
     /// Units per second "now": those of second `now - 1` (the last complete second).
     pub(crate) fn per_second(&self, now: u64) -> u64 {
         let prev = now.saturating_sub(1);
-        if self.current_second.0 == prev {
+        let units = if u64::from(self.current_second.0) == prev {
             self.current_second.1
-        } else if self.last_second.0 == prev {
+        } else if u64::from(self.last_second.0) == prev {
             self.last_second.1
         } else {
             0
-        }
+        };
+        units.into()
     }
 
     /// The minutes with units in the last 24 hours, oldest first.
     pub(crate) fn minutes(&self) -> impl Iterator<Item = MinuteUnits> + '_ {
-        self.minutes.iter().map(|m| MinuteUnits {
-            minute: u64::from(m.number) * 60,
-            units: u64::from(m.units),
-        })
+        let current = (self.current_minute > 0).then(|| Minute {
+            number: minute_number(self.current_second.0.into()),
+            units: self.current_minute,
+        });
+        self.earlier
+            .iter()
+            .copied()
+            .chain(current)
+            .map(|m| MinuteUnits {
+                minute: u64::from(m.number) * 60,
+                units: u64::from(m.units),
+            })
     }
 
     /// The Unix second of the last units (0: none yet).
     fn last_active(&self) -> u64 {
-        self.current_second.0
+        self.current_second.0.into()
     }
 
     /// Whether nothing was counted in the last 24 hours before `now`.
     fn is_stale(&self, now: u64) -> bool {
-        self.current_second.0 + MINUTES_KEPT * 60 <= now
+        self.last_active() + MINUTES_KEPT * 60 <= now
     }
 }
 
@@ -142,11 +178,12 @@ pub(crate) struct Usage {
     /// The whole broker (includes will messages, which belong to no live connection).
     pub(crate) total: Series,
     /// By listener name.
-    pub(crate) listeners: HashMap<String, Series>,
+    pub(crate) listeners: HashMap<Arc<str>, Series>,
     /// By username (clients without one are not in this map).
-    pub(crate) users: HashMap<String, Series>,
-    /// By client id, at most `max_clients` of them.
-    pub(crate) clients: HashMap<String, Series>,
+    pub(crate) users: HashMap<Arc<str>, Series>,
+    /// By client id, at most `max_clients` of them (keys shared with the core's client
+    /// ids when they come from a connection's counters).
+    pub(crate) clients: HashMap<Arc<str>, Series>,
     /// Client series folded away to keep the bound.
     pub(crate) evicted: Evicted,
     /// The bound on `clients` ([`MAX_CLIENTS`]; smaller in tests).
@@ -164,7 +201,8 @@ impl Default for Usage {
 pub(crate) struct Owner<'a> {
     pub(crate) listener: &'a str,
     pub(crate) user: Option<&'a str>,
-    pub(crate) client: &'a str,
+    /// Shared with the core (the key of a new client series).
+    pub(crate) client: &'a Arc<str>,
 }
 
 impl Usage {
@@ -189,7 +227,9 @@ impl Usage {
     /// through [`Usage::add_total`]).
     pub(crate) fn add(&mut self, now: u64, owner: Owner<'_>, units: u64) {
         self.add_listener(now, owner.listener, units);
-        self.add_user_and_client(now, owner.user, owner.client, units);
+        self.add_user_and_client(now, owner.user, owner.client, units, || {
+            Arc::clone(owner.client)
+        });
     }
 
     /// Adds units to a listener only. The once-a-second attribution sums its connections'
@@ -202,13 +242,14 @@ impl Usage {
     }
 
     /// Adds units of one connection to its user (if any) and client, not to its listener
-    /// (see [`Usage::add_listener`]).
+    /// (see [`Usage::add_listener`]); `key` makes the client's key if it is new.
     pub(crate) fn add_user_and_client(
         &mut self,
         now: u64,
         user: Option<&str>,
         client: &str,
         units: u64,
+        key: impl FnOnce() -> Arc<str>,
     ) {
         if units == 0 {
             return;
@@ -226,7 +267,7 @@ impl Usage {
         }
         let mut series = Series::default();
         series.add(now, units);
-        self.clients.insert(client.to_owned(), series);
+        self.clients.insert(key(), series);
     }
 
     /// Folds the least recently active tenth of the client series into `evicted` (one
@@ -277,9 +318,9 @@ impl Usage {
 }
 
 /// The series of `key`, created on first use.
-fn entry<'m>(map: &'m mut HashMap<String, Series>, key: &str) -> &'m mut Series {
+fn entry<'m>(map: &'m mut HashMap<Arc<str>, Series>, key: &str) -> &'m mut Series {
     if !map.contains_key(key) {
-        map.insert(key.to_owned(), Series::default());
+        map.insert(key.into(), Series::default());
     }
     // Just inserted if it was missing.
     map.get_mut(key).unwrap_or_else(|| unreachable!())
@@ -305,6 +346,23 @@ mod tests {
     }
 
     #[test]
+    fn a_series_is_48_bytes_and_allocates_from_its_second_minute() {
+        assert_eq!(std::mem::size_of::<Series>(), 48);
+        let mut s = Series::default();
+        s.add(600, 1);
+        s.add(601, 1);
+        assert!(s.earlier.is_empty(), "one minute is held inline");
+        s.add(660, 2);
+        assert_eq!(s.earlier.len(), 1);
+        let minutes: Vec<_> = s.minutes().map(|m| (m.minute, m.units)).collect();
+        assert_eq!(minutes, vec![(600, 2), (660, 2)]);
+        // 24 hours later without units, pruning leaves no minute.
+        s.prune(660 + MINUTES_KEPT * 60);
+        assert_eq!(s.minutes().count(), 0);
+        assert_eq!(s.total, 4);
+    }
+
+    #[test]
     fn history_keeps_24_hours() {
         let mut s = Series::default();
         s.add(0, 1);
@@ -319,14 +377,14 @@ mod tests {
         let owner = Owner {
             listener: "default",
             user: Some("u"),
-            client: "c",
+            client: &"c".into(),
         };
         usage.add(60, owner, 5);
         usage.add(
             61,
             Owner {
                 user: None,
-                client: "d",
+                client: &"d".into(),
                 ..owner
             },
             2,
@@ -343,19 +401,19 @@ mod tests {
     #[test]
     fn eviction_among_equally_recent_clients_takes_a_tenth() {
         let mut usage = Usage::with_max_clients(100);
-        fn owner(client: &str) -> Owner<'_> {
+        fn owner(client: &Arc<str>) -> Owner<'_> {
             Owner {
                 listener: "l",
                 user: None,
                 client,
             }
         }
-        usage.add(10, owner("old"), 5);
+        usage.add(10, owner(&"old".into()), 5);
         for i in 0..99 {
-            usage.add(20, owner(&format!("c{i}")), 1);
+            usage.add(20, owner(&format!("c{i}").into()), 1);
         }
         assert_eq!(usage.clients.len(), 100);
-        usage.add(20, owner("new"), 1);
+        usage.add(20, owner(&"new".into()), 1);
         assert_eq!(usage.clients.len(), 91, "ten evicted, one added");
         assert_eq!(usage.evicted.clients, 10);
         assert!(!usage.clients.contains_key("old"), "the oldest goes first");
@@ -367,6 +425,7 @@ mod tests {
     #[test]
     fn client_churn_stays_bounded_and_totals_stay_exact() {
         const BOUND: usize = 1_000;
+        let steady_id: Arc<str> = "steady".into();
         let mut usage = Usage::with_max_clients(BOUND);
         let mut now = 1_000_000;
         let mut sum = 0;
@@ -376,7 +435,7 @@ mod tests {
             if i % 7 == 0 {
                 now += 1;
             }
-            let id = format!("churn-{i}");
+            let id: Arc<str> = format!("churn-{i}").into();
             let user = if i % 2 == 0 { "even" } else { "odd" };
             let owner = Owner {
                 listener: "default",
@@ -385,7 +444,7 @@ mod tests {
             };
             usage.add(now, owner, 1 + i % 3);
             let steady = Owner {
-                client: "steady",
+                client: &steady_id,
                 ..owner
             };
             usage.add(now, steady, 1);

@@ -44,8 +44,6 @@ async fn every_listed_metric_counts_real_traffic() {
         // QoS 1/2 message to a session that does not acknowledge is a drop (queue_full).
         c.mqtt.max_inflight = 1;
         c.mqtt.max_queued_messages = 1;
-        // Parking is off by default; on here so that the parked gauge counts something.
-        c.listener.park_after = std::time::Duration::from_secs(10);
     })
     .await;
     let mut sub = RawClient::connect_v311(api.mqtt, "m-sub").await;
@@ -125,7 +123,7 @@ async fn every_listed_metric_counts_real_traffic() {
     let wanted: &[(&str, f64)] = &[
         ("aviary_connections", 2.0),
         // Both connections have been idle for far longer than a new connection's first
-        // idle period (100 ms, then 200 ms): both are parked (tests/parking.rs drives
+        // idle period (1 s, then 2 s): both are parked (tests/parking.rs drives
         // parked connections).
         ("aviary_connections_parked", 2.0),
         ("aviary_connacks_total{reason=\"0x00\"}", 3.0),

@@ -1,5 +1,5 @@
 //! Parked connections (`listener.park_after`, here 1 s; just after connecting, a connection
-//! parks after 100 ms of silence): an idle plain TCP connection gives up its task, and everything a
+//! parks after 1 s of silence): an idle plain TCP connection gives up its task, and everything a
 //! connection can be asked to do still reaches it. Each test waits until
 //! `aviary_connections_parked` on `/metrics` says its clients are parked, then drives them
 //! with real traffic: deliveries at QoS 0 and 1 and their acknowledgement, PINGREQ and

@@ -4,6 +4,7 @@
 //! limits that apply at once.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use aviary_codec::{Disconnect, Packet, ProtocolVersion, QoS, ReasonCode, SubscriptionOptions};
@@ -51,7 +52,8 @@ pub struct SharedGroupInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientCounters<'a> {
     pub conn: ConnId,
-    pub client_id: &'a str,
+    /// Shared (usage metering keys its series by it without a copy).
+    pub client_id: &'a Arc<str>,
     /// Metered units of the connection so far.
     pub units: u64,
     pub inflight: usize,

@@ -133,11 +133,11 @@ pub(crate) fn glob(pattern: &str, text: &str) -> bool {
 
 /// The API view of a client, with the shell's metadata.
 fn view(ctx: &ManageCtx<'_>, info: ClientInfo) -> Client {
-    let meta = ctx.ops.conns.get(&info.conn);
+    let entry = ctx.ops.conns.get(info.conn);
     Client {
         client_id: info.client_id,
-        username: meta.and_then(|m| m.username.clone()),
-        listener: meta.map(|m| m.listener.to_string()),
+        username: entry.and_then(|e| e.username()).map(str::to_owned),
+        listener: entry.map(|e| e.listener().to_string()),
         protocol: protocol_name(info.protocol),
         address: info.peer.to_string(),
         keep_alive: info.keep_alive,

@@ -99,8 +99,8 @@ async fn client_counts(state: &AppState) -> Result<HashMap<String, usize>, ApiEr
         .call(|ctx| {
             let mut counts: HashMap<String, usize> = HashMap::new();
             for client in ctx.broker.clients() {
-                if let Some(meta) = ctx.ops.conns.get(&client.conn) {
-                    *counts.entry(meta.listener.to_string()).or_default() += 1;
+                if let Some(entry) = ctx.ops.conns.get(client.conn) {
+                    *counts.entry(entry.listener().to_string()).or_default() += 1;
                 }
             }
             counts

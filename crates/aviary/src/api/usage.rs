@@ -103,14 +103,15 @@ async fn usage(
         .broker
         .call(move |ctx| {
             let u = &ctx.ops.usage;
-            let map = |m: &std::collections::HashMap<String, Series>, minutes| {
+            let map = |m: &std::collections::HashMap<std::sync::Arc<str>, Series>, minutes| {
                 m.iter()
-                    .map(|(k, s)| (k.clone(), series(s, now, minutes)))
+                    .map(|(k, s)| (k.to_string(), series(s, now, minutes)))
                     .collect()
             };
-            let mut ids: Vec<&String> = u
+            let mut ids: Vec<&str> = u
                 .clients
                 .keys()
+                .map(|id| &**id)
                 .filter(|id| q.client_id.as_deref().is_none_or(|p| glob(p, id)))
                 .collect();
             ids.sort_unstable();
@@ -118,7 +119,7 @@ async fn usage(
                 .iter()
                 .skip(offset)
                 .take(limit)
-                .filter_map(|id| Some(((*id).clone(), series(u.clients.get(*id)?, now, false))))
+                .filter_map(|id| Some(((*id).to_owned(), series(u.clients.get(*id)?, now, false))))
                 .collect();
             UsageReport {
                 total: series(&u.total, now, true),
@@ -161,7 +162,7 @@ async fn usage_of(
                 "user" => &u.users,
                 _ => &u.clients,
             };
-            map.get(&key).map(|s| series(s, now, true))
+            map.get(key.as_str()).map(|s| series(s, now, true))
         })
         .await?;
     found

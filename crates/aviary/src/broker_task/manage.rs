@@ -1,7 +1,8 @@
 //! The operations side of the broker task: management requests run on the broker
-//! ([`BrokerHandle::call`]), connection metadata the core does not keep (listener, username),
-//! usage attribution, traffic counters for metrics, and the system event topics
-//! (`$events/...` on every client event, `$SYS/broker/...` periodically).
+//! ([`BrokerHandle::call`]), the table of connections ([`ConnTable`]: outboxes and what
+//! the core does not keep, listener and username), usage attribution, traffic counters
+//! for metrics, and the system event topics (`$events/...` on every client event,
+//! `$SYS/broker/...` periodically).
 //!
 //! A management request is a closure sent through the broker task's own inbox with a
 //! oneshot for the reply: it runs between two events, with the broker to itself, so it sees
@@ -13,27 +14,17 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use aviary_codec::properties::PublishProperties;
 use aviary_codec::{Packet, QoS, TopicName};
-use aviary_core::{Broker, ConnId, Event as BrokerEvent, IdMap};
+use aviary_core::{Broker, ConnId, Event as BrokerEvent};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use super::conns::ConnTable;
 use super::{now, BrokerTask, Event};
 use crate::rates::Rates;
 use crate::usage::{Owner, Usage};
 
 /// Seconds between two publications of the `$SYS/broker/...` statistics.
 const SYS_INTERVAL_SECS: u64 = 10;
-
-/// What the broker task knows about a connection beyond the core.
-#[derive(Clone, Debug)]
-pub(crate) struct ConnMeta {
-    /// The listener that accepted it (for per-listener usage and switching a listener off).
-    pub(crate) listener: Arc<str>,
-    /// The username of its CONNECT, if any (for per-user usage and client filters).
-    pub(crate) username: Option<String>,
-    /// Whether its CONNECT carried a will.
-    pub(crate) has_will: bool,
-}
 
 /// Traffic counters that the core does not keep, exported as metrics.
 #[derive(Clone, Debug, Default)]
@@ -66,7 +57,8 @@ const ATTRIBUTION_SLICE: usize = 32;
 const ATTRIBUTION_TURNS: usize = 250;
 
 /// A usage attribution round: started by the tick, worked off a slice per turn of the
-/// broker task, in between its passes.
+/// broker task, in between its passes. It visits only the connections listed since the
+/// last round ([`ConnTable`]): idle connections cost nothing.
 #[derive(Debug, Default)]
 struct Attribution {
     /// The Unix second the round's units are counted in (the tick's).
@@ -77,22 +69,17 @@ struct Attribution {
     slice: usize,
     /// Units of the visited connections, per listener (added once each at the end).
     per_listener: Vec<(Arc<str>, u64)>,
-    /// QoS 1/2 messages queued and in flight at the visited connections.
-    queued: usize,
-    inflight: usize,
 }
 
 /// The operations state kept by the broker task.
 #[derive(Debug, Default)]
 pub(crate) struct Ops {
-    /// Metadata of open connections.
-    pub(crate) conns: IdMap<ConnId, ConnMeta>,
+    /// The connections: outboxes, owners, what attribution saw of them.
+    pub(crate) conns: ConnTable,
     /// Usage over time.
     pub(crate) usage: Usage,
     /// Traffic counters.
     pub(crate) counters: Counters,
-    /// Per connected connection, its cumulative units already attributed to usage.
-    attributed: IdMap<ConnId, u64>,
     /// The core's total units already attributed.
     attributed_total: u64,
     /// The usage attribution in progress, a slice of connections per turn.
@@ -101,8 +88,8 @@ pub(crate) struct Ops {
     last_prune_minute: u64,
     /// Unix second of the last `$SYS` publication.
     last_sys: u64,
-    /// Outgoing QoS 1/2 messages queued at connected sessions (at the last complete
-    /// attribution round).
+    /// Outgoing QoS 1/2 messages queued at connected sessions (the sum of the connections'
+    /// values as attribution last saw them).
     pub(crate) queued: usize,
     /// Outgoing QoS 1/2 messages in flight at connected sessions (likewise).
     pub(crate) inflight: usize,
@@ -171,26 +158,11 @@ impl Ops {
             .is_none_or(|r| r.admit_connect(connect.will.is_some()))
     }
 
-    /// A connection was accepted by `listener`.
-    pub(super) fn opened(&mut self, conn: ConnId, listener: Arc<str>) {
-        self.conns.insert(
-            conn,
-            ConnMeta {
-                listener,
-                username: None,
-                has_will: false,
-            },
-        );
-    }
-
     /// A packet from `conn`, before the broker sees it.
     pub(super) fn inbound(&mut self, conn: ConnId, packet: &Packet) {
         match packet {
             Packet::Connect(connect) => {
-                if let Some(meta) = self.conns.get_mut(&conn) {
-                    meta.username.clone_from(&connect.username);
-                    meta.has_will = connect.will.is_some();
-                }
+                self.conns.set_username(conn, connect.username.as_deref());
             }
             Packet::Publish(p) => {
                 let q = p.qos as usize;
@@ -301,7 +273,10 @@ impl BrokerTask {
         self.start_attribution(unix);
         self.charge_rates(0);
         let ops = &mut self.ops;
-        ops.conns.retain(|conn, _| self.outboxes.contains_key(conn));
+        // The ends of the connections closed since the last tick were drained above.
+        let (queued, inflight) = ops.conns.sweep();
+        ops.queued = ops.queued.saturating_sub(queued);
+        ops.inflight = ops.inflight.saturating_sub(inflight);
         if unix / 60 != ops.last_prune_minute {
             ops.last_prune_minute = unix / 60;
             ops.usage.prune(unix);
@@ -334,10 +309,10 @@ impl BrokerTask {
     }
 
     /// Starts attributing the units counted since the last tick: the core's total delta
-    /// to the total at once, each connected client's delta to its listener, user and
-    /// client id a slice at a time ([`BrokerTask::attribute_slice`]). All at once, with
-    /// 10,000 active clients (several hash lookups each, most of them cache misses), the
-    /// pass stalled every delivery for milliseconds once a second.
+    /// to the total at once, each listed client's delta (see [`ConnTable`]) to its
+    /// listener, user and client id a slice at a time ([`BrokerTask::attribute_slice`]).
+    /// All at once, with 10,000 active clients (several hash lookups each, most of them
+    /// cache misses), the pass stalled every delivery for milliseconds once a second.
     pub(super) fn start_attribution(&mut self, unix: u64) {
         // A round not finished within a tick (the task was not polled) ends first.
         while self.attribute_slice() {}
@@ -348,10 +323,12 @@ impl BrokerTask {
         ops.attributed_total = total;
         let round = &mut ops.attribution;
         round.unix = unix;
-        round.pending.clear();
-        round.pending.extend(self.outboxes.keys().copied());
-        round.queued = 0;
-        round.inflight = 0;
+        // The finished round's list (empty) takes the listed connections' place, keeping
+        // its allocation unless a burst made it large.
+        std::mem::swap(&mut round.pending, &mut ops.conns.listed);
+        if ops.conns.listed.capacity() > 4 * round.pending.len() + 1024 {
+            ops.conns.listed = Vec::new();
+        }
         // Slices of at least ATTRIBUTION_SLICE, at most ATTRIBUTION_TURNS of them: the
         // round ends well within the tick even with a pause between slices.
         round.slice = ATTRIBUTION_SLICE.max(round.pending.len().div_ceil(ATTRIBUTION_TURNS));
@@ -363,8 +340,8 @@ impl BrokerTask {
     }
 
     /// Attributes the deltas of up to [`ATTRIBUTION_SLICE`] connections of the round in
-    /// progress; at its end, the per-listener sums and the queue gauges. Returns whether
-    /// connections are left.
+    /// progress and updates the queue gauges by their changes; at its end, the
+    /// per-listener sums. Returns whether connections are left.
     pub(super) fn attribute_slice(&mut self) -> bool {
         let ops = &mut self.ops;
         let round = &mut ops.attribution;
@@ -373,34 +350,58 @@ impl BrokerTask {
         }
         let from = round.pending.len().saturating_sub(round.slice);
         for conn in round.pending.drain(from..) {
-            // Gone since the round started: its units were attributed when it ended.
-            let Some(client) = self.broker.client_counter(conn) else {
+            // Swept since it was listed: its units were attributed when it ended.
+            let Some(entry) = ops.conns.map.get_mut(&conn) else {
                 continue;
             };
-            round.queued += client.queued;
-            round.inflight += client.inflight;
-            let seen = ops.attributed.entry(client.conn).or_default();
-            let delta = client.units.saturating_sub(*seen);
-            *seen = client.units;
-            if delta == 0 {
-                continue; // an idle client: nothing to attribute, no lookup
+            entry.listed = false;
+            let client = self.broker.client_counter(conn);
+            // Its share of the gauges, replaced by what the core has now.
+            let (queued, inflight) = client.map_or((0, 0), |c| {
+                (
+                    u32::try_from(c.queued).unwrap_or(u32::MAX),
+                    u16::try_from(c.inflight).unwrap_or(u16::MAX),
+                )
+            });
+            ops.queued = (ops.queued + queued as usize).saturating_sub(entry.queued as usize);
+            ops.inflight =
+                (ops.inflight + usize::from(inflight)).saturating_sub(usize::from(entry.inflight));
+            entry.queued = queued;
+            entry.inflight = inflight;
+            // Not connected (yet, or any more: the units of its end come with the core's
+            // event).
+            let Some(client) = client else {
+                continue;
+            };
+            if queued > 0 || inflight > 0 {
+                // Its queue may grow without a packet to it (a full window): visited
+                // again in the next round until it has nothing waiting.
+                entry.listed = true;
+                ops.conns.listed.push(conn);
             }
-            if let Some(meta) = ops.conns.get(&client.conn) {
-                ops.usage.add_user_and_client(
-                    round.unix,
-                    meta.username.as_deref(),
-                    client.client_id,
-                    delta,
-                );
-                // Summed per listener (a handful), added once each at the end.
-                match round
+            let delta = client.units.saturating_sub(entry.attributed);
+            entry.attributed = client.units;
+            if delta == 0 {
+                continue; // nothing to attribute, no lookup
+            }
+            let owner = entry.owner();
+            ops.usage.add_user_and_client(
+                round.unix,
+                owner.username.as_deref(),
+                client.client_id,
+                delta,
+                || Arc::clone(client.client_id),
+            );
+            // Summed per listener (a handful), added once each at the end.
+            match round
+                .per_listener
+                .iter_mut()
+                .find(|(l, _)| Arc::ptr_eq(l, &owner.listener) || **l == *owner.listener)
+            {
+                Some((_, units)) => *units += delta,
+                None => round
                     .per_listener
-                    .iter_mut()
-                    .find(|(l, _)| Arc::ptr_eq(l, &meta.listener) || **l == *meta.listener)
-                {
-                    Some((_, units)) => *units += delta,
-                    None => round.per_listener.push((Arc::clone(&meta.listener), delta)),
-                }
+                    .push((Arc::clone(&owner.listener), delta)),
             }
         }
         if !round.pending.is_empty() {
@@ -409,8 +410,6 @@ impl BrokerTask {
         for (listener, units) in round.per_listener.drain(..) {
             ops.usage.add_listener(round.unix, &listener, units);
         }
-        ops.queued = round.queued;
-        ops.inflight = round.inflight;
         // The tick refreshed the metrics before the round: again, with its usage.
         if let Some(metrics) = &ops.metrics {
             metrics.refresh(&self.broker.stats(), ops, self.dropped_qos0);
@@ -430,11 +429,11 @@ impl BrokerTask {
                     clean_start,
                     session_present,
                 } => {
-                    let meta = self.ops.conns.get(conn);
+                    let entry = self.ops.conns.get(*conn);
                     let payload = serde_json::json!({
                         "client_id": &**client_id,
-                        "username": meta.and_then(|m| m.username.as_deref()),
-                        "listener": meta.map(|m| &*m.listener),
+                        "username": entry.and_then(|e| e.username()),
+                        "listener": entry.map(|e| &**e.listener()),
                         "peer": self.broker.connection_peer(*conn).map(|p| p.to_string()),
                         "protocol": crate::api::protocol_name(*protocol),
                         "clean_start": clean_start,
@@ -448,16 +447,22 @@ impl BrokerTask {
                     reason,
                     units,
                 } => {
-                    let seen = self.ops.attributed.remove(conn).unwrap_or(0);
-                    if let Some(meta) = self.ops.conns.get(conn) {
+                    let ops = &mut self.ops;
+                    if let Some(entry) = ops.conns.map.get_mut(conn) {
+                        let delta = units.saturating_sub(entry.attributed);
+                        entry.attributed = *units;
+                        // Its share of the gauges goes with it.
+                        ops.queued = ops.queued.saturating_sub(entry.queued as usize);
+                        ops.inflight = ops.inflight.saturating_sub(usize::from(entry.inflight));
+                        entry.queued = 0;
+                        entry.inflight = 0;
+                        let owner = entry.owner();
                         let owner = Owner {
-                            listener: &meta.listener,
-                            user: meta.username.as_deref(),
+                            listener: &owner.listener,
+                            user: owner.username.as_deref(),
                             client: client_id,
                         };
-                        self.ops
-                            .usage
-                            .add(unix_now(), owner, units.saturating_sub(seen));
+                        ops.usage.add(unix_now(), owner, delta);
                     }
                     let payload = serde_json::json!({
                         "client_id": &**client_id,

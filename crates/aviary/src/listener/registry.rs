@@ -573,8 +573,8 @@ impl Registry {
                     .ops
                     .conns
                     .iter()
-                    .filter(|(_, meta)| *meta.listener == *name)
-                    .map(|(conn, _)| *conn)
+                    .filter(|(_, entry)| entry.is_open() && **entry.listener() == *name)
+                    .map(|(conn, _)| conn)
                     .collect();
                 for conn in conns {
                     if ctx.broker.connection_peer(conn).is_some_and(&which) {
