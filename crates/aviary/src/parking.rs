@@ -1,6 +1,6 @@
 //! Parked connections: plain TCP connections that have had nothing to read or write for a
-//! while ([`Parker::idle_period`]: 1 s just after they connect, doubling while they
-//! are busy; `listener.park_after` once they have parked and resumed), held without a
+//! while ([`Parker::idle_period`]: 1 s just after they connect; `listener.park_after`
+//! once they have talked after their CONNACK or parked and resumed), held without a
 //! task. A running
 //! connection costs a tokio task (~640 B with its future) and a tokio I/O registration
 //! (~256 B); a parked one costs a slot here (~100 B) and a small waker in its outbox.
@@ -43,10 +43,11 @@ use crate::outbox::Outbox;
 /// second (subscribes, publishes its first reading) would otherwise park and resume at
 /// once, and the resume (a wake of this thread, a new task, a tokio registration) delays
 /// that message: with 100 ms, the IoT benchmark's devices (one message a second) each
-/// parked before their first message, and p99 rose from ~150 to ~200 µs. Each check that
-/// finds the connection busy doubles the period (a busy connection is soon checked
-/// rarely); once the connection has parked and resumed, the period is
-/// `listener.park_after`, so a client that talks even now and then parks at most once.
+/// parked before their first message, and p99 rose from ~150 to ~200 µs. A check that
+/// finds the connection busy after its CONNACK, or a parked and resumed connection, moves
+/// it to `listener.park_after` (see `Idleness::settled`), so a client that talks even now
+/// and then parks at most once; one whose CONNACK is held up is checked again after twice
+/// the period.
 const FIRST_PARK: Duration = Duration::from_secs(1);
 
 /// The idle step of a connection that has parked and resumed: its period is
