@@ -121,8 +121,8 @@ pub struct ListenerConfig {
     /// The longest a plain TCP connection stays idle before it is parked: its task and its
     /// tokio I/O registration are given up until it has work again (`crate::parking`),
     /// about 900 bytes less per idle connection. Just after connecting, a connection parks
-    /// after 1 s of silence; once it has talked after its CONNACK, or parked and resumed,
-    /// after this long (default 10 s). Parking and resuming cost a few
+    /// after 1 s of silence (2 s if it was busy); once it has talked for a whole period
+    /// after its CONNACK, or parked and resumed, after this long (default 10 s). Parking and resuming cost a few
     /// microseconds of CPU (a task spawn and two epoll registrations). Zero never parks.
     /// Applies to every plain TCP listener, including those created through the API.
     pub park_after: Duration,
