@@ -18,9 +18,9 @@ use tracing_subscriber::EnvFilter;
 /// as fragments it rarely gives back, so the memory a broker holds after a fleet
 /// reconnects depended on how the burst went: 1.4-2.0 KB per idle connection at 19,000
 /// connections. mimalloc keeps each size in its own pages and returns emptied pages:
-/// 1.3-1.36 KB in every run (crates/aviary-bench/README.md). Its v2 is used, without
-/// transparent huge pages (`no_thp`): with them a 2 MiB page backs each touched region
-/// of its arenas, which raised the idle broker's RSS from 14 to 27 MiB.
+/// 1.24-1.36 KB for that build in every run (crates/aviary-bench/README.md). Its v2 is
+/// used, without transparent huge pages (`no_thp`): with them a 2 MiB page backs each
+/// touched region of its arenas, which raised the idle broker's RSS from 14 to 27 MiB.
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
