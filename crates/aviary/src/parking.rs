@@ -164,7 +164,8 @@ impl Slots {
         (index, self.slot(index).map_or(0, |s| s.generation))
     }
 
-    /// Gives slot `index` back unfilled (its generation unchanged).
+    /// Puts slot `index` back among the vacant ones (an unfilled slot keeps its
+    /// generation; [`Slots::take`] moves it on first).
     fn unused(&mut self, index: u32) {
         self.vacant.push(index);
     }
@@ -345,6 +346,7 @@ impl Parker {
             index,
             generation,
         })));
+        // `vacant` has just handed this slot out, so it is there.
         if let Some(slot) = slots.slot_mut(index) {
             slot.entry = Some(Entry {
                 stream,
