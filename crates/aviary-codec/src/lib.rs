@@ -20,9 +20,9 @@ mod wire;
 
 pub use error::{DecodeError, EncodeError};
 pub use packet::{
-    decode, encode, encode_publish, encoded_len, Ack, Auth, ConnAck, Connect, Disconnect, Packet,
-    PacketType, Publish, PublishRef, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
-    UnsubAck, Unsubscribe, Will,
+    decode, decode_with, encode, encode_ack, encode_publish, encoded_len, Ack, AckKind, Auth,
+    ConnAck, Connect, Disconnect, Packet, PacketType, Publish, PublishRef, RetainHandling, SubAck,
+    Subscribe, SubscriptionOptions, TopicCache, UnsubAck, Unsubscribe, Will,
 };
 pub use reason::ReasonCode;
 pub use topic::{topic_matches, SharedFilter, TopicError, TopicFilter, TopicName};

@@ -119,6 +119,19 @@ impl Reader {
         Ok(out)
     }
 
+    /// The bytes of the string (spec 1.5.4) at the front, unchecked and not consumed;
+    /// `None` when it runs past the end.
+    pub(crate) fn peek_str_bytes(&self) -> Option<&[u8]> {
+        let len = usize::from(u16::from_be_bytes([*self.buf.first()?, *self.buf.get(1)?]));
+        self.buf.get(2..2 + len)
+    }
+
+    /// Skips the string at the front, which [`Reader::peek_str_bytes`] found whole.
+    pub(crate) fn skip_str(&mut self) {
+        let len = self.peek_str_bytes().map_or(0, |bytes| 2 + bytes.len());
+        self.buf.advance(len);
+    }
+
     /// A UTF-8 encoded string, owned.
     pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
         self.with_str(|s| Ok(s.to_owned()))

@@ -16,10 +16,10 @@
 
 use std::num::NonZeroU16;
 
-use aviary_codec::properties::{AckProperties, PublishProperties};
+use aviary_codec::properties::{AckProperties, PublishProperties, PublishPropertiesBox};
 use aviary_codec::{
-    Ack, EncodeError, Packet, PacketId, ProtocolVersion, Publish, PublishRef, QoS, ReasonCode,
-    TopicName,
+    Ack, AckKind, EncodeError, Packet, PacketId, ProtocolVersion, Publish, PublishRef, QoS,
+    ReasonCode, TopicName,
 };
 use bytes::{Bytes, BytesMut};
 
@@ -41,19 +41,6 @@ pub(crate) enum Outgoing {
     PingResp,
     /// Anything else, boxed: rare enough that its size matters more than its allocation.
     Other(Box<Packet>),
-}
-
-/// Which acknowledgement an [`Outgoing::Ack`] is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum AckKind {
-    /// PUBACK.
-    Ack,
-    /// PUBREC.
-    Rec,
-    /// PUBREL.
-    Rel,
-    /// PUBCOMP.
-    Comp,
 }
 
 /// A queued PUBLISH: the shared topic and payload, and what is per delivery.
@@ -125,9 +112,12 @@ impl Outgoing {
                 aviary_codec::encode_publish(&publish, version, out)
             }
             Self::Other(packet) => aviary_codec::encode(packet, version, out),
-            Self::Ack { .. } | Self::PingResp => {
-                aviary_codec::encode(&Packet::from(self.clone()), version, out)
-            }
+            Self::Ack {
+                kind,
+                packet_id,
+                reason_code,
+            } => aviary_codec::encode_ack(*kind, *packet_id, *reason_code, version, out),
+            Self::PingResp => aviary_codec::encode(&Packet::PingResp, version, out),
         }
     }
 
@@ -155,10 +145,10 @@ impl From<Packet> for Outgoing {
     fn from(packet: Packet) -> Self {
         match packet {
             Packet::Publish(publish) => Self::Publish(QueuedPublish::from(publish)),
-            Packet::PubAck(ack) if has_no_properties(&ack) => Self::ack(AckKind::Ack, &ack),
-            Packet::PubRec(ack) if has_no_properties(&ack) => Self::ack(AckKind::Rec, &ack),
-            Packet::PubRel(ack) if has_no_properties(&ack) => Self::ack(AckKind::Rel, &ack),
-            Packet::PubComp(ack) if has_no_properties(&ack) => Self::ack(AckKind::Comp, &ack),
+            Packet::PubAck(ack) if has_no_properties(&ack) => Self::ack(AckKind::PubAck, &ack),
+            Packet::PubRec(ack) if has_no_properties(&ack) => Self::ack(AckKind::PubRec, &ack),
+            Packet::PubRel(ack) if has_no_properties(&ack) => Self::ack(AckKind::PubRel, &ack),
+            Packet::PubComp(ack) if has_no_properties(&ack) => Self::ack(AckKind::PubComp, &ack),
             Packet::PingResp => Self::PingResp,
             other => Self::Other(Box::new(other)),
         }
@@ -192,12 +182,14 @@ impl From<Publish> for QueuedPublish {
             properties,
             payload,
         } = publish;
-        let mut properties = properties.into_inner();
-        let topic_alias = properties.topic_alias.take();
-        let properties = if is_empty(&properties) {
-            None
-        } else {
-            Some(Box::new(properties))
+        // Most PUBLISHes have no property: nothing to move, check or allocate then; one
+        // that has keeps its box.
+        let (properties, topic_alias) = match properties.into_boxed() {
+            None => (None, None),
+            Some(mut properties) => {
+                let topic_alias = properties.topic_alias.take();
+                ((!is_empty(&properties)).then_some(properties), topic_alias)
+            }
         };
         Self {
             topic,
@@ -236,15 +228,25 @@ fn is_empty(properties: &PublishProperties) -> bool {
 
 impl From<QueuedPublish> for Publish {
     fn from(queued: QueuedPublish) -> Self {
-        let mut properties = queued.properties.map(|p| *p).unwrap_or_default();
-        properties.topic_alias = queued.topic_alias;
+        let properties = match (queued.properties, queued.topic_alias) {
+            (properties, None) => PublishPropertiesBox::from_boxed(properties),
+            (Some(mut properties), alias) => {
+                properties.topic_alias = alias;
+                PublishPropertiesBox::from_boxed(Some(properties))
+            }
+            (None, alias) => PublishProperties {
+                topic_alias: alias,
+                ..PublishProperties::default()
+            }
+            .into(),
+        };
         Self {
             dup: queued.dup,
             qos: queued.qos,
             retain: queued.retain,
             topic: queued.topic,
             packet_id: queued.packet_id,
-            properties: properties.into(),
+            properties,
             payload: queued.payload,
         }
     }
@@ -265,10 +267,10 @@ impl From<Outgoing> for Packet {
                     properties: AckProperties::default(),
                 };
                 match kind {
-                    AckKind::Ack => Self::PubAck(ack),
-                    AckKind::Rec => Self::PubRec(ack),
-                    AckKind::Rel => Self::PubRel(ack),
-                    AckKind::Comp => Self::PubComp(ack),
+                    AckKind::PubAck => Self::PubAck(ack),
+                    AckKind::PubRec => Self::PubRec(ack),
+                    AckKind::PubRel => Self::PubRel(ack),
+                    AckKind::PubComp => Self::PubComp(ack),
                 }
             }
             Outgoing::PingResp => Self::PingResp,

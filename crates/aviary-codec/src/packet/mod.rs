@@ -18,9 +18,10 @@ mod roundtrip;
 #[cfg(test)]
 mod tests;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-pub use self::publish::PublishRef;
+pub use self::ack::AckKind;
+pub use self::publish::{PublishRef, TopicCache};
 use crate::properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
     PublishPropertiesBox, SubscribeProperties, UnsubscribeProperties, WillProperties,
@@ -267,6 +268,18 @@ pub fn decode(
     version: ProtocolVersion,
     max_packet_size: u32,
 ) -> Result<Option<Packet>, DecodeError> {
+    decode_with(buf, version, max_packet_size, &mut TopicCache::default())
+}
+
+/// [`decode`] for a connection that keeps a [`TopicCache`] across its packets: a PUBLISH
+/// whose topic is the cached one's shares it (the same packet, accepted or refused
+/// exactly as by [`decode`]); any other topic decoded becomes the cached one.
+pub fn decode_with(
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+    max_packet_size: u32,
+    cache: &mut TopicCache,
+) -> Result<Option<Packet>, DecodeError> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
@@ -307,12 +320,15 @@ pub fn decode(
         return Ok(None);
     }
 
-    let frame = buf.split_to(size).freeze();
-    let mut r = Reader::new(frame.slice(header_len..));
+    // The fixed header is dropped before freezing (a pointer bump), not sliced off the
+    // frozen bytes (a second reference to count up and down).
+    let mut frame = buf.split_to(size);
+    frame.advance(header_len);
+    let mut r = Reader::new(frame.freeze());
     let packet = match kind {
         1 => Packet::Connect(Box::new(connect::decode(&mut r)?)),
         2 => Packet::ConnAck(Box::new(connack::decode(&mut r, version)?)),
-        3 => Packet::Publish(publish::decode(&mut r, flags, version)?),
+        3 => Packet::Publish(publish::decode(&mut r, flags, version, cache)?),
         4 => Packet::PubAck(ack::decode(&mut r, version, PacketType::PubAck)?),
         5 => Packet::PubRec(ack::decode(&mut r, version, PacketType::PubRec)?),
         6 => Packet::PubRel(ack::decode(&mut r, version, PacketType::PubRel)?),
@@ -396,6 +412,43 @@ pub fn encode_publish(
     let written = buf
         .put_vbi(remaining)
         .and_then(|()| publish.write(version, buf));
+    if written.is_err() {
+        buf.truncate(start);
+    }
+    written
+}
+
+/// Appends a PUBACK, PUBREC, PUBREL or PUBCOMP without properties: the same bytes as
+/// [`encode`] of the corresponding packet with empty properties, without building one.
+pub fn encode_ack(
+    kind: AckKind,
+    packet_id: PacketId,
+    reason_code: ReasonCode,
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let mut counter = Counter::default();
+    ack::write_parts(
+        packet_id,
+        reason_code,
+        &ack::NO_ACK_PROPERTIES,
+        version,
+        &mut counter,
+    )?;
+    let remaining = counter.0;
+    buf.reserve(1 + vbi_len(remaining) + remaining);
+    let start = buf.len();
+    let flags = if kind == AckKind::PubRel { 0b0010 } else { 0 };
+    BufMut::put_u8(buf, ((kind.packet_type() as u8) << 4) | flags);
+    let written = buf.put_vbi(remaining).and_then(|()| {
+        ack::write_parts(
+            packet_id,
+            reason_code,
+            &ack::NO_ACK_PROPERTIES,
+            version,
+            buf,
+        )
+    });
     if written.is_err() {
         buf.truncate(start);
     }

@@ -2,15 +2,34 @@
 //! properties, and a payload that is a zero-copy slice of the read buffer.
 
 use super::{read_packet_id, Publish};
-use crate::properties::{decode_properties, encode_properties, PublishProperties};
+use crate::properties::{
+    decode_properties, encode_properties, PublishProperties, PublishPropertiesBox,
+};
 use crate::wire::{Reader, Sink};
 use crate::{DecodeError, EncodeError, PacketId, ProtocolVersion, QoS, TopicName};
+
+/// The topic name of the last PUBLISH decoded on a connection, for [`crate::decode_with`]:
+/// a PUBLISH on the same topic (what a publisher sends again and again) then shares its
+/// name instead of validating and allocating it again.
+#[derive(Clone, Debug, Default)]
+pub struct TopicCache(Option<TopicName>);
+
+impl TopicCache {
+    /// The cached name when it is `bytes`, exactly.
+    fn get(&self, bytes: &[u8]) -> Option<TopicName> {
+        self.0
+            .as_ref()
+            .filter(|topic| topic.as_str().as_bytes() == bytes)
+            .cloned()
+    }
+}
 
 /// Decodes a PUBLISH body; `flags` is the low nibble of the fixed header.
 pub(super) fn decode(
     r: &mut Reader,
     flags: u8,
     version: ProtocolVersion,
+    cache: &mut TopicCache,
 ) -> Result<Publish, DecodeError> {
     let qos = QoS::from_bits((flags >> 1) & 0x03)
         .ok_or(DecodeError::Malformed("PUBLISH QoS 3 [MQTT-3.3.1-4]"))?;
@@ -21,23 +40,37 @@ pub(super) fn decode(
         ));
     }
     // None for the empty name, which only a 5.0 topic alias may stand in for.
-    let topic = r.with_str(|s| {
-        if s.is_empty() {
-            return Ok(None);
+    let topic = match r.peek_str_bytes().and_then(|bytes| cache.get(bytes)) {
+        // Valid: the same bytes were validated when the cached name was decoded.
+        Some(topic) => {
+            r.skip_str();
+            Some(topic)
         }
-        TopicName::new(s)
-            .map(Some)
-            .map_err(|_| DecodeError::TopicNameInvalid("wildcard in PUBLISH topic [MQTT-3.3.2-2]"))
-    })?;
+        None => {
+            let topic = r.with_str(|s| {
+                if s.is_empty() {
+                    return Ok(None);
+                }
+                TopicName::new(s).map(Some).map_err(|_| {
+                    DecodeError::TopicNameInvalid("wildcard in PUBLISH topic [MQTT-3.3.2-2]")
+                })
+            })?;
+            if let Some(topic) = &topic {
+                cache.0 = Some(topic.clone());
+            }
+            topic
+        }
+    };
     let packet_id = if qos == QoS::AtMostOnce {
         None
     } else {
         Some(read_packet_id(r)?)
     };
-    let properties: PublishProperties = if version.is_v5() {
-        decode_properties(r)?
+    // In 3.x there is no property: the empty box, with nothing to build or compare.
+    let properties = if version.is_v5() {
+        PublishPropertiesBox::from(decode_properties::<PublishProperties>(r)?)
     } else {
-        PublishProperties::default()
+        PublishPropertiesBox::default()
     };
     let topic = match topic {
         Some(topic) => topic,
@@ -56,7 +89,7 @@ pub(super) fn decode(
         retain: flags & 0x01 != 0,
         topic,
         packet_id,
-        properties: properties.into(),
+        properties,
         payload: r.rest(),
     })
 }

@@ -147,13 +147,53 @@ impl PublishPropertiesBox {
     }
 }
 
+impl PublishPropertiesBox {
+    /// The properties on the heap, `None` when there are none (nothing to move or
+    /// allocate: the queued form of a delivery keeps this box as it is).
+    pub fn into_boxed(self) -> Option<Box<PublishProperties>> {
+        self.0
+    }
+
+    /// A box holding `properties`, which the caller already has on the heap (`None`: no
+    /// property). A boxed value without any property is kept as it is; it compares equal
+    /// to the empty box.
+    pub fn from_boxed(properties: Option<Box<PublishProperties>>) -> Self {
+        Self(properties)
+    }
+}
+
 impl From<PublishProperties> for PublishPropertiesBox {
     fn from(properties: PublishProperties) -> Self {
-        if properties == NO_PUBLISH_PROPERTIES {
+        if properties.is_none() {
             Self(None)
         } else {
             Self(Some(Box::new(properties)))
         }
+    }
+}
+
+impl PublishProperties {
+    /// Whether no property is present: field by field (every PUBLISH decoded or sent asks),
+    /// which is cheaper than comparing with [`PublishProperties::NONE`].
+    pub fn is_none(&self) -> bool {
+        let Self {
+            payload_format_indicator,
+            message_expiry_interval,
+            topic_alias,
+            response_topic,
+            correlation_data,
+            user_properties,
+            subscription_identifiers,
+            content_type,
+        } = self;
+        payload_format_indicator.is_none()
+            && message_expiry_interval.is_none()
+            && topic_alias.is_none()
+            && response_topic.is_none()
+            && correlation_data.is_none()
+            && user_properties.is_empty()
+            && subscription_identifiers.is_empty()
+            && content_type.is_none()
     }
 }
 

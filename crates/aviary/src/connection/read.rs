@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use aviary_codec::Packet;
+use aviary_codec::{Packet, TopicCache};
 use aviary_core::ConnId;
 use bytes::BytesMut;
 use tracing::debug;
@@ -97,6 +97,9 @@ async fn read_burst(
     ctx: &ConnectionContext,
 ) -> Option<ReadEnd> {
     let mut buf = BytesMut::new();
+    // The burst's last PUBLISH topic: a client publishing on one topic has it validated
+    // and allocated once per burst, not once per message (and held only while data flows).
+    let mut topics = TopicCache::default();
     loop {
         // Decoded packets keep their slices of the buffer, so growing it means a new
         // allocation: done only when little room is left for the next read.
@@ -123,7 +126,7 @@ async fn read_burst(
                 return Some(ReadEnd::Closed);
             }
         }
-        if let Some(end) = decode_all(&mut buf, (conn, peer), version, ctx).await {
+        if let Some(end) = decode_all(&mut buf, &mut topics, (conn, peer), version, ctx).await {
             return Some(end);
         }
         outbox.wait_for_room().await;
@@ -135,19 +138,20 @@ async fn read_burst(
 /// `Some` when reading must stop.
 async fn decode_all(
     buf: &mut BytesMut,
+    topics: &mut TopicCache,
     (conn, peer): (ConnId, SocketAddr),
     version: &AtomicU8,
     ctx: &ConnectionContext,
 ) -> Option<ReadEnd> {
     let mut wire = [0; 4];
-    let end = decode_packets(buf, (conn, peer), version, ctx, &mut wire).await;
+    let end = decode_packets((buf, topics), (conn, peer), version, ctx, &mut wire).await;
     ctx.wire.add_received(&wire);
     end
 }
 
 /// [`decode_all`], adding each packet's size to `wire` by its class.
 async fn decode_packets(
-    buf: &mut BytesMut,
+    (buf, topics): (&mut BytesMut, &mut TopicCache),
     (conn, peer): (ConnId, SocketAddr),
     version: &AtomicU8,
     ctx: &ConnectionContext,
@@ -157,7 +161,8 @@ async fn decode_packets(
     loop {
         let current = version_from_level(version.load(Ordering::Acquire));
         let before = buf.len();
-        match aviary_codec::decode(buf, current, ctx.max_packet_size.load(Ordering::Relaxed)) {
+        let max_packet_size = ctx.max_packet_size.load(Ordering::Relaxed);
+        match aviary_codec::decode_with(buf, current, max_packet_size, topics) {
             Ok(Some(packet)) => {
                 wire[WireBytes::class(&packet)] += (before - buf.len()) as u64;
                 let mut first_connect = false;
