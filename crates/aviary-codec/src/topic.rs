@@ -77,7 +77,21 @@ impl TopicName {
 
     /// The number of topic levels (one more than the `/` separators).
     pub fn level_count(&self) -> usize {
-        self.0.bytes().filter(|&b| b == b'/').count() + 1
+        // Eight bytes at a time (this runs for every PUBLISH): in `x`, the XOR of a chunk
+        // with eight slashes, a byte is zero exactly where the chunk has a '/', and
+        // `!(((x & 0x7F..) + 0x7F..) | x | 0x7F..)` has the high bit of exactly those bytes.
+        const SLASHES: u64 = u64::from_ne_bytes([b'/'; 8]);
+        const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+        let mut chunks = self.0.as_bytes().chunks_exact(8);
+        let mut slashes = 0;
+        for chunk in chunks.by_ref() {
+            let mut word = [0; 8];
+            word.copy_from_slice(chunk);
+            let x = u64::from_ne_bytes(word) ^ SLASHES;
+            slashes += (!(((x & LOW7) + LOW7) | x | LOW7)).count_ones() as usize;
+        }
+        let tail = chunks.remainder().iter().filter(|&&b| b == b'/').count();
+        slashes + tail + 1
     }
 
     /// The topic levels, split on `/`.
@@ -264,10 +278,25 @@ mod tests {
             TopicName::new(&"a".repeat(70_000)),
             Err(TopicError::TooLong)
         );
-        for (name, levels) in [("a", 1), ("a/b", 2), ("/a", 2), ("a//c/", 4), ("ü/€", 2)] {
+        for (name, levels) in [
+            ("a", 1),
+            ("a/b", 2),
+            ("/a", 2),
+            ("a//c/", 4),
+            ("ü/€", 2),
+            ("////////", 9),
+            ("abcdefg/", 2),
+            ("/bcdefgh/jklmnop/r", 4),
+            ("\u{7f}/\u{80}\u{ff}.o/\u{2f2f}/xxxxxxxxxxxxxxxxxxx/", 5),
+        ] {
             let topic = TopicName::new(name).unwrap();
             assert_eq!(topic.level_count(), levels, "{name}");
             assert_eq!(topic.level_count(), topic.levels().count(), "{name}");
+            assert_eq!(
+                topic.level_count(),
+                name.bytes().filter(|&b| b == b'/').count() + 1,
+                "{name}"
+            );
         }
     }
 

@@ -2,9 +2,9 @@
 //! and properties, both of which may be left out (remaining length 2: Success).
 
 use super::{read_packet_id, Ack, PacketType};
-use crate::properties::{decode_properties, encode_properties, AckProperties};
+use crate::properties::{decode_properties, encode_properties, AckProperties, PropertyCodec};
 use crate::wire::{Reader, Sink};
-use crate::{DecodeError, EncodeError, PacketId, ProtocolVersion, ReasonCode};
+use crate::{DecodeError, EncodeError, ProtocolVersion, ReasonCode};
 
 /// Decodes the body of the acknowledgement `kind`.
 pub(super) fn decode(
@@ -66,48 +66,26 @@ impl AckKind {
     }
 }
 
-/// No acknowledgement property: what [`crate::encode_ack`] writes.
-pub(super) static NO_ACK_PROPERTIES: AckProperties = AckProperties {
-    reason_string: None,
-    user_properties: Vec::new(),
-};
-
 impl Ack {
-    /// Writes the shortest form the spec allows.
+    /// Writes the shortest form the spec allows ([`crate::encode_ack`] writes the same
+    /// without properties).
     pub(super) fn write<S: Sink>(
         &self,
         version: ProtocolVersion,
         s: &mut S,
     ) -> Result<(), EncodeError> {
-        write_parts(
-            self.packet_id,
-            self.reason_code,
-            &self.properties,
-            version,
-            s,
-        )
+        s.put_u16(self.packet_id.get());
+        if !version.is_v5() {
+            return Ok(());
+        }
+        let no_properties = self.properties.is_empty();
+        if self.reason_code == ReasonCode::SUCCESS && no_properties {
+            return Ok(());
+        }
+        s.put_u8(self.reason_code.0);
+        if no_properties {
+            return Ok(());
+        }
+        encode_properties(&self.properties, s)
     }
-}
-
-/// The body of an acknowledgement from its parts (the one implementation of its encoding).
-pub(super) fn write_parts<S: Sink>(
-    packet_id: PacketId,
-    reason_code: ReasonCode,
-    properties: &AckProperties,
-    version: ProtocolVersion,
-    s: &mut S,
-) -> Result<(), EncodeError> {
-    s.put_u16(packet_id.get());
-    if !version.is_v5() {
-        return Ok(());
-    }
-    let no_properties = properties.reason_string.is_none() && properties.user_properties.is_empty();
-    if reason_code == ReasonCode::SUCCESS && no_properties {
-        return Ok(());
-    }
-    s.put_u8(reason_code.0);
-    if no_properties {
-        return Ok(());
-    }
-    encode_properties(properties, s)
 }

@@ -320,11 +320,11 @@ pub fn decode_with(
         return Ok(None);
     }
 
-    // The fixed header is dropped before freezing (a pointer bump), not sliced off the
-    // frozen bytes (a second reference to count up and down).
-    let mut frame = buf.split_to(size);
+    // The fixed header is skipped in the frozen bytes (a pointer bump), not sliced off
+    // (a second reference to count up and down).
+    let mut frame = buf.split_to(size).freeze();
     frame.advance(header_len);
-    let mut r = Reader::new(frame.freeze());
+    let mut r = Reader::new(frame);
     let packet = match kind {
         1 => Packet::Connect(Box::new(connect::decode(&mut r)?)),
         2 => Packet::ConnAck(Box::new(connack::decode(&mut r, version)?)),
@@ -400,6 +400,9 @@ pub fn encode_publish(
     version: ProtocolVersion,
     buf: &mut BytesMut,
 ) -> Result<(), EncodeError> {
+    if !version.is_v5() || publish.properties.is_none() {
+        return publish.write_plain(version, buf);
+    }
     let mut counter = Counter::default();
     publish.write(version, &mut counter)?;
     let remaining = counter.0;
@@ -427,32 +430,20 @@ pub fn encode_ack(
     version: ProtocolVersion,
     buf: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    let mut counter = Counter::default();
-    ack::write_parts(
-        packet_id,
-        reason_code,
-        &ack::NO_ACK_PROPERTIES,
-        version,
-        &mut counter,
-    )?;
-    let remaining = counter.0;
-    buf.reserve(1 + vbi_len(remaining) + remaining);
-    let start = buf.len();
+    // What `Ack::write` writes without properties, in one copy: the packet id, and in 5.0
+    // the reason code unless it is Success (tested against `encode`).
     let flags = if kind == AckKind::PubRel { 0b0010 } else { 0 };
-    BufMut::put_u8(buf, ((kind.packet_type() as u8) << 4) | flags);
-    let written = buf.put_vbi(remaining).and_then(|()| {
-        ack::write_parts(
-            packet_id,
-            reason_code,
-            &ack::NO_ACK_PROPERTIES,
-            version,
-            buf,
-        )
-    });
-    if written.is_err() {
-        buf.truncate(start);
-    }
-    written
+    let [high, low] = packet_id.get().to_be_bytes();
+    let with_code = version.is_v5() && reason_code != ReasonCode::SUCCESS;
+    let bytes = [
+        ((kind.packet_type() as u8) << 4) | flags,
+        2 + u8::from(with_code),
+        high,
+        low,
+        reason_code.0,
+    ];
+    buf.extend_from_slice(&bytes[..4 + usize::from(with_code)]);
+    Ok(())
 }
 
 /// The number of bytes [`encode`] would append for `packet` in `version` (meaningless when

@@ -1,11 +1,13 @@
 //! PUBLISH (spec 3.3): flags in the fixed header, topic name, packet id (QoS > 0),
 //! properties, and a payload that is a zero-copy slice of the read buffer.
 
-use super::{read_packet_id, Publish};
+use bytes::{BufMut, BytesMut};
+
+use super::{read_packet_id, PacketType, Publish};
 use crate::properties::{
     decode_properties, encode_properties, PublishProperties, PublishPropertiesBox,
 };
-use crate::wire::{Reader, Sink};
+use crate::wire::{vbi_len, Reader, Sink, VBI_MAX};
 use crate::{DecodeError, EncodeError, PacketId, ProtocolVersion, QoS, TopicName};
 
 /// The topic name of the last PUBLISH decoded on a connection, for [`crate::decode_with`]:
@@ -130,6 +132,36 @@ impl PublishRef<'_> {
     /// The low nibble of the fixed header: DUP, QoS, RETAIN.
     pub(super) fn flags(&self) -> u8 {
         (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
+    }
+
+    /// [`crate::encode_publish`] of a PUBLISH without properties (all of them in 3.x):
+    /// the same bytes as [`PublishRef::write`] after its fixed header, with the lengths
+    /// added up directly and the header written in one copy.
+    pub(super) fn write_plain(
+        &self,
+        version: ProtocolVersion,
+        buf: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        let topic_len =
+            u16::try_from(self.topic.len()).map_err(|_| EncodeError::FieldTooLong("topic name"))?;
+        let id_len = if self.qos == QoS::AtMostOnce { 0 } else { 2 };
+        // An empty property block is its length, one zero byte.
+        let properties_len = usize::from(version.is_v5());
+        let remaining = 2 + self.topic.len() + id_len + properties_len + self.payload.len();
+        if remaining > VBI_MAX as usize {
+            return Err(EncodeError::TooLarge(remaining));
+        }
+        buf.reserve(1 + vbi_len(remaining) + remaining);
+        BufMut::put_u8(buf, ((PacketType::Publish as u8) << 4) | self.flags());
+        buf.put_vbi(remaining)?;
+        BufMut::put_u16(buf, topic_len);
+        buf.extend_from_slice(self.topic.as_bytes());
+        // The packet id (a QoS > 0 PUBLISH without one is a caller bug: see `write`), then
+        // the empty property block, in one copy.
+        let [high, low] = self.packet_id.map_or(0, |id| id.get()).to_be_bytes();
+        buf.extend_from_slice(&[high, low, 0][2 - id_len..2 + properties_len]);
+        buf.extend_from_slice(self.payload);
+        Ok(())
     }
 
     pub(super) fn write<S: Sink>(

@@ -520,6 +520,13 @@ fn round_trip(v: ProtocolVersion, packet: &Packet) -> Result<(), TestCaseError> 
     let mut buf = BytesMut::new();
     encode(packet, v, &mut buf).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(buf.len(), encoded_len(packet, v));
+    if let Packet::Publish(p) = packet {
+        // The same bytes from its parts (the fast path without properties included).
+        let mut parts = BytesMut::from(&b"x"[..]);
+        encode_publish(&p.as_ref(), v, &mut parts)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&parts[1..], &buf[..]);
+    }
     let len = u32::try_from(buf.len()).unwrap();
     // Exactly the encoded size is allowed; one byte less is refused.
     if len > 1 {
@@ -605,5 +612,60 @@ proptest! {
         let i = at.index(buf.len());
         buf[i] = byte;
         decode_reencode(&buf)?;
+    }
+}
+
+/// Decodes `wire` packet by packet, once with `cache` and once without: the same results,
+/// errors included.
+fn cached_agrees(
+    v: ProtocolVersion,
+    wire: &[u8],
+    cache: &mut TopicCache,
+) -> Result<(), TestCaseError> {
+    let mut plain = BytesMut::from(wire);
+    let mut cached = BytesMut::from(wire);
+    loop {
+        let expected = decode(&mut plain, v, 4096);
+        let got = decode_with(&mut cached, v, 4096, cache);
+        prop_assert_eq!(&got, &expected);
+        if !matches!(expected, Ok(Some(_))) {
+            return Ok(());
+        }
+        prop_assert_eq!(&plain[..], &cached[..]);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// A PUBLISH warms the topic cache; the same PUBLISH again, then with one byte changed
+    /// (its topic, its length, anything), decodes with the cache exactly as without it.
+    #[test]
+    fn topic_cache_changes_no_result(
+        (v, p) in prop_oneof![Just(V3_1), Just(V3_1_1), Just(V5)]
+            .prop_flat_map(|v| (Just(v), publish(v))),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let mut buf = BytesMut::new();
+        encode(&p, v, &mut buf).unwrap();
+        let mut cache = TopicCache::default();
+        let mut twice = buf.clone();
+        twice.extend_from_slice(&buf);
+        cached_agrees(v, &twice, &mut cache)?;
+        let i = at.index(buf.len());
+        buf[i] = byte;
+        cached_agrees(v, &buf, &mut cache)?;
+    }
+}
+
+proptest! {
+    /// The word-at-a-time level count agrees with counting the slashes one by one.
+    #[test]
+    fn level_count_counts_every_slash(t in "[a/\u{2f}\u{ef}\u{7f}é€]{0,40}") {
+        if let Ok(topic) = TopicName::new(&t) {
+            prop_assert_eq!(topic.level_count(), t.bytes().filter(|&b| b == b'/').count() + 1);
+            prop_assert_eq!(topic.level_count(), topic.levels().count());
+        }
     }
 }

@@ -165,6 +165,13 @@ impl PublishPropertiesBox {
 impl From<PublishProperties> for PublishPropertiesBox {
     fn from(properties: PublishProperties) -> Self {
         if properties.is_none() {
+            if properties.user_properties.capacity() == 0
+                && properties.subscription_identifiers.capacity() == 0
+            {
+                // Owns nothing at all (every option is `None`, neither vector has an
+                // allocation): forgetting it is its drop, without visiting each field.
+                std::mem::forget(properties);
+            }
             Self(None)
         } else {
             Self(Some(Box::new(properties)))

@@ -205,3 +205,177 @@ fn mqtt_2_2_2_2_pubrel_flags_must_be_0010() {
     check_err(V3_1_1, "63020001", malformed());
     check_err(V3_1_1, "42020001", malformed());
 }
+
+// ---- fast paths -----------------------------------------------------------------------------
+
+#[test]
+fn topic_cache_shares_a_repeated_topic_and_still_refuses_what_decode_refuses() {
+    let mut cache = TopicCache::default();
+    let topic = |hex: &str, cache: &mut TopicCache| match decode_with(
+        &mut bytes(hex),
+        V3_1_1,
+        MAX,
+        cache,
+    ) {
+        Ok(Some(Packet::Publish(p))) => Ok(p.topic),
+        Ok(other) => panic!("{hex}: {other:?}"),
+        Err(e) => Err(e),
+    };
+    let first = topic("3007 0003612f62 6869", &mut cache).unwrap();
+    let again = topic("3007 0003612f62 6869", &mut cache).unwrap();
+    assert_eq!(again.as_str(), "a/b");
+    assert_eq!(
+        again.as_str().as_ptr(),
+        first.as_str().as_ptr(),
+        "shared, not copied"
+    );
+    // A different topic is decoded (and cached) on its own.
+    let other = topic("3007 0003612f63 6869", &mut cache).unwrap();
+    assert_eq!(other.as_str(), "a/c");
+    assert_ne!(other.as_str().as_ptr(), first.as_str().as_ptr());
+    // A shorter length that makes a prefix of the cached topic is no hit.
+    assert_eq!(
+        topic("3007 0002612f 626869", &mut cache).unwrap().as_str(),
+        "a/"
+    );
+    // What is refused without the cache is refused with it, whatever is cached.
+    for bad in [
+        "3007 0003612f2b 6869",
+        "3007 0003612f00 6869",
+        "3007 0003612fff 6869",
+        "3003 0000 00",
+    ] {
+        let _ = topic("3007 0003612f62 6869", &mut cache).unwrap();
+        let expected = decode(&mut bytes(bad), V3_1_1, MAX).unwrap_err();
+        assert_eq!(topic(bad, &mut cache).unwrap_err(), expected, "{bad}");
+    }
+    // A cached topic in a packet refused for another reason: the same error.
+    let _ = topic("3007 0003612f62 6869", &mut cache).unwrap();
+    assert_eq!(
+        topic("3207 0003612f62 0000", &mut cache).unwrap_err(),
+        decode(&mut bytes("3207 0003612f62 0000"), V3_1_1, MAX).unwrap_err()
+    );
+}
+
+#[test]
+fn encode_ack_writes_what_encode_writes_for_the_ack_packet() {
+    let kinds: [(AckKind, fn(Ack) -> Packet); 4] = [
+        (AckKind::PubAck, Packet::PubAck),
+        (AckKind::PubRec, Packet::PubRec),
+        (AckKind::PubRel, Packet::PubRel),
+        (AckKind::PubComp, Packet::PubComp),
+    ];
+    for v in [V3_1, V3_1_1, V5] {
+        for (kind, packet) in kinds {
+            for code in [0x00, 0x10, 0x80, 0x92] {
+                let id = PacketId::new(0x1234).unwrap();
+                let ack = Ack {
+                    packet_id: id,
+                    reason_code: ReasonCode(code),
+                    properties: Default::default(),
+                };
+                let packet = packet(ack);
+                assert_eq!(kind.packet_type(), packet.packet_type());
+                let mut expected = BytesMut::from(&b"before"[..]);
+                encode(&packet, v, &mut expected).unwrap();
+                let mut got = BytesMut::from(&b"before"[..]);
+                encode_ack(kind, id, ReasonCode(code), v, &mut got).unwrap();
+                assert_eq!(got, expected, "{packet:?} in {v:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn publish_properties_box_is_empty_exactly_without_properties() {
+    use crate::properties::{PublishProperties, PublishPropertiesBox};
+    assert!(PublishPropertiesBox::from(PublishProperties::NONE)
+        .into_boxed()
+        .is_none());
+    assert!(PublishPropertiesBox::from(PublishProperties::default())
+        .into_boxed()
+        .is_none());
+    let one_each: Vec<PublishProperties> = vec![
+        PublishProperties {
+            payload_format_indicator: Some(false),
+            ..Default::default()
+        },
+        PublishProperties {
+            message_expiry_interval: Some(0),
+            ..Default::default()
+        },
+        PublishProperties {
+            topic_alias: NonZeroU16::new(1),
+            ..Default::default()
+        },
+        PublishProperties {
+            response_topic: Some(TopicName::new("r").unwrap()),
+            ..Default::default()
+        },
+        PublishProperties {
+            correlation_data: Some(Bytes::new()),
+            ..Default::default()
+        },
+        PublishProperties {
+            user_properties: vec![(String::new(), String::new())],
+            ..Default::default()
+        },
+        PublishProperties {
+            subscription_identifiers: vec![NonZeroU32::new(1).unwrap()],
+            ..Default::default()
+        },
+        PublishProperties {
+            content_type: Some(String::new()),
+            ..Default::default()
+        },
+    ];
+    for properties in one_each {
+        assert!(!properties.is_none(), "{properties:?}");
+        let boxed = PublishPropertiesBox::from(properties.clone());
+        assert_eq!(*boxed, properties);
+        assert_eq!(boxed.into_boxed().as_deref(), Some(&properties));
+    }
+    // A box from an allocation is kept as is and compares by value.
+    let from_boxed = PublishPropertiesBox::from_boxed(Some(Box::default()));
+    assert_eq!(from_boxed, PublishPropertiesBox::default());
+}
+
+#[test]
+fn encode_publish_without_properties_refuses_what_encode_refuses() {
+    let long = "t".repeat(70_000);
+    let properties = crate::properties::PublishProperties::NONE;
+    for v in [V3_1_1, V5] {
+        let publish = PublishRef {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: &long,
+            packet_id: PacketId::new(1),
+            properties: &properties,
+            payload: b"x",
+        };
+        let mut out = BytesMut::from(&b"kept"[..]);
+        assert_eq!(
+            encode_publish(&publish, v, &mut out),
+            Err(EncodeError::FieldTooLong("topic name"))
+        );
+        assert_eq!(&out[..], b"kept", "nothing appended on error");
+    }
+    // Lengths that need more than one byte of remaining length, in both dialects.
+    for v in [V3_1, V3_1_1, V5] {
+        for (qos, id) in [
+            (QoS::AtMostOnce, None),
+            (QoS::ExactlyOnce, PacketId::new(0xBEEF)),
+        ] {
+            for payload_len in [0usize, 100, 200, 20_000] {
+                let mut p = publish(qos, id.map(|id| id.get()));
+                p.payload = vec![7; payload_len].into();
+                let mut expected = BytesMut::new();
+                encode(&Packet::Publish(p.clone()), v, &mut expected).unwrap();
+                let mut got = BytesMut::new();
+                encode_publish(&p.as_ref(), v, &mut got).unwrap();
+                assert_eq!(got, expected, "{v:?} {qos:?} {payload_len}");
+            }
+        }
+    }
+}
