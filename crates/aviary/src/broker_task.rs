@@ -190,8 +190,10 @@ impl BrokerTask {
         tokio::pin!(timer);
         let slice_timer = tokio::time::sleep(std::time::Duration::ZERO);
         tokio::pin!(slice_timer);
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The tick, first at once, then a whole TICK after the previous one ran (a late
+        // tick delays the next rather than bunching them).
+        let tick = tokio::time::sleep(std::time::Duration::ZERO);
+        tokio::pin!(tick);
         loop {
             let deadline = self.broker.poll_timeout();
             if let Some(deadline) = deadline {
@@ -204,7 +206,15 @@ impl BrokerTask {
             let mut stop = false;
             let backlog = !self.inbox.is_empty();
             let attributing = self.attribution_pending();
+            // Biased, events first: when they are waiting (the busy case, every pass) they
+            // are handled without polling each timer, and the timers are compared with the
+            // clock after the pass instead, so a steady flow of events cannot starve them.
+            // The timer branches only wake an idle task; commits are read by `end_pass`.
             tokio::select! {
+                biased;
+                () = std::future::ready(()), if backlog => {
+                    stop = self.handle_batch() == Flow::Stop;
+                }
                 event = self.events.recv(), if !backlog && !self.inbox.closed() => {
                     match event {
                         Some(event) => {
@@ -214,25 +224,31 @@ impl BrokerTask {
                         None => stop = true,
                     }
                 }
-                () = std::future::ready(()), if backlog => {
-                    stop = self.handle_batch() == Flow::Stop;
-                }
-                // Usage attribution, a slice at a time, spread over the tick (see
-                // `attribute_slice`).
-                () = &mut slice_timer, if attributing => {
-                    self.attribute_slice();
-                    slice_timer.as_mut().reset(tokio::time::Instant::now() + ATTRIBUTION_PAUSE);
-                }
+                () = &mut slice_timer, if attributing => {}
                 () = &mut timer, if deadline.is_some() => {}
                 changed = wait_commit(&mut self.store), if holding => {
                     if changed.is_err() {
                         return self.fail().await;
                     }
                 }
-                _ = tick.tick() => self.tick(),
+                () = &mut tick => {}
+            }
+            let now = now();
+            // Usage attribution, a slice at a time, spread over the tick (see
+            // `attribute_slice`); checked before the tick, so that a round the tick starts
+            // begins in the next pass, not in the same one.
+            if self.attribution_pending() && slice_timer.deadline().into_std() <= now {
+                self.attribute_slice();
+                slice_timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::from_std(now + ATTRIBUTION_PAUSE));
+            }
+            if tick.deadline().into_std() <= now {
+                self.tick();
+                tick.as_mut()
+                    .reset(tokio::time::Instant::from_std(now + TICK));
             }
             // Timers may have come due while events were handled.
-            let now = now();
             if self.broker.poll_timeout().is_some_and(|due| due <= now) {
                 self.broker.handle_timeout(now);
                 self.route_transmits();

@@ -156,10 +156,14 @@ impl PublishRef<'_> {
         buf.put_vbi(remaining)?;
         BufMut::put_u16(buf, topic_len);
         buf.extend_from_slice(self.topic.as_bytes());
-        // The packet id (a QoS > 0 PUBLISH without one is a caller bug: see `write`), then
-        // the empty property block, in one copy.
-        let [high, low] = self.packet_id.map_or(0, |id| id.get()).to_be_bytes();
-        buf.extend_from_slice(&[high, low, 0][2 - id_len..2 + properties_len]);
+        if id_len > 0 {
+            // A QoS > 0 PUBLISH without an id is a caller bug (see `write`).
+            BufMut::put_u16(buf, self.packet_id.map_or(0, |id| id.get()));
+        }
+        if properties_len > 0 {
+            // The empty property block: its length, zero.
+            BufMut::put_u8(buf, 0);
+        }
         buf.extend_from_slice(self.payload);
         Ok(())
     }
