@@ -501,6 +501,7 @@ impl BrokerTask {
     }
 
     /// Writes one transmit to its connection.
+    #[inline]
     fn send(&mut self, routed: Routed) {
         match routed {
             Routed::Packet { conn, item } => self.deliver(conn, item),
@@ -517,6 +518,7 @@ impl BrokerTask {
     /// up is dropped and counted (see [`delivery`]); any other packet is refused only when
     /// the connection is stuck, and the connection is then closed, since QoS 1/2 flows and
     /// acknowledgements must never be dropped silently.
+    #[inline]
     fn deliver(&mut self, conn: ConnId, item: Outgoing) {
         // Listed for usage attribution: the delivery counted units.
         let Some(outbox) = self.ops.conns.touch(conn) else {

@@ -139,6 +139,7 @@ impl Batch {
     }
 
     /// Adds `item` after the others.
+    #[inline]
     fn push(&mut self, item: Outgoing) {
         match self {
             Self::Empty => *self = Self::One(item),
@@ -206,6 +207,7 @@ impl Shared {
 
 impl OutboxSender {
     /// Queues `packet` unless the queue is at the limit for `delivery`.
+    #[inline]
     pub(crate) fn push(&self, packet: impl Into<Outgoing>, delivery: Delivery) -> Result<(), Full> {
         let writer = {
             let mut state = self.shared.lock();

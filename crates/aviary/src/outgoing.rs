@@ -142,6 +142,7 @@ impl Outgoing {
 }
 
 impl From<Packet> for Outgoing {
+    #[inline]
     fn from(packet: Packet) -> Self {
         match packet {
             Packet::Publish(publish) => Self::Publish(QueuedPublish::from(publish)),
@@ -172,6 +173,7 @@ fn has_no_properties(ack: &Ack) -> bool {
 }
 
 impl From<Publish> for QueuedPublish {
+    #[inline]
     fn from(publish: Publish) -> Self {
         let Publish {
             dup,
