@@ -200,6 +200,7 @@ impl IntoIterator for Batch {
 impl Shared {
     /// The state; a poisoned lock is still usable (the state is a queue and a flag, and
     /// every critical section leaves it consistent).
+    #[inline]
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }

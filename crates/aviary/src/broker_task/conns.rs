@@ -164,6 +164,7 @@ impl ConnTable {
 
     /// The outbox of `conn` if it is open, listing the connection for the next attribution
     /// round (a packet to or from it may have changed its counters).
+    #[inline]
     pub(crate) fn touch(&mut self, conn: ConnId) -> Option<&OutboxSender> {
         let entry = self.map.get_mut(&conn)?;
         if !entry.listed {

@@ -159,6 +159,7 @@ impl Ops {
     }
 
     /// A packet from `conn`, before the broker sees it.
+    #[inline]
     pub(super) fn inbound(&mut self, conn: ConnId, packet: &Packet) {
         match packet {
             Packet::Connect(connect) => {
