@@ -259,7 +259,9 @@ fn topic_cache_shares_a_repeated_topic_and_still_refuses_what_decode_refuses() {
 
 #[test]
 fn encode_ack_writes_what_encode_writes_for_the_ack_packet() {
-    let kinds: [(AckKind, fn(Ack) -> Packet); 4] = [
+    /// An acknowledgement kind and the packet variant it encodes as.
+    type Kind = (AckKind, fn(Ack) -> Packet);
+    let kinds: [Kind; 4] = [
         (AckKind::PubAck, Packet::PubAck),
         (AckKind::PubRec, Packet::PubRec),
         (AckKind::PubRel, Packet::PubRel),
