@@ -155,13 +155,15 @@ impl Broker {
 
         match (qos, packet_id) {
             (QoS::AtLeastOnce, Some(packet_id)) => {
+                // The ack goes ahead of the deliveries (see `Effects::send_at`).
+                let mark = self.fx.mark();
                 let code = if reserved {
                     self.refusal_code(v5, refused)
                 } else {
                     let matched = self.accept_message(message, now);
                     self.success_code(v5, matched)
                 };
-                self.send_explained(conn, Packet::PubAck(explained(packet_id, code)));
+                self.send_explained_at(mark, conn, Packet::PubAck(explained(packet_id, code)));
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
                 let Some(session) = self.sessions.get_mut(&sid) else {
@@ -200,9 +202,11 @@ impl Broker {
                         packet_id,
                     });
                 }
+                let mark = self.fx.mark();
                 let matched = !reserved && self.accept_message(message, now);
                 let code = self.success_code(v5, matched);
-                self.fx.send(conn, Packet::PubRec(ack(packet_id, code)));
+                self.fx
+                    .send_at(mark, conn, Packet::PubRec(ack(packet_id, code)));
             }
             _ => {
                 if !reserved {
