@@ -5,9 +5,10 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use aviary_codec::{Packet, TopicCache};
+use aviary_codec::{Connect, Packet, TopicCache};
 use aviary_core::ConnId;
 use bytes::BytesMut;
+use tokio::sync::mpsc::error::TrySendError;
 use tracing::debug;
 
 use super::{version_from_level, ConnectionContext, Idleness, ReadEnd, NO_CONNECT_YET};
@@ -179,37 +180,16 @@ async fn decode_packets(
                         )
                         .is_ok();
                 }
-                if let (Packet::Connect(connect), Some(auth), true) =
-                    (&packet, &ctx.auth, first_connect)
+                if let (Packet::Connect(_), Some(auth), true) = (&packet, &ctx.auth, first_connect)
                 {
-                    // Authenticated here, off the broker task; what follows the CONNECT
-                    // waits, so the broker sees it after the outcome.
-                    let request = AuthService::request(connect, peer, ctx.certificate.clone());
-                    let batch = std::mem::take(&mut packets);
-                    if send_packets(conn, batch, ctx).await.is_err() {
-                        return Some(ReadEnd::BrokerGone);
-                    }
-                    // The connect rate is checked before authenticating: CONNECTs over it
-                    // are refused (0x9F) without costing an argon2 hash or an HTTP call.
-                    if !ctx.rates.admit_connect(connect.will.is_some()) {
-                        if let Packet::Connect(connect) = packet {
-                            let event = Event::ConnectOverRate { conn, connect };
-                            if ctx.events.send(event).await.is_err() {
-                                return Some(ReadEnd::BrokerGone);
-                            }
-                        }
-                        continue;
-                    }
-                    // Boxed: authentication (HTTP, JWKS, argon2) is a large future, and
-                    // inline it would be copied into every burst of reads, CONNECT or not.
-                    let outcome = Box::pin(auth.authenticate(&request)).await;
                     if let Packet::Connect(connect) = packet {
-                        let event = Event::Connect {
-                            conn,
-                            connect,
-                            outcome,
-                        };
-                        if ctx.events.send(event).await.is_err() {
+                        let before = std::mem::take(&mut packets);
+                        // Boxed: authentication (HTTP, JWKS, argon2) and its request are
+                        // large, and inline they would be moved with every burst of reads,
+                        // CONNECT or not.
+                        let sent =
+                            Box::pin(authenticate(auth, connect, before, (conn, peer), ctx)).await;
+                        if sent.is_err() {
                             return Some(ReadEnd::BrokerGone);
                         }
                     }
@@ -244,9 +224,7 @@ async fn decode_packets(
             Err(error) => {
                 debug!(conn = conn.0, %error, "undecodable input");
                 if send_packets(conn, packets, ctx).await.is_err()
-                    || ctx
-                        .events
-                        .send(Event::DecodeError { conn, error })
+                    || send_event(ctx, Event::DecodeError { conn, error })
                         .await
                         .is_err()
                 {
@@ -262,6 +240,33 @@ async fn decode_packets(
     None
 }
 
+/// The first CONNECT of a connection on a listener with authentication: authenticated
+/// here, off the broker task. The packets decoded `before` it go to the broker first; what
+/// follows it waits, so the broker sees it after the outcome. `Err` when the broker task is
+/// gone.
+async fn authenticate(
+    auth: &AuthService,
+    connect: Box<Connect>,
+    before: Vec<Packet>,
+    (conn, peer): (ConnId, SocketAddr),
+    ctx: &ConnectionContext,
+) -> Result<(), ()> {
+    let request = AuthService::request(&connect, peer, ctx.certificate.clone());
+    send_packets(conn, before, ctx).await?;
+    // The connect rate is checked before authenticating: CONNECTs over it are refused
+    // (0x9F) without costing an argon2 hash or an HTTP call.
+    if !ctx.rates.admit_connect(connect.will.is_some()) {
+        return send_event(ctx, Event::ConnectOverRate { conn, connect }).await;
+    }
+    let outcome = auth.authenticate(&request).await;
+    let event = Event::Connect {
+        conn,
+        connect,
+        outcome,
+    };
+    send_event(ctx, event).await
+}
+
 /// Sends a batch of packets to the broker task (nothing when empty); `Err` when the broker
 /// task is gone.
 async fn send_packets(
@@ -272,12 +277,23 @@ async fn send_packets(
     if packets.is_empty() {
         return Ok(());
     }
-    ctx.events
-        .send(Event::Packets {
-            conn,
-            packets,
-            read_at: tokio::time::Instant::now().into_std(),
-        })
-        .await
-        .map_err(|_| ())
+    let event = Event::Packets {
+        conn,
+        packets,
+        read_at: tokio::time::Instant::now().into_std(),
+    };
+    send_event(ctx, event).await
+}
+
+/// Sends `event` to the broker task, waiting while its inbox is full; `Err` when the broker
+/// task is gone. Tried without waiting first: the inbox usually has room, and then no send
+/// future exists at all; the waiting send is boxed, so that it is not part of every burst's
+/// decoding state (which is moved into its box at each burst: a send future inline made it
+/// some 300 bytes larger).
+async fn send_event(ctx: &ConnectionContext, event: Event) -> Result<(), ()> {
+    match ctx.events.try_send(event) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Full(event)) => Box::pin(ctx.events.send(event)).await.map_err(|_| ()),
+        Err(TrySendError::Closed(_)) => Err(()),
+    }
 }
