@@ -298,12 +298,16 @@ fn walk<'a, 't, K, V, F: FnMut(Match<'a, K, V>)>(
 
 /// Takes the next level off the rest of a topic. `None` means no levels are left;
 /// `Some("")` is an empty level still to match (`a/` has two levels).
+///
+/// A plain byte scan: levels are short, where `split_once`'s general search (`memchr`)
+/// costs more to set up than it saves (this runs once per level of every message).
 fn next_level<'t>(rest: &mut Option<&'t str>) -> Option<&'t str> {
     let topic = rest.take()?;
-    match topic.split_once('/') {
-        Some((level, tail)) => {
-            *rest = Some(tail);
-            Some(level)
+    // `/` is ASCII, so its byte offset is a char boundary on both sides.
+    match topic.bytes().position(|b| b == b'/') {
+        Some(at) => {
+            *rest = topic.get(at + 1..);
+            topic.get(..at)
         }
         None => Some(topic),
     }

@@ -309,3 +309,28 @@ proptest! {
         prop_assert!(index.root.is_empty());
     }
 }
+
+/// `next_level` (a byte scan) splits like `split('/')`: empty levels at either end and in
+/// the middle, and multi-byte characters next to the separator.
+#[test]
+fn next_level_splits_like_split_on_slash() {
+    for name in [
+        "a",
+        "a/b",
+        "a/",
+        "/",
+        "//",
+        "/a",
+        "a//b",
+        "é/ü/ß",
+        "日本/語/",
+        "ab/cd/ef/gh",
+    ] {
+        let mut rest = Some(name);
+        let mut levels = Vec::new();
+        while let Some(level) = next_level(&mut rest) {
+            levels.push(level);
+        }
+        assert_eq!(levels, name.split('/').collect::<Vec<_>>(), "{name:?}");
+    }
+}
