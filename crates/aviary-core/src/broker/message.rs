@@ -6,7 +6,9 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use aviary_codec::properties::{PublishProperties, PublishPropertiesBox, WillProperties};
+use aviary_codec::properties::{
+    PublishProperties, PublishPropertiesBox, UserProperty, WillProperties,
+};
 use aviary_codec::{Publish, QoS, TopicFilter, TopicName, Will};
 use bytes::Bytes;
 
@@ -70,14 +72,17 @@ impl Message {
         self.store_id.get().copied()
     }
 
-    /// The message of a client PUBLISH; `resolved` is the topic its alias stands for, if
-    /// it used one (else its own topic is the message's).
+    /// The message of a client PUBLISH, ready to share; `resolved` is the topic its alias
+    /// stands for, if it used one (else its own topic is the message's), `device` the
+    /// identity properties that ride on every message of its publisher. Built in its
+    /// `Arc` at once, not moved there.
     pub(crate) fn from_publish(
         publish: Publish,
         resolved: Option<TopicName>,
         publisher: Arc<str>,
+        device: &[UserProperty],
         now: Instant,
-    ) -> Self {
+    ) -> Arc<Self> {
         let mut properties = publish.properties;
         // Written only when set: a write to the box allocates it.
         if properties.topic_alias.is_some() {
@@ -86,7 +91,10 @@ impl Message {
         if !properties.subscription_identifiers.is_empty() {
             properties.subscription_identifiers.clear();
         }
-        Self {
+        if !device.is_empty() {
+            properties.user_properties.extend_from_slice(device);
+        }
+        Arc::new(Self {
             topic: resolved.unwrap_or(publish.topic),
             payload: publish.payload,
             qos: publish.qos,
@@ -95,7 +103,7 @@ impl Message {
             received_at: now,
             publisher: Some(publisher),
             store_id: OnceLock::new(),
-        }
+        })
     }
 
     /// The message a will turns into; the will properties become publish properties.

@@ -275,14 +275,18 @@ impl Broker {
     pub fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Instant) {
         // The packets of the message flows look their connection up once, in their
         // handler (which also marks it seen and closes one still waiting for CONNECT).
-        let packet = match packet {
-            Packet::Publish(publish) => return self.handle_publish(conn, publish, now),
-            Packet::PubAck(ack) => return self.handle_client_puback(conn, ack, now),
-            Packet::PubRec(ack) => return self.handle_client_pubrec(conn, ack, now),
-            Packet::PubRel(ack) => return self.handle_pubrel(conn, ack, now),
-            Packet::PubComp(ack) => return self.handle_client_pubcomp(conn, ack, now),
-            other => other,
-        };
+        match packet {
+            Packet::Publish(publish) => self.handle_publish(conn, publish, now),
+            Packet::PubAck(ack) => self.handle_client_puback(conn, ack, now),
+            Packet::PubRec(ack) => self.handle_client_pubrec(conn, ack, now),
+            Packet::PubRel(ack) => self.handle_pubrel(conn, ack, now),
+            Packet::PubComp(ack) => self.handle_client_pubcomp(conn, ack, now),
+            other => self.handle_other_packet(conn, other, now),
+        }
+    }
+
+    /// A packet other than those of the message flows.
+    fn handle_other_packet(&mut self, conn: ConnId, packet: Packet, now: Instant) {
         let connected = match self.connections.get_mut(&conn) {
             None => return, // already closed by us
             Some(Connection::Connecting(_)) => false,
@@ -307,7 +311,7 @@ impl Broker {
             | Packet::PubAck(_)
             | Packet::PubRec(_)
             | Packet::PubRel(_)
-            | Packet::PubComp(_) => {} // handled above
+            | Packet::PubComp(_) => {} // handled by `handle_packet`
             Packet::Subscribe(subscribe) => self.handle_subscribe(conn, subscribe, now),
             Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(conn, unsubscribe, now),
             Packet::PingReq => self.fx.send(conn, Packet::PingResp),

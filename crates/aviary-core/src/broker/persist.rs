@@ -393,8 +393,7 @@ impl Broker {
             session
                 .outbound
                 .get_or_insert_default()
-                .inflight
-                .push_back(Inflight {
+                .push_inflight(Inflight {
                     packet_id,
                     delivery,
                     state,

@@ -117,15 +117,14 @@ impl Broker {
                 now,
             );
         }
-        let mut message = Message::from_publish(publish, resolved, c.client_id.clone(), now);
-        // Device identity properties ride on every message the device publishes (only
-        // written when there are some: the first write allocates the message's properties).
-        if !c.principal.properties.is_empty() {
-            message
-                .properties
-                .user_properties
-                .extend(c.principal.properties.iter().cloned());
-        }
+        // Device identity properties ride on every message the device publishes.
+        let message = Message::from_publish(
+            publish,
+            resolved,
+            c.client_id.clone(),
+            &c.principal.properties,
+            now,
+        );
         // Topics the broker itself publishes on ($SYS, $events) are not for clients
         // (spec 4.7.2 lets the server keep `$` topics for itself): acknowledged (5.0: 0x87
         // Not authorized), not delivered.
@@ -173,8 +172,13 @@ impl Broker {
                     let matched = self.accept_message(message, now);
                     self.success_code(v5, matched)
                 };
-                let ack = explained(packet_id, code);
-                send_ack(&mut self.fx, conn, Packet::PubAck, ack, max_packet_size);
+                if code.is_error() {
+                    let ack = explained(packet_id, code);
+                    send_ack(&mut self.fx, conn, Packet::PubAck, ack, max_packet_size);
+                } else {
+                    // Nothing to explain (the usual case).
+                    self.fx.send(conn, Packet::PubAck(ack(packet_id, code)));
+                }
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
                 let Some(session) = self.sessions.get_mut(&sid) else {
@@ -247,8 +251,7 @@ impl Broker {
 
     /// Stores (if retained) and routes an accepted message; true if any subscription
     /// matched.
-    fn accept_message(&mut self, message: Message, now: Instant) -> bool {
-        let message = Arc::new(message);
+    fn accept_message(&mut self, message: Arc<Message>, now: Instant) -> bool {
         self.store_retained(&message, now);
         self.route(&message, now)
     }
