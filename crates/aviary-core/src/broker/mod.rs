@@ -146,6 +146,23 @@ impl Effects {
         self.transmits.push_back(Transmit::Close { conn });
     }
 
+    /// Where the next transmit will go: a mark for [`Effects::send_at`].
+    pub(crate) fn mark(&self) -> usize {
+        self.transmits.len()
+    }
+
+    /// Queues `packet` at `mark` (from [`Effects::mark`]), ahead of what was queued since:
+    /// how a publisher's PUBACK/PUBREC goes before the deliveries its message caused. The
+    /// server wakes connections in the order their packets come out of `poll_transmit`,
+    /// and tokio runs the last task woken first: the subscribers' writes then go out
+    /// before the publisher's acknowledgement, as Mosquitto does, instead of a syscall
+    /// later. For the publisher's own connection the ack may now precede its copy of the
+    /// message (self-subscription) or a close its message caused; MQTT orders neither.
+    pub(crate) fn send_at(&mut self, mark: usize, conn: ConnId, packet: Packet) {
+        let at = mark.min(self.transmits.len());
+        self.transmits.insert(at, Transmit::Packet { conn, packet });
+    }
+
     /// Records an event if events are on; `make` only runs then.
     pub(crate) fn event(&mut self, make: impl FnOnce() -> Event) {
         if self.emit_events {
@@ -459,12 +476,18 @@ impl Broker {
     /// Sends a packet that may carry a reason string, fitted to the client's Maximum Packet
     /// Size.
     fn send_explained(&mut self, conn: ConnId, packet: Packet) {
+        let mark = self.fx.mark();
+        self.send_explained_at(mark, conn, packet);
+    }
+
+    /// [`Broker::send_explained`] at a mark (see [`Effects::send_at`]).
+    fn send_explained_at(&mut self, mark: usize, conn: ConnId, packet: Packet) {
         let max = self
             .connections
             .get(&conn)
             .and_then(Connection::connected)
             .and_then(|c| c.max_packet_size);
-        self.fx.send(conn, fit(packet, max));
+        self.fx.send_at(mark, conn, fit(packet, max));
     }
 
     /// Closes a connection that has not completed CONNECT.

@@ -22,7 +22,7 @@ use super::connection::PacketFrom;
 use super::message::Message;
 use super::metering::message_units;
 use super::timers::Timer;
-use super::{fit, Broker, ConnId, Effects};
+use super::{fit, Broker, ConnId};
 
 /// The shortest time between two sweeps of the retained store.
 const RETAINED_SWEEP_GAP: Duration = Duration::from_secs(60);
@@ -166,19 +166,21 @@ impl Broker {
 
         match (qos, packet_id) {
             (QoS::AtLeastOnce, Some(packet_id)) => {
+                // The ack goes ahead of the deliveries (see `Effects::send_at`).
+                let mark = self.fx.mark();
                 let code = if reserved {
                     self.refusal_code(v5, refused)
                 } else {
                     let matched = self.accept_message(message, now);
                     self.success_code(v5, matched)
                 };
-                if code.is_error() {
-                    let ack = explained(packet_id, code);
-                    send_ack(&mut self.fx, conn, Packet::PubAck, ack, max_packet_size);
+                let packet = if code.is_error() {
+                    fitted_ack(Packet::PubAck, explained(packet_id, code), max_packet_size)
                 } else {
                     // Nothing to explain (the usual case).
-                    self.fx.send(conn, Packet::PubAck(ack(packet_id, code)));
-                }
+                    Packet::PubAck(ack(packet_id, code))
+                };
+                self.fx.send_at(mark, conn, packet);
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
                 let Some(session) = self.sessions.get_mut(&sid) else {
@@ -194,7 +196,8 @@ impl Broker {
                     // An error PUBREC ends the exchange: nothing to remember.
                     let code = self.refusal_code(v5, refused);
                     let ack = explained(packet_id, code);
-                    send_ack(&mut self.fx, conn, Packet::PubRec, ack, max_packet_size);
+                    self.fx
+                        .send(conn, fitted_ack(Packet::PubRec, ack, max_packet_size));
                     return;
                 }
                 // Our Receive Maximum bounds the QoS 2 messages awaiting PUBREL (3.3.4).
@@ -218,9 +221,11 @@ impl Broker {
                         packet_id,
                     });
                 }
+                let mark = self.fx.mark();
                 let matched = !reserved && self.accept_message(message, now);
                 let code = self.success_code(v5, matched);
-                self.fx.send(conn, Packet::PubRec(ack(packet_id, code)));
+                self.fx
+                    .send_at(mark, conn, Packet::PubRec(ack(packet_id, code)));
             }
             _ => {
                 if !reserved {
@@ -350,7 +355,8 @@ impl Broker {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
         let ack = explained_ack(pubrel.packet_id, code, problem_info);
-        send_ack(&mut self.fx, conn, Packet::PubComp, ack, max_packet_size);
+        self.fx
+            .send(conn, fitted_ack(Packet::PubComp, ack, max_packet_size));
     }
 
     pub(super) fn handle_client_puback(&mut self, conn: ConnId, puback: Ack, now: Instant) {
@@ -389,7 +395,8 @@ impl Broker {
                 ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
                 problem_info,
             );
-            send_ack(&mut self.fx, conn, Packet::PubRel, ack, max_packet_size);
+            self.fx
+                .send(conn, fitted_ack(Packet::PubRel, ack, max_packet_size));
         }
     }
 
@@ -412,25 +419,14 @@ fn exceeds_levels(topic: &aviary_codec::TopicName, max: usize) -> bool {
     topic.as_str().len() >= max && topic.level_count() > max
 }
 
-/// Queues an ack (`packet` wraps it) to `conn`, fitted to the client's Maximum Packet
-/// Size; only an ack with a reason string can need fitting (see [`fit`]).
-fn send_ack(
-    fx: &mut Effects,
-    conn: ConnId,
-    packet: fn(Ack) -> Packet,
-    ack: Ack,
-    max_packet_size: Option<u32>,
-) {
-    let plain = ack.properties.reason_string.is_none();
-    let packet = packet(ack);
-    fx.send(
-        conn,
-        if plain {
-            packet
-        } else {
-            fit(packet, max_packet_size)
-        },
-    );
+/// The packet of an ack (`packet` wraps it), fitted to the client's Maximum Packet Size;
+/// only an ack with a reason string can need fitting (see [`fit`]).
+fn fitted_ack(packet: fn(Ack) -> Packet, ack: Ack, max_packet_size: Option<u32>) -> Packet {
+    if ack.properties.reason_string.is_none() {
+        packet(ack)
+    } else {
+        fit(packet(ack), max_packet_size)
+    }
 }
 
 /// Whether a topic is reserved for what the broker publishes itself: `$SYS/...` and

@@ -223,3 +223,57 @@ async fn connection_future_stays_small() {
         std::mem::size_of_val(&future)
     );
 }
+
+/// When `settled` completes for a connection whose halves do what `script` does at the
+/// given seconds after it opened (then both wait), in seconds of paused time.
+async fn settles_after(script: &[(u64, u8)]) -> u64 {
+    let parker = crate::parking::Parker::start(
+        std::time::Duration::from_secs(10),
+        tokio_util::task::TaskTracker::new(),
+        Arc::new(std::sync::atomic::AtomicU64::new(0)),
+    )
+    .unwrap();
+    let idle = Idleness::new(false);
+    idle.waiting(Idleness::READER);
+    idle.waiting(Idleness::WRITER);
+    let start = tokio::time::Instant::now();
+    let settled = idle.settled(&parker, 0);
+    tokio::pin!(settled);
+    let mut script = script.iter().peekable();
+    let elapsed = loop {
+        let next = script
+            .peek()
+            .map(|(at, _)| start + std::time::Duration::from_secs(*at));
+        tokio::select! {
+            () = &mut settled => break start.elapsed().as_secs(),
+            () = tokio::time::sleep_until(next.unwrap_or(start + std::time::Duration::from_secs(3600))), if next.is_some() => {
+                let (_, side) = script.next().unwrap();
+                idle.woke(*side);
+                idle.waiting(*side);
+            }
+        }
+    };
+    parker.stop();
+    elapsed
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_only_connected_parks_after_a_busy_check_and_a_quiet_one() {
+    // The CONNACK is written at once; checks at 1 s (busy: the CONNACK) and 3 s (idle).
+    assert_eq!(settles_after(&[(0, Idleness::WRITER)]).await, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_talks_after_its_connack_is_next_checked_after_park_after() {
+    // It publishes at 0 s, just after its CONNACK: the 1 s check finds it talked, so the
+    // next check is `park_after` (10 s) later, at 11 s, and finds it idle.
+    let script = [(0, Idleness::WRITER), (0, Idleness::READER)];
+    assert_eq!(settles_after(&script).await, 11);
+    // Talking again before that check keeps it a period longer.
+    let script = [
+        (0, Idleness::WRITER),
+        (0, Idleness::READER),
+        (5, Idleness::READER),
+    ];
+    assert_eq!(settles_after(&script).await, 21);
+}

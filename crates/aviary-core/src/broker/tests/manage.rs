@@ -33,8 +33,8 @@ fn a_subscription_added_from_outside_routes_like_a_client_one() {
     assert_eq!(
         h.drain(),
         vec![
-            packet(1, delivered("a/b", QoS::AtLeastOnce, 1, "x")),
             packet(2, puback(7)),
+            packet(1, delivered("a/b", QoS::AtLeastOnce, 1, "x")),
         ]
     );
     assert_eq!(

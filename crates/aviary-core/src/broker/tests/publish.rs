@@ -33,12 +33,51 @@ fn qos1_flow_both_ways() {
     assert_eq!(
         h.drain(),
         vec![
-            packet(1, delivered("a", QoS::AtLeastOnce, 1, "x")),
             packet(2, puback(7)),
+            packet(1, delivered("a", QoS::AtLeastOnce, 1, "x")),
         ]
     );
     h.send(1, puback(1));
     assert_eq!(h.drain(), vec![]);
+}
+
+/// The server wakes connections in transmit order and tokio runs the last one woken first:
+/// the ack to the publisher comes out ahead of the deliveries its message caused, so the
+/// subscribers' writes are not held up by the publisher's. A publisher subscribed to its
+/// own topic gets its ack before its copy.
+#[test]
+fn the_publishers_ack_comes_out_before_the_deliveries_of_its_message() {
+    let mut h = pair("a", QoS::AtLeastOnce);
+    h.subscribe(2, "a", QoS::AtLeastOnce);
+    h.client(3, "other");
+    h.subscribe(3, "a", QoS::ExactlyOnce);
+    h.send(2, publish("a", QoS::AtLeastOnce, 7, "x"));
+    let order: Vec<(u64, &str)> = h
+        .drain()
+        .iter()
+        .map(|t| match t {
+            Transmit::Packet { conn, packet } => (
+                conn.0,
+                match packet {
+                    Packet::PubAck(_) => "puback",
+                    Packet::Publish(_) => "publish",
+                    _ => "other",
+                },
+            ),
+            Transmit::Close { conn } => (conn.0, "close"),
+        })
+        .collect();
+    assert_eq!(order[0], (2, "puback"));
+    let mut deliveries = order[1..].to_vec();
+    deliveries.sort_unstable();
+    assert_eq!(
+        deliveries,
+        vec![(1, "publish"), (2, "publish"), (3, "publish")]
+    );
+    // The same for QoS 2's PUBREC.
+    h.send(2, publish("a", QoS::ExactlyOnce, 8, "y"));
+    let first = h.drain().into_iter().next();
+    assert_eq!(first, Some(packet(2, pubrec(8))));
 }
 
 #[test]
@@ -48,8 +87,8 @@ fn qos2_flow_both_ways() {
     assert_eq!(
         h.drain(),
         vec![
-            packet(1, delivered("a", QoS::ExactlyOnce, 1, "x")),
             packet(2, pubrec(9)),
+            packet(1, delivered("a", QoS::ExactlyOnce, 1, "x")),
         ]
     );
     h.send(2, pubrel(9));
@@ -74,8 +113,8 @@ fn mqtt_4_3_3_qos2_resent_before_pubrel_is_not_delivered_twice() {
     assert_eq!(
         h.drain(),
         vec![
-            packet(1, delivered("a", QoS::ExactlyOnce, 2, "y")),
             packet(2, pubrec(9)),
+            packet(1, delivered("a", QoS::ExactlyOnce, 2, "y")),
         ]
     );
 }
@@ -120,8 +159,8 @@ fn mqtt_3_8_4_8_qos_is_downgraded_to_the_subscription() {
     assert_eq!(
         h.drain(),
         vec![
-            packet(1, delivered("a", QoS::AtLeastOnce, 1, "x")),
             packet(2, pubrec(1)),
+            packet(1, delivered("a", QoS::AtLeastOnce, 1, "x")),
         ]
     );
     let mut h = pair("a", QoS::ExactlyOnce);
@@ -153,8 +192,8 @@ fn mqtt_3_3_4_2_overlapping_subscriptions_give_one_copy_at_the_highest_qos() {
     assert_eq!(
         h.drain(),
         vec![
-            packet(1, delivered("a/b", QoS::ExactlyOnce, 1, "x")),
             packet(2, pubrec(4)),
+            packet(1, delivered("a/b", QoS::ExactlyOnce, 1, "x")),
         ]
     );
 }

@@ -133,7 +133,7 @@ fn qos1_publish_gets_puback_and_is_forwarded_with_our_packet_id() {
     h.feed(2, "32 06 00 01 61 00 07 78");
     assert_eq!(
         h.wire_out(),
-        out(&[(1, "32 06 00 01 61 00 01 78"), (2, "40 02 00 07")])
+        out(&[(2, "40 02 00 07"), (1, "32 06 00 01 61 00 01 78")])
     );
     h.feed(1, "40 02 00 01");
     assert_eq!(h.wire_out(), out(&[]));
@@ -145,7 +145,7 @@ fn qos2_exchange_in_both_directions() {
     h.feed(2, "34 06 00 01 61 00 07 78");
     assert_eq!(
         h.wire_out(),
-        out(&[(1, "34 06 00 01 61 00 01 78"), (2, "50 02 00 07")])
+        out(&[(2, "50 02 00 07"), (1, "34 06 00 01 61 00 01 78")])
     );
     // A duplicate before PUBREL is acknowledged, not forwarded [MQTT-4.3.3].
     h.feed(2, "3c 06 00 01 61 00 07 78");
