@@ -159,8 +159,14 @@ impl Effects {
     /// later. For the publisher's own connection the ack may now precede its copy of the
     /// message (self-subscription) or a close its message caused; MQTT orders neither.
     pub(crate) fn send_at(&mut self, mark: usize, conn: ConnId, packet: Packet) {
-        let at = mark.min(self.transmits.len());
-        self.transmits.insert(at, Transmit::Packet { conn, packet });
+        let transmit = Transmit::Packet { conn, packet };
+        // Nothing queued since the mark (say, every subscriber's window is full): the
+        // plain append, cheaper than `insert` at the end.
+        if mark >= self.transmits.len() {
+            self.transmits.push_back(transmit);
+        } else {
+            self.transmits.insert(mark, transmit);
+        }
     }
 
     /// Records an event if events are on; `make` only runs then.

@@ -101,10 +101,13 @@ impl Broker {
         }
         let sid = c.session;
         let qos = publish.qos;
-        let persistent = self
-            .sessions
-            .get(&sid)
-            .is_some_and(|s| s.expiry_interval > 0);
+        // Only the units of a QoS 1 message depend on the session (see `message_units`).
+        let persistent = qos == QoS::AtLeastOnce
+            && !publish.retain
+            && self
+                .sessions
+                .get(&sid)
+                .is_some_and(|s| s.expiry_interval > 0);
         let units = message_units(qos, publish.retain, persistent);
         c.units += units;
         self.fx.stats.units += units;
