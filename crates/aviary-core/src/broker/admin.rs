@@ -58,7 +58,7 @@ impl Broker {
             payload,
             qos,
             retain,
-            properties,
+            properties: properties.into(),
             received_at: now,
             publisher: None,
             store_id: std::sync::OnceLock::new(),

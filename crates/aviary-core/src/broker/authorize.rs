@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use aviary_codec::{Connect, Packet, ReasonCode};
 
-use super::connection::Connection;
+use super::connection::{Connected, Connection};
 use super::{server_disconnect, Broker, ConnId, EndReason};
 use crate::authz::{self, AuthRefusal, Authentication, Authorizer, Effect, Identity, Principal};
 
@@ -19,6 +19,21 @@ pub(super) fn unauthenticated(connect: &Connect) -> Authentication {
         authenticator: "none".into(),
         ..Principal::default()
     }))
+}
+
+/// Whether connection `c` may do `request` now (grants first, then `authorizer`); for a
+/// caller that already holds the connection.
+pub(super) fn authorize(
+    authorizer: &dyn Authorizer,
+    c: &Connected,
+    request: &authz::Request<'_>,
+) -> Effect {
+    let identity = Identity {
+        client_id: &c.client_id,
+        peer: c.peer,
+        principal: &c.principal,
+    };
+    authz::decide(authorizer, &identity, request)
 }
 
 impl AuthRefusal {
@@ -76,12 +91,7 @@ impl Broker {
         let Some(c) = self.connections.get(&conn).and_then(Connection::connected) else {
             return Effect::Deny;
         };
-        let identity = Identity {
-            client_id: &c.client_id,
-            peer: c.peer,
-            principal: &c.principal,
-        };
-        authz::decide(self.authorizer.as_ref(), &identity, request)
+        authorize(self.authorizer.as_ref(), c, request)
     }
 
     /// Closes `conn` because its credentials were withdrawn (a certificate revoked or

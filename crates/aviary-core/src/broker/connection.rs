@@ -49,6 +49,19 @@ impl Connections {
         self.0.get_mut(conn).map(|c| &mut **c)
     }
 
+    /// The connection a packet other than CONNECT arrived on, looked up once for the whole
+    /// packet: a connected one is marked seen at `now` (any packet resets keep alive).
+    pub(crate) fn packet_from(&mut self, conn: ConnId, now: Instant) -> PacketFrom<'_> {
+        match self.get_mut(&conn) {
+            None => PacketFrom::Gone,
+            Some(Connection::Connecting(_)) => PacketFrom::Connecting,
+            Some(Connection::Connected(c)) => {
+                c.last_seen = now;
+                PacketFrom::Connected(c)
+            }
+        }
+    }
+
     pub(crate) fn contains_key(&self, conn: &ConnId) -> bool {
         self.0.contains_key(conn)
     }
@@ -72,6 +85,17 @@ impl Connections {
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&ConnId, &Connection)> {
         self.0.iter().map(|(id, c)| (id, &**c))
     }
+}
+
+/// What [`Connections::packet_from`] found.
+#[derive(Debug)]
+pub(crate) enum PacketFrom<'a> {
+    /// Already closed by us: the packet is ignored.
+    Gone,
+    /// CONNECT not received yet: the packet breaks [MQTT-3.1.0-1].
+    Connecting,
+    /// Connected (and now marked seen).
+    Connected(&'a mut Connected),
 }
 
 /// Waiting for CONNECT.

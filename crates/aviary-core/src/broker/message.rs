@@ -6,7 +6,9 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use aviary_codec::properties::{PublishProperties, WillProperties};
+use aviary_codec::properties::{
+    PublishProperties, PublishPropertiesBox, UserProperty, WillProperties,
+};
 use aviary_codec::{Publish, QoS, TopicFilter, TopicName, Will};
 use bytes::Bytes;
 
@@ -24,8 +26,10 @@ pub struct Message {
     pub retain: bool,
     /// Passed through unchanged [MQTT-3.3.2-*], except that `topic_alias` and
     /// `subscription_identifiers` are always empty here (they are per connection /
-    /// per subscription) and `message_expiry_interval` is the value as received.
-    pub properties: PublishProperties,
+    /// per subscription) and `message_expiry_interval` is the value as received. Boxed
+    /// only when some property is present (most messages carry none): the message is
+    /// smaller to move and to drop, and its PUBLISHes take the properties as they are.
+    pub properties: PublishPropertiesBox,
     /// When the broker received it: the message expiry counts from here [MQTT-3.3.2-6].
     pub received_at: Instant,
     /// The publishing client, for No Local [MQTT-3.8.3-3]; `None` for messages from the
@@ -56,7 +60,7 @@ impl Message {
             payload,
             qos,
             retain,
-            properties,
+            properties: properties.into(),
             received_at,
             publisher,
             store_id: store_id.map_or_else(OnceLock::new, OnceLock::from),
@@ -68,18 +72,30 @@ impl Message {
         self.store_id.get().copied()
     }
 
-    /// The message of a client PUBLISH whose topic alias has already been resolved.
+    /// The message of a client PUBLISH, ready to share; `resolved` is the topic its alias
+    /// stands for, if it used one (else its own topic is the message's), `device` the
+    /// identity properties that ride on every message of its publisher. Built in its
+    /// `Arc` at once, not moved there.
     pub(crate) fn from_publish(
         publish: Publish,
-        topic: TopicName,
+        resolved: Option<TopicName>,
         publisher: Arc<str>,
+        device: &[UserProperty],
         now: Instant,
-    ) -> Self {
-        let mut properties = publish.properties.into_inner();
-        properties.topic_alias = None;
-        properties.subscription_identifiers.clear();
-        Self {
-            topic,
+    ) -> Arc<Self> {
+        let mut properties = publish.properties;
+        // Written only when set: a write to the box allocates it.
+        if properties.topic_alias.is_some() {
+            properties.topic_alias = None;
+        }
+        if !properties.subscription_identifiers.is_empty() {
+            properties.subscription_identifiers.clear();
+        }
+        if !device.is_empty() {
+            properties.user_properties.extend_from_slice(device);
+        }
+        Arc::new(Self {
+            topic: resolved.unwrap_or(publish.topic),
             payload: publish.payload,
             qos: publish.qos,
             retain: publish.retain,
@@ -87,7 +103,7 @@ impl Message {
             received_at: now,
             publisher: Some(publisher),
             store_id: OnceLock::new(),
-        }
+        })
     }
 
     /// The message a will turns into; the will properties become publish properties.
@@ -115,7 +131,8 @@ impl Message {
                 user_properties,
                 subscription_identifiers: Vec::new(),
                 content_type,
-            },
+            }
+            .into(),
             received_at: now,
             publisher: Some(publisher),
             store_id: OnceLock::new(),

@@ -159,8 +159,14 @@ impl Effects {
     /// later. For the publisher's own connection the ack may now precede its copy of the
     /// message (self-subscription) or a close its message caused; MQTT orders neither.
     pub(crate) fn send_at(&mut self, mark: usize, conn: ConnId, packet: Packet) {
-        let at = mark.min(self.transmits.len());
-        self.transmits.insert(at, Transmit::Packet { conn, packet });
+        let transmit = Transmit::Packet { conn, packet };
+        // Nothing queued since the mark (say, every subscriber's window is full): the
+        // plain append, cheaper than `insert` at the end.
+        if mark >= self.transmits.len() {
+            self.transmits.push_back(transmit);
+        } else {
+            self.transmits.insert(mark, transmit);
+        }
     }
 
     /// Records an event if events are on; `make` only runs then.
@@ -290,6 +296,20 @@ impl Broker {
 
     /// A packet arrived on `conn`.
     pub fn handle_packet(&mut self, conn: ConnId, packet: Packet, now: Instant) {
+        // The packets of the message flows look their connection up once, in their
+        // handler (which also marks it seen and closes one still waiting for CONNECT).
+        match packet {
+            Packet::Publish(publish) => self.handle_publish(conn, publish, now),
+            Packet::PubAck(ack) => self.handle_client_puback(conn, ack, now),
+            Packet::PubRec(ack) => self.handle_client_pubrec(conn, ack, now),
+            Packet::PubRel(ack) => self.handle_pubrel(conn, ack, now),
+            Packet::PubComp(ack) => self.handle_client_pubcomp(conn, ack, now),
+            other => self.handle_other_packet(conn, other, now),
+        }
+    }
+
+    /// A packet other than those of the message flows.
+    fn handle_other_packet(&mut self, conn: ConnId, packet: Packet, now: Instant) {
         let connected = match self.connections.get_mut(&conn) {
             None => return, // already closed by us
             Some(Connection::Connecting(_)) => false,
@@ -310,11 +330,11 @@ impl Broker {
             return;
         }
         match packet {
-            Packet::Publish(publish) => self.handle_publish(conn, publish, now),
-            Packet::PubAck(ack) => self.handle_client_puback(conn, ack, now),
-            Packet::PubRec(ack) => self.handle_client_pubrec(conn, ack, now),
-            Packet::PubRel(ack) => self.handle_pubrel(conn, ack),
-            Packet::PubComp(ack) => self.handle_client_pubcomp(conn, ack, now),
+            Packet::Publish(_)
+            | Packet::PubAck(_)
+            | Packet::PubRec(_)
+            | Packet::PubRel(_)
+            | Packet::PubComp(_) => {} // handled by `handle_packet`
             Packet::Subscribe(subscribe) => self.handle_subscribe(conn, subscribe, now),
             Packet::Unsubscribe(unsubscribe) => self.handle_unsubscribe(conn, unsubscribe, now),
             Packet::PingReq => self.fx.send(conn, Packet::PingResp),

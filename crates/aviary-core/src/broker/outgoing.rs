@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use aviary_codec::properties::{AckProperties, PublishProperties};
+use aviary_codec::properties::{AckProperties, PublishPropertiesBox};
 use aviary_codec::{Ack, Packet, PacketId, Publish, ReasonCode, TopicName};
 
 use super::alias::OutboundTopic;
@@ -45,12 +45,19 @@ pub(crate) fn send_publish(
 ) -> bool {
     let message = &delivery.message;
     let mut bind = None;
+    // The message's properties as they are (a box, empty for most messages); each field
+    // is written only when it changes, since the first write allocates the box.
     let (topic, properties) = if link.protocol.is_v5() {
         let mut properties = message.properties.clone();
-        properties.message_expiry_interval = message.remaining_expiry(now);
-        properties
-            .subscription_identifiers
-            .clone_from(&delivery.subscription_ids);
+        let expiry = message.remaining_expiry(now);
+        if properties.message_expiry_interval != expiry {
+            properties.message_expiry_interval = expiry;
+        }
+        if properties.subscription_identifiers != delivery.subscription_ids {
+            properties
+                .subscription_identifiers
+                .clone_from(&delivery.subscription_ids);
+        }
         let topic = match link.aliases.lookup(&message.topic) {
             OutboundTopic::Full => message.topic.clone(),
             OutboundTopic::Bind(alias) => {
@@ -65,7 +72,7 @@ pub(crate) fn send_publish(
         };
         (topic, properties)
     } else {
-        (message.topic.clone(), PublishProperties::default())
+        (message.topic.clone(), PublishPropertiesBox::default())
     };
     let packet = Packet::Publish(Publish {
         dup,
@@ -73,7 +80,7 @@ pub(crate) fn send_publish(
         retain: delivery.retain,
         topic,
         packet_id,
-        properties: properties.into(),
+        properties,
         payload: message.payload.clone(),
     });
     if let Some(max) = link.max_packet_size {

@@ -17,11 +17,12 @@ use aviary_codec::properties::AckProperties;
 use aviary_codec::{Ack, Packet, PacketId, Publish, QoS, ReasonCode};
 
 use super::alias::AliasError;
-use super::connection::Connection;
+use super::authorize::authorize;
+use super::connection::PacketFrom;
 use super::message::Message;
 use super::metering::message_units;
 use super::timers::Timer;
-use super::{Broker, ConnId};
+use super::{fit, Broker, ConnId};
 
 /// The shortest time between two sweeps of the retained store.
 const RETAINED_SWEEP_GAP: Duration = Duration::from_secs(60);
@@ -30,12 +31,17 @@ const RETAINED_SWEEP_SLACK: Duration = Duration::from_secs(1);
 
 impl Broker {
     pub(super) fn handle_publish(&mut self, conn: ConnId, publish: Publish, now: Instant) {
-        self.fx.stats.messages_in += 1;
-        let Some(Connection::Connected(c)) = self.connections.get_mut(&conn) else {
-            return;
+        // The connection is looked up once: everything the packet needs from it is read
+        // (or changed) below, next to the other fields of the broker it needs.
+        let c = match self.connections.packet_from(conn, now) {
+            PacketFrom::Connected(c) => c,
+            PacketFrom::Connecting => return self.close_silently(conn),
+            PacketFrom::Gone => return,
         };
+        self.fx.stats.messages_in += 1;
         let v5 = c.protocol.is_v5();
         let problem_info = c.problem_info;
+        let max_packet_size = c.max_packet_size;
         // Subscription identifiers go server → client only [MQTT-3.3.4-6].
         if v5 && !publish.properties.subscription_identifiers.is_empty() {
             return self.fail(
@@ -45,14 +51,15 @@ impl Broker {
                 now,
             );
         }
-        let topic = match publish.properties.topic_alias {
+        // The topic an alias stands for; `None`: the PUBLISH's own topic.
+        let resolved = match publish.properties.topic_alias {
             Some(alias) if v5 => {
                 match c.aliases.resolve(
                     publish.topic.clone(),
                     alias,
                     self.config.topic_alias_maximum,
                 ) {
-                    Ok(topic) => topic,
+                    Ok(topic) => Some(topic),
                     // [MQTT-3.3.2-9]
                     Err(AliasError::OutOfRange) => {
                         return self.fail(
@@ -80,10 +87,11 @@ impl Broker {
                     now,
                 )
             }
-            _ => publish.topic.clone(),
+            _ => None,
         };
         // Our limit on topic depth: refused like an invalid topic name (DISCONNECT 0x90).
-        if topic.level_count() > self.config.max_topic_levels {
+        let topic = resolved.as_ref().unwrap_or(&publish.topic);
+        if exceeds_levels(topic, self.config.max_topic_levels) {
             return self.fail(
                 conn,
                 ReasonCode::TOPIC_NAME_INVALID,
@@ -92,13 +100,14 @@ impl Broker {
             );
         }
         let sid = c.session;
-        let client_id = c.client_id.clone();
-        let principal = c.principal.clone();
         let qos = publish.qos;
-        let persistent = self
-            .sessions
-            .get(&sid)
-            .is_some_and(|s| s.expiry_interval > 0);
+        // Only the units of a QoS 1 message depend on the session (see `message_units`).
+        let persistent = qos == QoS::AtLeastOnce
+            && !publish.retain
+            && self
+                .sessions
+                .get(&sid)
+                .is_some_and(|s| s.expiry_interval > 0);
         let units = message_units(qos, publish.retain, persistent);
         c.units += units;
         self.fx.stats.units += units;
@@ -111,26 +120,37 @@ impl Broker {
                 now,
             );
         }
+        // Device identity properties ride on every message the device publishes.
+        let message = Message::from_publish(
+            publish,
+            resolved,
+            c.client_id.clone(),
+            &c.principal.properties,
+            now,
+        );
         // Topics the broker itself publishes on ($SYS, $events) are not for clients
         // (spec 4.7.2 lets the server keep `$` topics for itself): acknowledged (5.0: 0x87
         // Not authorized), not delivered.
         // Then authorization, against the current authorizer: a denied message is
         // acknowledged the same way (5.0: 0x87; 3.x has no negative ack), not delivered.
         let request = crate::authz::Request::Publish {
-            topic: &topic,
+            topic: &message.topic,
             qos,
-            retain: publish.retain,
+            retain: message.retain,
         };
         let mut refusal_text = None;
-        let refusal = if is_reserved(&topic) {
+        let refusal = if is_reserved(&message.topic) {
             self.fx.stats.dropped.reserved_topic += 1;
             refusal_text = Some("topic reserved for the broker");
             Some(ReasonCode::NOT_AUTHORIZED)
-        } else if self.authorize(conn, &request) == crate::authz::Effect::Deny {
+        } else if authorize(self.authorizer.as_ref(), c, &request) == crate::authz::Effect::Deny {
             self.fx.stats.dropped.not_authorized += 1;
             refusal_text = Some("not authorized");
             Some(ReasonCode::NOT_AUTHORIZED)
-        } else if publish.retain && !publish.payload.is_empty() && self.retained_full(&topic) {
+        } else if message.retain
+            && !message.payload.is_empty()
+            && self.retained_full(&message.topic)
+        {
             // The plan's retained count is reached: refused (5.0: 0x97 Quota exceeded).
             self.fx.stats.dropped.retained_quota += 1;
             Some(ReasonCode::QUOTA_EXCEEDED)
@@ -139,12 +159,6 @@ impl Broker {
         };
         let reserved = refusal.is_some();
         let refused = refusal.unwrap_or(ReasonCode::NOT_AUTHORIZED);
-        let mut message = Message::from_publish(publish, topic, client_id, now);
-        // Device identity properties ride on every message the device publishes.
-        message
-            .properties
-            .user_properties
-            .extend(principal.properties.iter().cloned());
         let explained = |packet_id, code: ReasonCode| {
             let mut ack = explained_ack(packet_id, code, problem_info);
             if problem_info && code.is_error() && refusal_text.is_some() {
@@ -163,7 +177,13 @@ impl Broker {
                     let matched = self.accept_message(message, now);
                     self.success_code(v5, matched)
                 };
-                self.send_explained_at(mark, conn, Packet::PubAck(explained(packet_id, code)));
+                let packet = if code.is_error() {
+                    fitted_ack(Packet::PubAck, explained(packet_id, code), max_packet_size)
+                } else {
+                    // Nothing to explain (the usual case).
+                    Packet::PubAck(ack(packet_id, code))
+                };
+                self.fx.send_at(mark, conn, packet);
             }
             (QoS::ExactlyOnce, Some(packet_id)) => {
                 let Some(session) = self.sessions.get_mut(&sid) else {
@@ -178,7 +198,9 @@ impl Broker {
                 if reserved && v5 {
                     // An error PUBREC ends the exchange: nothing to remember.
                     let code = self.refusal_code(v5, refused);
-                    self.send_explained(conn, Packet::PubRec(explained(packet_id, code)));
+                    let ack = explained(packet_id, code);
+                    self.fx
+                        .send(conn, fitted_ack(Packet::PubRec, ack, max_packet_size));
                     return;
                 }
                 // Our Receive Maximum bounds the QoS 2 messages awaiting PUBREL (3.3.4).
@@ -237,8 +259,7 @@ impl Broker {
 
     /// Stores (if retained) and routes an accepted message; true if any subscription
     /// matched.
-    fn accept_message(&mut self, message: Message, now: Instant) -> bool {
-        let message = Arc::new(message);
+    fn accept_message(&mut self, message: Arc<Message>, now: Instant) -> bool {
         self.store_retained(&message, now);
         self.route(&message, now)
     }
@@ -311,11 +332,15 @@ impl Broker {
     }
 
     /// PUBREL for an incoming QoS 2 message.
-    pub(super) fn handle_pubrel(&mut self, conn: ConnId, pubrel: Ack) {
-        let Some(c) = self.connections.get(&conn).and_then(Connection::connected) else {
-            return;
+    pub(super) fn handle_pubrel(&mut self, conn: ConnId, pubrel: Ack, now: Instant) {
+        let c = match self.connections.packet_from(conn, now) {
+            PacketFrom::Connected(c) => c,
+            PacketFrom::Connecting => return self.close_silently(conn),
+            PacketFrom::Gone => return,
         };
         let v5 = c.protocol.is_v5();
+        let problem_info = c.problem_info;
+        let max_packet_size = c.max_packet_size;
         let fx = &mut self.fx;
         let known = self.sessions.get_mut(&c.session).is_some_and(|s| {
             let known = s.incoming_qos2.remove(&pubrel.packet_id);
@@ -332,16 +357,16 @@ impl Broker {
         } else {
             ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
         };
-        let problem_info = c.problem_info;
-        self.send_explained(
-            conn,
-            Packet::PubComp(explained_ack(pubrel.packet_id, code, problem_info)),
-        );
+        let ack = explained_ack(pubrel.packet_id, code, problem_info);
+        self.fx
+            .send(conn, fitted_ack(Packet::PubComp, ack, max_packet_size));
     }
 
     pub(super) fn handle_client_puback(&mut self, conn: ConnId, puback: Ack, now: Instant) {
-        let Some(c) = self.connections.get(&conn).and_then(Connection::connected) else {
-            return;
+        let c = match self.connections.packet_from(conn, now) {
+            PacketFrom::Connected(c) => c,
+            PacketFrom::Connecting => return self.close_silently(conn),
+            PacketFrom::Gone => return,
         };
         if let Some(session) = self.sessions.get_mut(&c.session) {
             session.handle_puback(puback.packet_id, &mut self.fx, &self.config, now);
@@ -349,11 +374,14 @@ impl Broker {
     }
 
     pub(super) fn handle_client_pubrec(&mut self, conn: ConnId, pubrec: Ack, now: Instant) {
-        let Some(c) = self.connections.get(&conn).and_then(Connection::connected) else {
-            return;
+        let c = match self.connections.packet_from(conn, now) {
+            PacketFrom::Connected(c) => c,
+            PacketFrom::Connecting => return self.close_silently(conn),
+            PacketFrom::Gone => return,
         };
         let v5 = c.protocol.is_v5();
         let problem_info = c.problem_info;
+        let max_packet_size = c.max_packet_size;
         let Some(session) = self.sessions.get_mut(&c.session) else {
             return;
         };
@@ -365,24 +393,42 @@ impl Broker {
             now,
         );
         if !known && v5 {
-            self.send_explained(
-                conn,
-                Packet::PubRel(explained_ack(
-                    pubrec.packet_id,
-                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
-                    problem_info,
-                )),
+            let ack = explained_ack(
+                pubrec.packet_id,
+                ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+                problem_info,
             );
+            self.fx
+                .send(conn, fitted_ack(Packet::PubRel, ack, max_packet_size));
         }
     }
 
     pub(super) fn handle_client_pubcomp(&mut self, conn: ConnId, pubcomp: Ack, now: Instant) {
-        let Some(c) = self.connections.get(&conn).and_then(Connection::connected) else {
-            return;
+        let c = match self.connections.packet_from(conn, now) {
+            PacketFrom::Connected(c) => c,
+            PacketFrom::Connecting => return self.close_silently(conn),
+            PacketFrom::Gone => return,
         };
         if let Some(session) = self.sessions.get_mut(&c.session) {
             session.handle_pubcomp(pubcomp.packet_id, &mut self.fx, &self.config, now);
         }
+    }
+}
+
+/// Whether a topic has more levels than `max`. A name of `n` bytes has at most `n + 1`
+/// levels (one more than its `/`s), so only names of at least `max` bytes are counted:
+/// with the default limit of 128 levels, most names never are.
+fn exceeds_levels(topic: &aviary_codec::TopicName, max: usize) -> bool {
+    topic.as_str().len() >= max && topic.level_count() > max
+}
+
+/// The packet of an ack (`packet` wraps it), fitted to the client's Maximum Packet Size;
+/// only an ack with a reason string can need fitting (see [`fit`]).
+fn fitted_ack(packet: fn(Ack) -> Packet, ack: Ack, max_packet_size: Option<u32>) -> Packet {
+    if ack.properties.reason_string.is_none() {
+        packet(ack)
+    } else {
+        fit(packet(ack), max_packet_size)
     }
 }
 
@@ -409,7 +455,8 @@ pub(super) fn explained_ack(
     problem_info: bool,
 ) -> Ack {
     let mut ack = ack(packet_id, reason_code);
-    if problem_info {
+    // Only error codes have a text (see `error_text`).
+    if problem_info && reason_code.is_error() {
         ack.properties.reason_string = error_text(reason_code).map(str::to_owned);
     }
     ack

@@ -58,7 +58,9 @@ impl Broker {
         });
 
         // Merge overlapping subscriptions of one session into one copy.
-        plain.sort_unstable_by_key(|m| m.session);
+        if plain.len() > 1 {
+            plain.sort_unstable_by_key(|m| m.session);
+        }
         let mut rest = plain.as_slice();
         while let Some(first) = rest.first() {
             let same = rest

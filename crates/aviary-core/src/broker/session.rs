@@ -180,6 +180,10 @@ pub(crate) struct Outbound {
     pub(crate) queue_expiry: Option<Instant>,
     /// The retry timer currently scheduled (lazy timers: others are stale).
     pub(crate) retry_at: Option<Instant>,
+    /// No packet id in `inflight` is above this (an upper bound: removals leave it as is;
+    /// [`Outbound::push_inflight`] keeps it true). Ids are allocated in increasing order
+    /// until they wrap, so a fresh id is usually above it and needs no scan of the window.
+    pub(crate) id_bound: u16,
 }
 
 impl Outbound {
@@ -190,17 +194,38 @@ impl Outbound {
         self.queue.push_back(delivery);
     }
 
+    /// Records a message sent and unacknowledged (the only way into `inflight`, so that
+    /// `id_bound` stays true).
+    pub(crate) fn push_inflight(&mut self, entry: Inflight) {
+        self.id_bound = self.id_bound.max(entry.packet_id.get());
+        self.inflight.push_back(entry);
+    }
+
     /// The next packet id from `next` that is not in flight. Callers guarantee a free id
     /// exists: the window is at most 65,535 and they only allocate while
     /// `inflight.len() < window`.
-    fn allocate_packet_id(&self, next: &mut u16) -> PacketId {
+    fn allocate_packet_id(&mut self, next: &mut u16) -> PacketId {
         loop {
             let raw = *next;
             *next = raw.checked_add(1).unwrap_or(1);
             let Some(id) = PacketId::new(raw) else {
                 continue;
             };
-            if !self.inflight.iter().any(|e| e.packet_id == id) {
+            // Above every id in flight: free without looking.
+            if raw > self.id_bound {
+                return id;
+            }
+            // Otherwise scan, and tighten the bound to the exact maximum on the way (after
+            // the ids wrap, the old high ones are soon acknowledged).
+            let mut taken = false;
+            let mut max = 0;
+            for entry in &self.inflight {
+                let inflight = entry.packet_id.get();
+                taken |= inflight == raw;
+                max = max.max(inflight);
+            }
+            self.id_bound = max;
+            if !taken {
                 return id;
             }
         }
@@ -468,7 +493,7 @@ impl Session {
         } else {
             Awaiting::PubRec
         };
-        out.inflight.push_back(Inflight {
+        out.push_inflight(Inflight {
             packet_id,
             delivery,
             state,
@@ -482,7 +507,12 @@ impl Session {
     /// Removes the in-flight entry at `pos` (from [`Session::position`]): its message is
     /// done.
     fn complete(&mut self, pos: usize, fx: &mut Effects) {
-        if let Some(done) = self.outbound.as_mut().and_then(|o| o.inflight.remove(pos)) {
+        // Acks mostly come in order: the front is the cheap case of `remove`.
+        let take = |o: &mut Box<Outbound>| match pos {
+            0 => o.inflight.pop_front(),
+            _ => o.inflight.remove(pos),
+        };
+        if let Some(done) = self.outbound.as_mut().and_then(take) {
             store_done(&self.client_id, &done.delivery, fx);
         }
     }
@@ -684,5 +714,84 @@ fn earlier(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aviary_codec::properties::PublishProperties;
+    use aviary_codec::TopicName;
+
+    /// An in-flight entry with packet id `id`.
+    fn entry(id: u16, now: Instant) -> Inflight {
+        let message = Message::restored(
+            None,
+            TopicName::new("t").unwrap(),
+            bytes::Bytes::new(),
+            QoS::AtLeastOnce,
+            false,
+            PublishProperties::default(),
+            now,
+            None,
+        );
+        Inflight {
+            packet_id: PacketId::new(id).unwrap(),
+            delivery: Delivery {
+                message: Arc::new(message),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                subscription_ids: Vec::new(),
+                shared: None,
+                store_id: None,
+            },
+            state: Awaiting::PubAck,
+            sent_at: now,
+        }
+    }
+
+    /// Allocates one id from `next` and puts it in flight.
+    fn allocate(out: &mut Outbound, next: &mut u16, now: Instant) -> u16 {
+        let id = out.allocate_packet_id(next).get();
+        out.push_inflight(entry(id, now));
+        id
+    }
+
+    /// The fast path (an id above the bound needs no scan) never hands out an id in flight:
+    /// ids in flight out of order (a restored session), across the wrap, and after acks
+    /// removed the entries that set the bound.
+    #[test]
+    fn packet_ids_in_flight_are_never_reused() {
+        let now = Instant::now();
+        let mut out = Outbound::default();
+        // Restored out of order: 7 then 3; the next id to try is 2.
+        out.push_inflight(entry(7, now));
+        out.push_inflight(entry(3, now));
+        let mut next = 2;
+        let ids: Vec<u16> = (0..6).map(|_| allocate(&mut out, &mut next, now)).collect();
+        assert_eq!(ids, [2, 4, 5, 6, 8, 9]);
+
+        // Across the wrap: 65,534 and 65,535 in flight with 1 and 2; 3 and 4 were acked.
+        let mut out = Outbound::default();
+        let mut next = 65_534;
+        for _ in 0..2 {
+            allocate(&mut out, &mut next, now);
+        }
+        out.push_inflight(entry(1, now));
+        out.push_inflight(entry(2, now));
+        let ids: Vec<u16> = (0..3).map(|_| allocate(&mut out, &mut next, now)).collect();
+        assert_eq!(ids, [3, 4, 5]);
+        // The high ids are acknowledged: the bound tightens and ids keep coming in order,
+        // still skipping the ones in flight.
+        out.inflight.retain(|e| e.packet_id.get() < 100);
+        out.push_inflight(entry(7, now));
+        let ids: Vec<u16> = (0..3).map(|_| allocate(&mut out, &mut next, now)).collect();
+        assert_eq!(ids, [6, 8, 9]);
+        assert!(out.id_bound < 100, "bound tightened: {}", out.id_bound);
+        let mut seen: Vec<u16> = out.inflight.iter().map(|e| e.packet_id.get()).collect();
+        let count = seen.len();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), count, "no id twice in flight");
     }
 }

@@ -300,13 +300,36 @@ fn walk<'a, 't, K, V, F: FnMut(Match<'a, K, V>)>(
 /// `Some("")` is an empty level still to match (`a/` has two levels).
 fn next_level<'t>(rest: &mut Option<&'t str>) -> Option<&'t str> {
     let topic = rest.take()?;
-    match topic.split_once('/') {
-        Some((level, tail)) => {
-            *rest = Some(tail);
-            Some(level)
+    // `/` is ASCII, so its byte offset is a char boundary on both sides.
+    match find_slash(topic.as_bytes()) {
+        Some(at) => {
+            *rest = topic.get(at + 1..);
+            topic.get(..at)
         }
         None => Some(topic),
     }
+}
+
+/// The offset of the first `/` in `bytes`, eight bytes at a time. Levels are short, where
+/// `split_once`'s general search (`memchr`) costs more to set up than it saves, and this
+/// runs for every level of every message.
+fn find_slash(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const SLASHES: u64 = u64::from_ne_bytes([b'/'; 8]);
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+        // A zero byte where `bytes` has a `/`. The lowest byte flagged is exact: a borrow
+        // of the subtraction only flags bytes above a zero byte.
+        let x = u64::from_le_bytes(*chunk) ^ SLASHES;
+        let found = x.wrapping_sub(ONES) & !x & HIGHS;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let tail = bytes.get(at..)?;
+    tail.iter().position(|&b| b == b'/').map(|p| at + p)
 }
 
 /// A branch still to walk: a node and the topic levels left below it.

@@ -39,6 +39,27 @@ fn qos1_counts_2_with_clean_sessions_and_5_with_persistent_ones() {
     assert_eq!(units(&h), 2 + 2 + 5);
 }
 
+/// The publisher's session decides the units of its QoS 1 messages only (the core looks
+/// the session up for those alone): a persistent publisher (no subscriber here) pays 5
+/// for QoS 1, and as any other for QoS 0 (1), QoS 2 (5) and retained messages (10).
+#[test]
+fn a_persistent_publishers_qos1_counts_5_and_its_other_messages_as_usual() {
+    let mut h = Harness::new();
+    h.connected(2, connect(V3_1_1, "pub", false));
+    assert_eq!(units(&h), 1);
+    h.send(2, publish("a", QoS::AtLeastOnce, 1, "x"));
+    h.drain();
+    assert_eq!(units(&h), 1 + 5);
+    h.send(2, publish("a", QoS::AtMostOnce, 0, "x"));
+    assert_eq!(units(&h), 1 + 5 + 1);
+    h.send(2, publish("a", QoS::ExactlyOnce, 2, "x"));
+    h.drain();
+    assert_eq!(units(&h), 1 + 5 + 1 + 5);
+    h.send(2, retained_publish("a", QoS::AtLeastOnce, 3, "x"));
+    h.drain();
+    assert_eq!(units(&h), 1 + 5 + 1 + 5 + 10);
+}
+
 #[test]
 fn qos2_counts_5() {
     let mut h = metered(false);

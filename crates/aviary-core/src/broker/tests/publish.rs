@@ -354,6 +354,33 @@ fn max_topic_levels_refuses_deeper_publish() {
     );
 }
 
+/// At the default limit (128) names shorter than 128 bytes skip the level count (they
+/// cannot have more than 128 levels); the boundary is exact on both sides.
+#[test]
+fn max_topic_levels_boundary_at_the_default_limit() {
+    let mut h = Harness::new();
+    assert_eq!(BrokerConfig::default().max_topic_levels, 128);
+    h.client(1, "a");
+    h.subscribe(1, "#", QoS::AtMostOnce);
+    // 127 bytes, 128 levels (all empty): allowed.
+    let deepest = "/".repeat(127);
+    h.send(1, publish(&deepest, QoS::AtMostOnce, 0, "x"));
+    assert_eq!(
+        h.drain(),
+        vec![packet(1, publish(&deepest, QoS::AtMostOnce, 0, "x"))]
+    );
+    // 128 bytes, 128 levels: allowed.
+    let long = format!("{}a", "/".repeat(127));
+    h.send(1, publish(&long, QoS::AtMostOnce, 0, "x"));
+    assert_eq!(
+        h.drain(),
+        vec![packet(1, publish(&long, QoS::AtMostOnce, 0, "x"))]
+    );
+    // 128 bytes, 129 levels: refused.
+    h.send(1, publish(&"/".repeat(128), QoS::AtMostOnce, 0, "x"));
+    assert_eq!(h.drain(), vec![close(1)]);
+}
+
 #[test]
 fn payload_is_shared_not_copied_per_subscriber() {
     let mut h = Harness::new();

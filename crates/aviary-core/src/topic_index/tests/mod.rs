@@ -309,3 +309,39 @@ proptest! {
         prop_assert!(index.root.is_empty());
     }
 }
+
+/// `next_level` (a word-at-a-time scan) splits like `split('/')`: empty levels at either end and in
+/// the middle, and multi-byte characters next to the separator.
+#[test]
+fn next_level_splits_like_split_on_slash() {
+    for name in [
+        "a",
+        "a/b",
+        "a/",
+        "/",
+        "//",
+        "/a",
+        "a//b",
+        "é/ü/ß",
+        "日本/語/",
+        "ab/cd/ef/gh",
+        // Levels around the 8-byte steps of the scan, slashes at either end of a step.
+        "abcdefg/h",
+        "abcdefgh/i",
+        "abcdefghi/j",
+        "abcdefghijklmno/p",
+        "abcdefghijklmnop/",
+        "abcdefghijklmnopq",
+        "/abcdefghijklmnop",
+        "é日本語ü/ßabcdef/日本語日本語日本語/",
+        "\u{7f}\u{80}ÿ\u{ff}/Ā",
+        "........////........",
+    ] {
+        let mut rest = Some(name);
+        let mut levels = Vec::new();
+        while let Some(level) = next_level(&mut rest) {
+            levels.push(level);
+        }
+        assert_eq!(levels, name.split('/').collect::<Vec<_>>(), "{name:?}");
+    }
+}
