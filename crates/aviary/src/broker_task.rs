@@ -204,6 +204,7 @@ impl BrokerTask {
             }
             let holding = self.store.as_ref().is_some_and(|s| s.gate.is_holding());
             let mut stop = false;
+            let mut handled = false;
             let backlog = !self.inbox.is_empty();
             let attributing = self.attribution_pending();
             // Biased, events first: when they are waiting (the busy case, every pass) they
@@ -214,12 +215,14 @@ impl BrokerTask {
                 biased;
                 () = std::future::ready(()), if backlog => {
                     stop = self.handle_batch() == Flow::Stop;
+                    handled = true;
                 }
                 event = self.events.recv(), if !backlog && !self.inbox.closed() => {
                     match event {
                         Some(event) => {
                             self.inbox.push(event);
                             stop = self.handle_batch() == Flow::Stop;
+                            handled = true;
                         }
                         None => stop = true,
                     }
@@ -233,11 +236,23 @@ impl BrokerTask {
                 }
                 () = &mut tick => {}
             }
-            let now = now();
+            let mut now = now();
+            let slice_due = self.attribution_pending() && slice_timer.deadline().into_std() <= now;
+            if handled && (slice_due || tick.deadline().into_std() <= now) {
+                // The packets of this pass go out first: the connections' tasks woken for
+                // them run before this task is polled again. Run in this poll, a slice
+                // (tens of µs with 32 active clients) delayed every delivery of the pass
+                // that came due with it; the tick's work likewise.
+                if self.end_pass().await.is_err() {
+                    return self.fail().await;
+                }
+                tokio::task::yield_now().await;
+                now = self::now();
+            }
             // Usage attribution, a slice at a time, spread over the tick (see
             // `attribute_slice`); checked before the tick, so that a round the tick starts
             // begins in the next pass, not in the same one.
-            if self.attribution_pending() && slice_timer.deadline().into_std() <= now {
+            if slice_due {
                 self.attribute_slice();
                 slice_timer
                     .as_mut()
