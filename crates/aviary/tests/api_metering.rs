@@ -206,3 +206,53 @@ async fn usage_per_user_is_exact_and_clients_are_paged() {
     );
     api.shutdown().await;
 }
+
+/// More active clients than many slices of one attribution round: every client's units
+/// arrive, exactly, and the slices, run back to back with a yield between them, leave
+/// room for the traffic that flows meanwhile.
+#[tokio::test]
+async fn a_round_of_many_slices_attributes_every_client() {
+    const CLIENTS: usize = 200;
+    let api = start_api(|_| {}).await;
+    let mut sub = RawClient::connect_v311(api.mqtt, "sub").await;
+    sub.send_hex(&packet_hex(0x82, &format!("0001 {} 00", str_hex("m/#"))))
+        .await;
+    sub.expect_hex("90 03 00 01 00").await;
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for i in 0..CLIENTS {
+        let mut c = RawClient::connect_v311(api.mqtt, &format!("c{i}")).await;
+        c.send_hex(&packet_hex(0x30, &format!("{} 01", str_hex("m/t"))))
+            .await;
+        clients.push(c);
+    }
+    for _ in 0..CLIENTS {
+        assert_eq!(sub.read_frame().await.first, 0x30);
+    }
+    // Each client: CONNECT 1 + one QoS 0 message 1; the subscriber: CONNECT 1 + SUBSCRIBE
+    // is free + one delivery per client.
+    let total = (CLIENTS * 2 + 1 + CLIENTS) as u64;
+    let usage = api
+        .wait_for(&format!("/api/v1/usage?limit={}", CLIENTS + 1), |u| {
+            u["total"]["total"] == total
+                && u["clients"].as_object().is_some_and(|c| {
+                    c.len() == CLIENTS + 1
+                        && (0..CLIENTS).all(|i| c[&format!("c{i}")]["total"] == 2)
+                })
+        })
+        .await;
+    assert_eq!(usage["clients"]["sub"]["total"], (1 + CLIENTS) as u64);
+    // Traffic during the next rounds still flows: a message from each client is
+    // delivered and counted again.
+    for c in &mut clients {
+        c.send_hex(&packet_hex(0x30, &format!("{} 02", str_hex("m/t"))))
+            .await;
+    }
+    for _ in 0..CLIENTS {
+        assert_eq!(sub.read_frame().await.first, 0x30);
+    }
+    api.wait_for("/api/v1/usage", |u| {
+        u["total"]["total"] == total + 2 * CLIENTS as u64
+    })
+    .await;
+    api.shutdown().await;
+}
