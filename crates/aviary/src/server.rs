@@ -478,6 +478,10 @@ mod tests {
     async fn mqtt_3_1_2_24_keep_alive_expiry_closes_the_connection_on_tokio_time() {
         let (server, _dir) = start_broker().await;
         let mut client = TcpStream::connect(server.mqtt_addr()).await.unwrap();
+        // Before the CONNECT is sent: the broker counts the 1.5 × keep alive from when it
+        // read it, which a clock started after the CONNACK would place up to the
+        // CONNECT's handling time later (a failure seen once on a loaded machine).
+        let start = tokio::time::Instant::now();
         // CONNECT, 3.1.1, clean session, keep alive 2 s, client id "k".
         client
             .write_all(&[
@@ -487,7 +491,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(read_exact(&mut client, 4).await, [0x20, 0x02, 0x00, 0x00]);
-        let start = tokio::time::Instant::now();
         let mut rest = Vec::new();
         tokio::time::timeout(Duration::from_secs(60), client.read_to_end(&mut rest))
             .await
