@@ -38,6 +38,14 @@ pub struct ClientInfo {
 }
 
 impl Broker {
+    /// Whether a message published on `topic` now would match any subscription, plain or
+    /// shared: the server builds a system event's payload only when someone would get it.
+    pub fn has_subscribers(&self, topic: &TopicName) -> bool {
+        let mut matched = false;
+        self.index.for_each_match(topic, |_| matched = true);
+        matched
+    }
+
     /// Publishes a message on behalf of the broker (management API, system events). It is
     /// retained if `retain` is set, exactly like a client's PUBLISH; No Local never
     /// applies. Returns whether any subscription matched.

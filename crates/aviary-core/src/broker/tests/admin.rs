@@ -28,6 +28,28 @@ fn broker_publish_reaches_subscribers_and_can_retain() {
 }
 
 #[test]
+fn has_subscribers_follows_plain_and_shared_subscriptions_and_dollar_rules() {
+    let mut h = Harness::new();
+    h.client(1, "a");
+    h.client(2, "b");
+    let events = topic("$events/client_connected");
+    assert!(!h.broker.has_subscribers(&events));
+    // A filter starting with a wildcard does not match a `$` topic [MQTT-4.7.2-1].
+    h.subscribe(1, "#", QoS::AtMostOnce);
+    h.subscribe(1, "+/client_connected", QoS::AtMostOnce);
+    assert!(!h.broker.has_subscribers(&events));
+    assert!(h.broker.has_subscribers(&topic("x/y")));
+    h.subscribe(2, "$share/g/$events/+", QoS::AtMostOnce);
+    assert!(h.broker.has_subscribers(&events));
+    assert!(!h.broker.has_subscribers(&topic("$events/a/b")));
+    h.send(2, unsubscribe(7, &["$share/g/$events/+"]));
+    assert!(!h.broker.has_subscribers(&events));
+    h.subscribe(2, "$events/#", QoS::AtMostOnce);
+    assert!(h.broker.has_subscribers(&events));
+    h.drain();
+}
+
+#[test]
 fn disconnect_client_sends_0x98_to_v5_and_publishes_the_will() {
     let mut h = Harness::new();
     h.client(9, "watcher");
