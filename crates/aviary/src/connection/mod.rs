@@ -73,6 +73,8 @@ pub(crate) struct ConnectionContext {
 enum ReadEnd {
     /// End of stream or an I/O error: the broker must be told the transport is gone.
     Closed,
+    /// The client sent DISCONNECT, which the broker has (it closes the connection).
+    Goodbye,
     /// Undecodable bytes: the broker has been told and will close the connection.
     DecodeError,
     /// The broker task is gone (shutdown).
@@ -93,6 +95,11 @@ enum TaskEnd {
     TellClosed,
     /// The connection is closed on our side: read out what the peer still sends.
     Linger,
+    /// The client ended the connection (end of stream, an I/O error, or DISCONNECT):
+    /// it sends nothing more, so unless bytes are still unread the socket is closed at
+    /// once. Closed before the client's FIN arrives, the socket is already orphaned when
+    /// it does: no wake-up of this process (and, on loopback, of its CPU) for a FIN.
+    Close,
     /// Idle for long enough: hand the connection to the parker.
     Park,
 }
@@ -239,6 +246,7 @@ fn serve<T: Transport>(
             tokio::select! {
                 end = &mut reader => {
                     let tell = matches!(end, ReadEnd::Closed);
+                    let client_ended = matches!(end, ReadEnd::Closed | ReadEnd::Goodbye);
                     let force_close = &ctx.force_close;
                     let events = &ctx.events;
                     let writer = &mut writer;
@@ -254,7 +262,11 @@ fn serve<T: Transport>(
                         }
                     })
                     .await;
-                    TaskEnd::Linger
+                    if client_ended {
+                        TaskEnd::Close
+                    } else {
+                        TaskEnd::Linger
+                    }
                 }
                 end = &mut writer => match end {
                     WriteEnd::Failed => TaskEnd::TellClosed,
@@ -270,6 +282,11 @@ fn serve<T: Transport>(
                 let _ = Box::pin(ctx.events.send(Event::Closed { conn })).await;
             }
             TaskEnd::Linger => Box::pin(linger(&mut rd, &ctx.force_close)).await,
+            TaskEnd::Close => {
+                if has_unread(&mut rd) {
+                    Box::pin(linger(&mut rd, &ctx.force_close)).await;
+                }
+            }
             TaskEnd::Park => {
                 drop(panic_guard);
                 match (T::into_std(rd, wr), state.ctx.parker.clone()) {
@@ -394,6 +411,13 @@ impl Drop for PanicGuard<'_> {
             let _ = self.events.try_send(Event::Closed { conn: self.conn });
         }
     }
+}
+
+/// Whether bytes from the peer wait unread (closing now would answer with a reset).
+fn has_unread(rd: &mut impl TransportRead) -> bool {
+    let mut probe = [0u8; 64];
+    // Nothing (would block), the end of the stream, or a broken socket: nothing to protect.
+    matches!(rd.try_read(&mut probe), Ok(n) if n > 0)
 }
 
 /// Reads and discards until the peer closes, for at most [`LINGER`].

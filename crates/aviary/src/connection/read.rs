@@ -212,7 +212,16 @@ async fn decode_packets(
                     let estimate = (before / MIN_PACKET_LEN).clamp(1, FIRST_BATCH_CAPACITY);
                     packets.reserve_exact(estimate);
                 }
+                let goodbye = matches!(packet, Packet::Disconnect(_));
                 packets.push(packet);
+                if goodbye {
+                    // The client sends nothing after its DISCONNECT [MQTT-3.14.4-2]: reading
+                    // ends here, and the task closes without waiting for the client's FIN.
+                    if send_packets(conn, packets, ctx).await.is_err() {
+                        return Some(ReadEnd::BrokerGone);
+                    }
+                    return Some(ReadEnd::Goodbye);
+                }
                 if packets.len() == MAX_PACKETS_PER_EVENT {
                     let batch = std::mem::take(&mut packets);
                     if send_packets(conn, batch, ctx).await.is_err() {

@@ -165,8 +165,9 @@ async fn end_of_stream_reports_closed_and_the_task_ends_when_the_broker_lets_go(
         Some(Event::Closed { conn: ConnId(7) })
     ));
     drop(h.outbox);
-    drop(h.client); // ends the linger after our close
+    // The client ended the stream: the task closes without lingering.
     h.task.await.unwrap();
+    drop(h.client);
 }
 
 #[tokio::test]
@@ -196,6 +197,53 @@ async fn closing_the_outbox_flushes_then_closes_the_socket() {
     );
     drop(h.client); // ends the linger after our close
     h.task.await.unwrap();
+}
+
+/// DISCONNECT, MQTT 5.0, normal disconnection, no properties.
+const DISCONNECT_V5: &[u8] = &[0xe0, 0x00];
+
+#[tokio::test]
+async fn after_a_disconnect_the_task_closes_without_waiting_for_the_clients_fin() {
+    let mut h = harness().await;
+    h.client.write_all(CONNECT_V5).await.unwrap();
+    h.client.write_all(DISCONNECT_V5).await.unwrap();
+    let got = packets(&mut h.events, 2).await;
+    assert!(
+        matches!(&got[..], [Packet::Connect(_), Packet::Disconnect(_)]),
+        "{got:?}"
+    );
+    // The broker closes the outbox for the DISCONNECT; the client keeps its side open.
+    drop(h.outbox);
+    assert!(read_to_end(&mut h.client).await.is_empty());
+    // The task ends on its own: it does not linger for the client's FIN (up to 2 s).
+    tokio::time::timeout(Duration::from_millis(1500), h.task)
+        .await
+        .expect("the task lingered after the client's DISCONNECT")
+        .unwrap();
+    drop(h.client);
+}
+
+#[tokio::test]
+async fn a_close_of_the_brokers_own_lingers_while_the_client_still_sends() {
+    let mut h = harness().await;
+    h.client.write_all(CONNECT_V5).await.unwrap();
+    packets(&mut h.events, 1).await;
+    // The broker ends the connection (keep alive, say) while the client talks on.
+    drop(h.outbox);
+    assert!(read_to_end(&mut h.client).await.is_empty());
+    h.client.write_all(PINGREQ).await.unwrap();
+    // Still reading and discarding: no reset that could destroy what we sent last.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.client.write_all(PINGREQ).await.unwrap();
+    assert!(
+        !h.task.is_finished(),
+        "the task closed before the client did"
+    );
+    drop(h.client); // the client's FIN ends the linger
+    tokio::time::timeout(Duration::from_secs(5), h.task)
+        .await
+        .expect("the linger did not end at the client's FIN")
+        .unwrap();
 }
 
 /// Every idle connection holds its task's future; the rarely used states (decoding,
