@@ -270,9 +270,10 @@ impl BrokerTask {
                 // (and runs the connections they wake) before this task runs again, so a
                 // message that arrives during a round waits for one slice at most. A pause
                 // on a timer instead (1 ms, tokio's finest) put a 1-2 ms timeout on every
-                // epoll wait for a quarter of each second, and the guest kernel's timer
-                // reprogramming then added ~6 µs to three in four wake-ups (IoT, 10,000
-                // clients: 27 % of the broker's wake-ups).
+                // epoll wait for a quarter of each second, and three in four of those
+                // wake-ups took ~6 µs longer to return from the wait (IoT, 10,000 clients:
+                // 27 % of the broker's wake-ups; measured in a VM, where arming and
+                // cancelling the earliest timer is likely what costs).
                 tokio::task::yield_now().await;
             }
         }

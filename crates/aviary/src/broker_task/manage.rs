@@ -54,8 +54,8 @@ pub(crate) struct Counters {
 const ATTRIBUTION_SLICE: usize = 32;
 
 /// A usage attribution round: started by the tick, worked off a slice per turn of the
-/// broker task, in between its passes, when no event is waiting. It visits only the connections listed since the
-/// last round ([`ConnTable`]): idle connections cost nothing.
+/// broker task, in between its passes, when no event is waiting. It visits only the
+/// connections listed since the last round ([`ConnTable`]): idle connections cost nothing.
 #[derive(Debug, Default)]
 struct Attribution {
     /// The Unix second the round's units are counted in (the tick's).
@@ -450,7 +450,7 @@ impl BrokerTask {
     /// Drains the core's events: usage of ended connections, `$events/...` topics. An
     /// event's JSON is built only when a subscription matches its topic: with nobody
     /// subscribed to `$events`, a connect and disconnect cost two JSON documents less
-    /// (a quarter of the broker's instructions per connection in the connection-rate
+    /// (a third of the broker's instructions per connection in the connection-rate
     /// benchmark).
     pub(super) fn drain_broker_events(&mut self) {
         let mut published = false;
