@@ -317,8 +317,16 @@ class Client:
     ) -> int:
         """Publishes; with `wait`, waits for the QoS flow to finish (PUBACK / PUBCOMP) or, for
         QoS 0, for the packet to be written. Returns the PUBACK/PUBREC reason code (5.0) or 0."""
+        was_up = not self.disconnected.is_set()
         info = self.paho.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            # paho 2.1 races with a broker that closes at once on this very packet (one it
+            # refuses): its network thread writes the PUBLISH, sees the close and ends
+            # before publish() has returned, which then reports "no connection" (4). A
+            # caller that does not wait expects that close and checks it itself.
+            closed_meanwhile = was_up and self.disconnected.is_set()
+            if not wait and info.rc == mqtt.MQTT_ERR_NO_CONN and closed_meanwhile:
+                return 0
             raise MqttError(f"publish failed locally: {info.rc}")
         if not wait:
             return 0

@@ -117,7 +117,9 @@ def test_packet_larger_than_max_packet_size_closes_connection(broker_factory, ve
         big.connect()
         big.publish(topic, b"x" * 2000, 1, wait=False)
         # [MQTT-3.2.2-15] (5.0 closes with 0x95 Packet too large); 3.x just closes.
-        big.wait_disconnected()
+        closed = big.wait_disconnected()
+        if version == V5:
+            assert closed.by_packet and closed.reason_code == 0x95, closed
         bystander.expect_nothing(0.3)
         bystander.publish(topic, b"small", 1)
         assert bystander.get().payload == b"small"
