@@ -628,7 +628,48 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(ACCEPT_BACKLOG)
+    let listener = socket.listen(ACCEPT_BACKLOG)?;
+    defer_accept(&listener)?;
+    Ok(listener)
+}
+
+/// Seconds the kernel holds a handshaken connection that has sent nothing before handing
+/// it to `accept` anyway (rounded by Linux to SYN-ACK retransmissions: 1 s is one).
+const DEFER_ACCEPT_SECS: libc::c_int = 1;
+
+/// Asks the kernel to report a connection as acceptable only once its first bytes
+/// (CONNECT, a TLS ClientHello, an HTTP upgrade) have arrived: one wake-up and one empty
+/// read less per connection, and a client that connects and stays silent costs no task
+/// until the defer time has passed.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn defer_accept(listener: &TcpListener) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let fd = listener.as_raw_fd();
+    let secs: libc::c_int = DEFER_ACCEPT_SECS;
+    // SAFETY: `fd` is the open socket `listener` owns, borrowed for this call; the option
+    // value points at a live `c_int` on this stack frame and the length passed is exactly
+    // its size, so the kernel reads only initialised memory of ours and writes nothing.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            std::ptr::from_ref(&secs).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Other systems accept as the handshake completes.
+#[cfg(not(target_os = "linux"))]
+fn defer_accept(_listener: &TcpListener) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[cfg(test)]
@@ -871,5 +912,45 @@ mod tests {
         assert!(reg.update("web", off).await.is_err());
         assert!(reg.address("web").await.is_none());
         reg.stop_accepting().await;
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_connection_reaches_accept_with_its_first_bytes_not_with_its_handshake() {
+        use std::time::{Duration, Instant};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let first_bytes = [0x10, 0x00];
+
+        // Handshaken but silent: not acceptable before the defer time (one SYN-ACK
+        // retransmission, a second) has passed.
+        let opened = Instant::now();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let early = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+        let mut accepted = match early {
+            Ok(accepted) => {
+                // Only possible when this test itself stalled past the defer time.
+                assert!(
+                    opened.elapsed() >= Duration::from_millis(900),
+                    "a silent connection was accepted {:?} after its handshake",
+                    opened.elapsed()
+                );
+                client.write_all(&first_bytes).await.unwrap();
+                accepted.unwrap().0
+            }
+            // Its first bytes make it acceptable at once.
+            Err(_) => {
+                client.write_all(&first_bytes).await.unwrap();
+                tokio::time::timeout(Duration::from_secs(5), listener.accept())
+                    .await
+                    .expect("accepted once it sent")
+                    .unwrap()
+                    .0
+            }
+        };
+        let mut read = [0u8; 2];
+        accepted.read_exact(&mut read).await.unwrap();
+        assert_eq!(read, first_bytes);
     }
 }
