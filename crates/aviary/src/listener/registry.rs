@@ -629,12 +629,16 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     let listener = socket.listen(ACCEPT_BACKLOG)?;
-    defer_accept(&listener)?;
+    if let Err(e) = defer_accept(&listener) {
+        // An optimisation only: the listener works without it.
+        warn!(%addr, "accepting without waiting for a client's first bytes: {e}");
+    }
     Ok(listener)
 }
 
 /// Seconds the kernel holds a handshaken connection that has sent nothing before handing
 /// it to `accept` anyway (rounded by Linux to SYN-ACK retransmissions: 1 s is one).
+#[cfg(target_os = "linux")]
 const DEFER_ACCEPT_SECS: libc::c_int = 1;
 
 /// Asks the kernel to report a connection as acceptable only once its first bytes
