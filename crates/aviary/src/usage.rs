@@ -11,6 +11,12 @@
 //! evicted total always equal what the clients used), their per-client history is dropped,
 //! and a client that comes back starts a new series. The total, listener and user series
 //! are never evicted and stay exact.
+//!
+//! A series active within the last [`PROTECTED_SECS`] is never evicted: with more clients
+//! active at once than the bound (a fleet larger than it, every device publishing), a
+//! newcomer is then counted in [`Usage::evicted`]'s total without a series of its own,
+//! rather than every series being dropped and made again each second (which made per-client
+//! history meaningless and stalled the broker task for a scan of the map each time).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +28,9 @@ pub(crate) const MINUTES_KEPT: u64 = 24 * 60;
 
 /// Client ids tracked at most (see the module doc).
 pub(crate) const MAX_CLIENTS: usize = 10_000;
+
+/// Seconds since its last units within which a client series is never evicted.
+pub(crate) const PROTECTED_SECS: u64 = 60;
 
 /// Units of one minute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -168,7 +177,8 @@ impl Series {
 pub(crate) struct Evicted {
     /// Client series evicted since the broker started.
     pub(crate) clients: u64,
-    /// Their units (part of the listener, user and broker totals as ever).
+    /// Their units, and those of clients not tracked because every tracked one was active
+    /// within the last minute (part of the listener, user and broker totals as ever).
     pub(crate) total: u64,
 }
 
@@ -188,6 +198,9 @@ pub(crate) struct Usage {
     pub(crate) evicted: Evicted,
     /// The bound on `clients` ([`MAX_CLIENTS`]; smaller in tests).
     max_clients: usize,
+    /// Before this Unix second no client series can be evicted (a scan found them all
+    /// protected): newcomers go untracked without another scan.
+    no_room_until: u64,
 }
 
 impl Default for Usage {
@@ -215,6 +228,7 @@ impl Usage {
             clients: HashMap::new(),
             evicted: Evicted::default(),
             max_clients: max_clients.max(10),
+            no_room_until: 0,
         }
     }
 
@@ -262,28 +276,41 @@ impl Usage {
             series.add(now, units);
             return;
         }
-        if self.clients.len() >= self.max_clients {
-            self.evict();
+        if self.clients.len() >= self.max_clients && !self.make_room(now) {
+            // Full of recently active clients: counted, not tracked.
+            self.evicted.total += units;
+            return;
         }
         let mut series = Series::default();
         series.add(now, units);
         self.clients.insert(key(), series);
     }
 
-    /// Folds the least recently active tenth of the client series into `evicted` (one
-    /// pass over the map per tenth of the bound of new clients: amortised constant time).
-    fn evict(&mut self) {
-        let count = (self.max_clients / 10).max(1);
-        if self.clients.len() <= count {
-            self.evicted.clients += self.clients.len() as u64;
-            self.evicted.total += self.clients.values().map(|s| s.total).sum::<u64>();
-            self.clients.clear();
-            return;
+    /// Folds the least recently active tenth of the client series into `evicted`, of
+    /// those not active within [`PROTECTED_SECS`] (one pass over the map per tenth of the
+    /// bound of new clients: amortised constant time); whether any went. When none can go,
+    /// no scan is made again before the oldest of them could.
+    fn make_room(&mut self, now: u64) -> bool {
+        if now < self.no_room_until {
+            return false;
         }
-        // The age of the count-th least recently active client; those older go, and of
-        // those that age, as many as make up the count (no key is copied or looked up
-        // again: this runs with the broker's deliveries waiting).
-        let mut ages: Vec<u64> = self.clients.values().map(Series::last_active).collect();
+        // Ages of the evictable series (their last units a whole protected period ago);
+        // no key is copied or looked up again: this runs with the broker's deliveries
+        // waiting.
+        let mut ages: Vec<u64> = self
+            .clients
+            .values()
+            .map(Series::last_active)
+            .filter(|&age| age.saturating_add(PROTECTED_SECS) <= now)
+            .collect();
+        if ages.is_empty() {
+            let oldest = self.clients.values().map(Series::last_active).min();
+            self.no_room_until = oldest.unwrap_or(now) + PROTECTED_SECS;
+            return false;
+        }
+        // The age of the count-th least recently active; those older go, and of those
+        // that age, as many as make up the count.
+        let count = (self.max_clients / 10).clamp(1, ages.len());
         let (older, &mut cutoff, _) = ages.select_nth_unstable(count - 1);
         let mut at_cutoff = count - older.iter().filter(|&&a| a < cutoff).count();
         let evicted = &mut self.evicted;
@@ -299,6 +326,7 @@ impl Usage {
             }
             !goes
         });
+        true
     }
 
     /// Drops the series with no units in the last 24 hours (called now and then, so
@@ -396,10 +424,11 @@ mod tests {
         assert!(usage.clients.is_empty());
     }
 
-    /// More clients than the bound, all active in the same second (the IoT case): each
-    /// eviction folds exactly a tenth, oldest first, and totals stay exact.
+    /// More clients than the bound, all active within the last minute (a fleet larger
+    /// than the bound, every device publishing): no series is dropped for a newcomer, which
+    /// is counted untracked; once series fall idle, the least recently active tenth goes.
     #[test]
-    fn eviction_among_equally_recent_clients_takes_a_tenth() {
+    fn recently_active_clients_keep_their_series_and_newcomers_go_untracked() {
         let mut usage = Usage::with_max_clients(100);
         fn owner(client: &Arc<str>) -> Owner<'_> {
             Owner {
@@ -413,13 +442,43 @@ mod tests {
             usage.add(20, owner(&format!("c{i}").into()), 1);
         }
         assert_eq!(usage.clients.len(), 100);
-        usage.add(20, owner(&"new".into()), 1);
+        // Every series is protected: the newcomers are counted, not tracked, and the
+        // series stay (again and again: no scan until the oldest could go).
+        for second in [20, 21, 40, 69] {
+            usage.add(second, owner(&format!("new{second}").into()), 2);
+            assert_eq!(usage.clients.len(), 100);
+        }
+        assert_eq!(
+            usage.evicted,
+            Evicted {
+                clients: 0,
+                total: 8
+            }
+        );
+        assert_eq!(usage.no_room_until, 10 + PROTECTED_SECS);
+        // A second later "old" is a minute idle: it goes, alone (the others are
+        // protected), and the newcomer gets its place.
+        usage.add(70, owner(&"late".into()), 3);
+        assert!(!usage.clients.contains_key("old"));
+        assert_eq!(usage.clients["late"].total, 3);
+        assert_eq!(
+            usage.evicted,
+            Evicted {
+                clients: 1,
+                total: 8 + 5
+            }
+        );
+        // A minute later all are idle: a tenth goes, the least recently active first.
+        usage.add(80, owner(&"c0".into()), 1);
+        usage.add(140, owner(&"later".into()), 1);
         assert_eq!(usage.clients.len(), 91, "ten evicted, one added");
-        assert_eq!(usage.evicted.clients, 10);
-        assert!(!usage.clients.contains_key("old"), "the oldest goes first");
+        assert!(
+            usage.clients.contains_key("c0"),
+            "the most recently active stays"
+        );
+        assert!(usage.clients.contains_key("late"));
         let kept: u64 = usage.clients.values().map(|s| s.total).sum();
-        assert_eq!(kept + usage.evicted.total, 5 + 99 + 1);
-        assert_eq!(usage.evicted.total, 5 + 9);
+        assert_eq!(kept + usage.evicted.total, 5 + 99 + 8 + 3 + 1 + 1);
     }
 
     #[test]

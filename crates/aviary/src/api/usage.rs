@@ -44,8 +44,9 @@ pub(crate) struct UsageReport {
     /// Matching clients skipped before this page.
     clients_offset: usize,
     /// Client series folded away to bound memory (the least recently active when more
-    /// client ids than the bound were seen): their units count in the listener, user and
-    /// broker totals, not per client.
+    /// client ids than the bound were seen, never one active within the last minute; a
+    /// newcomer while all are is counted here untracked): their units count in the
+    /// listener, user and broker totals, not per client.
     clients_evicted: Evicted,
 }
 
