@@ -472,6 +472,7 @@ mod tests {
         usage.add(80, owner(&"c0".into()), 1);
         usage.add(140, owner(&"later".into()), 1);
         assert_eq!(usage.clients.len(), 91, "ten evicted, one added");
+        assert_eq!(usage.evicted.clients, 1 + 10);
         assert!(
             usage.clients.contains_key("c0"),
             "the most recently active stays"

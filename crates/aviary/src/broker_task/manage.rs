@@ -47,10 +47,11 @@ pub(crate) struct Counters {
     pub(crate) dropped_outbox_full: u64,
 }
 
-/// Connections whose usage one slice attributes (some 25 µs with cold caches, about
-/// 0.8 µs each), so that the once-a-second attribution never holds the deliveries of a
-/// pass for long. The broker task runs the slices of a round back to back with a yield
-/// between them, so a round of 10,000 active clients takes some 8 ms.
+/// Connections whose usage one slice attributes (8-15 µs a slice, timed in the IoT
+/// benchmark; up to ~25 µs with cold caches), so that the once-a-second attribution never
+/// holds the deliveries of a pass for long. The broker task runs the slices of a round
+/// back to back with a yield between them, so a round of 10,000 active clients takes
+/// some 4-8 ms.
 const ATTRIBUTION_SLICE: usize = 32;
 
 /// A usage attribution round: started by the tick, worked off a slice per turn of the
