@@ -28,7 +28,8 @@ use aviary_core::{Broker, ConnId, Transmit};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::outbox::{Delivery, OutboxSender};
+use crate::metrics::WireBytes;
+use crate::outbox::{Delivery, Full, OutboxSender, Pushed};
 use crate::outgoing::Outgoing;
 use crate::store::{convert_ops, Clock, CommitGate, StoreWriter};
 use inbox::FairInbox;
@@ -116,7 +117,21 @@ pub(crate) struct BrokerTask {
     /// The operations side: the connections (their outboxes, whose they are, what usage
     /// saw of them), usage, counters, events, metrics.
     ops: Ops,
+    /// Connections whose outboxes got packets in this pass with their writers left asleep:
+    /// flushed when the pass ends (see [`BrokerTask::flush_listed`]).
+    listed: Vec<ConnId>,
+    /// The wire byte counters, for what the task writes itself.
+    wire: Arc<WireBytes>,
+    /// Whether the runtime has a single worker thread: the task then writes every listed
+    /// outbox itself, there being no other thread for the connections' writers to run on.
+    one_worker: bool,
 }
+
+/// Listed outboxes the task writes itself at the end of a pass when the runtime has more
+/// than one worker; beyond, their writers are woken, to write in parallel (a fan-out to
+/// a thousand subscribers). One or two is the usual pass of a steady flow: a delivery and
+/// an acknowledgement.
+const WRITES_HERE_PER_PASS: usize = 8;
 
 /// The broker task's side of the store.
 struct StoreLink {
@@ -155,6 +170,7 @@ impl BrokerTask {
     }
 
     pub(crate) fn with_ops(broker: Broker, events: mpsc::Receiver<Event>, ops: Ops) -> Self {
+        let wire = ops.metrics.as_ref().map(|m| m.wire()).unwrap_or_default();
         Self {
             broker,
             events,
@@ -163,6 +179,9 @@ impl BrokerTask {
             store: None,
             reentered: false,
             ops,
+            listed: Vec::new(),
+            wire,
+            one_worker: false,
         }
     }
 
@@ -180,6 +199,7 @@ impl BrokerTask {
     /// Runs until [`Event::Shutdown`] (or until every sender is gone). Fails only when the
     /// store does: the broker then stops rather than acknowledge what it cannot keep.
     pub(crate) async fn run(mut self) -> anyhow::Result<()> {
+        self.one_worker = tokio::runtime::Handle::current().metrics().num_workers() == 1;
         let timer = tokio::time::sleep(std::time::Duration::ZERO);
         tokio::pin!(timer);
         // The tick, first at once, then a whole TICK after the previous one ran (a late
@@ -283,6 +303,26 @@ impl BrokerTask {
     /// Ends a pass: submits its store operations, then routes what may go out (this pass's
     /// transmits if nothing waits, and those of every committed pass).
     async fn end_pass(&mut self) -> Result<(), crate::store::WriterGone> {
+        let routed = self.route_pass().await;
+        self.flush_listed();
+        routed
+    }
+
+    /// Writes (or wakes the writers of) the outboxes that got packets in this pass, the
+    /// last listed first: a publisher's acknowledgement is routed before the deliveries
+    /// its message caused (`Effects::send_at`), and they go out first, as when tokio ran
+    /// the writers it was woken for, last woken first.
+    fn flush_listed(&mut self) {
+        let write_here = self.one_worker || self.listed.len() <= WRITES_HERE_PER_PASS;
+        for conn in self.listed.drain(..).rev() {
+            if let Some(outbox) = self.ops.conns.outbox(conn) {
+                outbox.flush(write_here, &self.wire);
+            }
+        }
+    }
+
+    /// [`BrokerTask::end_pass`] without the flush.
+    async fn route_pass(&mut self) -> Result<(), crate::store::WriterGone> {
         for _ in 0..MAX_REENTRY {
             self.reentered = false;
             self.route_transmits();
@@ -541,8 +581,13 @@ impl BrokerTask {
             return; // closed in the meantime
         };
         let delivery = delivery(&item);
-        if outbox.push(item, delivery).is_ok() {
-            return;
+        match outbox.push(item, delivery) {
+            Ok(Pushed::Done) => return,
+            Ok(Pushed::List) => {
+                self.listed.push(conn);
+                return;
+            }
+            Err(Full) => {}
         }
         if delivery == Delivery::BestEffort {
             self.dropped_qos0 += 1;

@@ -36,7 +36,12 @@ use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use crate::outgoing::Outgoing;
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+
+use crate::connection::version_from_level;
+use crate::metrics::WireBytes;
+use crate::outgoing::{Outgoing, TYPICAL_OVERHEAD, WRITE_CHUNK};
 
 /// Queued packets at which best-effort packets are refused and reading pauses.
 pub(crate) const SOFT_LIMIT: usize = 1024;
@@ -66,16 +71,85 @@ struct State {
     /// Packets in the order the broker produced them, each in its compact queued form.
     queue: Batch,
     /// How many of `queue` are [`Delivery::Reliable`] (what pauses the reader).
-    /// (`u32`: at most [`HARD_LIMIT`]; with `closed` it fits where a `usize` would not,
-    /// keeping every connection's outbox at 128 bytes, an allocator size class.)
+    /// (`u32`: at most [`HARD_LIMIT`]. This field, the flags, the level and the boxed
+    /// reader's waker keep every connection's outbox at 128 bytes, an allocator size
+    /// class; the test below pins it.)
     reliable: u32,
-    /// The broker side is gone: after the queue drains, the writer closes the connection.
-    closed: bool,
+    /// [`CLOSED`], [`WRITER_IDLE`], [`LISTED`], [`WROTE`].
+    flags: u8,
+    /// The protocol level the connection's packets are encoded in (see
+    /// `connection::version_from_level`).
+    level: u8,
     /// The writer waiting for packets (woken after a push or a close).
     writer: Option<Waker>,
     /// A paused reader waiting for room (woken when the writer takes the queue or the
-    /// outbox closes).
-    reader: Option<Waker>,
+    /// outbox closes); boxed, since readers rarely pause.
+    reader: Option<Box<Waker>>,
+    /// The socket, while a task drives a plain TCP connection: the broker task may then
+    /// write a batch itself (see [`OutboxSender::flush`]).
+    direct: Option<Arc<TcpStream>>,
+}
+
+/// Flag: the broker side is gone; after the queue drains, the writer closes the connection.
+const CLOSED: u8 = 1;
+/// Flag: the writer waits for packets, with nothing of an earlier batch left to write: the
+/// socket is free for the broker task's writes.
+const WRITER_IDLE: u8 = 2;
+/// Flag: the broker task has listed the outbox for its end-of-pass flush (pushes then
+/// leave the writer asleep).
+const LISTED: u8 = 4;
+/// Flag: the broker task wrote to the socket since the connection's last idleness check.
+const WROTE: u8 = 8;
+
+impl State {
+    /// Whether `flag` is set.
+    fn is(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Sets or clears `flag`.
+    fn set(&mut self, flag: u8, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+    }
+
+    /// Encodes the queue and writes it to the attached socket; `true` if the socket took
+    /// it all. Otherwise the rest (all of it, if the socket is full or failing: the writer
+    /// then meets the error and reports it) is queued, already encoded, for the writer.
+    fn write_queue(&mut self, wire: &WireBytes) -> bool {
+        let Some(stream) = &self.direct else {
+            return false;
+        };
+        let batch = std::mem::take(&mut self.queue);
+        let version = version_from_level(self.level);
+        let mut out = BytesMut::with_capacity(batch.estimate());
+        let mut sent = [0; 4];
+        for item in batch {
+            item.encode_counted(version, &mut out, &mut sent);
+        }
+        wire.add_sent(&sent);
+        self.flags |= WROTE;
+        let written = stream.try_write(&out).unwrap_or(0);
+        if written == out.len() {
+            self.reliable = 0;
+            return true;
+        }
+        self.queue = Batch::One(Outgoing::Encoded(out.split_off(written).freeze()));
+        self.reliable = 1;
+        // The writer owns the socket until it has written this and waits again: later
+        // pushes wake it rather than list the outbox (which would copy the rest again
+        // with each pass while the socket stays full).
+        self.set(WRITER_IDLE, false);
+        false
+    }
+
+    /// Takes the paused reader's waker.
+    fn take_reader(&mut self) -> Option<Waker> {
+        self.reader.take().map(|waker| *waker)
+    }
 }
 
 /// The connection's end: its writer takes batches, its reader waits for room.
@@ -96,6 +170,17 @@ pub(crate) struct OutboxSender {
 /// The queue is at the limit for the packet's [`Delivery`]; the packet was not queued.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Full;
+
+/// What a push asks of the broker task.
+#[must_use]
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    /// Nothing: the writer was woken, or the outbox is already listed for the flush.
+    Done,
+    /// List the outbox and [`OutboxSender::flush`] it at the end of the pass: its writer
+    /// was left asleep, so that the broker task can write the pass's packets itself.
+    List,
+}
 
 /// A new outbox and its sender.
 pub(crate) fn outbox() -> (OutboxSender, Outbox) {
@@ -156,6 +241,13 @@ impl Batch {
         }
     }
 
+    /// Bytes the batch is expected to encode to (payloads plus a typical header).
+    pub(crate) fn estimate(&self) -> usize {
+        let mut bytes = 0;
+        self.for_each(|item| bytes += item.message_len() + TYPICAL_OVERHEAD);
+        bytes
+    }
+
     /// Calls `f` with each packet, in order, by reference.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&Outgoing)) {
         match self {
@@ -209,7 +301,11 @@ impl Shared {
 impl OutboxSender {
     /// Queues `packet` unless the queue is at the limit for `delivery`.
     #[inline]
-    pub(crate) fn push(&self, packet: impl Into<Outgoing>, delivery: Delivery) -> Result<(), Full> {
+    pub(crate) fn push(
+        &self,
+        packet: impl Into<Outgoing>,
+        delivery: Delivery,
+    ) -> Result<Pushed, Full> {
         let writer = {
             let mut state = self.shared.lock();
             let limit = match delivery {
@@ -223,12 +319,58 @@ impl OutboxSender {
             if delivery == Delivery::Reliable {
                 state.reliable += 1;
             }
+            if state.direct.is_some() && state.is(WRITER_IDLE) {
+                // The broker task writes (or wakes the writer) at the end of its pass.
+                if state.is(LISTED) {
+                    return Ok(Pushed::Done);
+                }
+                state.set(LISTED, true);
+                return Ok(Pushed::List);
+            }
             state.writer.take()
         };
         if let Some(writer) = writer {
             writer.wake();
         }
-        Ok(())
+        Ok(Pushed::Done)
+    }
+
+    /// The end of the broker task's pass for a listed outbox: what is queued is encoded
+    /// and written to the socket here, if `write_here`, the connection's writer waits with
+    /// nothing left to write, and the socket takes it all at once; otherwise the writer is
+    /// woken for it (with the bytes the socket did not take, if any). Saves the
+    /// connection's task a wake-up and a poll for most deliveries and acknowledgements.
+    ///
+    /// The lock is held during the write, so the writer, the reader (waiting for room)
+    /// and the parking of the connection wait for a `send` syscall at most.
+    pub(crate) fn flush(&self, write_here: bool, wire: &WireBytes) {
+        let mut state = self.shared.lock();
+        state.set(LISTED, false);
+        if state.queue.is_empty() {
+            return;
+        }
+        let mut reader = None;
+        if write_here
+            && state.is(WRITER_IDLE)
+            && !state.is(CLOSED)
+            && state.direct.is_some()
+            && state.queue.estimate() <= WRITE_CHUNK
+        {
+            // The queue is taken: a paused reader has room again.
+            reader = state.take_reader();
+            if state.write_queue(wire) {
+                drop(state);
+                if let Some(reader) = reader {
+                    reader.wake();
+                }
+                return;
+            }
+        }
+        let writer = state.writer.take();
+        drop(state);
+        for waker in [writer, reader].into_iter().flatten() {
+            waker.wake();
+        }
     }
 }
 
@@ -236,8 +378,8 @@ impl Drop for OutboxSender {
     fn drop(&mut self) {
         let (writer, reader) = {
             let mut state = self.shared.lock();
-            state.closed = true;
-            (state.writer.take(), state.reader.take())
+            state.set(CLOSED, true);
+            (state.writer.take(), state.take_reader())
         };
         for waker in [writer, reader].into_iter().flatten() {
             waker.wake();
@@ -255,22 +397,57 @@ impl Outbox {
     /// [`Outbox::next_batch`] as a poll function: the waker is kept in the shared state.
     fn poll_next_batch(&self, cx: &mut Context<'_>) -> Poll<Option<Batch>> {
         let mut state = self.shared.lock();
+        // Set again below if the writer goes back to waiting.
+        state.set(WRITER_IDLE, false);
         if !state.queue.is_empty() {
             // Take rather than drain: the idle connection then holds no queue memory.
             let batch = std::mem::take(&mut state.queue);
             state.reliable = 0;
-            let reader = state.reader.take();
+            let reader = state.take_reader();
             drop(state);
             if let Some(reader) = reader {
                 reader.wake();
             }
             return Poll::Ready(Some(batch));
         }
-        if state.closed {
+        if state.is(CLOSED) {
             return Poll::Ready(None);
         }
         register(&mut state.writer, cx);
+        state.set(WRITER_IDLE, true);
         Poll::Pending
+    }
+
+    /// Lets the broker task write to `stream` itself while the writer waits (see
+    /// [`OutboxSender::flush`]); for plain TCP connections, while a task drives them.
+    pub(crate) fn attach(&self, stream: Arc<TcpStream>) {
+        let mut state = self.shared.lock();
+        state.direct = Some(stream);
+        // Until the writer of the task that attaches polls.
+        state.set(WRITER_IDLE, false);
+    }
+
+    /// Withdraws the socket given to [`Outbox::attach`]: the task driving the connection
+    /// ends (closes or parks), and the socket must close or be parked with it. Waits for
+    /// a write of the broker task in progress.
+    pub(crate) fn detach(&self) {
+        let mut state = self.shared.lock();
+        state.direct = None;
+        state.set(WRITER_IDLE, false);
+    }
+
+    /// The protocol level to encode in (the reader sets it from the first CONNECT).
+    pub(crate) fn set_level(&self, level: u8) {
+        self.shared.lock().level = level;
+    }
+
+    /// Whether the broker task wrote to the connection since the last call: activity for
+    /// the idleness check (`connection::Idleness`), as a batch of the writer is.
+    pub(crate) fn take_wrote(&self) -> bool {
+        let mut state = self.shared.lock();
+        let wrote = state.is(WROTE);
+        state.set(WROTE, false);
+        wrote
     }
 
     /// Waits while [`SOFT_LIMIT`] or more reliable packets are queued (the client is not
@@ -279,10 +456,13 @@ impl Outbox {
     pub(crate) async fn wait_for_room(&self) {
         poll_fn(|cx| {
             let mut state = self.shared.lock();
-            if (state.reliable as usize) < SOFT_LIMIT || state.closed {
+            if (state.reliable as usize) < SOFT_LIMIT || state.is(CLOSED) {
                 return Poll::Ready(());
             }
-            register(&mut state.reader, cx);
+            match &mut state.reader {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                slot => *slot = Some(Box::new(cx.waker().clone())),
+            }
             Poll::Pending
         })
         .await;
@@ -297,7 +477,7 @@ impl Outbox {
     pub(crate) fn park(&self, waker: Waker) {
         let mut state = self.shared.lock();
         state.reader = None;
-        if !state.queue.is_empty() || state.closed {
+        if !state.queue.is_empty() || state.is(CLOSED) {
             state.writer = None;
             drop(state);
             waker.wake();
@@ -307,8 +487,7 @@ impl Outbox {
     }
 }
 
-/// Keeps the waker of the task polling now in `slot` (one waiter per slot: the connection's
-/// writer, or its reader).
+/// Keeps the waker of the task polling now in `slot` (the connection's writer).
 fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
     match slot {
         Some(waker) if waker.will_wake(cx.waker()) => {}
@@ -332,10 +511,19 @@ mod tests {
     #[tokio::test]
     async fn batches_everything_pending_then_reports_close() {
         let (tx, rx) = outbox();
-        tx.push(Packet::PingResp, Delivery::Reliable).unwrap();
-        tx.push(Packet::PingResp, Delivery::Reliable).unwrap();
+        assert_eq!(
+            tx.push(Packet::PingResp, Delivery::Reliable),
+            Ok(Pushed::Done)
+        );
+        assert_eq!(
+            tx.push(Packet::PingResp, Delivery::Reliable),
+            Ok(Pushed::Done)
+        );
         assert_eq!(rx.next_batch().await.map(|b| b.len()), Some(2));
-        tx.push(Packet::PingResp, Delivery::Reliable).unwrap();
+        assert_eq!(
+            tx.push(Packet::PingResp, Delivery::Reliable),
+            Ok(Pushed::Done)
+        );
         drop(tx);
         let batch = rx.next_batch().await;
         assert_eq!(
@@ -374,11 +562,17 @@ mod tests {
     async fn best_effort_is_refused_at_the_soft_limit_reliable_at_the_hard_limit() {
         let (tx, _rx) = outbox();
         for _ in 0..SOFT_LIMIT {
-            tx.push(Packet::PingResp, Delivery::BestEffort).unwrap();
+            assert_eq!(
+                tx.push(Packet::PingResp, Delivery::BestEffort),
+                Ok(Pushed::Done)
+            );
         }
         assert_eq!(tx.push(Packet::PingResp, Delivery::BestEffort), Err(Full));
         for _ in SOFT_LIMIT..HARD_LIMIT {
-            tx.push(Packet::PingResp, Delivery::Reliable).unwrap();
+            assert_eq!(
+                tx.push(Packet::PingResp, Delivery::Reliable),
+                Ok(Pushed::Done)
+            );
         }
         assert_eq!(tx.push(Packet::PingResp, Delivery::Reliable), Err(Full));
     }
@@ -388,7 +582,10 @@ mod tests {
         let (tx, rx) = outbox();
         let writer = tokio::spawn(async move { rx.next_batch().await.map(|b| b.len()) });
         tokio::task::yield_now().await;
-        tx.push(Packet::PingResp, Delivery::Reliable).unwrap();
+        assert_eq!(
+            tx.push(Packet::PingResp, Delivery::Reliable),
+            Ok(Pushed::Done)
+        );
         assert_eq!(writer.await.unwrap(), Some(1));
     }
 
@@ -397,7 +594,10 @@ mod tests {
         let (tx, rx) = outbox();
         let rx = Arc::new(rx);
         for _ in 0..SOFT_LIMIT {
-            tx.push(Packet::PingResp, Delivery::Reliable).unwrap();
+            assert_eq!(
+                tx.push(Packet::PingResp, Delivery::Reliable),
+                Ok(Pushed::Done)
+            );
         }
         let reader = tokio::spawn({
             let rx = Arc::clone(&rx);
@@ -428,7 +628,10 @@ mod tests {
         let counter = Arc::new(CountWakes::default());
         rx.park(Waker::from(Arc::clone(&counter)));
         assert_eq!(wakes(&counter), 0, "nothing to do yet");
-        tx.push(Packet::PingResp, Delivery::Reliable).unwrap();
+        assert_eq!(
+            tx.push(Packet::PingResp, Delivery::Reliable),
+            Ok(Pushed::Done)
+        );
         assert_eq!(wakes(&counter), 1, "a push wakes the parker");
         // Parking again with work queued wakes at once.
         let again = Arc::new(CountWakes::default());
@@ -445,10 +648,16 @@ mod tests {
     async fn best_effort_packets_do_not_pause_the_reader() {
         let (tx, rx) = outbox();
         for _ in 0..SOFT_LIMIT {
-            tx.push(Packet::PingResp, Delivery::BestEffort).unwrap();
+            assert_eq!(
+                tx.push(Packet::PingResp, Delivery::BestEffort),
+                Ok(Pushed::Done)
+            );
         }
         for _ in 1..SOFT_LIMIT {
-            tx.push(Packet::PingResp, Delivery::Reliable).unwrap();
+            assert_eq!(
+                tx.push(Packet::PingResp, Delivery::Reliable),
+                Ok(Pushed::Done)
+            );
         }
         // 2047 queued, 1023 of them reliable: a QoS 0 flood alone never stops reading.
         rx.wait_for_room().await;

@@ -16,12 +16,20 @@
 
 use std::num::NonZeroU16;
 
-use aviary_codec::properties::{AckProperties, PublishProperties, PublishPropertiesBox};
+use aviary_codec::properties::{PublishProperties, PublishPropertiesBox};
 use aviary_codec::{
     Ack, AckKind, EncodeError, Packet, PacketId, ProtocolVersion, Publish, PublishRef, QoS,
     ReasonCode, TopicName,
 };
 use bytes::{Bytes, BytesMut};
+
+/// Encoded bytes collected before they are written, so a batch of large packets is written
+/// in pieces instead of being encoded into one huge buffer.
+pub(crate) const WRITE_CHUNK: usize = 64 * 1024;
+
+/// Bytes of a packet beyond its payload and topic, for sizing the write buffer: fixed
+/// header, packet id, topic length, a few properties.
+pub(crate) const TYPICAL_OVERHEAD: usize = 16;
 
 /// The properties of a PUBLISH that has none (what most deliveries have).
 static NO_PROPERTIES: PublishProperties = PublishProperties::NONE;
@@ -41,6 +49,10 @@ pub(crate) enum Outgoing {
     PingResp,
     /// Anything else, boxed: rare enough that its size matters more than its allocation.
     Other(Box<Packet>),
+    /// Bytes already encoded and counted: the rest of a batch that the broker task began
+    /// to write itself and the socket did not take whole (`crate::outbox`), written first
+    /// and as they are by the connection's writer.
+    Encoded(Bytes),
 }
 
 /// A queued PUBLISH: the shared topic and payload, and what is per delivery.
@@ -118,6 +130,30 @@ impl Outgoing {
                 reason_code,
             } => aviary_codec::encode_ack(*kind, *packet_id, *reason_code, version, out),
             Self::PingResp => aviary_codec::encode(&Packet::PingResp, version, out),
+            Self::Encoded(bytes) => {
+                out.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    /// Encodes the item onto `out` (as [`Outgoing::encode`]), adding its size to `sent` by
+    /// its class ([`Outgoing::Encoded`] bytes were counted when first encoded).
+    pub(crate) fn encode_counted(
+        mut self,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+        sent: &mut [u64; 4],
+    ) {
+        let before = out.len();
+        let encoded = self.encode(version, out);
+        if !matches!(self, Self::Encoded(_)) {
+            sent[self.wire_class()] += (out.len() - before) as u64;
+        }
+        if let Err(error) = encoded {
+            // The broker produced a packet this version cannot carry: a bug there, but not
+            // a reason to drop the connection.
+            tracing::warn!(%error, packet = ?self, "cannot encode packet; skipped");
         }
     }
 
@@ -127,7 +163,7 @@ impl Outgoing {
         match self {
             Self::Publish(p) => p.qos as usize,
             Self::Other(packet) => crate::metrics::WireBytes::class(packet),
-            Self::Ack { .. } | Self::PingResp => 3,
+            Self::Ack { .. } | Self::PingResp | Self::Encoded(_) => 3,
         }
     }
 
@@ -136,6 +172,7 @@ impl Outgoing {
     pub(crate) fn message_len(&self) -> usize {
         match self {
             Self::Publish(p) => p.payload.len() + p.topic.as_str().len(),
+            Self::Encoded(bytes) => bytes.len(),
             _ => 0,
         }
     }
@@ -254,6 +291,8 @@ impl From<QueuedPublish> for Publish {
     }
 }
 
+/// The packet an item was made from (tests compare what was queued with packets).
+#[cfg(test)]
 impl From<Outgoing> for Packet {
     fn from(item: Outgoing) -> Self {
         match item {
@@ -266,7 +305,7 @@ impl From<Outgoing> for Packet {
                 let ack = Ack {
                     packet_id,
                     reason_code,
-                    properties: AckProperties::default(),
+                    properties: aviary_codec::properties::AckProperties::default(),
                 };
                 match kind {
                     AckKind::PubAck => Self::PubAck(ack),
@@ -277,6 +316,7 @@ impl From<Outgoing> for Packet {
             }
             Outgoing::PingResp => Self::PingResp,
             Outgoing::Other(packet) => *packet,
+            Outgoing::Encoded(_) => panic!("encoded bytes are not a packet"),
         }
     }
 }
@@ -285,6 +325,7 @@ impl From<Outgoing> for Packet {
 mod tests {
     use std::num::NonZeroU32;
 
+    use aviary_codec::properties::AckProperties;
     use aviary_codec::ConnAck;
 
     use super::*;

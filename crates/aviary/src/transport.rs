@@ -9,10 +9,12 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, Interest};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -33,6 +35,13 @@ pub(crate) trait Transport: Send + 'static {
         drop((reader, writer));
         Err(io::ErrorKind::Unsupported.into())
     }
+    /// The socket, for writes the broker task makes itself while the writer half waits
+    /// (`crate::outbox`); `None` for transports whose writes need more than a socket
+    /// (TLS records, WebSocket frames).
+    fn direct(writer: &Self::Writer) -> Option<Arc<TcpStream>> {
+        let _ = writer;
+        None
+    }
 }
 
 /// The read half of a transport: wait until readable, then read what is there without
@@ -47,29 +56,70 @@ pub(crate) trait TransportRead: Send {
 }
 
 impl Transport for TcpStream {
-    type Reader = OwnedReadHalf;
-    type Writer = OwnedWriteHalf;
+    type Reader = TcpReader;
+    type Writer = TcpWriter;
 
     const PARKABLE: bool = true;
 
-    fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
-        self.into_split()
+    fn split(self) -> (TcpReader, TcpWriter) {
+        let stream = Arc::new(self);
+        (TcpReader(Arc::clone(&stream)), TcpWriter(stream))
     }
 
-    fn into_std(reader: OwnedReadHalf, writer: OwnedWriteHalf) -> io::Result<std::net::TcpStream> {
-        reader
-            .reunite(writer)
-            .map_err(|_| io::Error::other("halves of different sockets"))?
+    fn into_std(reader: TcpReader, writer: TcpWriter) -> io::Result<std::net::TcpStream> {
+        drop(writer);
+        Arc::try_unwrap(reader.0)
+            .map_err(|_| io::Error::other("the socket is still shared"))?
             .into_std()
+    }
+
+    fn direct(writer: &TcpWriter) -> Option<Arc<TcpStream>> {
+        Some(Arc::clone(&writer.0))
     }
 }
 
-impl TransportRead for OwnedReadHalf {
+/// The read half of a plain TCP connection.
+#[derive(Debug)]
+pub(crate) struct TcpReader(Arc<TcpStream>);
+
+/// The write half of a plain TCP connection. The socket is shared (`Arc`) rather than
+/// split by tokio so that the broker task can also write to it directly
+/// ([`Transport::direct`], `crate::outbox`), never at the same time as this half.
+#[derive(Debug)]
+pub(crate) struct TcpWriter(Arc<TcpStream>);
+
+impl AsyncWrite for TcpWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            // `try_write` clears the readiness when the socket is full, so the next poll
+            // waits for room.
+            match self.0.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                written => return Poll::Ready(written),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write))
+    }
+}
+
+impl TransportRead for TcpReader {
     async fn readable(&mut self) -> io::Result<()> {
         // `poll_read_ready` keeps the waker in the socket's registration; tokio's
         // `readable()` future carries a ~180-byte waiter instead, which would sit in every
         // idle connection's task.
-        let stream: &TcpStream = self.as_ref();
+        let stream: &TcpStream = &self.0;
         std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await
     }
 
@@ -80,7 +130,7 @@ impl TransportRead for OwnedReadHalf {
         // read would be one more syscall per message wherever clients send one message at
         // a time (fan-in, IoT). A new arrival sets readiness again, and tokio does not
         // clear readiness that changed during the read.
-        let stream: &TcpStream = self.as_ref();
+        let stream: &TcpStream = &self.0;
         let room = buf.capacity() - buf.len();
         let mut read = None;
         let outcome = stream.try_io(Interest::READABLE, || {
@@ -99,7 +149,7 @@ impl TransportRead for OwnedReadHalf {
     }
 
     fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        Self::try_read(self, buf)
+        self.0.try_read(buf)
     }
 }
 

@@ -147,6 +147,11 @@ impl ConnTable {
         self.map.get(&conn)
     }
 
+    /// The outbox of `conn` if it is open.
+    pub(crate) fn outbox(&self, conn: ConnId) -> Option<&OutboxSender> {
+        self.map.get(&conn)?.outbox.as_ref()
+    }
+
     /// Every entry (open, or closed since the last sweep).
     pub(crate) fn iter(&self) -> impl Iterator<Item = (ConnId, &ConnEntry)> + '_ {
         self.map.iter().map(|(conn, entry)| (*conn, entry))

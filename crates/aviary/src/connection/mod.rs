@@ -170,7 +170,7 @@ pub(crate) fn resume(
     stream: tokio::net::TcpStream,
     state: Resumable,
 ) -> impl Future<Output = ()> + Send {
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = Transport::split(stream);
     serve::<tokio::net::TcpStream>(rd, wr, state, None)
 }
 
@@ -209,6 +209,10 @@ fn serve<T: Transport>(
             debug!(conn = conn.0, peer = %state.peer, "connection open");
         }
         let ctx = &*state.ctx;
+        // Plain TCP: the broker task may write to the socket itself while the writer waits.
+        if let Some(stream) = T::direct(&wr) {
+            state.outbox.attach(stream);
+        }
         let panic_guard = PanicGuard {
             conn,
             events: &ctx.events,
@@ -238,7 +242,9 @@ fn serve<T: Transport>(
             // Boxed while it waits: the timer is not part of every connection's future.
             let park = async {
                 match ctx.parker.as_deref().filter(|p| T::PARKABLE && p.parks()) {
-                    Some(parker) => Box::pin(idle.settled(parker, state.steps)).await,
+                    Some(parker) => {
+                        Box::pin(idle.settled(parker, state.steps, &state.outbox)).await
+                    }
                     None => std::future::pending().await,
                 }
             };
@@ -277,6 +283,8 @@ fn serve<T: Transport>(
                 () = &mut park => TaskEnd::Park,
             }
         };
+        // The socket closes or parks with this task: the broker task writes no more.
+        state.outbox.detach();
         match end {
             TaskEnd::TellClosed => {
                 let _ = Box::pin(ctx.events.send(Event::Closed { conn })).await;
@@ -374,9 +382,15 @@ impl Idleness {
     /// second would otherwise be checked together at 1, 3, 7 and 15 s (or, with the
     /// rule of waiting a whole busy period after the CONNACK, at 1 and 3 s), delaying the
     /// messages that arrive meanwhile (the IoT benchmark's p99).
-    async fn settled(&self, parker: &crate::parking::Parker, mut steps: u8) {
+    async fn settled(&self, parker: &crate::parking::Parker, mut steps: u8, outbox: &Outbox) {
         loop {
             tokio::time::sleep(parker.idle_period(steps)).await;
+            if outbox.take_wrote() {
+                // The broker task wrote to the socket for the waiting writer
+                // (`crate::outbox`): as if the writer had written a batch.
+                self.woke(Self::WRITER);
+                self.waiting(Self::WRITER);
+            }
             let bits = self.0.load(Ordering::Relaxed);
             // TALKED is kept: once set, every later check is `park_after` apart.
             self.0.store(bits & !Self::ACTIVE, Ordering::Relaxed);
@@ -449,7 +463,7 @@ const NO_CONNECT_YET: u8 = 0;
 /// The version to decode and encode with for a level stored by the reader. Before
 /// CONNECT (and for the CONNACK refusing an unsupported version) that is 3.1.1, whose
 /// CONNACK every client version can read.
-fn version_from_level(level: u8) -> ProtocolVersion {
+pub(crate) fn version_from_level(level: u8) -> ProtocolVersion {
     match level {
         3 => ProtocolVersion::V3_1,
         5 => ProtocolVersion::V5,

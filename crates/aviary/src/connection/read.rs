@@ -127,7 +127,9 @@ async fn read_burst(
                 return Some(ReadEnd::Closed);
             }
         }
-        if let Some(end) = decode_all(&mut buf, &mut topics, (conn, peer), version, ctx).await {
+        if let Some(end) =
+            decode_all(&mut buf, &mut topics, (conn, peer), version, outbox, ctx).await
+        {
             return Some(end);
         }
         outbox.wait_for_room().await;
@@ -142,10 +144,18 @@ async fn decode_all(
     topics: &mut TopicCache,
     (conn, peer): (ConnId, SocketAddr),
     version: &AtomicU8,
+    outbox: &Outbox,
     ctx: &ConnectionContext,
 ) -> Option<ReadEnd> {
     let mut wire = [0; 4];
-    let end = decode_packets((buf, topics), (conn, peer), version, ctx, &mut wire).await;
+    let end = decode_packets(
+        (buf, topics),
+        (conn, peer),
+        (version, outbox),
+        ctx,
+        &mut wire,
+    )
+    .await;
     ctx.wire.add_received(&wire);
     end
 }
@@ -154,7 +164,7 @@ async fn decode_all(
 async fn decode_packets(
     (buf, topics): (&mut BytesMut, &mut TopicCache),
     (conn, peer): (ConnId, SocketAddr),
-    version: &AtomicU8,
+    (version, outbox): (&AtomicU8, &Outbox),
     ctx: &ConnectionContext,
     wire: &mut [u64; 4],
 ) -> Option<ReadEnd> {
@@ -179,6 +189,10 @@ async fn decode_packets(
                             Ordering::Acquire,
                         )
                         .is_ok();
+                    if first_connect {
+                        // The broker task encodes in it too, when it writes itself.
+                        outbox.set_level(connect.protocol.level());
+                    }
                 }
                 if let (Packet::Connect(_), Some(auth), true) = (&packet, &ctx.auth, first_connect)
                 {

@@ -56,6 +56,14 @@ async fn harness() -> Harness {
     }
 }
 
+/// Queues `packet` as the broker task does, writing it at once if the outbox is listed
+/// (the end of a pass).
+fn send(outbox: &OutboxSender, packet: Packet) {
+    if outbox.push(packet, Delivery::Reliable).unwrap() == crate::outbox::Pushed::List {
+        outbox.flush(true, &crate::metrics::WireBytes::default());
+    }
+}
+
 /// Collects decoded packets from events until `n` have arrived (bounded by `n` events).
 async fn packets(events: &mut mpsc::Receiver<Event>, n: usize) -> Vec<Packet> {
     let mut all = Vec::new();
@@ -102,9 +110,7 @@ async fn packets_of_one_read_arrive_in_order_and_connect_sets_the_version() {
         reason_code: ReasonCode::SUCCESS,
         properties: Default::default(),
     };
-    h.outbox
-        .push(Packet::ConnAck(Box::new(connack)), Delivery::Reliable)
-        .unwrap();
+    send(&h.outbox, Packet::ConnAck(Box::new(connack)));
     drop(h.outbox);
     assert_eq!(
         read_to_end(&mut h.client).await,
@@ -134,9 +140,7 @@ async fn mqtt_3_1_2_2_refused_version_is_answered_in_3_1_1() {
         reason_code: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
         properties: Default::default(),
     };
-    h.outbox
-        .push(Packet::ConnAck(Box::new(connack)), Delivery::Reliable)
-        .unwrap();
+    send(&h.outbox, Packet::ConnAck(Box::new(connack)));
     drop(h.outbox);
     // 3.1.1 return code 0x01: unacceptable protocol version [MQTT-3.1.2-2].
     assert_eq!(read_to_end(&mut h.client).await, [0x20, 0x02, 0x00, 0x01]);
@@ -188,7 +192,7 @@ async fn oversized_packet_is_a_decode_error() {
 async fn closing_the_outbox_flushes_then_closes_the_socket() {
     let mut h = harness().await;
     for _ in 0..3 {
-        h.outbox.push(Packet::PingResp, Delivery::Reliable).unwrap();
+        send(&h.outbox, Packet::PingResp);
     }
     drop(h.outbox);
     assert_eq!(
@@ -285,7 +289,8 @@ async fn settles_after(script: &[(u64, u8)]) -> u64 {
     idle.waiting(Idleness::READER);
     idle.waiting(Idleness::WRITER);
     let start = tokio::time::Instant::now();
-    let settled = idle.settled(&parker, 0);
+    let (_sender, outbox) = crate::outbox::outbox();
+    let settled = idle.settled(&parker, 0, &outbox);
     tokio::pin!(settled);
     let mut script = script.iter().peekable();
     let elapsed = loop {
@@ -324,4 +329,61 @@ async fn a_client_that_talks_after_its_connack_is_next_checked_after_park_after(
         (5, Idleness::READER),
     ];
     assert_eq!(settles_after(&script).await, 21);
+}
+
+/// The broker task writes a listed outbox itself while the writer waits
+/// (`OutboxSender::flush`); what the socket does not take is left, encoded, to the writer,
+/// and everything arrives once and in order.
+#[tokio::test]
+async fn what_the_socket_does_not_take_from_the_brokers_own_write_is_finished_by_the_writer() {
+    let mut h = harness().await;
+    // Once the reader has sent the CONNECT, the task has polled its writer too: it waits.
+    h.client.write_all(CONNECT_V5).await.unwrap();
+    packets(&mut h.events, 1).await;
+    let wire = crate::metrics::WireBytes::default();
+    let payload = bytes::Bytes::from(vec![0x5a; 60_000]);
+    // 15 MB while the client reads nothing: more than loopback buffers hold.
+    const COUNT: u16 = 256;
+    let mut written_here = 0;
+    for id in 1..=COUNT {
+        let publish = Packet::Publish(aviary_codec::Publish {
+            dup: false,
+            qos: aviary_codec::QoS::AtLeastOnce,
+            retain: false,
+            topic: aviary_codec::TopicName::new("big").unwrap(),
+            packet_id: aviary_codec::PacketId::new(id),
+            properties: Default::default(),
+            payload: payload.clone(),
+        });
+        if h.outbox.push(publish, Delivery::Reliable).unwrap() == crate::outbox::Pushed::List {
+            h.outbox.flush(true, &wire);
+            written_here += 1;
+        }
+    }
+    assert!(
+        written_here >= 1,
+        "the broker task wrote while the writer waited"
+    );
+    drop(h.outbox);
+    let mut bytes = bytes::BytesMut::from(&read_to_end(&mut h.client).await[..]);
+    let mut ids = Vec::new();
+    while let Some(packet) = aviary_codec::decode(&mut bytes, ProtocolVersion::V5, 1 << 20).unwrap()
+    {
+        match packet {
+            Packet::Publish(p) if p.payload == payload => {
+                ids.push(p.packet_id.map_or(0, aviary_codec::PacketId::get));
+            }
+            other => panic!("expected the PUBLISHes, got {other:?}"),
+        }
+    }
+    assert!(
+        bytes.is_empty(),
+        "{} bytes of a partial packet",
+        bytes.len()
+    );
+    assert_eq!(ids, (1..=COUNT).collect::<Vec<_>>());
+    // Counted once, by the broker task, for what it encoded.
+    assert!(wire.totals().1 >= 60_000, "{:?}", wire.totals());
+    drop(h.client); // ends the linger after our close
+    h.task.await.unwrap();
 }

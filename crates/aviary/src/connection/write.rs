@@ -11,20 +11,12 @@ use aviary_codec::ProtocolVersion;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::{version_from_level, Idleness, WriteEnd};
 use crate::metrics::WireBytes;
 use crate::outbox::{Batch, Outbox};
-use crate::outgoing::Outgoing;
-
-/// Encoded bytes collected before they are written, so a batch of large packets is written
-/// in pieces instead of being encoded into one huge buffer.
-const WRITE_CHUNK: usize = 64 * 1024;
-
-/// Bytes of a packet beyond its payload and topic, for sizing the write buffer: fixed
-/// header, packet id, topic length, a few properties.
-const TYPICAL_OVERHEAD: usize = 16;
+use crate::outgoing::WRITE_CHUNK;
 
 /// A write that makes no progress for this long means the peer is gone or stuck; the
 /// connection is then dropped.
@@ -119,14 +111,14 @@ fn write_now(
     version: ProtocolVersion,
     wire: &WireBytes,
 ) -> Now {
-    let estimate = estimate(&batch);
+    let estimate = batch.estimate();
     if estimate > WRITE_CHUNK {
         return Now::Later(Later::Batch(batch));
     }
     let mut out = BytesMut::with_capacity(estimate);
     let mut sent = [0; 4];
     for item in batch {
-        encode(item, version, &mut out, &mut sent);
+        item.encode_counted(version, &mut out, &mut sent);
     }
     // Polled without a waker: a write or flush that would wait is left to the waiting
     // future, which polls again with the task's own waker.
@@ -174,25 +166,6 @@ async fn finish(
     true
 }
 
-/// Bytes a batch is expected to encode to (payloads plus a typical header).
-fn estimate(batch: &Batch) -> usize {
-    let mut bytes = 0;
-    batch.for_each(|item| bytes += item.message_len() + TYPICAL_OVERHEAD);
-    bytes
-}
-
-/// Encodes one queued packet onto `out`, adding its size to `sent` by its class.
-fn encode(mut item: Outgoing, version: ProtocolVersion, out: &mut BytesMut, sent: &mut [u64; 4]) {
-    let before = out.len();
-    let encoded = item.encode(version, out);
-    sent[item.wire_class()] += (out.len() - before) as u64;
-    if let Err(error) = encoded {
-        // The broker produced a packet this version cannot carry: a bug there, but not
-        // a reason to drop the connection.
-        warn!(%error, packet = ?item, "cannot encode packet; skipped");
-    }
-}
-
 /// Flushes (TLS may hold the last records until then; a no-op for TCP and WebSocket);
 /// `false` on error or when it makes no progress for [`WRITE_TIMEOUT`].
 async fn flush(wr: &mut (impl tokio::io::AsyncWrite + Unpin)) -> bool {
@@ -212,10 +185,10 @@ async fn write_batch(
 ) -> bool {
     // Sized for the whole batch (up to a chunk) at once, from an estimate: growing by
     // doubling would copy the buffer several times over.
-    let mut out = BytesMut::with_capacity(estimate(&batch).min(WRITE_CHUNK));
+    let mut out = BytesMut::with_capacity(batch.estimate().min(WRITE_CHUNK));
     let mut sent = [0; 4];
     for item in batch {
-        encode(item, version, &mut out, &mut sent);
+        item.encode_counted(version, &mut out, &mut sent);
         if out.len() >= WRITE_CHUNK {
             if !write(wr, &out).await {
                 return false;
