@@ -117,21 +117,25 @@ pub(crate) struct BrokerTask {
     /// The operations side: the connections (their outboxes, whose they are, what usage
     /// saw of them), usage, counters, events, metrics.
     ops: Ops,
-    /// Connections whose outboxes got packets in this pass with their writers left asleep:
-    /// flushed when the pass ends (see [`BrokerTask::flush_listed`]).
+    /// Connections whose outboxes got packets with their writers left asleep: flushed
+    /// when the task runs out of events (see [`BrokerTask::flush_if_idle`]).
     listed: Vec<ConnId>,
     /// The wire byte counters, for what the task writes itself.
     wire: Arc<WireBytes>,
-    /// Whether the runtime has a single worker thread: the task then writes every listed
-    /// outbox itself, there being no other thread for the connections' writers to run on.
-    one_worker: bool,
+    /// Passes ended since the listed outboxes were last flushed.
+    unflushed_passes: u32,
 }
 
-/// Listed outboxes the task writes itself at the end of a pass when the runtime has more
-/// than one worker; beyond, their writers are woken, to write in parallel (a fan-out to
-/// a thousand subscribers). One or two is the usual pass of a steady flow: a delivery and
+/// Passes after which listed outboxes are flushed even while events keep coming.
+const MAX_UNFLUSHED_PASSES: u32 = 64;
+
+/// Listed outboxes the task writes itself in one flush; beyond, their writers are woken
+/// (a fan-out to a thousand subscribers): with more than one worker thread they then
+/// write in parallel, and even on one thread a fan-out of QoS 0 messages cost 20 % more
+/// CPU per message written here (0.34 against 0.27-0.29 µs, pinned; with every listed
+/// outbox written here). One or two is the usual flush of a steady flow: a delivery and
 /// an acknowledgement.
-const WRITES_HERE_PER_PASS: usize = 8;
+const WRITES_HERE_PER_FLUSH: usize = 8;
 
 /// The broker task's side of the store.
 struct StoreLink {
@@ -181,7 +185,7 @@ impl BrokerTask {
             ops,
             listed: Vec::new(),
             wire,
-            one_worker: false,
+            unflushed_passes: 0,
         }
     }
 
@@ -199,7 +203,6 @@ impl BrokerTask {
     /// Runs until [`Event::Shutdown`] (or until every sender is gone). Fails only when the
     /// store does: the broker then stops rather than acknowledge what it cannot keep.
     pub(crate) async fn run(mut self) -> anyhow::Result<()> {
-        self.one_worker = tokio::runtime::Handle::current().metrics().num_workers() == 1;
         let timer = tokio::time::sleep(std::time::Duration::ZERO);
         tokio::pin!(timer);
         // The tick, first at once, then a whole TICK after the previous one ran (a late
@@ -259,6 +262,7 @@ impl BrokerTask {
                 if self.end_pass().await.is_err() {
                     return self.fail().await;
                 }
+                self.flush_listed();
                 tokio::task::yield_now().await;
                 now = self::now();
             }
@@ -285,7 +289,9 @@ impl BrokerTask {
             if stop {
                 break;
             }
+            self.flush_if_idle();
             if slice_due {
+                self.flush_listed();
                 // Slices run back to back, each after a yield: tokio polls the sockets
                 // (and runs the connections they wake) before this task runs again, so a
                 // message that arrives during a round waits for one slice at most. A pause
@@ -302,18 +308,29 @@ impl BrokerTask {
 
     /// Ends a pass: submits its store operations, then routes what may go out (this pass's
     /// transmits if nothing waits, and those of every committed pass).
-    async fn end_pass(&mut self) -> Result<(), crate::store::WriterGone> {
-        let routed = self.route_pass().await;
-        self.flush_listed();
-        routed
+    /// Writes (or wakes the writers of) the listed outboxes once the task has nothing
+    /// more to handle at once, or after [`MAX_UNFLUSHED_PASSES`]: under load, a
+    /// connection's packets of several passes then go out in one write, as they did when
+    /// its writer ran only once this task gave the thread up; a lone message goes out at
+    /// the end of its pass.
+    fn flush_if_idle(&mut self) {
+        if self.listed.is_empty() {
+            return;
+        }
+        self.unflushed_passes += 1;
+        let idle = self.inbox.is_empty() && self.events.is_empty();
+        if idle || self.unflushed_passes >= MAX_UNFLUSHED_PASSES {
+            self.flush_listed();
+        }
     }
 
-    /// Writes (or wakes the writers of) the outboxes that got packets in this pass, the
-    /// last listed first: a publisher's acknowledgement is routed before the deliveries
-    /// its message caused (`Effects::send_at`), and they go out first, as when tokio ran
-    /// the writers it was woken for, last woken first.
+    /// Writes (or wakes the writers of) the listed outboxes, the last listed first: a
+    /// publisher's acknowledgement is routed before the deliveries its message caused
+    /// (`Effects::send_at`), and they go out first, as when tokio ran the writers it was
+    /// woken for, last woken first.
     fn flush_listed(&mut self) {
-        let write_here = self.one_worker || self.listed.len() <= WRITES_HERE_PER_PASS;
+        self.unflushed_passes = 0;
+        let write_here = self.listed.len() <= WRITES_HERE_PER_FLUSH;
         for conn in self.listed.drain(..).rev() {
             if let Some(outbox) = self.ops.conns.outbox(conn) {
                 outbox.flush(write_here, &self.wire);
@@ -321,8 +338,10 @@ impl BrokerTask {
         }
     }
 
-    /// [`BrokerTask::end_pass`] without the flush.
-    async fn route_pass(&mut self) -> Result<(), crate::store::WriterGone> {
+    /// Ends a pass: submits its store operations, then routes what may go out (this pass's
+    /// transmits if nothing waits, and those of every committed pass). Outboxes listed on
+    /// the way are flushed by [`BrokerTask::flush_if_idle`].
+    async fn end_pass(&mut self) -> Result<(), crate::store::WriterGone> {
         for _ in 0..MAX_REENTRY {
             self.reentered = false;
             self.route_transmits();
@@ -616,12 +635,14 @@ impl BrokerTask {
         if self.end_pass().await.is_err() {
             return self.fail().await;
         }
+        self.flush_listed();
         // What the last passes hold goes out once committed (the writer is quick to
         // catch up: it only has what is already queued).
         while self.store.as_ref().is_some_and(|s| s.gate.is_holding()) {
             if wait_commit(&mut self.store).await.is_err() || self.end_pass().await.is_err() {
                 return self.fail().await;
             }
+            self.flush_listed();
         }
         self.ops.conns.clear();
         if self.dropped_qos0 > 0 {
