@@ -41,6 +41,10 @@ cargo build -p aviary --bin aviary
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 export AVIARY_BIN="${AVIARY_BIN:-$(cd "$TARGET_DIR" && pwd)/debug/aviary}"
 "$VENV/bin/python" -m pytest -q tests/interop
+# Again on one worker thread, as a broker pinned to one core runs: the broker task then
+# writes to plain TCP sockets itself (`ConnectionContext::direct_writes`).
+echo "==> interop tests on one tokio worker thread"
+TOKIO_WORKER_THREADS=1 "$VENV/bin/python" -m pytest -q tests/interop
 
 echo "==> web console test (headless Chromium, playwright-core)"
 # `npm ci` only when node_modules is missing or the lockfile changed since the last install.

@@ -130,11 +130,11 @@ pub(crate) struct BrokerTask {
 const MAX_UNFLUSHED_PASSES: u32 = 64;
 
 /// Listed outboxes the task writes itself in one flush; beyond, their writers are woken
-/// (a fan-out to a thousand subscribers): with more than one worker thread they then
-/// write in parallel, and even on one thread a fan-out of QoS 0 messages cost 20 % more
-/// CPU per message written here (0.34 against 0.27-0.29 µs, pinned; with every listed
-/// outbox written here). One or two is the usual flush of a steady flow: a delivery and
-/// an acknowledgement.
+/// (a fan-out to a thousand subscribers): a fan-out of QoS 0 messages cost 20 % more CPU
+/// per message when every listed outbox was written here (0.34 against 0.27-0.29 µs,
+/// one core). One or two is the usual flush of a steady flow: a delivery and an
+/// acknowledgement. (Outboxes are listed only on a runtime of one worker thread: see
+/// `ConnectionContext::direct_writes`.)
 const WRITES_HERE_PER_FLUSH: usize = 8;
 
 /// The broker task's side of the store.

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::keys::ApiKeys;
 use crate::api::AppState;
@@ -162,6 +162,9 @@ async fn start_with_records(
         .context("cannot start the parked-connection thread")?;
         Some(parker)
     };
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let direct_writes = workers == 1;
+    debug!(workers, direct_writes, "runtime");
     let ctx = ConnectionContext {
         events: events.clone(),
         max_packet_size: Arc::clone(&limits.max_packet_size),
@@ -173,6 +176,7 @@ async fn start_with_records(
         certificate: None,
         wire: metrics.wire(),
         parker: parker.clone(),
+        direct_writes,
     };
     let next_id = Arc::new(AtomicU64::new(0));
     let shared = AcceptShared {

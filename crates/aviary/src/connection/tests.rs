@@ -24,6 +24,7 @@ pub(crate) fn context(tx: mpsc::Sender<Event>) -> ConnectionContext {
         certificate: None,
         wire: Arc::default(),
         parker: None,
+        direct_writes: true,
     }
 }
 

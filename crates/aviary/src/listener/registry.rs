@@ -706,6 +706,7 @@ mod tests {
             certificate: None,
             wire: Arc::default(),
             parker: None,
+            direct_writes: true,
         };
         let shared = AcceptShared {
             tracker: TaskTracker::new(),
