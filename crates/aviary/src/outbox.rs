@@ -95,8 +95,8 @@ const CLOSED: u8 = 1;
 /// Flag: the writer waits for packets, with nothing of an earlier batch left to write: the
 /// socket is free for the broker task's writes.
 const WRITER_IDLE: u8 = 2;
-/// Flag: the broker task has listed the outbox for its end-of-pass flush (pushes then
-/// leave the writer asleep).
+/// Flag: the broker task has listed the outbox for its next flush (pushes then leave the
+/// writer asleep).
 const LISTED: u8 = 4;
 /// Flag: the broker task wrote to the socket since the connection's last idleness check.
 const WROTE: u8 = 8;
@@ -177,8 +177,9 @@ pub(crate) struct Full;
 pub(crate) enum Pushed {
     /// Nothing: the writer was woken, or the outbox is already listed for the flush.
     Done,
-    /// List the outbox and [`OutboxSender::flush`] it at the end of the pass: its writer
-    /// was left asleep, so that the broker task can write the pass's packets itself.
+    /// List the outbox and [`OutboxSender::flush`] it once the broker task runs out of
+    /// events: its writer was left asleep, so that the broker task can write the packets
+    /// itself.
     List,
 }
 
@@ -320,7 +321,7 @@ impl OutboxSender {
                 state.reliable += 1;
             }
             if state.direct.is_some() && state.is(WRITER_IDLE) {
-                // The broker task writes (or wakes the writer) at the end of its pass.
+                // The broker task writes (or wakes the writer) when it flushes.
                 if state.is(LISTED) {
                     return Ok(Pushed::Done);
                 }
@@ -335,10 +336,11 @@ impl OutboxSender {
         Ok(Pushed::Done)
     }
 
-    /// The end of the broker task's pass for a listed outbox: what is queued is encoded
-    /// and written to the socket here, if `write_here`, the connection's writer waits with
-    /// nothing left to write, and the socket takes it all at once; otherwise the writer is
-    /// woken for it (with the bytes the socket did not take, if any). Saves the
+    /// The broker task's flush of a listed outbox (once it has run out of events): what
+    /// is queued is encoded and written to the socket here, if `write_here`, the
+    /// connection's writer waits with nothing left to write, and the socket takes it all
+    /// at once; otherwise the writer is woken for it (with the bytes the socket did not
+    /// take, if any). Saves the
     /// connection's task a wake-up and a poll for most deliveries and acknowledgements.
     ///
     /// The lock is held during the write, so the writer, the reader (waiting for room)
