@@ -161,6 +161,10 @@ impl Ops {
 
     /// Every batch up to `seq` is committed: their commit latencies are recorded.
     pub(super) fn committed(&mut self, seq: u64) {
+        // Called after every pass: the clock is read only when a batch did commit.
+        if self.uncommitted.front().is_none_or(|&(batch, _)| batch > seq) {
+            return;
+        }
         let now = super::now();
         while let Some(&(batch, at)) = self.uncommitted.front() {
             if batch > seq {
