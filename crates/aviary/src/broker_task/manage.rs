@@ -162,7 +162,11 @@ impl Ops {
     /// Every batch up to `seq` is committed: their commit latencies are recorded.
     pub(super) fn committed(&mut self, seq: u64) {
         // Called after every pass: the clock is read only when a batch did commit.
-        if self.uncommitted.front().is_none_or(|&(batch, _)| batch > seq) {
+        if self
+            .uncommitted
+            .front()
+            .is_none_or(|&(batch, _)| batch > seq)
+        {
             return;
         }
         let now = super::now();
