@@ -306,8 +306,6 @@ impl BrokerTask {
         self.shutdown().await
     }
 
-    /// Ends a pass: submits its store operations, then routes what may go out (this pass's
-    /// transmits if nothing waits, and those of every committed pass).
     /// Writes (or wakes the writers of) the listed outboxes once the task has nothing
     /// more to handle at once, or after [`MAX_UNFLUSHED_PASSES`]: under load, a
     /// connection's packets of several passes then go out in one write, as they did when

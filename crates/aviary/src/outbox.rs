@@ -119,13 +119,14 @@ impl State {
     /// Encodes the queue and writes it to the attached socket; `true` if the socket took
     /// it all. Otherwise the rest (all of it, if the socket is full or failing: the writer
     /// then meets the error and reports it) is queued, already encoded, for the writer.
-    fn write_queue(&mut self, wire: &WireBytes) -> bool {
+    /// `estimate` is the queue's [`Batch::estimate`].
+    fn write_queue(&mut self, estimate: usize, wire: &WireBytes) -> bool {
         let Some(stream) = &self.direct else {
             return false;
         };
         let batch = std::mem::take(&mut self.queue);
         let version = version_from_level(self.level);
-        let mut out = BytesMut::with_capacity(batch.estimate());
+        let mut out = BytesMut::with_capacity(estimate);
         let mut sent = [0; 4];
         for item in batch {
             item.encode_counted(version, &mut out, &mut sent);
@@ -352,15 +353,16 @@ impl OutboxSender {
             return;
         }
         let mut reader = None;
+        let estimate = state.queue.estimate();
         if write_here
             && state.is(WRITER_IDLE)
             && !state.is(CLOSED)
             && state.direct.is_some()
-            && state.queue.estimate() <= WRITE_CHUNK
+            && estimate <= WRITE_CHUNK
         {
             // The queue is taken: a paused reader has room again.
             reader = state.take_reader();
-            if state.write_queue(wire) {
+            if state.write_queue(estimate, wire) {
                 drop(state);
                 if let Some(reader) = reader {
                     reader.wake();

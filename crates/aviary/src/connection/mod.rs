@@ -340,8 +340,9 @@ impl Idleness {
     /// Either half did something since the last check.
     const ACTIVE: u8 = 4;
     /// The writer has written (the CONNACK first; a write the broker task made for it is
-    /// seen at the next check): a connection still waiting for its CONNACK never parks, or a connect burst that keeps the broker task busy for longer
-    /// than the first idle period would park and resume every connection it holds up.
+    /// seen at the next check): a connection still waiting for its CONNACK never parks,
+    /// or a connect burst that keeps the broker task busy for longer than the first idle
+    /// period would park and resume every connection it holds up.
     const STARTED: u8 = 8;
     /// Either half did something after the CONNACK was written: the client talks (it
     /// published, subscribed, pinged or was sent a message), it did not only connect.
