@@ -25,13 +25,16 @@ use anyhow::Context as _;
 use aviary_codec::{Connect, DecodeError, Packet, QoS, ReasonCode};
 use aviary_core::authz::Authentication;
 use aviary_core::{Broker, ConnId, Transmit};
+use bytes::BytesMut;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::metrics::WireBytes;
 use crate::outbox::{Delivery, Full, OutboxSender, Pushed};
-use crate::outgoing::Outgoing;
+use crate::outgoing::{Outgoing, WRITE_CHUNK};
+use crate::read_batch::ReadBatch;
 use crate::store::{convert_ops, Clock, CommitGate, StoreWriter};
+use crate::wake_gate::Gated;
 use inbox::FairInbox;
 
 /// Rounds of "deliver, which closed a stuck connection, whose end produced more output"
@@ -71,7 +74,7 @@ pub(crate) enum Event {
     /// Packets decoded from one read, in order.
     Packets {
         conn: ConnId,
-        packets: Vec<Packet>,
+        packets: ReadBatch,
         /// When they were decoded, for the publish-to-deliver latency.
         read_at: Instant,
     },
@@ -124,6 +127,9 @@ pub(crate) struct BrokerTask {
     wire: Arc<WireBytes>,
     /// Passes ended since the listed outboxes were last flushed.
     unflushed_passes: u32,
+    /// What the task writes itself is encoded here, one buffer for every flush rather
+    /// than an allocation per write.
+    scratch: BytesMut,
 }
 
 /// Passes after which listed outboxes are flushed even while events keep coming.
@@ -186,6 +192,7 @@ impl BrokerTask {
             listed: Vec::new(),
             wire,
             unflushed_passes: 0,
+            scratch: BytesMut::new(),
         }
     }
 
@@ -203,18 +210,18 @@ impl BrokerTask {
     /// Runs until [`Event::Shutdown`] (or until every sender is gone). Fails only when the
     /// store does: the broker then stops rather than acknowledge what it cannot keep.
     pub(crate) async fn run(mut self) -> anyhow::Result<()> {
-        let timer = tokio::time::sleep(std::time::Duration::ZERO);
-        tokio::pin!(timer);
+        // Gated (`crate::wake_gate`): each is polled only when it fired or was reset, not
+        // every time the task runs out of events.
+        let mut timer = Gated::new(Box::pin(tokio::time::sleep(std::time::Duration::ZERO)));
         // The tick, first at once, then a whole TICK after the previous one ran (a late
         // tick delays the next rather than bunching them).
-        let tick = tokio::time::sleep(std::time::Duration::ZERO);
-        tokio::pin!(tick);
+        let mut tick = Gated::new(Box::pin(tokio::time::sleep(std::time::Duration::ZERO)));
         loop {
             let deadline = self.broker.poll_timeout();
             if let Some(deadline) = deadline {
                 let deadline = tokio::time::Instant::from_std(deadline);
-                if timer.deadline() != deadline {
-                    timer.as_mut().reset(deadline);
+                if timer.inner().deadline() != deadline {
+                    timer.inner_mut().as_mut().reset(deadline);
                 }
             }
             let holding = self.store.as_ref().is_some_and(|s| s.gate.is_holding());
@@ -254,7 +261,7 @@ impl BrokerTask {
             }
             let mut now = now();
             let slice_due = self.attribution_pending();
-            if handled && (slice_due || tick.deadline().into_std() <= now) {
+            if handled && (slice_due || tick.inner().deadline().into_std() <= now) {
                 // The packets of this pass go out first: the connections' tasks woken for
                 // them run before this task is polled again. Run in this poll, a slice
                 // (tens of µs with 32 active clients) delayed every delivery of the pass
@@ -272,9 +279,10 @@ impl BrokerTask {
             if slice_due {
                 self.attribute_slice();
             }
-            if tick.deadline().into_std() <= now {
+            if tick.inner().deadline().into_std() <= now {
                 self.tick();
-                tick.as_mut()
+                tick.inner_mut()
+                    .as_mut()
                     .reset(tokio::time::Instant::from_std(now + TICK));
             }
             // Timers may have come due while events were handled.
@@ -331,8 +339,12 @@ impl BrokerTask {
         let write_here = self.listed.len() <= WRITES_HERE_PER_FLUSH;
         for conn in self.listed.drain(..).rev() {
             if let Some(outbox) = self.ops.conns.outbox(conn) {
-                outbox.flush(write_here, &self.wire);
+                outbox.flush(write_here, &self.wire, &mut self.scratch);
             }
+        }
+        // Kept for the next flush unless a large write made it large.
+        if self.scratch.capacity() > 2 * WRITE_CHUNK {
+            self.scratch = BytesMut::new();
         }
     }
 
@@ -471,7 +483,7 @@ impl BrokerTask {
                         rest.extend(packets);
                         self.inbox.push_front(Event::Packets {
                             conn,
-                            packets: rest,
+                            packets: rest.into(),
                             read_at,
                         });
                         break;
@@ -775,7 +787,7 @@ mod tests {
             .unwrap();
         task.handle(Event::Packets {
             conn,
-            packets: vec![connect],
+            packets: vec![connect].into(),
             read_at: now(),
         });
         assert!(task.ops.conns.is_open(conn), "CONNECT accepted");
@@ -883,7 +895,7 @@ mod tests {
         }
         task.handle(Event::Packets {
             conn: ConnId(conn),
-            packets,
+            packets: packets.into(),
             read_at: now(),
         });
         outbox
@@ -956,7 +968,7 @@ mod tests {
         let three: Vec<u8> = (1..=3).flat_map(publish).collect();
         task.handle(Event::Packets {
             conn: ConnId(2),
-            packets: packets(&three),
+            packets: packets(&three).into(),
             read_at: now(),
         });
         round(&mut task, 2);
@@ -967,7 +979,7 @@ mod tests {
         let two: Vec<u8> = (4..=5).flat_map(publish).collect();
         task.handle(Event::Packets {
             conn: ConnId(2),
-            packets: packets(&two),
+            packets: packets(&two).into(),
             read_at: now(),
         });
         round(&mut task, 3);
@@ -977,7 +989,7 @@ mod tests {
         // units are attributed.
         task.handle(Event::Packets {
             conn: ConnId(3),
-            packets: packets(&[0x30, 0x04, 0x00, 0x01, b'u', b'x']),
+            packets: packets(&[0x30, 0x04, 0x00, 0x01, b'u', b'x']).into(),
             read_at: now(),
         });
         round(&mut task, 4);
@@ -1034,7 +1046,7 @@ mod tests {
         }
         task.inbox.push(Event::Packets {
             conn: ConnId(100),
-            packets,
+            packets: packets.into(),
             read_at: now(),
         });
         let mut passes = 0;
@@ -1109,7 +1121,7 @@ mod tests {
         }
         task.handle(Event::Packets {
             conn,
-            packets,
+            packets: packets.into(),
             read_at: now(),
         });
         task.end_pass().await.unwrap();

@@ -20,6 +20,7 @@ mod outbox;
 mod outgoing;
 mod parking;
 mod rates;
+mod read_batch;
 mod records;
 pub mod security;
 mod server;
@@ -27,6 +28,7 @@ pub mod store;
 pub mod tls;
 mod transport;
 mod usage;
+mod wake_gate;
 
 pub use config::Config;
 pub use server::{run, start, RunningServer};

@@ -82,13 +82,29 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the broker on a multi-threaded runtime until a shutdown signal.
+/// Runs the broker until a shutdown signal: on a multi-threaded runtime, or on the current
+/// thread when the broker has one core (or `TOKIO_WORKER_THREADS=1`).
 fn serve(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = if worker_threads() == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(aviary::run(config, shutdown_signal()))
+}
+
+/// How many worker threads tokio's multi-threaded runtime would start: `TOKIO_WORKER_THREADS`
+/// when set, else the cores this process may run on.
+fn worker_threads() -> usize {
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Logs to stdout in the configured format; `RUST_LOG`, when set, replaces `log.level`.

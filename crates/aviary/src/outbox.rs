@@ -36,7 +36,7 @@ use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 
 use crate::connection::version_from_level;
@@ -119,26 +119,29 @@ impl State {
     /// Encodes the queue and writes it to the attached socket; `true` if the socket took
     /// it all. Otherwise the rest (all of it, if the socket is full or failing: the writer
     /// then meets the error and reports it) is queued, already encoded, for the writer.
-    /// `estimate` is the queue's [`Batch::estimate`].
-    fn write_queue(&mut self, estimate: usize, wire: &WireBytes) -> bool {
+    /// `estimate` is the queue's [`Batch::estimate`]; `out` is the caller's scratch buffer,
+    /// reused from one write to the next (only a rest the socket did not take is copied).
+    fn write_queue(&mut self, estimate: usize, wire: &WireBytes, out: &mut BytesMut) -> bool {
         let Some(stream) = &self.direct else {
             return false;
         };
         let batch = std::mem::take(&mut self.queue);
         let version = version_from_level(self.level);
-        let mut out = BytesMut::with_capacity(estimate);
+        out.clear();
+        out.reserve(estimate);
         let mut sent = [0; 4];
         for item in batch {
-            item.encode_counted(version, &mut out, &mut sent);
+            item.encode_counted(version, out, &mut sent);
         }
         wire.add_sent(&sent);
         self.flags |= WROTE;
-        let written = stream.try_write(&out).unwrap_or(0);
+        let written = stream.try_write(out).unwrap_or(0);
         if written == out.len() {
             self.reliable = 0;
             return true;
         }
-        self.queue = Batch::One(Outgoing::Encoded(out.split_off(written).freeze()));
+        let rest = Bytes::copy_from_slice(&out[written..]);
+        self.queue = Batch::One(Outgoing::Encoded(rest));
         self.reliable = 1;
         // The writer owns the socket until it has written this and waits again: later
         // pushes wake it rather than list the outbox (which would copy the rest again
@@ -341,12 +344,13 @@ impl OutboxSender {
     /// is queued is encoded and written to the socket here, if `write_here`, the
     /// connection's writer waits with nothing left to write, and the socket takes it all
     /// at once; otherwise the writer is woken for it (with the bytes the socket did not
-    /// take, if any). Saves the
-    /// connection's task a wake-up and a poll for most deliveries and acknowledgements.
+    /// take, if any). Saves the connection's task a wake-up and a poll for most
+    /// deliveries and acknowledgements. `scratch` is the buffer the packets are encoded
+    /// in, kept by the caller for its next flush.
     ///
     /// The lock is held during the write, so the writer, the reader (waiting for room)
     /// and the parking of the connection wait for a `send` syscall at most.
-    pub(crate) fn flush(&self, write_here: bool, wire: &WireBytes) {
+    pub(crate) fn flush(&self, write_here: bool, wire: &WireBytes, scratch: &mut BytesMut) {
         let mut state = self.shared.lock();
         state.set(LISTED, false);
         if state.queue.is_empty() {
@@ -362,7 +366,7 @@ impl OutboxSender {
         {
             // The queue is taken: a paused reader has room again.
             reader = state.take_reader();
-            if state.write_queue(estimate, wire) {
+            if state.write_queue(estimate, wire, scratch) {
                 drop(state);
                 if let Some(reader) = reader {
                     reader.wake();

@@ -33,6 +33,7 @@ use crate::broker_task::Event;
 use crate::outbox::{outbox, Outbox, OutboxSender};
 use crate::parking::MAX_STEPS;
 use crate::transport::{Transport, TransportRead};
+use crate::wake_gate::Gated;
 
 /// After we close our side, how long we keep reading (and discarding) so that unread bytes
 /// from the client do not turn our close into a reset that could destroy the last packets
@@ -246,16 +247,21 @@ fn serve<T: Transport>(
                 &idle,
             );
             // Boxed while it waits: the timer is not part of every connection's future.
+            // Gated: polled only when its timer fired, not at every wake of the task.
             let park = async {
                 match ctx.parker.as_deref().filter(|p| T::PARKABLE && p.parks()) {
                     Some(parker) => {
-                        Box::pin(idle.settled(parker, state.steps, &state.outbox)).await
+                        let settled = idle.settled(parker, state.steps, &state.outbox);
+                        Box::new(Gated::new(Box::pin(settled))).await
                     }
                     None => std::future::pending().await,
                 }
             };
             tokio::pin!(reader, writer, park);
+            // Biased: each branch ends the task, so their order only saves drawing a
+            // random number at every wake.
             tokio::select! {
+                biased;
                 end = &mut reader => {
                     let tell = matches!(end, ReadEnd::Closed);
                     let client_ended = matches!(end, ReadEnd::Closed | ReadEnd::Goodbye);

@@ -1,9 +1,10 @@
 //! The read side of a connection: bytes from the socket, decoded into packets, sent to the
 //! broker task in batches.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::Poll;
 
 use aviary_codec::{Connect, Packet, TopicCache};
 use aviary_core::ConnId;
@@ -16,6 +17,7 @@ use crate::auth::AuthService;
 use crate::broker_task::Event;
 use crate::metrics::WireBytes;
 use crate::outbox::Outbox;
+use crate::read_batch::ReadBatch;
 use crate::transport::TransportRead;
 
 /// Bytes reserved for a read when the buffer is empty; the buffer grows by doubling while
@@ -72,16 +74,25 @@ pub(super) fn read_loop<'a>(
             }
             idle.woke(Idleness::READER);
             // Boxed (one allocation per burst of reads) so the buffer and the decoding
-            // state exist only while data flows. A forced close (end of graceful shutdown)
-            // also ends a burst waiting, e.g. for its authentication or for room in the
-            // broker's inbox.
-            let burst = Box::pin(async {
-                tokio::select! {
-                    end = read_burst(&mut *rd, (conn, *peer), version, outbox, ctx) => end,
-                    () = ctx.force_close.cancelled() => Some(ReadEnd::BrokerGone),
+            // state exist only while data flows.
+            let mut burst = Box::pin(read_burst(&mut *rd, (conn, *peer), version, outbox, ctx));
+            // A forced close (end of graceful shutdown) also ends a burst waiting, e.g. for
+            // its authentication or for room in the broker's inbox. Its wait starts only
+            // once the burst waits: most bursts never do, and registering with the token
+            // and withdrawing again cost a burst two locks.
+            let mut forced = None;
+            let end = poll_fn(|cx| {
+                if let Poll::Ready(end) = burst.as_mut().poll(cx) {
+                    return Poll::Ready(end);
                 }
-            });
-            if let Some(end) = burst.await {
+                let forced = forced.get_or_insert_with(|| Box::pin(ctx.force_close.cancelled()));
+                match forced.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(ReadEnd::BrokerGone)),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            if let Some(end) = end {
                 return end;
             }
         }
@@ -168,7 +179,7 @@ async fn decode_packets(
     ctx: &ConnectionContext,
     wire: &mut [u64; 4],
 ) -> Option<ReadEnd> {
-    let mut packets = Vec::new();
+    let mut packets = ReadBatch::default();
     loop {
         let current = version_from_level(version.load(Ordering::Acquire));
         let before = buf.len();
@@ -219,15 +230,13 @@ async fn decode_packets(
                     }
                     Box::pin(tokio::time::sleep(pause)).await;
                 }
-                if packets.capacity() == 0 {
-                    // Sized once from what is buffered rather than grown (each step a copy of
-                    // packets of some 200 bytes): at most one packet per 4 bytes (an
-                    // acknowledgement), the size of the smallest frequent packet.
-                    let estimate = (before / MIN_PACKET_LEN).clamp(1, FIRST_BATCH_CAPACITY);
-                    packets.reserve_exact(estimate);
-                }
                 let goodbye = matches!(packet, Packet::Disconnect(_));
-                packets.push(packet);
+                // Beyond one packet, sized once from what was buffered rather than grown
+                // (each step a copy of packets of up to 96 bytes): at most one packet per
+                // 4 bytes (an acknowledgement), the size of the smallest frequent packet.
+                packets.push(packet, || {
+                    (before / MIN_PACKET_LEN).clamp(1, FIRST_BATCH_CAPACITY)
+                });
                 if goodbye {
                     // The client sends nothing after its DISCONNECT [MQTT-3.14.4-2]: reading
                     // ends here, and the task closes without waiting for the client's FIN.
@@ -270,7 +279,7 @@ async fn decode_packets(
 async fn authenticate(
     auth: &AuthService,
     connect: Box<Connect>,
-    before: Vec<Packet>,
+    before: ReadBatch,
     (conn, peer): (ConnId, SocketAddr),
     ctx: &ConnectionContext,
 ) -> Result<(), ()> {
@@ -292,11 +301,7 @@ async fn authenticate(
 
 /// Sends a batch of packets to the broker task (nothing when empty); `Err` when the broker
 /// task is gone.
-async fn send_packets(
-    conn: ConnId,
-    packets: Vec<Packet>,
-    ctx: &ConnectionContext,
-) -> Result<(), ()> {
+async fn send_packets(conn: ConnId, packets: ReadBatch, ctx: &ConnectionContext) -> Result<(), ()> {
     if packets.is_empty() {
         return Ok(());
     }

@@ -65,7 +65,11 @@ async fn harness() -> Harness {
 /// listed it.
 fn send(outbox: &OutboxSender, packet: Packet) {
     if outbox.push(packet, Delivery::Reliable).unwrap() == crate::outbox::Pushed::List {
-        outbox.flush(true, &crate::metrics::WireBytes::default());
+        outbox.flush(
+            true,
+            &crate::metrics::WireBytes::default(),
+            &mut bytes::BytesMut::new(),
+        );
     }
 }
 
@@ -361,7 +365,7 @@ async fn what_the_socket_does_not_take_from_the_brokers_own_write_is_finished_by
             payload: payload.clone(),
         });
         if h.outbox.push(publish, Delivery::Reliable).unwrap() == crate::outbox::Pushed::List {
-            h.outbox.flush(true, &wire);
+            h.outbox.flush(true, &wire, &mut bytes::BytesMut::new());
             written_here += 1;
         }
     }
