@@ -83,12 +83,19 @@ fn main() -> ExitCode {
 }
 
 /// Runs the broker until a shutdown signal: on a multi-threaded runtime, or on the current
-/// thread when the broker has one core (or `TOKIO_WORKER_THREADS=1`).
+/// thread when the broker has one core (or `TOKIO_WORKER_THREADS=1`). With one core the
+/// multi-threaded scheduler only adds work (ARCHITECTURE.md, "Entry points").
 fn serve(config: Config) -> anyhow::Result<()> {
-    let mut builder = if worker_threads() == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = std::env::var("TOKIO_WORKER_THREADS").ok();
+    let mut builder = match worker_threads(workers.as_deref(), cores)? {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            // Set here, so tokio does not read the variable again.
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
     };
     let runtime = builder
         .enable_all()
@@ -98,13 +105,18 @@ fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 /// How many worker threads tokio's multi-threaded runtime would start: `TOKIO_WORKER_THREADS`
-/// when set, else the cores this process may run on.
-fn worker_threads() -> usize {
-    std::env::var("TOKIO_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+/// (`variable`) when set, else the `cores` this process may run on. A value tokio would
+/// refuse (with a panic) is an error that names the variable.
+fn worker_threads(variable: Option<&str>, cores: usize) -> anyhow::Result<usize> {
+    match variable {
+        None => Ok(cores),
+        Some(value) => match value.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => anyhow::bail!(
+                "TOKIO_WORKER_THREADS: expected a number of threads above 0, got {value:?}"
+            ),
+        },
+    }
 }
 
 /// Logs to stdout in the configured format; `RUST_LOG`, when set, replaces `log.level`.
@@ -149,5 +161,21 @@ async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => tracing::info!("SIGINT received"),
         () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_threads;
+
+    #[test]
+    fn worker_threads_come_from_the_variable_or_the_cores() {
+        assert_eq!(worker_threads(None, 2).unwrap(), 2);
+        assert_eq!(worker_threads(Some("1"), 2).unwrap(), 1);
+        assert_eq!(worker_threads(Some(" 4 "), 1).unwrap(), 4);
+        for bad in ["0", "", "two", "-1"] {
+            let error = worker_threads(Some(bad), 2).unwrap_err().to_string();
+            assert!(error.contains("TOKIO_WORKER_THREADS"), "{error}");
+        }
     }
 }
