@@ -29,10 +29,10 @@ use bytes::BytesMut;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::batch::Batch;
 use crate::metrics::WireBytes;
 use crate::outbox::{Delivery, Full, OutboxSender, Pushed};
 use crate::outgoing::{Outgoing, WRITE_CHUNK};
-use crate::read_batch::ReadBatch;
 use crate::store::{convert_ops, Clock, CommitGate, StoreWriter};
 use crate::wake_gate::Gated;
 use inbox::FairInbox;
@@ -74,7 +74,7 @@ pub(crate) enum Event {
     /// Packets decoded from one read, in order.
     Packets {
         conn: ConnId,
-        packets: ReadBatch,
+        packets: Batch<Packet>,
         /// When they were decoded, for the publish-to-deliver latency.
         read_at: Instant,
     },

@@ -9,6 +9,7 @@
 
 mod api;
 pub mod auth;
+mod batch;
 mod broker_task;
 pub mod cli;
 pub mod config;
@@ -20,7 +21,6 @@ mod outbox;
 mod outgoing;
 mod parking;
 mod rates;
-mod read_batch;
 mod records;
 pub mod security;
 mod server;

@@ -31,7 +31,6 @@
 //! connection's task; the poll functions here keep the waker in the shared state instead
 //! (16 bytes), and their futures hold only a reference.
 
-use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -202,95 +201,16 @@ pub(crate) fn outbox() -> (OutboxSender, Outbox) {
 /// steps (each a copy) fewer than starting from two.
 const FIRST_QUEUE_CAPACITY: usize = 8;
 
-/// What the writer takes from the outbox: everything queued, in order. Most batches are a
-/// single packet (an acknowledgement to a publisher, a delivery to a subscriber that keeps
-/// up), held without allocating a queue; a second packet moves them into a `VecDeque`.
-#[derive(Debug, Default)]
-pub(crate) enum Batch {
-    #[default]
-    Empty,
-    One(Outgoing),
-    Many(VecDeque<Outgoing>),
-}
+/// What the writer takes from the outbox: everything queued, in order (most batches are a
+/// single packet, held without allocating).
+pub(crate) type Batch = crate::batch::Batch<Outgoing>;
 
 impl Batch {
-    /// Packets in the batch.
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Self::Empty => 0,
-            Self::One(_) => 1,
-            Self::Many(queue) => queue.len(),
-        }
-    }
-
-    /// Whether the batch has no packet.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Adds `item` after the others.
-    #[inline]
-    fn push(&mut self, item: Outgoing) {
-        match self {
-            Self::Empty => *self = Self::One(item),
-            Self::Many(queue) => queue.push_back(item),
-            Self::One(_) => {
-                let Self::One(first) = std::mem::take(self) else {
-                    unreachable!("matched just above")
-                };
-                let mut queue = VecDeque::with_capacity(FIRST_QUEUE_CAPACITY);
-                queue.push_back(first);
-                queue.push_back(item);
-                *self = Self::Many(queue);
-            }
-        }
-    }
-
     /// Bytes the batch is expected to encode to (payloads plus a typical header).
     pub(crate) fn estimate(&self) -> usize {
         let mut bytes = 0;
         self.for_each(|item| bytes += item.message_len() + TYPICAL_OVERHEAD);
         bytes
-    }
-
-    /// Calls `f` with each packet, in order, by reference.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(&Outgoing)) {
-        match self {
-            Self::Empty => {}
-            Self::One(item) => f(item),
-            Self::Many(queue) => queue.iter().for_each(f),
-        }
-    }
-}
-
-/// The packets of a [`Batch`], in order.
-#[derive(Debug)]
-pub(crate) enum BatchIter {
-    One(Option<Outgoing>),
-    Many(std::collections::vec_deque::IntoIter<Outgoing>),
-}
-
-impl Iterator for BatchIter {
-    type Item = Outgoing;
-
-    fn next(&mut self) -> Option<Outgoing> {
-        match self {
-            Self::One(item) => item.take(),
-            Self::Many(items) => items.next(),
-        }
-    }
-}
-
-impl IntoIterator for Batch {
-    type Item = Outgoing;
-    type IntoIter = BatchIter;
-
-    fn into_iter(self) -> BatchIter {
-        match self {
-            Self::Empty => BatchIter::One(None),
-            Self::One(item) => BatchIter::One(Some(item)),
-            Self::Many(queue) => BatchIter::Many(queue.into_iter()),
-        }
     }
 }
 
@@ -320,7 +240,7 @@ impl OutboxSender {
             if state.queue.len() >= limit {
                 return Err(Full);
             }
-            state.queue.push(packet.into());
+            state.queue.push(packet.into(), || FIRST_QUEUE_CAPACITY);
             if delivery == Delivery::Reliable {
                 state.reliable += 1;
             }
@@ -540,30 +460,6 @@ mod tests {
             "queued packets outlive the sender"
         );
         assert!(rx.next_batch().await.is_none());
-    }
-
-    #[test]
-    fn a_batch_keeps_order_from_one_packet_to_many() {
-        let ack = |id: u16| {
-            Packet::PubAck(aviary_codec::Ack {
-                packet_id: aviary_codec::PacketId::new(id).unwrap(),
-                reason_code: aviary_codec::ReasonCode::SUCCESS,
-                properties: Default::default(),
-            })
-        };
-        for n in [0u16, 1, 2, 3, 8, 9, 100] {
-            let mut batch = Batch::default();
-            for id in 1..=n {
-                batch.push(ack(id).into());
-            }
-            assert_eq!(batch.len(), usize::from(n));
-            assert_eq!(batch.is_empty(), n == 0);
-            let mut seen = 0;
-            batch.for_each(|_| seen += 1);
-            assert_eq!(seen, n);
-            let out: Vec<Packet> = batch.into_iter().map(Packet::from).collect();
-            assert_eq!(out, (1..=n).map(ack).collect::<Vec<_>>());
-        }
     }
 
     #[tokio::test]

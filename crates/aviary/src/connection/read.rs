@@ -14,10 +14,10 @@ use tracing::debug;
 
 use super::{version_from_level, ConnectionContext, Idleness, ReadEnd, NO_CONNECT_YET};
 use crate::auth::AuthService;
+use crate::batch::Batch;
 use crate::broker_task::Event;
 use crate::metrics::WireBytes;
 use crate::outbox::Outbox;
-use crate::read_batch::ReadBatch;
 use crate::transport::TransportRead;
 
 /// Bytes reserved for a read when the buffer is empty; the buffer grows by doubling while
@@ -179,7 +179,7 @@ async fn decode_packets(
     ctx: &ConnectionContext,
     wire: &mut [u64; 4],
 ) -> Option<ReadEnd> {
-    let mut packets = ReadBatch::default();
+    let mut packets = Batch::default();
     loop {
         let current = version_from_level(version.load(Ordering::Acquire));
         let before = buf.len();
@@ -279,7 +279,7 @@ async fn decode_packets(
 async fn authenticate(
     auth: &AuthService,
     connect: Box<Connect>,
-    before: ReadBatch,
+    before: Batch<Packet>,
     (conn, peer): (ConnId, SocketAddr),
     ctx: &ConnectionContext,
 ) -> Result<(), ()> {
@@ -301,7 +301,11 @@ async fn authenticate(
 
 /// Sends a batch of packets to the broker task (nothing when empty); `Err` when the broker
 /// task is gone.
-async fn send_packets(conn: ConnId, packets: ReadBatch, ctx: &ConnectionContext) -> Result<(), ()> {
+async fn send_packets(
+    conn: ConnId,
+    packets: Batch<Packet>,
+    ctx: &ConnectionContext,
+) -> Result<(), ()> {
     if packets.is_empty() {
         return Ok(());
     }
