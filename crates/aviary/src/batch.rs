@@ -4,7 +4,8 @@
 //! `Vec` is allocated; a second packet moves them into one.
 //!
 //! Used for the packets of one read on their way to the broker task
-//! (`crate::read_batch`) and for a connection's outbound queue (`crate::outbox`).
+//! (`crate::broker_task::Event::Packets`, filled by `crate::connection`'s reader) and for a
+//! connection's outbound queue (`crate::outbox`).
 
 /// Items in order: none, one inline, or several in a `Vec`.
 #[derive(Debug, Default)]
