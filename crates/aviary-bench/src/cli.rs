@@ -23,10 +23,12 @@ pub enum Command {
     /// Runs one scenario against a broker that is already running.
     Run(RunArgs),
     /// Starts Aviary and Mosquitto, runs the scenario against both in alternating rounds,
-    /// and prints both results and the ratios Aviary / Mosquitto.
+    /// and prints both results (medians of the rounds; latency also over all rounds'
+    /// samples pooled) and the ratios Aviary / Mosquitto.
     Compare(CompareArgs),
     /// Runs `compare` for every combination of `--scenarios` and `--qos-list` and prints
-    /// one Markdown table of the results (the README's table).
+    /// one Markdown table of the results (the README's table; p99 both as the median of
+    /// the rounds' p99s and pooled over all rounds' samples).
     Matrix(MatrixArgs),
     /// Internal: one process of a multi-process idle run (`run --scenario idle
     /// --processes N` starts these).

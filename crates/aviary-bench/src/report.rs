@@ -1,5 +1,6 @@
-//! The result of one run, as a readable table and as JSON (the same struct, serialized), and
-//! the broker's resource use derived from two /proc samples.
+//! The result of one run, as a readable table and as JSON (the same struct, serialized, with
+//! the latency histograms the table only summarizes), and the broker's resource use derived
+//! from two /proc samples.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::procstat::ProcSample;
-use crate::stats::{DeliveryCheck, LatencySummary};
+use crate::stats::{DeliveryCheck, Histogram, LatencySummary};
 
 /// Everything a run measured. Deserialize is for `compare`, which runs each round in a
 /// child process and reads its JSON.
@@ -32,6 +33,10 @@ pub struct RunReport {
     pub delivery: DeliveryCheck,
     /// Publish-to-receive latency.
     pub latency: LatencySummary,
+    /// The histogram behind `latency` (message scenarios), so that `compare` can pool its
+    /// rounds' samples; absent from connection scenarios and from older reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_histogram: Option<Histogram>,
     /// At a fixed `--rate`: how late the publishers queued each message after it was due
     /// (the generator's own lateness, and the broker's hold-back); large values mean the
     /// offered load was not the one asked for.
@@ -88,7 +93,7 @@ impl BrokerUsage {
 }
 
 /// Figures of the connection scenarios.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ConnectionFigures {
     /// Connections opened successfully (idle: held at once; rate: over the run).
     pub opened: u64,
@@ -98,6 +103,10 @@ pub struct ConnectionFigures {
     pub per_s: f64,
     /// Connect latency (TCP + CONNECT/CONNACK).
     pub connect_latency: LatencySummary,
+    /// The histogram behind `connect_latency` (idle with several worker processes: all
+    /// workers' samples merged), for `compare` to pool; absent from older reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_histogram: Option<Histogram>,
     /// Idle: broker RSS growth per held connection, bytes.
     pub broker_bytes_per_connection: Option<f64>,
 }

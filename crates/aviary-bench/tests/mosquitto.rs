@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aviary_bench::brokers::{BrokerKind, BrokerSettings, RunningBroker};
+use aviary_bench::report::RunReport;
 use aviary_bench::scenario::{self, RunOptions, Scenario};
 use aviary_codec::{ProtocolVersion, QoS};
 
@@ -76,6 +77,16 @@ async fn one_to_one_qos1_200_messages_all_delivered_once() {
     assert_eq!(report.delivery.unique, 200);
     assert_eq!(report.delivery.missing, 0);
     assert_eq!(report.latency.samples, report.delivered);
+    // The histogram behind the latency figures reaches `compare` through the JSON report.
+    let histogram = report
+        .latency_histogram
+        .as_ref()
+        .expect("latency histogram");
+    assert_eq!(histogram.len(), report.delivered);
+    assert_eq!(histogram.summary(), report.latency);
+    let json = serde_json::to_string_pretty(&report).unwrap();
+    let parsed: RunReport = serde_json::from_str(&json).unwrap();
+    assert_eq!(parsed.latency_histogram.as_ref(), Some(histogram));
     let usage = report.broker_usage.expect("broker usage from /proc");
     assert_eq!(usage.pid, broker.pid);
     assert!(usage.peak_rss_kib > 0);
@@ -112,6 +123,9 @@ async fn connection_rate_completes_round_trips() {
     let figures = report.connections.expect("connection figures");
     assert!(figures.opened > 0);
     assert_eq!(figures.failed, 0);
+    let histogram = figures.connect_histogram.expect("connect histogram");
+    assert_eq!(histogram.len(), figures.opened);
+    assert_eq!(histogram.summary(), figures.connect_latency);
     assert!(report.ok, "{:?}", report.errors);
 }
 

@@ -73,6 +73,7 @@ pub async fn idle(options: &RunOptions) -> anyhow::Result<RunReport> {
             // How fast the connections were opened (`connect_concurrency` at a time).
             per_s: opened as f64 / connect_time.as_secs_f64().max(1e-9),
             connect_latency: summary.connect_latency,
+            connect_histogram: summary.connect_histogram,
             broker_bytes_per_connection: bytes_per_connection,
         }),
         ok: errors.0.is_empty(),
@@ -90,6 +91,10 @@ pub struct HeldSummary {
     /// Connections that answered PINGREQ at the end (0 until then).
     pub alive: u64,
     pub connect_latency: LatencySummary,
+    /// The histogram behind `connect_latency` (a worker's reaches the parent process in its
+    /// JSON line); `None` when a worker did not send one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_histogram: Option<Histogram>,
     pub errors: BTreeMap<String, u64>,
 }
 
@@ -129,6 +134,7 @@ impl HeldSet {
             failed: (count - conns.len()) as u64,
             alive: 0,
             connect_latency: latency.summary(),
+            connect_histogram: Some(latency),
             errors: errors.0,
         };
         Self::Here { conns, summary }
@@ -189,7 +195,10 @@ impl HeldSet {
                 summary
             }
             Self::Workers(workers) => {
-                let mut total = HeldSummary::default();
+                let mut total = HeldSummary {
+                    connect_histogram: Some(Histogram::default()),
+                    ..HeldSummary::default()
+                };
                 let mut p50 = Vec::new();
                 for worker in workers.iter_mut() {
                     // Closing stdin tells the worker to check and close its connections.
@@ -210,6 +219,15 @@ impl HeldSet {
                     total.connect_latency.p99_us =
                         total.connect_latency.p99_us.max(s.connect_latency.p99_us);
                     total.connect_latency.samples += s.connect_latency.samples;
+                    // Histograms do add up: all workers' samples pooled, if each sent its own.
+                    total.connect_histogram = total
+                        .connect_histogram
+                        .take()
+                        .zip(s.connect_histogram.as_ref())
+                        .map(|(mut all, h)| {
+                            all.merge(h);
+                            all
+                        });
                     for (k, v) in s.errors.iter().chain(&end.errors) {
                         *total.errors.entry(k.clone()).or_default() += v;
                     }
@@ -357,8 +375,11 @@ pub async fn rate(options: &RunOptions) -> anyhow::Result<RunReport> {
     let elapsed = start.elapsed();
     let after = broker_sample(options, &mut errors);
     let mut guard = shared.lock().await;
-    let (latency, worker_errors, failed) =
-        (&guard.0.clone(), std::mem::take(&mut guard.1), guard.2);
+    let (latency, worker_errors, failed) = (
+        std::mem::take(&mut guard.0),
+        std::mem::take(&mut guard.1),
+        guard.2,
+    );
     for (k, v) in worker_errors.0 {
         *errors.0.entry(k).or_default() += v;
     }
@@ -382,6 +403,7 @@ pub async fn rate(options: &RunOptions) -> anyhow::Result<RunReport> {
             failed,
             per_s: opened as f64 / elapsed.as_secs_f64().max(1e-9),
             connect_latency: latency.summary(),
+            connect_histogram: Some(latency),
             broker_bytes_per_connection: None,
         }),
         ok: errors.0.is_empty(),

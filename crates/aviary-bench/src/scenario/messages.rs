@@ -375,6 +375,7 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
         },
         delivery,
         latency: latency.summary(),
+        latency_histogram: Some(latency),
         send_lag: (!send_lag.is_empty()).then(|| send_lag.summary()),
         broker_usage,
         errors: errors.0,

@@ -2,8 +2,12 @@
 //! values below 128 are exact; above, each power of two is split into 128 equal buckets, so
 //! any reported quantile is within 1/128 (< 0.8 %) of a recorded value. Memory grows with the
 //! largest value seen (about 27 KiB for values up to 10 s), not with the number of samples.
+//!
+//! A histogram serializes as its non-empty buckets, so that `compare` can read each round's
+//! histogram from the child process that ran it and pool the rounds' samples: quantiles of
+//! separate rounds cannot be combined, histograms can.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Sub-buckets per power of two, as a bit count (2^7 = 128).
 const SUB_BITS: u32 = 7;
@@ -11,7 +15,7 @@ const SUB_BITS: u32 = 7;
 const SUB_COUNT: u64 = 1 << SUB_BITS;
 
 /// Counts of values by bucket.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Histogram {
     /// `counts[bucket_index(v)]` is the number of recorded values in `v`'s bucket; grown on
     /// demand so that a histogram that only ever saw microseconds stays small.
@@ -23,6 +27,19 @@ pub struct Histogram {
     max: u64,
     /// Sum of recorded values, for the mean.
     sum: u128,
+}
+
+/// A [`Histogram`] as JSON: what it takes to rebuild it, in nanoseconds. Buckets are named
+/// by their lowest value, not by their index, so the form does not depend on [`SUB_BITS`].
+#[derive(Serialize, Deserialize)]
+struct Serialized {
+    /// `[lowest value of the bucket, count]` for each non-empty bucket, ascending.
+    buckets: Vec<(u64, u64)>,
+    /// The exact smallest and largest recorded values (0 when empty).
+    min_ns: u64,
+    max_ns: u64,
+    /// Sum of recorded values, for the mean.
+    sum_ns: u128,
 }
 
 /// The quantiles a report shows, in microseconds.
@@ -120,6 +137,70 @@ impl Histogram {
             p999_us: us(self.quantile(0.999)),
             max_us: us(self.max),
         }
+    }
+}
+
+impl Serialize for Histogram {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let buckets = self
+            .counts
+            .iter()
+            .enumerate()
+            .filter(|&(_, &count)| count > 0)
+            .map(|(index, &count)| (bucket_range(index).0, count))
+            .collect();
+        Serialized {
+            buckets,
+            min_ns: self.min,
+            max_ns: self.max,
+            sum_ns: self.sum,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Histogram {
+    /// Rebuilds the histogram, refusing counts that overflow and a min, max or sum that
+    /// the buckets contradict (`quantile` relies on `min <= max`).
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let wire = Serialized::deserialize(deserializer)?;
+        let mut h = Self::default();
+        for (low, count) in wire.buckets {
+            // At most `bucket_index(u64::MAX) + 1` (7,424) buckets, whatever the input.
+            let index = bucket_index(low);
+            if index >= h.counts.len() {
+                h.counts.resize(index + 1, 0);
+            }
+            h.counts[index] = h.counts[index]
+                .checked_add(count)
+                .ok_or_else(|| D::Error::custom("histogram bucket count overflows"))?;
+            h.total = h
+                .total
+                .checked_add(count)
+                .ok_or_else(|| D::Error::custom("histogram total overflows"))?;
+        }
+        if h.total == 0 {
+            return Ok(Self::default());
+        }
+        let first = h.counts.iter().position(|&c| c > 0);
+        let last = h.counts.iter().rposition(|&c| c > 0);
+        let total = u128::from(h.total);
+        if wire.min_ns > wire.max_ns
+            || first != Some(bucket_index(wire.min_ns))
+            || last != Some(bucket_index(wire.max_ns))
+            || wire.sum_ns < u128::from(wire.min_ns) * total
+            || wire.sum_ns > u128::from(wire.max_ns) * total
+        {
+            return Err(D::Error::custom(format!(
+                "histogram min {} / max {} / sum {} ns do not fit its buckets",
+                wire.min_ns, wire.max_ns, wire.sum_ns
+            )));
+        }
+        h.min = wire.min_ns;
+        h.max = wire.max_ns;
+        h.sum = wire.sum_ns;
+        Ok(h)
     }
 }
 
@@ -224,6 +305,53 @@ mod tests {
         assert_eq!(a.summary(), both.summary());
         assert_eq!(a.quantile(0.0), 1);
         assert_eq!(a.quantile(1.0), 1 << 35);
+    }
+
+    /// What `compare` reads from a round's child process is the histogram the child had.
+    #[test]
+    fn json_round_trip_rebuilds_the_same_histogram() {
+        let mut h = Histogram::default();
+        for v in [3u64, 3, 127, 128, 5_000, 70_001, 70_002, 9_999_999_999] {
+            h.record(v);
+        }
+        let json = serde_json::to_string(&h).unwrap();
+        let back: Histogram = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, h);
+        assert_eq!(back.summary(), h.summary());
+        let empty: Histogram =
+            serde_json::from_str(&serde_json::to_string(&Histogram::default()).unwrap()).unwrap();
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn json_that_contradicts_its_buckets_is_refused() {
+        let parse = |json: &str| serde_json::from_str::<Histogram>(json);
+        // Consistent: two values, 10 and 20 ns.
+        assert!(
+            parse(r#"{"buckets":[[10,1],[20,1]],"min_ns":10,"max_ns":20,"sum_ns":30}"#).is_ok()
+        );
+        // min above max, both in the one bucket 1000..=1003 (`quantile` would panic in
+        // `clamp`).
+        assert!(
+            parse(r#"{"buckets":[[1000,2]],"min_ns":1003,"max_ns":1000,"sum_ns":2003}"#).is_err()
+        );
+        // min or max outside the outermost buckets.
+        assert!(
+            parse(r#"{"buckets":[[10,1],[20,1]],"min_ns":5,"max_ns":20,"sum_ns":30}"#).is_err()
+        );
+        assert!(
+            parse(r#"{"buckets":[[10,1],[20,1]],"min_ns":10,"max_ns":99,"sum_ns":30}"#).is_err()
+        );
+        // A sum no two values in 10..=20 can have.
+        assert!(
+            parse(r#"{"buckets":[[10,1],[20,1]],"min_ns":10,"max_ns":20,"sum_ns":41}"#).is_err()
+        );
+        // Counts that overflow.
+        let overflow = format!(
+            r#"{{"buckets":[[10,{max}],[20,1]],"min_ns":10,"max_ns":20,"sum_ns":30}}"#,
+            max = u64::MAX
+        );
+        assert!(parse(&overflow).is_err());
     }
 
     #[test]
