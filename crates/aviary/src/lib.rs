@@ -16,6 +16,7 @@ pub mod config;
 mod connection;
 mod limits;
 mod listener;
+pub mod memory;
 mod metrics;
 mod outbox;
 mod outgoing;

@@ -25,6 +25,24 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's collection of the calling thread's heap, which the broker task runs once per
+/// tick (`aviary::memory`): the free parts of its segments go back to the operating system
+/// at once, even while the broker is too quiet to allocate. Forced: without it, pages
+/// freed before their purge delay expired stay resident (a run at 19,000 idle connections
+/// kept 938-992 B per connection, against 928-938 forced and 974-993 without the call).
+/// It took 15-70 µs a tick with 10,000 connections publishing (200 µs after their burst of
+/// connects).
+#[cfg(feature = "mimalloc")]
+#[allow(unsafe_code)]
+fn collect_freed_memory() {
+    // SAFETY: `mi_collect` has no preconditions and may be called from any thread at any
+    // time. It works on the calling thread's own heap, on segments other threads abandoned
+    // and on the process-wide arenas, under mimalloc's own synchronization, and it only
+    // frees pages and purges memory that no block in use occupies; no pointer of ours is
+    // read or invalidated.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 /// Exit code for a configuration that cannot be loaded.
 const EXIT_BAD_CONFIG: u8 = 2;
 
@@ -86,6 +104,8 @@ fn main() -> ExitCode {
 /// thread when the broker has one core (or `TOKIO_WORKER_THREADS=1`). With one core the
 /// multi-threaded scheduler only adds work (ARCHITECTURE.md, "Entry points").
 fn serve(config: Config) -> anyhow::Result<()> {
+    #[cfg(feature = "mimalloc")]
+    aviary::memory::set_release(collect_freed_memory);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = std::env::var("TOKIO_WORKER_THREADS").ok();
     let mut builder = match worker_threads(workers.as_deref(), cores)? {

@@ -308,7 +308,8 @@ impl BrokerTask {
     }
 
     /// Once per [`super::TICK`]: attributes usage, forgets closed connections, refreshes
-    /// metrics and publishes `$SYS` statistics when due.
+    /// metrics, publishes `$SYS` statistics when due and hands freed memory back to the
+    /// operating system (`crate::memory`).
     pub(super) fn tick(&mut self) {
         let unix = unix_now();
         self.drain_broker_events();
@@ -334,6 +335,7 @@ impl BrokerTask {
             self.publish_sys();
         }
         self.route_transmits();
+        crate::memory::release();
     }
 
     /// Charges the units metered since the last charge to the plan's message rate (a
