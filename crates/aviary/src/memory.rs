@@ -30,27 +30,31 @@ pub(crate) fn release() {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::cell::Cell;
 
     use super::*;
 
-    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        /// Calls on this thread: other tests run the broker tick (which calls [`release`])
+        /// on their own threads at the same time.
+        static CALLS: Cell<usize> = const { Cell::new(0) };
+    }
 
     fn counting_collect() {
-        CALLS.fetch_add(1, Ordering::SeqCst);
+        CALLS.with(|c| c.set(c.get() + 1));
     }
 
     fn other_collect() {
-        CALLS.fetch_add(100, Ordering::SeqCst);
+        CALLS.with(|c| c.set(c.get() + 100));
     }
 
     #[test]
     fn release_runs_the_installed_collection_and_the_first_install_wins() {
         set_release(counting_collect);
         set_release(other_collect);
-        let before = CALLS.load(Ordering::SeqCst);
+        let before = CALLS.with(Cell::get);
         release();
         release();
-        assert_eq!(CALLS.load(Ordering::SeqCst) - before, 2);
+        assert_eq!(CALLS.with(Cell::get) - before, 2);
     }
 }
