@@ -61,15 +61,19 @@ pub enum ClientError {
 #[derive(Debug, Default)]
 pub struct Progress {
     received: AtomicU64,
-    /// Woken after every batch of deliveries.
+    /// Wakes the publisher that has waited longest for credit after every batch of
+    /// deliveries; it takes what it can use and wakes the next while credit is left
+    /// (`client::publisher`). Waking every waiting publisher instead (up to 1,000 tasks
+    /// per batch, each woken from the subscribers' thread with a write to the runtime's
+    /// event fd) took a quarter of the generator's CPU and set the fan-in rate.
     pub advanced: Notify,
 }
 
 impl Progress {
-    /// Counts `n` deliveries and wakes whoever waits for progress.
+    /// Counts `n` deliveries and wakes the first publisher waiting for credit.
     pub fn add(&self, n: u64) {
         self.received.fetch_add(n, Ordering::Relaxed);
-        self.advanced.notify_waiters();
+        self.advanced.notify_one();
     }
 
     /// Deliveries so far.

@@ -203,6 +203,8 @@ async fn drive(
     let timer = plan.pacer.as_ref().map(|p| p.timer());
     let mut sending = true;
     let mut credit_wait;
+    // Woken by the credit: what it does not take goes on to the next waiting publisher.
+    let mut credit_woke = false;
 
     // Acknowledgements read together with CONNACK are handled before anything else.
     while let Some(packet) = decode(&mut rbuf, version, MAX_PACKET)? {
@@ -273,6 +275,12 @@ async fn drive(
             }
             report.last_send = Some(queued);
         }
+        if credit_woke && !credit_wait {
+            // Its window, buffer or schedule stopped this publisher with credit left (or
+            // the credit ran out exactly): the next publisher in line gets to look.
+            pass_credit_on(&plan.credit);
+        }
+        credit_woke = false;
         if !sending && inflight.is_empty() && wbuf.is_empty() {
             break;
         }
@@ -310,7 +318,7 @@ async fn drive(
             }
             () = tokio::time::sleep_until(wake.into()), if !(paced && timer.is_some()) => {}
             () = fine_sleep(&timer, wake), if paced && timer.is_some() => {}
-            () = credit_wake(&plan.credit), if credit_wait => {}
+            () = credit_wake(&plan.credit), if credit_wait => credit_woke = true,
         }
     }
     if plan.qos == QoS::AtMostOnce {
@@ -341,7 +349,17 @@ async fn fine_sleep(timer: &Option<super::pace::PaceTimer>, at: Instant) {
     }
 }
 
-/// Resolves when the subscribers made progress (never without credit).
+/// Wakes the publisher that has waited longest for credit (or lets the next one that
+/// waits look at once).
+fn pass_credit_on(credit: &Option<(Arc<Credit>, u64)>) {
+    if let Some((credit, _)) = credit {
+        credit.progress.advanced.notify_one();
+    }
+}
+
+/// Resolves when this publisher's turn comes after the subscribers made progress (never
+/// without credit): publishers are woken one at a time, first come first served, each
+/// taking what its window lets it send.
 async fn credit_wake(credit: &Option<(Arc<Credit>, u64)>) {
     match credit {
         Some((credit, _)) => credit.progress.advanced.notified().await,
