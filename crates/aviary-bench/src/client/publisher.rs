@@ -48,6 +48,19 @@ impl Credit {
         let owed = self.owed.load(Ordering::Relaxed);
         owed.saturating_sub(self.progress.received()) >= self.limit
     }
+
+    /// Resolves when this publisher's turn comes after the subscribers made progress:
+    /// publishers are woken one at a time, first come first served, each taking what its
+    /// window lets it send (see [`Progress::advanced`]).
+    async fn turn(&self) {
+        self.progress.advanced.notified().await;
+    }
+
+    /// Wakes the publisher that has waited longest (or lets the next one that waits look
+    /// at once): a woken publisher calls this when it stopped with credit left.
+    fn pass_on(&self) {
+        self.progress.advanced.notify_one();
+    }
 }
 
 /// What one publisher does.
@@ -278,7 +291,9 @@ async fn drive(
         if credit_woke && !credit_wait {
             // Its window, buffer or schedule stopped this publisher with credit left (or
             // the credit ran out exactly): the next publisher in line gets to look.
-            pass_credit_on(&plan.credit);
+            if let Some((credit, _)) = &plan.credit {
+                credit.pass_on();
+            }
         }
         credit_woke = false;
         if !sending && inflight.is_empty() && wbuf.is_empty() {
@@ -349,20 +364,10 @@ async fn fine_sleep(timer: &Option<super::pace::PaceTimer>, at: Instant) {
     }
 }
 
-/// Wakes the publisher that has waited longest for credit (or lets the next one that
-/// waits look at once).
-fn pass_credit_on(credit: &Option<(Arc<Credit>, u64)>) {
-    if let Some((credit, _)) = credit {
-        credit.progress.advanced.notify_one();
-    }
-}
-
-/// Resolves when this publisher's turn comes after the subscribers made progress (never
-/// without credit): publishers are woken one at a time, first come first served, each
-/// taking what its window lets it send.
+/// [`Credit::turn`] (never without credit).
 async fn credit_wake(credit: &Option<(Arc<Credit>, u64)>) {
     match credit {
-        Some((credit, _)) => credit.progress.advanced.notified().await,
+        Some((credit, _)) => credit.turn().await,
         None => std::future::pending().await,
     }
 }
@@ -430,6 +435,49 @@ fn handle_ack(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Progress wakes one waiting publisher, the one that waited longest; the next wakes
+    /// only when that one passes the credit on.
+    #[tokio::test(flavor = "current_thread")]
+    async fn credit_wakes_one_publisher_at_a_time_in_order() {
+        let credit = Arc::new(Credit {
+            owed: AtomicU64::new(3),
+            progress: Arc::new(Progress::default()),
+            limit: 3,
+        });
+        assert!(credit.exhausted());
+        let woken = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut waiters = Vec::new();
+        for publisher in 0..3 {
+            let (credit, woken) = (Arc::clone(&credit), Arc::clone(&woken));
+            waiters.push(tokio::spawn(async move {
+                credit.turn().await;
+                woken.lock().unwrap().push(publisher);
+            }));
+            // Each waits before the next is spawned: the order of waiting is 0, 1, 2.
+            tokio::task::yield_now().await;
+        }
+        let settle = || async {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        };
+        settle().await;
+        assert!(woken.lock().unwrap().is_empty());
+        credit.progress.add(2);
+        assert!(!credit.exhausted());
+        settle().await;
+        assert_eq!(*woken.lock().unwrap(), [0]);
+        credit.pass_on();
+        settle().await;
+        assert_eq!(*woken.lock().unwrap(), [0, 1]);
+        credit.pass_on();
+        settle().await;
+        assert_eq!(*woken.lock().unwrap(), [0, 1, 2]);
+        for waiter in waiters {
+            waiter.await.unwrap();
+        }
+    }
 
     /// The patched template decodes, with our codec, to the PUBLISH it stands for.
     #[test]
