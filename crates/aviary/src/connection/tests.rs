@@ -169,6 +169,43 @@ async fn packet_split_across_reads_is_reassembled() {
     assert!(matches!(&got[..], [Packet::Connect(_)]), "{got:?}");
 }
 
+/// A client that sends much at once is read in a few reads that grow: each read is one
+/// event to the broker task. 48 messages of ~1 KiB took 48 reads when a read got only the
+/// room left in the buffer (now 1, 4, 16 and 64 KiB offered: 4 reads).
+#[tokio::test]
+async fn a_large_burst_is_read_in_few_growing_reads() {
+    let mut h = harness().await;
+    // PUBLISH, QoS 0, 5.0, topic "t", no properties, 990 bytes of payload: 997 bytes.
+    let mut publish = vec![0x30, 0xe2, 0x07, 0x00, 0x01, b't', 0x00];
+    publish.extend(std::iter::repeat_n(0xab, 990));
+    assert_eq!(publish.len(), 997);
+    let mut burst = CONNECT_V5.to_vec();
+    for _ in 0..48 {
+        burst.extend_from_slice(&publish);
+    }
+    // One write before the connection's task next runs (a current-thread runtime): the
+    // whole burst waits in the socket when it reads.
+    h.client.write_all(&burst).await.unwrap();
+    let mut got = Vec::new();
+    let mut events = 0;
+    while got.len() < 49 && events < 49 {
+        match h.events.recv().await {
+            Some(Event::Packets { packets, .. }) => got.extend(packets),
+            other => panic!("expected packets, got {other:?}"),
+        }
+        events += 1;
+    }
+    assert!(matches!(got[0], Packet::Connect(_)), "{:?}", got[0]);
+    assert_eq!(got.len(), 49);
+    for packet in &got[1..] {
+        let Packet::Publish(p) = packet else {
+            panic!("expected PUBLISH, got {packet:?}");
+        };
+        assert_eq!((p.topic.as_str(), p.payload.len()), ("t", 990));
+    }
+    assert!(events <= 5, "{events} reads for one burst of 47,871 bytes");
+}
+
 #[tokio::test]
 async fn end_of_stream_reports_closed_and_the_task_ends_when_the_broker_lets_go() {
     let mut h = harness().await;
