@@ -20,9 +20,9 @@ use crate::metrics::WireBytes;
 use crate::outbox::Outbox;
 use crate::transport::TransportRead;
 
-/// Bytes reserved for a read when the buffer is empty; the buffer grows by doubling while
-/// a large packet arrives (the codec refuses packets over the maximum size from their fixed
-/// header, which caps the growth).
+/// Least bytes reserved when the buffer grows; it grows by doubling while a large packet
+/// arrives (the codec refuses packets over the maximum size from their fixed header, which
+/// caps the growth).
 const READ_CHUNK: usize = 4 * 1024;
 
 /// Most bytes offered to one read of a burst: each read that fills the room it was given
@@ -37,7 +37,7 @@ const MIN_READ: usize = 256;
 
 /// Bytes reserved for the first read of a burst: most bursts are a few small packets (a
 /// PUBLISH, a run of acknowledgements), and a buffer this small comes from the allocator's
-/// per-thread cache; a read that fills it is followed by [`READ_CHUNK`]-sized ones.
+/// per-thread cache; a read that fills it is followed by larger ones ([`MAX_READ_CHUNK`]).
 const FIRST_READ: usize = 1024;
 
 /// Most packets sent to the broker task in one event, so one huge read cannot build an
