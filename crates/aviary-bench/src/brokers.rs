@@ -243,10 +243,14 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// Aviary's TOML config for a benchmark: the same limits as Mosquitto's, no management API
 /// (several brokers may run at once), and plan rates lifted, since Mosquitto has none.
+/// The in-flight window applies to 5.0 clients too: Mosquitto keeps `max_inflight_messages`
+/// for a 5.0 client that sends no Receive Maximum (ours sends none), where Aviary would
+/// otherwise take the 65,535 such a client allows, capped at `mqtt.max_inflight_v5`.
 pub fn aviary_config(dir: &Path, addr: SocketAddr, s: &BrokerSettings) -> String {
     format!(
-        "data_dir = \"{}\"\n\n[log]\nlevel = \"warn\"\n\n[listener]\nbind = \"{addr}\"\n\n[mqtt]\nmax_inflight = {}\nmax_queued_messages = {}\n\n[api]\nenabled = false\n\n[limits]\nconnect_rate = 1000000\nwill_connect_rate = 1000000\nsubscribe_rate = 1000000\nunsubscribe_rate = 1000000\n",
+        "data_dir = \"{}\"\n\n[log]\nlevel = \"warn\"\n\n[listener]\nbind = \"{addr}\"\n\n[mqtt]\nmax_inflight = {}\nmax_inflight_v5 = {}\nmax_queued_messages = {}\n\n[api]\nenabled = false\n\n[limits]\nconnect_rate = 1000000\nwill_connect_rate = 1000000\nsubscribe_rate = 1000000\nunsubscribe_rate = 1000000\n",
         dir.join("data").display(),
+        s.max_inflight,
         s.max_inflight,
         s.max_queued,
     )
