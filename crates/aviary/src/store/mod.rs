@@ -8,6 +8,8 @@
 //! * `writer` — [`StoreWriter`], the one thread that applies [`StoreOp`]s with group commit
 //!   and reports each commit's sequence number, so the shell can release the
 //!   acknowledgements that waited for it;
+//! * `liveness` — whether anything stored depends on the last sign of life, which the
+//!   writer then records while idle;
 //! * `error` — [`StoreError`], worded for operators.
 //!
 //! The traits ([`SessionStore`], [`ManagementStore`]) are the seam a cluster backend
@@ -19,6 +21,7 @@
 mod adapter;
 mod error;
 mod gate;
+mod liveness;
 mod record;
 mod records;
 mod redb_store;

@@ -565,6 +565,75 @@ async fn relaxed_writer_defers_syncs_and_syncs_when_idle_and_on_close() {
     );
 }
 
+#[tokio::test]
+async fn an_idle_writer_records_a_sign_of_life_only_while_a_stored_record_needs_one() {
+    let recorder = Recorder::default();
+    let commits = recorder.commits.clone();
+    let mut writer = StoreWriter::spawn(Box::new(recorder), Durability::Immediate).unwrap();
+    let mut watch = writer.watch();
+    let idle = std::time::Duration::from_millis(2_500);
+    // Clean sessions without wills store nothing that a crash would date: no heartbeat.
+    writer.submit(retained_op(1)).await.unwrap();
+    tokio::time::sleep(idle).await;
+    assert_eq!(writer.progress().heartbeats, 0);
+    assert_eq!(commits.lock().unwrap().len(), 1);
+
+    // A connected session that expires once disconnected: heartbeats while idle.
+    let connected = SessionRecord {
+        expiry_interval: 60,
+        expires_at: None,
+        ..session(None)
+    };
+    writer
+        .submit(vec![StoreOp::PutSession {
+            client_id: "car".into(),
+            session: connected.clone(),
+        }])
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        watch.wait_for(|p| p.heartbeats >= 2),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(commits.lock().unwrap().contains(&(0, Fsync::Now)));
+
+    // Disconnected (its expiry time is stored now): the heartbeats stop.
+    writer
+        .submit(vec![StoreOp::PutSession {
+            client_id: "car".into(),
+            session: SessionRecord {
+                expires_at: Some(1_000),
+                ..connected
+            },
+        }])
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        watch.wait_for(|p| p.committed == 3),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let before = writer.progress().heartbeats;
+    tokio::time::sleep(idle).await;
+    assert_eq!(writer.progress().heartbeats, before);
+
+    // The will of an open connection needs them too.
+    writer.submit(vec![live_will("car", 0, 0)]).await.unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        watch.wait_for(|p| p.heartbeats > before),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    writer.close().await.unwrap();
+}
+
 /// A store whose commits fail.
 struct Failing;
 

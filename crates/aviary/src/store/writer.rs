@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::error;
 
+use super::liveness::Liveness;
 use super::{Durability, Fsync, SessionStore, StoreError, StoreOp};
 
 /// Batches that may wait for the writer before the broker task waits too (backpressure
@@ -30,8 +31,9 @@ const RELAXED_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// between most batches; syncing at each of those would make every commit durable.)
 const RELAXED_IDLE: Duration = Duration::from_millis(50);
 
-/// While idle, the writer commits this often anyway: every commit records the time, and
-/// after a crash that last sign of life is when connected sessions ended.
+/// While idle, the writer commits this often anyway when a stored record depends on the
+/// last sign of life (see [`Liveness`]): every commit records the time, and after a crash
+/// that is when the connections open then ended.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// One pass's operations.
@@ -163,6 +165,7 @@ fn run(
     // Relaxed mode: a deferred commit is waiting for a sync since this instant.
     let mut unsynced_since: Option<Instant> = None;
     let mut ops: Vec<StoreOp> = Vec::new();
+    let mut liveness = Liveness::default();
     // Only to wait for a batch with a timeout (the heartbeat); nothing is spawned on it.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -173,11 +176,20 @@ fn run(
         })?;
     loop {
         let wait = if unsynced_since.is_some() {
-            RELAXED_IDLE
+            Some(RELAXED_IDLE)
+        } else if liveness.needed() {
+            Some(HEARTBEAT)
         } else {
-            HEARTBEAT
+            // Nothing to sync and no sign of life to record: no wake-up until work comes.
+            None
         };
-        let first = match runtime.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
+        let next = runtime.block_on(async {
+            match wait {
+                Some(wait) => tokio::time::timeout(wait, rx.recv()).await,
+                None => Ok(rx.recv().await),
+            }
+        });
+        let first = match next {
             Ok(Some(batch)) => batch,
             Ok(None) => break,
             Err(_) if unsynced_since.is_some() => {
@@ -218,6 +230,7 @@ fn run(
         // transaction: everything before it is committed once the previous ones are.
         if !ops.is_empty() {
             store.commit(&ops, fsync)?;
+            liveness.apply(&ops);
             state.commits += 1;
             state.ops += ops.len() as u64;
             match fsync {
