@@ -58,8 +58,49 @@ pub struct Ratios {
     pub p99: f64,
     /// Pooled p99 ratio; `None` unless both brokers have a pooled p99.
     pub pooled_p99: Option<f64>,
+    /// The p99s compared round by round; `None` without latency samples.
+    pub p99_paired: Option<PairedP99>,
     pub peak_rss: f64,
     pub bytes_per_connection: Option<f64>,
+}
+
+/// p99 latency compared within each round, between the two brokers' runs that followed
+/// each other (A M, M A, ...). On a shared machine a whole run can land in a noisy spell
+/// (per-run p99s of the same broker here range over 3×); both runs of a round share most
+/// of it, so their ratio is steadier than any summary of each broker's runs alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct PairedP99 {
+    /// Rounds compared.
+    pub rounds: usize,
+    /// The median of the rounds' p99 ratios (Aviary / Mosquitto).
+    pub median_ratio: f64,
+    /// Rounds in which Aviary's p99 was the lower one.
+    pub aviary_lower: usize,
+}
+
+impl PairedP99 {
+    /// Pairs the runs of each round (in the order run: two per round); `None` when no
+    /// round has a latency p99 on both sides.
+    fn of(rounds: &[RunReport]) -> Option<Self> {
+        let p99 =
+            |r: &RunReport| Some(r.latency.p99_us).filter(|v| r.latency.samples > 0 && *v > 0.0);
+        let ratios: Vec<f64> = rounds
+            .chunks_exact(2)
+            .filter_map(|pair| {
+                let (a, m) = match (pair[0].broker.as_str(), pair[1].broker.as_str()) {
+                    ("aviary", "mosquitto") => (&pair[0], &pair[1]),
+                    ("mosquitto", "aviary") => (&pair[1], &pair[0]),
+                    _ => return None,
+                };
+                Some(p99(a)? / p99(m)?)
+            })
+            .collect();
+        Some(Self {
+            rounds: ratios.len(),
+            aviary_lower: ratios.iter().filter(|r| **r < 1.0).count(),
+            median_ratio: median(ratios)?,
+        })
+    }
 }
 
 /// The outcome of `compare`.
@@ -115,7 +156,8 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<Comparison> {
     let summarize = |label: &str| summary(label, rounds.iter().filter(|r| r.broker == label));
     let a = summarize("aviary");
     let m = summarize("mosquitto");
-    let ratios = Ratios::between(&a, &m);
+    let mut ratios = Ratios::between(&a, &m);
+    ratios.p99_paired = PairedP99::of(&rounds);
     // Pooled into the summaries; left in, the histograms would be most of the output
     // (up to ~30 KB of pretty JSON per round).
     for r in &mut rounds {
@@ -263,6 +305,7 @@ impl Ratios {
                 .pooled_p99_us
                 .zip(m.pooled_p99_us)
                 .map(|(x, y)| ratio(x, y)),
+            p99_paired: None,
             peak_rss: ratio(a.peak_rss_mib, m.peak_rss_mib),
             bytes_per_connection: a
                 .bytes_per_connection
@@ -370,6 +413,16 @@ impl Comparison {
                 r.bytes_per_connection,
             );
         }
+        if let Some(p) = r.p99_paired {
+            let _ = writeln!(
+                out,
+                "  {:<26} {:>12} {:>12} {:>8.2}",
+                "p99, round by round",
+                format!("lower {}/{}", p.aviary_lower, p.rounds),
+                format!("lower {}/{}", p.rounds - p.aviary_lower, p.rounds),
+                p.median_ratio
+            );
+        }
         let _ = writeln!(
             out,
             "  {:<26} {:>12} {:>12}",
@@ -385,11 +438,15 @@ impl Comparison {
         let (a, m, r) = (&self.aviary, &self.mosquitto, &self.ratios);
         let pooled = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
         format!(
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} | {} / {} | {} | {:.1} / {:.1} | {}/{} / {}/{} |\n",
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} | {} / {} | {} | {} | {:.1} / {:.1} | {}/{} / {}/{} |\n",
             self.scenario, self.qos, a.rate_per_s, m.rate_per_s, r.rate, a.cpu_us_per_unit,
             m.cpu_us_per_unit, r.cpu_per_unit, a.p99_us, m.p99_us, r.p99,
             pooled(a.pooled_p99_us), pooled(m.pooled_p99_us),
             r.pooled_p99.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}")),
+            r.p99_paired.map_or_else(
+                || "-".to_owned(),
+                |p| format!("{:.2} ({}/{})", p.median_ratio, p.aviary_lower, p.rounds)
+            ),
             a.peak_rss_mib, m.peak_rss_mib, a.ok_rounds, a.rounds, m.ok_rounds, m.rounds,
         )
     }
@@ -398,8 +455,9 @@ impl Comparison {
 /// The head of the Markdown table `matrix` prints, one [`Comparison::markdown_row`] per
 /// scenario and QoS. "p99 µs Aviary / Mosquitto" are medians of the rounds' p99s; "p99 µs
 /// pooled" is the p99 of all rounds' samples together ("-" without samples); each ratio is
-/// Aviary / Mosquitto of the columns before it.
-pub const MATRIX_HEADER: &str = "| scenario | QoS | msg/s Aviary | msg/s Mosquitto | ratio | CPU µs/msg Aviary | CPU µs/msg Mosquitto | ratio | p99 µs Aviary | p99 µs Mosquitto | ratio | p99 µs pooled A / M | ratio | peak RSS MiB A / M | rounds OK A / M |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+/// Aviary / Mosquitto of the columns before it. "p99 round by round" is [`PairedP99`]: the
+/// median of the rounds' ratios, and in how many rounds Aviary's p99 was the lower.
+pub const MATRIX_HEADER: &str = "| scenario | QoS | msg/s Aviary | msg/s Mosquitto | ratio | CPU µs/msg Aviary | CPU µs/msg Mosquitto | ratio | p99 µs Aviary | p99 µs Mosquitto | ratio | p99 µs pooled A / M | ratio | p99 round by round: median ratio (A lower) | peak RSS MiB A / M | rounds OK A / M |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
 
 /// Runs every combination of the matrix and returns the Markdown table ([`MATRIX_HEADER`];
 /// rows are printed to stderr as they complete, so a long matrix shows progress).
@@ -480,6 +538,38 @@ mod tests {
     /// Within the histogram's resolution (< 0.8 %).
     fn assert_near(got: f64, want: f64) {
         assert!((got - want).abs() <= want * 0.008, "{got} is not ~{want}");
+    }
+
+    #[test]
+    fn p99s_are_compared_within_each_round_whichever_broker_ran_first() {
+        // Round 1 (A M): Aviary 10 µs against B's 700; round 2 (M A): 700 against A's 10...
+        let a = || message_round("aviary", round_a_ns());
+        let b = |broker: &str| message_round(broker, round_b_ns());
+        let rounds = [
+            a(),
+            b("mosquitto"),
+            b("mosquitto"),
+            message_round("aviary", round_b_ns()),
+            message_round("mosquitto", round_a_ns()),
+            b("aviary"),
+        ];
+        let paired = PairedP99::of(&rounds).unwrap();
+        assert_eq!(paired.rounds, 3);
+        // Ratios ~0.014, 1 and ~70: Aviary lower in the first only; the median is the 1.
+        assert_eq!(paired.aviary_lower, 1);
+        assert_near(paired.median_ratio, 1.0);
+        // Rounds without latency samples (connection scenarios) give nothing to compare.
+        let empty = [
+            RunReport {
+                broker: "aviary".into(),
+                ..RunReport::default()
+            },
+            RunReport {
+                broker: "mosquitto".into(),
+                ..RunReport::default()
+            },
+        ];
+        assert_eq!(PairedP99::of(&empty), None);
     }
 
     #[test]
