@@ -39,11 +39,36 @@ pub struct BrokerSettings {
     /// Persist sessions to disk (scenarios with persistent sessions). Aviary always keeps
     /// its store in the data directory; Mosquitto needs `persistence true`.
     pub persistence: bool,
+    /// Aviary's `store.durability` (Mosquitto has no equivalent: with `persistence true`
+    /// it writes its database every `autosave_interval`, 30 minutes by default, and at
+    /// exit).
+    pub aviary_durability: AviaryDurability,
     /// Pin the broker to this CPU with `taskset -c`.
     pub pin_cpu: Option<usize>,
     /// Also a TLS listener (one-way TLS, a test certificate for `localhost` made for the
     /// run), for the TLS variant of the connection rate.
     pub tls: bool,
+}
+
+/// Aviary's `store.durability` for a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AviaryDurability {
+    /// Acknowledgements wait for the fsync of their commit (Aviary's default).
+    #[default]
+    Immediate,
+    /// Acknowledgements wait for their commit; the disk is synced when the store is idle
+    /// and at least once a second.
+    Relaxed,
+}
+
+impl AviaryDurability {
+    /// The value in Aviary's config.
+    pub fn config_value(self) -> &'static str {
+        match self {
+            Self::Immediate => "immediate",
+            Self::Relaxed => "relaxed",
+        }
+    }
 }
 
 /// A broker's TLS listener.
@@ -248,11 +273,12 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// otherwise take the 65,535 such a client allows, capped at `mqtt.max_inflight_v5`.
 pub fn aviary_config(dir: &Path, addr: SocketAddr, s: &BrokerSettings) -> String {
     format!(
-        "data_dir = \"{}\"\n\n[log]\nlevel = \"warn\"\n\n[listener]\nbind = \"{addr}\"\n\n[mqtt]\nmax_inflight = {}\nmax_inflight_v5 = {}\nmax_queued_messages = {}\n\n[api]\nenabled = false\n\n[limits]\nconnect_rate = 1000000\nwill_connect_rate = 1000000\nsubscribe_rate = 1000000\nunsubscribe_rate = 1000000\n",
+        "data_dir = \"{}\"\n\n[log]\nlevel = \"warn\"\n\n[listener]\nbind = \"{addr}\"\n\n[mqtt]\nmax_inflight = {}\nmax_inflight_v5 = {}\nmax_queued_messages = {}\n\n[store]\ndurability = \"{}\"\n\n[api]\nenabled = false\n\n[limits]\nconnect_rate = 1000000\nwill_connect_rate = 1000000\nsubscribe_rate = 1000000\nunsubscribe_rate = 1000000\n",
         dir.join("data").display(),
         s.max_inflight,
         s.max_inflight,
         s.max_queued,
+        s.aviary_durability.config_value(),
     )
 }
 

@@ -153,6 +153,9 @@ pub struct CompareArgs {
     /// The brokers' outgoing in-flight window.
     #[arg(long, default_value_t = 16)]
     pub broker_inflight: u16,
+    /// Aviary's `store.durability` (the `persistent` scenario is the one it changes).
+    #[arg(long, value_enum, default_value = "immediate")]
+    pub aviary_durability: crate::brokers::AviaryDurability,
     /// Print every round's report and the summary as JSON.
     #[arg(long)]
     pub json: bool,

@@ -126,6 +126,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<Comparison> {
         max_inflight: args.broker_inflight,
         max_queued: args.max_queued,
         persistence: args.scenario.scenario == Scenario::Persistent,
+        aviary_durability: args.aviary_durability,
         pin_cpu: pin,
         tls: args.tls,
     };

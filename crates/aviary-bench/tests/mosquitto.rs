@@ -26,6 +26,7 @@ fn start_mosquitto_with(tls: bool) -> Option<RunningBroker> {
         max_inflight: 16,
         max_queued: 1000,
         persistence: false,
+        aviary_durability: Default::default(),
         pin_cpu: None,
         tls,
     };
