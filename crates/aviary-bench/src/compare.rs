@@ -66,7 +66,7 @@ pub struct Ratios {
 
 /// p99 latency compared within each round, between the two brokers' runs that followed
 /// each other (A M, M A, ...). On a shared machine a whole run can land in a noisy spell
-/// (per-run p99s of the same broker here range over 3×); both runs of a round share most
+/// (per-run p99s of the same broker here range over 3× and more); both runs of a round share most
 /// of it, so their ratio is steadier than any summary of each broker's runs alone.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct PairedP99 {
@@ -76,6 +76,8 @@ pub struct PairedP99 {
     pub median_ratio: f64,
     /// Rounds in which Aviary's p99 was the lower one.
     pub aviary_lower: usize,
+    /// Rounds in which Mosquitto's was (the rest were equal).
+    pub mosquitto_lower: usize,
 }
 
 impl PairedP99 {
@@ -98,6 +100,7 @@ impl PairedP99 {
         Some(Self {
             rounds: ratios.len(),
             aviary_lower: ratios.iter().filter(|r| **r < 1.0).count(),
+            mosquitto_lower: ratios.iter().filter(|r| **r > 1.0).count(),
             median_ratio: median(ratios)?,
         })
     }
@@ -420,7 +423,7 @@ impl Comparison {
                 "  {:<26} {:>12} {:>12} {:>8.2}",
                 "p99, round by round",
                 format!("lower {}/{}", p.aviary_lower, p.rounds),
-                format!("lower {}/{}", p.rounds - p.aviary_lower, p.rounds),
+                format!("lower {}/{}", p.mosquitto_lower, p.rounds),
                 p.median_ratio
             );
         }
@@ -556,8 +559,10 @@ mod tests {
         ];
         let paired = PairedP99::of(&rounds).unwrap();
         assert_eq!(paired.rounds, 3);
-        // Ratios ~0.014, 1 and ~70: Aviary lower in the first only; the median is the 1.
+        // Ratios ~0.014, 1 and ~70: Aviary lower in the first, Mosquitto in the last, the
+        // second a tie; the median is the 1.
         assert_eq!(paired.aviary_lower, 1);
+        assert_eq!(paired.mosquitto_lower, 1);
         assert_near(paired.median_ratio, 1.0);
         // Rounds without latency samples (connection scenarios) give nothing to compare.
         let empty = [
