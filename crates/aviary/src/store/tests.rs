@@ -504,6 +504,17 @@ impl SessionStore for Recorder {
     }
 }
 
+/// Waits (30 s at most) until the writer reports progress that satisfies `done`.
+async fn progress_until(
+    watch: &mut tokio::sync::watch::Receiver<Progress>,
+    done: impl FnMut(&Progress) -> bool,
+) -> Progress {
+    *tokio::time::timeout(std::time::Duration::from_secs(30), watch.wait_for(done))
+        .await
+        .expect("the writer reported nothing satisfying within 30 s")
+        .expect("the writer is gone")
+}
+
 fn retained_op(i: u64) -> Vec<StoreOp> {
     vec![StoreOp::DeleteRetained {
         topic: format!("t/{i}"),
@@ -520,13 +531,7 @@ async fn writer_groups_waiting_batches_into_one_commit_and_reports_each_seq() {
         assert_eq!(writer.submit(retained_op(i)).await.unwrap(), i);
     }
     // Every batch is reported committed, in order, in fewer commits than batches.
-    tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        watch.wait_for(|p| p.committed == 50),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    progress_until(&mut watch, |p| p.committed == 50).await;
     let progress = writer.close().await.unwrap();
     assert_eq!(progress.ops, 50);
     assert_eq!(progress.committed, 50);
@@ -544,13 +549,7 @@ async fn relaxed_writer_defers_syncs_and_syncs_when_idle_and_on_close() {
     let mut writer = StoreWriter::spawn(Box::new(recorder), Durability::Relaxed).unwrap();
     let mut watch = writer.watch();
     writer.submit(retained_op(1)).await.unwrap();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        watch.wait_for(|p| p.syncs >= 1),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    progress_until(&mut watch, |p| p.syncs >= 1).await;
     writer.submit(retained_op(2)).await.unwrap();
     let progress = writer.close().await.unwrap();
     assert_eq!(progress.committed, 2);
@@ -591,13 +590,7 @@ async fn an_idle_writer_records_a_sign_of_life_only_while_a_stored_record_needs_
         }])
         .await
         .unwrap();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        watch.wait_for(|p| p.heartbeats >= 2),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    progress_until(&mut watch, |p| p.heartbeats >= 2).await;
     assert!(commits.lock().unwrap().contains(&(0, Fsync::Now)));
 
     // Disconnected (its expiry time is stored now): the heartbeats stop.
@@ -611,26 +604,14 @@ async fn an_idle_writer_records_a_sign_of_life_only_while_a_stored_record_needs_
         }])
         .await
         .unwrap();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        watch.wait_for(|p| p.committed == 3),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    progress_until(&mut watch, |p| p.committed == 3).await;
     let before = writer.progress().heartbeats;
     tokio::time::sleep(idle).await;
     assert_eq!(writer.progress().heartbeats, before);
 
     // The will of an open connection needs them too.
     writer.submit(vec![live_will("car", 0, 0)]).await.unwrap();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        watch.wait_for(|p| p.heartbeats > before),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    progress_until(&mut watch, |p| p.heartbeats > before).await;
     writer.close().await.unwrap();
 }
 
@@ -654,13 +635,7 @@ async fn a_failed_commit_is_reported_and_nothing_is_marked_committed() {
     let mut writer = StoreWriter::spawn(Box::new(Failing), Durability::Immediate).unwrap();
     let mut watch = writer.watch();
     writer.submit(retained_op(1)).await.unwrap();
-    let progress = *tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        watch.wait_for(|p| p.failed),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let progress = progress_until(&mut watch, |p| p.failed).await;
     assert_eq!(progress.committed, 0);
     assert!(writer.submit(retained_op(2)).await.is_err() || writer.progress().failed);
     let err = writer.close().await.unwrap_err();
