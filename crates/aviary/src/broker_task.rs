@@ -1015,6 +1015,7 @@ mod tests {
         let writer = crate::store::StoreWriter::spawn(
             Box::new(PermitStore(gate)),
             crate::store::Durability::Immediate,
+            crate::store::DEFAULT_LIVENESS_INTERVAL,
         )
         .unwrap();
         let (_tx, rx) = mpsc::channel(1);
@@ -1089,8 +1090,12 @@ mod tests {
 
     async fn acknowledgements_wait_for_commits(durability: crate::store::Durability) {
         let (permits, gate) = std::sync::mpsc::channel();
-        let writer =
-            crate::store::StoreWriter::spawn(Box::new(PermitStore(gate)), durability).unwrap();
+        let writer = crate::store::StoreWriter::spawn(
+            Box::new(PermitStore(gate)),
+            durability,
+            crate::store::DEFAULT_LIVENESS_INTERVAL,
+        )
+        .unwrap();
         let (_tx, rx) = mpsc::channel(1);
         let config = aviary_core::BrokerConfig {
             persistence: true,

@@ -89,12 +89,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<RunningServer> {
     config.mqtt.emit_events = true;
     // The store first: a damaged or newer store stops the start before any client
     // connects, with a message that says what to do.
-    let opened = crate::store::open_broker(
-        &config.data_dir,
-        config.mqtt.clone(),
-        config.store.durability,
-    )
-    .await?;
+    let opened =
+        crate::store::open_broker(&config.data_dir, config.mqtt.clone(), &config.store).await?;
     let records: Arc<dyn Records> = Arc::new(opened.management.clone());
     start_with_records(config, records, opened).await
 }

@@ -136,6 +136,10 @@ fn apply_var(
             file.store.durability = text();
             "store.durability"
         }
+        "AVIARY_STORE_LIVENESS_INTERVAL" => {
+            file.store.liveness_interval = Some(RawDuration::Text(value.to_owned()));
+            "store.liveness_interval"
+        }
         "AVIARY_MQTT_QUEUE_OVERFLOW" => {
             mqtt.queue_overflow = text();
             "mqtt.queue_overflow"
@@ -222,6 +226,7 @@ fn parse_int(var: &str, value: &str) -> Result<Option<i64>, ConfigError> {
 mod tests {
     use super::super::file::{
         field_names, ApiSection, LimitsSection, ListenerSection, LogSection, MqttSection,
+        StoreSection,
     };
     use super::*;
 
@@ -308,6 +313,7 @@ mod tests {
             ("log", field_names::<LogSection>()),
             ("listener", field_names::<ListenerSection>()),
             ("mqtt", field_names::<MqttSection>()),
+            ("store", field_names::<StoreSection>()),
             ("api", field_names::<ApiSection>()),
             ("limits", field_names::<LimitsSection>()),
         ];

@@ -69,6 +69,8 @@ pub(crate) struct ListenerSection {
 pub(crate) struct StoreSection {
     /// `immediate` or `relaxed`.
     pub(crate) durability: Option<String>,
+    /// How often an idle store records that the broker is alive, when a record needs it.
+    pub(crate) liveness_interval: Option<RawDuration>,
 }
 
 /// `[api]`.

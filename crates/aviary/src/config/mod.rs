@@ -69,6 +69,11 @@ pub struct StoreConfig {
     /// (`immediate`, the default), or after the commit without waiting for its fsync
     /// (`relaxed`).
     pub durability: crate::store::Durability,
+    /// While idle, how often the store records that the broker is alive, when some
+    /// connected client has a session that expires once disconnected or a will: after a
+    /// crash, those connections are taken to have ended at the last such record, so their
+    /// sessions expire and their wills are published up to this long early. 1 s to 1 h.
+    pub liveness_interval: Duration,
 }
 
 /// `[api]`: the management HTTP API (JSON under `/api/v1/`, and `/metrics`).
@@ -144,6 +149,7 @@ impl Default for Config {
             mqtt: BrokerConfig::default(),
             store: StoreConfig {
                 durability: crate::store::Durability::Immediate,
+                liveness_interval: crate::store::DEFAULT_LIVENESS_INTERVAL,
             },
             api: ApiConfig {
                 enabled: true,

@@ -63,6 +63,23 @@ pub(crate) fn validate(file: &FileConfig) -> Result<Config, ConfigError> {
         }
         None => defaults.listener.park_after,
     };
+    let liveness_interval = match &file.store.liveness_interval {
+        Some(raw) => {
+            let interval = parse_duration(raw)
+                .map_err(|message| check.invalid("store.liveness_interval", message))?;
+            if !(1..=3600).contains(&interval.as_secs()) {
+                return Err(check.invalid(
+                    "store.liveness_interval",
+                    format!(
+                        "must be between 1 second and 1 hour, got {} seconds",
+                        interval.as_secs()
+                    ),
+                ));
+            }
+            interval
+        }
+        None => defaults.store.liveness_interval,
+    };
 
     let api = ApiConfig {
         enabled: file.api.enabled.unwrap_or(defaults.api.enabled),
@@ -123,6 +140,7 @@ pub(crate) fn validate(file: &FileConfig) -> Result<Config, ConfigError> {
                     ))
                 }
             },
+            liveness_interval,
         },
         api,
         limits,
@@ -447,6 +465,28 @@ mod tests {
                 &format!("mqtt.{key}: must be between {range}, got {value}"),
             );
         }
+    }
+
+    #[test]
+    fn liveness_interval_is_a_duration_from_a_second_to_an_hour() {
+        let config = load("[store]\nliveness_interval = \"30s\"", &[]).unwrap();
+        assert_eq!(config.store.liveness_interval, Duration::from_secs(30));
+        let env = [("AVIARY_STORE_LIVENESS_INTERVAL", "1h")];
+        let config = load("", &env).unwrap();
+        assert_eq!(config.store.liveness_interval, Duration::from_secs(3600));
+        for (value, got) in [("0", "0"), ("\"61m\"", "3660")] {
+            check_err(
+                &format!("[store]\nliveness_interval = {value}"),
+                &format!(
+                    "store.liveness_interval: must be between 1 second and 1 hour, got {got} seconds"
+                ),
+            );
+        }
+        check_err(
+            "[store]\nliveness_interval = \"often\"",
+            "store.liveness_interval: expected seconds or a duration such as \"120s\", \
+             \"2m\" or \"1h\", got \"often\"",
+        );
     }
 
     #[test]

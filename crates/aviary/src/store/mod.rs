@@ -49,6 +49,10 @@ pub use writer::{Progress, StoreWriter, WriterGone};
 /// with a smaller number is migrated at open (see `redb_store::MIGRATIONS`).
 pub const SCHEMA_VERSION: u32 = 2;
 
+/// `store.liveness_interval` by default: an idle store that holds a record a crash would
+/// have to date records a sign of life this often (see `liveness.rs`).
+pub const DEFAULT_LIVENESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `store.durability`: when acknowledgements may leave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -213,7 +217,7 @@ pub(crate) struct Opened {
 pub(crate) async fn open_broker(
     data_dir: &Path,
     mut broker_config: aviary_core::BrokerConfig,
-    durability: Durability,
+    settings: &crate::config::StoreConfig,
 ) -> Result<Opened, StoreError> {
     let data_dir = data_dir.to_owned();
     let path = store_path(&data_dir);
@@ -248,11 +252,14 @@ pub(crate) async fn open_broker(
         expired_retained = expired.retained,
         "store loaded"
     );
-    let writer = StoreWriter::spawn(Box::new(store), durability).map_err(|source| {
-        StoreError::Unreadable {
-            path: path.clone(),
-            source,
-        }
+    let writer = StoreWriter::spawn(
+        Box::new(store),
+        settings.durability,
+        settings.liveness_interval,
+    )
+    .map_err(|source| StoreError::Unreadable {
+        path: path.clone(),
+        source,
     })?;
     Ok(Opened {
         broker,

@@ -525,7 +525,12 @@ fn retained_op(i: u64) -> Vec<StoreOp> {
 async fn writer_groups_waiting_batches_into_one_commit_and_reports_each_seq() {
     let recorder = Recorder::default();
     let commits = recorder.commits.clone();
-    let mut writer = StoreWriter::spawn(Box::new(recorder), Durability::Immediate).unwrap();
+    let mut writer = StoreWriter::spawn(
+        Box::new(recorder),
+        Durability::Immediate,
+        DEFAULT_LIVENESS_INTERVAL,
+    )
+    .unwrap();
     let mut watch = writer.watch();
     for i in 1..=50 {
         assert_eq!(writer.submit(retained_op(i)).await.unwrap(), i);
@@ -546,7 +551,12 @@ async fn writer_groups_waiting_batches_into_one_commit_and_reports_each_seq() {
 async fn relaxed_writer_defers_syncs_and_syncs_when_idle_and_on_close() {
     let recorder = Recorder::default();
     let commits = recorder.commits.clone();
-    let mut writer = StoreWriter::spawn(Box::new(recorder), Durability::Relaxed).unwrap();
+    let mut writer = StoreWriter::spawn(
+        Box::new(recorder),
+        Durability::Relaxed,
+        DEFAULT_LIVENESS_INTERVAL,
+    )
+    .unwrap();
     let mut watch = writer.watch();
     writer.submit(retained_op(1)).await.unwrap();
     progress_until(&mut watch, |p| p.syncs >= 1).await;
@@ -568,7 +578,12 @@ async fn relaxed_writer_defers_syncs_and_syncs_when_idle_and_on_close() {
 async fn an_idle_writer_records_a_sign_of_life_only_while_a_stored_record_needs_one() {
     let recorder = Recorder::default();
     let commits = recorder.commits.clone();
-    let mut writer = StoreWriter::spawn(Box::new(recorder), Durability::Immediate).unwrap();
+    let mut writer = StoreWriter::spawn(
+        Box::new(recorder),
+        Durability::Immediate,
+        DEFAULT_LIVENESS_INTERVAL,
+    )
+    .unwrap();
     let mut watch = writer.watch();
     let idle = std::time::Duration::from_millis(2_500);
     // Clean sessions without wills store nothing that a crash would date: no heartbeat.
@@ -615,6 +630,32 @@ async fn an_idle_writer_records_a_sign_of_life_only_while_a_stored_record_needs_
     writer.close().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_longer_liveness_interval_spaces_the_idle_writers_signs_of_life() {
+    let recorder = Recorder::default();
+    let interval = std::time::Duration::from_secs(3);
+    let mut writer =
+        StoreWriter::spawn(Box::new(recorder), Durability::Immediate, interval).unwrap();
+    let mut watch = writer.watch();
+    writer
+        .submit(vec![StoreOp::PutSession {
+            client_id: "car".into(),
+            session: SessionRecord {
+                expiry_interval: 60,
+                expires_at: None,
+                ..session(None)
+            },
+        }])
+        .await
+        .unwrap();
+    progress_until(&mut watch, |p| p.committed == 1).await;
+    // Half the interval: the default (1 s) would have recorded one already.
+    tokio::time::sleep(interval / 2).await;
+    assert_eq!(writer.progress().heartbeats, 0);
+    progress_until(&mut watch, |p| p.heartbeats >= 1).await;
+    writer.close().await.unwrap();
+}
+
 /// A store whose commits fail.
 struct Failing;
 
@@ -632,7 +673,12 @@ impl SessionStore for Failing {
 
 #[tokio::test]
 async fn a_failed_commit_is_reported_and_nothing_is_marked_committed() {
-    let mut writer = StoreWriter::spawn(Box::new(Failing), Durability::Immediate).unwrap();
+    let mut writer = StoreWriter::spawn(
+        Box::new(Failing),
+        Durability::Immediate,
+        DEFAULT_LIVENESS_INTERVAL,
+    )
+    .unwrap();
     let mut watch = writer.watch();
     writer.submit(retained_op(1)).await.unwrap();
     let progress = progress_until(&mut watch, |p| p.failed).await;
@@ -647,7 +693,12 @@ async fn writer_over_redb_commits_what_a_reload_sees() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open_in(dir.path()).unwrap();
     store.load(0).unwrap();
-    let mut writer = StoreWriter::spawn(Box::new(store), Durability::Immediate).unwrap();
+    let mut writer = StoreWriter::spawn(
+        Box::new(store),
+        Durability::Immediate,
+        DEFAULT_LIVENESS_INTERVAL,
+    )
+    .unwrap();
     writer.submit(vec![put_session("c", None)]).await.unwrap();
     let m = message("a/b", 0, None);
     for i in 1..=20 {

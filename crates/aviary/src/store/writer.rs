@@ -31,11 +31,6 @@ const RELAXED_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// between most batches; syncing at each of those would make every commit durable.)
 const RELAXED_IDLE: Duration = Duration::from_millis(50);
 
-/// While idle, the writer commits this often anyway when a stored record depends on the
-/// last sign of life (see [`Liveness`]): every commit records the time, and after a crash
-/// that is when the connections open then ended.
-const HEARTBEAT: Duration = Duration::from_secs(1);
-
 /// One pass's operations.
 #[derive(Debug)]
 struct Batch {
@@ -84,14 +79,22 @@ pub struct StoreWriter {
 
 impl StoreWriter {
     /// Starts the writer thread over `store`.
-    pub fn spawn(store: Box<dyn SessionStore>, durability: Durability) -> std::io::Result<Self> {
+    ///
+    /// While idle, it commits every `liveness_interval` anyway when a stored record
+    /// depends on the last sign of life (see [`Liveness`]): every commit records the time,
+    /// and after a crash that is when the connections open then ended.
+    pub fn spawn(
+        store: Box<dyn SessionStore>,
+        durability: Durability,
+        liveness_interval: Duration,
+    ) -> std::io::Result<Self> {
         let (batches, rx) = mpsc::channel(CHANNEL_BATCHES);
         let (progress_tx, progress) = watch::channel(Progress::default());
         let (done_tx, done) = oneshot::channel();
         std::thread::Builder::new()
             .name("aviary-store".into())
             .spawn(move || {
-                let result = run(store, durability, rx, &progress_tx);
+                let result = run(store, durability, liveness_interval, rx, &progress_tx);
                 if let Err(e) = &result {
                     error!("{e}");
                     progress_tx.send_modify(|p| p.failed = true);
@@ -158,6 +161,7 @@ impl StoreWriter {
 fn run(
     mut store: Box<dyn SessionStore>,
     durability: Durability,
+    liveness_interval: Duration,
     mut rx: mpsc::Receiver<Batch>,
     progress: &watch::Sender<Progress>,
 ) -> Result<Progress, StoreError> {
@@ -178,7 +182,7 @@ fn run(
         let wait = if unsynced_since.is_some() {
             Some(RELAXED_IDLE)
         } else if liveness.needed() {
-            Some(HEARTBEAT)
+            Some(liveness_interval)
         } else {
             // Nothing to sync and no sign of life to record: no wake-up until work comes.
             None
