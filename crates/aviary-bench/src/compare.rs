@@ -78,6 +78,10 @@ pub struct PairedP99 {
     pub aviary_lower: usize,
     /// Rounds in which Mosquitto's was (the rest were equal).
     pub mosquitto_lower: usize,
+    /// How likely a split at least this uneven would be if neither broker's p99 tended to
+    /// be the lower (two-sided sign test over the rounds that were not ties): small values
+    /// (below 0.05, say) mean the difference is the brokers', not the machine's noise.
+    pub sign_test_p: f64,
 }
 
 impl PairedP99 {
@@ -97,13 +101,32 @@ impl PairedP99 {
                 Some(p99(a)? / p99(m)?)
             })
             .collect();
+        let aviary_lower = ratios.iter().filter(|r| **r < 1.0).count();
+        let mosquitto_lower = ratios.iter().filter(|r| **r > 1.0).count();
         Some(Self {
             rounds: ratios.len(),
-            aviary_lower: ratios.iter().filter(|r| **r < 1.0).count(),
-            mosquitto_lower: ratios.iter().filter(|r| **r > 1.0).count(),
+            aviary_lower,
+            mosquitto_lower,
+            sign_test_p: sign_test_p(aviary_lower, mosquitto_lower),
             median_ratio: median(ratios)?,
         })
     }
+}
+
+/// The two-sided exact sign test: the probability, when each of `a + b` rounds is equally
+/// likely to go either way, of a split at least as uneven as `a` to `b`. Summed in log
+/// space, so that any number of rounds neither overflows nor underflows.
+fn sign_test_p(a: usize, b: usize) -> f64 {
+    let n = a + b;
+    let fewer = a.min(b);
+    // ln P(X = i) for X ~ Binomial(n, 1/2), from i = 0 upwards.
+    let mut ln_p = -(n as f64) * std::f64::consts::LN_2;
+    let mut tail = 0.0;
+    for i in 0..=fewer {
+        tail += ln_p.exp();
+        ln_p += ((n - i) as f64).ln() - ((i + 1) as f64).ln();
+    }
+    (2.0 * tail).min(1.0)
 }
 
 /// The outcome of `compare`.
@@ -426,6 +449,7 @@ impl Comparison {
                 format!("lower {}/{}", p.mosquitto_lower, p.rounds),
                 p.median_ratio
             );
+            let _ = writeln!(out, "  {:<26} {:>12.3}", "p99 sign test p", p.sign_test_p);
         }
         let _ = writeln!(
             out,
@@ -449,7 +473,10 @@ impl Comparison {
             r.pooled_p99.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}")),
             r.p99_paired.map_or_else(
                 || "-".to_owned(),
-                |p| format!("{:.2} ({}/{})", p.median_ratio, p.aviary_lower, p.rounds)
+                |p| format!(
+                    "{:.2} ({}/{}, p {:.2})",
+                    p.median_ratio, p.aviary_lower, p.rounds, p.sign_test_p
+                )
             ),
             a.peak_rss_mib, m.peak_rss_mib, a.ok_rounds, a.rounds, m.ok_rounds, m.rounds,
         )
@@ -460,8 +487,9 @@ impl Comparison {
 /// scenario and QoS. "p99 µs Aviary / Mosquitto" are medians of the rounds' p99s; "p99 µs
 /// pooled" is the p99 of all rounds' samples together ("-" without samples); each ratio is
 /// Aviary / Mosquitto of the columns before it. "p99 round by round" is [`PairedP99`]: the
-/// median of the rounds' ratios, and in how many rounds Aviary's p99 was the lower.
-pub const MATRIX_HEADER: &str = "| scenario | QoS | msg/s Aviary | msg/s Mosquitto | ratio | CPU µs/msg Aviary | CPU µs/msg Mosquitto | ratio | p99 µs Aviary | p99 µs Mosquitto | ratio | p99 µs pooled A / M | ratio | p99 round by round: median ratio (A lower) | peak RSS MiB A / M | rounds OK A / M |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+/// median of the rounds' ratios, in how many rounds Aviary's p99 was the lower, and the
+/// sign test's p for that split.
+pub const MATRIX_HEADER: &str = "| scenario | QoS | msg/s Aviary | msg/s Mosquitto | ratio | CPU µs/msg Aviary | CPU µs/msg Mosquitto | ratio | p99 µs Aviary | p99 µs Mosquitto | ratio | p99 µs pooled A / M | ratio | p99 round by round: median ratio (A lower, sign test p) | peak RSS MiB A / M | rounds OK A / M |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
 
 /// Runs every combination of the matrix and returns the Markdown table ([`MATRIX_HEADER`];
 /// rows are printed to stderr as they complete, so a long matrix shows progress).
@@ -545,6 +573,23 @@ mod tests {
     }
 
     #[test]
+    fn the_sign_test_gives_the_binomial_tail_on_both_sides() {
+        let near = |got: f64, want: f64| assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+        // 10 rounds all one way: 2 × (1/2)^10.
+        near(sign_test_p(10, 0), 2.0 / 1024.0);
+        near(sign_test_p(0, 10), 2.0 / 1024.0);
+        // 4 of 15: 2 × (1 + 15 + 105 + 455 + 1365) / 2^15.
+        near(sign_test_p(4, 11), 2.0 * 1941.0 / 32768.0);
+        // Even splits, and no rounds at all, are 1.
+        near(sign_test_p(5, 5), 1.0);
+        near(sign_test_p(0, 0), 1.0);
+        // Thousands of rounds neither overflow nor underflow: 1000 to 1000 is even, 0 to
+        // 2000 is as certain as a double can say.
+        near(sign_test_p(1000, 1000), 1.0);
+        assert_eq!(sign_test_p(0, 2000), 0.0);
+    }
+
+    #[test]
     fn p99s_are_compared_within_each_round_whichever_broker_ran_first() {
         // Round 1 (A M): Aviary 10 µs against B's 700; round 2 (M A): 700 against A's 10...
         let a = || message_round("aviary", round_a_ns());
@@ -564,6 +609,8 @@ mod tests {
         assert_eq!(paired.aviary_lower, 1);
         assert_eq!(paired.mosquitto_lower, 1);
         assert_near(paired.median_ratio, 1.0);
+        // One round each way: as even as it gets.
+        assert_eq!(paired.sign_test_p, 1.0);
         // Rounds without latency samples (connection scenarios) give nothing to compare.
         let empty = [
             RunReport {
