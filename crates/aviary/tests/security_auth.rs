@@ -349,3 +349,49 @@ async fn repeated_failures_are_still_answered_with_the_same_code() {
     );
     server.shutdown().await.unwrap();
 }
+
+/// A client may send more packets right behind its CONNECT, in the same write: on a
+/// listener with authentication they wait for the outcome and are then served in order,
+/// and behind a refused CONNECT none of them is.
+#[tokio::test]
+async fn packets_behind_the_connect_in_the_same_write_wait_for_its_authentication() {
+    let (server, _dir) = start_server(with_user).await;
+    let addr = server.mqtt_addr();
+    let v3 = ProtocolVersion::V3_1_1;
+    let behind = |topic: &str| {
+        format!(
+            "{} {} c0 00",
+            packet_hex(0x82, &format!("00 01 {} 00", str_hex(topic))),
+            packet_hex(0x30, &format!("{} {}", str_hex(topic), to_hex(b"hi")))
+        )
+    };
+    let mut alice = RawClient::open(addr, v3).await;
+    let connect = connect_with_credentials_hex(v3, "pipe1", Some("alice"), Some(b"s3cret"));
+    alice
+        .send_hex(&format!("{connect} {}", behind("pipe/a")))
+        .await;
+    alice.expect_connack(0).await;
+    let suback = alice.read_frame().await;
+    assert_eq!((suback.first, suback.packet_id()), (0x90, 1));
+    let delivery = alice.read_frame().await;
+    assert_eq!(delivery.first, 0x30);
+    assert_eq!(
+        to_hex(&delivery.body),
+        to_hex(&hex(&format!("{} {}", str_hex("pipe/a"), to_hex(b"hi"))))
+    );
+    alice.expect_hex("d0 00").await;
+
+    // Refused: the SUBSCRIBE and PUBLISH behind it are never served.
+    let (mut watcher, code) = connect_code(addr, v3, "pipe2", Some("alice"), Some(b"s3cret")).await;
+    assert_eq!(code, 0);
+    watcher.subscribe(1, "pipe/b", 0).await;
+    let mut mallory = RawClient::open(addr, v3).await;
+    let connect = connect_with_credentials_hex(v3, "pipe3", Some("alice"), Some(b"wrong"));
+    mallory
+        .send_hex(&format!("{connect} {}", behind("pipe/b")))
+        .await;
+    mallory.expect_connack(0x04).await;
+    mallory.expect_closed().await;
+    watcher.expect_silence().await;
+    server.shutdown().await.unwrap();
+}

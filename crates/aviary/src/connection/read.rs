@@ -171,6 +171,10 @@ async fn read_burst(
 /// Decodes every whole packet in `buf` and sends them to the broker, then counts their
 /// wire bytes (here, inside the boxed future, so idle connections do not hold the counts);
 /// `Some` when reading must stop.
+///
+/// The decoding itself is synchronous ([`decode_some`]); this loop only does what needs
+/// waiting (sending, authenticating, pausing), so the burst's state, which is moved into a
+/// fresh box at every burst of reads, holds one stopping point's worth of it.
 async fn decode_all(
     buf: &mut BytesMut,
     topics: &mut TopicCache,
@@ -180,132 +184,163 @@ async fn decode_all(
     ctx: &ConnectionContext,
 ) -> Option<ReadEnd> {
     let mut wire = [0; 4];
-    let end = decode_packets(
-        (buf, topics),
-        (conn, peer),
-        (version, outbox),
-        ctx,
-        &mut wire,
-    )
-    .await;
+    // A packet over the plan's rates, taken once its pause is over.
+    let mut paused = None;
+    let end = loop {
+        let (packets, stop) = decode_some(
+            (buf, topics),
+            (version, outbox),
+            ctx,
+            &mut wire,
+            paused.take(),
+        );
+        // Whatever stopped decoding, the packets before it go to the broker first.
+        if send_packets(conn, packets, ctx).await.is_err() {
+            break Some(ReadEnd::BrokerGone);
+        }
+        match stop {
+            Stop::Drained => break None,
+            Stop::Full => {}
+            Stop::Goodbye => break Some(ReadEnd::Goodbye),
+            Stop::Authenticate(auth, connect) => {
+                // Boxed: authentication (HTTP, JWKS, argon2) and its request are large,
+                // and inline they would be moved with every burst of reads, CONNECT or not.
+                if Box::pin(authenticate(auth, connect, (conn, peer), ctx))
+                    .await
+                    .is_err()
+                {
+                    break Some(ReadEnd::BrokerGone);
+                }
+            }
+            Stop::Pause(pause, packet) => {
+                // Backpressure rather than refusal (crate::rates).
+                Box::pin(tokio::time::sleep(pause)).await;
+                paused = Some(packet);
+            }
+            Stop::Undecodable(error) => {
+                debug!(conn = conn.0, %error, "undecodable input");
+                if send_event(ctx, Event::DecodeError { conn, error })
+                    .await
+                    .is_err()
+                {
+                    break Some(ReadEnd::BrokerGone);
+                }
+                break Some(ReadEnd::DecodeError);
+            }
+        }
+    };
     ctx.wire.add_received(&wire);
     end
 }
 
-/// [`decode_all`], adding each packet's size to `wire` by its class.
-async fn decode_packets(
+/// Why [`decode_some`] stopped: what must be done, after sending the packets decoded
+/// before it, for decoding to go on.
+enum Stop<'a> {
+    /// No whole packet is left in the buffer.
+    Drained,
+    /// The batch holds [`MAX_PACKETS_PER_EVENT`] packets.
+    Full,
+    /// The batch ends with the client's DISCONNECT: it sends nothing after it
+    /// [MQTT-3.14.4-2], so reading ends and the task closes without waiting for its FIN.
+    Goodbye,
+    /// The connection's first CONNECT, on a listener with authentication (not in the
+    /// batch).
+    Authenticate(&'a AuthService, Box<Connect>),
+    /// A packet over the plan's rates (not in the batch): wait this long, then take it.
+    Pause(std::time::Duration, Packet),
+    /// The input does not decode.
+    Undecodable(aviary_codec::DecodeError),
+}
+
+/// Decodes whole packets from `buf` into a batch, adding each one's size to `wire` by its
+/// class, until one of [`Stop`]; `paused`, a packet that waited out its pause, is taken
+/// first.
+fn decode_some<'a>(
     (buf, topics): (&mut BytesMut, &mut TopicCache),
-    (conn, peer): (ConnId, SocketAddr),
     (version, outbox): (&AtomicU8, &Outbox),
-    ctx: &ConnectionContext,
+    ctx: &'a ConnectionContext,
     wire: &mut [u64; 4],
-) -> Option<ReadEnd> {
+    paused: Option<Packet>,
+) -> (Batch<Packet>, Stop<'a>) {
     let mut packets = Batch::default();
+    if let Some(packet) = paused {
+        if let Some(stop) = take(packet, &mut packets, buf.len()) {
+            return (packets, stop);
+        }
+    }
     loop {
         let current = version_from_level(version.load(Ordering::Acquire));
         let before = buf.len();
         let max_packet_size = ctx.max_packet_size.load(Ordering::Relaxed);
-        match aviary_codec::decode_with(buf, current, max_packet_size, topics) {
-            Ok(Some(packet)) => {
-                wire[WireBytes::class(&packet)] += (before - buf.len()) as u64;
-                let mut first_connect = false;
-                if let Packet::Connect(connect) = &packet {
-                    // Stored before the broker sees the CONNECT, so its CONNACK is encoded
-                    // in the client's version. Only the first CONNECT fixes the version; a
-                    // second one is a protocol error the broker answers [MQTT-3.1.0-2].
-                    first_connect = version
-                        .compare_exchange(
-                            NO_CONNECT_YET,
-                            connect.protocol.level(),
-                            Ordering::AcqRel,
-                            Ordering::Acquire,
-                        )
-                        .is_ok();
-                    if first_connect {
-                        // The broker task encodes in it too, when it writes itself.
-                        outbox.set_level(connect.protocol.level());
-                    }
+        let packet = match aviary_codec::decode_with(buf, current, max_packet_size, topics) {
+            Ok(Some(packet)) => packet,
+            Ok(None) => return (packets, Stop::Drained),
+            Err(error) => return (packets, Stop::Undecodable(error)),
+        };
+        wire[WireBytes::class(&packet)] += (before - buf.len()) as u64;
+        let first_connect = match &packet {
+            // Stored before the broker sees the CONNECT, so its CONNACK is encoded in the
+            // client's version. Only the first CONNECT fixes the version; a second one is
+            // a protocol error the broker answers [MQTT-3.1.0-2].
+            Packet::Connect(connect) => {
+                let level = connect.protocol.level();
+                let first = version
+                    .compare_exchange(NO_CONNECT_YET, level, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+                if first {
+                    // The broker task encodes in it too, when it writes itself.
+                    outbox.set_level(level);
                 }
-                if let (Packet::Connect(_), Some(auth), true) = (&packet, &ctx.auth, first_connect)
-                {
-                    if let Packet::Connect(connect) = packet {
-                        let before = std::mem::take(&mut packets);
-                        // Boxed: authentication (HTTP, JWKS, argon2) and its request are
-                        // large, and inline they would be moved with every burst of reads,
-                        // CONNECT or not.
-                        let sent =
-                            Box::pin(authenticate(auth, connect, before, (conn, peer), ctx)).await;
-                        if sent.is_err() {
-                            return Some(ReadEnd::BrokerGone);
-                        }
-                    }
-                    continue;
-                }
-                // Over the plan's rates: forward what came before, then wait until the
-                // tokens are back (backpressure rather than refusal; crate::rates).
-                let pause = ctx.rates.pace(&packet);
-                if !pause.is_zero() {
-                    let batch = std::mem::take(&mut packets);
-                    if send_packets(conn, batch, ctx).await.is_err() {
-                        return Some(ReadEnd::BrokerGone);
-                    }
-                    Box::pin(tokio::time::sleep(pause)).await;
-                }
-                let goodbye = matches!(packet, Packet::Disconnect(_));
-                // Beyond one packet, sized once from what was buffered rather than grown
-                // (each step a copy of packets of up to 96 bytes): at most one packet per
-                // 4 bytes (an acknowledgement), the size of the smallest frequent packet.
-                packets.push(packet, || {
-                    (before / MIN_PACKET_LEN).clamp(1, FIRST_BATCH_CAPACITY)
-                });
-                if goodbye {
-                    // The client sends nothing after its DISCONNECT [MQTT-3.14.4-2]: reading
-                    // ends here, and the task closes without waiting for the client's FIN.
-                    if send_packets(conn, packets, ctx).await.is_err() {
-                        return Some(ReadEnd::BrokerGone);
-                    }
-                    return Some(ReadEnd::Goodbye);
-                }
-                if packets.len() == MAX_PACKETS_PER_EVENT {
-                    let batch = std::mem::take(&mut packets);
-                    if send_packets(conn, batch, ctx).await.is_err() {
-                        return Some(ReadEnd::BrokerGone);
-                    }
-                }
+                first
             }
-            Ok(None) => break,
-            Err(error) => {
-                debug!(conn = conn.0, %error, "undecodable input");
-                if send_packets(conn, packets, ctx).await.is_err()
-                    || send_event(ctx, Event::DecodeError { conn, error })
-                        .await
-                        .is_err()
-                {
-                    return Some(ReadEnd::BrokerGone);
-                }
-                return Some(ReadEnd::DecodeError);
+            _ => false,
+        };
+        let packet = match (first_connect, &ctx.auth, packet) {
+            (true, Some(auth), Packet::Connect(connect)) => {
+                return (packets, Stop::Authenticate(auth, connect))
             }
+            (_, _, packet) => packet,
+        };
+        let pause = ctx.rates.pace(&packet);
+        if !pause.is_zero() {
+            return (packets, Stop::Pause(pause, packet));
+        }
+        if let Some(stop) = take(packet, &mut packets, before) {
+            return (packets, stop);
         }
     }
-    if send_packets(conn, packets, ctx).await.is_err() {
-        return Some(ReadEnd::BrokerGone);
+}
+
+/// Adds `packet` to the batch; the [`Stop`] it makes, if any. `buffered`: the bytes that
+/// held it and the packets after it, to size the batch.
+fn take(packet: Packet, packets: &mut Batch<Packet>, buffered: usize) -> Option<Stop<'static>> {
+    let goodbye = matches!(packet, Packet::Disconnect(_));
+    // Beyond one packet, sized once from what was buffered rather than grown (each step a
+    // copy of packets of up to 96 bytes): at most one packet per 4 bytes (an
+    // acknowledgement), the size of the smallest frequent packet.
+    packets.push(packet, || {
+        (buffered / MIN_PACKET_LEN).clamp(1, FIRST_BATCH_CAPACITY)
+    });
+    if goodbye {
+        Some(Stop::Goodbye)
+    } else if packets.len() == MAX_PACKETS_PER_EVENT {
+        Some(Stop::Full)
+    } else {
+        None
     }
-    None
 }
 
 /// The first CONNECT of a connection on a listener with authentication: authenticated
-/// here, off the broker task. The packets decoded `before` it go to the broker first; what
-/// follows it waits, so the broker sees it after the outcome. `Err` when the broker task is
-/// gone.
+/// here, off the broker task, after the packets decoded before it have gone to the broker;
+/// what follows it waits, so the broker sees it after the outcome. `Err` when the broker
+/// task is gone.
 async fn authenticate(
     auth: &AuthService,
     connect: Box<Connect>,
-    before: Batch<Packet>,
     (conn, peer): (ConnId, SocketAddr),
     ctx: &ConnectionContext,
 ) -> Result<(), ()> {
     let request = AuthService::request(&connect, peer, ctx.certificate.clone());
-    send_packets(conn, before, ctx).await?;
     // The connect rate is checked before authenticating: CONNECTs over it are refused
     // (0x9F) without costing an argon2 hash or an HTTP call.
     if !ctx.rates.admit_connect(connect.will.is_some()) {
