@@ -357,19 +357,7 @@ async fn repeated_failures_are_still_answered_with_the_same_code() {
 async fn packets_behind_the_connect_in_the_same_write_wait_for_its_authentication() {
     let (server, _dir) = start_server(with_user).await;
     let addr = server.mqtt_addr();
-    let v3 = ProtocolVersion::V3_1_1;
-    let behind = |topic: &str| {
-        format!(
-            "{} {} c0 00",
-            packet_hex(0x82, &format!("00 01 {} 00", str_hex(topic))),
-            packet_hex(0x30, &format!("{} {}", str_hex(topic), to_hex(b"hi")))
-        )
-    };
-    let mut alice = RawClient::open(addr, v3).await;
-    let connect = connect_with_credentials_hex(v3, "pipe1", Some("alice"), Some(b"s3cret"));
-    alice
-        .send_hex(&format!("{connect} {}", behind("pipe/a")))
-        .await;
+    let mut alice = connect_with_packets_behind(addr, "pipe1", b"s3cret", "pipe/a").await;
     alice.expect_connack(0).await;
     let suback = alice.read_frame().await;
     assert_eq!((suback.first, suback.packet_id()), (0x90, 1));
@@ -382,16 +370,33 @@ async fn packets_behind_the_connect_in_the_same_write_wait_for_its_authenticatio
     alice.expect_hex("d0 00").await;
 
     // Refused: the SUBSCRIBE and PUBLISH behind it are never served.
+    let v3 = ProtocolVersion::V3_1_1;
     let (mut watcher, code) = connect_code(addr, v3, "pipe2", Some("alice"), Some(b"s3cret")).await;
     assert_eq!(code, 0);
     watcher.subscribe(1, "pipe/b", 0).await;
-    let mut mallory = RawClient::open(addr, v3).await;
-    let connect = connect_with_credentials_hex(v3, "pipe3", Some("alice"), Some(b"wrong"));
-    mallory
-        .send_hex(&format!("{connect} {}", behind("pipe/b")))
-        .await;
+    let mut mallory = connect_with_packets_behind(addr, "pipe3", b"wrong", "pipe/b").await;
     mallory.expect_connack(0x04).await;
     mallory.expect_closed().await;
     watcher.expect_silence().await;
     server.shutdown().await.unwrap();
+}
+
+/// Sends, in one write, alice's 3.1.1 CONNECT with `password`, then SUBSCRIBE (packet id
+/// 1) to `topic`, a QoS 0 PUBLISH of "hi" to it, and PINGREQ.
+async fn connect_with_packets_behind(
+    addr: SocketAddr,
+    client_id: &str,
+    password: &[u8],
+    topic: &str,
+) -> RawClient {
+    let v3 = ProtocolVersion::V3_1_1;
+    let mut c = RawClient::open(addr, v3).await;
+    c.send_hex(&format!(
+        "{} {} {} c0 00",
+        connect_with_credentials_hex(v3, client_id, Some("alice"), Some(password)),
+        packet_hex(0x82, &format!("00 01 {} 00", str_hex(topic))),
+        packet_hex(0x30, &format!("{} {}", str_hex(topic), to_hex(b"hi")))
+    ))
+    .await;
+    c
 }
