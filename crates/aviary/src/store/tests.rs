@@ -515,6 +515,11 @@ async fn progress_until(
         .expect("the writer is gone")
 }
 
+/// A writer over `store` with the default liveness interval.
+fn spawn_writer(store: impl SessionStore + 'static, durability: Durability) -> StoreWriter {
+    StoreWriter::spawn(Box::new(store), durability, DEFAULT_LIVENESS_INTERVAL).unwrap()
+}
+
 fn retained_op(i: u64) -> Vec<StoreOp> {
     vec![StoreOp::DeleteRetained {
         topic: format!("t/{i}"),
@@ -525,12 +530,7 @@ fn retained_op(i: u64) -> Vec<StoreOp> {
 async fn writer_groups_waiting_batches_into_one_commit_and_reports_each_seq() {
     let recorder = Recorder::default();
     let commits = recorder.commits.clone();
-    let mut writer = StoreWriter::spawn(
-        Box::new(recorder),
-        Durability::Immediate,
-        DEFAULT_LIVENESS_INTERVAL,
-    )
-    .unwrap();
+    let mut writer = spawn_writer(recorder, Durability::Immediate);
     let mut watch = writer.watch();
     for i in 1..=50 {
         assert_eq!(writer.submit(retained_op(i)).await.unwrap(), i);
@@ -551,12 +551,7 @@ async fn writer_groups_waiting_batches_into_one_commit_and_reports_each_seq() {
 async fn relaxed_writer_defers_syncs_and_syncs_when_idle_and_on_close() {
     let recorder = Recorder::default();
     let commits = recorder.commits.clone();
-    let mut writer = StoreWriter::spawn(
-        Box::new(recorder),
-        Durability::Relaxed,
-        DEFAULT_LIVENESS_INTERVAL,
-    )
-    .unwrap();
+    let mut writer = spawn_writer(recorder, Durability::Relaxed);
     let mut watch = writer.watch();
     writer.submit(retained_op(1)).await.unwrap();
     progress_until(&mut watch, |p| p.syncs >= 1).await;
@@ -578,12 +573,7 @@ async fn relaxed_writer_defers_syncs_and_syncs_when_idle_and_on_close() {
 async fn an_idle_writer_records_a_sign_of_life_only_while_a_stored_record_needs_one() {
     let recorder = Recorder::default();
     let commits = recorder.commits.clone();
-    let mut writer = StoreWriter::spawn(
-        Box::new(recorder),
-        Durability::Immediate,
-        DEFAULT_LIVENESS_INTERVAL,
-    )
-    .unwrap();
+    let mut writer = spawn_writer(recorder, Durability::Immediate);
     let mut watch = writer.watch();
     let idle = std::time::Duration::from_millis(2_500);
     // Clean sessions without wills store nothing that a crash would date: no heartbeat.
@@ -673,12 +663,7 @@ impl SessionStore for Failing {
 
 #[tokio::test]
 async fn a_failed_commit_is_reported_and_nothing_is_marked_committed() {
-    let mut writer = StoreWriter::spawn(
-        Box::new(Failing),
-        Durability::Immediate,
-        DEFAULT_LIVENESS_INTERVAL,
-    )
-    .unwrap();
+    let mut writer = spawn_writer(Failing, Durability::Immediate);
     let mut watch = writer.watch();
     writer.submit(retained_op(1)).await.unwrap();
     let progress = progress_until(&mut watch, |p| p.failed).await;
@@ -693,12 +678,7 @@ async fn writer_over_redb_commits_what_a_reload_sees() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open_in(dir.path()).unwrap();
     store.load(0).unwrap();
-    let mut writer = StoreWriter::spawn(
-        Box::new(store),
-        Durability::Immediate,
-        DEFAULT_LIVENESS_INTERVAL,
-    )
-    .unwrap();
+    let mut writer = spawn_writer(store, Durability::Immediate);
     writer.submit(vec![put_session("c", None)]).await.unwrap();
     let m = message("a/b", 0, None);
     for i in 1..=20 {
