@@ -41,7 +41,7 @@ use inbox::FairInbox;
 /// run at the end of one pass; anything beyond waits for the next pass.
 const MAX_REENTRY: usize = 8;
 
-pub(crate) use manage::{BrokerGone, BrokerHandle, ManageCall, ManageCtx, Ops};
+pub(crate) use manage::{BrokerGone, BrokerHandle, Counters, ManageCall, ManageCtx, Ops};
 
 /// How often usage is attributed, metrics are refreshed and `$SYS` topics are considered.
 const TICK: Duration = Duration::from_secs(1);

@@ -134,7 +134,7 @@ async fn start_with_records(
     let store_progress = writer.watch();
     broker.set_limits(limits.get().runtime());
     broker.set_authorizer(security.policies.clone());
-    let metrics = crate::metrics::Metrics::new();
+    let metrics = crate::metrics::Metrics::new().with_store(store_progress.clone());
     let ops = Ops::new(metrics.clone(), Arc::clone(&limits.rates));
     let broker_task = tokio::spawn(
         BrokerTask::with_ops(broker, inbox, ops)

@@ -15,9 +15,9 @@ use serde_json::json;
 use api::{sample, start_api, Api, WAIT};
 use common::{connect_with_credentials_hex, RawClient};
 
-/// The value of the sample `name` (with its labels, as rendered) in `text`.
-/// `/metrics` once every `(sample, value)` is there (refreshed once a second), or the
-/// last text after `WAIT`.
+/// `/metrics` once every `(sample, value)` is there (the queue gauges and usage by
+/// listener and user follow the attribution round of each tick), or the last text after
+/// `WAIT`.
 async fn metrics_with(api: &Api, wanted: &[(&str, f64)]) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
@@ -179,6 +179,40 @@ async fn every_listed_metric_counts_real_traffic() {
     assert!(delivered >= 2.0, "{delivered}");
     let commits = sample(&text, "aviary_store_commit_seconds_count").unwrap();
     assert!(commits >= 1.0, "{commits}");
+    api.shutdown().await;
+}
+
+/// A scrape copies the broker's counters when it is made: a message published just before
+/// is counted in the very next scrape, not up to a second later. Every family the text
+/// carries has its help and type.
+#[tokio::test]
+async fn a_scrape_counts_what_happened_just_before_it() {
+    let api = start_api(|_| {}).await;
+    let mut publisher = RawClient::connect_v311(api.mqtt, "m-now").await;
+    for round in 1..=3u8 {
+        publisher.publish("now/t", 1, u16::from(round), b"x").await;
+        publisher.expect_ack(0x40, u16::from(round)).await;
+        // One scrape, no retry: the PUBACK came after the broker counted the message.
+        let text = api.metrics_text().await;
+        assert_eq!(
+            sample(&text, "aviary_messages_received_total{qos=\"1\"}"),
+            Some(f64::from(round)),
+            "round {round}:\n{text}"
+        );
+    }
+    let text = api.metrics_text().await;
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert!(families.len() > 20, "{text}");
+    for family in families {
+        assert!(
+            text.contains(&format!("# HELP {family} ")),
+            "{family} has no help:\n{text}"
+        );
+    }
     api.shutdown().await;
 }
 

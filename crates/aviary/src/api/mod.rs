@@ -163,12 +163,18 @@ async fn authenticate(
     }
 }
 
-/// `GET /metrics`: the Prometheus text exposition.
-async fn metrics(State(state): State<AppState>) -> ([(&'static str, &'static str); 1], String) {
-    (
+/// `GET /metrics`: the Prometheus text exposition of the counters at this instant.
+async fn metrics(
+    State(state): State<AppState>,
+) -> Result<([(&'static str, &'static str); 1], String), ApiError> {
+    let snapshot = state
+        .broker
+        .call(|ctx| crate::metrics::Snapshot::take(ctx.broker, ctx.ops))
+        .await?;
+    Ok((
         [("content-type", "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+        state.metrics.render(&snapshot),
+    ))
 }
 
 /// The protocol name shown by the API and in events.

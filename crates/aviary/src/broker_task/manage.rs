@@ -26,7 +26,8 @@ use crate::usage::{Owner, Usage};
 /// Seconds between two publications of the `$SYS/broker/...` statistics.
 const SYS_INTERVAL_SECS: u64 = 10;
 
-/// Traffic counters that the core does not keep, exported as metrics.
+/// Traffic counters that the core does not keep, exported as metrics (copied by a
+/// scrape, `crate::metrics::Snapshot`).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Counters {
     /// PUBLISH packets received, by QoS.
@@ -121,6 +122,8 @@ pub(crate) struct Ops {
     last_prune_minute: u64,
     /// Unix second of the last `$SYS` publication.
     last_sys: u64,
+    /// Which ticks hand freed memory back (`crate::memory`).
+    release_gate: crate::memory::ReleaseGate,
     /// Outgoing QoS 1/2 messages queued at connected sessions (the sum of the connections'
     /// values as attribution last saw them).
     pub(crate) queued: usize,
@@ -135,7 +138,7 @@ pub(crate) struct Ops {
     pub(crate) rates: Option<Arc<Rates>>,
     /// The core's total units already charged to the message rate.
     charged_units: u64,
-    /// Refreshes the metrics on each tick (none in unit tests of the task).
+    /// The counters kept outside the task, for `$SYS` (none in unit tests of the task).
     pub(crate) metrics: Option<crate::metrics::Metrics>,
     /// When the broker started (for `$SYS/broker/uptime`; set at the first tick in unit
     /// tests of the task).
@@ -143,7 +146,7 @@ pub(crate) struct Ops {
 }
 
 impl Ops {
-    /// Operations state that refreshes `metrics` on every tick and admits CONNECTs by
+    /// Operations state that reads the wire bytes of `metrics` and admits CONNECTs by
     /// `rates`.
     pub(crate) fn new(metrics: crate::metrics::Metrics, rates: Arc<Rates>) -> Self {
         Self {
@@ -307,9 +310,10 @@ impl BrokerTask {
         (call.0)(&mut ctx);
     }
 
-    /// Once per [`super::TICK`]: attributes usage, forgets closed connections, refreshes
-    /// metrics, publishes `$SYS` statistics when due and hands freed memory back to the
-    /// operating system (`crate::memory`).
+    /// Once per [`super::TICK`]: attributes usage, forgets closed connections, publishes
+    /// `$SYS` statistics when due and hands freed memory back to the operating system
+    /// after a quiet second (`crate::memory::ReleaseGate`). Metrics are not refreshed
+    /// here: a scrape copies the counters (`crate::metrics::Snapshot`).
     pub(super) fn tick(&mut self) {
         let unix = unix_now();
         self.drain_broker_events();
@@ -324,18 +328,14 @@ impl BrokerTask {
             ops.last_prune_minute = unix / 60;
             ops.usage.prune(unix);
         }
-        if let Some(metrics) = &ops.metrics {
-            metrics.refresh(&self.broker.stats(), ops, self.dropped_qos0);
-            if let Some(store) = &self.store {
-                metrics.refresh_store(&store.progress.borrow());
-            }
-        }
         if unix >= ops.last_sys + SYS_INTERVAL_SECS {
             ops.last_sys = unix;
             self.publish_sys();
         }
         self.route_transmits();
-        crate::memory::release();
+        if self.ops.release_gate.at_tick(self.broker.stats().units) {
+            crate::memory::release();
+        }
     }
 
     /// Charges the units metered since the last charge to the plan's message rate (a
@@ -450,10 +450,6 @@ impl BrokerTask {
         }
         for (listener, units) in round.per_listener.drain(..) {
             ops.usage.add_listener(round.unix, &listener, units);
-        }
-        // The tick refreshed the metrics before the round: again, with its usage.
-        if let Some(metrics) = &ops.metrics {
-            metrics.refresh(&self.broker.stats(), ops, self.dropped_qos0);
         }
         false
     }
