@@ -854,3 +854,246 @@ async fn garbage_from_many_connections_does_not_disturb_others() {
     assert_eq!(&p.payload[..], b"still");
     assert_broker_still_serves(broker.addr).await;
 }
+
+/// Deterministic pseudo-random numbers for the mutation test (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n`.
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() >> 33) as usize % n.max(1)
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| (self.next() >> 56) as u8).collect()
+    }
+}
+
+/// A packet: first byte, remaining length, body.
+fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    let mut len = body.len();
+    loop {
+        let byte = (len % 128) as u8;
+        len /= 128;
+        out.push(if len > 0 { byte | 0x80 } else { byte });
+        if len == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// A two-byte length and the bytes.
+fn prefixed(bytes: &[u8]) -> Vec<u8> {
+    let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// 5.0 properties: a length and up to four of them, each an identifier (valid or not)
+/// followed by a few bytes that may or may not fit it.
+fn properties(rng: &mut Rng) -> Vec<u8> {
+    const IDS: [u8; 20] = [
+        0x01, 0x02, 0x03, 0x08, 0x09, 0x0b, 0x11, 0x12, 0x15, 0x16, 0x17, 0x19, 0x1f, 0x21, 0x22,
+        0x23, 0x26, 0x27, 0x00, 0xff,
+    ];
+    let mut props = Vec::new();
+    for _ in 0..rng.below(5) {
+        props.push(IDS[rng.below(IDS.len())]);
+        let n = rng.below(7);
+        props.extend(rng.bytes(n));
+    }
+    let mut out = packet(0, &props);
+    out.remove(0); // the length alone, as a variable byte integer
+    out
+}
+
+/// A valid-looking session for `version` (3, 4 or 5): CONNECT, then a few packets of any
+/// kind with edge-case topics.
+fn session(rng: &mut Rng, version: u8) -> Vec<u8> {
+    let v5 = version == 5;
+    let props = |rng: &mut Rng| if v5 { properties(rng) } else { Vec::new() };
+    let name: &[u8] = if version == 3 { b"MQIsdp" } else { b"MQTT" };
+    let mut body = prefixed(name);
+    body.extend([version, 0x02, 0, 30]);
+    body.extend(props(rng));
+    body.extend(prefixed(format!("mut-{}", rng.below(50)).as_bytes()));
+    let mut out = packet(0x10, &body);
+    const TOPICS: [&[u8]; 9] = [
+        b"m/t",
+        b"+/x",
+        b"#",
+        b"$SYS/x",
+        b"a//b",
+        b"",
+        b"\xff\xfe",
+        b"a\x00b",
+        b"$share/g/m/t",
+    ];
+    for _ in 0..rng.below(6) {
+        let topic = TOPICS[rng.below(TOPICS.len())];
+        let qos = rng.below(4) as u8;
+        let packet_id = [0, rng.below(3) as u8];
+        let next = match rng.below(7) {
+            0 | 1 => {
+                let mut body = prefixed(topic);
+                if qos > 0 {
+                    body.extend(packet_id);
+                }
+                body.extend(props(rng));
+                let payload_len = rng.below(40);
+                body.extend(rng.bytes(payload_len));
+                packet(0x30 | qos << 1 | rng.below(2) as u8, &body)
+            }
+            2 => {
+                let mut body = packet_id.to_vec();
+                body.extend(props(rng));
+                body.extend(prefixed(topic));
+                body.push((rng.next() >> 56) as u8);
+                packet(0x82, &body)
+            }
+            3 => {
+                let mut body = packet_id.to_vec();
+                body.extend(props(rng));
+                body.extend(prefixed(topic));
+                packet(0xa2, &body)
+            }
+            4 => {
+                // An acknowledgement, PINGREQ, DISCONNECT or AUTH with a short body.
+                const FIRST: [u8; 8] = [0x40, 0x50, 0x62, 0x70, 0xc0, 0xe0, 0xf0, 0x20];
+                let n = rng.below(6);
+                packet(FIRST[rng.below(FIRST.len())], &rng.bytes(n))
+            }
+            5 => packet(0x10, &body),
+            _ => {
+                let n = 1 + rng.below(30);
+                rng.bytes(n)
+            }
+        };
+        out.extend(next);
+    }
+    out
+}
+
+/// One to four mutations: a byte replaced, a bit flipped, a byte inserted or deleted,
+/// the tail cut off or random bytes appended.
+fn mutate(rng: &mut Rng, mut bytes: Vec<u8>) -> Vec<u8> {
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(bytes.len());
+        match rng.below(6) {
+            0 if !bytes.is_empty() => bytes[at] = (rng.next() >> 56) as u8,
+            1 if !bytes.is_empty() => bytes[at] ^= 1 << rng.below(8),
+            2 => bytes.insert(at, (rng.next() >> 56) as u8),
+            3 if !bytes.is_empty() => {
+                bytes.remove(at);
+            }
+            4 if bytes.len() > 2 => bytes.truncate(at.max(1)),
+            _ => {
+                let n = 1 + rng.below(20);
+                bytes.extend(rng.bytes(n));
+            }
+        }
+    }
+    bytes
+}
+
+/// Many connections send well-formed sessions (3.1, 3.1.1 and 5.0: CONNECT with
+/// properties, PUBLISH, SUBSCRIBE, UNSUBSCRIBE, acknowledgements) with a few bytes
+/// mutated, so that decoding fails deep inside packets and properties rather than at the
+/// first byte; none may panic the broker, keep a connection open once its peer has shut
+/// down, or disturb a subscriber connected before them.
+#[tokio::test]
+async fn mutated_sessions_from_many_connections_do_not_disturb_others() {
+    let broker = start_broker(|_| {}).await;
+    let mut watcher = RawClient::connect_v311(broker.addr, "watcher").await;
+    watcher.subscribe(1, "calm", 1).await;
+    let mut rng = Rng(0x005e_ed0f_a71a_5e55);
+    // How the sessions ended: accepted (a CONNACK 0), closed by the broker before our
+    // side shut down, left waiting for more bytes.
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let waiting = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    const CONNECTIONS: usize = 240;
+    const AT_ONCE: usize = 24;
+    for wave in 0..CONNECTIONS / AT_ONCE {
+        let mut tasks = Vec::new();
+        for _ in 0..AT_ONCE {
+            let version = [3, 4, 5][rng.below(3)];
+            let mut bytes = session(&mut rng, version);
+            // One session in five goes unmutated: the broker must serve it as well.
+            if rng.below(5) > 0 {
+                bytes = mutate(&mut rng, bytes);
+            }
+            let addr = broker.addr;
+            let (accepted, closed, waiting) = (accepted.clone(), closed.clone(), waiting.clone());
+            let count = |n: &std::sync::atomic::AtomicUsize| {
+                n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            };
+            tasks.push(tokio::spawn(async move {
+                let parse_as = if version == 5 {
+                    ProtocolVersion::V5
+                } else {
+                    ProtocolVersion::V3_1_1
+                };
+                let mut c = RawClient::open(addr, parse_as).await;
+                c.send_lossy(&bytes).await;
+                // Answers until the broker closes or goes quiet (it may be waiting for
+                // the rest of a packet whose length was mutated upwards).
+                for _ in 0..64 {
+                    match c.next(common::QUIET).await {
+                        Next::Frame(f) => {
+                            if f.first == 0x20 && f.body.get(1) == Some(&0) {
+                                count(&accepted);
+                            }
+                        }
+                        Next::Closed(_) => {
+                            count(&closed);
+                            return;
+                        }
+                        Next::Silent => break,
+                    }
+                }
+                count(&waiting);
+                c.shutdown_write().await;
+                for _ in 0..64 {
+                    match c.next(WAIT).await {
+                        Next::Frame(_) => continue,
+                        Next::Closed(_) => return,
+                        Next::Silent => panic!("the broker kept a half-closed connection open"),
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            tokio::time::timeout(WAIT * 3, task)
+                .await
+                .unwrap_or_else(|_| panic!("a connection of wave {wave} timed out"))
+                .unwrap_or_else(|e| panic!("a connection of wave {wave} failed: {e}"));
+        }
+    }
+    // The inputs reach past CONNECT and end connections both ways (they would not if the
+    // generator only made garbage, or only valid sessions).
+    let load = |n: &std::sync::atomic::AtomicUsize| n.load(std::sync::atomic::Ordering::Relaxed);
+    let (accepted, closed, waiting) = (load(&accepted), load(&closed), load(&waiting));
+    eprintln!("accepted {accepted}, closed by the broker {closed}, left waiting {waiting}");
+    assert!(accepted >= CONNECTIONS / 4, "{accepted} accepted");
+    assert!(closed >= CONNECTIONS / 4, "{closed} closed by the broker");
+
+    let mut publisher = RawClient::connect_v311(broker.addr, "pub").await;
+    publisher.publish("calm", 1, 7, b"still").await;
+    publisher.expect_hex("40 02 00 07").await;
+    let aviary_codec::Packet::Publish(p) = watcher.read_packet().await else {
+        panic!("expected PUBLISH")
+    };
+    assert_eq!(&p.payload[..], b"still");
+    assert_broker_still_serves(broker.addr).await;
+}
