@@ -110,8 +110,6 @@ pub(crate) struct BrokerTask {
     events: mpsc::Receiver<Event>,
     /// Events taken from `events`, served round robin by connection.
     inbox: FairInbox,
-    /// QoS 0 PUBLISHes dropped because a subscriber's outbox was full.
-    dropped_qos0: u64,
     /// The store, when the broker persists (the server always gives one; unit tests of
     /// the routing may not).
     store: Option<StoreLink>,
@@ -185,7 +183,6 @@ impl BrokerTask {
             broker,
             events,
             inbox: FairInbox::new(INBOX_CAPACITY),
-            dropped_qos0: 0,
             store: None,
             reentered: false,
             ops,
@@ -619,11 +616,10 @@ impl BrokerTask {
             Err(Full) => {}
         }
         if delivery == Delivery::BestEffort {
-            self.dropped_qos0 += 1;
             self.ops.counters.dropped_outbox_full += 1;
             debug!(
                 conn = conn.0,
-                total = self.dropped_qos0,
+                total = self.ops.counters.dropped_outbox_full,
                 "QoS 0 message dropped: outbox full"
             );
             return;
@@ -655,9 +651,9 @@ impl BrokerTask {
             self.flush_listed();
         }
         self.ops.conns.clear();
-        if self.dropped_qos0 > 0 {
+        if self.ops.counters.dropped_outbox_full > 0 {
             info!(
-                dropped = self.dropped_qos0,
+                dropped = self.ops.counters.dropped_outbox_full,
                 "QoS 0 messages dropped for slow consumers"
             );
         }
@@ -803,7 +799,7 @@ mod tests {
         }
         task.deliver(ConnId(1), publish(QoS::AtMostOnce, "a", None).into());
         task.deliver(ConnId(1), publish(QoS::AtMostOnce, "a", None).into());
-        assert_eq!(task.dropped_qos0, 2);
+        assert_eq!(task.ops.counters.dropped_outbox_full, 2);
         // A burst of acknowledgements beyond the soft limit is not a reason to close.
         task.deliver(ConnId(1), publish(QoS::AtLeastOnce, "a", None).into());
         task.deliver(ConnId(1), Packet::PingResp.into());
@@ -818,7 +814,7 @@ mod tests {
         }
         task.deliver(ConnId(1), publish(QoS::AtLeastOnce, "a", None).into());
         assert!(!task.ops.conns.is_open(ConnId(1)), "closed");
-        assert_eq!(task.dropped_qos0, 0);
+        assert_eq!(task.ops.counters.dropped_outbox_full, 0);
         // The writer still gets everything queued before the close, then the end.
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
