@@ -801,17 +801,10 @@ async fn garbage_from_many_connections_does_not_disturb_others() {
     let mut watcher = RawClient::connect_v311(broker.addr, "watcher").await;
     watcher.subscribe(1, "calm", 1).await;
 
-    // xorshift64*: deterministic, no dependency.
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
-    };
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut tasks = Vec::new();
     for i in 0..40u32 {
-        let garbage: Vec<u8> = (0..256).map(|_| next()).collect();
+        let garbage = rng.bytes(256);
         let addr = broker.addr;
         tasks.push(tokio::spawn(async move {
             let version = if i % 2 == 0 {
@@ -847,17 +840,23 @@ async fn garbage_from_many_connections_does_not_disturb_others() {
             .expect("garbage connection task panicked");
     }
 
-    let mut publisher = RawClient::connect_v311(broker.addr, "pub").await;
+    assert_watcher_still_served(broker.addr, &mut watcher).await;
+}
+
+/// A message published on `calm` reaches `watcher` (subscribed to it before the
+/// offenders came), and new clients are served.
+async fn assert_watcher_still_served(addr: std::net::SocketAddr, watcher: &mut RawClient) {
+    let mut publisher = RawClient::connect_v311(addr, "pub").await;
     publisher.publish("calm", 1, 7, b"still").await;
     publisher.expect_hex("40 02 00 07").await;
     let aviary_codec::Packet::Publish(p) = watcher.read_packet().await else {
         panic!("expected PUBLISH")
     };
     assert_eq!(&p.payload[..], b"still");
-    assert_broker_still_serves(broker.addr).await;
+    assert_broker_still_serves(addr).await;
 }
 
-/// Deterministic pseudo-random numbers for the mutation test (xorshift64*).
+/// Deterministic pseudo-random numbers for the garbage and mutation tests (xorshift64*).
 struct Rng(u64);
 
 impl Rng {
@@ -1096,12 +1095,5 @@ async fn mutated_sessions_from_many_connections_do_not_disturb_others() {
     assert!(accepted >= CONNECTIONS / 4, "{accepted} accepted");
     assert!(closed >= CONNECTIONS / 8, "{closed} closed by the broker");
 
-    let mut publisher = RawClient::connect_v311(broker.addr, "pub").await;
-    publisher.publish("calm", 1, 7, b"still").await;
-    publisher.expect_hex("40 02 00 07").await;
-    let aviary_codec::Packet::Publish(p) = watcher.read_packet().await else {
-        panic!("expected PUBLISH")
-    };
-    assert_eq!(&p.payload[..], b"still");
-    assert_broker_still_serves(broker.addr).await;
+    assert_watcher_still_served(broker.addr, &mut watcher).await;
 }
