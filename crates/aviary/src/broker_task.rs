@@ -16,6 +16,7 @@
 mod conns;
 mod inbox;
 mod manage;
+mod reads;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -97,6 +98,9 @@ pub(crate) enum Event {
     Closed { conn: ConnId },
     /// A management request, run on the broker (see [`BrokerHandle`]).
     Manage(ManageCall),
+    /// A connection's task ends and hands its socket to the broker task, which reads it
+    /// itself from now on (`crate::direct_reads`).
+    HandOver(Box<crate::direct_reads::Handover>),
     /// Graceful shutdown: disconnect everybody and stop. Sent after the listener stopped,
     /// so no `Open` follows it.
     Shutdown,
@@ -128,6 +132,9 @@ pub(crate) struct BrokerTask {
     /// What the task writes itself is encoded here, one buffer for every flush rather
     /// than an allocation per write.
     scratch: BytesMut,
+    /// The connections the task reads itself (`crate::direct_reads`), on a runtime of one
+    /// worker thread.
+    direct: Option<crate::direct_reads::DirectReads>,
 }
 
 /// Passes after which listed outboxes are flushed even while events keep coming.
@@ -190,7 +197,14 @@ impl BrokerTask {
             wire,
             unflushed_passes: 0,
             scratch: BytesMut::new(),
+            direct: None,
         }
+    }
+
+    /// Reads the connections handed to it itself (`crate::direct_reads`).
+    pub(crate) fn with_direct_reads(mut self, direct: crate::direct_reads::DirectReads) -> Self {
+        self.direct = Some(direct);
+        self
     }
 
     /// Persists through `writer`: transmits wait for the commits of their passes.
@@ -230,10 +244,15 @@ impl BrokerTask {
             // are handled without polling each timer, and the timers are compared with the
             // clock after the pass instead, so a steady flow of events cannot starve them.
             // The timer branches only wake an idle task; commits are read by `end_pass`.
+            // A pass serves the connections the task reads itself and the events alike
+            // (whichever woke the task, the other is looked at without waiting), so that
+            // neither starves the other.
+            let direct = &mut self.direct;
             tokio::select! {
                 biased;
                 () = std::future::ready(()), if backlog => {
                     stop = self.handle_batch() == Flow::Stop;
+                    self.serve_direct_if_woken();
                     handled = true;
                 }
                 event = self.events.recv(), if !backlog && !self.inbox.closed() => {
@@ -241,10 +260,21 @@ impl BrokerTask {
                         Some(event) => {
                             self.inbox.push(event);
                             stop = self.handle_batch() == Flow::Stop;
+                            self.serve_direct_if_woken();
                             handled = true;
                         }
                         None => stop = true,
                     }
+                }
+                () = std::future::poll_fn(|cx| match direct.as_mut() {
+                    Some(direct) => direct.poll_woken(cx),
+                    None => std::task::Poll::Pending,
+                }) => {
+                    self.serve_direct();
+                    if !self.events.is_empty() || !self.inbox.is_empty() {
+                        stop = self.handle_batch() == Flow::Stop;
+                    }
+                    handled = true;
                 }
                 () = &mut timer, if deadline.is_some() => {}
                 changed = wait_commit(&mut self.store), if holding => {
@@ -321,7 +351,7 @@ impl BrokerTask {
             return;
         }
         self.unflushed_passes += 1;
-        let idle = self.inbox.is_empty() && self.events.is_empty();
+        let idle = self.inbox.is_empty() && self.events.is_empty() && !self.direct_woken();
         if idle || self.unflushed_passes >= MAX_UNFLUSHED_PASSES {
             self.flush_listed();
         }
@@ -402,6 +432,9 @@ impl BrokerTask {
     /// The store failed: stop, never sending what waited for it. Returns the store's error.
     async fn fail(mut self) -> anyhow::Result<()> {
         self.ops.conns.clear();
+        if let Some(direct) = self.direct.as_mut() {
+            direct.hand_back_all();
+        }
         let Some(store) = self.store.take() else {
             anyhow::bail!("the store writer stopped");
         };
@@ -551,6 +584,17 @@ impl BrokerTask {
                 }
             }
             Event::Manage(call) => self.manage(call, now),
+            Event::HandOver(handover) => match self.direct.as_mut() {
+                Some(direct) => direct.take_over(*handover),
+                // Not reading connections itself (never handed over then): dropping the
+                // socket ends the connection as an I/O error would.
+                None => {
+                    let conn = handover.state.conn;
+                    if self.ops.conns.close(conn) {
+                        self.broker.handle_closed(conn, now);
+                    }
+                }
+            },
             Event::Shutdown => return Flow::Stop,
         }
         self.route_transmits();
@@ -651,6 +695,10 @@ impl BrokerTask {
             self.flush_listed();
         }
         self.ops.conns.clear();
+        // Their outboxes are closed: each task writes what is queued and closes.
+        if let Some(direct) = self.direct.as_mut() {
+            direct.hand_back_all();
+        }
         if self.ops.counters.dropped_outbox_full > 0 {
             info!(
                 dropped = self.ops.counters.dropped_outbox_full,

@@ -14,6 +14,7 @@ mod broker_task;
 pub mod cli;
 pub mod config;
 mod connection;
+mod direct_reads;
 mod limits;
 mod listener;
 pub mod memory;

@@ -99,6 +99,10 @@ const WRITER_IDLE: u8 = 2;
 const LISTED: u8 = 4;
 /// Flag: the broker task wrote to the socket since the connection's last idleness check.
 const WROTE: u8 = 8;
+/// Flag: the connection has no task; the broker task reads it (`crate::direct_reads`) and
+/// writes everything it can itself. The writer's waker is then the broker task's, which
+/// hands the connection back to a task for what it cannot do.
+const HANDED: u8 = 16;
 
 impl State {
     /// Whether `flag` is set.
@@ -278,11 +282,14 @@ impl OutboxSender {
         }
         let mut reader = None;
         let estimate = state.queue.estimate();
-        if write_here
+        // A connection the broker task reads itself has no writer to wake short of a new
+        // task: it is written here whatever the flush's size or the batch's.
+        let handed = state.is(HANDED);
+        if (write_here || handed)
             && state.is(WRITER_IDLE)
             && !state.is(CLOSED)
             && state.direct.is_some()
-            && estimate <= WRITE_CHUNK
+            && (estimate <= WRITE_CHUNK || handed)
         {
             // The queue is taken: a paused reader has room again.
             reader = state.take_reader();
@@ -398,6 +405,38 @@ impl Outbox {
 }
 
 impl Outbox {
+    /// Hands the connection's writes to the broker task (`crate::direct_reads`): its
+    /// task has ended with the writer waiting and the socket attached; `waker` (the broker
+    /// task's, for this connection) replaces the writer's and is woken when a task is
+    /// needed again (the socket did not take a whole write, or the outbox closed).
+    /// `false`, changing nothing, if one is needed already.
+    pub(crate) fn hand_over(&self, waker: Waker) -> bool {
+        let mut state = self.shared.lock();
+        if state.is(CLOSED) || !state.is(WRITER_IDLE) || state.direct.is_none() {
+            return false;
+        }
+        state.reader = None;
+        state.writer = Some(waker);
+        state.set(HANDED, true);
+        true
+    }
+
+    /// The broker task hands the connection back to a task, which attaches the socket
+    /// again (see [`Outbox::attach`]).
+    pub(crate) fn hand_back(&self) {
+        let mut state = self.shared.lock();
+        state.writer = None;
+        state.set(HANDED, false);
+    }
+
+    /// Whether a connection the broker task reads itself needs a task: the outbox
+    /// closed, the socket did not take a whole write, or the client does not read what
+    /// it is sent (its reads then pause: see [`Outbox::wait_for_room`]).
+    pub(crate) fn needs_task(&self) -> bool {
+        let state = self.shared.lock();
+        state.is(CLOSED) || !state.is(WRITER_IDLE) || state.reliable as usize >= SOFT_LIMIT
+    }
+
     /// Hands the outbox's wake-up to `waker` while the connection is parked and no task
     /// polls it (`crate::parking`): it replaces the writer's waker and is woken by the next
     /// push or by the close, at once if either already happened. The wakers of the task

@@ -115,6 +115,7 @@ impl Held {
             level: self.level,
             steps: self.steps,
             outbox: self.outbox,
+            carry: None,
             ctx: self.ctx,
             permit: self.permit,
         }
@@ -300,6 +301,11 @@ impl Parker {
             .name("aviary-parking".to_owned())
             .spawn(move || serve(poll, &thread_shared))?;
         Ok(Arc::new(Self { shared }))
+    }
+
+    /// `listener.park_after`.
+    pub(crate) fn park_after(&self) -> Duration {
+        self.shared.park_after
     }
 
     /// Whether connections park at all (`listener.park_after` is not zero).
@@ -543,6 +549,7 @@ mod tests {
             level: 4,
             steps: 0,
             outbox,
+            carry: None,
             ctx: Arc::clone(ctx),
             permit: Some(Arc::clone(permits).try_acquire_owned().unwrap()),
         };

@@ -136,15 +136,6 @@ async fn start_with_records(
     broker.set_authorizer(security.policies.clone());
     let metrics = crate::metrics::Metrics::new().with_store(store_progress.clone());
     let ops = Ops::new(metrics.clone(), Arc::clone(&limits.rates));
-    let broker_task = tokio::spawn(
-        BrokerTask::with_ops(broker, inbox, ops)
-            .with_store(writer)
-            .run(),
-    );
-    let handle = BrokerHandle {
-        events: events.clone(),
-    };
-
     let connections = TaskTracker::new();
     let force_close = CancellationToken::new();
     let parker = if config.listener.park_after.is_zero() {
@@ -159,8 +150,22 @@ async fn start_with_records(
         Some(parker)
     };
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    // One worker thread: the broker task writes to plain TCP connections itself, and reads
+    // those that talk (see `ConnectionContext::direct_writes`, `crate::direct_reads`).
     let direct_writes = workers == 1;
     debug!(workers, direct_writes, "runtime");
+    let mut broker_task = BrokerTask::with_ops(broker, inbox, ops).with_store(writer);
+    if direct_writes {
+        broker_task = broker_task.with_direct_reads(crate::direct_reads::DirectReads::new(
+            connections.clone(),
+            parker.clone(),
+        ));
+    }
+    let broker_task = tokio::spawn(broker_task.run());
+    let handle = BrokerHandle {
+        events: events.clone(),
+    };
+
     let ctx = ConnectionContext {
         events: events.clone(),
         max_packet_size: Arc::clone(&limits.max_packet_size),
@@ -173,6 +178,7 @@ async fn start_with_records(
         wire: metrics.wire(),
         parker: parker.clone(),
         direct_writes,
+        direct_reads: direct_writes,
     };
     let next_id = Arc::new(AtomicU64::new(0));
     let shared = AcceptShared {

@@ -62,8 +62,7 @@ impl Transport for TcpStream {
     const PARKABLE: bool = true;
 
     fn split(self) -> (TcpReader, TcpWriter) {
-        let stream = Arc::new(self);
-        (TcpReader(Arc::clone(&stream)), TcpWriter(stream))
+        tcp_halves(Arc::new(self))
     }
 
     fn into_std(reader: TcpReader, writer: TcpWriter) -> io::Result<std::net::TcpStream> {
@@ -75,6 +74,37 @@ impl Transport for TcpStream {
 
     fn direct(writer: &TcpWriter) -> Option<Arc<TcpStream>> {
         Some(Arc::clone(&writer.0))
+    }
+}
+
+/// The halves of a plain TCP connection whose socket is shared already (with its outbox,
+/// `crate::outbox`, and while the broker task reads it, `crate::direct_reads`).
+pub(crate) fn tcp_halves(stream: Arc<TcpStream>) -> (TcpReader, TcpWriter) {
+    (TcpReader(Arc::clone(&stream)), TcpWriter(stream))
+}
+
+/// Appends what `stream` holds to `buf` without waiting; `Ok(0)` at the end of the stream.
+///
+/// A read that fills less than the room offered has drained the socket: its readiness is
+/// cleared now (as tokio's own `poll_read` does), so the next wait parks at once instead of
+/// costing another read that only says `WouldBlock`. That read would be one more syscall
+/// per message wherever clients send one message at a time (fan-in, IoT). A new arrival
+/// sets readiness again, and tokio does not clear readiness that changed during the read.
+pub(crate) fn read_available(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    let room = buf.capacity() - buf.len();
+    let mut read = None;
+    let outcome = stream.try_io(Interest::READABLE, || {
+        let n = stream.try_read_buf(buf)?;
+        read = Some(n);
+        if n > 0 && n < room {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match read {
+        Some(n) => Ok(n),
+        None => outcome,
     }
 }
 
@@ -124,28 +154,7 @@ impl TransportRead for TcpReader {
     }
 
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        // A read that fills less than the room offered has drained the socket: its
-        // readiness is cleared now (as tokio's own `poll_read` does), so the next wait
-        // parks at once instead of costing another read that only says `WouldBlock`. That
-        // read would be one more syscall per message wherever clients send one message at
-        // a time (fan-in, IoT). A new arrival sets readiness again, and tokio does not
-        // clear readiness that changed during the read.
-        let stream: &TcpStream = &self.0;
-        let room = buf.capacity() - buf.len();
-        let mut read = None;
-        let outcome = stream.try_io(Interest::READABLE, || {
-            let n = stream.try_read_buf(buf)?;
-            read = Some(n);
-            if n > 0 && n < room {
-                Err(io::ErrorKind::WouldBlock.into())
-            } else {
-                Ok(n)
-            }
-        });
-        match read {
-            Some(n) => Ok(n),
-            None => outcome,
-        }
+        read_available(&self.0, buf)
     }
 
     fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {

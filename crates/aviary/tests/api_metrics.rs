@@ -44,6 +44,8 @@ async fn every_listed_metric_counts_real_traffic() {
         // QoS 1/2 message to a session that does not acknowledge is a drop (queue_full).
         c.mqtt.max_inflight = 1;
         c.mqtt.max_queued_messages = 1;
+        // Connections that talked park once quiet for this long (below).
+        c.listener.park_after = Duration::from_secs(1);
         // Both clients talk after their CONNACK, so they park one to two `park_after`
         // after their last packet: short here, so that the parked gauge counts them.
         c.listener.park_after = std::time::Duration::from_secs(1);
@@ -125,8 +127,8 @@ async fn every_listed_metric_counts_real_traffic() {
     );
     let wanted: &[(&str, f64)] = &[
         ("aviary_connections", 2.0),
-        // Both connections have been idle for longer than their idle period (1 s): both
-        // are parked (tests/parking.rs drives parked connections).
+        // Both connections have been quiet for longer than `park_after` (1 s): both are
+        // parked (tests/parking.rs drives parked connections).
         ("aviary_connections_parked", 2.0),
         ("aviary_connacks_total{reason=\"0x00\"}", 3.0),
         ("aviary_connacks_total{reason=\"0x86\"}", 1.0),

@@ -180,6 +180,7 @@ fn owner_of(event: &Event) -> Option<Owner> {
         | Event::Revoke { conn }
         | Event::DecodeError { conn, .. }
         | Event::Closed { conn } => Some(Owner::Conn(*conn)),
+        Event::HandOver(handover) => Some(Owner::Conn(handover.state.conn)),
         Event::Manage(_) => Some(Owner::Server),
         Event::Shutdown => None,
     }

@@ -332,6 +332,17 @@ impl BrokerTask {
             ops.last_sys = unix;
             self.publish_sys();
         }
+        // Connections the task reads itself that have been quiet for long park.
+        let lost = self
+            .direct
+            .as_mut()
+            .map(|d| d.sweep(now()))
+            .unwrap_or_default();
+        for conn in lost {
+            if self.ops.conns.close(conn) {
+                self.broker.handle_closed(conn, now());
+            }
+        }
         self.route_transmits();
         if self.ops.release_gate.at_tick(self.broker.stats().units) {
             crate::memory::release();

@@ -9,7 +9,7 @@
 //! A plain TCP connection idle for a while goes further (`crate::parking`): its task ends and
 //! the socket waits in [`crate::parking`] until there is work, then [`resume`] runs it again.
 
-mod read;
+pub(crate) mod read;
 #[cfg(test)]
 pub(crate) mod tests;
 mod write;
@@ -74,10 +74,14 @@ pub(crate) struct ConnectionContext {
     /// write on another thread while the broker task goes on (with the broker task
     /// writing, two cores delivered 10-45 % fewer messages per second at maximum rate).
     pub(crate) direct_writes: bool,
+    /// Whether a plain TCP connection that talks is handed to the broker task, which then
+    /// reads it itself (`crate::direct_reads`); set with `direct_writes`.
+    pub(crate) direct_reads: bool,
 }
 
 /// Why the read side stopped.
-enum ReadEnd {
+#[derive(Debug)]
+pub(crate) enum ReadEnd {
     /// End of stream or an I/O error: the broker must be told the transport is gone.
     Closed,
     /// The client sent DISCONNECT, which the broker has (it closes the connection).
@@ -86,6 +90,9 @@ enum ReadEnd {
     DecodeError,
     /// The broker task is gone (shutdown).
     BrokerGone,
+    /// The client talks and both halves wait with nothing to do: the broker task takes
+    /// the connection over (`crate::direct_reads`).
+    HandOver,
 }
 
 /// Why the write side stopped.
@@ -109,6 +116,34 @@ enum TaskEnd {
     Close,
     /// Idle for long enough: hand the connection to the parker.
     Park,
+    /// Talking, and both halves wait: hand the connection to the broker task, which reads
+    /// it itself from now on (`crate::direct_reads`).
+    HandOver,
+}
+
+/// Where a connection's reader starts when the broker task, which read it itself
+/// (`crate::direct_reads`), hands it back to a task.
+#[derive(Debug)]
+pub(crate) enum Carry {
+    /// Bytes read and not decoded yet (a partial packet, or packets behind `paused`), and
+    /// a decoded packet waiting for its pause over the plan's rates.
+    Input {
+        buf: bytes::BytesMut,
+        paused: Option<aviary_codec::Packet>,
+    },
+    /// Reading has ended (the client's DISCONNECT, or undecodable bytes the broker has
+    /// been told of).
+    Ended(ReadEnd),
+}
+
+impl Carry {
+    /// Nothing read and left: the reader starts by waiting.
+    pub(crate) fn nothing() -> Self {
+        Self::Input {
+            buf: bytes::BytesMut::new(),
+            paused: None,
+        }
+    }
 }
 
 /// Everything a connection holds besides its socket and its task: what it starts with,
@@ -128,6 +163,9 @@ pub(crate) struct Resumable {
     pub(crate) outbox: Outbox,
     /// Its listener's context.
     pub(crate) ctx: Arc<ConnectionContext>,
+    /// Where its reader starts, when the broker task, which read the connection itself,
+    /// hands it back to a task (`crate::direct_reads`); `None` otherwise.
+    pub(crate) carry: Option<Box<Carry>>,
     /// Its socket permit (see `crate::listener`), released when the connection ends;
     /// `None` where the listener holds it (the kinds that never park).
     #[allow(
@@ -165,6 +203,7 @@ pub(crate) fn run<T: Transport>(
         level: NO_CONNECT_YET,
         steps: 0,
         outbox,
+        carry: None,
         ctx: ctx.into(),
         permit,
     };
@@ -178,6 +217,16 @@ pub(crate) fn resume(
     state: Resumable,
 ) -> impl Future<Output = ()> + Send {
     let (rd, wr) = Transport::split(stream);
+    serve::<tokio::net::TcpStream>(rd, wr, state, None)
+}
+
+/// Runs a connection the broker task read itself (`crate::direct_reads`) in a task again,
+/// its reader starting from `state.carry` (which must be set).
+pub(crate) fn hand_back(
+    stream: Arc<tokio::net::TcpStream>,
+    state: Resumable,
+) -> impl Future<Output = ()> + Send {
+    let (rd, wr) = crate::transport::tcp_halves(stream);
     serve::<tokio::net::TcpStream>(rd, wr, state, None)
 }
 
@@ -197,13 +246,12 @@ fn serve<T: Transport>(
     open: Option<OutboxSender>,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let conn = state.conn;
         if let Some(sender) = open {
             if state.ctx.listener_off.is_cancelled() {
                 return; // its listener was switched off in the meantime
             }
             let open = Event::Open {
-                conn,
+                conn: state.conn,
                 peer: state.peer,
                 outbox: sender,
                 listener: Arc::clone(&state.ctx.listener),
@@ -213,31 +261,25 @@ fn serve<T: Transport>(
             if Box::pin(state.ctx.events.send(open)).await.is_err() {
                 return; // shutting down
             }
-            debug!(conn = conn.0, peer = %state.peer, "connection open");
+            debug!(conn = state.conn.0, peer = %state.peer, "connection open");
         }
         let ctx = &*state.ctx;
         // Plain TCP: the broker task may write to the socket itself while the writer waits.
         if let Some(stream) = T::direct(&wr).filter(|_| ctx.direct_writes) {
             state.outbox.attach(stream);
         }
-        let panic_guard = PanicGuard {
-            conn,
-            events: &ctx.events,
-        };
         let version = AtomicU8::new(state.level);
-        // A resumed connection has parked before, so its CONNACK is long written.
-        let idle = Idleness::new(state.steps == MAX_STEPS);
+        // A resumed connection has parked before, so its CONNACK is long written; one the
+        // broker task hands back has talked.
+        let carry = state.carry.take();
+        let idle = Idleness::new(state.steps == MAX_STEPS, carry.is_some());
+        if T::PARKABLE && ctx.direct_reads && T::direct(&wr).is_some() {
+            idle.may_hand_over();
+        }
+        let panic_guard = PanicGuard(&state);
 
         let end = {
-            let reader = read_loop(
-                &mut rd,
-                conn,
-                &state.peer,
-                &version,
-                &state.outbox,
-                ctx,
-                &idle,
-            );
+            let reader = read_loop(&mut rd, &state, &version, &idle, carry);
             let writer = write_loop(
                 &mut wr,
                 &state.outbox,
@@ -262,7 +304,9 @@ fn serve<T: Transport>(
             // random number at every wake.
             tokio::select! {
                 biased;
-                end = &mut reader => {
+                end = &mut reader => if matches!(end, ReadEnd::HandOver) {
+                    TaskEnd::HandOver
+                } else {
                     let tell = matches!(end, ReadEnd::Closed);
                     let client_ended = matches!(end, ReadEnd::Closed | ReadEnd::Goodbye);
                     let force_close = &ctx.force_close;
@@ -270,7 +314,7 @@ fn serve<T: Transport>(
                     let writer = &mut writer;
                     Box::pin(async move {
                         if tell {
-                            let _ = events.send(Event::Closed { conn }).await;
+                            let _ = events.send(Event::Closed { conn: state.conn }).await;
                         }
                         // The broker closes the outbox (after `Closed`, or after a decode
                         // error once it has queued its DISCONNECT); the writer then ends.
@@ -285,7 +329,7 @@ fn serve<T: Transport>(
                     } else {
                         TaskEnd::Linger
                     }
-                }
+                },
                 end = &mut writer => match end {
                     WriteEnd::Failed => TaskEnd::TellClosed,
                     WriteEnd::Done => TaskEnd::Linger,
@@ -295,11 +339,13 @@ fn serve<T: Transport>(
                 () = &mut park => TaskEnd::Park,
             }
         };
-        // The socket closes or parks with this task: the broker task writes no more.
-        state.outbox.detach();
+        if !matches!(end, TaskEnd::HandOver) {
+            // The socket closes or parks with this task: the broker task writes no more.
+            state.outbox.detach();
+        }
         match end {
             TaskEnd::TellClosed => {
-                let _ = Box::pin(ctx.events.send(Event::Closed { conn })).await;
+                let _ = Box::pin(ctx.events.send(Event::Closed { conn: state.conn })).await;
             }
             TaskEnd::Linger => Box::pin(linger(&mut rd, &ctx.force_close)).await,
             TaskEnd::Close => {
@@ -311,23 +357,44 @@ fn serve<T: Transport>(
                 drop(panic_guard);
                 match (T::into_std(rd, wr), state.ctx.parker.clone()) {
                     (Ok(stream), Some(parker)) => {
-                        debug!(conn = conn.0, peer = %state.peer, "connection parked");
+                        debug!(conn = state.conn.0, peer = %state.peer, "connection parked");
                         state.level = version.into_inner();
                         // Once resumed, it parks only after `listener.park_after`.
                         state.steps = MAX_STEPS;
                         parker.park(stream, state);
                     }
                     (Err(e), _) => {
-                        debug!(conn = conn.0, error = %e, "cannot park; connection dropped");
-                        let _ = Box::pin(state.ctx.events.send(Event::Closed { conn })).await;
+                        debug!(conn = state.conn.0, error = %e, "cannot park; connection dropped");
+                        let _ = Box::pin(state.ctx.events.send(Event::Closed { conn: state.conn }))
+                            .await;
                     }
                     // Unreachable: parking needs a parker.
                     (Ok(_), None) => {}
                 }
                 return;
             }
+            TaskEnd::HandOver => {
+                drop(panic_guard);
+                // `hands_over` checked that the transport has a socket to hand over.
+                let Some(stream) = T::direct(&wr) else {
+                    return;
+                };
+                drop((rd, wr));
+                let events = state.ctx.events.clone();
+                state.level = version.into_inner();
+                state.steps = MAX_STEPS;
+                let conn = state.conn;
+                let handover = crate::direct_reads::Handover { stream, state };
+                // Through the inbox, behind the connection's earlier events: the broker
+                // task reads nothing of it before it has handled those.
+                let event = Event::HandOver(Box::new(handover));
+                if Box::pin(events.send(event)).await.is_ok() {
+                    debug!(conn = conn.0, "connection handed to the broker task");
+                }
+                return;
+            }
         }
-        debug!(conn = conn.0, peer = %state.peer, "connection closed");
+        debug!(conn = state.conn.0, peer = %state.peer, "connection closed");
     }
 }
 
@@ -353,11 +420,42 @@ impl Idleness {
     /// Either half did something after the CONNACK was written: the client talks (it
     /// published, subscribed, pinged or was sent a message), it did not only connect.
     const TALKED: u8 = 16;
+    /// The reader has woken for data once (the CONNECT, usually).
+    const READ_ONCE: u8 = 32;
+    /// The reader has woken for data more than once: the client talks, so it is handed
+    /// to the broker task once both halves wait (`crate::direct_reads`); a client that
+    /// only connects is left to park.
+    const READ_AGAIN: u8 = 64;
+    /// The connection may be handed to the broker task (plain TCP, on a runtime of one
+    /// worker thread).
+    const HANDS_OVER: u8 = 128;
 
     /// The state of a connection's halves at the start of its task; `started`: its
     /// CONNACK was written by an earlier task (it is resuming).
-    pub(super) fn new(started: bool) -> Self {
-        Self(AtomicU8::new(if started { Self::STARTED } else { 0 }))
+    /// `handed_back`: the broker task, which read the connection itself, hands it back
+    /// (it has talked, so it is handed over again as soon as both halves wait).
+    pub(super) fn new(started: bool, handed_back: bool) -> Self {
+        let bits = if handed_back {
+            Self::STARTED | Self::TALKED | Self::READ_ONCE | Self::READ_AGAIN
+        } else if started {
+            Self::STARTED
+        } else {
+            0
+        };
+        Self(AtomicU8::new(bits))
+    }
+
+    /// The connection may be handed to the broker task.
+    fn may_hand_over(&self) {
+        let bits = self.0.load(Ordering::Relaxed);
+        self.0.store(bits | Self::HANDS_OVER, Ordering::Relaxed);
+    }
+
+    /// Whether to hand the connection to the broker task now that its reader waits: it
+    /// may be, the client has talked and the writer waits with nothing to do.
+    pub(super) fn hand_over_now(&self) -> bool {
+        let all = Self::HANDS_OVER | Self::WRITER | Self::READ_AGAIN;
+        self.0.load(Ordering::Relaxed) & all == all
     }
 
     /// `side` starts waiting with nothing to do.
@@ -369,10 +467,14 @@ impl Idleness {
     /// `side` has work.
     pub(super) fn woke(&self, side: u8) {
         let bits = self.0.load(Ordering::Relaxed);
-        let started = if side == Self::WRITER {
+        // The writer's first batch is the CONNACK's; the reader's wakes are counted
+        // (see READ_AGAIN).
+        let first = if side == Self::WRITER {
             Self::STARTED
+        } else if bits & Self::READ_ONCE != 0 {
+            Self::READ_AGAIN
         } else {
-            0
+            Self::READ_ONCE
         };
         // Work after the CONNACK's batch (STARTED is set by the write of that batch).
         let talked = if bits & Self::STARTED != 0 {
@@ -381,7 +483,7 @@ impl Idleness {
             0
         };
         self.0.store(
-            (bits & !side) | Self::ACTIVE | started | talked,
+            (bits & !side) | Self::ACTIVE | first | talked,
             Ordering::Relaxed,
         );
     }
@@ -423,19 +525,16 @@ impl Idleness {
 
 /// Tells the broker a connection is gone if its task unwinds from a panic (a bug, e.g. in
 /// the codec), so the broker does not keep a session attached to a dead connection.
-struct PanicGuard<'a> {
-    /// The connection this task drives.
-    conn: ConnId,
-    /// The broker task's inbox.
-    events: &'a mpsc::Sender<Event>,
-}
+/// (One reference to the connection's state: every connection's future holds it.)
+struct PanicGuard<'a>(&'a Resumable);
 
 impl Drop for PanicGuard<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             // Cannot await while unwinding; if the inbox is full the broker learns of the
             // loss only through keep alive.
-            let _ = self.events.try_send(Event::Closed { conn: self.conn });
+            let conn = self.0.conn;
+            let _ = self.0.ctx.events.try_send(Event::Closed { conn });
         }
     }
 }

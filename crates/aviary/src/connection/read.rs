@@ -13,7 +13,9 @@ use bytes::BytesMut;
 use tokio::sync::mpsc::error::TrySendError;
 use tracing::debug;
 
-use super::{version_from_level, ConnectionContext, Idleness, ReadEnd, NO_CONNECT_YET};
+use super::{
+    version_from_level, Carry, ConnectionContext, Idleness, ReadEnd, Resumable, NO_CONNECT_YET,
+};
 use crate::auth::AuthService;
 use crate::batch::Batch;
 use crate::broker_task::Event;
@@ -24,22 +26,22 @@ use crate::transport::TransportRead;
 /// Least bytes reserved when the buffer grows; it grows by doubling while a large packet
 /// arrives (the codec refuses packets over the maximum size from their fixed header, which
 /// caps the growth).
-const READ_CHUNK: usize = 4 * 1024;
+pub(crate) const READ_CHUNK: usize = 4 * 1024;
 
 /// Most bytes offered to one read of a burst: each read that fills the room it was given
 /// makes the next one's four times larger ([`FIRST_READ`], then 4, 16 and 64 KiB).
 /// Before, a read got only the room left in the buffer, often one 1 KiB message's worth:
 /// the 1→1 benchmark with 1 KiB messages made 10 reads per 16 messages, now 4. Held only
 /// while data flows, like the buffer.
-const MAX_READ_CHUNK: usize = 64 * 1024;
+pub(crate) const MAX_READ_CHUNK: usize = 64 * 1024;
 
 /// Room below which the buffer is grown before the next read.
-const MIN_READ: usize = 256;
+pub(crate) const MIN_READ: usize = 256;
 
 /// Bytes reserved for the first read of a burst: most bursts are a few small packets (a
 /// PUBLISH, a run of acknowledgements), and a buffer this small comes from the allocator's
 /// per-thread cache; a read that fills it is followed by larger ones ([`MAX_READ_CHUNK`]).
-const FIRST_READ: usize = 1024;
+pub(crate) const FIRST_READ: usize = 1024;
 
 /// Most packets sent to the broker task in one event, so one huge read cannot build an
 /// unbounded batch.
@@ -53,7 +55,8 @@ const MIN_PACKET_LEN: usize = 4;
 const FIRST_BATCH_CAPACITY: usize = 32;
 
 /// Reads and decodes until the stream ends or breaks, sending packets to the broker task;
-/// pauses while the connection's outbox is long.
+/// pauses while the connection's outbox is long. `carry`: where reading stood when the
+/// broker task, which read the connection itself, handed it back (`crate::direct_reads`).
 ///
 /// An `async move` block rather than an `async fn`, which would keep two copies of the
 /// arguments in every idle connection's future.
@@ -63,27 +66,42 @@ const FIRST_BATCH_CAPACITY: usize = 32;
 )]
 pub(super) fn read_loop<'a>(
     rd: &'a mut impl TransportRead,
-    conn: ConnId,
-    peer: &'a SocketAddr,
+    state: &'a Resumable,
     version: &'a AtomicU8,
-    outbox: &'a Outbox,
-    ctx: &'a ConnectionContext,
     idle: &'a Idleness,
+    mut carry: Option<Box<Carry>>,
 ) -> impl Future<Output = ReadEnd> + Send + 'a {
     async move {
         loop {
-            // Backpressure: while the client does not read what we send, read nothing more
-            // from it (everything it sends would only add answers to the queue).
-            outbox.wait_for_room().await;
-            // Idle: wait for data holding nothing, not even a buffer.
-            idle.waiting(Idleness::READER);
-            if rd.readable().await.is_err() {
-                return ReadEnd::Closed;
+            // What the broker task read and left, when it handed the connection back (a
+            // partial packet, packets behind one that waits for its pause): decoded before
+            // the next wait.
+            if carry.is_none() {
+                // Backpressure: while the client does not read what we send, read nothing
+                // more from it (everything it sends would only add answers to the queue).
+                state.outbox.wait_for_room().await;
+                // Idle: wait for data holding nothing, not even a buffer; or hand the
+                // connection to the broker task, which then reads it itself, while both
+                // halves wait (a writer still writing is seen at a later read).
+                if idle.hand_over_now() && version.load(Ordering::Acquire) != NO_CONNECT_YET {
+                    return ReadEnd::HandOver;
+                }
+                idle.waiting(Idleness::READER);
+                if rd.readable().await.is_err() {
+                    return ReadEnd::Closed;
+                }
+                idle.woke(Idleness::READER);
             }
-            idle.woke(Idleness::READER);
             // Boxed (one allocation per burst of reads) so the buffer and the decoding
             // state exist only while data flows.
-            let mut burst = Box::pin(read_burst(&mut *rd, (conn, *peer), version, outbox, ctx));
+            let mut burst = Box::pin(read_burst(
+                &mut *rd,
+                (state.conn, state.peer),
+                version,
+                &state.outbox,
+                &state.ctx,
+                carry.take(),
+            ));
             // A forced close (end of graceful shutdown) also ends a burst waiting, e.g. for
             // its authentication or for room in the broker's inbox. Its wait starts only
             // once the burst waits: most bursts never do, and registering with the token
@@ -93,7 +111,8 @@ pub(super) fn read_loop<'a>(
                 if let Poll::Ready(end) = burst.as_mut().poll(cx) {
                     return Poll::Ready(end);
                 }
-                let forced = forced.get_or_insert_with(|| Box::pin(ctx.force_close.cancelled()));
+                let forced =
+                    forced.get_or_insert_with(|| Box::pin(state.ctx.force_close.cancelled()));
                 match forced.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Some(ReadEnd::BrokerGone)),
                     Poll::Pending => Poll::Pending,
@@ -108,15 +127,28 @@ pub(super) fn read_loop<'a>(
 }
 
 /// Reads and decodes until the socket has nothing more and no partial packet is buffered
-/// (`None`: back to idle), or until reading must stop.
+/// (`None`: back to idle), or until reading must stop; starts with what `carry` holds.
 async fn read_burst(
     rd: &mut impl TransportRead,
     (conn, peer): (ConnId, SocketAddr),
     version: &AtomicU8,
     outbox: &Outbox,
     ctx: &ConnectionContext,
+    carry: Option<Box<Carry>>,
 ) -> Option<ReadEnd> {
-    let mut buf = BytesMut::new();
+    let mut carry = carry;
+    let mut buf = match carry.as_deref_mut() {
+        Some(Carry::Input { buf, .. }) => std::mem::take(buf),
+        Some(Carry::Ended(_)) => {
+            return match carry.map(|c| *c) {
+                Some(Carry::Ended(end)) => Some(end),
+                _ => None,
+            }
+        }
+        None => BytesMut::new(),
+    };
+    // Whether to read before decoding: not when starting from what was carried over.
+    let mut read = carry.is_none();
     // The burst's last PUBLISH topic: a client publishing on one topic has it validated
     // and allocated once per burst, not once per message (and held only while data flows).
     let mut topics = TopicCache::default();
@@ -125,42 +157,54 @@ async fn read_burst(
     let mut filled = false;
     let mut chunk = FIRST_READ;
     loop {
-        // Decoded packets keep their slices of the buffer, so growing it means a new
-        // allocation: done only when little room is left for the next read, or when the
-        // socket holds more than the room left.
-        let room = buf.capacity() - buf.len();
-        if buf.capacity() == 0 && !filled {
-            buf.reserve(FIRST_READ);
-        } else if room < MIN_READ || (filled && room < chunk) {
-            buf.reserve(chunk.max(READ_CHUNK).max(buf.len()));
-        }
-        let room = buf.capacity() - buf.len();
-        match rd.try_read_buf(&mut buf) {
-            Ok(0) => return Some(ReadEnd::Closed),
-            Ok(n) => {
-                filled = n == room;
-                if filled {
-                    chunk = (chunk * 4).min(MAX_READ_CHUNK);
-                }
+        if read {
+            // Decoded packets keep their slices of the buffer, so growing it means a new
+            // allocation: done only when little room is left for the next read, or when the
+            // socket holds more than the room left.
+            let room = buf.capacity() - buf.len();
+            if buf.capacity() == 0 && !filled {
+                buf.reserve(FIRST_READ);
+            } else if room < MIN_READ || (filled && room < chunk) {
+                buf.reserve(chunk.max(READ_CHUNK).max(buf.len()));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                filled = false;
-                if buf.is_empty() {
-                    return None; // drained (or spurious readiness): back to waiting
+            let room = buf.capacity() - buf.len();
+            match rd.try_read_buf(&mut buf) {
+                Ok(0) => return Some(ReadEnd::Closed),
+                Ok(n) => {
+                    filled = n == room;
+                    if filled {
+                        chunk = (chunk * 4).min(MAX_READ_CHUNK);
+                    }
                 }
-                // A partial packet is buffered; wait for the rest.
-                if rd.readable().await.is_err() {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    filled = false;
+                    if buf.is_empty() {
+                        return None; // drained (or spurious readiness): back to waiting
+                    }
+                    // A partial packet is buffered; wait for the rest.
+                    if rd.readable().await.is_err() {
+                        return Some(ReadEnd::Closed);
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    debug!(conn = conn.0, error = %e, "read failed");
                     return Some(ReadEnd::Closed);
                 }
-                continue;
-            }
-            Err(e) => {
-                debug!(conn = conn.0, error = %e, "read failed");
-                return Some(ReadEnd::Closed);
             }
         }
-        if let Some(end) =
-            decode_all(&mut buf, &mut topics, (conn, peer), version, outbox, ctx).await
+        read = true;
+        // With a packet that waited out its pause over the plan's rates, carried over.
+        if let Some(end) = decode_all(
+            &mut buf,
+            &mut topics,
+            (conn, peer),
+            version,
+            outbox,
+            ctx,
+            carry.take(),
+        )
+        .await
         {
             return Some(end);
         }
@@ -182,10 +226,15 @@ async fn decode_all(
     version: &AtomicU8,
     outbox: &Outbox,
     ctx: &ConnectionContext,
+    carried: Option<Box<Carry>>,
 ) -> Option<ReadEnd> {
     let mut wire = [0; 4];
-    // A packet over the plan's rates, taken once its pause is over.
-    let mut paused = None;
+    // A packet over the plan's rates, taken once its pause is over (carried over when the
+    // broker task, which read the connection, left it waiting for its pause).
+    let mut paused = carried.and_then(|c| match *c {
+        Carry::Input { paused, .. } => paused,
+        Carry::Ended(_) => None,
+    });
     let end = loop {
         let (packets, stop) = decode_some(
             (buf, topics),
@@ -235,7 +284,7 @@ async fn decode_all(
 
 /// Why [`decode_some`] stopped: what must be done, after sending the packets decoded
 /// before it, for decoding to go on.
-enum Stop<'a> {
+pub(crate) enum Stop<'a> {
     /// No whole packet is left in the buffer.
     Drained,
     /// The batch holds [`MAX_PACKETS_PER_EVENT`] packets.
@@ -255,7 +304,7 @@ enum Stop<'a> {
 /// Decodes whole packets from `buf` into a batch, adding each one's size to `wire` by its
 /// class, until one of [`Stop`]; `paused`, a packet that waited out its pause, is taken
 /// first.
-fn decode_some<'a>(
+pub(crate) fn decode_some<'a>(
     (buf, topics): (&mut BytesMut, &mut TopicCache),
     (version, outbox): (&AtomicU8, &Outbox),
     ctx: &'a ConnectionContext,
@@ -424,7 +473,7 @@ mod tests {
         let ctx = super::super::tests::context(tx);
         let (_sender, outbox) = crate::outbox::outbox();
         let version = AtomicU8::new(NO_CONNECT_YET);
-        let burst = read_burst(&mut rd, (ConnId(1), peer), &version, &outbox, &ctx);
+        let burst = read_burst(&mut rd, (ConnId(1), peer), &version, &outbox, &ctx, None);
         let size = std::mem::size_of_val(&burst);
         assert!(size <= 768, "{size}");
     }

@@ -707,6 +707,7 @@ mod tests {
             wire: Arc::default(),
             parker: None,
             direct_writes: true,
+            direct_reads: false,
         };
         let shared = AcceptShared {
             tracker: TaskTracker::new(),
