@@ -30,6 +30,7 @@
 //! since been handed back does not touch the connection that reuses its slot.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
@@ -164,6 +165,8 @@ pub(crate) struct DirectReads {
     parker: Option<Arc<crate::parking::Parker>>,
     /// The next slot the sweep visits.
     sweep_at: usize,
+    /// Connections held now (the `aviary_connections_direct` gauge).
+    held: Arc<AtomicU64>,
 }
 
 /// Slots the sweep visits per tick: at 20,000 held connections, each is visited every
@@ -172,8 +175,12 @@ const SWEEP_PER_TICK: usize = 512;
 
 impl DirectReads {
     /// An empty table; connections handed back run on `tracker`, quiet ones park with
-    /// `parker`.
-    pub(crate) fn new(tracker: TaskTracker, parker: Option<Arc<crate::parking::Parker>>) -> Self {
+    /// `parker`; `held` is the gauge of connections held.
+    pub(crate) fn new(
+        tracker: TaskTracker,
+        parker: Option<Arc<crate::parking::Parker>>,
+        held: Arc<AtomicU64>,
+    ) -> Self {
         Self {
             slots: Vec::new(),
             vacant: Vec::new(),
@@ -182,6 +189,7 @@ impl DirectReads {
             tracker,
             parker: parker.filter(|p| p.parks()),
             sweep_at: 0,
+            held,
         }
     }
 
@@ -227,11 +235,19 @@ impl DirectReads {
 
     /// Takes the connection out of slot `index` for good and vacates the slot.
     fn vacate(&mut self, index: usize) -> Option<Box<Held>> {
-        let slot = self.slots.get_mut(index)?;
-        let held = slot.held.take()?;
-        slot.generation = slot.generation.wrapping_add(1);
-        self.vacant.push(u32::try_from(index).unwrap_or(u32::MAX));
+        let held = self.slots.get_mut(index)?.held.take()?;
+        self.release(index);
         Some(held)
+    }
+
+    /// Slot `index`, whose connection has been taken out, is vacant: its generation moves
+    /// on, so wakes meant for that connection touch nothing.
+    fn release(&mut self, index: usize) {
+        if let Some(slot) = self.slots.get_mut(index) {
+            slot.generation = slot.generation.wrapping_add(1);
+            self.vacant.push(u32::try_from(index).unwrap_or(u32::MAX));
+            self.held.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Takes a connection over from its task. If a task is needed already (its outbox
@@ -255,7 +271,8 @@ impl DirectReads {
             index,
             generation: slot.generation,
         }));
-        if !handover.state.outbox.hand_over(waker.clone()) {
+        let stream = Arc::clone(&handover.stream);
+        if !handover.state.outbox.hand_over(stream, waker.clone()) {
             self.vacant.push(index);
             return spawn(
                 &self.tracker,
@@ -278,6 +295,7 @@ impl DirectReads {
             self.turns.push_back((index, slot.generation));
         }
         slot.held = Some(held);
+        self.held.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Completes when a slot has woken (or one waits for its turn).
@@ -339,10 +357,7 @@ impl DirectReads {
     /// Hands a connection taken with [`DirectReads::next_woken`] back to a task, its
     /// reader starting from `carry`, and vacates its slot.
     pub(crate) fn hand_back(&mut self, index: u32, held: Held, carry: Option<Carry>) {
-        if let Some(slot) = self.slots.get_mut(index as usize) {
-            slot.generation = slot.generation.wrapping_add(1);
-            self.vacant.push(index);
-        }
+        self.release(index as usize);
         let Held {
             stream,
             state,

@@ -406,17 +406,20 @@ impl Outbox {
 
 impl Outbox {
     /// Hands the connection's writes to the broker task (`crate::direct_reads`): its
-    /// task has ended with the writer waiting and the socket attached; `waker` (the broker
-    /// task's, for this connection) replaces the writer's and is woken when a task is
-    /// needed again (the socket did not take a whole write, or the outbox closed).
-    /// `false`, changing nothing, if one is needed already.
-    pub(crate) fn hand_over(&self, waker: Waker) -> bool {
+    /// task has ended with the writer waiting, or it was parked; `stream` is its socket,
+    /// and `waker` (the broker task's, for this connection) replaces the writer's and is
+    /// woken when a task is needed again (the socket did not take a whole write, or the
+    /// outbox closed). `false`, changing nothing, if one is needed already.
+    pub(crate) fn hand_over(&self, stream: Arc<TcpStream>, waker: Waker) -> bool {
         let mut state = self.shared.lock();
-        if state.is(CLOSED) || !state.is(WRITER_IDLE) || state.direct.is_none() {
+        // A writer that is not waiting has the rest of a write queued.
+        if state.is(CLOSED) || (!state.is(WRITER_IDLE) && !state.queue.is_empty()) {
             return false;
         }
+        state.direct = Some(stream);
         state.reader = None;
         state.writer = Some(waker);
+        state.set(WRITER_IDLE, true);
         state.set(HANDED, true);
         true
     }
@@ -585,6 +588,62 @@ mod tests {
         rx.park(Waker::from(Arc::clone(&closed)));
         drop(tx);
         assert_eq!(wakes(&closed), 1, "a close wakes the parker");
+    }
+
+    /// A connection handed to the broker task (`crate::direct_reads`): every flush is
+    /// written there, however many outboxes it flushes and however large the batch; its
+    /// waker fires only when a task is needed (here: the close).
+    #[tokio::test]
+    async fn a_handed_outbox_is_written_by_the_broker_task_and_wakes_it_for_a_task_only() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (tx, rx) = outbox();
+        let counter = Arc::new(CountWakes::default());
+        let wakes = |c: &Arc<CountWakes>| c.0.load(std::sync::atomic::Ordering::SeqCst);
+        let server = Arc::new(server);
+        rx.attach(Arc::clone(&server));
+        // A rest of a write waits for a task's writer.
+        rx.shared.lock().queue = Batch::One(Outgoing::Encoded(Bytes::from_static(b"x")));
+        assert!(
+            !rx.hand_over(Arc::clone(&server), Waker::from(Arc::clone(&counter))),
+            "not while a write waits"
+        );
+        // The writer takes it and waits with nothing to write, as a task's does before
+        // it ends.
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(rx.poll_next_batch(&mut cx).is_ready());
+        assert!(rx.poll_next_batch(&mut cx).is_pending());
+        assert!(rx.hand_over(server, Waker::from(Arc::clone(&counter))));
+        assert!(!rx.needs_task());
+        let wire = WireBytes::default();
+        let mut scratch = BytesMut::new();
+        // A flush of many outboxes (`write_here` false) and a batch over WRITE_CHUNK.
+        let big = Bytes::from(vec![7u8; WRITE_CHUNK + 1]);
+        for _ in 0..3 {
+            let publish = Packet::Publish(aviary_codec::Publish {
+                dup: false,
+                qos: aviary_codec::QoS::AtMostOnce,
+                retain: false,
+                topic: aviary_codec::TopicName::new("t").unwrap(),
+                packet_id: None,
+                properties: Default::default(),
+                payload: big.clone(),
+            });
+            assert_eq!(tx.push(publish, Delivery::Reliable), Ok(Pushed::List));
+            tx.flush(false, &wire, &mut scratch);
+            // Type, a 3-byte length, the topic, the payload (a socket buffer's worth).
+            let mut got = vec![0u8; 1 + 3 + 3 + WRITE_CHUNK + 1];
+            client.read_exact(&mut got).await.unwrap();
+        }
+        assert_eq!(wakes(&counter), 0, "written by the flush, no task woken");
+        assert!(!rx.needs_task());
+        drop(tx);
+        assert_eq!(wakes(&counter), 1, "the close needs a task");
+        assert!(rx.needs_task());
     }
 
     #[tokio::test]

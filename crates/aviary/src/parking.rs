@@ -15,6 +15,10 @@
 //!   queues the slot and wakes the poll;
 //! * the parker stops (end of shutdown): its sockets are then closed.
 //!
+//! On a runtime of one worker thread, a connection whose client sends something is handed
+//! straight to the broker task, which reads it itself (`crate::direct_reads`), rather than
+//! to a new task.
+//!
 //! Keep-alive needs no timer here: the broker task enforces it and closes the outbox.
 //! A slot carries a generation, so a waker or event meant for a connection that has since
 //! resumed does not resume the connection that reuses its slot.
@@ -440,8 +444,52 @@ fn resume(shared: &Shared, index: u32, generation: Option<u32>) {
         debug!(conn = parked.conn.0, error = %e, "cannot deregister a parked socket");
     }
     let parked = parked.resume(&stream);
-    spawn_resumed(shared, stream, parked);
+    // Data from the client, on a runtime where the broker task reads connections that
+    // talk itself: it takes the connection over at once, with no task in between.
+    if generation.is_none() && parked.ctx.direct_reads {
+        hand_to_broker(shared, stream, parked);
+    } else {
+        spawn_resumed(shared, stream, parked);
+    }
     // `_tracked` drops only now, after the resumed task is tracked.
+}
+
+/// Hands a parked connection whose client sent something to the broker task, which reads
+/// it itself from now on (`crate::direct_reads`); through its inbox, behind the
+/// connection's earlier events.
+fn hand_to_broker(shared: &Shared, stream: mio::net::TcpStream, parked: Resumable) {
+    let registered = {
+        let _runtime = shared.runtime.enter();
+        tokio::net::TcpStream::from_std(std::net::TcpStream::from(stream))
+    };
+    let stream = match registered {
+        Ok(stream) => Arc::new(stream),
+        Err(e) => {
+            debug!(conn = parked.conn.0, error = %e, "cannot resume a parked connection");
+            let closed = async move {
+                let conn = parked.conn;
+                let _ = parked.ctx.events.send(Event::Closed { conn }).await;
+            };
+            shared.runtime.spawn(shared.tracker.track_future(closed));
+            return;
+        }
+    };
+    let events = parked.ctx.events.clone();
+    let handover = Box::new(crate::direct_reads::Handover {
+        stream,
+        state: parked,
+    });
+    match events.try_send(Event::HandOver(handover)) {
+        Ok(()) => {}
+        Err(tokio::sync::mpsc::error::TrySendError::Full(event)) => {
+            let send = async move {
+                let _ = events.send(event).await;
+            };
+            shared.runtime.spawn(shared.tracker.track_future(send));
+        }
+        // The broker task is gone: the socket closes with the event.
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
+    }
 }
 
 /// Runs a connection again in a new task on the runtime.

@@ -159,6 +159,7 @@ async fn start_with_records(
         broker_task = broker_task.with_direct_reads(crate::direct_reads::DirectReads::new(
             connections.clone(),
             parker.clone(),
+            metrics.direct(),
         ));
     }
     let broker_task = tokio::spawn(broker_task.run());

@@ -136,7 +136,9 @@ impl BrokerTask {
                         read_at,
                     });
                 }
-                if !matches!(stop, Stop::Full) {
+                // A full batch is followed by more only while the pass has room: a cut
+                // pass put the rest of the batch in the inbox, ahead of what follows.
+                if !matches!(stop, Stop::Full) || self.pass_is_full() {
                     break stop;
                 }
             };

@@ -438,7 +438,9 @@ impl Idleness {
         let bits = if handed_back {
             Self::STARTED | Self::TALKED | Self::READ_ONCE | Self::READ_AGAIN
         } else if started {
-            Self::STARTED
+            // It parked after its CONNACK and has woken for something: its next read is
+            // the client talking again.
+            Self::STARTED | Self::READ_ONCE
         } else {
             0
         };

@@ -133,6 +133,8 @@ pub(crate) struct Metrics {
     wire: Arc<WireBytes>,
     /// Connections parked now, kept by the parker (`crate::parking`).
     parked: Arc<AtomicU64>,
+    /// Connections the broker task reads itself now (`crate::direct_reads`).
+    direct: Arc<AtomicU64>,
     /// The store writer's progress (none in unit tests of the task).
     store: Option<watch::Receiver<Progress>>,
 }
@@ -151,6 +153,11 @@ impl Metrics {
     /// The gauge of parked connections, for the parker.
     pub(crate) fn parked(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.parked)
+    }
+
+    /// The gauge of connections the broker task reads itself.
+    pub(crate) fn direct(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.direct)
     }
 
     /// The wire byte counters, for the connection tasks.
@@ -193,6 +200,11 @@ impl Metrics {
                 "aviary_connections_parked",
                 "Idle plain TCP connections handed to the parking thread.",
                 usize::try_from(self.parked.load(Ordering::Relaxed)).unwrap_or(usize::MAX),
+            ),
+            (
+                "aviary_connections_direct",
+                "Plain TCP connections the broker task reads itself, without a task of their own.",
+                usize::try_from(self.direct.load(Ordering::Relaxed)).unwrap_or(usize::MAX),
             ),
             (
                 "aviary_queued_messages",
