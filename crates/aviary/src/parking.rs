@@ -458,25 +458,12 @@ fn resume(shared: &Shared, index: u32, generation: Option<u32>) {
 /// it itself from now on (`crate::direct_reads`); through its inbox, behind the
 /// connection's earlier events.
 fn hand_to_broker(shared: &Shared, stream: mio::net::TcpStream, parked: Resumable) {
-    let registered = {
-        let _runtime = shared.runtime.enter();
-        tokio::net::TcpStream::from_std(std::net::TcpStream::from(stream))
-    };
-    let stream = match registered {
-        Ok(stream) => Arc::new(stream),
-        Err(e) => {
-            debug!(conn = parked.conn.0, error = %e, "cannot resume a parked connection");
-            let closed = async move {
-                let conn = parked.conn;
-                let _ = parked.ctx.events.send(Event::Closed { conn }).await;
-            };
-            shared.runtime.spawn(shared.tracker.track_future(closed));
-            return;
-        }
+    let Some((stream, parked)) = register(shared, stream, parked) else {
+        return;
     };
     let events = parked.ctx.events.clone();
     let handover = Box::new(crate::direct_reads::Handover {
-        stream,
+        stream: Arc::new(stream),
         state: parked,
     });
     match events.try_send(Event::HandOver(handover)) {
@@ -494,25 +481,34 @@ fn hand_to_broker(shared: &Shared, stream: mio::net::TcpStream, parked: Resumabl
 
 /// Runs a connection again in a new task on the runtime.
 fn spawn_resumed(shared: &Shared, stream: mio::net::TcpStream, parked: Resumable) {
-    // Registered with tokio here (inside the runtime's context), so the task's future is
-    // the driver's alone.
+    if let Some((stream, parked)) = register(shared, stream, parked) {
+        let task = crate::connection::resume(stream, parked);
+        shared.runtime.spawn(shared.tracker.track_future(task));
+    }
+}
+
+/// Registers a parked connection's socket with tokio again (inside the runtime's context,
+/// so what runs it next needs nothing more). `None` if that fails: the socket is closed,
+/// and the broker is told the connection is gone.
+fn register(
+    shared: &Shared,
+    stream: mio::net::TcpStream,
+    parked: Resumable,
+) -> Option<(tokio::net::TcpStream, Resumable)> {
     let registered = {
         let _runtime = shared.runtime.enter();
         tokio::net::TcpStream::from_std(std::net::TcpStream::from(stream))
     };
     match registered {
-        Ok(stream) => {
-            let task = crate::connection::resume(stream, parked);
-            shared.runtime.spawn(shared.tracker.track_future(task));
-        }
+        Ok(stream) => Some((stream, parked)),
         Err(e) => {
-            // The socket is closed; the broker must learn that the connection is gone.
             debug!(conn = parked.conn.0, error = %e, "cannot resume a parked connection");
             let closed = async move {
                 let conn = parked.conn;
                 let _ = parked.ctx.events.send(Event::Closed { conn }).await;
             };
             shared.runtime.spawn(shared.tracker.track_future(closed));
+            None
         }
     }
 }

@@ -12,28 +12,14 @@ mod common;
 use std::time::Duration;
 
 use aviary_codec::{Packet, QoS, ReasonCode};
-use tokio::time::Instant;
 
-use api::{sample, start_api, Api, WAIT};
+use api::{start_api, Api};
 use common::{packet_hex, str_hex, to_hex, RawClient};
-
-/// Waits until `/metrics` reports `name` at `value`.
-async fn wait_metric(api: &Api, name: &str, value: f64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let text = api.metrics_text().await;
-        let got = sample(&text, name);
-        if got == Some(value) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{name} is {got:?}, not {value}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// Waits until the broker task reads exactly `n` connections itself.
 async fn wait_direct(api: &Api, n: u32) {
-    wait_metric(api, "aviary_connections_direct", f64::from(n)).await;
+    api.wait_metric("aviary_connections_direct", f64::from(n))
+        .await;
 }
 
 /// A 3.1.1 PUBLISH at QoS 0 or 1 as wire bytes.
@@ -104,7 +90,7 @@ async fn packets_split_across_reads_and_many_in_one_read_arrive_whole_and_in_ord
         acks += &format!("40 02 {pid:04x} ");
     }
     sub.send_hex(&acks).await;
-    wait_metric(&api, "aviary_inflight_messages", 0.0).await;
+    api.wait_metric("aviary_inflight_messages", 0.0).await;
 
     // A 256 KiB message: more than a socket takes at once, so the subscriber's writes
     // (and the publisher's reads) go on in tasks, which hand the connections back.
@@ -166,7 +152,7 @@ async fn a_quiet_connection_parks_and_is_read_by_the_broker_task_again_when_it_t
     let api = start_api(|config| config.listener.park_after = Duration::from_secs(1)).await;
     let (mut sub, mut publisher) = pair(&api, "quiet").await;
     // Quiet for `park_after`: both leave the broker task for the parking thread.
-    wait_metric(&api, "aviary_connections_parked", 2.0).await;
+    api.wait_metric("aviary_connections_parked", 2.0).await;
     wait_direct(&api, 0).await;
     publisher.publish("quiet", 1, 9, b"after parking").await;
     publisher.expect_ack(0x40, 9).await;
@@ -178,8 +164,8 @@ async fn a_quiet_connection_parks_and_is_read_by_the_broker_task_again_when_it_t
     // the subscriber, woken for the delivery, runs in a task until it talks (its PUBACK),
     // and is then handed over too.
     wait_direct(&api, 2).await;
-    wait_metric(&api, "aviary_connections_parked", 0.0).await;
-    wait_metric(&api, "aviary_inflight_messages", 0.0).await;
+    api.wait_metric("aviary_connections_parked", 0.0).await;
+    api.wait_metric("aviary_inflight_messages", 0.0).await;
     publisher.ping().await;
     api.shutdown().await;
 }

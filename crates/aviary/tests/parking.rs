@@ -12,9 +12,8 @@ mod common;
 use std::time::Duration;
 
 use aviary_codec::{Packet, ProtocolVersion, QoS, ReasonCode};
-use tokio::time::Instant;
 
-use api::{sample, start_api, Api, WAIT};
+use api::{start_api, Api, WAIT};
 use common::{packet_hex, str_hex, Next, RawClient};
 
 /// A broker whose plain TCP connections park after one idle second.
@@ -22,24 +21,10 @@ async fn start() -> Api {
     start_api(|config| config.listener.park_after = Duration::from_secs(1)).await
 }
 
-/// Waits until `/metrics` reports `name` at `value` (connections park one to two
-/// `park_after` after their last activity; the gauge is refreshed once a second).
-async fn wait_metric(api: &Api, name: &str, value: f64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let text = api.metrics_text().await;
-        let got = sample(&text, name);
-        if got == Some(value) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{name} is {got:?}, not {value}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Waits until exactly `n` connections are parked.
 async fn wait_parked(api: &Api, n: u32) {
-    wait_metric(api, "aviary_connections_parked", f64::from(n)).await;
+    api.wait_metric("aviary_connections_parked", f64::from(n))
+        .await;
 }
 
 #[tokio::test]
@@ -69,9 +54,9 @@ async fn a_parked_subscriber_receives_qos0_and_qos1_and_its_puback_completes_the
     };
     // Unacknowledged, the message is in flight; the PUBACK (read by the resumed task, or
     // by another resume if it parked again meanwhile) ends the flow.
-    wait_metric(&api, "aviary_inflight_messages", 1.0).await;
+    api.wait_metric("aviary_inflight_messages", 1.0).await;
     sub.send_hex(&format!("40 02 {:04x}", id)).await;
-    wait_metric(&api, "aviary_inflight_messages", 0.0).await;
+    api.wait_metric("aviary_inflight_messages", 0.0).await;
     // Both park once idle again, and still serve.
     wait_parked(&api, 2).await;
     sub.ping().await;
@@ -196,7 +181,7 @@ async fn a_parked_client_that_hangs_up_is_gone_at_once_and_its_will_published() 
         Packet::Publish(p) => assert_eq!(&p.payload[..], b"bye"),
         other => panic!("expected the will, got {other:?}"),
     }
-    wait_metric(&api, "aviary_connections", 1.0).await;
+    api.wait_metric("aviary_connections", 1.0).await;
     api.shutdown().await;
 }
 

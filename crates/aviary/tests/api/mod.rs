@@ -115,6 +115,23 @@ impl Api {
             .unwrap()
     }
 
+    /// Polls `/metrics` until it reports `name` at `value` (at most [`WAIT`]).
+    pub async fn wait_metric(&self, name: &str, value: f64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let text = self.metrics_text().await;
+            let got = sample(&text, name);
+            if got == Some(value) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} is {got:?}, not {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Polls `GET path` until `done` holds for its body (at most 100 tries, 50 ms apart).
     pub async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
         let mut last = Value::Null;
