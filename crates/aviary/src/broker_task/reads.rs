@@ -9,9 +9,7 @@ use aviary_codec::{Packet, TopicCache};
 use tracing::debug;
 
 use super::{now, BrokerTask, Event, MAX_EVENTS_PER_PASS};
-use crate::connection::read::{
-    decode_some, Stop, FIRST_READ, MAX_READ_CHUNK, MIN_READ, READ_CHUNK,
-};
+use crate::connection::read::{decode_some, ReadSizing, Stop};
 use crate::connection::{Carry, ReadEnd};
 use crate::direct_reads::Held;
 use crate::transport::read_available;
@@ -80,19 +78,11 @@ impl BrokerTask {
         let mut buf = held.partial.take().unwrap_or_default();
         let mut topics = TopicCache::default();
         let mut wire = [0; 4];
-        // Whether the last read filled the room it was given, and the room the next then
-        // gets (as a connection's task sizes its reads, `connection::read`).
-        let mut chunk = FIRST_READ;
-        let mut filled = false;
+        // Reads sized as a connection's task sizes them.
+        let mut sizing = ReadSizing::default();
         let mut next = Next::Again;
         for _ in 0..READS_PER_TURN {
-            let room = buf.capacity() - buf.len();
-            if buf.capacity() == 0 {
-                buf.reserve(FIRST_READ);
-            } else if room < MIN_READ || (filled && room < chunk) {
-                buf.reserve(chunk.max(READ_CHUNK).max(buf.len()));
-            }
-            let room = buf.capacity() - buf.len();
+            let room = sizing.make_room(&mut buf);
             held.read = true;
             match read_available(&held.stream, &mut buf) {
                 // The end of the stream: the task meets it again and tells the broker.
@@ -100,12 +90,7 @@ impl BrokerTask {
                     next = Next::HandBack(None);
                     break;
                 }
-                Ok(n) => {
-                    filled = n == room;
-                    if filled {
-                        chunk = (chunk * 4).min(MAX_READ_CHUNK);
-                    }
-                }
+                Ok(n) => sizing.took(n, room),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     next = if held.arm().is_ready() {
                         Next::Again

@@ -375,8 +375,11 @@ fn serve<T: Transport>(
             }
             TaskEnd::HandOver => {
                 drop(panic_guard);
-                // `hands_over` checked that the transport has a socket to hand over.
+                // Handed over only with a socket (see `may_hand_over` above); without one
+                // the connection ends like a failed transport.
                 let Some(stream) = T::direct(&wr) else {
+                    let _ =
+                        Box::pin(state.ctx.events.send(Event::Closed { conn: state.conn })).await;
                     return;
                 };
                 drop((rd, wr));

@@ -26,22 +26,71 @@ use crate::transport::TransportRead;
 /// Least bytes reserved when the buffer grows; it grows by doubling while a large packet
 /// arrives (the codec refuses packets over the maximum size from their fixed header, which
 /// caps the growth).
-pub(crate) const READ_CHUNK: usize = 4 * 1024;
+const READ_CHUNK: usize = 4 * 1024;
 
 /// Most bytes offered to one read of a burst: each read that fills the room it was given
 /// makes the next one's four times larger ([`FIRST_READ`], then 4, 16 and 64 KiB).
 /// Before, a read got only the room left in the buffer, often one 1 KiB message's worth:
 /// the 1→1 benchmark with 1 KiB messages made 10 reads per 16 messages, now 4. Held only
 /// while data flows, like the buffer.
-pub(crate) const MAX_READ_CHUNK: usize = 64 * 1024;
+const MAX_READ_CHUNK: usize = 64 * 1024;
 
 /// Room below which the buffer is grown before the next read.
-pub(crate) const MIN_READ: usize = 256;
+const MIN_READ: usize = 256;
 
 /// Bytes reserved for the first read of a burst: most bursts are a few small packets (a
 /// PUBLISH, a run of acknowledgements), and a buffer this small comes from the allocator's
 /// per-thread cache; a read that fills it is followed by larger ones ([`MAX_READ_CHUNK`]).
-pub(crate) const FIRST_READ: usize = 1024;
+const FIRST_READ: usize = 1024;
+
+/// How large the reads of one burst are: the room each read gets grows while reads fill
+/// it (see [`MAX_READ_CHUNK`]). Shared by a connection's task and the broker task's own
+/// reads (`broker_task::reads`).
+#[derive(Debug)]
+pub(crate) struct ReadSizing {
+    /// Whether the last read filled the room it was given (the socket may hold more).
+    filled: bool,
+    /// The room the next read gets when the last one filled its room.
+    chunk: usize,
+}
+
+impl Default for ReadSizing {
+    fn default() -> Self {
+        Self {
+            filled: false,
+            chunk: FIRST_READ,
+        }
+    }
+}
+
+impl ReadSizing {
+    /// Grows `buf` if the next read needs more room; returns the room it gets. Decoded
+    /// packets keep their slices of the buffer, so growing it means a new allocation:
+    /// done only when little room is left for the next read, or when the socket holds
+    /// more than the room left.
+    pub(crate) fn make_room(&self, buf: &mut BytesMut) -> usize {
+        let room = buf.capacity() - buf.len();
+        if buf.capacity() == 0 && !self.filled {
+            buf.reserve(FIRST_READ);
+        } else if room < MIN_READ || (self.filled && room < self.chunk) {
+            buf.reserve(self.chunk.max(READ_CHUNK).max(buf.len()));
+        }
+        buf.capacity() - buf.len()
+    }
+
+    /// A read took `read` bytes of the `room` it was given.
+    pub(crate) fn took(&mut self, read: usize, room: usize) {
+        self.filled = read == room;
+        if self.filled {
+            self.chunk = (self.chunk * 4).min(MAX_READ_CHUNK);
+        }
+    }
+
+    /// The socket had nothing more.
+    pub(crate) fn drained(&mut self) {
+        self.filled = false;
+    }
+}
 
 /// Most packets sent to the broker task in one event, so one huge read cannot build an
 /// unbounded batch.
@@ -152,32 +201,15 @@ async fn read_burst(
     // The burst's last PUBLISH topic: a client publishing on one topic has it validated
     // and allocated once per burst, not once per message (and held only while data flows).
     let mut topics = TopicCache::default();
-    // Whether the last read filled the room it was given (the socket may hold more), and
-    // the room the next read then gets (see MAX_READ_CHUNK).
-    let mut filled = false;
-    let mut chunk = FIRST_READ;
+    let mut sizing = ReadSizing::default();
     loop {
         if read {
-            // Decoded packets keep their slices of the buffer, so growing it means a new
-            // allocation: done only when little room is left for the next read, or when the
-            // socket holds more than the room left.
-            let room = buf.capacity() - buf.len();
-            if buf.capacity() == 0 && !filled {
-                buf.reserve(FIRST_READ);
-            } else if room < MIN_READ || (filled && room < chunk) {
-                buf.reserve(chunk.max(READ_CHUNK).max(buf.len()));
-            }
-            let room = buf.capacity() - buf.len();
+            let room = sizing.make_room(&mut buf);
             match rd.try_read_buf(&mut buf) {
                 Ok(0) => return Some(ReadEnd::Closed),
-                Ok(n) => {
-                    filled = n == room;
-                    if filled {
-                        chunk = (chunk * 4).min(MAX_READ_CHUNK);
-                    }
-                }
+                Ok(n) => sizing.took(n, room),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    filled = false;
+                    sizing.drained();
                     if buf.is_empty() {
                         return None; // drained (or spurious readiness): back to waiting
                     }
