@@ -42,6 +42,19 @@ fn collect_freed_memory() {
     // frees pages and purges memory that no block in use occupies; no pointer of ours is
     // read or invalidated.
     unsafe { libmimalloc_sys::mi_collect(true) }
+    if std::env::var_os("DBG_COLLECT").is_some() {
+        let rss = std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmRSS"))
+            .unwrap_or_default()
+            .to_owned();
+        eprintln!(
+            "{:?} {:?} collect {rss}",
+            std::time::SystemTime::now(),
+            std::thread::current().id()
+        );
+    }
 }
 
 /// Exit code for a configuration that cannot be loaded.
@@ -118,8 +131,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
             builder
         }
     };
+    // Each runtime thread returns what it freed when it next waits for work after the
+    // broker task's collection (`aviary::memory`).
     let runtime = builder
         .enable_all()
+        .on_thread_park(aviary::memory::release_on_idle_thread)
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(aviary::run(config, shutdown_signal()))

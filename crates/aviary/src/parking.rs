@@ -48,8 +48,9 @@ use crate::outbox::Outbox;
 /// once, and the resume (a wake of this thread, a new task, a tokio registration) delays
 /// that message: with 100 ms, the IoT benchmark's devices (one message a second) each
 /// parked before their first message, and p99 rose from ~150 to ~200 µs. A check that
-/// finds the connection busy doubles the period, except that a connection that talked
-/// after its CONNACK, or a parked and resumed one, moves to `listener.park_after` (see
+/// finds the connection waiting for its CONNACK doubles the period, one that finds only
+/// its setup since the last check keeps it, and a connection that talked after its
+/// CONNACK, or a parked and resumed one, moves to `listener.park_after` (see
 /// `Idleness::settled`), so a client that talks even now and then parks at most once.
 const FIRST_PARK: Duration = Duration::from_secs(1);
 

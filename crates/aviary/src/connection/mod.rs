@@ -495,9 +495,11 @@ impl Idleness {
 
     /// Completes once both halves have waited through a whole idle period (so between one
     /// and two periods after the last activity). The period is
-    /// `parker.idle_period(steps)`; a check that finds the connection busy doubles it,
-    /// except that one finding that the client talked after its CONNACK (not only
-    /// connected) moves it straight to `listener.park_after`: each check is a timer and a
+    /// `parker.idle_period(steps)`; a check that finds the connection still waiting for
+    /// its CONNACK doubles it (a connect burst holds the broker up), one that finds only
+    /// its setup since the last check (its CONNECT read, its CONNACK written) goes back to
+    /// the first period, and one finding that the client talked after its CONNACK (not
+    /// only connected) moves it straight to `listener.park_after`: each check is a timer and a
     /// wake of the task, and 10,000 devices that connected together and publish every
     /// second would otherwise be checked together at 1, 3, 7 and 15 s (or, with the
     /// rule of waiting a whole busy period after the CONNACK, at 1 and 3 s), delaying the
@@ -521,6 +523,10 @@ impl Idleness {
             }
             steps = if bits & Self::TALKED != 0 {
                 MAX_STEPS
+            } else if bits & Self::STARTED != 0 {
+                // Only the connection's setup (its CONNECT, its CONNACK) since the last
+                // check: it parks a first period after that, not a doubled one.
+                0
             } else {
                 steps.saturating_add(1).min(MAX_STEPS)
             };

@@ -139,14 +139,16 @@ pub(super) fn read_loop<'a>(
                 if rd.readable().await.is_err() {
                     return ReadEnd::Closed;
                 }
-                idle.woke(Idleness::READER);
+                // The burst counts the wake (`Idleness::woke`) at its first read that
+                // finds bytes: a readiness left over from an earlier event is not the
+                // client talking.
             }
             // Boxed (one allocation per burst of reads) so the buffer and the decoding
             // state exist only while data flows.
             let mut burst = Box::pin(read_burst(
                 &mut *rd,
                 (state.conn, state.peer),
-                version,
+                (version, idle),
                 &state.outbox,
                 &state.ctx,
                 carry.take(),
@@ -177,10 +179,12 @@ pub(super) fn read_loop<'a>(
 
 /// Reads and decodes until the socket has nothing more and no partial packet is buffered
 /// (`None`: back to idle), or until reading must stop; starts with what `carry` holds.
+/// Without a carry the reader has just woken: its first read that finds bytes tells
+/// `idle`, and one that finds none (a spurious readiness) ends the burst unnoticed.
 async fn read_burst(
     rd: &mut impl TransportRead,
     (conn, peer): (ConnId, SocketAddr),
-    version: &AtomicU8,
+    (version, idle): (&AtomicU8, &Idleness),
     outbox: &Outbox,
     ctx: &ConnectionContext,
     carry: Option<Box<Carry>>,
@@ -198,6 +202,8 @@ async fn read_burst(
     };
     // Whether to read before decoding: not when starting from what was carried over.
     let mut read = carry.is_none();
+    // Whether the reader's wake is still to be told (`Idleness::woke`).
+    let mut woke = carry.is_none();
     // The burst's last PUBLISH topic: a client publishing on one topic has it validated
     // and allocated once per burst, not once per message (and held only while data flows).
     let mut topics = TopicCache::default();
@@ -207,7 +213,12 @@ async fn read_burst(
             let room = sizing.make_room(&mut buf);
             match rd.try_read_buf(&mut buf) {
                 Ok(0) => return Some(ReadEnd::Closed),
-                Ok(n) => sizing.took(n, room),
+                Ok(n) => {
+                    if std::mem::take(&mut woke) {
+                        idle.woke(Idleness::READER);
+                    }
+                    sizing.took(n, room);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     sizing.drained();
                     if buf.is_empty() {
@@ -505,8 +516,81 @@ mod tests {
         let ctx = super::super::tests::context(tx);
         let (_sender, outbox) = crate::outbox::outbox();
         let version = AtomicU8::new(NO_CONNECT_YET);
-        let burst = read_burst(&mut rd, (ConnId(1), peer), &version, &outbox, &ctx, None);
+        let idle = Idleness::default();
+        let burst = read_burst(
+            &mut rd,
+            (ConnId(1), peer),
+            (&version, &idle),
+            &outbox,
+            &ctx,
+            None,
+        );
         let size = std::mem::size_of_val(&burst);
         assert!(size <= 768, "{size}");
+    }
+
+    /// A reader woken by a readiness that finds nothing to read (on a runtime of several
+    /// threads, an event of the socket's other direction can leave a read readiness set)
+    /// does not count as the client talking: idle clients that only connected were kept
+    /// from parking for `listener.park_after` instead of a second.
+    #[tokio::test]
+    async fn a_wake_that_reads_nothing_is_not_the_client_talking() {
+        use tokio::io::AsyncWriteExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = listener.local_addr().unwrap();
+        let mut client = tokio::net::TcpStream::connect(peer).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (mut rd, _wr) = Transport::split(server);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let ctx = super::super::tests::context(tx);
+        let (_sender, outbox) = crate::outbox::outbox();
+        let version = AtomicU8::new(NO_CONNECT_YET);
+        let idle = Idleness::default();
+        let bits = || idle.0.load(Ordering::Relaxed);
+        let peer_and_conn = (ConnId(1), peer);
+        // Nothing to read: the burst ends at once and the wake is not counted.
+        let end = read_burst(
+            &mut rd,
+            peer_and_conn,
+            (&version, &idle),
+            &outbox,
+            &ctx,
+            None,
+        )
+        .await;
+        assert!(end.is_none());
+        assert_eq!(bits() & (Idleness::READ_ONCE | Idleness::ACTIVE), 0);
+        // The CONNECT: counted as the reader's first wake.
+        client
+            .write_all(super::super::tests::CONNECT_V5)
+            .await
+            .unwrap();
+        rd.readable().await.unwrap();
+        let end = read_burst(
+            &mut rd,
+            peer_and_conn,
+            (&version, &idle),
+            &outbox,
+            &ctx,
+            None,
+        )
+        .await;
+        assert!(end.is_none());
+        assert!(rx.recv().await.is_some(), "the CONNECT went to the broker");
+        let once = Idleness::READ_ONCE | Idleness::ACTIVE;
+        assert_eq!(bits() & once, once);
+        assert_eq!(bits() & Idleness::READ_AGAIN, 0);
+        // Another wake that finds nothing: still read once, not again.
+        let end = read_burst(
+            &mut rd,
+            peer_and_conn,
+            (&version, &idle),
+            &outbox,
+            &ctx,
+            None,
+        )
+        .await;
+        assert!(end.is_none());
+        assert_eq!(bits() & Idleness::READ_AGAIN, 0);
     }
 }

@@ -97,7 +97,7 @@ async fn read_to_end(client: &mut TcpStream) -> Vec<u8> {
 }
 
 /// CONNECT, MQTT 5.0, clean start, keep alive 60, empty client id, no properties.
-const CONNECT_V5: &[u8] = &[
+pub(super) const CONNECT_V5: &[u8] = &[
     0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3c, 0x00, 0x00, 0x00,
 ];
 const PINGREQ: &[u8] = &[0xc0, 0x00];
@@ -360,8 +360,17 @@ async fn settles_after(script: &[(u64, u8)]) -> u64 {
 
 #[tokio::test(start_paused = true)]
 async fn a_client_that_only_connected_parks_after_a_busy_check_and_a_quiet_one() {
-    // The CONNACK is written at once; checks at 1 s (busy: the CONNACK) and 3 s (idle).
-    assert_eq!(settles_after(&[(0, Idleness::WRITER)]).await, 3);
+    // The CONNACK is written at once; checks at 1 s (busy: the CONNACK) and, a first
+    // period later, 2 s (idle).
+    assert_eq!(settles_after(&[(0, Idleness::WRITER)]).await, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connack_held_up_by_a_connect_burst_is_followed_by_a_first_period() {
+    // The broker writes the CONNACK only at 2 s: the check at 1 s finds it waiting (the
+    // period doubles), the one at 3 s finds the CONNACK written since (back to the first
+    // period), the one at 4 s finds it idle. (Before: the doubled periods went on, 7 s.)
+    assert_eq!(settles_after(&[(2, Idleness::WRITER)]).await, 4);
 }
 
 #[tokio::test(start_paused = true)]
