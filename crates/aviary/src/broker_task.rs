@@ -676,10 +676,27 @@ impl BrokerTask {
         self.reentered = true;
     }
 
+    /// Closes the channel, then takes over the connections handed to this task after the
+    /// shutdown was sent (a client that talked, or a parked one that woke, just then): they
+    /// are served the shutdown's DISCONNECT like the others and handed back to tasks, where
+    /// they would otherwise lose their sockets with the channel. Connections that try to
+    /// hand over from now on find the channel closed and carry on in their tasks. The
+    /// channel's other late events are dropped: the broker no longer serves.
+    fn take_last_hand_overs(&mut self) {
+        self.events.close();
+        // Bounded: a closed channel only gives back what it already held.
+        while let Ok(event) = self.events.try_recv() {
+            if matches!(event, Event::HandOver(_)) {
+                self.handle(event);
+            }
+        }
+    }
+
     /// Graceful shutdown: the broker disconnects everybody (DISCONNECT 0x8B to 5.0
     /// clients) and every outbox is closed, so each connection writes what it has and
     /// closes.
     async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.take_last_hand_overs();
         self.broker.handle_shutdown(now());
         self.route_transmits();
         if self.end_pass().await.is_err() {
@@ -943,6 +960,91 @@ mod tests {
             read_at: now(),
         });
         outbox
+    }
+
+    /// A connection handed to the broker task after the shutdown was sent (it waits in
+    /// the channel behind `Shutdown`) is still served the shutdown's DISCONNECT (0x8B)
+    /// and closed, instead of losing its socket with the channel.
+    #[tokio::test]
+    async fn a_hand_over_sent_after_the_shutdown_gets_its_disconnect() {
+        use tokio::io::AsyncReadExt as _;
+        let (tx, rx) = mpsc::channel(8);
+        let tracker = tokio_util::task::TaskTracker::new();
+        let direct = crate::direct_reads::DirectReads::new(tracker.clone(), None, Arc::default());
+        let mut task =
+            BrokerTask::new(Broker::new(Default::default()), rx).with_direct_reads(direct);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, peer) = listener.accept().await.unwrap();
+        // A 5.0 client, connected (its CONNACK waits in the outbox).
+        let (sender, outbox) = crate::outbox::outbox();
+        task.handle(Event::Open {
+            conn: ConnId(1),
+            peer,
+            outbox: sender,
+            listener: "default".into(),
+        });
+        let connect = [
+            0x10, 0x0e, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3c, 0x00, 0x00,
+            0x01, b'c',
+        ];
+        let mut wire = BytesMut::from(&connect[..]);
+        let packet = aviary_codec::decode(&mut wire, ProtocolVersion::V5, 1024)
+            .unwrap()
+            .unwrap();
+        task.handle(Event::Packets {
+            conn: ConnId(1),
+            packets: vec![packet].into(),
+            read_at: now(),
+        });
+        task.route_transmits();
+        // The shutdown, then the connection's hand-over behind it.
+        tx.send(Event::Shutdown).await.unwrap();
+        let state = crate::connection::Resumable {
+            conn: ConnId(1),
+            peer,
+            level: 5,
+            steps: crate::parking::MAX_STEPS,
+            outbox,
+            ctx: Arc::new(crate::connection::tests::context(tx.clone())),
+            carry: None,
+            permit: None,
+        };
+        let handover = crate::direct_reads::Handover {
+            stream: Arc::new(server),
+            state,
+        };
+        tx.send(Event::HandOver(Box::new(handover))).await.unwrap();
+        task.run().await.unwrap();
+        // The client gets its CONNACK, the DISCONNECT with 0x8B, then the end of the
+        // stream (the test keeps a sender: without the fix the socket would sit in the
+        // channel, open, and the read time out).
+        let mut received = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.read_to_end(&mut received),
+        )
+        .await;
+        assert!(read.is_ok(), "the connection was closed");
+        let mut received = BytesMut::from(&received[..]);
+        let mut got = Vec::new();
+        while let Some(p) = aviary_codec::decode(&mut received, ProtocolVersion::V5, 1024).unwrap()
+        {
+            got.push(p);
+        }
+        assert!(matches!(got.first(), Some(Packet::ConnAck(_))), "{got:?}");
+        match got.get(1) {
+            Some(Packet::Disconnect(d)) => {
+                assert_eq!(d.reason_code, aviary_codec::ReasonCode(0x8B), "{d:?}")
+            }
+            other => panic!("expected the shutdown's DISCONNECT, got {other:?}"),
+        }
+        // The connection's task lingers until the client closes too.
+        drop(client);
+        tracker.close();
+        tracker.wait().await;
     }
 
     /// Decodes 3.1.1 wire bytes into packets.

@@ -471,12 +471,18 @@ fn hand_to_broker(shared: &Shared, stream: mio::net::TcpStream, parked: Resumabl
         Ok(()) => {}
         Err(tokio::sync::mpsc::error::TrySendError::Full(event)) => {
             let send = async move {
-                let _ = events.send(event).await;
+                if let Err(refused) = events.send(event).await {
+                    crate::connection::resume_refused(refused.0).await;
+                }
             };
             shared.runtime.spawn(shared.tracker.track_future(send));
         }
-        // The broker task is gone: the socket closes with the event.
-        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
+        // The broker task takes no more events (shutting down): the connection resumes
+        // in a task, which writes the shutdown's DISCONNECT and closes.
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(event)) => {
+            let resumed = crate::connection::resume_refused(event);
+            shared.runtime.spawn(shared.tracker.track_future(resumed));
+        }
     }
 }
 

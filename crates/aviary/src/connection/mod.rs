@@ -221,7 +221,8 @@ pub(crate) fn resume(
 }
 
 /// Runs a connection the broker task read itself (`crate::direct_reads`) in a task again,
-/// its reader starting from `state.carry` (which must be set).
+/// its reader starting from `state.carry`, or one whose hand-over it refused
+/// ([`resume_refused`]).
 pub(crate) fn hand_back(
     stream: Arc<tokio::net::TcpStream>,
     state: Resumable,
@@ -391,13 +392,33 @@ fn serve<T: Transport>(
                 // Through the inbox, behind the connection's earlier events: the broker
                 // task reads nothing of it before it has handled those.
                 let event = Event::HandOver(Box::new(handover));
-                if Box::pin(events.send(event)).await.is_ok() {
-                    debug!(conn = conn.0, "connection handed to the broker task");
-                }
+                // Boxed, like the other sends here, with what follows a refusal.
+                Box::pin(hand_over_to_broker(events, event, conn)).await;
                 return;
             }
         }
         debug!(conn = state.conn.0, peer = %state.peer, "connection closed");
+    }
+}
+
+/// Sends a connection's hand-over to the broker task; if it no longer takes events, the
+/// connection goes on here ([`resume_refused`]).
+async fn hand_over_to_broker(events: mpsc::Sender<Event>, event: Event, conn: ConnId) {
+    match events.send(event).await {
+        Ok(()) => debug!(conn = conn.0, "connection handed to the broker task"),
+        Err(mpsc::error::SendError(event)) => resume_refused(event).await,
+    }
+}
+
+/// Runs a connection whose hand-over the broker task no longer takes (it is shutting
+/// down, `BrokerTask::take_last_hand_overs`) in a task again: it writes what its outbox
+/// holds (the shutdown's DISCONNECT) and ends when the broker closes the outbox. Boxed
+/// (and type-erased, since a connection's task may end up here): only this rare path
+/// pays for it.
+pub(crate) fn resume_refused(event: Event) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    match event {
+        Event::HandOver(handover) => Box::pin(hand_back(handover.stream, handover.state)),
+        _ => Box::pin(std::future::ready(())),
     }
 }
 

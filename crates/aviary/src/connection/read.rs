@@ -132,7 +132,10 @@ pub(super) fn read_loop<'a>(
                 // Idle: wait for data holding nothing, not even a buffer; or hand the
                 // connection to the broker task, which then reads it itself, while both
                 // halves wait (a writer still writing is seen at a later read).
-                if idle.hand_over_now() && version.load(Ordering::Acquire) != NO_CONNECT_YET {
+                if idle.hand_over_now()
+                    && version.load(Ordering::Acquire) != NO_CONNECT_YET
+                    && !state.ctx.events.is_closed()
+                {
                     return ReadEnd::HandOver;
                 }
                 idle.waiting(Idleness::READER);

@@ -448,3 +448,52 @@ async fn what_the_socket_does_not_take_from_the_brokers_own_write_is_finished_by
     drop(h.client); // ends the linger after our close
     h.task.await.unwrap();
 }
+
+/// A connection whose hand-over the broker task no longer takes (it closed its channel
+/// while shutting down) carries on in its task: what the broker routes still reaches the
+/// client, and it closes when the outbox closes, instead of losing its socket.
+#[tokio::test]
+async fn a_hand_over_the_broker_no_longer_takes_leaves_the_connection_in_its_task() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, peer) = listener.accept().await.unwrap();
+    // Room for one event: the hand-over waits behind the PINGREQ's.
+    let (tx, mut events) = mpsc::channel(1);
+    let mut ctx = context(tx);
+    ctx.direct_reads = true;
+    let task = tokio::spawn(run(server, ConnId(7), peer, ctx, None));
+    let Some(Event::Open { outbox, .. }) = events.recv().await else {
+        panic!("expected Open");
+    };
+    client.write_all(CONNECT_V5).await.unwrap();
+    packets(&mut events, 1).await;
+    let mut pingresp = [0u8; 2];
+    send(&outbox, Packet::PingResp);
+    client.read_exact(&mut pingresp).await.unwrap();
+    // The client talks again: once both halves wait, the task hands the connection over.
+    client.write_all(PINGREQ).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    events.close();
+    // Left to the connection's writer, as a flush of many outboxes does (the broker task
+    // writes only a few itself): only a task still serving the connection writes it.
+    if outbox.push(Packet::PingResp, Delivery::Reliable).unwrap() == crate::outbox::Pushed::List {
+        let wire = crate::metrics::WireBytes::default();
+        outbox.flush(false, &wire, &mut bytes::BytesMut::new());
+    }
+    let read = tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut pingresp));
+    assert!(
+        matches!(read.await, Ok(Ok(_))),
+        "the connection is still served"
+    );
+    assert_eq!(pingresp, [0xd0, 0x00]);
+    drop(outbox);
+    let rest = tokio::time::timeout(Duration::from_secs(10), read_to_end(&mut client)).await;
+    assert_eq!(rest.ok(), Some(Vec::new()), "closed with the outbox");
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the task ends")
+        .unwrap();
+}
