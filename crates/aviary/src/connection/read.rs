@@ -551,17 +551,22 @@ mod tests {
         let idle = Idleness::default();
         let bits = || idle.0.load(Ordering::Relaxed);
         let peer_and_conn = (ConnId(1), peer);
+        // A burst from a wake, as the read loop runs it.
+        macro_rules! burst {
+            () => {
+                read_burst(
+                    &mut rd,
+                    peer_and_conn,
+                    (&version, &idle),
+                    &outbox,
+                    &ctx,
+                    None,
+                )
+                .await
+            };
+        }
         // Nothing to read: the burst ends at once and the wake is not counted.
-        let end = read_burst(
-            &mut rd,
-            peer_and_conn,
-            (&version, &idle),
-            &outbox,
-            &ctx,
-            None,
-        )
-        .await;
-        assert!(end.is_none());
+        assert!(burst!().is_none());
         assert_eq!(bits() & (Idleness::READ_ONCE | Idleness::ACTIVE), 0);
         // The CONNECT: counted as the reader's first wake.
         client
@@ -569,31 +574,13 @@ mod tests {
             .await
             .unwrap();
         rd.readable().await.unwrap();
-        let end = read_burst(
-            &mut rd,
-            peer_and_conn,
-            (&version, &idle),
-            &outbox,
-            &ctx,
-            None,
-        )
-        .await;
-        assert!(end.is_none());
+        assert!(burst!().is_none());
         assert!(rx.recv().await.is_some(), "the CONNECT went to the broker");
         let once = Idleness::READ_ONCE | Idleness::ACTIVE;
         assert_eq!(bits() & once, once);
         assert_eq!(bits() & Idleness::READ_AGAIN, 0);
         // Another wake that finds nothing: still read once, not again.
-        let end = read_burst(
-            &mut rd,
-            peer_and_conn,
-            (&version, &idle),
-            &outbox,
-            &ctx,
-            None,
-        )
-        .await;
-        assert!(end.is_none());
+        assert!(burst!().is_none());
         assert_eq!(bits() & Idleness::READ_AGAIN, 0);
     }
 }
