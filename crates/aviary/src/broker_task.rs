@@ -986,11 +986,7 @@ mod tests {
             outbox: sender,
             listener: "default".into(),
         });
-        let connect = [
-            0x10, 0x0e, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3c, 0x00, 0x00,
-            0x01, b'c',
-        ];
-        let mut wire = BytesMut::from(&connect[..]);
+        let mut wire = BytesMut::from(crate::connection::tests::CONNECT_V5);
         let packet = aviary_codec::decode(&mut wire, ProtocolVersion::V5, 1024)
             .unwrap()
             .unwrap();
@@ -1019,8 +1015,8 @@ mod tests {
         tx.send(Event::HandOver(Box::new(handover))).await.unwrap();
         task.run().await.unwrap();
         // The client gets its CONNACK, the DISCONNECT with 0x8B, then the end of the
-        // stream (the test keeps a sender: without the fix the socket would sit in the
-        // channel, open, and the read time out).
+        // stream (without the fix the hand-over is dropped with the channel: the socket
+        // closes with nothing written).
         let mut received = Vec::new();
         let read = tokio::time::timeout(
             std::time::Duration::from_secs(10),

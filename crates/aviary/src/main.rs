@@ -42,19 +42,6 @@ fn collect_freed_memory() {
     // frees pages and purges memory that no block in use occupies; no pointer of ours is
     // read or invalidated.
     unsafe { libmimalloc_sys::mi_collect(true) }
-    if std::env::var_os("DBG_COLLECT").is_some() {
-        let rss = std::fs::read_to_string("/proc/self/status")
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with("VmRSS"))
-            .unwrap_or_default()
-            .to_owned();
-        eprintln!(
-            "{:?} {:?} collect {rss}",
-            std::time::SystemTime::now(),
-            std::thread::current().id()
-        );
-    }
 }
 
 /// Exit code for a configuration that cannot be loaded.

@@ -137,18 +137,35 @@ mod tests {
         static CALLS: Cell<usize> = const { Cell::new(0) };
     }
 
-    /// The names of the threads that collected, for the test of the runtime's threads.
-    static COLLECTORS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    /// The threads that collected (name and id), for the test of the runtime's threads.
+    static COLLECTORS: std::sync::Mutex<Vec<(String, std::thread::ThreadId)>> =
+        std::sync::Mutex::new(Vec::new());
 
     fn counting_collect() {
         CALLS.with(|c| c.set(c.get() + 1));
-        let name = std::thread::current().name().unwrap_or_default().to_owned();
-        COLLECTORS.lock().expect("collectors").push(name);
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or_default().to_owned();
+        COLLECTORS
+            .lock()
+            .expect("collectors")
+            .push((name, thread.id()));
     }
 
-    fn collections_on(thread: &str) -> usize {
+    /// How many collections have run so far.
+    fn collections() -> usize {
+        COLLECTORS.lock().expect("collectors").len()
+    }
+
+    /// The distinct threads named `name` that collected after the first `since`
+    /// collections.
+    fn threads_collecting_since(since: usize, name: &str) -> usize {
         let collectors = COLLECTORS.lock().expect("collectors");
-        collectors.iter().filter(|name| *name == thread).count()
+        let ids: std::collections::HashSet<_> = collectors[since..]
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, id)| *id)
+            .collect();
+        ids.len()
     }
 
     fn other_collect() {
@@ -212,20 +229,18 @@ mod tests {
         // Meanwhile both workers go to sleep (each collects at its first park, for
         // whatever other tests released before).
         std::thread::sleep(std::time::Duration::from_millis(200));
-        let before = collections_on(worker);
+        let before = collections();
         runtime.block_on(tick).expect("tick");
-        let mut collected = 0;
+        // Both workers, not one of them twice.
+        let mut threads = 0;
         for _ in 0..200 {
-            collected = collections_on(worker) - before;
-            if collected >= 2 {
+            threads = threads_collecting_since(before, worker);
+            if threads == 2 {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        assert!(
-            collected >= 2,
-            "{collected} collections on the runtime's workers"
-        );
+        assert_eq!(threads, 2, "workers that collected after the release");
     }
 
     #[test]

@@ -135,11 +135,9 @@ async fn a_kick_and_a_takeover_reach_connections_the_broker_task_reads() {
         .call("DELETE", "/api/v1/clients/direct-kick", None)
         .await;
     assert_eq!(status, 204);
-    match kicked.read_packet().await {
-        Packet::Disconnect(d) => assert_eq!(d.reason_code, ReasonCode::ADMINISTRATIVE_ACTION),
-        other => panic!("expected DISCONNECT, got {other:?}"),
-    }
-    kicked.expect_closed().await;
+    kicked
+        .expect_disconnect(ReasonCode::ADMINISTRATIVE_ACTION.0)
+        .await;
 
     let mut new = RawClient::connect_v5(api.mqtt, "direct-twice").await;
     old.expect_disconnect(0x8e).await;

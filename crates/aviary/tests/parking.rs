@@ -120,11 +120,8 @@ async fn a_kick_through_the_api_ends_a_parked_connection() {
         .call("DELETE", "/api/v1/clients/parked-kick", None)
         .await;
     assert_eq!(status, 204);
-    match v5.read_packet().await {
-        Packet::Disconnect(d) => assert_eq!(d.reason_code, ReasonCode::ADMINISTRATIVE_ACTION),
-        other => panic!("expected DISCONNECT, got {other:?}"),
-    }
-    v5.expect_closed().await;
+    v5.expect_disconnect(ReasonCode::ADMINISTRATIVE_ACTION.0)
+        .await;
     wait_parked(&api, 0).await;
     api.shutdown().await;
 }

@@ -97,7 +97,7 @@ async fn read_to_end(client: &mut TcpStream) -> Vec<u8> {
 }
 
 /// CONNECT, MQTT 5.0, clean start, keep alive 60, empty client id, no properties.
-pub(super) const CONNECT_V5: &[u8] = &[
+pub(crate) const CONNECT_V5: &[u8] = &[
     0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3c, 0x00, 0x00, 0x00,
 ];
 const PINGREQ: &[u8] = &[0xc0, 0x00];
