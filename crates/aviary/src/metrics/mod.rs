@@ -378,6 +378,11 @@ impl Metrics {
                     "Store operations applied.",
                     progress.ops,
                 ),
+                (
+                    "aviary_store_operations_elided_total",
+                    "Store operations not written: message copies acknowledged before the commit that would have stored them.",
+                    progress.elided,
+                ),
             ];
             for (name, help, value) in store_counters {
                 out.single(name, Kind::Counter, help, value);

@@ -8,6 +8,8 @@
 //! * `writer` — [`StoreWriter`], the one thread that applies [`StoreOp`]s with group commit
 //!   and reports each commit's sequence number, so the shell can release the
 //!   acknowledgements that waited for it;
+//! * `coalesce` — drops the message copies that a commit's operations both create and
+//!   finish (an online subscriber's PUBACK beat the commit), so they are never written;
 //! * `liveness` — whether anything stored depends on the last sign of life, which the
 //!   writer then records while idle;
 //! * `error` — [`StoreError`], worded for operators.
@@ -19,6 +21,7 @@
 //! in one transaction.
 
 mod adapter;
+mod coalesce;
 mod error;
 mod gate;
 mod liveness;

@@ -691,6 +691,67 @@ async fn writer_over_redb_commits_what_a_reload_sees() {
     assert_eq!(snapshot.sessions[0].deliveries.len(), 19);
 }
 
+/// A copy acknowledged before the commit that would store it is not written, and the
+/// message's other copy, in the same commit, still gets the body it shares.
+#[tokio::test]
+async fn a_copy_finished_within_its_commit_is_not_written_and_its_twin_keeps_the_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_in(dir.path()).unwrap();
+    store.load(0).unwrap();
+    let mut writer = spawn_writer(store, Durability::Immediate);
+    let m = message("a/b", 0, None);
+    // One batch, so one commit: "a" gets and acknowledges message 7, "b" gets it too.
+    writer
+        .submit(vec![
+            put_session("a", None),
+            put_session("b", None),
+            deliver("a", 1, 7, &m),
+            set_state("a", 1, DeliveryState::Sent { packet_id: 1 }),
+            deliver("b", 2, 7, &m),
+            done("a", 1),
+        ])
+        .await
+        .unwrap();
+    let progress = writer.close().await.unwrap();
+    assert_eq!(
+        (progress.committed, progress.elided, progress.ops),
+        (1, 3, 3)
+    );
+    let snapshot = open_in(dir.path()).unwrap().load(0).unwrap();
+    let deliveries = |client: &str| {
+        let session = snapshot.sessions.iter().find(|s| s.client_id == client);
+        session.expect("session loaded").deliveries.clone()
+    };
+    assert!(deliveries("a").is_empty());
+    let b = deliveries("b");
+    assert_eq!(b.len(), 1);
+    assert_eq!((b[0].delivery_id, b[0].delivery.message_id), (2, 7));
+    assert_eq!(*b[0].message, *m, "the shared body was written by b's copy");
+}
+
+/// Operations that undo each other entirely need no transaction (and no fsync): the
+/// batch is reported committed all the same.
+#[tokio::test]
+async fn a_batch_that_undoes_itself_is_committed_without_a_transaction() {
+    let recorder = Recorder::default();
+    let commits = recorder.commits.clone();
+    let mut writer = spawn_writer(recorder, Durability::Immediate);
+    let m = message("a/b", 0, None);
+    let seq = writer
+        .submit(vec![
+            deliver("a", 1, 7, &m),
+            set_state("a", 1, DeliveryState::Sent { packet_id: 1 }),
+            done("a", 1),
+        ])
+        .await
+        .unwrap();
+    let mut watch = writer.watch();
+    let progress = progress_until(&mut watch, |p| p.committed == seq).await;
+    assert_eq!((progress.commits, progress.ops, progress.elided), (0, 0, 3));
+    assert!(commits.lock().unwrap().is_empty());
+    writer.close().await.unwrap();
+}
+
 /// A version 1 store as that version wrote it: its tables (no `wills`, no `liveness`)
 /// and schema 1, holding one session with one queued message.
 fn write_version_1_store(path: &std::path::Path) {

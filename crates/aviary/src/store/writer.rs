@@ -51,6 +51,9 @@ pub struct Progress {
     pub syncs: u64,
     /// Operations applied.
     pub ops: u64,
+    /// Operations not written because the same commit undid them: message copies
+    /// finished before the commit that would have stored them (`super::coalesce`).
+    pub elided: u64,
     /// Empty commits made while idle, to record that the broker was alive.
     pub heartbeats: u64,
     /// The writer stopped on an error (logged): nothing more will be committed.
@@ -230,8 +233,10 @@ fn run(
             }
             Durability::Relaxed => Fsync::Deferred,
         };
-        // A batch without operations (a pass that only waits for earlier ones) needs no
-        // transaction: everything before it is committed once the previous ones are.
+        state.elided += super::coalesce::drop_finished_deliveries(&mut ops) as u64;
+        // A batch without operations (a pass that only waits for earlier ones, or whose
+        // operations undid each other) needs no transaction: everything before it is
+        // committed once the previous ones are.
         if !ops.is_empty() {
             store.commit(&ops, fsync)?;
             liveness.apply(&ops);
