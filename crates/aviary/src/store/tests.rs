@@ -729,6 +729,41 @@ async fn a_copy_finished_within_its_commit_is_not_written_and_its_twin_keeps_the
     assert_eq!(*b[0].message, *m, "the shared body was written by b's copy");
 }
 
+/// Records written twice in one commit (through the writer, which coalesces) load as the
+/// last write left them.
+#[tokio::test]
+async fn records_written_twice_in_one_commit_load_as_the_last_write_left_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_in(dir.path()).unwrap();
+    store.load(0).unwrap();
+    let mut writer = spawn_writer(store, Durability::Immediate);
+    // Disconnected by then (a session connected at load would be dated from the last sign
+    // of life).
+    let later_session = session(Some(10_000_000));
+    writer
+        .submit(vec![
+            StoreOp::PutRetained {
+                message: message("r/1", 1_000, None),
+            },
+            put_session("c", None),
+            StoreOp::PutRetained {
+                message: message("r/1", 2_000, None),
+            },
+            StoreOp::PutSession {
+                client_id: "c".into(),
+                session: later_session.clone(),
+            },
+        ])
+        .await
+        .unwrap();
+    let progress = writer.close().await.unwrap();
+    assert_eq!((progress.elided, progress.ops), (2, 2));
+    let snapshot = open_in(dir.path()).unwrap().load(0).unwrap();
+    assert_eq!(snapshot.retained, vec![message("r/1", 2_000, None)]);
+    assert_eq!(snapshot.sessions.len(), 1);
+    assert_eq!(snapshot.sessions[0].session, later_session);
+}
+
 /// Operations that undo each other entirely need no transaction (and no fsync): the
 /// batch is reported committed all the same.
 #[tokio::test]

@@ -51,8 +51,9 @@ pub struct Progress {
     pub syncs: u64,
     /// Operations applied.
     pub ops: u64,
-    /// Operations not written because the same commit undid them: message copies
-    /// finished before the commit that would have stored them (`super::coalesce`).
+    /// Operations not written because the same commit undid or overwrote them: message
+    /// copies finished before the commit that would have stored them, records written
+    /// again (`super::coalesce`).
     pub elided: u64,
     /// Empty commits made while idle, to record that the broker was alive.
     pub heartbeats: u64,
@@ -233,7 +234,7 @@ fn run(
             }
             Durability::Relaxed => Fsync::Deferred,
         };
-        state.elided += super::coalesce::drop_finished_deliveries(&mut ops) as u64;
+        state.elided += super::coalesce::coalesce(&mut ops) as u64;
         // A batch without operations (a pass that only waits for earlier ones, or whose
         // operations undid each other) needs no transaction: everything before it is
         // committed once the previous ones are.
