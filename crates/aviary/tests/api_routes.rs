@@ -1006,6 +1006,7 @@ async fn usage_and_metrics_are_served() {
         "aviary_queued_messages 0",
         "aviary_usage_units_total 7",
         "aviary_store_failed 0",
+        "aviary_store_operations_elided_total",
         "aviary_store_commit_seconds_count",
     ] {
         assert!(text.contains(line), "{line} missing in\n{text}");

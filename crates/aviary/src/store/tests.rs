@@ -729,6 +729,28 @@ async fn a_copy_finished_within_its_commit_is_not_written_and_its_twin_keeps_the
     assert_eq!(*b[0].message, *m, "the shared body was written by b's copy");
 }
 
+/// The copies a batch creates and a later batch finishes, both waiting behind a slow
+/// commit, are not written: the next commit has nothing left to do, so it is skipped.
+#[tokio::test]
+async fn copies_finished_while_waiting_for_the_writer_are_not_written() {
+    let recorder = Recorder::default();
+    let commits = recorder.commits.clone();
+    let mut writer = spawn_writer(recorder, Durability::Immediate);
+    let mut watch = writer.watch();
+    let m = message("a/b", 0, None);
+    // The writer takes this one at once and spends 20 ms on it (should it not have taken
+    // it yet, all three batches make one commit: the same outcome).
+    writer.submit(retained_op(1)).await.unwrap();
+    let created: Vec<StoreOp> = (1..=5).map(|i| deliver("s", i, i, &m)).collect();
+    let finished: Vec<StoreOp> = (1..=5).map(|i| done("s", i)).collect();
+    writer.submit(created).await.unwrap();
+    let last = writer.submit(finished).await.unwrap();
+    let progress = progress_until(&mut watch, |p| p.committed == last).await;
+    assert_eq!((progress.elided, progress.ops), (10, 1), "{progress:?}");
+    assert_eq!(*commits.lock().unwrap(), vec![(1, Fsync::Now)]);
+    writer.close().await.unwrap();
+}
+
 /// Records written twice in one commit (through the writer, which coalesces) load as the
 /// last write left them.
 #[tokio::test]
