@@ -380,7 +380,7 @@ impl Metrics {
                 ),
                 (
                     "aviary_store_operations_elided_total",
-                    "Store operations not written: message copies acknowledged before the commit that would have stored them.",
+                    "Store operations not written: message copies acknowledged before the commit that would have stored them, records written again in the same commit.",
                     progress.elided,
                 ),
             ];

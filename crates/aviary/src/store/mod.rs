@@ -8,8 +8,8 @@
 //! * `writer` — [`StoreWriter`], the one thread that applies [`StoreOp`]s with group commit
 //!   and reports each commit's sequence number, so the shell can release the
 //!   acknowledgements that waited for it;
-//! * `coalesce` — drops the message copies that a commit's operations both create and
-//!   finish (an online subscriber's PUBACK beat the commit), so they are never written;
+//! * `coalesce` — drops what a commit's operations undo or overwrite themselves (message
+//!   copies an online subscriber acknowledged before the commit, records written twice);
 //! * `liveness` — whether anything stored depends on the last sign of life, which the
 //!   writer then records while idle;
 //! * `error` — [`StoreError`], worded for operators.
