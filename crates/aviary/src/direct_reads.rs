@@ -43,6 +43,8 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+use aviary_codec::TopicCache;
+
 use crate::connection::{Carry, Resumable};
 
 /// A connection's task hands it to the broker task: its socket (shared with its outbox,
@@ -64,6 +66,9 @@ pub(crate) struct Held {
     pub(crate) state: Resumable,
     /// A partial packet read and not yet decoded, until the rest arrives.
     pub(crate) partial: Option<BytesMut>,
+    /// The last PUBLISH topic it sent: a device publishing on its own topic has the name
+    /// validated and allocated once while it is held, not once per message.
+    pub(crate) topics: TopicCache,
     /// Read from since the sweep last visited it.
     pub(crate) read: bool,
     /// When the sweep last found it read from or written to (or it was taken over).
@@ -167,7 +172,13 @@ pub(crate) struct DirectReads {
     sweep_at: usize,
     /// Connections held now (the `aviary_connections_direct` gauge).
     held: Arc<AtomicU64>,
+    /// The read buffer lent to each turn ([`DirectReads::lend_buffer`]).
+    scratch: BytesMut,
 }
+
+/// Capacity above which a turn's buffer is not kept for the next one (the reads of a
+/// burst grow up to this; a buffer grown for one large packet goes with it).
+const SCRATCH_MAX: usize = crate::connection::read::MAX_READ_CHUNK;
 
 /// Slots the sweep visits per tick: at 20,000 held connections, each is visited every
 /// 40 s, for ~10-20 µs of the broker task per tick.
@@ -190,6 +201,24 @@ impl DirectReads {
             parker: parker.filter(|p| p.parks()),
             sweep_at: 0,
             held,
+            scratch: BytesMut::new(),
+        }
+    }
+
+    /// The buffer a turn reads into: the one the last turn gave back. The packets decoded
+    /// from it keep their slices of it, so while none of them outlives its pass (QoS 0
+    /// messages, acknowledgements) the next turns read into the same allocation, where a
+    /// buffer per turn cost two allocations a message (the buffer, and the shared header
+    /// the first packet's slice adds) when each read holds one message.
+    pub(crate) fn lend_buffer(&mut self) -> BytesMut {
+        std::mem::take(&mut self.scratch)
+    }
+
+    /// Takes back a turn's buffer with nothing left in it (a partial packet stays with
+    /// its connection).
+    pub(crate) fn return_buffer(&mut self, buf: BytesMut) {
+        if buf.is_empty() && buf.capacity() > 0 && buf.capacity() <= SCRATCH_MAX {
+            self.scratch = buf;
         }
     }
 
@@ -285,6 +314,7 @@ impl DirectReads {
             stream: handover.stream,
             state: handover.state,
             partial: None,
+            topics: TopicCache::default(),
             read: false,
             quiet_since: Instant::now(),
             waker,
@@ -417,4 +447,45 @@ fn spawn(tracker: &TaskTracker, stream: Arc<TcpStream>, mut state: Resumable, ca
     state.outbox.hand_back();
     state.carry = Some(Box::new(carry));
     tracker.spawn(crate::connection::hand_back(stream, state));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> DirectReads {
+        DirectReads::new(TaskTracker::new(), None, Arc::default())
+    }
+
+    /// The buffer a turn gives back empty is the next turn's, allocation and all; one with
+    /// a partial packet in it, or grown past a burst's reads, is not kept.
+    #[test]
+    fn the_next_turn_reads_into_the_buffer_the_last_one_gave_back() {
+        let mut direct = table();
+        assert_eq!(
+            direct.lend_buffer().capacity(),
+            0,
+            "nothing to lend at first"
+        );
+        let mut buf = BytesMut::with_capacity(1024);
+        buf.extend_from_slice(b"one packet");
+        drop(buf.split_to(10).freeze()); // decoded and handled within the turn
+        let tail = buf.as_ptr();
+        direct.return_buffer(buf);
+        let lent = direct.lend_buffer();
+        assert_eq!((lent.as_ptr(), lent.capacity()), (tail, 1024 - 10));
+        assert_eq!(direct.lend_buffer().capacity(), 0, "lent once");
+
+        let mut partial = BytesMut::with_capacity(1024);
+        partial.extend_from_slice(b"half a pac");
+        direct.return_buffer(partial);
+        assert_eq!(
+            direct.lend_buffer().capacity(),
+            0,
+            "a partial packet is not lent on"
+        );
+
+        direct.return_buffer(BytesMut::with_capacity(SCRATCH_MAX + 1));
+        assert_eq!(direct.lend_buffer().capacity(), 0, "too large to keep");
+    }
 }

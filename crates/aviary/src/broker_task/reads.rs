@@ -5,13 +5,13 @@
 use std::sync::atomic::AtomicU8;
 use std::sync::Arc;
 
-use aviary_codec::{Packet, TopicCache};
+use aviary_codec::Packet;
 use tracing::debug;
 
 use super::{now, BrokerTask, Event, MAX_EVENTS_PER_PASS};
 use crate::connection::read::{decode_some, ReadSizing, Stop};
 use crate::connection::{Carry, ReadEnd};
-use crate::direct_reads::Held;
+use crate::direct_reads::{DirectReads, Held};
 use crate::transport::read_available;
 
 /// Reads of one connection in one turn; a connection with more to read then waits for
@@ -75,8 +75,15 @@ impl BrokerTask {
         }
         let ctx = Arc::clone(&held.state.ctx);
         let version = AtomicU8::new(held.state.level);
-        let mut buf = held.partial.take().unwrap_or_default();
-        let mut topics = TopicCache::default();
+        let mut buf = match held.partial.take() {
+            Some(partial) => partial,
+            None => self
+                .direct
+                .as_mut()
+                .map(DirectReads::lend_buffer)
+                .unwrap_or_default(),
+        };
+        let mut topics = std::mem::take(&mut held.topics);
         let mut wire = [0; 4];
         // Reads sized as a connection's task sizes them.
         let mut sizing = ReadSizing::default();
@@ -167,7 +174,12 @@ impl BrokerTask {
             }
         }
         ctx.wire.add_received(&wire);
-        if !buf.is_empty() {
+        held.topics = topics;
+        if buf.is_empty() {
+            if let Some(direct) = self.direct.as_mut() {
+                direct.return_buffer(buf);
+            }
+        } else {
             match &mut next {
                 Next::HandBack(carry @ None) => {
                     *carry = Some(Carry::Input { buf, paused: None });

@@ -33,7 +33,7 @@ const READ_CHUNK: usize = 4 * 1024;
 /// Before, a read got only the room left in the buffer, often one 1 KiB message's worth:
 /// the 1→1 benchmark with 1 KiB messages made 10 reads per 16 messages, now 4. Held only
 /// while data flows, like the buffer.
-const MAX_READ_CHUNK: usize = 64 * 1024;
+pub(crate) const MAX_READ_CHUNK: usize = 64 * 1024;
 
 /// Room below which the buffer is grown before the next read.
 const MIN_READ: usize = 256;
