@@ -23,8 +23,9 @@
 //!
 //! A held connection that stays quiet for `listener.park_after` (nothing read, nothing
 //! written) is parked (`crate::parking`): a held connection keeps its tokio registration
-//! and its slot here (~450 B), a parked one ~150 B. The broker task's tick visits a slice
-//! of the slots each second for it ([`DirectReads::sweep`]).
+//! and its slot here (~450 B, and the last topic it published on), a parked one ~150 B.
+//! The broker task's tick visits a slice of the slots each second for it
+//! ([`DirectReads::sweep`]).
 //!
 //! A slot carries a generation, so a waker or an event meant for a connection that has
 //! since been handed back does not touch the connection that reuses its slot.
