@@ -191,7 +191,8 @@ pub struct ScenarioArgs {
     /// IoT: 10000).
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Publishers (fan-in default 1000; IoT devices default 10000).
+    /// Publishers (fan-in default 1000; IoT devices default 10000; persistent: live
+    /// publishers, default 1).
     #[arg(long)]
     pub publishers: Option<usize>,
     /// Subscribers (fan-out default 1000; shared group members and IoT back ends default 4).

@@ -149,10 +149,12 @@ pub async fn run(options: &RunOptions) -> anyhow::Result<RunReport> {
             errors.add(format!("offline publisher: {e}"));
         }
         offline_sent = Some(offline);
-        // The live publisher is publisher 1, on the same topic.
+        // The live publishers (`--publishers`, one by default) are publishers 1.., on the
+        // same topic: several show how commits gather their messages.
+        let live = options.publishers.unwrap_or(1).max(1);
         let topic = topo.publishers[0].clone();
-        topo.publishers = vec![topic.clone(), topic];
-        topo.groups[0].publishers = vec![0, 1];
+        topo.publishers = vec![topic; 1 + live];
+        topo.groups[0].publishers = (0..=live as u32).collect();
     }
     let first_live = usize::from(persistent);
 
