@@ -175,15 +175,7 @@ mod tests {
             topic: "t".into(),
             payload: b"p".to_vec(),
             qos: 1,
-            retain: false,
-            received_at: 0,
-            expiry_interval: None,
-            publisher: None,
-            payload_format_indicator: None,
-            content_type: None,
-            response_topic: None,
-            correlation_data: None,
-            user_properties: Vec::new(),
+            ..MessageRecord::default()
         })
     }
 

@@ -102,17 +102,7 @@ mod tests {
                 ended_at,
                 message: MessageRecord {
                     topic: "cars/car/gone".into(),
-                    payload: Vec::new(),
-                    qos: 0,
-                    retain: false,
-                    received_at: 0,
-                    expiry_interval: None,
-                    publisher: None,
-                    payload_format_indicator: None,
-                    content_type: None,
-                    response_topic: None,
-                    correlation_data: None,
-                    user_properties: Vec::new(),
+                    ..MessageRecord::default()
                 },
             },
         }

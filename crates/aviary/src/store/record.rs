@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 /// Wall-clock time as milliseconds since the Unix epoch.
 pub type WallMillis = u64;
 
-/// One application message: a publish, a will or a retained message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One application message: a publish, a will or a retained message. (`Default`: an
+/// empty QoS 0 message, for tests to fill in.)
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageRecord {
     /// The resolved topic name.
     pub topic: String,
