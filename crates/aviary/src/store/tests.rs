@@ -520,6 +520,13 @@ fn spawn_writer(store: impl SessionStore + 'static, durability: Durability) -> S
     StoreWriter::spawn(Box::new(store), durability, DEFAULT_LIVENESS_INTERVAL).unwrap()
 }
 
+/// A writer in `immediate` mode over a redb store in `dir`, loaded as at startup.
+fn writer_over_redb(dir: &std::path::Path) -> StoreWriter {
+    let mut store = open_in(dir).unwrap();
+    store.load(0).unwrap();
+    spawn_writer(store, Durability::Immediate)
+}
+
 fn retained_op(i: u64) -> Vec<StoreOp> {
     vec![StoreOp::DeleteRetained {
         topic: format!("t/{i}"),
@@ -676,9 +683,7 @@ async fn a_failed_commit_is_reported_and_nothing_is_marked_committed() {
 #[tokio::test]
 async fn writer_over_redb_commits_what_a_reload_sees() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = open_in(dir.path()).unwrap();
-    store.load(0).unwrap();
-    let mut writer = spawn_writer(store, Durability::Immediate);
+    let mut writer = writer_over_redb(dir.path());
     writer.submit(vec![put_session("c", None)]).await.unwrap();
     let m = message("a/b", 0, None);
     for i in 1..=20 {
@@ -696,9 +701,7 @@ async fn writer_over_redb_commits_what_a_reload_sees() {
 #[tokio::test]
 async fn a_copy_finished_within_its_commit_is_not_written_and_its_twin_keeps_the_body() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = open_in(dir.path()).unwrap();
-    store.load(0).unwrap();
-    let mut writer = spawn_writer(store, Durability::Immediate);
+    let mut writer = writer_over_redb(dir.path());
     let m = message("a/b", 0, None);
     // One batch, so one commit: "a" gets and acknowledges message 7, "b" gets it too.
     writer
@@ -756,9 +759,7 @@ async fn copies_finished_while_waiting_for_the_writer_are_not_written() {
 #[tokio::test]
 async fn records_written_twice_in_one_commit_load_as_the_last_write_left_them() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = open_in(dir.path()).unwrap();
-    store.load(0).unwrap();
-    let mut writer = spawn_writer(store, Durability::Immediate);
+    let mut writer = writer_over_redb(dir.path());
     // Disconnected by then (a session connected at load would be dated from the last sign
     // of life).
     let later_session = session(Some(10_000_000));
