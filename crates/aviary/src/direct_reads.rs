@@ -72,6 +72,9 @@ pub(crate) struct Held {
     pub(crate) topics: TopicCache,
     /// Read from since the sweep last visited it.
     pub(crate) read: bool,
+    /// Bytes its last turn read: the next turn's first read gets room for as many
+    /// (`ReadSizing::expecting`).
+    pub(crate) last_turn_bytes: u32,
     /// When the sweep last found it read from or written to (or it was taken over).
     quiet_since: Instant,
     /// This slot's waker: the socket's read readiness and the outbox wake it.
@@ -317,6 +320,7 @@ impl DirectReads {
             partial: None,
             topics: TopicCache::default(),
             read: false,
+            last_turn_bytes: 0,
             quiet_since: Instant::now(),
             waker,
             _tracked: self.tracker.token(),

@@ -201,9 +201,10 @@ pub(crate) fn outbox() -> (OutboxSender, Outbox) {
     )
 }
 
-/// The capacity of the queue a [`Batch`] allocates at its second packet: a few growth
-/// steps (each a copy) fewer than starting from two.
-const FIRST_QUEUE_CAPACITY: usize = 8;
+/// The capacity of the queue a [`Batch`] allocates at its second packet: the default
+/// in-flight window (`mqtt.max_inflight`), so that a window of deliveries to a subscriber
+/// or of acknowledgements to a publisher is queued without a growth step (each a copy).
+const FIRST_QUEUE_CAPACITY: usize = 16;
 
 /// What the writer takes from the outbox: everything queued, in order (most batches are a
 /// single packet, held without allocating).

@@ -85,8 +85,10 @@ impl BrokerTask {
         };
         let mut topics = std::mem::take(&mut held.topics);
         let mut wire = [0; 4];
-        // Reads sized as a connection's task sizes them.
-        let mut sizing = ReadSizing::default();
+        // Reads sized as a connection's task sizes them, starting from the size of the
+        // connection's last turn.
+        let mut sizing = ReadSizing::expecting(held.last_turn_bytes as usize);
+        let mut turn_bytes = 0usize;
         let mut next = Next::Again;
         for _ in 0..READS_PER_TURN {
             let room = sizing.make_room(&mut buf);
@@ -97,7 +99,10 @@ impl BrokerTask {
                     next = Next::HandBack(None);
                     break;
                 }
-                Ok(n) => sizing.took(n, room),
+                Ok(n) => {
+                    sizing.took(n, room);
+                    turn_bytes += n;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     next = if held.arm().is_ready() {
                         Next::Again
@@ -175,6 +180,10 @@ impl BrokerTask {
         }
         ctx.wire.add_received(&wire);
         held.topics = topics;
+        if turn_bytes > 0 {
+            // A wake that found nothing (a readiness left over) says nothing of the next.
+            held.last_turn_bytes = u32::try_from(turn_bytes).unwrap_or(u32::MAX);
+        }
         if buf.is_empty() {
             if let Some(direct) = self.direct.as_mut() {
                 direct.return_buffer(buf);
