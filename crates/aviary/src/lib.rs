@@ -26,6 +26,7 @@ mod rates;
 mod records;
 pub mod security;
 mod server;
+mod sharded;
 pub mod store;
 pub mod tls;
 mod transport;

@@ -18,10 +18,11 @@
 //! rather than every series being dropped and made again each second (which made per-client
 //! history meaningless and stalled the broker task for a scan of the map each time).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
+
+use crate::sharded::Sharded;
 
 /// Minutes of history kept (24 hours).
 pub(crate) const MINUTES_KEPT: u64 = 24 * 60;
@@ -188,12 +189,13 @@ pub(crate) struct Usage {
     /// The whole broker (includes will messages, which belong to no live connection).
     pub(crate) total: Series,
     /// By listener name.
-    pub(crate) listeners: HashMap<Arc<str>, Series>,
+    pub(crate) listeners: Sharded<Series>,
     /// By username (clients without one are not in this map).
-    pub(crate) users: HashMap<Arc<str>, Series>,
+    pub(crate) users: Sharded<Series>,
     /// By client id, at most `max_clients` of them (keys shared with the core's client
-    /// ids when they come from a connection's counters).
-    pub(crate) clients: HashMap<Arc<str>, Series>,
+    /// ids when they come from a connection's counters). Sharded, as the users: a fleet
+    /// that starts publishing adds thousands at once.
+    pub(crate) clients: Sharded<Series>,
     /// Client series folded away to keep the bound.
     pub(crate) evicted: Evicted,
     /// The bound on `clients` ([`MAX_CLIENTS`]; smaller in tests).
@@ -223,9 +225,9 @@ impl Usage {
     pub(crate) fn with_max_clients(max_clients: usize) -> Self {
         Self {
             total: Series::default(),
-            listeners: HashMap::new(),
-            users: HashMap::new(),
-            clients: HashMap::new(),
+            listeners: Sharded::default(),
+            users: Sharded::default(),
+            clients: Sharded::default(),
             evicted: Evicted::default(),
             max_clients: max_clients.max(10),
             no_room_until: 0,
@@ -251,7 +253,7 @@ impl Usage {
     /// is one lookup per listener instead of 10,000 (the tick stalls the broker task).
     pub(crate) fn add_listener(&mut self, now: u64, listener: &str, units: u64) {
         if units > 0 {
-            entry(&mut self.listeners, listener).add(now, units);
+            self.listeners.get_or_default(listener).add(now, units);
         }
     }
 
@@ -269,7 +271,7 @@ impl Usage {
             return;
         }
         if let Some(user) = user {
-            entry(&mut self.users, user).add(now, units);
+            self.users.get_or_default(user).add(now, units);
         }
         // One lookup for a known client (this runs for every active client every second).
         if let Some(series) = self.clients.get_mut(client) {
@@ -337,21 +339,10 @@ impl Usage {
                 s.prune(now);
                 !s.is_stale(now)
             });
-            if map.capacity() > 2 * map.len() + 16 {
-                map.shrink_to_fit();
-            }
+            map.shrink_sparse();
         }
         self.total.prune(now);
     }
-}
-
-/// The series of `key`, created on first use.
-fn entry<'m>(map: &'m mut HashMap<Arc<str>, Series>, key: &str) -> &'m mut Series {
-    if !map.contains_key(key) {
-        map.insert(key.into(), Series::default());
-    }
-    // Just inserted if it was missing.
-    map.get_mut(key).unwrap_or_else(|| unreachable!())
 }
 
 #[cfg(test)]

@@ -104,7 +104,7 @@ async fn usage(
         .broker
         .call(move |ctx| {
             let u = &ctx.ops.usage;
-            let map = |m: &std::collections::HashMap<std::sync::Arc<str>, Series>, minutes| {
+            let map = |m: &crate::sharded::Sharded<Series>, minutes| {
                 m.iter()
                     .map(|(k, s)| (k.to_string(), series(s, now, minutes)))
                     .collect()
@@ -120,7 +120,7 @@ async fn usage(
                 .iter()
                 .skip(offset)
                 .take(limit)
-                .filter_map(|id| Some(((*id).to_owned(), series(u.clients.get(*id)?, now, false))))
+                .filter_map(|id| Some(((*id).to_owned(), series(u.clients.get(id)?, now, false))))
                 .collect();
             UsageReport {
                 total: series(&u.total, now, true),

@@ -34,7 +34,7 @@ pub(crate) struct Snapshot {
 impl Snapshot {
     /// Copies the counters of `broker` and `ops` (run on the broker task).
     pub(crate) fn take(broker: &Broker, ops: &Ops) -> Self {
-        let totals = |series: &std::collections::HashMap<Arc<str>, crate::usage::Series>| {
+        let totals = |series: &crate::sharded::Sharded<crate::usage::Series>| {
             let mut totals: Vec<_> = series
                 .iter()
                 .map(|(name, s)| (Arc::clone(name), s.total))
