@@ -1,8 +1,9 @@
 //! [`Sharded`]: a map of string keys that never rehashes all its entries at once. A hash
 //! map grows by moving every entry into a table twice the size, in one go: the usage
 //! series of 7,000 clients took 725 µs of the broker task (SipHash; messages waited), and
-//! a fleet of a million would stall it for tens of milliseconds at each doubling. Split by
-//! the key's hash over [`SHARDS`] maps, a growth (or a shrink) moves one map's entries, a
+//! the series per username, which has no bound, would stall it for tens of milliseconds
+//! at each doubling for a fleet of a million devices with a username each. Split by the
+//! key's hash over [`SHARDS`] maps, a growth (or a shrink) moves one map's entries, a
 //! sixty-fourth of them.
 
 use std::collections::hash_map::RandomState;
