@@ -14,6 +14,7 @@ mod broker_task;
 pub mod cli;
 pub mod config;
 mod connection;
+pub mod descriptors;
 mod direct_reads;
 mod limits;
 mod listener;

@@ -136,6 +136,10 @@ fn main() -> ExitCode {
 /// thread when the broker has one core (or `TOKIO_WORKER_THREADS=1`). With one core the
 /// multi-threaded scheduler only adds work (ARCHITECTURE.md, "Entry points").
 fn serve(config: Config) -> anyhow::Result<()> {
+    // Before the runtime starts its threads (`aviary::descriptors`).
+    if let Err(e) = aviary::descriptors::reserve_for_connections(config.mqtt.max_connections) {
+        tracing::warn!("cannot grow the file descriptor table ahead: {e}");
+    }
     #[cfg(feature = "mimalloc")]
     {
         aviary::memory::set_release(collect_freed_memory);
