@@ -14,12 +14,39 @@ use std::io;
 /// API's connections, outgoing HTTP (auth callouts, JWKS).
 const HEADROOM: usize = 256;
 
-/// Grows the descriptor table to hold the sockets of `max_connections` MQTT connections
-/// (with their slack for refusals, see [`crate::listener::socket_limit`]) and
-/// [`HEADROOM`], bounded by the soft `RLIMIT_NOFILE` (descriptors beyond it cannot be
-/// opened anyway). Returns the size asked of the kernel, which rounds it up.
-pub fn reserve_for_connections(max_connections: usize) -> io::Result<usize> {
-    reserve(crate::listener::socket_limit(max_connections).saturating_add(HEADROOM))
+/// What [`prepare_for_connections`] found and did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prepared {
+    /// Descriptors `mqtt.max_connections` may need: the listeners' sockets (with their
+    /// slack for refusals, see [`crate::listener::socket_limit`]) and [`HEADROOM`].
+    pub needed: usize,
+    /// The soft `RLIMIT_NOFILE` the process started with.
+    pub soft_before: usize,
+    /// The soft limit now: raised to `needed` where the hard limit allows.
+    pub soft: usize,
+    /// The hard limit, which only a privileged process may raise.
+    pub hard: usize,
+}
+
+/// Makes room for the descriptors of `max_connections` MQTT connections: raises the soft
+/// `RLIMIT_NOFILE` towards what they need (up to the hard limit: a soft limit of 1,024,
+/// the usual default, would refuse the 1,000th device), then grows the descriptor table
+/// to it ([`reserve`]).
+pub fn prepare_for_connections(max_connections: usize) -> io::Result<Prepared> {
+    let needed = crate::listener::socket_limit(max_connections).saturating_add(HEADROOM);
+    let (soft_before, hard) = limits()?;
+    let mut soft = soft_before;
+    if soft < needed.min(hard) {
+        set_soft_limit(needed.min(hard), hard)?;
+        soft = needed.min(hard);
+    }
+    reserve(needed)?;
+    Ok(Prepared {
+        needed,
+        soft_before,
+        soft,
+        hard,
+    })
 }
 
 /// Grows the descriptor table to `slots` (bounded by the soft `RLIMIT_NOFILE`) by
@@ -29,7 +56,7 @@ pub fn reserve_for_connections(max_connections: usize) -> io::Result<usize> {
 pub fn reserve(slots: usize) -> io::Result<usize> {
     use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
-    let slots = slots.min(soft_limit()?);
+    let slots = slots.min(limits()?.0);
     let Some(last) = slots.checked_sub(1) else {
         return Ok(0);
     };
@@ -47,10 +74,11 @@ pub fn reserve(slots: usize) -> io::Result<usize> {
     Ok(slots)
 }
 
-/// The soft `RLIMIT_NOFILE`: one more than the highest descriptor this process may open.
-#[cfg(target_os = "linux")]
+/// The soft and hard `RLIMIT_NOFILE`: one more than the highest descriptor this process
+/// may open, and how far it may raise that.
+#[cfg(unix)]
 #[allow(unsafe_code)]
-fn soft_limit() -> io::Result<usize> {
+fn limits() -> io::Result<(usize, usize)> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -60,7 +88,34 @@ fn soft_limit() -> io::Result<usize> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
+    let size = |l: libc::rlim_t| usize::try_from(l).unwrap_or(usize::MAX);
+    Ok((size(limit.rlim_cur), size(limit.rlim_max)))
+}
+
+/// Sets the soft `RLIMIT_NOFILE` to `soft` (at most `hard`), keeping the hard limit.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn set_soft_limit(soft: usize, hard: usize) -> io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: libc::rlim_t::try_from(soft.min(hard)).unwrap_or(libc::RLIM_INFINITY),
+        rlim_max: libc::rlim_t::try_from(hard).unwrap_or(libc::RLIM_INFINITY),
+    };
+    // SAFETY: `limit` is a live, initialised `rlimit` on this stack frame that setrlimit
+    // only reads.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn limits() -> io::Result<(usize, usize)> {
+    Ok((usize::MAX, usize::MAX))
+}
+
+#[cfg(not(unix))]
+fn set_soft_limit(_soft: usize, _hard: usize) -> io::Result<()> {
+    Ok(())
 }
 
 /// Other systems: nothing to grow ahead.
@@ -87,7 +142,7 @@ mod tests {
     /// The table holds the slots asked for at once.
     #[test]
     fn the_table_grows_to_the_slots_asked_for() {
-        let asked = soft_limit().unwrap().min(3_000);
+        let asked = limits().unwrap().0.min(3_000);
         assert!(asked > 64, "a soft limit of {asked} descriptors");
         let reserved = reserve(asked).unwrap();
         assert_eq!(reserved, asked);
@@ -99,12 +154,35 @@ mod tests {
     /// descriptors is 8 MiB).
     #[test]
     fn the_soft_limit_bounds_it() {
-        let soft = soft_limit().unwrap();
+        let (soft, _) = limits().unwrap();
         if soft <= 65_536 {
-            assert_eq!(reserve(soft + 1_000).unwrap(), soft);
+            // At least the limit read above (another test may raise it meanwhile).
+            let reserved = reserve(soft + 1_000).unwrap();
+            assert!((soft..=soft + 1_000).contains(&reserved), "{reserved}");
+            assert!(reserved <= limits().unwrap().0);
             assert!(table_size() >= soft);
         }
         assert_eq!(reserve(0).unwrap(), 0);
-        assert!(reserve_for_connections(10).unwrap() >= (10 + HEADROOM).min(soft));
+    }
+
+    /// The soft limit is raised to what the connections need where the hard limit
+    /// allows, never lowered, and the hard limit is left alone.
+    #[test]
+    fn the_soft_limit_is_raised_for_the_connections() {
+        let (soft, hard) = limits().unwrap();
+        // A little more than now (a raise when the hard limit allows one), kept small.
+        let max_connections = soft.min(8_000);
+        let prepared = prepare_for_connections(max_connections).unwrap();
+        assert_eq!(prepared.soft_before, soft);
+        assert_eq!(prepared.hard, hard);
+        assert!(prepared.needed > max_connections + HEADROOM);
+        assert_eq!(prepared.soft, soft.max(prepared.needed.min(hard)));
+        assert_eq!(limits().unwrap(), (prepared.soft, hard));
+        // Asking for fewer than the limit allows changes nothing.
+        let again = prepare_for_connections(1).unwrap();
+        assert_eq!(
+            (again.soft_before, again.soft),
+            (prepared.soft, prepared.soft)
+        );
     }
 }

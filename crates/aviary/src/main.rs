@@ -137,8 +137,28 @@ fn main() -> ExitCode {
 /// multi-threaded scheduler only adds work (ARCHITECTURE.md, "Entry points").
 fn serve(config: Config) -> anyhow::Result<()> {
     // Before the runtime starts its threads (`aviary::descriptors`).
-    if let Err(e) = aviary::descriptors::reserve_for_connections(config.mqtt.max_connections) {
-        tracing::warn!("cannot grow the file descriptor table ahead: {e}");
+    match aviary::descriptors::prepare_for_connections(config.mqtt.max_connections) {
+        Ok(prepared) => {
+            if prepared.soft > prepared.soft_before {
+                tracing::info!(
+                    "open files limit raised from {} to {} for mqtt.max_connections",
+                    prepared.soft_before,
+                    prepared.soft
+                );
+            }
+            if prepared.soft < prepared.needed {
+                tracing::warn!(
+                    "open files limit {} (hard limit {}) is below the {} descriptors \
+                     mqtt.max_connections = {} needs: connections beyond it are refused \
+                     (raise it with `ulimit -n` or systemd's LimitNOFILE)",
+                    prepared.soft,
+                    prepared.hard,
+                    prepared.needed,
+                    config.mqtt.max_connections
+                );
+            }
+        }
+        Err(e) => tracing::warn!("cannot prepare the file descriptors: {e}"),
     }
     #[cfg(feature = "mimalloc")]
     {
