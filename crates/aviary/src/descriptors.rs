@@ -1,12 +1,13 @@
-//! The process's file descriptor table, grown once at start to what the listeners may
-//! open. Linux grows the table by doubling as descriptors are opened, and in a process with
-//! more than one thread each growth waits for an RCU grace period (`expand_fdtable` calls
-//! `synchronize_rcu`): 10–20 ms on a VM, during which the thread that opened the
-//! descriptor — on one core, the broker's only runtime thread — serves no one. A fleet of
-//! 19,000 devices connecting at once met it at 256, 512, … 16,384 connections, seven
-//! stalls in 0.4 s, and one connection in twenty waited 20 ms or more for its CONNACK
-//! (Mosquitto, single-threaded, never pays it). Grown before the runtime starts its
-//! threads, the table costs no grace period, and it never shrinks.
+//! The process's open-files limit and file descriptor table, prepared once at start for
+//! what the listeners may open: the soft `RLIMIT_NOFILE` raised towards it (up to the hard
+//! limit), the table grown to it. Linux grows the table by doubling as descriptors are
+//! opened, and in a process with more than one thread each growth waits for an RCU grace
+//! period (`expand_fdtable` calls `synchronize_rcu`): 10–20 ms on a VM, during which the
+//! thread that opened the descriptor — on one core, the broker's only runtime thread —
+//! serves no one. A fleet of 19,000 devices connecting at once met it at 256, 512, …
+//! 16,384 connections, seven stalls in 0.4 s, and one connection in twenty waited 20 ms or
+//! more for its CONNACK (Mosquitto, single-threaded, never pays it). Grown before the
+//! runtime starts its threads, the table costs no grace period, and it never shrinks.
 
 use std::io;
 
