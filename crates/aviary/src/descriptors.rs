@@ -140,9 +140,20 @@ fn table_size() -> usize {
 mod tests {
     use super::*;
 
+    /// Held by every test that reads or changes the process's limits: one of them lowers
+    /// the soft limit for a moment.
+    static LIMITS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn limits_held() -> std::sync::MutexGuard<'static, ()> {
+        LIMITS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The table holds the slots asked for at once.
     #[test]
     fn the_table_grows_to_the_slots_asked_for() {
+        let _held = limits_held();
         let asked = limits().unwrap().0.min(3_000);
         assert!(asked > 64, "a soft limit of {asked} descriptors");
         let reserved = reserve(asked).unwrap();
@@ -155,12 +166,10 @@ mod tests {
     /// descriptors is 8 MiB).
     #[test]
     fn the_soft_limit_bounds_it() {
+        let _held = limits_held();
         let (soft, _) = limits().unwrap();
         if soft <= 65_536 {
-            // At least the limit read above (another test may raise it meanwhile).
-            let reserved = reserve(soft + 1_000).unwrap();
-            assert!((soft..=soft + 1_000).contains(&reserved), "{reserved}");
-            assert!(reserved <= limits().unwrap().0);
+            assert_eq!(reserve(soft + 1_000).unwrap(), soft);
             assert!(table_size() >= soft);
         }
         assert_eq!(reserve(0).unwrap(), 0);
@@ -170,15 +179,25 @@ mod tests {
     /// allows, never lowered, and the hard limit is left alone.
     #[test]
     fn the_soft_limit_is_raised_for_the_connections() {
+        let _held = limits_held();
         let (soft, hard) = limits().unwrap();
-        // A little more than now (a raise when the hard limit allows one), kept small.
-        let max_connections = soft.min(8_000);
+        // Below the hard limit by a little, so that there is a raise to see (a limit of a
+        // thousand fewer descriptors harms no other test; a large one is left alone: a
+        // table for a million descriptors is 8 MiB).
+        if soft == hard && (4_096..=65_536).contains(&soft) {
+            set_soft_limit(soft - 1_000, hard).unwrap();
+        }
+        let (start, _) = limits().unwrap();
+        // As many connections as the limit holds now: they need more (slack, headroom).
+        let max_connections = if start <= 65_536 { start } else { 8_000 };
         let prepared = prepare_for_connections(max_connections).unwrap();
-        assert_eq!(prepared.soft_before, soft);
-        assert_eq!(prepared.hard, hard);
+        assert_eq!((prepared.soft_before, prepared.hard), (start, hard));
         assert!(prepared.needed > max_connections + HEADROOM);
-        assert_eq!(prepared.soft, soft.max(prepared.needed.min(hard)));
+        assert_eq!(prepared.soft, start.max(prepared.needed.min(hard)));
         assert_eq!(limits().unwrap(), (prepared.soft, hard));
+        if start <= 65_536 && start < hard {
+            assert!(prepared.soft > start, "raised from {start}");
+        }
         // Asking for fewer than the limit allows changes nothing.
         let again = prepare_for_connections(1).unwrap();
         assert_eq!(
