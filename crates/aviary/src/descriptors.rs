@@ -54,7 +54,7 @@ pub fn prepare_for_connections(max_connections: usize) -> io::Result<Prepared> {
 /// duplicating a descriptor to the last slot and closing the copy.
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
-pub fn reserve(slots: usize) -> io::Result<usize> {
+fn reserve(slots: usize) -> io::Result<usize> {
     use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
     let slots = slots.min(limits()?.0);
@@ -121,7 +121,7 @@ fn set_soft_limit(_soft: usize, _hard: usize) -> io::Result<()> {
 
 /// Other systems: nothing to grow ahead.
 #[cfg(not(target_os = "linux"))]
-pub fn reserve(_slots: usize) -> io::Result<usize> {
+fn reserve(_slots: usize) -> io::Result<usize> {
     Ok(0)
 }
 
