@@ -230,11 +230,36 @@ fn run_child(args: &CompareArgs, broker: &RunningBroker) -> anyhow::Result<RunRe
         .arg("--json")
         .args(args.scenario.to_args())
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let mut child = command.spawn().context("starting a run")?;
     // The child has its own hard timeout; this one catches a child that ignores it.
     let deadline = Instant::now() + args.scenario.hard_timeout() + Duration::from_secs(10);
+    let (status, out) = run_collecting_stdout(&mut command, deadline)?
+        .ok_or_else(|| anyhow::anyhow!("run against {} exceeded its hard timeout", broker.label))?;
+    // Exit status 1 is a run whose verdict is FAILED: its report still counts (and says so).
+    match serde_json::from_str(&out) {
+        Ok(report) if status.success() || status.code() == Some(1) => Ok(report),
+        _ => anyhow::bail!("run against {} failed ({status}): {out}", broker.label),
+    }
+}
+
+/// Runs `command` to its end and returns its exit status and standard output, or `None`
+/// (the child killed) if it is still running at `deadline`. Its output is read while it
+/// runs: a report larger than the pipe's buffer (64 KiB; a wide latency histogram makes
+/// one) would otherwise block the child's last write while this side waited for its exit.
+fn run_collecting_stdout(
+    command: &mut Command,
+    deadline: Instant,
+) -> anyhow::Result<Option<(std::process::ExitStatus, String)>> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting a run")?;
+    let reader = child.stdout.take().map(|mut stdout| {
+        std::thread::spawn(move || {
+            let mut out = String::new();
+            stdout.read_to_string(&mut out).map(|_| out)
+        })
+    });
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
@@ -242,19 +267,18 @@ fn run_child(args: &CompareArgs, broker: &RunningBroker) -> anyhow::Result<RunRe
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            anyhow::bail!("run against {} exceeded its hard timeout", broker.label);
+            return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let mut out = String::new();
-    if let Some(mut stdout) = child.stdout.take() {
-        stdout.read_to_string(&mut out)?;
-    }
-    // Exit status 1 is a run whose verdict is FAILED: its report still counts (and says so).
-    match serde_json::from_str(&out) {
-        Ok(report) if status.success() || status.code() == Some(1) => Ok(report),
-        _ => anyhow::bail!("run against {} failed ({status}): {out}", broker.label),
-    }
+    let out = match reader {
+        Some(reader) => reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread reading the run's report panicked"))?
+            .context("reading the run's report")?,
+        None => String::new(),
+    };
+    Ok(Some((status, out)))
 }
 
 /// The medians of a broker's rounds, and the quantiles of their latency samples pooled.
@@ -570,6 +594,21 @@ mod tests {
     /// Within the histogram's resolution (< 0.8 %).
     fn assert_near(got: f64, want: f64) {
         assert!((got - want).abs() <= want * 0.008, "{got} is not ~{want}");
+    }
+
+    #[test]
+    fn a_report_larger_than_the_pipe_buffer_is_read_whole() {
+        // 200,000 bytes: three times a pipe's buffer. Read only after the child's exit,
+        // the child would block on its write until the deadline and be killed.
+        let mut command = Command::new("sh");
+        command.args(["-c", "head -c 200000 /dev/zero | tr '\\0' x"]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (status, out) = run_collecting_stdout(&mut command, deadline)
+            .expect("the command runs")
+            .expect("the command ends before the deadline");
+        assert!(status.success());
+        assert_eq!(out.len(), 200_000);
+        assert!(out.bytes().all(|b| b == b'x'));
     }
 
     #[test]
